@@ -1,0 +1,34 @@
+#pragma once
+/// @file error.hpp
+/// The one exception type blfft throws, with a code saying which kind of mistake it reports.
+
+#include <stdexcept>
+#include <string>
+
+#include "blfft/export.hpp"
+
+namespace blfft {
+
+/// What went wrong. Python maps `invalid_argument`/`shape_mismatch`/`overflow` to ValueError,
+/// `type_mismatch` to TypeError and the rest to blfft.BlfftError.
+enum class error_code {
+  invalid_argument,  ///< a value outside its allowed range (sizes, rates, strides, pointers)
+  shape_mismatch,    ///< a buffer whose shape or strides do not match the plan
+  overflow,          ///< sizes whose element counts do not fit in 64 bits
+  type_mismatch,     ///< wrong dtype or device
+  unsupported,       ///< a valid request this build cannot serve (e.g. no CUDA backend)
+  backend,           ///< an FFT, BLAS, CUDA or cuFFT call failed
+};
+
+/// Exception thrown by every blfft entry point. The message names the offending argument.
+class BLFFT_API error : public std::runtime_error {
+ public:
+  error(error_code code, const std::string& message)
+      : std::runtime_error(message), code_(code) {}
+  error_code code() const noexcept { return code_; }
+
+ private:
+  error_code code_;
+};
+
+}  // namespace blfft

@@ -1,0 +1,90 @@
+#pragma once
+/// @file plan.hpp
+/// Plans: one layer geometry, built once, executed many times on caller-owned buffers.
+
+#include <cstddef>
+#include <memory>
+
+#include "blfft/export.hpp"
+#include "blfft/geometry.hpp"
+#include "blfft/tensor.hpp"
+
+namespace blfft {
+
+/// How hard FFTW searches for fast transforms when a new transform size is first seen.
+enum class fft_rigor { estimate, measure };
+
+struct plan_options {
+  fft_rigor rigor = fft_rigor::estimate;
+};
+
+namespace detail {
+template <class T>
+class plan_impl;
+}
+
+/// Band-limited convolution for one geometry on the CPU backend, for T = float or double.
+///
+/// Every method is const and thread-safe: one plan may run on many threads at once. Spectrum
+/// buffers are caller-owned, in the layout described on blfft::geometry, with
+/// geometry().x_spectrum_size() / w_spectrum_size() scalars. Inputs are never modified.
+/// Non-copyable (a plan is shared through std::shared_ptr, see get_plan), movable.
+template <class T>
+class BLFFT_API plan {
+ public:
+  explicit plan(const geometry& g, const plan_options& options = {});
+  plan(const conv_params& p, const compression& c, const plan_options& options = {});
+  ~plan();
+  plan(plan&&) noexcept;
+  plan& operator=(plan&&) noexcept;
+  plan(const plan&) = delete;
+  plan& operator=(const plan&) = delete;
+
+  const blfft::geometry& geometry() const;
+
+  /// y = band-limited conv(x, w) + bias. `bias` may be null. If `x_spectrum` / `w_spectrum` are
+  /// non-null they receive the compressed spectra, to be passed to backward (map reuse).
+  void forward(const tensor_view<const T>& x, const tensor_view<const T>& w, const T* bias,
+               const tensor_view<T>& y, T* x_spectrum = nullptr, T* w_spectrum = nullptr) const;
+
+  /// The compressed spectrum of the (padded) input or of the (dilated) weight.
+  void input_spectrum(const tensor_view<const T>& x, T* x_spectrum) const;
+  void weight_spectrum(const tensor_view<const T>& w, T* w_spectrum) const;
+
+  /// Forward from spectra already computed.
+  void forward_spectra(const T* x_spectrum, const T* w_spectrum, const T* bias,
+                       const tensor_view<T>& y) const;
+
+  /// All gradients from one transform of grad_out. Each of grad_input, grad_weight, grad_bias
+  /// may be null to skip it; grad_input needs w_spectrum, grad_weight needs x_spectrum.
+  void backward(const tensor_view<const T>& grad_out, const T* x_spectrum, const T* w_spectrum,
+                const tensor_view<T>* grad_input, const tensor_view<T>* grad_weight,
+                T* grad_bias) const;
+
+  void input_grad(const tensor_view<const T>& grad_out, const T* w_spectrum,
+                  const tensor_view<T>& grad_input) const;
+  void weight_grad(const tensor_view<const T>& grad_out, const T* x_spectrum,
+                   const tensor_view<T>& grad_weight) const;
+  void bias_grad(const tensor_view<const T>& grad_out, T* grad_bias) const;
+
+ private:
+  std::unique_ptr<detail::plan_impl<T>> impl_;
+};
+
+extern template class plan<float>;
+extern template class plan<double>;
+
+/// The process-wide plan cache: one plan per (geometry, kept set, dtype, options), shared.
+/// Thread-safe. Changing the rate between calls just looks up (or builds) another plan.
+template <class T>
+BLFFT_API std::shared_ptr<const plan<T>> get_plan(const conv_params& p, const compression& c,
+                                                  const plan_options& options = {});
+/// Number of plans held by the cache, and a way to drop them all.
+BLFFT_API std::size_t plan_cache_size();
+BLFFT_API void clear_plan_cache();
+
+/// Threads used by the CPU backend (default: OpenMP's default, e.g. OMP_NUM_THREADS).
+BLFFT_API void set_num_threads(int n);
+BLFFT_API int get_num_threads();
+
+}  // namespace blfft

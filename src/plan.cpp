@@ -1,0 +1,242 @@
+// The CPU plan: validation of caller buffers, then analyse -> mix -> synthesise.
+
+#include "blfft/plan.hpp"
+
+#include <algorithm>
+#include <numeric>
+
+#include "aligned_buffer.hpp"
+#include "check.hpp"
+#include "mix.hpp"
+#include "parallel.hpp"
+#include "pruned_transform.hpp"
+
+namespace blfft {
+namespace detail {
+namespace {
+
+std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+/// Checks a caller view against the shape the plan expects. Outputs must also not overlap
+/// themselves, or parallel writes would race and results would depend on timing.
+template <class T>
+void check_view(const tensor_view<T>& v, const std::vector<int64_t>& expected, const char* name,
+                bool is_output) {
+  BLFFT_EXPECTS(v.data != nullptr, error_code::invalid_argument, name, " data pointer is null");
+  BLFFT_EXPECTS(v.shape.size() == expected.size(), error_code::shape_mismatch, name,
+                " must have rank ", expected.size(), " (shape ", shape_str(expected),
+                "), got rank ", v.shape.size());
+  BLFFT_EXPECTS(v.shape == expected, error_code::shape_mismatch, name, " has shape ",
+                shape_str(v.shape), " but the plan expects ", shape_str(expected));
+  BLFFT_EXPECTS(v.strides.size() == v.shape.size(), error_code::shape_mismatch, name, " has ",
+                v.strides.size(), " strides for rank ", v.shape.size());
+  int64_t extent = 0;
+  for (size_t i = 0; i < v.shape.size(); ++i) {
+    BLFFT_EXPECTS(v.strides[i] >= 0, error_code::invalid_argument, name,
+                  " strides must be non-negative, got ", shape_str(v.strides));
+    extent = checked_add(extent, checked_mul(v.strides[i], v.shape[i] - 1, name), name);
+  }
+  if (!is_output) return;
+  std::vector<size_t> order(v.shape.size());
+  std::iota(order.begin(), order.end(), size_t(0));
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return v.strides[a] < v.strides[b]; });
+  int64_t span = 1;  // elements covered by the dimensions visited so far
+  for (size_t i : order) {
+    if (v.shape[i] == 1) continue;
+    BLFFT_EXPECTS(v.strides[i] >= span, error_code::invalid_argument, name, " strides ",
+                  shape_str(v.strides), " make elements of shape ", shape_str(v.shape),
+                  " overlap");
+    span = v.strides[i] * v.shape[i];
+  }
+}
+
+template <class T>
+image_view<T> as_image(const tensor_view<T>& v) {
+  if (v.shape.size() == 3) return {v.data, v.strides[0], v.strides[1], 0, v.strides[2]};
+  return {v.data, v.strides[0], v.strides[1], v.strides[2], v.strides[3]};
+}
+
+template <class T>
+const T* require(const T* p, const char* name) {
+  BLFFT_EXPECTS(p != nullptr, error_code::invalid_argument, name, " pointer is null");
+  return p;
+}
+
+}  // namespace
+
+template <class T>
+class plan_impl {
+  using transform = pruned_transform<T>;
+  using dir = typename transform::direction;
+
+ public:
+  plan_impl(const geometry& geo, const plan_options& o) : g(geo) {
+    const auto& p = g.params;
+    const placement x_h{p.input[0], p.padding[0], 1}, x_w{p.input[1], p.padding[1], 1};
+    const placement w_h{p.kernel[0], 0, p.dilation[0]}, w_w{p.kernel[1], 0, p.dilation[1]};
+    const placement y_h{g.output[0], 0, p.stride[0]}, y_w{g.output[1], 0, p.stride[1]};
+    const int64_t N = p.batch, C = p.in_channels, F = p.out_channels, Cg = g.in_per_group;
+    x_in = std::make_unique<transform>(g, dir::analyse, N, C, x_h, x_w, o.rigor);
+    w_in = std::make_unique<transform>(g, dir::analyse, F, Cg, w_h, w_w, o.rigor);
+    g_in = std::make_unique<transform>(g, dir::analyse, N, F, y_h, y_w, o.rigor);
+    y_out = std::make_unique<transform>(g, dir::synthesise, N, F, y_h, y_w, o.rigor);
+    dx_out = std::make_unique<transform>(g, dir::synthesise, N, C, x_h, x_w, o.rigor);
+    dw_out = std::make_unique<transform>(g, dir::synthesise, F, Cg, w_h, w_w, o.rigor);
+    scale = T(1) / static_cast<T>(g.grid[0] * g.grid[1]);
+  }
+
+  geometry g;
+  std::unique_ptr<transform> x_in, w_in, g_in, y_out, dx_out, dw_out;
+  T scale;
+};
+
+}  // namespace detail
+
+using detail::aligned_buffer;
+using detail::as_image;
+using detail::check_view;
+using detail::require;
+
+template <class T>
+plan<T>::plan(const blfft::geometry& g, const plan_options& options)
+    : impl_(std::make_unique<detail::plan_impl<T>>(g, options)) {}
+
+template <class T>
+plan<T>::plan(const conv_params& p, const compression& c, const plan_options& options)
+    : plan(make_geometry(p, c), options) {}
+
+template <class T>
+plan<T>::~plan() = default;
+template <class T>
+plan<T>::plan(plan&&) noexcept = default;
+template <class T>
+plan<T>& plan<T>::operator=(plan&&) noexcept = default;
+
+template <class T>
+const blfft::geometry& plan<T>::geometry() const {
+  BLFFT_EXPECTS(impl_ != nullptr, error_code::invalid_argument, "plan was moved from");
+  return impl_->g;
+}
+
+template <class T>
+void plan<T>::input_spectrum(const tensor_view<const T>& x, T* x_spectrum) const {
+  const auto& g = geometry();
+  check_view(x, g.input_shape(), "input", false);
+  require(x_spectrum, "x_spectrum");
+  impl_->x_in->analyse(as_image(x), x_spectrum);
+}
+
+template <class T>
+void plan<T>::weight_spectrum(const tensor_view<const T>& w, T* w_spectrum) const {
+  const auto& g = geometry();
+  check_view(w, g.weight_shape(), "weight", false);
+  require(w_spectrum, "w_spectrum");
+  impl_->w_in->analyse(as_image(w), w_spectrum);
+}
+
+template <class T>
+void plan<T>::forward(const tensor_view<const T>& x, const tensor_view<const T>& w, const T* bias,
+                      const tensor_view<T>& y, T* x_spectrum, T* w_spectrum) const {
+  const auto& g = geometry();
+  check_view(x, g.input_shape(), "input", false);
+  check_view(w, g.weight_shape(), "weight", false);
+  check_view(y, g.output_shape(), "output", true);
+  aligned_buffer<T> x_tmp, w_tmp;
+  if (!x_spectrum) {
+    x_tmp.resize(static_cast<size_t>(g.x_spectrum_size()));
+    x_spectrum = x_tmp.data();
+  }
+  if (!w_spectrum) {
+    w_tmp.resize(static_cast<size_t>(g.w_spectrum_size()));
+    w_spectrum = w_tmp.data();
+  }
+  impl_->x_in->analyse(as_image(x), x_spectrum);
+  impl_->w_in->analyse(as_image(w), w_spectrum);
+  forward_spectra(x_spectrum, w_spectrum, bias, y);
+}
+
+template <class T>
+void plan<T>::forward_spectra(const T* x_spectrum, const T* w_spectrum, const T* bias,
+                              const tensor_view<T>& y) const {
+  const auto& g = geometry();
+  require(x_spectrum, "x_spectrum");
+  require(w_spectrum, "w_spectrum");
+  check_view(y, g.output_shape(), "output", true);
+  aligned_buffer<T> y_spec(static_cast<size_t>(g.y_spectrum_size()));
+  detail::mix_forward(g, x_spectrum, w_spectrum, y_spec.data());
+  impl_->y_out->synthesise(y_spec.data(), as_image(y), impl_->scale, bias);
+}
+
+template <class T>
+void plan<T>::backward(const tensor_view<const T>& grad_out, const T* x_spectrum,
+                       const T* w_spectrum, const tensor_view<T>* grad_input,
+                       const tensor_view<T>* grad_weight, T* grad_bias) const {
+  const auto& g = geometry();
+  check_view(grad_out, g.output_shape(), "grad_output", false);
+  if (grad_input) {
+    check_view(*grad_input, g.input_shape(), "grad_input", true);
+    require(w_spectrum, "w_spectrum");
+  }
+  if (grad_weight) {
+    check_view(*grad_weight, g.weight_shape(), "grad_weight", true);
+    require(x_spectrum, "x_spectrum");
+  }
+  if (grad_input || grad_weight) {
+    // The one new transform of the backward pass (DESIGN.md 1.6).
+    aligned_buffer<T> g_spec(static_cast<size_t>(g.y_spectrum_size()));
+    impl_->g_in->analyse(as_image(grad_out), g_spec.data());
+    if (grad_input) {
+      aligned_buffer<T> dx_spec(static_cast<size_t>(g.x_spectrum_size()));
+      detail::mix_input_grad(g, g_spec.data(), w_spectrum, dx_spec.data());
+      impl_->dx_out->synthesise(dx_spec.data(), as_image(*grad_input), impl_->scale, nullptr);
+    }
+    if (grad_weight) {
+      aligned_buffer<T> dw_spec(static_cast<size_t>(g.w_spectrum_size()));
+      detail::mix_weight_grad(g, g_spec.data(), x_spectrum, dw_spec.data());
+      impl_->dw_out->synthesise(dw_spec.data(), as_image(*grad_weight), impl_->scale, nullptr);
+    }
+  }
+  if (grad_bias) bias_grad(grad_out, grad_bias);
+}
+
+template <class T>
+void plan<T>::input_grad(const tensor_view<const T>& grad_out, const T* w_spectrum,
+                         const tensor_view<T>& grad_input) const {
+  backward(grad_out, nullptr, w_spectrum, &grad_input, nullptr, nullptr);
+}
+
+template <class T>
+void plan<T>::weight_grad(const tensor_view<const T>& grad_out, const T* x_spectrum,
+                          const tensor_view<T>& grad_weight) const {
+  backward(grad_out, x_spectrum, nullptr, nullptr, &grad_weight, nullptr);
+}
+
+template <class T>
+void plan<T>::bias_grad(const tensor_view<const T>& grad_out, T* grad_bias) const {
+  const auto& g = geometry();
+  check_view(grad_out, g.output_shape(), "grad_output", false);
+  require(grad_bias, "grad_bias");
+  const auto img = as_image(grad_out);
+  const int64_t N = g.params.batch, F = g.params.out_channels;
+  const int64_t Ho = g.output[0], Wo = g.output[1];
+#pragma omp parallel for schedule(static) num_threads(detail::thread_count())
+  for (int64_t f = 0; f < F; ++f) {
+    double sum = 0;  // double accumulation: batch x spatial terms
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t h = 0; h < Ho; ++h) {
+        const T* row = img.data + n * img.stride_b + f * img.stride_ch + h * img.stride_h;
+        for (int64_t w = 0; w < Wo; ++w) sum += row[w * img.stride_w];
+      }
+    grad_bias[f] = static_cast<T>(sum);
+  }
+}
+
+template class plan<float>;
+template class plan<double>;
+
+}  // namespace blfft

@@ -1,0 +1,74 @@
+#pragma once
+// Pruned 2D real FFTs between strided spatial images and compressed, frequency-major spectra.
+//
+// A spatial image of R_h x R_w samples sits on the Lh x Lw FFT grid at rows off_h + step_h * i
+// and columns off_w + step_w * j; the rest of the grid is zero. This one placement describes every
+// pass (DESIGN.md 1.5-1.6):
+//   input x:        offset = padding, step 1      weight w:     offset 0, step = dilation
+//   output grad g:  offset 0, step = stride       (and the same placements for what comes back)
+//
+// analyse:    image -> spectrum at the kept bins. Rows-then-columns: r2c only on the R_h rows
+//             that hold data, then column FFTs only for the kept columns; never the full spectrum.
+// synthesise: kept bins -> image samples. Column inverse FFTs for the kept columns, then c2r only
+//             on the grid rows the image needs (zeros synthesised for the dropped columns).
+//
+// Spectra are planar and frequency-major: S[k][re|im][image], image = b * CH + ch (see
+// blfft::geometry), so one kept frequency is a contiguous (B x CH) matrix per plane.
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "blfft/geometry.hpp"
+#include "blfft/plan.hpp"
+#include "fft.hpp"
+
+namespace blfft::detail {
+
+/// Grid index of sample i along one axis: offset + step * i, for i < count.
+struct placement {
+  int64_t count = 1;
+  int64_t offset = 0;
+  int64_t step = 1;
+};
+
+/// A strided 4D (b, ch, h, w) view; rank-3 tensors have stride_h unused (one row).
+template <class T>
+struct image_view {
+  T* data = nullptr;
+  int64_t stride_b = 0, stride_ch = 0, stride_h = 0, stride_w = 0;
+};
+
+template <class T>
+class pruned_transform {
+ public:
+  enum class direction { analyse, synthesise };
+
+  /// B x CH images placed on the grid of `g` as described by `h` and `w`.
+  pruned_transform(const geometry& g, direction dir, int64_t B, int64_t CH, placement h,
+                   placement w, fft_rigor rigor);
+
+  /// spectrum[k][plane][b * CH + ch] for all kept k; 2 * kept * B * CH scalars.
+  void analyse(const image_view<const T>& src, T* spectrum) const;
+
+  /// dst = scale * inverse(spectrum) at the placed samples, plus bias[ch] when bias is non-null.
+  void synthesise(const T* spectrum, const image_view<T>& dst, T scale, const T* bias) const;
+
+ private:
+  struct chunk_plans {
+    std::shared_ptr<const fft_plan<T>> rows, cols;
+  };
+  chunk_plans plans_for(int64_t images) const;
+  std::size_t per_thread_scalars() const;
+
+  direction dir_;
+  int64_t Lh_, Lw_;
+  std::vector<int64_t> kept_rows_, kept_cols_;
+  int64_t B_, CH_;
+  placement h_, w_;
+  int64_t chunk_ = 1;      // images per work item
+  int64_t row_len_ = 0;    // rfft bins per row (Lw / 2 + 1)
+  chunk_plans full_, tail_;
+};
+
+}  // namespace blfft::detail
