@@ -1,0 +1,78 @@
+# Finds what libblfft links against and creates the imported targets it links to:
+#   PkgConfig::FFTW3F, PkgConfig::FFTW3   FFTW3, single and double precision (pkg-config)
+#   OpenMP::OpenMP_CXX                    OpenMP
+#   blfft_deps::blas                      a Fortran BLAS (sgemm_/dgemm_), OpenBLAS's OpenMP flavour
+#                                         when it is there
+#
+# Used twice, so that both places agree: by the top-level CMakeLists.txt, and by an installed
+# blfftConfig.cmake of a *static* libblfft, whose consumers must link these too (a shared libblfft
+# carries its dependencies itself).
+#
+# In:  BLFFT_DEPS_REQUIRED  true: fail the configure on anything missing (the build);
+#                           false: set BLFFT_DEPS_MISSING instead (the installed config).
+# Out: BLFFT_DEPS_MISSING   what was not found (empty when all is there)
+#      BLFFT_BLAS_LIBRARY   the BLAS library file when found directly (cache)
+#      BLFFT_BLAS_VENDOR    a word for the summary: "OpenBLAS (OpenMP)" or "FindBLAS: ..."
+#      BLFFT_BLAS_RUNTIME_DIR  a folder that must be on the RUNPATH of whatever links the BLAS
+#                           library (it is not a default loader folder); empty when none
+
+set(BLFFT_DEPS_MISSING "")
+if(BLFFT_DEPS_REQUIRED)
+  set(_blfft_req REQUIRED)
+else()
+  set(_blfft_req QUIET)
+endif()
+
+# --- FFTW3 -----------------------------------------------------------------------------------
+find_package(PkgConfig ${_blfft_req})
+if(PkgConfig_FOUND)
+  pkg_check_modules(FFTW3F ${_blfft_req} IMPORTED_TARGET fftw3f)
+  pkg_check_modules(FFTW3 ${_blfft_req} IMPORTED_TARGET fftw3)
+endif()
+if(NOT TARGET PkgConfig::FFTW3F OR NOT TARGET PkgConfig::FFTW3)
+  list(APPEND BLFFT_DEPS_MISSING "FFTW3 (pkg-config modules fftw3f and fftw3)")
+endif()
+
+# --- OpenMP ----------------------------------------------------------------------------------
+find_package(OpenMP ${_blfft_req} COMPONENTS CXX)
+if(NOT TARGET OpenMP::OpenMP_CXX)
+  list(APPEND BLFFT_DEPS_MISSING "OpenMP (C++)")
+endif()
+
+# --- BLAS ------------------------------------------------------------------------------------
+# blfft calls sgemm_/dgemm_ from *inside* its own OpenMP parallel regions (one small GEMM per
+# kept frequency, many frequencies in parallel). Debian's OpenMP flavour of OpenBLAS notices that
+# it is called from an active parallel region and then runs single-threaded, which is what we
+# want. The pthread flavour (Debian's default libopenblas.so.0) would start its own thread pool
+# inside each of our threads and oversubscribe the cores. The OpenMP flavour lives in a folder
+# of its own that the loader does not search, hence BLFFT_BLAS_RUNTIME_DIR and the RUNPATHs set
+# from it.
+set(BLFFT_BLAS_RUNTIME_DIR "")
+if(NOT TARGET blfft_deps::blas)
+  if(CMAKE_LIBRARY_ARCHITECTURE)
+    find_library(BLFFT_BLAS_LIBRARY NAMES openblas
+                 PATHS /usr/lib/${CMAKE_LIBRARY_ARCHITECTURE}/openblas-openmp
+                 NO_DEFAULT_PATH
+                 DOC "BLAS library (OpenBLAS, OpenMP flavour) that provides sgemm_/dgemm_")
+  endif()
+  if(BLFFT_BLAS_LIBRARY)
+    add_library(blfft_deps::blas INTERFACE IMPORTED)
+    set_target_properties(blfft_deps::blas PROPERTIES
+                          INTERFACE_LINK_LIBRARIES "${BLFFT_BLAS_LIBRARY}")
+    set(BLFFT_BLAS_VENDOR "OpenBLAS (OpenMP flavour)")
+  else()
+    find_package(BLAS ${_blfft_req})
+    if(TARGET BLAS::BLAS)
+      add_library(blfft_deps::blas INTERFACE IMPORTED)
+      set_target_properties(blfft_deps::blas PROPERTIES INTERFACE_LINK_LIBRARIES BLAS::BLAS)
+      set(BLFFT_BLAS_VENDOR "FindBLAS: ${BLAS_LIBRARIES}")
+    else()
+      list(APPEND BLFFT_DEPS_MISSING "BLAS (install libopenblas-openmp-dev)")
+    endif()
+  endif()
+endif()
+if(BLFFT_BLAS_LIBRARY)
+  get_filename_component(BLFFT_BLAS_RUNTIME_DIR "${BLFFT_BLAS_LIBRARY}" DIRECTORY)
+endif()
+
+unset(_blfft_req)

@@ -1,0 +1,23 @@
+# Small helpers shared by the library, the examples and the tests.
+
+# blfft_target_warnings(<target>): the project's warning flags on one of our own targets.
+function(blfft_target_warnings target)
+  if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+    target_compile_options(${target} PRIVATE -Wall -Wextra)
+  elseif(MSVC)
+    target_compile_options(${target} PRIVATE /W4)
+  endif()
+endfunction()
+
+# blfft_target_tuning(<target>): optimisation flags for our hot code. CMake's Release flags for
+# GCC/Clang are already -O3; say so explicitly so that a toolchain file with other defaults does
+# not silently lose it. BLFFT_NATIVE adds -march=native (not portable: the binary may not run on
+# another CPU, so it is off by default and never used for wheels).
+function(blfft_target_tuning target)
+  if(CMAKE_CXX_COMPILER_ID MATCHES "GNU|Clang")
+    target_compile_options(${target} PRIVATE $<$<CONFIG:Release>:-O3>)
+    if(BLFFT_NATIVE)
+      target_compile_options(${target} PRIVATE -march=native)
+    endif()
+  endif()
+endfunction()
