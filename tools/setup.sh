@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Installs everything blfft needs on a Debian (bookworm) machine and builds it. Idempotent: run it
+# again at any time; it installs only what is missing and rebuilds only what changed.
+#
+#   bash tools/setup.sh
+#
+# Steps: Debian packages -> Python venv (.venv) with torch, numpy, pytest -> C++ build (build/)
+# -> the Python package, once the project has a pyproject.toml.
+#
+# Environment: PYTHON (the interpreter for the venv, default python3), BUILD_DIR (default build),
+# CMAKE_ARGS (extra arguments for the first CMake configure).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+BUILD_DIR="${BUILD_DIR:-build}"
+VENV="$ROOT/.venv"
+PYTHON="${PYTHON:-python3}"
+
+log() { printf '\n== setup: %s\n' "$*"; }
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  SUDO="sudo"
+fi
+
+# --- Debian packages ----------------------------------------------------------------------------
+# cmake, ninja-build, g++, pkg-config: the build. libfftw3-dev: FFTW3 (float and double).
+# libopenblas-openmp-dev: BLAS, OpenMP flavour (see README). libgtest-dev: the C++ tests.
+APT_PACKAGES=(cmake ninja-build g++ pkg-config libfftw3-dev libopenblas-openmp-dev libgtest-dev)
+if ! "$PYTHON" -m venv --help >/dev/null 2>&1; then
+  APT_PACKAGES+=(python3-venv)
+fi
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$pkg")
+  fi
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update
+  $SUDO apt-get install -y --no-install-recommends "${missing[@]}"
+else
+  log "Debian packages already installed"
+fi
+
+# --- Python virtual environment -----------------------------------------------------------------
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+# torch first and pinned: this exact CPU build is on local disk; an unpinned `torch` (asked for
+# directly or by another package) would pull a CUDA build of several GB.
+if ! "$VENV/bin/python" -c 'import torch, sys; sys.exit(not torch.__version__.startswith("2.13.0"))' \
+    >/dev/null 2>&1; then
+  log "installing torch 2.13.0 (CPU)"
+  "$VENV/bin/pip" install torch==2.13.0
+fi
+if ! "$VENV/bin/python" -c 'import numpy, pytest' >/dev/null 2>&1; then
+  log "installing numpy, pytest"
+  "$VENV/bin/pip" install numpy pytest
+fi
+
+# --- C++ build ----------------------------------------------------------------------------------
+if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then
+  log "re-configuring $BUILD_DIR"
+  cmake -S . -B "$BUILD_DIR"
+else
+  log "configuring $BUILD_DIR"
+  # shellcheck disable=SC2086
+  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release ${CMAKE_ARGS:-}
+fi
+log "building $BUILD_DIR"
+cmake --build "$BUILD_DIR"
+
+# --- Python package (HOOK) ----------------------------------------------------------------------
+# The Python bindings (python/) install here once the project has a pyproject.toml (at the root or
+# in python/). Build isolation is off so the build sees the venv's torch 2.13.0 instead of
+# resolving a fresh (CUDA) torch; the build backend's own requirements are therefore installed
+# first, read from [build-system].requires.
+install_python_package() {
+  local dir=""
+  if [ -f pyproject.toml ]; then
+    dir="."
+  elif [ -f python/pyproject.toml ]; then
+    dir="python"
+  else
+    log "no pyproject.toml yet: skipping the Python package"
+    return 0
+  fi
+  log "installing the Python package from $dir"
+  local requires
+  requires="$("$VENV/bin/python" - "$dir/pyproject.toml" <<'EOF'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    print("\n".join(tomllib.load(f).get("build-system", {}).get("requires", [])))
+EOF
+)"
+  if [ -n "$requires" ]; then
+    mapfile -t reqs <<<"$requires"
+    "$VENV/bin/pip" install "${reqs[@]}"
+  fi
+  "$VENV/bin/pip" install --no-build-isolation "$dir"
+}
+install_python_package
+
+log "done"
