@@ -5,7 +5,7 @@
 // Three batched 1D transforms cover every pass of the pruned 2D transforms:
 //   rfft_rows:  `howmany` real rows of length n (distance n) -> rows of n/2+1 complex
 //   irfft_rows: the inverse (unnormalised); it may overwrite its input
-//   cfft_cols:  in place on a row-major [n][howmany] complex array, along n
+//   cfft_cols:  in place on `howmany` contiguous complex columns of length n (distance n)
 // Plans are built once per (kind, n, howmany) and cached process-wide; executing one is
 // thread-safe. Buffers passed to execute must be 64-byte aligned (aligned_buffer is).
 

@@ -35,8 +35,8 @@ struct fftw_api<float> {
                                    flags);
   }
   static plan_t c2c_cols(int n, int howmany, complex_t* data, int sign, unsigned flags) {
-    return fftwf_plan_many_dft(1, &n, howmany, data, nullptr, howmany, 1, data, nullptr, howmany,
-                               1, sign, flags);
+    return fftwf_plan_many_dft(1, &n, howmany, data, nullptr, 1, n, data, nullptr, 1, n, sign,
+                               flags);
   }
   static void exec_r2c(plan_t p, void* in, void* out) {
     fftwf_execute_dft_r2c(p, static_cast<float*>(in), static_cast<complex_t*>(out));
@@ -63,8 +63,8 @@ struct fftw_api<double> {
                                   flags);
   }
   static plan_t c2c_cols(int n, int howmany, complex_t* data, int sign, unsigned flags) {
-    return fftw_plan_many_dft(1, &n, howmany, data, nullptr, howmany, 1, data, nullptr, howmany,
-                              1, sign, flags);
+    return fftw_plan_many_dft(1, &n, howmany, data, nullptr, 1, n, data, nullptr, 1, n, sign,
+                              flags);
   }
   static void exec_r2c(plan_t p, void* in, void* out) {
     fftw_execute_dft_r2c(p, static_cast<double*>(in), static_cast<complex_t*>(out));

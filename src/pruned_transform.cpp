@@ -91,25 +91,25 @@ void pruned_transform<T>::analyse(const image_view<const T>& src, T* spectrum) c
     }
     plans.rows->execute(rin, rout);
 
-    // Kept columns onto the full-height grid (zero rows where no data), then column FFTs.
+    // Kept columns, each as a contiguous full-height column (zero where no data), then FFTs.
     std::fill(grid, grid + Lh_ * width, C(0));
     for (int64_t m = 0; m < mc; ++m)
       for (int64_t r = 0; r < Rh; ++r) {
         const C* s = rout + (m * Rh + r) * bins;
-        C* d = grid + (h_.offset + h_.step * r) * width + m * nc;
-        for (int64_t q = 0; q < nc; ++q) d[q] = s[kept_cols_[q]];
+        C* d = grid + m * nc * Lh_ + h_.offset + h_.step * r;
+        for (int64_t q = 0; q < nc; ++q) d[q * Lh_] = s[kept_cols_[q]];
       }
     if (plans.cols) plans.cols->execute(grid, grid);
 
     // Kept rows into the frequency-major planar spectrum.
     for (int64_t a = 0; a < nr; ++a) {
-      const C* g = grid + kept_rows_[a] * width;
       for (int64_t q = 0; q < nc; ++q) {
+        const C* g = grid + q * Lh_ + kept_rows_[a];
         T* re = spectrum + (a * nc + q) * per_k + j0;
         T* im = re + J;
         for (int64_t m = 0; m < mc; ++m) {
-          re[m] = g[m * nc + q].real();
-          im[m] = g[m * nc + q].imag();
+          re[m] = g[m * nc * Lh_].real();
+          im[m] = g[m * nc * Lh_].imag();
         }
       }
     }
@@ -136,14 +136,14 @@ void pruned_transform<T>::synthesise(const T* spectrum, const image_view<T>& dst
     C* grid = rout + aligned_count<T>(2 * chunk_ * Rh * bins) / 2;
     const int64_t width = mc * nc;
 
-    // Kept bins onto the grid (the dropped ones are zero), then inverse column FFTs.
+    // Kept bins onto contiguous columns (the dropped ones are zero), then inverse column FFTs.
     std::fill(grid, grid + Lh_ * width, C(0));
     for (int64_t a = 0; a < nr; ++a) {
-      C* g = grid + kept_rows_[a] * width;
       for (int64_t q = 0; q < nc; ++q) {
+        C* g = grid + q * Lh_ + kept_rows_[a];
         const T* re = spectrum + (a * nc + q) * per_k + j0;
         const T* im = re + J;
-        for (int64_t m = 0; m < mc; ++m) g[m * nc + q] = C(re[m], im[m]);
+        for (int64_t m = 0; m < mc; ++m) g[m * nc * Lh_] = C(re[m], im[m]);
       }
     }
     if (plans.cols) plans.cols->execute(grid, grid);
@@ -152,9 +152,9 @@ void pruned_transform<T>::synthesise(const T* spectrum, const image_view<T>& dst
     std::fill(rout, rout + mc * Rh * bins, C(0));
     for (int64_t m = 0; m < mc; ++m)
       for (int64_t r = 0; r < Rh; ++r) {
-        const C* s = grid + (h_.offset + h_.step * r) * width + m * nc;
+        const C* s = grid + m * nc * Lh_ + h_.offset + h_.step * r;
         C* d = rout + (m * Rh + r) * bins;
-        for (int64_t q = 0; q < nc; ++q) d[kept_cols_[q]] = s[q];
+        for (int64_t q = 0; q < nc; ++q) d[kept_cols_[q]] = s[q * Lh_];
       }
     plans.rows->execute(rout, rin);
 
