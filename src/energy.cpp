@@ -40,7 +40,7 @@ std::vector<double> energy_map(const conv_params& p, const tensor_view<const T>&
   // One sample at a time bounds the memory to one sample's full spectrum.
   detail::pruned_transform<T> t(g, detail::pruned_transform<T>::direction::analyse, 1,
                                 q.in_channels, {q.input[0], q.padding[0], 1},
-                                {q.input[1], q.padding[1], 1}, fft_rigor::estimate);
+                                {q.input[1], q.padding[1], 1}, plan_options{});
   detail::aligned_buffer<T> spec(static_cast<size_t>(2 * g.total * q.in_channels));
   std::vector<double> e(static_cast<size_t>(g.total), 0.0);
   const int64_t Lw = g.grid[1], C = q.in_channels;

@@ -81,12 +81,12 @@ class plan_impl {
     const placement w_h{p.kernel[0], 0, p.dilation[0]}, w_w{p.kernel[1], 0, p.dilation[1]};
     const placement y_h{g.output[0], 0, p.stride[0]}, y_w{g.output[1], 0, p.stride[1]};
     const int64_t N = p.batch, C = p.in_channels, F = p.out_channels, Cg = g.in_per_group;
-    x_in = std::make_unique<transform>(g, dir::analyse, N, C, x_h, x_w, o.rigor);
-    w_in = std::make_unique<transform>(g, dir::analyse, F, Cg, w_h, w_w, o.rigor);
-    g_in = std::make_unique<transform>(g, dir::analyse, N, F, y_h, y_w, o.rigor);
-    y_out = std::make_unique<transform>(g, dir::synthesise, N, F, y_h, y_w, o.rigor);
-    dx_out = std::make_unique<transform>(g, dir::synthesise, N, C, x_h, x_w, o.rigor);
-    dw_out = std::make_unique<transform>(g, dir::synthesise, F, Cg, w_h, w_w, o.rigor);
+    x_in = std::make_unique<transform>(g, dir::analyse, N, C, x_h, x_w, o);
+    w_in = std::make_unique<transform>(g, dir::analyse, F, Cg, w_h, w_w, o);
+    g_in = std::make_unique<transform>(g, dir::analyse, N, F, y_h, y_w, o);
+    y_out = std::make_unique<transform>(g, dir::synthesise, N, F, y_h, y_w, o);
+    dx_out = std::make_unique<transform>(g, dir::synthesise, N, C, x_h, x_w, o);
+    dw_out = std::make_unique<transform>(g, dir::synthesise, F, Cg, w_h, w_w, o);
     scale = T(1) / static_cast<T>(g.grid[0] * g.grid[1]);
   }
 

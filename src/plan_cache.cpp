@@ -17,6 +17,7 @@ constexpr std::size_t trim_threshold = 256;
 std::vector<int64_t> cache_key(const geometry& g, int dtype, const plan_options& o) {
   const auto& p = g.params;
   std::vector<int64_t> k{dtype,         static_cast<int64_t>(o.rigor),
+                         static_cast<int64_t>(o.method), o.matmul_max_grid,
                          p.ndim,        p.batch,
                          p.in_channels, p.out_channels,
                          p.groups};

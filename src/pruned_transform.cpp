@@ -3,21 +3,33 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <cmath>
 #include <complex>
 #include <cstring>
 
+#include "blas.hpp"
 #include "check.hpp"
 #include "parallel.hpp"
 
 namespace blfft::detail {
 namespace {
+
 // Images per work item are chosen so that one item's buffers stay within the L2 cache.
-constexpr std::size_t chunk_bytes = 192 * 1024;
+constexpr std::size_t chunk_bytes = 256 * 1024;
+
+/// exp(sign * 2 pi i * k * t / L) with k * t reduced mod L first, so large products keep their
+/// precision.
+std::complex<double> twiddle(int64_t k, int64_t t, int64_t L, double sign) {
+  const int64_t kt = (k % L) * (t % L) % L;
+  const double a = sign * 2.0 * M_PI * static_cast<double>(kt) / static_cast<double>(L);
+  return {std::cos(a), std::sin(a)};
+}
+
 }  // namespace
 
 template <class T>
 pruned_transform<T>::pruned_transform(const geometry& g, direction dir, int64_t B, int64_t CH,
-                                      placement h, placement w, fft_rigor rigor)
+                                      placement h, placement w, const plan_options& options)
     : dir_(dir),
       Lh_(g.grid[0]),
       Lw_(g.grid[1]),
@@ -28,22 +40,28 @@ pruned_transform<T>::pruned_transform(const geometry& g, direction dir, int64_t 
       h_(h),
       w_(w),
       row_len_(g.bins_w) {
+  matmul_ = options.method == transform_method::matmul ||
+            (options.method == transform_method::automatic &&
+             std::max(Lh_, Lw_) <= options.matmul_max_grid);
   const int64_t images = B * CH;
-  const auto per_image = static_cast<std::size_t>(
-      h.count * Lw_ + 2 * h.count * row_len_ + 2 * Lh_ * static_cast<int64_t>(kept_cols_.size()));
+  const std::size_t per_image = per_thread_scalars();  // with chunk_ = 1
   const int64_t by_cache =
       std::max<int64_t>(1, static_cast<int64_t>(chunk_bytes / (per_image * sizeof(T))));
   const int64_t threads = thread_count();
   const int64_t by_threads = (images + threads - 1) / threads;
   chunk_ = std::max<int64_t>(1, std::min(by_cache, by_threads));
+  if (matmul_) {
+    make_dft_matrices();
+    return;
+  }
   const auto plans = [&](int64_t m) {
     chunk_plans p;
     p.rows = make_fft<T>(dir == direction::analyse ? fft_kind::r2c_rows : fft_kind::c2r_rows, Lw_,
-                         m * h.count, rigor);
+                         m * h.count, options.rigor);
     if (Lh_ > 1)
       p.cols = make_fft<T>(dir == direction::analyse ? fft_kind::c2c_cols_forward
                                                      : fft_kind::c2c_cols_backward,
-                           Lh_, m * static_cast<int64_t>(kept_cols_.size()), rigor);
+                           Lh_, m * static_cast<int64_t>(kept_cols_.size()), options.rigor);
     return p;
   };
   full_ = plans(chunk_);
@@ -52,121 +70,310 @@ pruned_transform<T>::pruned_transform(const geometry& g, direction dir, int64_t 
 }
 
 template <class T>
-std::size_t pruned_transform<T>::per_thread_scalars() const {
-  const auto c = static_cast<std::size_t>(chunk_);
-  const auto nc = kept_cols_.size();
-  return aligned_count<T>(c * h_.count * Lw_) + aligned_count<T>(2 * c * h_.count * row_len_) +
-         aligned_count<T>(2 * c * Lh_ * nc);
-}
-
-template <class T>
-void pruned_transform<T>::analyse(const image_view<const T>& src, T* spectrum) const {
-  using C = std::complex<T>;
-  const int64_t J = B_ * CH_;
-  const int64_t nchunks = (J + chunk_ - 1) / chunk_;
+void pruned_transform<T>::make_dft_matrices() {
   const int64_t nr = static_cast<int64_t>(kept_rows_.size());
   const int64_t nc = static_cast<int64_t>(kept_cols_.size());
-  const int64_t Rh = h_.count, Rw = w_.count, L = Lw_, bins = row_len_;
-  const int64_t per_k = 2 * J;
-
-#pragma omp parallel for schedule(dynamic) num_threads(thread_count())
-  for (int64_t chunk = 0; chunk < nchunks; ++chunk) {
-    const int64_t j0 = chunk * chunk_, mc = std::min(chunk_, J - j0);
-    const chunk_plans& plans = mc == chunk_ ? full_ : tail_;
-    T* rin = thread_scratch<T>(per_thread_scalars());
-    C* rout = reinterpret_cast<C*>(rin + aligned_count<T>(chunk_ * Rh * L));
-    C* grid = rout + aligned_count<T>(2 * chunk_ * Rh * bins) / 2;
-    const int64_t width = mc * nc;  // columns of the chunk's column-pass array
-
-    // Rows that hold data, zero-padded to the grid width.
-    for (int64_t m = 0; m < mc; ++m) {
-      const int64_t j = j0 + m, b = j / CH_, ch = j % CH_;
-      const T* base = src.data + b * src.stride_b + ch * src.stride_ch;
-      for (int64_t r = 0; r < Rh; ++r) {
-        T* row = rin + (m * Rh + r) * L;
-        std::memset(row, 0, sizeof(T) * static_cast<std::size_t>(L));
-        const T* s = base + r * src.stride_h;
-        for (int64_t i = 0; i < Rw; ++i) row[w_.offset + w_.step * i] = s[i * src.stride_w];
-      }
-    }
-    plans.rows->execute(rin, rout);
-
-    // Kept columns, each as a contiguous full-height column (zero where no data), then FFTs.
-    std::fill(grid, grid + Lh_ * width, C(0));
-    for (int64_t m = 0; m < mc; ++m)
-      for (int64_t r = 0; r < Rh; ++r) {
-        const C* s = rout + (m * Rh + r) * bins;
-        C* d = grid + m * nc * Lh_ + h_.offset + h_.step * r;
-        for (int64_t q = 0; q < nc; ++q) d[q * Lh_] = s[kept_cols_[q]];
-      }
-    if (plans.cols) plans.cols->execute(grid, grid);
-
-    // Kept rows into the frequency-major planar spectrum.
-    for (int64_t a = 0; a < nr; ++a) {
+  const int64_t Rh = h_.count, Rw = w_.count;
+  if (dir_ == direction::analyse) {
+    // Width axis: samples (Rw) -> [re | im] of the kept columns (2 nc), e^{-i theta}.
+    row_dft_.assign(static_cast<size_t>(Rw * 2 * nc), T(0));
+    for (int64_t i = 0; i < Rw; ++i)
       for (int64_t q = 0; q < nc; ++q) {
-        const C* g = grid + q * Lh_ + kept_rows_[a];
-        T* re = spectrum + (a * nc + q) * per_k + j0;
-        T* im = re + J;
-        for (int64_t m = 0; m < mc; ++m) {
-          re[m] = g[m * nc * Lh_].real();
-          im[m] = g[m * nc * Lh_].imag();
+        const auto e = twiddle(kept_cols_[q], w_.offset + w_.step * i, Lw_, -1.0);
+        row_dft_[i * 2 * nc + q] = static_cast<T>(e.real());
+        row_dft_[i * 2 * nc + nc + q] = static_cast<T>(e.imag());
+      }
+    // Height axis: [Re D; Im D], (2 nr x Rh), D[a][r] = e^{-i theta}.
+    if (Lh_ > 1) {
+      col_dft_.assign(static_cast<size_t>(2 * nr * Rh), T(0));
+      for (int64_t a = 0; a < nr; ++a)
+        for (int64_t r = 0; r < Rh; ++r) {
+          const auto e = twiddle(kept_rows_[a], h_.offset + h_.step * r, Lh_, -1.0);
+          col_dft_[a * Rh + r] = static_cast<T>(e.real());
+          col_dft_[(nr + a) * Rh + r] = static_cast<T>(e.imag());
         }
+    }
+  } else {
+    // Height axis: [Re E; Im E], (2 Rh x nr), E[r][a] = e^{+i theta}.
+    if (Lh_ > 1) {
+      col_dft_.assign(static_cast<size_t>(2 * Rh * nr), T(0));
+      for (int64_t r = 0; r < Rh; ++r)
+        for (int64_t a = 0; a < nr; ++a) {
+          const auto e = twiddle(kept_rows_[a], h_.offset + h_.step * r, Lh_, 1.0);
+          col_dft_[r * nr + a] = static_cast<T>(e.real());
+          col_dft_[(Rh + r) * nr + a] = static_cast<T>(e.imag());
+        }
+    }
+    // Width axis, the real inverse of a half spectrum (what c2r computes): columns other than DC
+    // and Nyquist stand for a conjugate pair and count twice; the imaginary parts of DC and
+    // Nyquist drop out (their sines vanish). Rows: [re | im] of the kept columns (2 nc x Rw).
+    row_dft_.assign(static_cast<size_t>(2 * nc * Rw), T(0));
+    for (int64_t q = 0; q < nc; ++q) {
+      const int64_t k = kept_cols_[q];
+      const double weight = (k == 0 || 2 * k == Lw_) ? 1.0 : 2.0;
+      for (int64_t i = 0; i < Rw; ++i) {
+        const auto e = twiddle(k, w_.offset + w_.step * i, Lw_, 1.0);
+        row_dft_[q * Rw + i] = static_cast<T>(weight * e.real());
+        row_dft_[(nc + q) * Rw + i] = static_cast<T>(-weight * e.imag());
       }
     }
   }
 }
 
 template <class T>
-void pruned_transform<T>::synthesise(const T* spectrum, const image_view<T>& dst, T scale,
-                                     const T* bias) const {
-  using C = std::complex<T>;
+std::size_t pruned_transform<T>::per_thread_scalars() const {
+  const auto c = static_cast<std::size_t>(chunk_);
+  const std::size_t nr = kept_rows_.size(), nc = kept_cols_.size();
+  const auto Rh = static_cast<std::size_t>(h_.count), Rw = static_cast<std::size_t>(w_.count);
+  if (matmul_) {
+    // samples (Rh x c x Rw); row-transformed or kept bins (max(nr, Rh) x c x 2nc);
+    // column-transformed (2 max(nr, Rh) x c x 2nc)
+    const std::size_t lines = std::max(nr, Rh);
+    return aligned_count<T>(Rh * c * Rw) + aligned_count<T>(lines * c * 2 * nc) +
+           aligned_count<T>(2 * lines * c * 2 * nc);
+  }
+  return aligned_count<T>(c * Rh * Lw_) + aligned_count<T>(2 * c * Rh * row_len_) +
+         aligned_count<T>(2 * c * Lh_ * nc);
+}
+
+template <class T>
+void pruned_transform<T>::analyse(const image_view<const T>& src, T* spectrum) const {
   const int64_t J = B_ * CH_;
   const int64_t nchunks = (J + chunk_ - 1) / chunk_;
-  const int64_t nr = static_cast<int64_t>(kept_rows_.size());
-  const int64_t nc = static_cast<int64_t>(kept_cols_.size());
-  const int64_t Rh = h_.count, Rw = w_.count, L = Lw_, bins = row_len_;
-  const int64_t per_k = 2 * J;
-
 #pragma omp parallel for schedule(dynamic) num_threads(thread_count())
   for (int64_t chunk = 0; chunk < nchunks; ++chunk) {
     const int64_t j0 = chunk * chunk_, mc = std::min(chunk_, J - j0);
-    const chunk_plans& plans = mc == chunk_ ? full_ : tail_;
-    T* rin = thread_scratch<T>(per_thread_scalars());
-    C* rout = reinterpret_cast<C*>(rin + aligned_count<T>(chunk_ * Rh * L));
-    C* grid = rout + aligned_count<T>(2 * chunk_ * Rh * bins) / 2;
-    const int64_t width = mc * nc;
+    if (matmul_)
+      analyse_matmul(src, spectrum, j0, mc);
+    else
+      analyse_fft(src, spectrum, j0, mc);
+  }
+}
 
-    // Kept bins onto contiguous columns (the dropped ones are zero), then inverse column FFTs.
-    std::fill(grid, grid + Lh_ * width, C(0));
-    for (int64_t a = 0; a < nr; ++a) {
-      for (int64_t q = 0; q < nc; ++q) {
-        C* g = grid + q * Lh_ + kept_rows_[a];
-        const T* re = spectrum + (a * nc + q) * per_k + j0;
-        const T* im = re + J;
-        for (int64_t m = 0; m < mc; ++m) g[m * nc * Lh_] = C(re[m], im[m]);
+template <class T>
+void pruned_transform<T>::synthesise(const T* spectrum, const image_view<T>& dst, T scale,
+                                     const T* bias) const {
+  const int64_t J = B_ * CH_;
+  const int64_t nchunks = (J + chunk_ - 1) / chunk_;
+#pragma omp parallel for schedule(dynamic) num_threads(thread_count())
+  for (int64_t chunk = 0; chunk < nchunks; ++chunk) {
+    const int64_t j0 = chunk * chunk_, mc = std::min(chunk_, J - j0);
+    if (matmul_)
+      synthesise_matmul(spectrum, dst, scale, bias, j0, mc);
+    else
+      synthesise_fft(spectrum, dst, scale, bias, j0, mc);
+  }
+}
+
+// ---- matmul engine -----------------------------------------------------------------------
+// Rows of the work arrays are ordered (r, m): sample row r of chunk image m. Then the row
+// transform is one GEMM over all rows, and its output, read as an (Rh x mc * 2nc) matrix, is
+// exactly the right operand of the column transform: one more GEMM. Complex products are done as
+// real GEMMs on [re | im] blocks; combining the parts is O(output).
+
+template <class T>
+void pruned_transform<T>::analyse_matmul(const image_view<const T>& src, T* spectrum, int64_t j0,
+                                         int64_t mc) const {
+  const int64_t J = B_ * CH_, per_k = 2 * J;
+  const int64_t nr = static_cast<int64_t>(kept_rows_.size());
+  const int64_t nc = static_cast<int64_t>(kept_cols_.size());
+  const int64_t Rh = h_.count, Rw = w_.count, W2 = mc * 2 * nc;
+  T* samples = thread_scratch<T>(per_thread_scalars());
+  const int64_t lines = std::max(nr, Rh);
+  T* rows = samples + aligned_count<T>(static_cast<size_t>(Rh * chunk_ * Rw));
+  T* cols = rows + aligned_count<T>(static_cast<size_t>(lines * chunk_ * 2 * nc));
+
+  for (int64_t m = 0; m < mc; ++m) {
+    const int64_t j = j0 + m, b = j / CH_, ch = j % CH_;
+    const T* base = src.data + b * src.stride_b + ch * src.stride_ch;
+    for (int64_t r = 0; r < Rh; ++r) {
+      const T* s = base + r * src.stride_h;
+      T* d = samples + (r * mc + m) * Rw;
+      if (src.stride_w == 1) {
+        std::memcpy(d, s, sizeof(T) * static_cast<size_t>(Rw));
+      } else {
+        for (int64_t i = 0; i < Rw; ++i) d[i] = s[i * src.stride_w];
       }
     }
-    if (plans.cols) plans.cols->execute(grid, grid);
-
-    // Only the grid rows the image needs go through the inverse row FFT.
-    std::fill(rout, rout + mc * Rh * bins, C(0));
-    for (int64_t m = 0; m < mc; ++m)
-      for (int64_t r = 0; r < Rh; ++r) {
-        const C* s = grid + m * nc * Lh_ + h_.offset + h_.step * r;
-        C* d = rout + (m * Rh + r) * bins;
-        for (int64_t q = 0; q < nc; ++q) d[kept_cols_[q]] = s[q * Lh_];
+  }
+  gemm<T>(false, false, Rh * mc, 2 * nc, Rw, T(1), samples, Rw, row_dft_.data(), 2 * nc, T(0),
+          rows, 2 * nc);
+  if (Lh_ == 1) {  // one grid row: the row transform is the whole transform
+    for (int64_t q = 0; q < nc; ++q) {
+      T* re = spectrum + q * per_k + j0;
+      T* im = re + J;
+      for (int64_t m = 0; m < mc; ++m) {
+        re[m] = rows[m * 2 * nc + q];
+        im[m] = rows[m * 2 * nc + nc + q];
       }
-    plans.rows->execute(rout, rin);
-
-    for (int64_t m = 0; m < mc; ++m) {
-      const int64_t j = j0 + m, b = j / CH_, ch = j % CH_;
-      T* base = dst.data + b * dst.stride_b + ch * dst.stride_ch;
-      const T add = bias ? bias[ch] : T(0);
-      for (int64_t r = 0; r < Rh; ++r) {
-        const T* row = rin + (m * Rh + r) * L;
-        T* d = base + r * dst.stride_h;
-        for (int64_t i = 0; i < Rw; ++i) d[i * dst.stride_w] = row[w_.offset + w_.step * i] * scale + add;
+    }
+    return;
+  }
+  // cols = [Re D; Im D] * rows: P = Re D * Z (rows 0..nr-1), Q = Im D * Z (rows nr..2nr-1),
+  // and D Z = (P_re - Q_im) + i (P_im + Q_re).
+  gemm<T>(false, false, 2 * nr, W2, Rh, T(1), col_dft_.data(), Rh, rows, W2, T(0), cols, W2);
+  for (int64_t a = 0; a < nr; ++a) {
+    const T* P = cols + a * W2;
+    const T* Q = cols + (nr + a) * W2;
+    for (int64_t q = 0; q < nc; ++q) {
+      T* re = spectrum + (a * nc + q) * per_k + j0;
+      T* im = re + J;
+      for (int64_t m = 0; m < mc; ++m) {
+        const int64_t o = m * 2 * nc + q;
+        re[m] = P[o] - Q[o + nc];
+        im[m] = P[o + nc] + Q[o];
       }
+    }
+  }
+}
+
+template <class T>
+void pruned_transform<T>::synthesise_matmul(const T* spectrum, const image_view<T>& dst, T scale,
+                                            const T* bias, int64_t j0, int64_t mc) const {
+  const int64_t J = B_ * CH_, per_k = 2 * J;
+  const int64_t nr = static_cast<int64_t>(kept_rows_.size());
+  const int64_t nc = static_cast<int64_t>(kept_cols_.size());
+  const int64_t Rh = h_.count, Rw = w_.count, W2 = mc * 2 * nc;
+  T* samples = thread_scratch<T>(per_thread_scalars());
+  const int64_t lines = std::max(nr, Rh);
+  T* kept = samples + aligned_count<T>(static_cast<size_t>(Rh * chunk_ * Rw));
+  T* cols = kept + aligned_count<T>(static_cast<size_t>(lines * chunk_ * 2 * nc));
+
+  // kept: (nr x mc * 2nc), row a holds [re | im] of every chunk image's kept columns.
+  T* spec = Lh_ == 1 ? cols : kept;  // with one grid row, skip the column transform
+  for (int64_t a = 0; a < nr; ++a)
+    for (int64_t q = 0; q < nc; ++q) {
+      const T* re = spectrum + (a * nc + q) * per_k + j0;
+      const T* im = re + J;
+      T* d = spec + a * W2;
+      for (int64_t m = 0; m < mc; ++m) {
+        d[m * 2 * nc + q] = re[m];
+        d[m * 2 * nc + nc + q] = im[m];
+      }
+    }
+  if (Lh_ > 1) {
+    // cols = [Re E; Im E] * kept; E Y = (P_re - Q_im) + i (P_im + Q_re), written over P.
+    gemm<T>(false, false, 2 * Rh, W2, nr, T(1), col_dft_.data(), nr, kept, W2, T(0), cols, W2);
+    for (int64_t r = 0; r < Rh; ++r) {
+      T* P = cols + r * W2;
+      const T* Q = cols + (Rh + r) * W2;
+      for (int64_t m = 0; m < mc; ++m)
+        for (int64_t q = 0; q < nc; ++q) {
+          const int64_t o = m * 2 * nc + q;
+          const T pr = P[o], pi = P[o + nc];
+          P[o] = pr - Q[o + nc];
+          P[o + nc] = pi + Q[o];
+        }
+    }
+  }
+  // The first Rh rows of cols, read as (Rh * mc x 2nc), times the width-axis inverse.
+  gemm<T>(false, false, Rh * mc, Rw, 2 * nc, T(1), cols, 2 * nc, row_dft_.data(), Rw, T(0),
+          samples, Rw);
+  for (int64_t m = 0; m < mc; ++m) {
+    const int64_t j = j0 + m, b = j / CH_, ch = j % CH_;
+    T* base = dst.data + b * dst.stride_b + ch * dst.stride_ch;
+    const T add = bias ? bias[ch] : T(0);
+    for (int64_t r = 0; r < Rh; ++r) {
+      const T* s = samples + (r * mc + m) * Rw;
+      T* d = base + r * dst.stride_h;
+      for (int64_t i = 0; i < Rw; ++i) d[i * dst.stride_w] = s[i] * scale + add;
+    }
+  }
+}
+
+// ---- fft engine --------------------------------------------------------------------------
+
+template <class T>
+void pruned_transform<T>::analyse_fft(const image_view<const T>& src, T* spectrum, int64_t j0,
+                                      int64_t mc) const {
+  using C = std::complex<T>;
+  const int64_t J = B_ * CH_, per_k = 2 * J;
+  const int64_t nr = static_cast<int64_t>(kept_rows_.size());
+  const int64_t nc = static_cast<int64_t>(kept_cols_.size());
+  const int64_t Rh = h_.count, Rw = w_.count, L = Lw_, bins = row_len_;
+  const chunk_plans& plans = mc == chunk_ ? full_ : tail_;
+  T* rin = thread_scratch<T>(per_thread_scalars());
+  C* rout = reinterpret_cast<C*>(rin + aligned_count<T>(static_cast<size_t>(chunk_ * Rh * L)));
+  C* grid = rout + aligned_count<T>(static_cast<size_t>(2 * chunk_ * Rh * bins)) / 2;
+
+  // Rows that hold data, zero-padded to the grid width.
+  for (int64_t m = 0; m < mc; ++m) {
+    const int64_t j = j0 + m, b = j / CH_, ch = j % CH_;
+    const T* base = src.data + b * src.stride_b + ch * src.stride_ch;
+    for (int64_t r = 0; r < Rh; ++r) {
+      T* row = rin + (m * Rh + r) * L;
+      std::memset(row, 0, sizeof(T) * static_cast<std::size_t>(L));
+      const T* s = base + r * src.stride_h;
+      for (int64_t i = 0; i < Rw; ++i) row[w_.offset + w_.step * i] = s[i * src.stride_w];
+    }
+  }
+  plans.rows->execute(rin, rout);
+
+  // Kept columns, each as a contiguous full-height column (zero where no data), then FFTs.
+  std::fill(grid, grid + Lh_ * mc * nc, C(0));
+  for (int64_t m = 0; m < mc; ++m)
+    for (int64_t r = 0; r < Rh; ++r) {
+      const C* s = rout + (m * Rh + r) * bins;
+      C* d = grid + m * nc * Lh_ + h_.offset + h_.step * r;
+      for (int64_t q = 0; q < nc; ++q) d[q * Lh_] = s[kept_cols_[q]];
+    }
+  if (plans.cols) plans.cols->execute(grid, grid);
+
+  // Kept rows into the frequency-major planar spectrum.
+  for (int64_t a = 0; a < nr; ++a)
+    for (int64_t q = 0; q < nc; ++q) {
+      const C* g = grid + q * Lh_ + kept_rows_[a];
+      T* re = spectrum + (a * nc + q) * per_k + j0;
+      T* im = re + J;
+      for (int64_t m = 0; m < mc; ++m) {
+        re[m] = g[m * nc * Lh_].real();
+        im[m] = g[m * nc * Lh_].imag();
+      }
+    }
+}
+
+template <class T>
+void pruned_transform<T>::synthesise_fft(const T* spectrum, const image_view<T>& dst, T scale,
+                                         const T* bias, int64_t j0, int64_t mc) const {
+  using C = std::complex<T>;
+  const int64_t J = B_ * CH_, per_k = 2 * J;
+  const int64_t nr = static_cast<int64_t>(kept_rows_.size());
+  const int64_t nc = static_cast<int64_t>(kept_cols_.size());
+  const int64_t Rh = h_.count, Rw = w_.count, L = Lw_, bins = row_len_;
+  const chunk_plans& plans = mc == chunk_ ? full_ : tail_;
+  T* rin = thread_scratch<T>(per_thread_scalars());
+  C* rout = reinterpret_cast<C*>(rin + aligned_count<T>(static_cast<size_t>(chunk_ * Rh * L)));
+  C* grid = rout + aligned_count<T>(static_cast<size_t>(2 * chunk_ * Rh * bins)) / 2;
+
+  // Kept bins onto contiguous columns (the dropped ones are zero), then inverse column FFTs.
+  std::fill(grid, grid + Lh_ * mc * nc, C(0));
+  for (int64_t a = 0; a < nr; ++a)
+    for (int64_t q = 0; q < nc; ++q) {
+      C* g = grid + q * Lh_ + kept_rows_[a];
+      const T* re = spectrum + (a * nc + q) * per_k + j0;
+      const T* im = re + J;
+      for (int64_t m = 0; m < mc; ++m) g[m * nc * Lh_] = C(re[m], im[m]);
+    }
+  if (plans.cols) plans.cols->execute(grid, grid);
+
+  // Only the grid rows the image needs go through the inverse row FFT.
+  std::fill(rout, rout + mc * Rh * bins, C(0));
+  for (int64_t m = 0; m < mc; ++m)
+    for (int64_t r = 0; r < Rh; ++r) {
+      const C* s = grid + m * nc * Lh_ + h_.offset + h_.step * r;
+      C* d = rout + (m * Rh + r) * bins;
+      for (int64_t q = 0; q < nc; ++q) d[kept_cols_[q]] = s[q * Lh_];
+    }
+  plans.rows->execute(rout, rin);
+
+  for (int64_t m = 0; m < mc; ++m) {
+    const int64_t j = j0 + m, b = j / CH_, ch = j % CH_;
+    T* base = dst.data + b * dst.stride_b + ch * dst.stride_ch;
+    const T add = bias ? bias[ch] : T(0);
+    for (int64_t r = 0; r < Rh; ++r) {
+      const T* row = rin + (m * Rh + r) * L;
+      T* d = base + r * dst.stride_h;
+      for (int64_t i = 0; i < Rw; ++i) d[i * dst.stride_w] = row[w_.offset + w_.step * i] * scale + add;
     }
   }
 }

@@ -12,6 +12,11 @@
 // synthesise: kept bins -> image samples. Column inverse FFTs for the kept columns, then c2r only
 //             on the grid rows the image needs (zeros synthesised for the dropped columns).
 //
+// Two engines compute the same thing (plan_options::method): FFTW line transforms, or real GEMMs
+// with small DFT matrices that map exactly the data-holding samples to exactly the kept bins (and
+// back), which is faster for the small grids of CNN layers. Work is split into chunks of images
+// whose buffers fit in L2; chunks run in parallel.
+//
 // Spectra are planar and frequency-major: S[k][re|im][image], image = b * CH + ch (see
 // blfft::geometry), so one kept frequency is a contiguous (B x CH) matrix per plane.
 
@@ -46,7 +51,7 @@ class pruned_transform {
 
   /// B x CH images placed on the grid of `g` as described by `h` and `w`.
   pruned_transform(const geometry& g, direction dir, int64_t B, int64_t CH, placement h,
-                   placement w, fft_rigor rigor);
+                   placement w, const plan_options& options);
 
   /// spectrum[k][plane][b * CH + ch] for all kept k; 2 * kept * B * CH scalars.
   void analyse(const image_view<const T>& src, T* spectrum) const;
@@ -58,8 +63,14 @@ class pruned_transform {
   struct chunk_plans {
     std::shared_ptr<const fft_plan<T>> rows, cols;
   };
-  chunk_plans plans_for(int64_t images) const;
   std::size_t per_thread_scalars() const;
+  void make_dft_matrices();
+  void analyse_fft(const image_view<const T>& src, T* spectrum, int64_t j0, int64_t mc) const;
+  void analyse_matmul(const image_view<const T>& src, T* spectrum, int64_t j0, int64_t mc) const;
+  void synthesise_fft(const T* spectrum, const image_view<T>& dst, T scale, const T* bias,
+                      int64_t j0, int64_t mc) const;
+  void synthesise_matmul(const T* spectrum, const image_view<T>& dst, T scale, const T* bias,
+                         int64_t j0, int64_t mc) const;
 
   direction dir_;
   int64_t Lh_, Lw_;
@@ -68,7 +79,10 @@ class pruned_transform {
   placement h_, w_;
   int64_t chunk_ = 1;      // images per work item
   int64_t row_len_ = 0;    // rfft bins per row (Lw / 2 + 1)
-  chunk_plans full_, tail_;
+  bool matmul_ = false;
+  chunk_plans full_, tail_;   // fft engine: plans for a full chunk and for the last one
+  std::vector<T> row_dft_;    // matmul engine: width-axis DFT matrix
+  std::vector<T> col_dft_;    // matmul engine: height-axis DFT matrix (unused when Lh == 1)
 };
 
 }  // namespace blfft::detail

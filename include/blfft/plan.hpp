@@ -14,8 +14,19 @@ namespace blfft {
 /// How hard FFTW searches for fast transforms when a new transform size is first seen.
 enum class fft_rigor { estimate, measure };
 
+/// How the pruned 2D transforms are computed.
+/// - fft: FFTW row and column transforms (O(L log L) per line), pruned to the rows and columns
+///   that hold data or are kept;
+/// - matmul: the same pruned transforms as real matrix products with small DFT matrices, which
+///   evaluate only the kept outputs from only the non-zero inputs; for the small maps of CNNs
+///   this runs at GEMM speed and beats many tiny FFT calls;
+/// - automatic: matmul when every grid axis is at most `matmul_max_grid`, else fft.
+enum class transform_method { automatic, fft, matmul };
+
 struct plan_options {
   fft_rigor rigor = fft_rigor::estimate;
+  transform_method method = transform_method::automatic;
+  int64_t matmul_max_grid = 64;  ///< largest grid length for which automatic picks matmul
 };
 
 namespace detail {
