@@ -10,6 +10,7 @@
 #include "mix.hpp"
 #include "parallel.hpp"
 #include "pruned_transform.hpp"
+#include "workspace.hpp"
 
 namespace blfft {
 namespace detail {
@@ -97,7 +98,6 @@ class plan_impl {
 
 }  // namespace detail
 
-using detail::aligned_buffer;
 using detail::as_image;
 using detail::check_view;
 using detail::require;
@@ -146,15 +146,11 @@ void plan<T>::forward(const tensor_view<const T>& x, const tensor_view<const T>&
   check_view(x, g.input_shape(), "input", false);
   check_view(w, g.weight_shape(), "weight", false);
   check_view(y, g.output_shape(), "output", true);
-  aligned_buffer<T> x_tmp, w_tmp;
-  if (!x_spectrum) {
-    x_tmp.resize(static_cast<size_t>(g.x_spectrum_size()));
-    x_spectrum = x_tmp.data();
-  }
-  if (!w_spectrum) {
-    w_tmp.resize(static_cast<size_t>(g.w_spectrum_size()));
-    w_spectrum = w_tmp.data();
-  }
+  // Spectra the caller does not keep live in pooled buffers for the duration of the call.
+  auto x_tmp = detail::take_workspace<T>(x_spectrum ? 0 : g.x_spectrum_size());
+  auto w_tmp = detail::take_workspace<T>(w_spectrum ? 0 : g.w_spectrum_size());
+  if (!x_spectrum) x_spectrum = x_tmp.data();
+  if (!w_spectrum) w_spectrum = w_tmp.data();
   impl_->x_in->analyse(as_image(x), x_spectrum);
   impl_->w_in->analyse(as_image(w), w_spectrum);
   forward_spectra(x_spectrum, w_spectrum, bias, y);
@@ -167,7 +163,7 @@ void plan<T>::forward_spectra(const T* x_spectrum, const T* w_spectrum, const T*
   require(x_spectrum, "x_spectrum");
   require(w_spectrum, "w_spectrum");
   check_view(y, g.output_shape(), "output", true);
-  aligned_buffer<T> y_spec(static_cast<size_t>(g.y_spectrum_size()));
+  auto y_spec = detail::take_workspace<T>(g.y_spectrum_size());
   detail::mix_forward(g, x_spectrum, w_spectrum, y_spec.data());
   impl_->y_out->synthesise(y_spec.data(), as_image(y), impl_->scale, bias);
 }
@@ -188,15 +184,15 @@ void plan<T>::backward(const tensor_view<const T>& grad_out, const T* x_spectrum
   }
   if (grad_input || grad_weight) {
     // The one new transform of the backward pass (DESIGN.md 1.6).
-    aligned_buffer<T> g_spec(static_cast<size_t>(g.y_spectrum_size()));
+    auto g_spec = detail::take_workspace<T>(g.y_spectrum_size());
     impl_->g_in->analyse(as_image(grad_out), g_spec.data());
     if (grad_input) {
-      aligned_buffer<T> dx_spec(static_cast<size_t>(g.x_spectrum_size()));
+      auto dx_spec = detail::take_workspace<T>(g.x_spectrum_size());
       detail::mix_input_grad(g, g_spec.data(), w_spectrum, dx_spec.data());
       impl_->dx_out->synthesise(dx_spec.data(), as_image(*grad_input), impl_->scale, nullptr);
     }
     if (grad_weight) {
-      aligned_buffer<T> dw_spec(static_cast<size_t>(g.w_spectrum_size()));
+      auto dw_spec = detail::take_workspace<T>(g.w_spectrum_size());
       detail::mix_weight_grad(g, g_spec.data(), x_spectrum, dw_spec.data());
       impl_->dw_out->synthesise(dw_spec.data(), as_image(*grad_weight), impl_->scale, nullptr);
     }
