@@ -1,0 +1,332 @@
+"""The blfft operators registered with torch.library, and the geometry look-up they share.
+
+Two custom ops carry every band-limited convolution:
+
+``blfft::conv_forward(x, weight, bias, stride, padding, dilation, groups, rate, band,
+save_x_spectrum, save_w_spectrum) -> (y, x_spectrum, w_spectrum)``
+    y is the band-limited convolution. The compressed spectra come back as extra outputs so that
+    autograd can keep them for backward (map reuse); an empty tensor stands for "not kept".
+
+``blfft::conv_backward(grad_output, x, x_spectrum, weight, w_spectrum, x_shape, w_shape, ...)
+-> (grad_input, grad_weight, grad_bias)``
+    All gradients from one transform of grad_output. A spectrum that forward did not keep is
+    recomputed from x / weight. An empty tensor stands for a gradient that was not asked for.
+
+``stride``, ``padding`` and ``dilation`` have one entry per spatial axis (1D: length 1). The kept
+set is ``band`` (``[i_h, i_w]``, band limits) when it is non-empty, else the rate ``rate``.
+
+Every shape comes from the C++ core (``_core.make_geometry``); nothing here re-derives one.
+Both ops have fake implementations, so they trace under torch.compile, and an autograd formula.
+"""
+
+import functools
+from typing import List, Optional, Sequence, Tuple
+
+import torch
+from torch import Tensor
+
+from . import _core
+
+__all__ = ["conv_forward", "conv_backward", "geometry", "select_band"]
+
+
+@functools.lru_cache(maxsize=4096)
+def _geometry_cached(
+    x_shape: Tuple[int, ...],
+    w_shape: Tuple[int, ...],
+    stride: Tuple[int, ...],
+    padding: Tuple[int, ...],
+    dilation: Tuple[int, ...],
+    groups: int,
+    rate: float,
+    band: Tuple[int, ...],
+):
+    ndim = len(x_shape) - 2
+    n, c = x_shape[0], x_shape[1]
+    f = w_shape[0]
+    if ndim == 1:
+        p = _core.ConvParams.conv1d(
+            n, c, f, x_shape[2], w_shape[2], stride[0], padding[0], dilation[0], groups
+        )
+    elif ndim == 2:
+        p = _core.ConvParams.conv2d(
+            n, c, f, tuple(x_shape[2:]), tuple(w_shape[2:]), stride, padding, dilation, groups
+        )
+    else:
+        raise ValueError(f"blfft: input must have 1 or 2 spatial dimensions, got {ndim}")
+    if band:
+        comp = _core.Compression.band(band[0], band[1])
+    else:
+        comp = _core.Compression.rate(rate)
+    return p, comp, _core.make_geometry(p, comp)
+
+
+def geometry(
+    x_shape: Sequence[int],
+    w_shape: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    rate: float = 0.0,
+    band: Sequence[int] = (),
+):
+    """(ConvParams, Compression, Geometry) for one call, from the C++ core (cached)."""
+    return _geometry_cached(
+        tuple(int(s) for s in x_shape),
+        tuple(int(s) for s in w_shape),
+        tuple(int(s) for s in stride),
+        tuple(int(s) for s in padding),
+        tuple(int(s) for s in dilation),
+        int(groups),
+        float(rate),
+        tuple(int(b) for b in band),
+    )
+
+
+def _keep_x_spectrum(g) -> bool:
+    # Choose by size (DESIGN.md 2, "Saved state"): keep the compressed input spectrum only when it
+    # is not larger than the input itself; otherwise backward recomputes it from the input.
+    return g.x_spectrum_size <= g.input_size
+
+
+def _host_only(t: Tensor, name: str) -> None:
+    if t.device.type != "cpu":
+        if t.device.type == "cuda":
+            raise _core.BlfftError(
+                f"blfft: {name} is on {t.device}: CUDA backend not built "
+                "(this build of blfft runs on the CPU only)"
+            )
+        raise _core.BlfftError(f"blfft: {name} is on {t.device}; blfft runs on the CPU")
+
+
+def _empty(like: Tensor) -> Tensor:
+    return like.new_empty((0,))
+
+
+def _opt(t: Optional[Tensor]) -> Optional[Tensor]:
+    # Tensors cross into C++ by DLPack, which refuses tensors that require grad; custom-op
+    # implementations only see plain values anyway.
+    return None if t is None else t.detach()
+
+
+# ------------------------------------------------------------------------------------------------
+# conv_forward
+# ------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("blfft::conv_forward", mutates_args=())
+def conv_forward(
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    stride: List[int],
+    padding: List[int],
+    dilation: List[int],
+    groups: int,
+    rate: float,
+    band: List[int],
+    save_x_spectrum: bool,
+    save_w_spectrum: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    _host_only(x, "input")
+    _host_only(weight, "weight")
+    if bias is not None:
+        _host_only(bias, "bias")
+    p, c, g = geometry(x.shape, weight.shape, stride, padding, dilation, groups, rate, band)
+    y = x.new_empty(g.output_shape)
+    xs = x.new_empty((g.x_spectrum_size,)) if save_x_spectrum and _keep_x_spectrum(g) else None
+    ws = weight.new_empty((g.w_spectrum_size,)) if save_w_spectrum else None
+    b = None if bias is None else bias.detach().contiguous()
+    _core.forward(p, c, x.detach(), weight.detach(), b, y, xs, ws)
+    return y, (xs if xs is not None else _empty(x)), (ws if ws is not None else _empty(weight))
+
+
+@conv_forward.register_fake
+def _conv_forward_fake(
+    x, weight, bias, stride, padding, dilation, groups, rate, band, save_x_spectrum, save_w_spectrum
+):
+    _, _, g = geometry(x.shape, weight.shape, stride, padding, dilation, groups, rate, band)
+    y = x.new_empty(g.output_shape)
+    nx = g.x_spectrum_size if save_x_spectrum and _keep_x_spectrum(g) else 0
+    nw = g.w_spectrum_size if save_w_spectrum else 0
+    return y, x.new_empty((nx,)), weight.new_empty((nw,))
+
+
+def _forward_setup_context(ctx, inputs, output):
+    x, weight, bias, stride, padding, dilation, groups, rate, band, _, _ = inputs
+    _, xs, ws = output
+    ctx.mark_non_differentiable(xs, ws)
+    need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+    # grad_weight needs the input spectrum (or the input to recompute it); grad_input needs the
+    # weight spectrum (or the weight). Keep only what the requested gradients need.
+    saved_x = saved_xs = saved_w = saved_ws = None
+    if need_w:
+        if xs.numel() > 0:
+            saved_xs = xs
+        else:
+            saved_x = x
+    if need_x:
+        if ws.numel() > 0:
+            saved_ws = ws
+        else:
+            saved_w = weight
+    ctx.save_for_backward(saved_x, saved_xs, saved_w, saved_ws)
+    ctx.conf = (
+        list(x.shape),
+        list(weight.shape),
+        list(stride),
+        list(padding),
+        list(dilation),
+        groups,
+        rate,
+        list(band),
+    )
+
+
+def _forward_backward(ctx, grad_y, _grad_xs, _grad_ws):
+    x, xs, w, ws = ctx.saved_tensors
+    need_x, need_w, need_b = ctx.needs_input_grad[:3]
+    x_shape, w_shape, stride, padding, dilation, groups, rate, band = ctx.conf
+    gx, gw, gb = conv_backward(
+        grad_y,
+        x,
+        xs,
+        w,
+        ws,
+        x_shape,
+        w_shape,
+        stride,
+        padding,
+        dilation,
+        groups,
+        rate,
+        band,
+        bool(need_x),
+        bool(need_w),
+        bool(need_b),
+    )
+    return (
+        gx if need_x else None,
+        gw if need_w else None,
+        gb if need_b else None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+conv_forward.register_autograd(_forward_backward, setup_context=_forward_setup_context)
+
+
+# ------------------------------------------------------------------------------------------------
+# conv_backward
+# ------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("blfft::conv_backward", mutates_args=())
+def conv_backward(
+    grad_output: Tensor,
+    x: Optional[Tensor],
+    x_spectrum: Optional[Tensor],
+    weight: Optional[Tensor],
+    w_spectrum: Optional[Tensor],
+    x_shape: List[int],
+    w_shape: List[int],
+    stride: List[int],
+    padding: List[int],
+    dilation: List[int],
+    groups: int,
+    rate: float,
+    band: List[int],
+    need_input_grad: bool,
+    need_weight_grad: bool,
+    need_bias_grad: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    _host_only(grad_output, "grad_output")
+    p, c, g = geometry(x_shape, w_shape, stride, padding, dilation, groups, rate, band)
+    go = grad_output.detach()
+    xs = ws = None
+    if need_weight_grad:
+        if x_spectrum is not None:
+            xs = x_spectrum.detach()
+        elif x is not None:
+            xs = go.new_empty((g.x_spectrum_size,))
+            _core.input_spectrum(p, c, x.detach(), xs)
+        else:
+            raise ValueError("blfft: conv_backward needs x or x_spectrum for the weight gradient")
+    if need_input_grad:
+        if w_spectrum is not None:
+            ws = w_spectrum.detach()
+        elif weight is not None:
+            ws = go.new_empty((g.w_spectrum_size,))
+            _core.weight_spectrum(p, c, weight.detach(), ws)
+        else:
+            raise ValueError(
+                "blfft: conv_backward needs weight or w_spectrum for the input gradient"
+            )
+    gx = go.new_empty(g.input_shape) if need_input_grad else None
+    gw = go.new_empty(g.weight_shape) if need_weight_grad else None
+    gb = go.new_empty((g.params.out_channels,)) if need_bias_grad else None
+    if gx is not None or gw is not None or gb is not None:
+        _core.backward(p, c, go, xs, ws, gx, gw, gb)
+    return (
+        gx if gx is not None else _empty(go),
+        gw if gw is not None else _empty(go),
+        gb if gb is not None else _empty(go),
+    )
+
+
+@conv_backward.register_fake
+def _conv_backward_fake(
+    grad_output,
+    x,
+    x_spectrum,
+    weight,
+    w_spectrum,
+    x_shape,
+    w_shape,
+    stride,
+    padding,
+    dilation,
+    groups,
+    rate,
+    band,
+    need_input_grad,
+    need_weight_grad,
+    need_bias_grad,
+):
+    _, _, g = geometry(x_shape, w_shape, stride, padding, dilation, groups, rate, band)
+    go = grad_output
+    return (
+        go.new_empty(g.input_shape if need_input_grad else (0,)),
+        go.new_empty(g.weight_shape if need_weight_grad else (0,)),
+        go.new_empty((g.params.out_channels,) if need_bias_grad else (0,)),
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# Energy-based selection (data-dependent: runs eagerly, outside any compiled graph)
+# ------------------------------------------------------------------------------------------------
+
+
+@torch.compiler.disable
+def select_band(
+    x: Tensor,
+    w_shape: Sequence[int],
+    stride: Sequence[int],
+    padding: Sequence[int],
+    dilation: Sequence[int],
+    groups: int,
+    fraction: float,
+):
+    """Band limits [i_h, i_w] of the largest compression keeping `fraction` of x's energy."""
+    _host_only(x, "input")
+    p, _, _ = geometry(x.shape, w_shape, stride, padding, dilation, groups, 0.0, ())
+    sel = _core.select_by_energy(p, x.detach(), float(fraction))
+    return [int(sel.limits[0]), int(sel.limits[1])], sel

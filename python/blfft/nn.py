@@ -1,0 +1,257 @@
+"""Band-limited ``Conv1d`` / ``Conv2d`` modules.
+
+They subclass ``torch.nn.Conv1d`` / ``Conv2d``: same constructor (plus the compression knobs),
+same parameters (``weight``, ``bias``) with the same shapes, so state_dicts load both ways and
+``isinstance(m, torch.nn.Conv2d)`` holds. Only the convolution itself changes.
+
+Compression knobs (keyword-only):
+
+- ``compress_rate`` in [0, 1): the fraction of Fourier coefficients discarded in training mode;
+- ``inference_compress_rate``: the rate in eval mode; ``None`` (the default) follows
+  ``compress_rate`` (the paper trains at one rate and may infer at another, section 4.2);
+- ``energy`` in (0, 1] or ``None``: when set, every call chooses the largest compression whose kept
+  set holds at least that fraction of the input spectrum's energy, in both modes, and the rates
+  are not used.
+
+All three may be changed at any time (or with :func:`blfft.set_compression`); nothing visible is
+rebuilt.
+"""
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import functional as _functional
+
+__all__ = ["Conv1d", "Conv2d"]
+
+
+class _BandLimitedConv:
+    """The compression knobs and the forward shared by Conv1d and Conv2d."""
+
+    _blfft_ndim = 0
+    _blfft_fn = ""
+
+    def _init_compression(self, compress_rate, inference_compress_rate, energy) -> None:
+        self.compress_rate = compress_rate
+        self.inference_compress_rate = inference_compress_rate
+        self.energy = energy
+        # (training, functional.CallRecord) of the last forward, for compression_report.
+        self._blfft_last = None
+
+    # --- knobs ------------------------------------------------------------------------------------
+    @property
+    def compress_rate(self) -> float:
+        """The rate used in training mode."""
+        return self._blfft_rate
+
+    @compress_rate.setter
+    def compress_rate(self, value) -> None:
+        self._blfft_rate = _functional._check_rate(value, type(self).__name__)
+
+    @property
+    def inference_compress_rate(self) -> float:
+        """The rate used in eval mode (follows compress_rate unless set)."""
+        r = self._blfft_inference_rate
+        return self._blfft_rate if r is None else r
+
+    @inference_compress_rate.setter
+    def inference_compress_rate(self, value) -> None:
+        self._blfft_inference_rate = (
+            None if value is None else _functional._check_rate(value, type(self).__name__)
+        )
+
+    @property
+    def inference_rate_follows_training(self) -> bool:
+        return self._blfft_inference_rate is None
+
+    @property
+    def energy(self) -> Optional[float]:
+        """Energy fraction for per-call energy-based selection, or None (rate-based)."""
+        return self._blfft_energy
+
+    @energy.setter
+    def energy(self, value) -> None:
+        self._blfft_energy = _functional._check_energy(value, type(self).__name__)
+
+    @property
+    def active_compress_rate(self) -> float:
+        """The rate the next forward uses in the current mode (ignored when energy is set)."""
+        return self.compress_rate if self.training else self.inference_compress_rate
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        s += f", compress_rate={self.compress_rate}"
+        s += f", inference_compress_rate={self.inference_compress_rate}"
+        if self.energy is not None:
+            s += f", energy={self.energy}"
+        return s
+
+    # --- forward ----------------------------------------------------------------------------------
+    def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+        if self.padding_mode != "zeros":
+            # As torch does: pad with the mode first, then a zero-padding (here: none) convolution.
+            input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
+            padding = 0
+        else:
+            padding = self.padding
+        energy = self.energy
+        rate = 0.0 if energy is not None else self.active_compress_rate
+        y, record = _functional._conv(
+            self._blfft_ndim,
+            self._blfft_fn,
+            input,
+            weight,
+            bias,
+            self.stride,
+            padding,
+            self.dilation,
+            self.groups,
+            rate,
+            energy,
+        )
+        self._blfft_last = (self.training, record)
+        return y
+
+    # --- conversion -------------------------------------------------------------------------------
+    @classmethod
+    def from_torch(
+        cls,
+        module: torch.nn.Module,
+        *,
+        compress_rate: float = 0.0,
+        inference_compress_rate: Optional[float] = None,
+        energy: Optional[float] = None,
+    ):
+        """A band-limited module sharing `module`'s parameters (the same Parameter objects, so
+        device, dtype and optimizer state carry over), hooks and train/eval mode."""
+        base = torch.nn.Conv1d if cls._blfft_ndim == 1 else torch.nn.Conv2d
+        if not isinstance(module, base):
+            raise TypeError(f"blfft: {cls.__name__}.from_torch needs a {base.__name__}, got "
+                            f"{type(module).__name__}")
+        if torch.nn.utils.parametrize.is_parametrized(module):
+            raise ValueError(
+                "blfft: cannot convert a parametrized convolution (torch.nn.utils.parametrize); "
+                "convert the model before registering parametrizations"
+            )
+        new = cls(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            stride=module.stride,
+            padding=module.padding,
+            dilation=module.dilation,
+            groups=module.groups,
+            bias=module.bias is not None,
+            padding_mode=module.padding_mode,
+            device="meta",
+            dtype=module.weight.dtype,
+            compress_rate=compress_rate,
+            inference_compress_rate=inference_compress_rate,
+            energy=energy,
+        )
+        # Share parameters, buffers and hooks instead of copying them.
+        for attr in (
+            "_parameters",
+            "_buffers",
+            "_non_persistent_buffers_set",
+            "_forward_hooks",
+            "_forward_hooks_with_kwargs",
+            "_forward_hooks_always_called",
+            "_forward_pre_hooks",
+            "_forward_pre_hooks_with_kwargs",
+            "_backward_hooks",
+            "_backward_pre_hooks",
+            "_state_dict_hooks",
+            "_state_dict_pre_hooks",
+            "_load_state_dict_pre_hooks",
+            "_load_state_dict_post_hooks",
+        ):
+            if attr in module.__dict__:
+                new.__dict__[attr] = module.__dict__[attr].copy()
+        new.train(module.training)
+        return new
+
+
+class Conv1d(_BandLimitedConv, torch.nn.Conv1d):
+    """Band-limited ``torch.nn.Conv1d``. Extra keyword-only arguments: ``compress_rate``,
+    ``inference_compress_rate``, ``energy`` (see the module docstring)."""
+
+    _blfft_ndim = 1
+    _blfft_fn = "Conv1d"
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+        *,
+        compress_rate: float = 0.0,
+        inference_compress_rate: Optional[float] = None,
+        energy: Optional[float] = None,
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+            padding_mode=padding_mode,
+            device=device,
+            dtype=dtype,
+        )
+        self._init_compression(compress_rate, inference_compress_rate, energy)
+
+
+class Conv2d(_BandLimitedConv, torch.nn.Conv2d):
+    """Band-limited ``torch.nn.Conv2d``. Extra keyword-only arguments: ``compress_rate``,
+    ``inference_compress_rate``, ``energy`` (see the module docstring)."""
+
+    _blfft_ndim = 2
+    _blfft_fn = "Conv2d"
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size,
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device=None,
+        dtype=None,
+        *,
+        compress_rate: float = 0.0,
+        inference_compress_rate: Optional[float] = None,
+        energy: Optional[float] = None,
+    ) -> None:
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+            padding_mode=padding_mode,
+            device=device,
+            dtype=dtype,
+        )
+        self._init_compression(compress_rate, inference_compress_rate, energy)
