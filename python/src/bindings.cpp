@@ -169,6 +169,7 @@ class imported {
       if (PyCapsule_SetName(capsule.ptr(), dl::name_versioned_used) != 0)
         throw py::error_already_set();
       versioned_ = m;
+      guard_.versioned = m;
       if (m->ver.major != dl::abi_major) {
         // The layout of a future major version is unknown: release it without reading further.
         std::ostringstream os;
@@ -186,6 +187,7 @@ class imported {
       if (PyCapsule_SetName(capsule.ptr(), dl::name_legacy_used) != 0)
         throw py::error_already_set();
       legacy_ = m;
+      guard_.legacy = m;
       t_ = &m->dl_tensor;
     } else if (std::strcmp(cname, dl::name_legacy_used) == 0 ||
                std::strcmp(cname, dl::name_versioned_used) == 0) {
@@ -212,11 +214,7 @@ class imported {
   imported(const imported&) = delete;
   imported& operator=(const imported&) = delete;
 
-  ~imported() {
-    // Deleters may be null (allowed by the spec when the producer keeps the memory alive).
-    if (versioned_ && versioned_->deleter) versioned_->deleter(versioned_);
-    if (legacy_ && legacy_->deleter) legacy_->deleter(legacy_);
-  }
+  ~imported() = default;
 
   const char* name() const { return name_; }
   const dl::tensor& raw() const { return *t_; }
@@ -253,7 +251,23 @@ class imported {
     return obj.attr("__dlpack__")();
   }
 
+  /// Calls the producer's deleter once the capsule is ours, also when the constructor throws
+  /// after taking it (a member is destroyed then, the object itself is not).
+  struct release_guard {
+    dl::managed_tensor_versioned* versioned = nullptr;
+    dl::managed_tensor* legacy = nullptr;
+    release_guard() = default;
+    release_guard(const release_guard&) = delete;
+    release_guard& operator=(const release_guard&) = delete;
+    ~release_guard() {
+      // Deleters may be null (allowed when the producer keeps the memory alive by itself).
+      if (versioned && versioned->deleter) versioned->deleter(versioned);
+      if (legacy && legacy->deleter) legacy->deleter(legacy);
+    }
+  };
+
   const char* name_;
+  release_guard guard_;
   dl::managed_tensor_versioned* versioned_ = nullptr;
   dl::managed_tensor* legacy_ = nullptr;
   const dl::tensor* t_ = nullptr;
