@@ -103,7 +103,8 @@ def _check_tensors(fn: str, ndim: int, input, weight, bias) -> bool:
             raise TypeError(
                 f"blfft.{fn}: {name} is on {t.device} but input is on {input.device}"
             )
-    _ops._host_only(input, "input")
+    if input.device.type != "meta":  # meta tensors only ask for shapes (the fake kernels)
+        _ops._host_only(input, "input")
     if input.dim() not in (ndim + 1, ndim + 2):
         raise ValueError(
             f"blfft.{fn}: input must have {ndim + 2} dimensions (N, C, {_spatial(ndim)}) or "

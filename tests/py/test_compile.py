@@ -1,0 +1,76 @@
+"""torch.compile of a model built from blfft modules (custom ops with fake impls + autograd)."""
+
+import pytest
+import torch
+import torch.nn as tnn
+
+import blfft
+
+# torch's own compile stack uses APIs it has deprecated; those warnings are not ours.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
+)
+
+
+class Net(tnn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = blfft.nn.Conv2d(3, 8, 3, padding=1, compress_rate=0.5)
+        self.c2 = blfft.nn.Conv2d(8, 8, 3, stride=2, padding=1,
+                                  compress_rate=0.3, inference_compress_rate=0.0)
+        self.c3 = blfft.nn.Conv1d(8, 4, 3, padding=1, compress_rate=0.5)
+        self.fc = tnn.Linear(4, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.c1(x))
+        x = torch.relu(self.c2(x))
+        x = self.c3(x.flatten(2))
+        return self.fc(x.mean(-1))
+
+
+def _step(fn, model, x):
+    model.zero_grad(set_to_none=True)
+    out = fn(x)
+    out.square().sum().backward()
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["inductor", "aot_eager"])
+def test_compiled_model_matches_eager(backend):
+    torch._dynamo.reset()
+    model = Net()
+    x = torch.randn(4, 3, 12, 12)
+    out_e, grads_e = _step(model, model, x)
+    compiled = torch.compile(model, backend=backend, fullgraph=True)
+    out_c, grads_c = _step(compiled, model, x)
+    torch.testing.assert_close(out_c, out_e, rtol=1e-4, atol=1e-5)
+    for n in grads_e:
+        torch.testing.assert_close(grads_c[n], grads_e[n], rtol=1e-4, atol=1e-5)
+    # The report still sees the geometry of the compiled run.
+    rep = blfft.compression_report(model)
+    assert rep[0]["input_shape"] == (4, 3, 12, 12) and rep[0]["achieved_rate"] > 0.4
+    # eval mode uses the inference rates (a recompile); inference needs no saved spectra.
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+def test_ops_pass_opcheck():
+    """torch.library.opcheck: schema, fake impl, autograd registration agree with the kernel."""
+    x = torch.randn(2, 3, 8, 7, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, requires_grad=True)
+    args = (x, w, b, [1, 1], [1, 1], [1, 1], 1, 0.5, [], True, True)
+    torch.library.opcheck(torch.ops.blfft.conv_forward.default, args)
+    g = torch.randn(2, 4, 8, 7, dtype=torch.float64)
+    bargs = (g, x.detach(), None, w.detach(), None, [2, 3, 8, 7], [4, 3, 3, 3], [1, 1], [1, 1],
+             [1, 1], 1, 0.5, [], True, True, True)
+    torch.library.opcheck(torch.ops.blfft.conv_backward.default, bargs)
+
+
+def test_meta_tensors_give_shapes():
+    x = torch.empty(2, 3, 9, 10, device="meta")
+    w = torch.empty(5, 3, 3, 3, device="meta")
+    y = blfft.functional.conv2d(x, w, stride=2, padding=1, compress_rate=0.5)
+    assert y.device.type == "meta" and tuple(y.shape) == (2, 5, 5, 5)

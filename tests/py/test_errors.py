@@ -1,0 +1,141 @@
+"""Bad inputs raise the promised exception, with a message naming the argument, and leave every
+input untouched."""
+
+import pytest
+import torch
+
+import blfft
+import blfft.functional as BF
+
+
+def _args(ndim=2, dtype=torch.float32):
+    spatial = (10,) if ndim == 1 else (8, 9)
+    x = torch.randn(2, 4, *spatial, dtype=dtype, requires_grad=True)
+    w = torch.randn(6, 2, *((3,) * ndim), dtype=dtype, requires_grad=True)
+    b = torch.randn(6, dtype=dtype, requires_grad=True)
+    return x, w, b
+
+
+# (description, function, kwargs override, exception, message fragment)
+CASES = [
+    ("int input", lambda x, w, b: BF.conv2d(x.long(), w, b, groups=2), TypeError,
+     "input must be float32 or float64, got torch.int64"),
+    ("half input", lambda x, w, b: BF.conv2d(x.half(), w.half(), None, groups=2), TypeError,
+     "input must be float32 or float64"),
+    ("bfloat16", lambda x, w, b: BF.conv2d(x.bfloat16(), w.bfloat16(), groups=2), TypeError,
+     "float32 or float64"),
+    ("complex", lambda x, w, b: BF.conv2d(x.cfloat(), w.cfloat(), groups=2), TypeError,
+     "float32 or float64"),
+    ("mixed dtype weight", lambda x, w, b: BF.conv2d(x, w.double(), b, groups=2), TypeError,
+     "weight has dtype torch.float64 but input has dtype torch.float32"),
+    ("mixed dtype bias", lambda x, w, b: BF.conv2d(x, w, b.double(), groups=2), TypeError,
+     "bias has dtype torch.float64"),
+    ("mixed device", lambda x, w, b: BF.conv2d(x, w.to("meta"), b, groups=2), TypeError,
+     "weight is on meta but input is on cpu"),
+    ("not a tensor", lambda x, w, b: BF.conv2d(x.tolist(), w, b, groups=2), TypeError,
+     "input must be a torch.Tensor"),
+    ("weight not a tensor", lambda x, w, b: BF.conv2d(x, 3.0, b, groups=2), TypeError,
+     "weight must be a torch.Tensor"),
+    ("bias not a tensor", lambda x, w, b: BF.conv2d(x, w, [0.0] * 6, groups=2), TypeError,
+     "bias must be a torch.Tensor or None"),
+    ("input rank", lambda x, w, b: BF.conv2d(x[0, 0], w, b, groups=2), ValueError,
+     "input must have 4 dimensions"),
+    ("input rank 5", lambda x, w, b: BF.conv2d(x[None], w, b, groups=2), ValueError,
+     "input must have 4 dimensions"),
+    ("weight rank", lambda x, w, b: BF.conv2d(x, w[0], b, groups=2), ValueError,
+     "weight must have 4 dimensions"),
+    ("conv1d with 2d weight", lambda x, w, b: BF.conv1d(x[..., 0], w, b, groups=2), ValueError,
+     "weight must have 3 dimensions"),
+    ("bias shape", lambda x, w, b: BF.conv2d(x, w, b[:5], groups=2), ValueError,
+     "bias must have shape (6,)"),
+    ("channels", lambda x, w, b: BF.conv2d(x, w, b), ValueError,
+     "input has 4 channels but weight of shape (6, 2, 3, 3) with groups=1 expects 2"),
+    ("groups divide F", lambda x, w, b: BF.conv2d(x, w[:5], None, groups=2), ValueError,
+     "weight has 5 output channels, not divisible by groups=2"),
+    ("groups zero", lambda x, w, b: BF.conv2d(x, w, b, groups=0), ValueError, "groups must be >= 1"),
+    ("groups float", lambda x, w, b: BF.conv2d(x, w, b, groups=2.0), TypeError,
+     "groups must be a positive int"),
+    ("stride zero", lambda x, w, b: BF.conv2d(x, w, b, stride=0, groups=2), ValueError,
+     "stride must be >= 1"),
+    ("stride tuple length", lambda x, w, b: BF.conv2d(x, w, b, stride=(1, 1, 1), groups=2),
+     TypeError, "stride must be an int or a tuple of 2 int(s)"),
+    ("padding negative", lambda x, w, b: BF.conv2d(x, w, b, padding=-1, groups=2), ValueError,
+     "padding must be >= 0"),
+    ("padding string", lambda x, w, b: BF.conv2d(x, w, b, padding="full", groups=2), ValueError,
+     "padding must be 'same', 'valid'"),
+    ("same with stride", lambda x, w, b: BF.conv2d(x, w, b, padding="same", stride=2, groups=2),
+     ValueError, "padding='same' is not supported for strided convolutions"),
+    ("dilation zero", lambda x, w, b: BF.conv2d(x, w, b, dilation=(1, 0), groups=2), ValueError,
+     "dilation must be >= 1"),
+    ("kernel too large", lambda x, w, b: BF.conv2d(x, w, b, dilation=5, groups=2), ValueError,
+     "is larger than the padded input"),
+    ("rate one", lambda x, w, b: BF.conv2d(x, w, b, groups=2, compress_rate=1.0), ValueError,
+     "compress_rate must be in [0, 1)"),
+    ("rate negative", lambda x, w, b: BF.conv2d(x, w, b, groups=2, compress_rate=-0.1),
+     ValueError, "compress_rate must be in [0, 1)"),
+    ("rate nan", lambda x, w, b: BF.conv2d(x, w, b, groups=2, compress_rate=float("nan")),
+     ValueError, "compress_rate must be in [0, 1)"),
+    ("rate string", lambda x, w, b: BF.conv2d(x, w, b, groups=2, compress_rate="0.5"),
+     TypeError, "compress_rate must be a float"),
+    ("energy zero", lambda x, w, b: BF.conv2d(x, w, b, groups=2, energy=0.0), ValueError,
+     "energy must be in (0, 1]"),
+    ("energy above one", lambda x, w, b: BF.conv2d(x, w, b, groups=2, energy=1.5), ValueError,
+     "energy must be in (0, 1]"),
+    ("rate and energy", lambda x, w, b: BF.conv2d(x, w, b, groups=2, compress_rate=0.5,
+                                                  energy=0.9), ValueError, "not both"),
+    ("zero channels", lambda x, w, b: BF.conv2d(x[:, :0], w[:, :0], b, groups=1), ValueError,
+     "in_channels must be >= 1"),
+    ("zero width", lambda x, w, b: BF.conv2d(x[..., :0], w, b, groups=2, padding=1),
+     ValueError, "input width must be >= 1"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_raises_and_leaves_inputs_untouched(case):
+    _, fn, exc, fragment = case
+    x, w, b = _args()
+    before = [t.detach().clone() for t in (x, w, b)]
+    with pytest.raises(exc) as info:
+        fn(x, w, b)
+    assert fragment in str(info.value), str(info.value)
+    for t, t0 in zip((x, w, b), before):
+        assert torch.equal(t.detach(), t0)
+        assert t.grad is None
+
+
+def test_error_classes():
+    assert issubclass(blfft.BlfftError, RuntimeError)
+    assert blfft.BlfftError.__module__ == "blfft"
+
+
+def test_successful_calls_leave_inputs_untouched():
+    for ndim, fn in ((1, BF.conv1d), (2, BF.conv2d)):
+        for kw in (dict(compress_rate=0.6), dict(energy=0.9), dict(padding="same")):
+            x, w, b = _args(ndim, torch.float64)
+            xt = x.detach().transpose(-1, -2).contiguous().transpose(-1, -2).requires_grad_()
+            before = [t.detach().clone() for t in (xt, w, b)]
+            y = fn(xt, w, b, groups=2, **kw)
+            g = torch.randn_like(y)
+            g0 = g.clone()
+            y.backward(g)
+            for t, t0 in zip((xt, w, b), before):
+                assert torch.equal(t.detach(), t0)
+            assert torch.equal(g, g0)
+
+
+@pytest.mark.cuda
+def test_cuda_tensors_report_missing_backend():
+    x, w, b = (t.detach().cuda() for t in _args())
+    if blfft.build_info()["cuda_built"]:
+        pytest.skip("the CUDA backend is built")
+    with pytest.raises(blfft.BlfftError, match="CUDA backend not built"):
+        BF.conv2d(x, w, b, groups=2)
+
+
+def test_build_info():
+    info = blfft.build_info()
+    assert info["version"] == blfft.__version__
+    assert info["cuda_built"] is False and info["cuda_architectures"] == []
+    assert info["gpu_available"] == torch.cuda.is_available()
+    assert info["cuda_usable"] is False
+    assert info["num_threads"] >= 1

@@ -1,0 +1,80 @@
+"""What autograd keeps for backward: compressed spectra instead of full copies where smaller."""
+
+import pytest
+import torch
+
+import blfft.functional as BF
+from blfft import _ops
+
+
+def _saved(fn):
+    """Runs fn() and returns the tensors autograd saved for backward, and fn's output."""
+    saved = []
+
+    def pack(t):
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    return out, saved
+
+
+def _nbytes(ts):
+    return sum(t.numel() * t.element_size() for t in ts)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_batch_dependent_saved_bytes_are_smaller_than_input_at_rate_075(dtype):
+    c, f, hw = 8, 8, 32
+    w = torch.randn(f, c, 3, 3, dtype=dtype, requires_grad=True)
+    b = torch.randn(f, dtype=dtype, requires_grad=True)
+    per_batch = {}
+    for n in (2, 4):
+        x = torch.randn(n, c, hw, hw, dtype=dtype, requires_grad=True)
+        y, saved = _saved(lambda: BF.conv2d(x, w, b, padding=1, compress_rate=0.75))
+        _, _, g = _ops.geometry(x.shape, w.shape, (1, 1), (1, 1), (1, 1), 1, 0.75)
+        # Weight spectra are counted separately: they do not grow with the batch.
+        w_spec = [t for t in saved if t.numel() == g.w_spectrum_size]
+        assert len(w_spec) == 1
+        rest = [t for t in saved if t is not w_spec[0]]
+        # Nothing saved shares the input's memory: the input itself is not kept.
+        assert all(t.untyped_storage().data_ptr() != x.untyped_storage().data_ptr() for t in rest)
+        per_batch[n] = (_nbytes(rest), x.numel() * x.element_size())
+        assert _nbytes(rest) < x.numel() * x.element_size()
+        y.sum().backward()  # and backward works from what was kept
+    growth = per_batch[4][0] - per_batch[2][0]
+    input_growth = per_batch[4][1] - per_batch[2][1]
+    assert 0 < growth < 0.5 * input_growth
+
+
+def test_input_is_kept_when_its_spectrum_is_larger():
+    # Tiny map, no compression: the compressed spectrum (2 * kept per channel) exceeds H * W.
+    x = torch.randn(4, 8, 4, 4, requires_grad=True)
+    w = torch.randn(8, 8, 3, 3, requires_grad=True)
+    _, _, g = _ops.geometry(x.shape, w.shape, (1, 1), (1, 1), (1, 1), 1, 0.0)
+    assert g.x_spectrum_size > g.input_size
+    y, saved = _saved(lambda: BF.conv2d(x, w, padding=1))
+    assert any(t is x or t.data_ptr() == x.data_ptr() for t in saved)
+    assert not any(t.numel() == g.x_spectrum_size for t in saved)
+    y.square().sum().backward()
+    xr, wr = x.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    torch.nn.functional.conv2d(xr, wr, padding=1).square().sum().backward()
+    torch.testing.assert_close(w.grad, wr.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(x.grad, xr.grad, rtol=1e-4, atol=1e-4)
+
+
+def test_only_what_the_requested_gradients_need_is_saved():
+    x = torch.randn(2, 4, 16, 16)
+    w = torch.randn(4, 4, 3, 3, requires_grad=True)
+    # A first layer: the input needs no gradient, so no weight spectrum is kept.
+    _, saved = _saved(lambda: BF.conv2d(x, w, padding=1, compress_rate=0.5))
+    _, _, g = _ops.geometry(x.shape, w.shape, (1, 1), (1, 1), (1, 1), 1, 0.5)
+    assert [t.numel() for t in saved] == [g.x_spectrum_size]
+    # A frozen layer: only the weight spectrum (for the input gradient).
+    xg = x.clone().requires_grad_()
+    _, saved = _saved(lambda: BF.conv2d(xg, w.detach(), padding=1, compress_rate=0.5))
+    assert [t.numel() for t in saved] == [g.w_spectrum_size]
+    with torch.no_grad():
+        _, saved = _saved(lambda: BF.conv2d(xg, w, padding=1, compress_rate=0.5))
+    assert saved == []
