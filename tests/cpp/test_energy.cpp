@@ -1,0 +1,210 @@
+// Energy-based compression (DESIGN.md 1.7): the energy map (Parseval-exact, conjugate-pair
+// columns counted twice) and select_by_energy (the smallest kept set of the rate family that
+// holds at least a fraction E of the energy).
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "oracles.hpp"
+
+namespace {
+
+using namespace bt;
+
+/// The rate family of kept sets (DESIGN.md 1.4) as a chain of band limits {i_h, i_w}, smallest
+/// first. Limits depend on the rate only through s = (1-r)^(1/ndim) in (0, 1] and change only
+/// where B*s crosses an integer, so the distinct pairs are those at s = j/B (plus s -> 0).
+std::vector<std::array<i64, 2>> rate_family(std::array<i64, 2> grid, int ndim) {
+  const i64 bh = grid[0] / 2 + 1, bw = grid[1] / 2 + 1;
+  auto limit = [](i64 b, double s) {
+    return std::min(b, std::max<i64>(1, static_cast<i64>(std::floor(b * s + 1e-9))));
+  };
+  std::vector<double> ss{1e-12};
+  for (i64 j = 1; j <= bw; ++j) ss.push_back(static_cast<double>(j) / bw);
+  if (ndim == 2)
+    for (i64 j = 1; j <= bh; ++j) ss.push_back(static_cast<double>(j) / bh);
+  std::sort(ss.begin(), ss.end());
+  std::vector<std::array<i64, 2>> chain;
+  for (double s : ss) {
+    const std::array<i64, 2> l{ndim == 1 ? 1 : limit(bh, s), limit(bw, s)};
+    if (chain.empty() || chain.back() != l) chain.push_back(l);
+  }
+  return chain;
+}
+
+double kept_fraction(const vec& map, std::array<i64, 2> grid, std::array<i64, 2> limits) {
+  const i64 bw = grid[1] / 2 + 1;
+  double total = 0;
+  for (double e : map) total += e;
+  return kept_energy(map, bw, ref_kept_rows(grid[0], limits[0]), ref_kept_cols(limits[1])) /
+         total;
+}
+
+template <class T>
+void check_energy_map(const conv_params& p) {
+  problem<T> pr(p, 101);
+  const auto grid = p.grid[0] ? p.grid : ref_default_grid(p);
+  const vec e = blfft::energy_map<T>(p, pr.xv());
+  ASSERT_EQ(static_cast<i64>(e.size()), grid[0] * (grid[1] / 2 + 1));
+  double sum = 0, sumsq = 0;
+  for (double v : e) {
+    ASSERT_TRUE(std::isfinite(v));
+    EXPECT_GE(v, 0.0);
+    sum += v;
+  }
+  for (double v : pr.x) sumsq += v * v;
+  const double parseval = static_cast<double>(grid[0] * grid[1]) * sumsq;
+  EXPECT_NEAR(sum, parseval, tol<T>::energy * parseval) << "Parseval";
+  // Per bin, against the naive DFT.
+  EXPECT_LE(rel_l2(e, ref_energy_map(p, grid, pr.x)), tol<T>::energy);
+}
+
+const std::vector<conv_params>& energy_geometries() {
+  static const std::vector<conv_params> g = {
+      make2d(2, 3, 4, {8, 8}, {3, 3}, {1, 1}, {1, 1}),    // grid 10 x 10 (even)
+      make2d(1, 2, 1, {7, 13}, {3, 3}, {1, 1}, {1, 1}),   // grid 9 x 15 (odd)
+      make2d(2, 1, 1, {16, 16}, {1, 1}),                  // grid 16 x 16, no padding
+      make1d(2, 3, 1, 20, 3, 1, 1),                       // grid 1 x 24
+      make1d(1, 2, 1, 13, 3, 1, 0),                       // grid 1 x 14
+      with_grid(make2d(1, 2, 1, {6, 6}, {3, 3}, {1, 1}, {1, 1}), {11, 12}),
+  };
+  return g;
+}
+
+TEST(EnergyMap, ParsevalAndPerBinF32) {
+  for (const auto& p : energy_geometries()) {
+    SCOPED_TRACE(name_of(p));
+    check_energy_map<float>(p);
+  }
+}
+TEST(EnergyMap, ParsevalAndPerBinF64) {
+  for (const auto& p : energy_geometries()) {
+    SCOPED_TRACE(name_of(p));
+    check_energy_map<double>(p);
+  }
+}
+
+// select_by_energy: E is reached, and the next smaller set of the family misses it.
+TEST(SelectByEnergy, SmallestSetOfTheFamilyHoldingE) {
+  for (const auto& p : energy_geometries()) {
+    problem<double> pr(p, 111);
+    // Shift the data so that low frequencies dominate, as in natural images.
+    for (auto& v : pr.x) v += 0.7;
+    pr.xt = cast<double>(pr.x);
+    const auto grid = p.grid[0] ? p.grid : ref_default_grid(p);
+    const vec map = blfft::energy_map<double>(p, pr.xv());
+    const auto chain = rate_family(grid, p.ndim);
+    for (double E : {1e-9, 0.3, 0.5, 0.8, 0.9, 0.95, 0.99, 0.999, 1.0}) {
+      SCOPED_TRACE(name_of(p) + " E=" + std::to_string(E));
+      const auto sel = blfft::select_by_energy(p, map, E);
+      // The chosen set is a member of the family...
+      const auto it = std::find(chain.begin(), chain.end(), sel.limits);
+      ASSERT_NE(it, chain.end()) << "limits {" << sel.limits[0] << "," << sel.limits[1]
+                                 << "} are not in the rate family";
+      // ...holding at least E (recomputed with our own mask)...
+      const double kept = kept_fraction(map, grid, sel.limits);
+      EXPECT_GE(kept, E);
+      EXPECT_NEAR(sel.energy_kept, kept, 1e-12);
+      // ...and the next smaller member of the family holds less than E.
+      if (it != chain.begin()) {
+        EXPECT_LT(kept_fraction(map, grid, *(it - 1)), E);
+      }
+      // Reported rate, kept set and achieved rate are consistent.
+      EXPECT_GE(sel.rate, 0.0);
+      EXPECT_LT(sel.rate, 1.0);
+      EXPECT_EQ(blfft::band_limit(grid[1], sel.rate, p.ndim), sel.limits[1]);
+      if (p.ndim == 2) {
+        EXPECT_EQ(blfft::band_limit(grid[0], sel.rate, 2), sel.limits[0]);
+      }
+      EXPECT_EQ(sel.chosen.how, compression::kind::band);
+      EXPECT_EQ(sel.chosen.limits, sel.limits);
+      const i64 kept_bins = static_cast<i64>(ref_kept_rows(grid[0], sel.limits[0]).size()) *
+                            sel.limits[1];
+      const double total_bins = static_cast<double>(grid[0] * (grid[1] / 2 + 1));
+      EXPECT_DOUBLE_EQ(sel.achieved_rate, 1.0 - kept_bins / total_bins);
+      const auto geo_band = blfft::make_geometry(p, sel.chosen);
+      EXPECT_EQ(geo_band.kept, kept_bins);
+      const auto geo_rate = blfft::make_geometry(p, compression::rate(sel.rate));
+      EXPECT_EQ(geo_rate.kept_rows, geo_band.kept_rows);
+      EXPECT_EQ(geo_rate.kept_cols, geo_band.kept_cols);
+      // The one-call overload agrees.
+      const auto sel2 = blfft::select_by_energy<double>(p, pr.xv(), E);
+      EXPECT_EQ(sel2.limits, sel.limits);
+    }
+  }
+}
+
+TEST(SelectByEnergy, FloatInputOverload) {
+  const auto p = make2d(2, 3, 1, {12, 10}, {3, 3}, {1, 1}, {1, 1});
+  problem<float> pr(p, 121);
+  const auto grid = ref_default_grid(p);
+  const auto chain = rate_family(grid, 2);
+  const vec map = ref_energy_map(p, grid, pr.x);
+  for (double E : {0.4, 0.9}) {
+    const auto sel = blfft::select_by_energy<float>(p, pr.xv(), E);
+    const auto it = std::find(chain.begin(), chain.end(), sel.limits);
+    ASSERT_NE(it, chain.end());
+    EXPECT_GE(kept_fraction(map, grid, sel.limits), E - 1e-6);
+    if (it != chain.begin()) {
+      EXPECT_LT(kept_fraction(map, grid, *(it - 1)), E + 1e-6);
+    }
+  }
+}
+
+// A random (broadband) input needs every bin for E = 1; a tiny E needs only DC.
+TEST(SelectByEnergy, ExtremesOnBroadbandInput) {
+  const auto p = make2d(2, 2, 1, {9, 10}, {3, 3}, {1, 1}, {1, 1});  // grid 12 x 12
+  problem<double> pr(p, 131);
+  const auto full = blfft::select_by_energy<double>(p, pr.xv(), 1.0);
+  EXPECT_EQ(full.limits, (std::array<i64, 2>{7, 7}));
+  EXPECT_DOUBLE_EQ(full.achieved_rate, 0.0);
+  const auto dc = blfft::select_by_energy<double>(p, pr.xv(), 1e-12);
+  EXPECT_EQ(dc.limits, (std::array<i64, 2>{1, 1}));
+}
+
+// E = 1 on an exactly band-limited input: rows |k_h| <= 1 and columns k_w <= 2 carry all the
+// energy (all other bins are zero up to rounding), so the chosen set is the smallest family
+// member containing them: band(3, 3) on the 16 x 16 grid (15 of 144 bins), not the full grid.
+TEST(SelectByEnergy, FullEnergyOfBandLimitedInputChoosesSmallSet) {
+  const auto p = make2d(2, 2, 1, {16, 16}, {1, 1});  // grid 16 x 16, no padding
+  const dims d = dims_of(p);
+  const double pi = std::acos(-1.0);
+  vec x(static_cast<size_t>(d.input_size()));
+  for (i64 n = 0; n < d.N; ++n)
+    for (i64 c = 0; c < d.C; ++c)
+      for (i64 h = 0; h < d.H; ++h)
+        for (i64 w = 0; w < d.W; ++w)
+          x[d.xi(n, c, h, w)] = 0.5 + n + c + 0.8 * std::cos(2 * pi * h / 16.0 + 0.3 * c) +
+                                0.6 * std::sin(2 * pi * 2 * w / 16.0 + 0.2 * n) +
+                                0.3 * std::cos(2 * pi * (h / 16.0 + w / 8.0));
+  const auto xv = in_view(x, d.input_shape());
+  const auto sel = blfft::select_by_energy<double>(p, xv, 1.0);
+  EXPECT_EQ(sel.limits, (std::array<i64, 2>{3, 3}))
+      << "chosen rate " << sel.rate << ", energy_kept " << sel.energy_kept;
+  EXPECT_NEAR(sel.energy_kept, 1.0, 1e-12);
+  EXPECT_GT(sel.achieved_rate, 0.85);
+  // Our own map agrees that everything lies inside band(3, 3).
+  const vec map = ref_energy_map(p, {16, 16}, x);
+  EXPECT_NEAR(kept_fraction(map, {16, 16}, {3, 3}), 1.0, 1e-14);
+  EXPECT_LT(kept_fraction(map, {16, 16}, {2, 2}), 0.999);
+}
+
+TEST(SelectByEnergy, OneDimensional) {
+  const auto p = make1d(1, 1, 1, 32, 1);  // grid 1 x 32, bins 17
+  const double pi = std::acos(-1.0);
+  vec x(32);
+  for (int i = 0; i < 32; ++i) x[i] = 1.0 + std::cos(2 * pi * 3 * i / 32.0);
+  const auto sel = blfft::select_by_energy<double>(p, in_view(x, {1, 1, 32}), 1.0);
+  EXPECT_EQ(sel.limits, (std::array<i64, 2>{1, 4}));
+  const auto sel2 = blfft::select_by_energy<double>(p, in_view(x, {1, 1, 32}), 0.5);
+  // DC holds 32^2 = 1024 of 1024 + 2 * 16^2 = 1536: two thirds.
+  EXPECT_EQ(sel2.limits, (std::array<i64, 2>{1, 1}));
+  EXPECT_NEAR(sel2.energy_kept, 2.0 / 3.0, 1e-12);
+}
+
+}  // namespace
