@@ -17,10 +17,13 @@ built from them run under ``torch.compile``.
 
 import torch as _torch  # noqa: F401  (the ops below register with torch.library)
 
-from . import _core
+from . import (
+    _core,
+    _ops,  # noqa: F401  (registers torch.ops.blfft.*)
+    functional,
+    nn,
+)
 from ._core import BlfftError
-from . import _ops  # noqa: F401  (registers torch.ops.blfft.*)
-from . import functional, nn
 from .tools import CompressionReport, compression_report, convert, set_compression
 
 __version__ = _core.__version__

@@ -89,7 +89,9 @@ def _check_tensors(fn: str, ndim: int, input, weight, bias) -> bool:
         if not isinstance(t, Tensor):
             raise TypeError(f"blfft.{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if bias is not None and not isinstance(bias, Tensor):
-        raise TypeError(f"blfft.{fn}: bias must be a torch.Tensor or None, got {type(bias).__name__}")
+        raise TypeError(
+            f"blfft.{fn}: bias must be a torch.Tensor or None, got {type(bias).__name__}"
+        )
     if input.dtype not in _FLOAT_DTYPES:
         raise TypeError(f"blfft.{fn}: input must be float32 or float64, got {input.dtype}")
     for name, t in (("weight", weight), ("bias", bias)):
@@ -100,9 +102,7 @@ def _check_tensors(fn: str, ndim: int, input, weight, bias) -> bool:
                 f"blfft.{fn}: {name} has dtype {t.dtype} but input has dtype {input.dtype}"
             )
         if t.device != input.device:
-            raise TypeError(
-                f"blfft.{fn}: {name} is on {t.device} but input is on {input.device}"
-            )
+            raise TypeError(f"blfft.{fn}: {name} is on {t.device} but input is on {input.device}")
     if input.device.type != "meta":  # meta tensors only ask for shapes (the fake kernels)
         _ops._host_only(input, "input")
     if input.dim() not in (ndim + 1, ndim + 2):

@@ -129,8 +129,10 @@ class _BandLimitedConv:
         device, dtype and optimizer state carry over), hooks and train/eval mode."""
         base = torch.nn.Conv1d if cls._blfft_ndim == 1 else torch.nn.Conv2d
         if not isinstance(module, base):
-            raise TypeError(f"blfft: {cls.__name__}.from_torch needs a {base.__name__}, got "
-                            f"{type(module).__name__}")
+            raise TypeError(
+                f"blfft: {cls.__name__}.from_torch needs a {base.__name__}, got "
+                f"{type(module).__name__}"
+            )
         if torch.nn.utils.parametrize.is_parametrized(module):
             raise ValueError(
                 "blfft: cannot convert a parametrized convolution (torch.nn.utils.parametrize); "

@@ -1,7 +1,7 @@
 """Model-level tools: convert a model's convolutions, change their compression, report it."""
 
 import fnmatch
-from typing import Callable, Iterable, List, Optional, Sequence, Tuple, Type, Union
+from typing import Callable, Iterable, Optional, Sequence, Tuple, Type, Union
 
 import torch
 
@@ -59,7 +59,9 @@ def convert(
     modules get the new compression settings instead.
     """
     if not isinstance(model, torch.nn.Module):
-        raise TypeError(f"blfft.convert: model must be a torch.nn.Module, got {type(model).__name__}")
+        raise TypeError(
+            f"blfft.convert: model must be a torch.nn.Module, got {type(model).__name__}"
+        )
     if isinstance(types, type):
         types = (types,)
     types = tuple(types)
@@ -143,8 +145,9 @@ def set_compression(
     also given; ``energy=<fraction>`` switches them to energy-based selection.
     """
     if mode not in ("both", "train", "inference"):
-        raise ValueError(f"blfft.set_compression: mode must be 'both', 'train' or 'inference', "
-                         f"got {mode!r}")
+        raise ValueError(
+            f"blfft.set_compression: mode must be 'both', 'train' or 'inference', got {mode!r}"
+        )
     if rate is None and energy is _UNSET and mode != "inference":
         raise ValueError("blfft.set_compression: give a rate or energy")
     from . import functional as f
@@ -245,8 +248,14 @@ def compression_report(model: torch.nn.Module) -> CompressionReport:
             if x_shape[0] == 0:  # an empty batch: the geometry of one sample
                 x_shape = (1,) + tuple(x_shape[1:])
             _, _, g = _ops.geometry(
-                x_shape, rec.w_shape, rec.stride, rec.padding, rec.dilation, rec.groups,
-                rec.rate, rec.band,
+                x_shape,
+                rec.w_shape,
+                rec.stride,
+                rec.padding,
+                rec.dilation,
+                rec.groups,
+                rec.rate,
+                rec.band,
             )
             ndim = len(rec.x_shape) - 2
             entry.update(

@@ -115,7 +115,7 @@ def energy_limits(x, w_shape, padding, fraction):
     e = e * col_weight
     total = e.sum().item()
     rates = {0.0}
-    for length in ([lw] if ndim == 1 else [lh, lw]):
+    for length in [lw] if ndim == 1 else [lh, lw]:
         half = length // 2 + 1
         for j in range(1, half):
             s = j / half

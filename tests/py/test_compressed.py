@@ -3,10 +3,10 @@
 
 import pytest
 import torch
-from helpers import assert_close
 
 import blfft
 import blfft.functional as BF
+from helpers import assert_close
 from reference import band_limit, dense_conv, energy_limits, fast_size
 
 DTYPES = [torch.float64, torch.float32]

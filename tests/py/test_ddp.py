@@ -58,8 +58,9 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
             opt.step()
         assert isinstance(model[0], blfft.nn.Conv2d)
         flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-        moved = max((p.detach() - q).abs().max().item()
-                    for p, q in zip(model.parameters(), initial))
+        moved = max(
+            (p.detach() - q).abs().max().item() for p, q in zip(model.parameters(), initial)
+        )
         torch.save({"flat": flat, "moved": moved}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_close
 
 import blfft
 from blfft import _core
+from helpers import assert_close
 
 # ------------------------------------------------------------------------------------------------
 # A hand-made DLPack producer (ctypes), to reach what torch never produces: byte_offset, NULL
@@ -71,8 +71,19 @@ _NAMES = {False: ctypes.c_char_p(b"dltensor"), True: ctypes.c_char_p(b"dltensor_
 class Producer:
     """Exports `base` (a torch CPU tensor, kept alive here) with the given DLPack fields."""
 
-    def __init__(self, base, shape, *, byte_offset=0, strides=None, device=(1, 0),
-                 dtype=None, versioned=True, version=(1, 0), flags=0):
+    def __init__(
+        self,
+        base,
+        shape,
+        *,
+        byte_offset=0,
+        strides=None,
+        device=(1, 0),
+        dtype=None,
+        versioned=True,
+        version=(1, 0),
+        flags=0,
+    ):
         self.base = base
         self.deleted = 0
         self.shape = (ctypes.c_int64 * len(shape))(*shape)
@@ -192,8 +203,9 @@ def test_cuda_device_is_refused_clearly():
     assert isinstance(e.value, RuntimeError)
     assert prod.deleted == 1  # released even on error
     with pytest.raises(blfft.BlfftError, match="runs on the CPU"):
-        _core.forward(p, _core.Compression.none(), Producer(x, list(x.shape), device=(7, 0)),
-                      w, None, y)
+        _core.forward(
+            p, _core.Compression.none(), Producer(x, list(x.shape), device=(7, 0)), w, None, y
+        )
 
 
 def test_flags_dtypes_and_versions():
@@ -232,8 +244,15 @@ def test_core_errors_map_to_python_exceptions():
     with pytest.raises(ValueError, match="overflow"):  # overflow
         _core.make_geometry(_core.ConvParams.conv2d(2**40, 2**20, 1, (2**20, 1), (1, 1)))
     with pytest.raises(ValueError, match="x_spectrum has 3 elements"):
-        _core.forward(p, none, x, w, None, torch.empty(2, 4, 8, 9, dtype=torch.float64),
-                      torch.empty(3, dtype=torch.float64))
+        _core.forward(
+            p,
+            none,
+            x,
+            w,
+            None,
+            torch.empty(2, 4, 8, 9, dtype=torch.float64),
+            torch.empty(3, dtype=torch.float64),
+        )
 
 
 def test_energy_map_is_exported_by_dlpack():

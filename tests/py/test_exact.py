@@ -3,9 +3,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import assert_close
 
 import blfft.functional as BF
+from helpers import assert_close
 
 # torch itself warns that its 'same' padding with even kernels copies the input.
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")

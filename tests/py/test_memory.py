@@ -32,7 +32,7 @@ def test_batch_dependent_saved_bytes_are_smaller_than_input_at_rate_075(dtype):
     per_batch = {}
     for n in (2, 4):
         x = torch.randn(n, c, hw, hw, dtype=dtype, requires_grad=True)
-        y, saved = _saved(lambda: BF.conv2d(x, w, b, padding=1, compress_rate=0.75))
+        y, saved = _saved(lambda x=x: BF.conv2d(x, w, b, padding=1, compress_rate=0.75))
         _, _, g = _ops.geometry(x.shape, w.shape, (1, 1), (1, 1), (1, 1), 1, 0.75)
         # Weight spectra are counted separately: they do not grow with the batch.
         w_spec = [t for t in saved if t.numel() == g.w_spectrum_size]

@@ -6,9 +6,9 @@ import io
 import pytest
 import torch
 import torch.nn as tnn
-from helpers import assert_close
 
 import blfft
+from helpers import assert_close
 from reference import band_limit, dense_conv, fast_size
 
 # torch itself warns that its 'same' padding with even kernels copies the input.
@@ -24,8 +24,9 @@ class BasicBlock(tnn.Module):
         self.bn2 = tnn.BatchNorm2d(cout)
         self.down = None
         if stride != 1 or cin != cout:
-            self.down = tnn.Sequential(tnn.Conv2d(cin, cout, 1, stride=stride, bias=False),
-                                       tnn.BatchNorm2d(cout))
+            self.down = tnn.Sequential(
+                tnn.Conv2d(cin, cout, 1, stride=stride, bias=False), tnn.BatchNorm2d(cout)
+            )
 
     def forward(self, x):
         y = torch.relu(self.bn1(self.conv1(x)))
@@ -125,8 +126,9 @@ def test_padding_modes(mode, ndim):
 
 
 def test_train_and_inference_rates():
-    m = blfft.nn.Conv2d(3, 4, 3, padding=1, dtype=torch.float64, compress_rate=0.5,
-                        inference_compress_rate=0.0)
+    m = blfft.nn.Conv2d(
+        3, 4, 3, padding=1, dtype=torch.float64, compress_rate=0.5, inference_compress_rate=0.0
+    )
     x = torch.randn(2, 3, 10, 10, dtype=torch.float64)
     y_train = m(x)
     assert_close(y_train, dense_conv(x, m.weight, m.bias, padding=1, rate=0.5), torch.float64)
@@ -187,8 +189,9 @@ def test_convert_resnet_keeps_outputs_at_rate_zero(dtype):
     params = {n: p for n, p in model.named_parameters()}
     converted = blfft.convert(copy.deepcopy(model), compress_rate=0.0)
     assert _n_convs(converted, blfft.nn.Conv2d) == 6
-    assert all(isinstance(m, blfft.nn.Conv2d) for m in converted.modules()
-               if isinstance(m, tnn.Conv2d))
+    assert all(
+        isinstance(m, blfft.nn.Conv2d) for m in converted.modules() if isinstance(m, tnn.Conv2d)
+    )
     assert not converted.training and not converted.stem.training
     assert_close(converted(x), ref, dtype, "resnet output")
     # In place, parameters shared (optimizer state survives), device and dtype kept.
@@ -270,8 +273,14 @@ def test_set_compression_modes():
 def test_compression_report():
     model = blfft.convert(SmallResNet(), compress_rate=0.5, inference_compress_rate=0.25)
     rep = blfft.compression_report(model)
-    assert [r["name"] for r in rep] == ["stem", "layer1.conv1", "layer1.conv2", "layer2.conv1",
-                                        "layer2.conv2", "layer2.down.0"]
+    assert [r["name"] for r in rep] == [
+        "stem",
+        "layer1.conv1",
+        "layer1.conv2",
+        "layer2.conv1",
+        "layer2.conv2",
+        "layer2.down.0",
+    ]
     assert all(r["achieved_rate"] is None for r in rep)  # no input seen yet
     x = torch.randn(2, 3, 16, 16)
     model(x)
