@@ -1,0 +1,464 @@
+"""Side-by-side benchmark: blfft against the convolutions people already use.
+
+``python -m blfft.bench [--quick] [--out bench/results] [--repeats N] [--threads T]``
+
+For each layer shape and compression rate it measures, in one process and on the same threads:
+
+- blfft (``blfft.functional.conv1d/conv2d``),
+- ``torch.nn.functional.conv1d/conv2d`` (oneDNN on the CPU),
+- ``fft-conv-pytorch`` from PyPI (full-spectrum FFT convolution, rate 0 only),
+- a paper-style pipeline written here in pure torch (full FFT on the paper's power-of-two grid
+  ``H + 2p + max(out, K) - 1``, slice the kept corners, multiply, zero-fill, inverse),
+
+forward, backward and forward+backward times (medians of repeated runs after warm-up), the peak
+resident memory of one forward+backward, and the bytes held for backward, split into the part that
+grows with the batch and the part that does not (weights, weight spectra). It also times a large
+sgemm, so blfft's arithmetic rate can be read against the machine's. Results go to
+``<out>/bench.json`` (everything), ``<out>/bench.md`` (tables of ratios) and ``<out>/bench.png``
+(time against compression rate, one panel per layer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+import torch.nn.functional as F
+
+import blfft
+from blfft import _ops
+
+RATES = (0.0, 0.25, 0.5, 0.75)
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    ndim: int
+    batch: int
+    cin: int
+    cout: int
+    size: int  # H = W (2D) or L (1D)
+    kernel: int
+    stride: int
+    padding: object  # int, or "same"
+
+    def explicit_padding(self) -> int:
+        """Symmetric padding for the pure-torch pipelines ('same' with odd kernels only)."""
+        if self.padding == "same":
+            return (self.kernel - 1) // 2
+        return int(self.padding)
+
+
+RESNET18 = [
+    Layer("r18 64ch 32x32", 2, 32, 64, 64, 32, 3, 1, 1),
+    Layer("r18 128ch 16x16", 2, 32, 128, 128, 16, 3, 1, 1),
+    Layer("r18 256ch 8x8", 2, 32, 256, 256, 8, 3, 1, 1),
+    Layer("r18 512ch 4x4", 2, 32, 512, 512, 4, 3, 1, 1),
+    Layer("r18 64->128 s2 32x32", 2, 32, 64, 128, 32, 3, 2, 1),
+    Layer("r18 128->256 s2 16x16", 2, 32, 128, 256, 16, 3, 2, 1),
+    Layer("r18 256->512 s2 8x8", 2, 32, 256, 512, 8, 3, 2, 1),
+]
+FCN = [
+    Layer("fcn 1->128 k8 L500", 1, 16, 1, 128, 500, 8, 1, "same"),
+    Layer("fcn 128->256 k5 L500", 1, 16, 128, 256, 500, 5, 1, "same"),
+    Layer("fcn 256->128 k3 L500", 1, 16, 256, 128, 500, 3, 1, "same"),
+]
+QUICK = [
+    Layer("quick 16ch 16x16", 2, 4, 16, 16, 16, 3, 1, 1),
+    Layer("quick 8->16 s2 16x16", 2, 4, 8, 16, 16, 3, 2, 1),
+    Layer("quick fcn 8->16 k5 L64", 1, 4, 8, 16, 64, 5, 1, "same"),
+]
+
+
+# ------------------------------------------------------------------------------------------
+# The implementations under test: each maps (x, w, layer, rate) to y, differentiably.
+# ------------------------------------------------------------------------------------------
+
+
+def _blfft(x, w, layer: Layer, rate: float):
+    conv = blfft.functional.conv2d if layer.ndim == 2 else blfft.functional.conv1d
+    return conv(x, w, None, layer.stride, layer.padding, compress_rate=rate)
+
+
+def _torch(x, w, layer: Layer, rate: float):
+    conv = F.conv2d if layer.ndim == 2 else F.conv1d
+    return conv(x, w, None, layer.stride, layer.padding)
+
+
+def _fft_conv_pytorch(x, w, layer: Layer, rate: float):
+    from fft_conv_pytorch import fft_conv
+
+    p = layer.explicit_padding()
+    if layer.padding == "same" and layer.kernel % 2 == 0:
+        # Even kernel: torch's 'same' pads one more on the right.
+        x = F.pad(x, (p, p + 1))
+        p = 0
+    with warnings.catch_warnings():
+        # It indexes with a list (deprecated in torch); not ours to fix.
+        warnings.simplefilter("ignore", UserWarning)
+        return fft_conv(x, w, None, padding=p, stride=layer.stride)
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << (n - 1).bit_length()
+
+
+def _paper(x, w, layer: Layer, rate: float):
+    """The paper's pipeline, in this project's own words: full spectra on a power-of-two grid."""
+    k = layer.kernel
+    if layer.padding == "same":
+        pads = ((k - 1) // 2, k - 1 - (k - 1) // 2)  # torch's 'same': the extra zero on the right
+    else:
+        p = layer.explicit_padding()
+        pads = (p, p)
+    spatial = [layer.size] * layer.ndim
+    padded = [s + pads[0] + pads[1] for s in spatial]
+    full_out = [s - k + 1 for s in padded]
+    grid = [_next_pow2(s + max(o, k) - 1) for s, o in zip(padded, full_out)]
+    dims = tuple(range(-layer.ndim, 0))
+    xp = F.pad(x, pads * layer.ndim)
+    X = torch.fft.rfftn(xp, s=grid, dim=dims)
+    W = torch.fft.rfftn(w, s=grid, dim=dims)
+    keep = [max(1, int(math.floor((L // 2 + 1) * (1 - rate) ** (1 / layer.ndim) + 1e-9)))
+            for L in grid]
+    if layer.ndim == 1:
+        Xk, Wk = X[..., : keep[0]], W[..., : keep[0]]
+        Yk = torch.einsum("ncl,fcl->nfl", Xk, Wk.conj())
+        Y = torch.zeros(x.shape[0], w.shape[0], grid[0] // 2 + 1, dtype=Yk.dtype)
+        Y[..., : keep[0]] = Yk
+    else:
+        ih, iw = keep
+        rows = torch.cat([torch.arange(ih), torch.arange(grid[0] - ih + 1, grid[0])])
+        rows = torch.unique(rows % grid[0])
+        Xk, Wk = X[:, :, rows][..., :iw], W[:, :, rows][..., :iw]
+        Yk = torch.einsum("nchw,fchw->nfhw", Xk, Wk.conj())
+        Y = torch.zeros(x.shape[0], w.shape[0], grid[0], grid[1] // 2 + 1, dtype=Yk.dtype)
+        Y[:, :, rows, :iw] = Yk
+    y = torch.fft.irfftn(Y, s=grid, dim=dims)
+    crop = tuple(slice(0, o, layer.stride) for o in full_out)
+    return y[(Ellipsis, *crop)]
+
+
+IMPLS: Dict[str, Callable] = {
+    "blfft": _blfft,
+    "torch": _torch,
+    "fft_conv_pytorch": _fft_conv_pytorch,
+    "paper": _paper,
+}
+# Baselines without a compression knob are measured once (rate 0) and compared at every rate.
+RATE_FREE = {"torch", "fft_conv_pytorch"}
+
+
+# ------------------------------------------------------------------------------------------
+# Measurements
+# ------------------------------------------------------------------------------------------
+
+
+def _inputs(layer: Layer, batch: Optional[int] = None, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    shape = (batch or layer.batch, layer.cin) + (layer.size,) * layer.ndim
+    x = torch.randn(shape, generator=g, requires_grad=True)
+    w = torch.randn((layer.cout, layer.cin) + (layer.kernel,) * layer.ndim, generator=g)
+    w = (w / math.sqrt(layer.cin * layer.kernel**layer.ndim)).requires_grad_(True)
+    return x, w
+
+
+def _time(impl: Callable, layer: Layer, rate: float, repeats: int, warmup: int) -> dict:
+    x, w = _inputs(layer)
+    fwd, bwd, both = [], [], []
+    for i in range(warmup + repeats):
+        x.grad = w.grad = None
+        t0 = time.perf_counter()
+        y = impl(x, w, layer, rate)
+        t1 = time.perf_counter()
+        y.backward(torch.ones_like(y))
+        t2 = time.perf_counter()
+        if i >= warmup:
+            fwd.append(t1 - t0)
+            bwd.append(t2 - t1)
+            both.append(t2 - t0)
+    ms = lambda v: 1e3 * statistics.median(v)  # noqa: E731
+    return {"fwd_ms": ms(fwd), "bwd_ms": ms(bwd), "fwd_bwd_ms": ms(both)}
+
+
+def _held_bytes(impl: Callable, layer: Layer, rate: float, batch: int) -> int:
+    """Bytes of the distinct storages autograd keeps for backward after one forward."""
+    x, w = _inputs(layer, batch)
+    seen: Dict[int, int] = {}
+
+    def pack(t):
+        if t.device.type == "cpu" and t.numel() > 0:
+            s = t.untyped_storage()
+            seen[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        y = impl(x, w, layer, rate)
+    del y
+    return sum(seen.values())
+
+
+def _memory(impl: Callable, layer: Layer, rate: float) -> dict:
+    """Held-for-backward bytes split by measuring at batch N and 2N: the difference grows with
+    the batch, the rest (weights and their spectra) does not."""
+    n = layer.batch
+    held_n = _held_bytes(impl, layer, rate, n)
+    held_2n = _held_bytes(impl, layer, rate, 2 * n)
+    per_batch = held_2n - held_n
+    input_bytes = n * layer.cin * layer.size**layer.ndim * 4
+    return {
+        "held_batch_bytes": per_batch,
+        "held_fixed_bytes": held_n - per_batch,
+        "held_batch_over_input": per_batch / input_bytes,
+        "peak_rss_bytes": _peak_rss(impl, layer, rate),
+    }
+
+
+def _peak_rss(impl: Callable, layer: Layer, rate: float) -> Optional[int]:
+    """Peak resident memory above the starting point during one forward+backward (Linux: the
+    high-water mark is reset through /proc/self/clear_refs)."""
+    try:
+        x, w = _inputs(layer)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        start = _status_kb("VmRSS")
+        y = impl(x, w, layer, rate)
+        y.backward(torch.ones_like(y))
+        return (_status_kb("VmHWM") - start) * 1024
+    except OSError:
+        return None
+
+
+def _status_kb(key: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    raise OSError(key)
+
+
+def _arithmetic(layer: Layer, rate: float) -> float:
+    """Floating-point operations of blfft's fwd+bwd in its matrix formulation: channel mixing
+    (three real GEMMs per kept frequency and group, Gauss's trick, three passes) plus the pruned
+    DFTs (row and column products) of the six transforms. Sizes come from the core's geometry."""
+    pad = layer.explicit_padding() if layer.padding != "same" else (layer.kernel - 1) // 2
+    sp = [layer.size] * layer.ndim
+    g = _ops.geometry(
+        (layer.batch, layer.cin, *sp), (layer.cout, layer.cin, *[layer.kernel] * layer.ndim),
+        [layer.stride] * layer.ndim, [pad] * layer.ndim, [1] * layer.ndim, 1, rate)[2]
+    n, c, f = layer.batch, layer.cin, layer.cout
+    nr, nc = len(g.kept_rows), len(g.kept_cols)
+    mixing = 3 * g.kept * 3 * 2 * n * f * c
+
+    def transform(images, rows, cols):
+        row = 2 * images * rows * cols * 2 * nc
+        col = 2 * 2 * nr * rows * images * 2 * nc if g.grid[0] > 1 else 0
+        return row + col
+
+    h_in, w_in = (layer.size, layer.size) if layer.ndim == 2 else (1, layer.size)
+    h_out, w_out = (g.output[0], g.output[1])
+    k_h, k_w = (layer.kernel, layer.kernel) if layer.ndim == 2 else (1, layer.kernel)
+    dfts = 2 * transform(n * c, h_in, w_in) + 2 * transform(f * c, k_h, k_w)
+    dfts += 2 * transform(n * f, h_out, w_out)
+    return float(mixing + dfts)
+
+
+def _sgemm_gflops(size: int = 2048, repeats: int = 5) -> float:
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def _available(name: str) -> bool:
+    if name == "fft_conv_pytorch":
+        try:
+            import fft_conv_pytorch  # noqa: F401
+        except ImportError:
+            return False
+    return True
+
+
+# ------------------------------------------------------------------------------------------
+# Reports
+# ------------------------------------------------------------------------------------------
+
+
+def _markdown(results: List[dict], meta: dict) -> str:
+    out = [
+        f"# blfft benchmark ({meta['date']})",
+        "",
+        f"{meta['machine']}; torch {meta['torch']}, blfft {meta['blfft']}, "
+        f"{meta['threads']} threads; medians of {meta['repeats']} runs after warm-up. "
+        f"Large sgemm (torch, 2048^3): {meta['sgemm_gflops']:.1f} GFLOP/s.",
+        "",
+        "## Forward+backward time, ratio blfft / baseline (lower is better)",
+        "",
+        "| layer | rate | blfft ms | torch ms | blfft/torch | blfft/fft-conv-pytorch | "
+        "blfft/paper | blfft GFLOP/s | held (batch) / input |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    by = {(r["layer"], r["impl"], r["rate"]): r for r in results}
+    for r in results:
+        if r["impl"] != "blfft":
+            continue
+        layer, rate = r["layer"], r["rate"]
+        t = r["fwd_bwd_ms"]
+
+        def ratio(impl):
+            base = by.get((layer, impl, 0.0 if impl in RATE_FREE else rate))
+            return f"{t / base['fwd_bwd_ms']:.2f}" if base else "n/a"
+
+        torch_ms = by.get((layer, "torch", 0.0), {}).get("fwd_bwd_ms", float("nan"))
+        out.append(
+            f"| {layer} | {rate:.2f} | {t:.1f} | {torch_ms:.1f} | {ratio('torch')} | "
+            f"{ratio('fft_conv_pytorch')} | {ratio('paper')} | {r['gflops']:.1f} | "
+            f"{r['held_batch_over_input']:.2f} |"
+        )
+    out += [
+        "",
+        "## Forward and backward separately (ms)",
+        "",
+        "| layer | impl | rate | fwd | bwd | held batch MB | held fixed MB | peak RSS MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        peak = r.get("peak_rss_bytes")
+        out.append(
+            f"| {r['layer']} | {r['impl']} | {r['rate']:.2f} | {r['fwd_ms']:.1f} | "
+            f"{r['bwd_ms']:.1f} | {r['held_batch_bytes'] / 2**20:.2f} | "
+            f"{r['held_fixed_bytes'] / 2**20:.2f} | "
+            f"{'n/a' if peak is None else f'{peak / 2**20:.1f}'} |"
+        )
+    return "\n".join(out) + "\n"
+
+
+def _plot(results: List[dict], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    layers = list(dict.fromkeys(r["layer"] for r in results))
+    cols = min(4, len(layers))
+    rows = math.ceil(len(layers) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
+    for ax, layer in zip(axes.flat, layers):
+        for impl in IMPLS:
+            pts = sorted((r["rate"], r["fwd_bwd_ms"]) for r in results
+                         if r["layer"] == layer and r["impl"] == impl)
+            if not pts:
+                continue
+            if impl in RATE_FREE:
+                ax.axhline(pts[0][1], ls="--", lw=1, label=impl, color="C1" if impl == "torch"
+                           else "C2")
+            else:
+                ax.plot(*zip(*pts), marker="o", label=impl)
+        ax.set_title(layer, fontsize=9)
+        ax.set_xlabel("compression rate")
+        ax.set_ylabel("fwd+bwd ms")
+        ax.set_yscale("log")
+    for ax in list(axes.flat)[len(layers):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# ------------------------------------------------------------------------------------------
+
+
+def run(layers: List[Layer], rates, repeats: int, warmup: int, impls: List[str]) -> List[dict]:
+    results = []
+    for layer in layers:
+        for impl in impls:
+            for rate in ([0.0] if impl in RATE_FREE else rates):
+                fn = IMPLS[impl]
+                r = {"layer": layer.name, "impl": impl, "rate": rate, **asdict(layer)}
+                r.update(_time(fn, layer, rate, repeats, warmup))
+                r.update(_memory(fn, layer, rate))
+                if impl == "blfft":
+                    r["gflops"] = _arithmetic(layer, rate) / (r["fwd_bwd_ms"] * 1e-3) / 1e9
+                results.append(r)
+                print(f"{layer.name:26s} {impl:17s} rate {rate:.2f}: "
+                      f"fwd {r['fwd_ms']:8.2f} ms  bwd {r['bwd_ms']:8.2f} ms  "
+                      f"fwd+bwd {r['fwd_bwd_ms']:8.2f} ms", flush=True)
+    return results
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m blfft.bench", description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small shapes, few repeats (seconds)")
+    ap.add_argument("--out", default="bench/results", help="folder for bench.{json,md,png}")
+    ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None, help="threads for torch and blfft")
+    ap.add_argument("--layers", default="all", help="all | resnet | fcn | substring of a name")
+    ap.add_argument("--rates", default=",".join(str(r) for r in RATES))
+    ap.add_argument("--impls", default="blfft,torch,fft_conv_pytorch,paper")
+    args = ap.parse_args(argv)
+
+    threads = args.threads or torch.get_num_threads()
+    torch.set_num_threads(threads)
+    blfft.set_num_threads(threads)
+    if args.quick:
+        layers, repeats = QUICK, args.repeats or 2
+    else:
+        layers, repeats = RESNET18 + FCN, args.repeats or 7
+        if args.layers == "resnet":
+            layers = RESNET18
+        elif args.layers == "fcn":
+            layers = FCN
+        elif args.layers != "all":
+            layers = [la for la in layers if args.layers in la.name]
+    rates = [float(r) for r in args.rates.split(",")]
+    impls = [i for i in args.impls.split(",") if _available(i)]
+    missing = set(args.impls.split(",")) - set(impls)
+    if missing:
+        print(f"note: not installed, skipped: {', '.join(sorted(missing))}")
+
+    meta = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cpus",
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "blfft": blfft.__version__,
+        "threads": threads,
+        "repeats": repeats,
+        "warmup": args.warmup,
+        "quick": args.quick,
+        "sgemm_gflops": _sgemm_gflops(1024 if args.quick else 2048),
+    }
+    results = run(layers, rates, repeats, args.warmup, impls)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "bench.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    (out / "bench.md").write_text(_markdown(results, meta))
+    plotted = _plot(results, out / "bench.png")
+    print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}"
+          + (f", {out / 'bench.png'}" if plotted else " (no matplotlib: no plot)"))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
