@@ -54,9 +54,11 @@ def convert(
     over). Returns the model (the replacement when `model` itself is a convolution).
 
     `include` / `exclude` filter by qualified module name (glob patterns such as ``"layer1.*"``,
-    or a callable ``(name, module) -> bool``); `types` restricts the classes converted (each must
-    be ``torch.nn.Conv1d``, ``torch.nn.Conv2d`` or a subclass). Layers that already are blfft
-    modules get the new compression settings instead.
+    or a callable ``(name, module) -> bool``); `types` lists the classes converted (each must be
+    ``torch.nn.Conv1d``, ``torch.nn.Conv2d`` or a subclass). Classes match exactly: a subclass of
+    ``Conv2d`` (which may override ``forward``, e.g. weight standardisation or QAT) is converted
+    only when listed itself, and then its own forward is replaced. Layers that already are blfft
+    modules (of a listed base class) get the new compression settings instead.
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(
@@ -76,8 +78,14 @@ def convert(
     # Validate the settings once, before touching the model.
     _validate_settings(compress_rate, inference_compress_rate, energy)
 
+    def matches(m: torch.nn.Module) -> bool:
+        if isinstance(m, _BandLimitedConv):
+            base = torch.nn.Conv1d if isinstance(m, torch.nn.Conv1d) else torch.nn.Conv2d
+            return base in types or type(m) in types
+        return type(m) in types
+
     def replacement(name: str, m: torch.nn.Module):
-        if not isinstance(m, types) or not _selected(name, m, inc, exc):
+        if not matches(m) or not _selected(name, m, inc, exc):
             return None
         if isinstance(m, _BandLimitedConv):
             m.compress_rate = compress_rate

@@ -235,6 +235,19 @@ def test_convert_filters_and_types():
         blfft.convert(SmallResNet(), include=3)
 
 
+def test_convert_matches_classes_exactly():
+    class Standardized(tnn.Conv2d):  # a subclass with its own forward is left alone
+        def forward(self, x):
+            w = (self.weight - self.weight.mean()) / self.weight.std()
+            return self._conv_forward(x, w, self.bias)
+
+    model = tnn.Sequential(tnn.Conv2d(2, 2, 3), Standardized(2, 2, 3))
+    blfft.convert(model)
+    assert type(model[0]) is blfft.nn.Conv2d and type(model[1]) is Standardized
+    blfft.convert(model, types=(Standardized,))
+    assert type(model[1]) is blfft.nn.Conv2d
+
+
 def test_convert_keeps_hooks():
     conv = tnn.Conv2d(2, 3, 3)
     seen = []
