@@ -14,8 +14,9 @@
 namespace blfft::detail {
 namespace {
 
-// Images per work item are chosen so that one item's buffers stay within the L2 cache.
-constexpr std::size_t chunk_bytes = 256 * 1024;
+// Images per work item: large enough that each kept frequency of the chunk is a long contiguous
+// run in the spectrum (short runs made the gathers latency-bound), small enough for L2/L3.
+constexpr std::size_t chunk_bytes = 1024 * 1024;
 
 /// exp(sign * 2 pi i * k * t / L) with k * t reduced mod L first, so large products keep their
 /// precision.
