@@ -27,7 +27,14 @@ from torch import Tensor
 
 from . import _core
 
-__all__ = ["conv_forward", "conv_backward", "geometry", "select_band"]
+__all__ = [
+    "WeightSpectrumCache",
+    "conv_backward",
+    "conv_forward",
+    "conv_forward_cached",
+    "geometry",
+    "select_band",
+]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -308,6 +315,95 @@ def _conv_backward_fake(
         go.new_empty(g.weight_shape if need_weight_grad else (0,)),
         go.new_empty((g.params.out_channels,) if need_bias_grad else (0,)),
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# Inference with a cached weight spectrum
+# ------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("blfft::conv_forward_cached", mutates_args=())
+def conv_forward_cached(
+    x: Tensor,
+    w_spectrum: Tensor,
+    bias: Optional[Tensor],
+    w_shape: List[int],
+    stride: List[int],
+    padding: List[int],
+    dilation: List[int],
+    groups: int,
+    rate: float,
+    band: List[int],
+) -> Tensor:
+    """Forward from a weight spectrum computed earlier (no autograd: inference only)."""
+    _host_only(x, "input")
+    p, c, g = geometry(x.shape, w_shape, stride, padding, dilation, groups, rate, band)
+    xs = x.new_empty((g.x_spectrum_size,))
+    _core.input_spectrum(p, c, x.detach(), xs)
+    y = x.new_empty(g.output_shape)
+    b = None if bias is None else bias.detach().contiguous()
+    _core.forward_spectra(p, c, xs, w_spectrum.detach(), b, y)
+    return y
+
+
+@conv_forward_cached.register_fake
+def _conv_forward_cached_fake(
+    x, w_spectrum, bias, w_shape, stride, padding, dilation, groups, rate, band
+):
+    _, _, g = geometry(x.shape, w_shape, stride, padding, dilation, groups, rate, band)
+    return x.new_empty(g.output_shape)
+
+
+class WeightSpectrumCache:
+    """One layer's compressed weight spectrum, kept between inference calls.
+
+    The spectrum depends on the weight, the grid (input size, padding) and the kept set, not on
+    the batch. The entry is reused while the same weight tensor is unchanged (its version counter
+    moves on every in-place update: optimizer steps, load_state_dict) and the geometry is the
+    same; otherwise it is recomputed. Not pickled.
+    """
+
+    def __init__(self) -> None:
+        self._entry = None
+        self.hits = 0
+        self.misses = 0
+
+    def clear(self) -> None:
+        self._entry = None
+
+    def __getstate__(self):
+        return {"_entry": None, "hits": 0, "misses": 0}
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self._entry is None else self._entry[3].numel() * self._entry[3].element_size()
+
+    @torch.compiler.disable
+    def get(self, x_shape, weight: Tensor, stride, padding, dilation, groups, rate, band) -> Tensor:
+        _host_only(weight, "weight")
+        shape = (1,) + tuple(int(s) for s in x_shape[1:])
+        key = (
+            shape,
+            tuple(weight.shape),
+            weight.dtype,
+            tuple(stride),
+            tuple(padding),
+            tuple(dilation),
+            int(groups),
+            float(rate),
+            tuple(band),
+        )
+        e = self._entry
+        if e is not None and e[0] == key and e[1] is weight and e[2] == weight._version:
+            self.hits += 1
+            return e[3]
+        self.misses += 1
+        self._entry = None  # let the old spectrum go before the new one is allocated
+        p, c, g = geometry(shape, weight.shape, stride, padding, dilation, groups, rate, band)
+        ws = weight.new_empty((g.w_spectrum_size,))
+        _core.weight_spectrum(p, c, weight.detach(), ws)
+        self._entry = (key, weight, weight._version, ws)
+        return ws
 
 
 # ------------------------------------------------------------------------------------------------

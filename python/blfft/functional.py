@@ -139,6 +139,7 @@ def _conv(
     groups: int,
     compress_rate: float,
     energy: Optional[float],
+    weight_cache: Optional["_ops.WeightSpectrumCache"] = None,
 ) -> Tuple[Tensor, CallRecord]:
     batched = _check_tensors(fn, ndim, input, weight, bias)
     stride_t = _as_tuple(stride, ndim, "stride", fn, 1)
@@ -209,19 +210,36 @@ def _conv(
             energy_kept = sel.energy_kept
             chosen_rate = float(sel.rate)
         grad_on = torch.is_grad_enabled()
-        y, _, _ = _ops.conv_forward(
-            x,
-            weight,
-            bias,
-            list(stride_t),
-            list(padding_t),
-            list(dilation_t),
-            groups,
-            rate,
-            band,
-            grad_on and weight.requires_grad,
-            grad_on and x.requires_grad,
-        )
+        if weight_cache is not None and not grad_on:
+            ws = weight_cache.get(
+                x.shape, weight, stride_t, padding_t, dilation_t, groups, rate, band
+            )
+            y = _ops.conv_forward_cached(
+                x,
+                ws,
+                bias,
+                list(weight.shape),
+                list(stride_t),
+                list(padding_t),
+                list(dilation_t),
+                groups,
+                rate,
+                band,
+            )
+        else:
+            y, _, _ = _ops.conv_forward(
+                x,
+                weight,
+                bias,
+                list(stride_t),
+                list(padding_t),
+                list(dilation_t),
+                groups,
+                rate,
+                band,
+                grad_on and weight.requires_grad,
+                grad_on and x.requires_grad,
+            )
     record = CallRecord(
         tuple(x.shape),
         tuple(weight.shape),

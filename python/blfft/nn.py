@@ -11,7 +11,12 @@ Compression knobs (keyword-only):
   ``compress_rate`` (the paper trains at one rate and may infer at another, section 4.2);
 - ``energy`` in (0, 1] or ``None``: when set, every call chooses the largest compression whose kept
   set holds at least that fraction of the input spectrum's energy, in both modes, and the rates
-  are not used.
+  are not used;
+- ``cache_weight_spectrum`` (default False): when gradients are off (``torch.no_grad``,
+  ``torch.inference_mode``), keep the layer's compressed weight spectrum between calls instead of
+  transforming the weight on every call. It is recomputed when the weight changes (in-place
+  updates included) or the input size or kept set does. Costs the spectrum's memory
+  (``2 * kept * out_channels * in_channels/groups`` scalars) for the lifetime of the module.
 
 All three may be changed at any time (or with :func:`blfft.set_compression`); nothing visible is
 rebuilt.
@@ -23,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import _ops
 from . import functional as _functional
 
 __all__ = ["Conv1d", "Conv2d"]
@@ -34,10 +40,14 @@ class _BandLimitedConv:
     _blfft_ndim = 0
     _blfft_fn = ""
 
-    def _init_compression(self, compress_rate, inference_compress_rate, energy) -> None:
+    def _init_compression(
+        self, compress_rate, inference_compress_rate, energy, cache_weight_spectrum=False
+    ) -> None:
         self.compress_rate = compress_rate
         self.inference_compress_rate = inference_compress_rate
         self.energy = energy
+        self.cache_weight_spectrum = bool(cache_weight_spectrum)
+        self._blfft_weight_cache = _ops.WeightSpectrumCache()
         # (training, functional.CallRecord) of the last forward, for compression_report.
         self._blfft_last = None
 
@@ -87,6 +97,8 @@ class _BandLimitedConv:
         s += f", inference_compress_rate={self.inference_compress_rate}"
         if self.energy is not None:
             s += f", energy={self.energy}"
+        if self.cache_weight_spectrum:
+            s += ", cache_weight_spectrum=True"
         return s
 
     # --- forward ----------------------------------------------------------------------------------
@@ -111,6 +123,7 @@ class _BandLimitedConv:
             self.groups,
             rate,
             energy,
+            self._blfft_weight_cache if self.cache_weight_spectrum else None,
         )
         self._blfft_last = (self.training, record)
         return y
@@ -124,6 +137,7 @@ class _BandLimitedConv:
         compress_rate: float = 0.0,
         inference_compress_rate: Optional[float] = None,
         energy: Optional[float] = None,
+        cache_weight_spectrum: bool = False,
     ):
         """A band-limited module sharing `module`'s parameters (the same Parameter objects, so
         device, dtype and optimizer state carry over), hooks and train/eval mode."""
@@ -153,6 +167,7 @@ class _BandLimitedConv:
             compress_rate=compress_rate,
             inference_compress_rate=inference_compress_rate,
             energy=energy,
+            cache_weight_spectrum=cache_weight_spectrum,
         )
         # Share parameters, buffers and hooks instead of copying them.
         for attr in (
@@ -201,6 +216,7 @@ class Conv1d(_BandLimitedConv, torch.nn.Conv1d):
         compress_rate: float = 0.0,
         inference_compress_rate: Optional[float] = None,
         energy: Optional[float] = None,
+        cache_weight_spectrum: bool = False,
     ) -> None:
         super().__init__(
             in_channels,
@@ -215,7 +231,9 @@ class Conv1d(_BandLimitedConv, torch.nn.Conv1d):
             device=device,
             dtype=dtype,
         )
-        self._init_compression(compress_rate, inference_compress_rate, energy)
+        self._init_compression(
+            compress_rate, inference_compress_rate, energy, cache_weight_spectrum
+        )
 
 
 class Conv2d(_BandLimitedConv, torch.nn.Conv2d):
@@ -242,6 +260,7 @@ class Conv2d(_BandLimitedConv, torch.nn.Conv2d):
         compress_rate: float = 0.0,
         inference_compress_rate: Optional[float] = None,
         energy: Optional[float] = None,
+        cache_weight_spectrum: bool = False,
     ) -> None:
         super().__init__(
             in_channels,
@@ -256,4 +275,6 @@ class Conv2d(_BandLimitedConv, torch.nn.Conv2d):
             device=device,
             dtype=dtype,
         )
-        self._init_compression(compress_rate, inference_compress_rate, energy)
+        self._init_compression(
+            compress_rate, inference_compress_rate, energy, cache_weight_spectrum
+        )

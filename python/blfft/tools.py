@@ -48,6 +48,8 @@ def convert(
     include: _Filter = None,
     exclude: _Filter = None,
     types: Tuple[Type[torch.nn.Module], ...] = (torch.nn.Conv1d, torch.nn.Conv2d),
+    *,
+    cache_weight_spectrum: bool = False,
 ) -> torch.nn.Module:
     """Replace every ``torch.nn.Conv1d`` / ``Conv2d`` of `model` (in place) with its blfft
     counterpart, sharing the parameters (same objects: device, dtype and optimizer state carry
@@ -59,6 +61,7 @@ def convert(
     ``Conv2d`` (which may override ``forward``, e.g. weight standardisation or QAT) is converted
     only when listed itself, and then its own forward is replaced. Layers that already are blfft
     modules (of a listed base class) get the new compression settings instead.
+    `cache_weight_spectrum` is passed to the modules (see :mod:`blfft.nn`).
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(
@@ -91,6 +94,7 @@ def convert(
             m.compress_rate = compress_rate
             m.inference_compress_rate = inference_compress_rate
             m.energy = energy
+            m.cache_weight_spectrum = bool(cache_weight_spectrum)
             return None
         cls = Conv1d if isinstance(m, torch.nn.Conv1d) else Conv2d
         return cls.from_torch(
@@ -98,6 +102,7 @@ def convert(
             compress_rate=compress_rate,
             inference_compress_rate=inference_compress_rate,
             energy=energy,
+            cache_weight_spectrum=cache_weight_spectrum,
         )
 
     root = replacement("", model)

@@ -316,3 +316,36 @@ def test_compression_report():
     text = str(rep)
     assert "layer2.down.0" in text and "achieved" in text
     assert blfft.compression_report(tnn.Sequential(tnn.Linear(2, 2))) == []
+
+
+def test_cached_weight_spectrum_in_inference():
+    m = blfft.nn.Conv2d(
+        3, 4, 3, padding=1, compress_rate=0.5, dtype=torch.float64, cache_weight_spectrum=True
+    )
+    ref = blfft.nn.Conv2d(3, 4, 3, padding=1, compress_rate=0.5, dtype=torch.float64)
+    ref.load_state_dict(m.state_dict())
+    assert "cache_weight_spectrum=True" in repr(m)
+    cache = m._blfft_weight_cache
+    x = torch.randn(2, 3, 10, 10, dtype=torch.float64)
+    with torch.no_grad():
+        for n in (2, 5, 1):  # the spectrum does not depend on the batch
+            xb = torch.randn(n, 3, 10, 10, dtype=torch.float64)
+            assert_close(m(xb), ref(xb), torch.float64)
+    assert (cache.misses, cache.hits) == (1, 2) and cache.nbytes > 0
+    # With gradients on, the cache is not used (and autograd works as usual).
+    m(x).sum().backward()
+    assert cache.hits == 2 and m.weight.grad is not None
+    # An optimizer step changes the weight in place: the spectrum is recomputed.
+    torch.optim.SGD(m.parameters(), lr=0.5).step()
+    ref.load_state_dict(m.state_dict())
+    with torch.inference_mode():
+        assert_close(m(x), ref(x), torch.float64)
+        assert cache.misses == 2
+        assert_close(m(x[:, :, :8]), ref(x[:, :, :8]), torch.float64)  # another input size
+        assert cache.misses == 3
+    with torch.no_grad():
+        m.weight.mul_(2)
+        assert_close(m(x), dense_conv(x, m.weight, m.bias, padding=1, rate=0.5), torch.float64)
+    assert isinstance(_pickled(m)._blfft_weight_cache.nbytes, int)
+    model = blfft.convert(SmallResNet(), cache_weight_spectrum=True)
+    assert all(c.cache_weight_spectrum for c in model.modules() if isinstance(c, blfft.nn.Conv2d))
