@@ -107,6 +107,19 @@ def _host_only(t: Tensor, name: str) -> None:
         raise _core.BlfftError(f"blfft: {name} is on {t.device}; blfft runs on the CPU")
 
 
+def _dl(t: Optional[Tensor]):
+    """A DLPack capsule of `t` (None stays None) for the binding.
+
+    torch's C-level exporter makes a legacy capsule in about 1 us; Tensor.__dlpack__ (which the
+    binding would otherwise call, asking for a versioned one) spends several more in Python-level
+    checks, for every tensor of every call. The binding takes both kinds alike.
+    """
+    return None if t is None else _to_dlpack(t.detach())
+
+
+_to_dlpack = torch.utils.dlpack.to_dlpack
+
+
 def _empty(like: Tensor) -> Tensor:
     return like.new_empty((0,))
 
@@ -145,7 +158,7 @@ def conv_forward(
     xs = x.new_empty((g.x_spectrum_size,)) if save_x_spectrum and _keep_x_spectrum(g) else None
     ws = weight.new_empty((g.w_spectrum_size,)) if save_w_spectrum else None
     b = None if bias is None else bias.detach().contiguous()
-    _core.forward(p, c, x.detach(), weight.detach(), b, y, xs, ws)
+    _core.forward(p, c, _dl(x), _dl(weight), _dl(b), _dl(y), _dl(xs), _dl(ws))
     return y, (xs if xs is not None else _empty(x)), (ws if ws is not None else _empty(weight))
 
 
@@ -264,7 +277,7 @@ def conv_backward(
             xs = x_spectrum.detach()
         elif x is not None:
             xs = go.new_empty((g.x_spectrum_size,))
-            _core.input_spectrum(p, c, x.detach(), xs)
+            _core.input_spectrum(p, c, _dl(x), _dl(xs))
         else:
             raise ValueError("blfft: conv_backward needs x or x_spectrum for the weight gradient")
     if need_input_grad:
@@ -272,7 +285,7 @@ def conv_backward(
             ws = w_spectrum.detach()
         elif weight is not None:
             ws = go.new_empty((g.w_spectrum_size,))
-            _core.weight_spectrum(p, c, weight.detach(), ws)
+            _core.weight_spectrum(p, c, _dl(weight), _dl(ws))
         else:
             raise ValueError(
                 "blfft: conv_backward needs weight or w_spectrum for the input gradient"
@@ -281,7 +294,7 @@ def conv_backward(
     gw = go.new_empty(g.weight_shape) if need_weight_grad else None
     gb = go.new_empty((g.params.out_channels,)) if need_bias_grad else None
     if gx is not None or gw is not None or gb is not None:
-        _core.backward(p, c, go, xs, ws, gx, gw, gb)
+        _core.backward(p, c, _dl(go), _dl(xs), _dl(ws), _dl(gx), _dl(gw), _dl(gb))
     return (
         gx if gx is not None else _empty(go),
         gw if gw is not None else _empty(go),
@@ -339,10 +352,10 @@ def conv_forward_cached(
     _host_only(x, "input")
     p, c, g = geometry(x.shape, w_shape, stride, padding, dilation, groups, rate, band)
     xs = x.new_empty((g.x_spectrum_size,))
-    _core.input_spectrum(p, c, x.detach(), xs)
+    _core.input_spectrum(p, c, _dl(x), _dl(xs))
     y = x.new_empty(g.output_shape)
     b = None if bias is None else bias.detach().contiguous()
-    _core.forward_spectra(p, c, xs, w_spectrum.detach(), b, y)
+    _core.forward_spectra(p, c, _dl(xs), _dl(w_spectrum), _dl(b), _dl(y))
     return y
 
 
@@ -401,7 +414,7 @@ class WeightSpectrumCache:
         self._entry = None  # let the old spectrum go before the new one is allocated
         p, c, g = geometry(shape, weight.shape, stride, padding, dilation, groups, rate, band)
         ws = weight.new_empty((g.w_spectrum_size,))
-        _core.weight_spectrum(p, c, weight.detach(), ws)
+        _core.weight_spectrum(p, c, _dl(weight), _dl(ws))
         self._entry = (key, weight, weight._version, ws)
         return ws
 
@@ -424,5 +437,5 @@ def select_band(
     """Band limits [i_h, i_w] of the largest compression keeping `fraction` of x's energy."""
     _host_only(x, "input")
     p, _, _ = geometry(x.shape, w_shape, stride, padding, dilation, groups, 0.0, ())
-    sel = _core.select_by_energy(p, x.detach(), float(fraction))
+    sel = _core.select_by_energy(p, _dl(x), float(fraction))
     return [int(sel.limits[0]), int(sel.limits[1])], sel

@@ -709,7 +709,7 @@ PYBIND11_MODULE(_core, m) {
     std::vector<std::string> archs;
     std::string s = BLFFT_PY_CUDA_ARCHITECTURES;
     std::stringstream ss(s);
-    for (std::string item; std::getline(ss, item, ';');)
+    for (std::string item; std::getline(ss, item, ',');)
       if (!item.empty()) archs.push_back(item);
     m.attr("cuda_architectures") = archs;
   }
