@@ -107,6 +107,9 @@ def _host_only(t: Tensor, name: str) -> None:
         raise _core.BlfftError(f"blfft: {name} is on {t.device}; blfft runs on the CPU")
 
 
+_to_dlpack = torch.utils.dlpack.to_dlpack
+
+
 def _dl(t: Optional[Tensor]):
     """A DLPack capsule of `t` (None stays None) for the binding.
 
@@ -117,17 +120,8 @@ def _dl(t: Optional[Tensor]):
     return None if t is None else _to_dlpack(t.detach())
 
 
-_to_dlpack = torch.utils.dlpack.to_dlpack
-
-
 def _empty(like: Tensor) -> Tensor:
     return like.new_empty((0,))
-
-
-def _opt(t: Optional[Tensor]) -> Optional[Tensor]:
-    # Tensors cross into C++ by DLPack, which refuses tensors that require grad; custom-op
-    # implementations only see plain values anyway.
-    return None if t is None else t.detach()
 
 
 # ------------------------------------------------------------------------------------------------
