@@ -75,6 +75,14 @@ void pruned_transform<T>::make_dft_matrices() {
   const int64_t nr = static_cast<int64_t>(kept_rows_.size());
   const int64_t nc = static_cast<int64_t>(kept_cols_.size());
   const int64_t Rh = h_.count, Rw = w_.count;
+  pairs_.clear();
+  for (int64_t a = 0; a < nr; ++a) {
+    const int64_t k = kept_rows_[a], mirror = (Lh_ - k) % Lh_;
+    if (k > mirror) continue;  // the pair was added at its mirror
+    const auto at = std::lower_bound(kept_rows_.begin(), kept_rows_.end(), mirror);
+    pairs_.push_back({a, static_cast<int64_t>(at - kept_rows_.begin())});
+  }
+  const auto np = static_cast<int64_t>(pairs_.size());
   if (dir_ == direction::analyse) {
     // Width axis: samples (Rw) -> [re | im] of the kept columns (2 nc), e^{-i theta}.
     row_dft_.assign(static_cast<size_t>(Rw * 2 * nc), T(0));
@@ -84,25 +92,25 @@ void pruned_transform<T>::make_dft_matrices() {
         row_dft_[i * 2 * nc + q] = static_cast<T>(e.real());
         row_dft_[i * 2 * nc + nc + q] = static_cast<T>(e.imag());
       }
-    // Height axis: [Re D; Im D], (2 nr x Rh), D[a][r] = e^{-i theta}.
+    // Height axis, one row per pair: [Re D; Im D], (2 np x Rh), D[p][r] = e^{-i theta}.
     if (Lh_ > 1) {
-      col_dft_.assign(static_cast<size_t>(2 * nr * Rh), T(0));
-      for (int64_t a = 0; a < nr; ++a)
+      col_dft_.assign(static_cast<size_t>(2 * np * Rh), T(0));
+      for (int64_t p = 0; p < np; ++p)
         for (int64_t r = 0; r < Rh; ++r) {
-          const auto e = twiddle(kept_rows_[a], h_.offset + h_.step * r, Lh_, -1.0);
-          col_dft_[a * Rh + r] = static_cast<T>(e.real());
-          col_dft_[(nr + a) * Rh + r] = static_cast<T>(e.imag());
+          const auto e = twiddle(kept_rows_[pairs_[p].pos], h_.offset + h_.step * r, Lh_, -1.0);
+          col_dft_[p * Rh + r] = static_cast<T>(e.real());
+          col_dft_[(np + p) * Rh + r] = static_cast<T>(e.imag());
         }
     }
   } else {
-    // Height axis: [Re E; Im E], (2 Rh x nr), E[r][a] = e^{+i theta}.
+    // Height axis, one column per pair: Re E then Im E, each (Rh x np), E[r][p] = e^{+i theta}.
     if (Lh_ > 1) {
-      col_dft_.assign(static_cast<size_t>(2 * Rh * nr), T(0));
+      col_dft_.assign(static_cast<size_t>(2 * Rh * np), T(0));
       for (int64_t r = 0; r < Rh; ++r)
-        for (int64_t a = 0; a < nr; ++a) {
-          const auto e = twiddle(kept_rows_[a], h_.offset + h_.step * r, Lh_, 1.0);
-          col_dft_[r * nr + a] = static_cast<T>(e.real());
-          col_dft_[(Rh + r) * nr + a] = static_cast<T>(e.imag());
+        for (int64_t p = 0; p < np; ++p) {
+          const auto e = twiddle(kept_rows_[pairs_[p].pos], h_.offset + h_.step * r, Lh_, 1.0);
+          col_dft_[r * np + p] = static_cast<T>(e.real());
+          col_dft_[(Rh + r) * np + p] = static_cast<T>(e.imag());
         }
     }
     // Width axis, the real inverse of a half spectrum (what c2r computes): columns other than DC
@@ -127,9 +135,9 @@ std::size_t pruned_transform<T>::per_thread_scalars() const {
   const std::size_t nr = kept_rows_.size(), nc = kept_cols_.size();
   const auto Rh = static_cast<std::size_t>(h_.count), Rw = static_cast<std::size_t>(w_.count);
   if (matmul_) {
-    // samples (Rh x c x Rw); row-transformed or kept bins (max(nr, Rh) x c x 2nc);
-    // column-transformed (2 max(nr, Rh) x c x 2nc)
-    const std::size_t lines = std::max(nr, Rh);
+    // samples (Rh x c x Rw); row-transformed or kept bins (lines x c x 2nc);
+    // column-transformed (2 lines x c x 2nc)
+    const std::size_t lines = std::max({nr, Rh, 2 * pairs_.size()});
     return aligned_count<T>(Rh * c * Rw) + aligned_count<T>(lines * c * 2 * nc) +
            aligned_count<T>(2 * lines * c * 2 * nc);
   }
@@ -180,7 +188,8 @@ void pruned_transform<T>::analyse_matmul(const image_view<const T>& src, T* spec
   const int64_t nc = static_cast<int64_t>(kept_cols_.size());
   const int64_t Rh = h_.count, Rw = w_.count, W2 = mc * 2 * nc;
   T* samples = thread_scratch<T>(per_thread_scalars());
-  const int64_t lines = std::max(nr, Rh);
+  const auto np = static_cast<int64_t>(pairs_.size());
+  const int64_t lines = std::max({nr, Rh, 2 * np});
   T* rows = samples + aligned_count<T>(static_cast<size_t>(Rh * chunk_ * Rw));
   T* cols = rows + aligned_count<T>(static_cast<size_t>(lines * chunk_ * 2 * nc));
 
@@ -210,19 +219,28 @@ void pruned_transform<T>::analyse_matmul(const image_view<const T>& src, T* spec
     }
     return;
   }
-  // cols = [Re D; Im D] * rows: P = Re D * Z (rows 0..nr-1), Q = Im D * Z (rows nr..2nr-1),
-  // and D Z = (P_re - Q_im) + i (P_im + Q_re).
-  gemm<T>(false, false, 2 * nr, W2, Rh, T(1), col_dft_.data(), Rh, rows, W2, T(0), cols, W2);
-  for (int64_t a = 0; a < nr; ++a) {
-    const T* P = cols + a * W2;
-    const T* Q = cols + (nr + a) * W2;
+  // cols = [Re D; Im D] * rows: P = Re D Z, Q = Im D Z (np rows each). Row k of the spectrum is
+  // D Z = (P_re - Q_im) + i (P_im + Q_re); its mirror, with conj(D), is (P_re + Q_im) + i (P_im -
+  // Q_re).
+  gemm<T>(false, false, 2 * np, W2, Rh, T(1), col_dft_.data(), Rh, rows, W2, T(0), cols, W2);
+  for (int64_t p = 0; p < np; ++p) {
+    const T* P = cols + p * W2;
+    const T* Q = cols + (np + p) * W2;
+    const bool paired = pairs_[p].neg != pairs_[p].pos;
     for (int64_t q = 0; q < nc; ++q) {
-      T* re = spectrum + (a * nc + q) * per_k + j0;
+      T* re = spectrum + (pairs_[p].pos * nc + q) * per_k + j0;
       T* im = re + J;
+      T* re_m = spectrum + (pairs_[p].neg * nc + q) * per_k + j0;
+      T* im_m = re_m + J;
       for (int64_t m = 0; m < mc; ++m) {
         const int64_t o = m * 2 * nc + q;
-        re[m] = P[o] - Q[o + nc];
-        im[m] = P[o + nc] + Q[o];
+        const T pr = P[o], pi = P[o + nc], qr = Q[o], qi = Q[o + nc];
+        re[m] = pr - qi;
+        im[m] = pi + qr;
+        if (paired) {
+          re_m[m] = pr + qi;
+          im_m[m] = pi - qr;
+        }
       }
     }
   }
@@ -236,25 +254,54 @@ void pruned_transform<T>::synthesise_matmul(const T* spectrum, const image_view<
   const int64_t nc = static_cast<int64_t>(kept_cols_.size());
   const int64_t Rh = h_.count, Rw = w_.count, W2 = mc * 2 * nc;
   T* samples = thread_scratch<T>(per_thread_scalars());
-  const int64_t lines = std::max(nr, Rh);
+  const auto np = static_cast<int64_t>(pairs_.size());
+  const int64_t lines = std::max({nr, Rh, 2 * np});
   T* kept = samples + aligned_count<T>(static_cast<size_t>(Rh * chunk_ * Rw));
   T* cols = kept + aligned_count<T>(static_cast<size_t>(lines * chunk_ * 2 * nc));
 
-  // kept: (nr x mc * 2nc), row a holds [re | im] of every chunk image's kept columns.
-  T* spec = Lh_ == 1 ? cols : kept;  // with one grid row, skip the column transform
-  for (int64_t a = 0; a < nr; ++a)
+  if (Lh_ == 1) {  // one grid row: the spectrum row goes straight to the row transform
     for (int64_t q = 0; q < nc; ++q) {
-      const T* re = spectrum + (a * nc + q) * per_k + j0;
+      const T* re = spectrum + q * per_k + j0;
       const T* im = re + J;
-      T* d = spec + a * W2;
       for (int64_t m = 0; m < mc; ++m) {
-        d[m * 2 * nc + q] = re[m];
-        d[m * 2 * nc + nc + q] = im[m];
+        cols[m * 2 * nc + q] = re[m];
+        cols[m * 2 * nc + nc + q] = im[m];
       }
     }
-  if (Lh_ > 1) {
-    // cols = [Re E; Im E] * kept; E Y = (P_re - Q_im) + i (P_im + Q_re), written over P.
-    gemm<T>(false, false, 2 * Rh, W2, nr, T(1), col_dft_.data(), nr, kept, W2, T(0), cols, W2);
+  } else {
+    // Per pair (k, -k): S = Y_k + Y_-k and D = Y_k - Y_-k (a self-mirrored row: S = Y_k, D = 0),
+    // so that E Y_k + conj(E) Y_-k = Re E S + i Im E D. kept holds S (np rows) then D (np rows),
+    // each row [re | im] of every chunk image's kept columns.
+    T* sum = kept;
+    T* diff = kept + np * W2;
+    for (int64_t p = 0; p < np; ++p) {
+      const bool paired = pairs_[p].neg != pairs_[p].pos;
+      for (int64_t q = 0; q < nc; ++q) {
+        const T* re = spectrum + (pairs_[p].pos * nc + q) * per_k + j0;
+        const T* im = re + J;
+        const T* re_m = spectrum + (pairs_[p].neg * nc + q) * per_k + j0;
+        const T* im_m = re_m + J;
+        T* s = sum + p * W2;
+        T* d = diff + p * W2;
+        for (int64_t m = 0; m < mc; ++m) {
+          const int64_t o = m * 2 * nc + q;
+          if (paired) {
+            s[o] = re[m] + re_m[m];
+            s[o + nc] = im[m] + im_m[m];
+            d[o] = re[m] - re_m[m];
+            d[o + nc] = im[m] - im_m[m];
+          } else {
+            s[o] = re[m];
+            s[o + nc] = im[m];
+            d[o] = d[o + nc] = T(0);
+          }
+        }
+      }
+    }
+    // cols = [Re E S; Im E D]; V = (P_re - Q_im) + i (P_im + Q_re), written over P.
+    gemm<T>(false, false, Rh, W2, np, T(1), col_dft_.data(), np, sum, W2, T(0), cols, W2);
+    gemm<T>(false, false, Rh, W2, np, T(1), col_dft_.data() + Rh * np, np, diff, W2, T(0),
+            cols + Rh * W2, W2);
     for (int64_t r = 0; r < Rh; ++r) {
       T* P = cols + r * W2;
       const T* Q = cols + (Rh + r) * W2;

@@ -79,6 +79,14 @@ class pruned_transform {
   placement h_, w_;
   int64_t chunk_ = 1;      // images per work item
   int64_t row_len_ = 0;    // rfft bins per row (Lw / 2 + 1)
+  /// A kept grid row k and its mirror -k (mod Lh), as indices into kept_rows_; the same index
+  /// twice for rows that are their own mirror (0, and Lh/2 for even Lh). Kept sets are symmetric,
+  /// and a real signal's spectrum at -k is the conjugate of the one at k, so the matmul engine's
+  /// column DFTs only evaluate one row of each pair: half the work.
+  struct row_pair {
+    int64_t pos, neg;
+  };
+  std::vector<row_pair> pairs_;
   bool matmul_ = false;
   chunk_plans full_, tail_;   // fft engine: plans for a full chunk and for the last one
   std::vector<T> row_dft_;    // matmul engine: width-axis DFT matrix
