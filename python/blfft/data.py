@@ -331,6 +331,4 @@ def load_fashion_mnist(root: _Root = None, normalize: bool = True) -> Dataset:
         if normalize:
             x = (x - _FASHION_MEAN) / _FASHION_STD
         parts[split] = (x, torch.from_numpy(labels.astype(np.int64)))
-    return Dataset(
-        "FashionMNIST", *parts["train"], *parts["test"], 10, list(FASHION_MNIST_CLASSES)
-    )
+    return Dataset("FashionMNIST", *parts["train"], *parts["test"], 10, list(FASHION_MNIST_CLASSES))

@@ -1,0 +1,127 @@
+"""Robustness to Gaussian noise on the test inputs (the paper's Fig. 6).
+
+Models are trained (on clean data) at compression rates 0, 0.5 and 0.85 and evaluated on the
+test set with N(0, sigma^2) noise added to every input value, for increasing sigma (the inputs
+are standardised, so sigma is relative to their standard deviation). The noise is seeded and the
+same for every model. Band-limited layers discard the high frequencies where white noise puts
+most of its energy, so more compression is expected to degrade more slowly.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from . import common, recipes
+
+NAME = "noise_robustness"
+RATES = (0.0, 0.5, 0.85)
+SIGMAS = (0.0, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0)
+FCN_DATASET = "FaceAll"
+QUICK = dict(dataset="Chinatown", sigmas=(0.0, 0.5))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", default="fcn,resnet", help="fcn, resnet or both (comma-separated)")
+    p.add_argument("--dataset", default=None, help=f"UCR data set for the FCN ({FCN_DATASET})")
+
+
+def run(args, out: Path) -> dict:
+    scale = recipes.QUICK if args.quick else recipes.FULL
+    sigmas = QUICK["sigmas"] if args.quick else SIGMAS
+    rows = []
+    for kind in [k for k in args.models.split(",") if k]:
+        if kind not in ("fcn", "resnet"):
+            raise SystemExit(f"unknown model {kind!r} (fcn, resnet)")
+        name = args.dataset or (QUICK["dataset"] if args.quick else FCN_DATASET)
+        d = recipes.data_for(kind, name, scale, args.seed)
+        for rate in RATES:
+            seed = common.model_seed(args.seed, kind, d.name)
+            model, rec = recipes.fit(
+                kind,
+                d,
+                scale,
+                seed,
+                f"{kind} {d.name} rate {rate}",
+                progress=not args.no_progress,
+                compress_rate=rate,
+            )
+            accs = []
+            for sigma in sigmas:
+                ev = common.evaluate(
+                    model,
+                    d.x_test,
+                    d.y_test,
+                    noise_sigma=sigma,
+                    noise_seed=common.model_seed(args.seed, "noise", sigma),
+                )
+                accs.append(ev["acc"])
+                rows.append(
+                    {
+                        "model": kind,
+                        "dataset": d.name,
+                        "rate": rate,
+                        "sigma": sigma,
+                        "test_acc": ev["acc"],
+                        "epochs": rec["config"].epochs,
+                        "train_seconds": rec["train_seconds"],
+                    }
+                )
+            print(
+                f"{kind} {d.name} rate {rate}: "
+                + ", ".join(f"sigma {s}: {a:.4f}" for s, a in zip(sigmas, accs)),
+                flush=True,
+            )
+    common.write_csv(out / f"{NAME}.csv", rows)
+    (out / f"{NAME}.md").write_text(_markdown(rows, sigmas))
+    files = [f"{NAME}.json", f"{NAME}.csv", f"{NAME}.md"]
+    if _plot(rows, out / f"{NAME}.png"):
+        files.append(f"{NAME}.png")
+    return {
+        "experiment": NAME,
+        "rows": rows,
+        "sigmas": list(sigmas),
+        "rates": list(RATES),
+        "files": files,
+    }
+
+
+def _markdown(rows, sigmas) -> str:
+    parts = []
+    for model, ds in dict.fromkeys((r["model"], r["dataset"]) for r in rows):
+        parts.append(f"{model} on {ds}: test accuracy % under Gaussian noise\n")
+        body = []
+        for rate in RATES:
+            accs = {
+                r["sigma"]: r["test_acc"]
+                for r in rows
+                if r["model"] == model and r["dataset"] == ds and r["rate"] == rate
+            }
+            body.append([f"{rate:g}"] + [f"{100 * accs[s]:.2f}" for s in sigmas])
+        parts.append(common.markdown_table(body, ["rate \\ sigma"] + [f"{s:g}" for s in sigmas]))
+    return "\n".join(parts)
+
+
+def _plot(rows, path: Path) -> bool:
+    plt = common.pyplot()
+    if plt is None:
+        return False
+    panels = list(dict.fromkeys((r["model"], r["dataset"]) for r in rows))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False)
+    for ax, (model, ds) in zip(axes.flat, panels):
+        for rate in RATES:
+            pts = sorted(
+                (r["sigma"], 100 * r["test_acc"])
+                for r in rows
+                if r["model"] == model and r["dataset"] == ds and r["rate"] == rate
+            )
+            ax.plot(*zip(*pts), "o-", label=f"rate {rate:g}")
+        ax.set_title(f"{model}: {ds}", fontsize=9)
+        ax.set_xlabel("noise sigma")
+        ax.set_ylabel("test accuracy %")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

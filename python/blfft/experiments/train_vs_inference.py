@@ -1,0 +1,131 @@
+"""Training rate x inference rate (the paper's Fig. 5).
+
+One model is trained per training rate; each is then evaluated at every inference rate (the
+layers' ``inference_compress_rate``, set with ``blfft.set_compression(mode='inference')``).
+The result is a matrix of test accuracies per model/data pair: rows the training rate, columns
+the inference rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import blfft
+
+from . import common, recipes
+
+NAME = "train_vs_inference"
+TRAIN_RATES = (0.0, 0.25, 0.5, 0.75)
+INFER_RATES = (0.0, 0.25, 0.5, 0.75, 0.9)
+FCN_DATASET = "FaceAll"
+QUICK = dict(dataset="Chinatown", train_rates=(0.0, 0.5), infer_rates=(0.0, 0.5, 0.75))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--models", default="fcn,resnet", help="fcn, resnet or both (comma-separated)")
+    p.add_argument("--dataset", default=None, help=f"UCR data set for the FCN ({FCN_DATASET})")
+
+
+def run(args, out: Path) -> dict:
+    scale = recipes.QUICK if args.quick else recipes.FULL
+    train_rates = QUICK["train_rates"] if args.quick else TRAIN_RATES
+    infer_rates = QUICK["infer_rates"] if args.quick else INFER_RATES
+    rows, matrices = [], []
+    for kind in [k for k in args.models.split(",") if k]:
+        if kind not in ("fcn", "resnet"):
+            raise SystemExit(f"unknown model {kind!r} (fcn, resnet)")
+        name = args.dataset or (QUICK["dataset"] if args.quick else FCN_DATASET)
+        d = recipes.data_for(kind, name, scale, args.seed)
+        matrix = []
+        for tr in train_rates:
+            seed = common.model_seed(args.seed, kind, d.name)
+            model, rec = recipes.fit(
+                kind,
+                d,
+                scale,
+                seed,
+                f"{kind} {d.name} train rate {tr}",
+                progress=not args.no_progress,
+                compress_rate=tr,
+            )
+            line = []
+            for ir in infer_rates:
+                blfft.set_compression(model, ir, mode="inference")
+                ev = common.evaluate(model, d.x_test, d.y_test)
+                line.append(ev["acc"])
+                rows.append(
+                    {
+                        "model": kind,
+                        "dataset": d.name,
+                        "train_rate": tr,
+                        "inference_rate": ir,
+                        "achieved_inference_rate": ev["achieved_rate"],
+                        "test_acc": ev["acc"],
+                        "epochs": rec["config"].epochs,
+                        "train_seconds": rec["train_seconds"],
+                    }
+                )
+            print(
+                f"{kind} {d.name} train rate {tr}: "
+                + ", ".join(f"infer {ir}: {a:.4f}" for ir, a in zip(infer_rates, line)),
+                flush=True,
+            )
+            matrix.append(line)
+        matrices.append(
+            {
+                "model": kind,
+                "dataset": d.name,
+                "train_rates": list(train_rates),
+                "inference_rates": list(infer_rates),
+                "test_acc": matrix,
+            }
+        )
+    common.write_csv(out / f"{NAME}.csv", rows)
+    (out / f"{NAME}.md").write_text(_markdown(matrices))
+    files = [f"{NAME}.json", f"{NAME}.csv", f"{NAME}.md"]
+    if _plot(matrices, out / f"{NAME}.png"):
+        files.append(f"{NAME}.png")
+    return {"experiment": NAME, "rows": rows, "matrices": matrices, "files": files}
+
+
+def _markdown(matrices) -> str:
+    parts = []
+    for m in matrices:
+        parts.append(
+            f"{m['model']} on {m['dataset']}: test accuracy % (rows: training rate, "
+            f"columns: inference rate)\n"
+        )
+        body = [
+            [f"{tr:g}"] + [f"{100 * a:.2f}" for a in line]
+            for tr, line in zip(m["train_rates"], m["test_acc"])
+        ]
+        parts.append(
+            common.markdown_table(
+                body, ["train \\ infer"] + [f"{r:g}" for r in m["inference_rates"]]
+            )
+        )
+    return "\n".join(parts)
+
+
+def _plot(matrices, path: Path) -> bool:
+    plt = common.pyplot()
+    if plt is None or not matrices:
+        return False
+    fig, axes = plt.subplots(1, len(matrices), figsize=(4.6 * len(matrices), 3.8), squeeze=False)
+    for ax, m in zip(axes.flat, matrices):
+        acc = [[100 * a for a in line] for line in m["test_acc"]]
+        im = ax.imshow(acc, cmap="viridis", aspect="auto", origin="upper")
+        ax.set_xticks(range(len(m["inference_rates"])), [f"{r:g}" for r in m["inference_rates"]])
+        ax.set_yticks(range(len(m["train_rates"])), [f"{r:g}" for r in m["train_rates"]])
+        ax.set_xlabel("inference compression rate")
+        ax.set_ylabel("training compression rate")
+        ax.set_title(f"{m['model']}: {m['dataset']} (test acc %)", fontsize=9)
+        for i, line in enumerate(acc):
+            for j, a in enumerate(line):
+                ax.text(j, i, f"{a:.1f}", ha="center", va="center", fontsize=7, color="w")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
