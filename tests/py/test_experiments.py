@@ -276,12 +276,13 @@ def test_ucr_full_vs_half_quick(tmp_path):
 
 
 def test_time_memory_quick(tmp_path):
-    r = _run("time_memory", tmp_path, "--models", "fcn,resnet")
+    r = _run("time_memory", tmp_path, "--models", "fcn,resnet,densenet")
     impls = {(row["model"], row["impl"]) for row in r["rows"]}
-    assert impls == {("fcn", "torch"), ("fcn", "blfft"), ("resnet", "torch"), ("resnet", "blfft")}
+    kinds = ("fcn", "resnet", "densenet")
+    assert impls == {(k, i) for k in kinds for i in ("torch", "blfft")}
     for row in r["rows"]:
         assert row["epoch_seconds"] > 0 and row["held_bytes"] >= row["held_conv_bytes"] > 0
-    for kind in ("fcn", "resnet"):
+    for kind in kinds:
         bl = {
             row["rate"]: row for row in r["rows"] if row["model"] == kind and row["impl"] == "blfft"
         }

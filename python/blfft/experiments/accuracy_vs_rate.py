@@ -31,7 +31,7 @@ QUICK = dict(
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", default="fcn,resnet", help="fcn, resnet or both (comma-separated)")
+    p.add_argument("--models", default="fcn,resnet", help="fcn, resnet, densenet (comma-separated)")
     p.add_argument("--datasets", default=None, help="UCR data sets for the FCN (comma-separated)")
 
 
@@ -48,12 +48,12 @@ def run(args, out: Path) -> dict:
             )
             rates = QUICK["rates"] if args.quick else RATES
             energies = QUICK["energies"] if args.quick else ENERGIES
-        elif kind == "resnet":
+        elif kind in recipes.KINDS:
             names = ["FashionMNIST"]
             rates = QUICK["resnet_rates"] if args.quick else RESNET_RATES
             energies = QUICK["resnet_energies"] if args.quick else RESNET_ENERGIES
         else:
-            raise SystemExit(f"unknown model {kind!r} (fcn, resnet)")
+            raise SystemExit(f"unknown model {kind!r} ({', '.join(recipes.KINDS)})")
         for name in names:
             d = recipes.data_for(kind, name, scale, args.seed)
             settings = [("rate", r) for r in rates] + [("energy", e) for e in energies]

@@ -22,7 +22,7 @@ QUICK = dict(dataset="Chinatown", sigmas=(0.0, 0.5))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", default="fcn,resnet", help="fcn, resnet or both (comma-separated)")
+    p.add_argument("--models", default="fcn,resnet", help="fcn, resnet, densenet (comma-separated)")
     p.add_argument("--dataset", default=None, help=f"UCR data set for the FCN ({FCN_DATASET})")
 
 
@@ -31,8 +31,8 @@ def run(args, out: Path) -> dict:
     sigmas = QUICK["sigmas"] if args.quick else SIGMAS
     rows = []
     for kind in [k for k in args.models.split(",") if k]:
-        if kind not in ("fcn", "resnet"):
-            raise SystemExit(f"unknown model {kind!r} (fcn, resnet)")
+        if kind not in recipes.KINDS:
+            raise SystemExit(f"unknown model {kind!r} ({', '.join(recipes.KINDS)})")
         name = args.dataset or (QUICK["dataset"] if args.quick else FCN_DATASET)
         d = recipes.data_for(kind, name, scale, args.seed)
         for rate in RATES:

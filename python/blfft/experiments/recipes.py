@@ -4,6 +4,7 @@
   optimizer steps; see :func:`common.ucr_train_config`).
 - ``resnet``: ResNet-18 (CIFAR form, reduced width) on Fashion-MNIST (a training subset; SGD with
   Nesterov momentum and a cosine decay).
+- ``densenet``: DenseNet-BC (depth 22, growth rate 12) on Fashion-MNIST, trained as ``resnet``.
 
 What was scaled down from the paper, and why, is in EXPERIMENTS.md; the numbers live here.
 """
@@ -21,6 +22,8 @@ from blfft import models
 
 from . import common
 
+KINDS = ("fcn", "resnet", "densenet")
+
 
 @dataclass(frozen=True)
 class Scale:
@@ -36,6 +39,8 @@ class Scale:
     fashion_test: Optional[int] = None  # None: the whole 10000-image test set
     fashion_epochs: int = 3
     resnet_width: int = 16
+    densenet_depth: int = 22
+    densenet_growth: int = 12
     fashion_batch: int = 64
 
 
@@ -49,6 +54,8 @@ QUICK = Scale(
     fashion_test=32,
     fashion_epochs=1,
     resnet_width=4,
+    densenet_depth=10,
+    densenet_growth=4,
     fashion_batch=16,
 )
 
@@ -82,7 +89,15 @@ def build(kind: str, d: _data.Dataset, scale: Scale, seed: int, **knobs) -> nn.M
         return models.fcn(d.num_classes, d.in_channels, channels=scale.fcn_channels, **knobs)
     if kind == "resnet":
         return models.resnet18(d.num_classes, d.in_channels, width=scale.resnet_width, **knobs)
-    raise ValueError(f"unknown model kind {kind!r}")
+    if kind == "densenet":
+        return models.densenet(
+            d.num_classes,
+            d.in_channels,
+            depth=scale.densenet_depth,
+            growth_rate=scale.densenet_growth,
+            **knobs,
+        )
+    raise ValueError(f"unknown model kind {kind!r} (fcn, resnet, densenet)")
 
 
 def train_config(kind: str, d: _data.Dataset, scale: Scale, seed: int) -> common.TrainConfig:

@@ -27,12 +27,14 @@ from . import common, recipes
 NAME = "time_memory"
 RATES = (0.0, 0.25, 0.5, 0.75, 0.9)
 FCN_DATASET = "FordA"  # 500-long series: where the FFT's cost is amortised best
-SUBSET = {"fcn": 512, "resnet": 1024}
-QUICK = dict(dataset="Chinatown", rates=(0.0, 0.5), subset={"fcn": 16, "resnet": 32})
+SUBSET = {"fcn": 512, "resnet": 1024, "densenet": 512}
+QUICK = dict(
+    dataset="Chinatown", rates=(0.0, 0.5), subset={"fcn": 16, "resnet": 32, "densenet": 16}
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", default="fcn,resnet", help="fcn, resnet or both (comma-separated)")
+    p.add_argument("--models", default="fcn,resnet", help="fcn, resnet, densenet (comma-separated)")
     p.add_argument("--dataset", default=None, help=f"UCR data set for the FCN ({FCN_DATASET})")
     p.add_argument("--repeats", type=int, default=None, help="timed epochs (median; 3, quick 1)")
 
@@ -53,8 +55,8 @@ def run(args, out: Path) -> dict:
     repeats = args.repeats or (1 if args.quick else 3)
     rows = []
     for kind in [k for k in args.models.split(",") if k]:
-        if kind not in ("fcn", "resnet"):
-            raise SystemExit(f"unknown model {kind!r} (fcn, resnet)")
+        if kind not in recipes.KINDS:
+            raise SystemExit(f"unknown model {kind!r} ({', '.join(recipes.KINDS)})")
         name = args.dataset or (QUICK["dataset"] if args.quick else FCN_DATASET)
         d = recipes.data_for(kind, name, scale, args.seed)
         n = min(subset[kind], len(d.y_train))
