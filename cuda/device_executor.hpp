@@ -1,0 +1,119 @@
+#pragma once
+// The executor that runs the pipeline (pipeline.hpp) on a GPU: kernel launches (kernels.cu),
+// cuFFT plans, and stream-ordered memory from a per-device pool.
+//
+// Streams and workspaces: every temporary, cuFFT's work areas included, is allocated on the
+// caller's stream from blfft's memory pool of the device (cudaMallocFromPoolAsync) and freed on
+// the same stream, so no two streams ever share a workspace. cuFFT plans are cached per (device,
+// stream, transform) with auto-allocation off; the stream and the work area are set on the plan
+// right before each execution, under the plan's mutex.
+
+#include <cstddef>
+#include <cstdint>
+#include <utility>
+#include <vector>
+
+#include "blfft/cuda.hpp"
+#include "kernels.hpp"
+#include "pipeline.hpp"
+
+namespace blfft::cuda::detail {
+
+/// Stream-ordered device memory of blfft's pool on `device` (falls back to cudaMalloc where the
+/// device has no memory pools). free_async never throws.
+void* alloc_async(int device, std::size_t bytes, void* stream);
+void free_async(int device, void* p, void* stream) noexcept;
+
+class device_executor {
+ public:
+  explicit device_executor(int device) : device_(device) {}
+  int device() const { return device_; }
+
+  /// A stream-ordered temporary array; freed on its stream when it goes out of scope.
+  template <class U>
+  class temp {
+   public:
+    temp() = default;
+    temp(int device, U* p, void* stream) : device_(device), p_(p), stream_(stream) {}
+    temp(temp&& o) noexcept
+        : device_(o.device_), p_(std::exchange(o.p_, nullptr)), stream_(o.stream_) {}
+    temp& operator=(temp&& o) noexcept {
+      std::swap(device_, o.device_);
+      std::swap(p_, o.p_);
+      std::swap(stream_, o.stream_);
+      return *this;
+    }
+    ~temp() {
+      if (p_) free_async(device_, p_, stream_);
+    }
+    U* get() const { return p_; }
+
+   private:
+    int device_ = 0;
+    U* p_ = nullptr;
+    void* stream_ = nullptr;
+  };
+
+  template <class U>
+  temp<U> make_temp(int64_t n, void* stream) const {
+    if (n <= 0) return temp<U>();
+    return temp<U>(device_,
+                   static_cast<U*>(alloc_async(device_, sizeof(U) * static_cast<std::size_t>(n),
+                                               stream)),
+                   stream);
+  }
+
+  /// A persistent index table in device memory (cudaMalloc'ed; freed by the destructor).
+  class table {
+   public:
+    table() = default;
+    explicit table(int64_t* p) : p_(p) {}
+    table(table&& o) noexcept : p_(std::exchange(o.p_, nullptr)) {}
+    table& operator=(table&& o) noexcept {
+      std::swap(p_, o.p_);
+      return *this;
+    }
+    ~table();
+    const int64_t* get() const { return p_; }
+
+   private:
+    int64_t* p_ = nullptr;
+  };
+  table upload(const std::vector<int64_t>& host) const;
+
+  /// Launches kernel k (kernels.hpp) with geometry d on `stream`, then checks the launch.
+  /// Defined in kernels.cu, explicitly instantiated for every kernel the pipeline uses.
+  template <class K>
+  void launch(const launch_dims& d, const K& k, void* stream) const;
+
+  void fft(const fft_desc& desc, const void* in, void* out, void* stream) const;
+  /// Throws error_code::type_mismatch unless p is device (or managed) memory of this device.
+  void check_pointer(const void* p, const char* what) const;
+  void zero(void* p, std::size_t bytes, void* stream) const;
+  void copy_to_host(void* dst, const void* src, std::size_t bytes, void* stream) const;
+
+ private:
+  int device_;
+};
+
+/// Makes `device` current for its lifetime; restores the previous device (never throws).
+class device_guard {
+ public:
+  /// `nothrow`: for destructors; a failure to switch is then ignored.
+  explicit device_guard(int device, bool nothrow = false);
+  ~device_guard();
+  device_guard(const device_guard&) = delete;
+  device_guard& operator=(const device_guard&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
+/// Throws error_code::unsupported without a device, invalid_argument for an index out of range.
+void validate_device(int device);
+
+/// Drops the cached cuFFT plans (those not executing right now) and trims the memory pools.
+void clear_device_caches() noexcept;
+std::size_t cufft_plan_count();
+
+}  // namespace blfft::cuda::detail

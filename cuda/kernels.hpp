@@ -1,0 +1,491 @@
+#pragma once
+// The CUDA backend's kernels, as __host__ __device__ code (DESIGN.md section 3).
+//
+// Each kernel is a small struct holding its arguments, in one of two forms:
+// - simple: `operator()(block, thread)` does one thread's work (one output element);
+// - phased (uses shared memory): `phase(p, shared, regs, block, thread)` for p in
+//   [0, phase_count(block)), with a __syncthreads() between consecutive phases. `shared` is the
+//   block's shared memory, `regs` one thread's registers that live across phases.
+// kernels.cu wraps each in a __global__ shell (a loop over the phases for the phased ones); the
+// C++ tests run the very same code on the CPU by looping over the launch grid, phase by phase over
+// all threads of a block (tests/cpp/cuda_emulator.hpp). The launch geometry of every kernel comes
+// from a host function here, next to the kernel.
+//
+// The index math is 32-bit where it divides; the host functions check that every flattened index
+// space of a launch stays below 2^31, and addresses are 64-bit.
+
+#include <cstdint>
+
+#include "common.hpp"
+
+namespace blfft::cuda::detail {
+
+// ---------------------------------------------------------------------------------------------
+// Flat, one-thread-per-element kernels
+// ---------------------------------------------------------------------------------------------
+
+constexpr unsigned flat_threads = 256;
+
+/// Grid of 1D blocks of `flat_threads` covering n elements (n < 2^31).
+inline launch_dims flat_dims(int64_t n) {
+  launch_dims d;
+  d.grid.x = static_cast<unsigned>(ceil_div(n, flat_threads));
+  d.grid.y = d.grid.z = 1;
+  d.block.x = flat_threads;
+  d.block.y = d.block.z = 1;
+  return d;
+}
+
+/// The element handled by thread t of block b in a flat launch over n elements, if any.
+BLFFT_HD_INLINE bool flat_item(idx3 b, idx3 t, uint32_t n, uint32_t& i) {
+  const uint64_t g = uint64_t(b.x) * flat_threads + t.x;
+  if (g >= n) return false;
+  i = static_cast<uint32_t>(g);
+  return true;
+}
+
+/// A strided 4D (b, ch, h, w) image view, element strides (rank-3 tensors: stride_h unused).
+template <class T>
+struct image_ref {
+  T* data = nullptr;
+  int64_t stride_b = 0, stride_ch = 0, stride_h = 0, stride_w = 0;
+};
+
+/// Row packing for the row r2c transforms: rows[(jl * Rh + r) * Lw + c] = the sample of image
+/// j0 + jl, row r, that is placed at grid column c (c = off_w + step_w * i), else 0. Images are
+/// j = b * CH + ch. One thread per element of the rows buffer (rows of the zero-padded grid that
+/// hold data; the all-zero rows are never built).
+template <class T>
+struct pack_rows {
+  static constexpr bool phased = false;
+  static constexpr unsigned threads = flat_threads, min_blocks = 1;
+  static constexpr const char* name = "pack_rows";
+
+  image_ref<const T> src;
+  T* rows = nullptr;
+  uint32_t n = 0;  ///< images in this chunk * Rh * Lw
+  uint32_t Lw = 1, Rh = 1, Rw = 1, CH = 1, j0 = 0;
+  int32_t off_w = 0, step_w = 1;
+
+  BLFFT_HD_INLINE void operator()(idx3 b, idx3 t) const {
+    uint32_t i;
+    if (!flat_item(b, t, n, i)) return;
+    const uint32_t row = i / Lw, c = i - row * Lw;
+    const uint32_t jl = row / Rh, r = row - jl * Rh;
+    const uint32_t j = j0 + jl, bb = j / CH, ch = j - bb * CH;
+    const int32_t d = static_cast<int32_t>(c) - off_w;
+    T v = T(0);
+    if (d >= 0 && d % step_w == 0 && static_cast<uint32_t>(d / step_w) < Rw)
+      v = src.data[int64_t(bb) * src.stride_b + int64_t(ch) * src.stride_ch +
+                   int64_t(r) * src.stride_h + int64_t(d / step_w) * src.stride_w];
+    rows[i] = v;
+  }
+};
+
+/// Row unpacking after the row c2r transforms: dst(b, ch, r, i) = rows[(jl * Rh + r) * Lw +
+/// off_w + step_w * i] * scale + bias[ch] (bias may be null). One thread per output element.
+template <class T>
+struct unpack_rows {
+  static constexpr bool phased = false;
+  static constexpr unsigned threads = flat_threads, min_blocks = 1;
+  static constexpr const char* name = "unpack_rows";
+
+  const T* rows = nullptr;
+  image_ref<T> dst;
+  const T* bias = nullptr;
+  T scale = T(1);
+  uint32_t n = 0;  ///< images in this chunk * Rh * Rw
+  uint32_t Lw = 1, Rh = 1, Rw = 1, CH = 1, j0 = 0;
+  int32_t off_w = 0, step_w = 1;
+
+  BLFFT_HD_INLINE void operator()(idx3 b, idx3 t) const {
+    uint32_t e;
+    if (!flat_item(b, t, n, e)) return;
+    const uint32_t row = e / Rw, i = e - row * Rw;
+    const uint32_t jl = row / Rh, r = row - jl * Rh;
+    const uint32_t j = j0 + jl, bb = j / CH, ch = j - bb * CH;
+    const T v = rows[int64_t(row) * Lw + off_w + int64_t(step_w) * i];
+    dst.data[int64_t(bb) * dst.stride_b + int64_t(ch) * dst.stride_ch +
+             int64_t(r) * dst.stride_h + int64_t(i) * dst.stride_w] =
+        v * scale + (bias ? bias[ch] : T(0));
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Tiled complex gather / transpose
+// ---------------------------------------------------------------------------------------------
+
+/// Offset (in scalars) of index i along one axis: a table (negative entry = no such element,
+/// read as zero), or base + i * stride.
+struct offset_map {
+  const int64_t* table = nullptr;
+  int64_t base = 0, stride = 0;
+  BLFFT_HD_INLINE int64_t operator()(uint32_t i) const {
+    return table ? table[i] : base + int64_t(i) * stride;
+  }
+  static offset_map affine(int64_t stride, int64_t base = 0) { return {nullptr, base, stride}; }
+  static offset_map from(const int64_t* table) { return {table, 0, 0}; }
+};
+
+/// dst[z, u, v] = src[z, u, v] for a 3D index space Z x U x V of complex numbers, where each side
+/// places element (z, u, v) at scalar offset z * zs + map_u(u) + map_v(v) (imaginary part at
+/// + im: 1 for interleaved complex, a plane size for planar spectra). A source element whose map
+/// entry is negative is zero. 32 x 32 tiles through shared memory: loads run along u (coalesced
+/// when the source is contiguous in u), stores along v (coalesced when the destination is
+/// contiguous in v). This one kernel does every gather and scatter of the pruned transforms:
+/// kept columns into contiguous columns, kept rows into the frequency-major spectrum, and back.
+template <class T>
+struct tile_copy {
+  static constexpr bool phased = true;
+  static constexpr unsigned tile = 32, rows = 8, threads = tile * rows, min_blocks = 1;
+  static constexpr const char* name = "tile_copy";
+  struct shared {
+    T re[tile][tile + 1];
+    T im[tile][tile + 1];
+  };
+  struct regs {};
+
+  const T* src = nullptr;
+  int64_t src_z = 0, src_im = 1;
+  offset_map src_u, src_v;
+  T* dst = nullptr;
+  int64_t dst_z = 0, dst_im = 1;
+  offset_map dst_u, dst_v;
+  uint32_t Z = 1, U = 1, V = 1;
+  uint32_t tiles_v = 1;  ///< ceil(V / tile); block.x = z * tiles_v + tile index along v
+
+  BLFFT_HD_INLINE int phase_count(idx3) const { return 2; }
+
+  /// Coordinates of block b: z, and the first u and v of its tile.
+  BLFFT_HD_INLINE void block_origin(idx3 b, uint32_t& z, uint32_t& u0, uint32_t& v0) const {
+    z = b.x / tiles_v;
+    v0 = (b.x - z * tiles_v) * tile;
+    u0 = b.y * tile;
+  }
+  /// Phase 0, step s (< tile / rows): thread t loads (u0 + lu, v0 + lv) into shared[lv][lu].
+  BLFFT_HD_INLINE static void load_slot(idx3 t, unsigned s, uint32_t& lu, uint32_t& lv) {
+    lu = t.x;
+    lv = t.y + s * rows;
+  }
+  /// Phase 1, step s: thread t stores (u0 + lu, v0 + lv) from shared[lv][lu].
+  BLFFT_HD_INLINE static void store_slot(idx3 t, unsigned s, uint32_t& lu, uint32_t& lv) {
+    lv = t.x;
+    lu = t.y + s * rows;
+  }
+
+  BLFFT_HD_INLINE void phase(int p, shared& sh, regs&, idx3 b, idx3 t) const {
+    uint32_t z, u0, v0;
+    block_origin(b, z, u0, v0);
+    for (unsigned s = 0; s < tile / rows; ++s) {
+      uint32_t lu, lv;
+      if (p == 0) {
+        load_slot(t, s, lu, lv);
+        const uint32_t u = u0 + lu, v = v0 + lv;
+        T re = T(0), im = T(0);
+        if (u < U && v < V) {
+          const int64_t ou = src_u(u), ov = src_v(v);
+          if (ou >= 0 && ov >= 0) {
+            const int64_t o = int64_t(z) * src_z + ou + ov;
+            re = src[o];
+            im = src[o + src_im];
+          }
+        }
+        sh.re[lv][lu] = re;
+        sh.im[lv][lu] = im;
+      } else {
+        store_slot(t, s, lu, lv);
+        const uint32_t u = u0 + lu, v = v0 + lv;
+        if (u < U && v < V) {
+          const int64_t o = int64_t(z) * dst_z + dst_u(u) + dst_v(v);
+          dst[o] = sh.re[lv][lu];
+          dst[o + dst_im] = sh.im[lv][lu];
+        }
+      }
+    }
+  }
+};
+
+/// Launch geometry of a tile_copy over Z x U x V; fills k.tiles_v. Returns false when the index
+/// space exceeds the grid limits (the caller reports it).
+template <class T>
+bool tile_copy_dims(tile_copy<T>& k, launch_dims& d) {
+  const int64_t tu = ceil_div(k.U, tile_copy<T>::tile), tv = ceil_div(k.V, tile_copy<T>::tile);
+  if (tu > max_grid_yz || int64_t(k.Z) * tv > max_grid_x) return false;
+  k.tiles_v = static_cast<uint32_t>(tv);
+  d.grid.x = static_cast<unsigned>(k.Z * tv);
+  d.grid.y = static_cast<unsigned>(tu);
+  d.grid.z = 1;
+  d.block.x = tile_copy<T>::tile;
+  d.block.y = tile_copy<T>::rows;
+  d.block.z = 1;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Channel mixing: complex GEMMs, Gauss's three-multiplication trick, tiled
+// ---------------------------------------------------------------------------------------------
+
+/// One planar complex operand of a per-frequency product. Element (i, k) of the operand of
+/// frequency f and group g is (re, im) = (p[o], p[o + im]) with o = f * freq + g * group +
+/// i * s_outer + k * s_inner, conjugated when sign = -1.
+template <class T>
+struct mix_operand {
+  const T* p = nullptr;
+  int64_t s_outer = 0, s_inner = 0, im = 0, freq = 0, group = 0;
+  T sign = T(1);
+};
+
+/// C[z] (M x N) = opA[z] (M x K) * opB[z] (K x N) for every z = frequency * groups + group, all
+/// planar complex (see blfft::geometry for the layout):
+///   forward      Y_k = X_k W_k^H   input grad  dX_k = G_k W_k   weight grad  dW_k = G_k^H X_k
+/// Block (x, y, z) computes the BM x BN tile (y, x) of product z0 + z, TM x TN outputs per thread
+/// (register blocking). Phases alternate: load a BK-deep slice of A and B into shared memory
+/// (re, im and the Gauss sum re + sign * im, zero-filled past the edges), then accumulate the
+/// three real products T1 = Ar Br, T2 = Ai Bi, T3 = (Ar + sa Ai)(Br + sb Bi) over the slice:
+/// 3 multiply-adds per complex product instead of 4. The last phase also writes
+/// Re = T1 - sa sb T2, Im = T3 - T1 - sa sb T2. Every loaded coefficient is reused by TM (or TN)
+/// outputs of a thread and by BM / TM (or BN / TN) threads of the block.
+template <class T, int BM, int BN, int BK, int TM, int TN>
+struct mix_kernel {
+  static constexpr bool phased = true;
+  static constexpr unsigned threads = (BM / TM) * (BN / TN);
+  // Two blocks per SM for float (caps registers at 128 a thread); double is for tests.
+  static constexpr unsigned min_blocks = sizeof(T) == 4 ? 2 : 1;
+  static constexpr const char* name = "mix";
+  static constexpr int bm = BM, bn = BN, bk = BK, tm = TM, tn = TN;
+  static constexpr int pad = 4;  // keeps rows 16-byte aligned and spreads the transposed stores
+  static_assert(BM % TM == 0 && BN % TN == 0, "tile must split evenly over threads");
+  struct shared {
+    alignas(16) T a[3][BK][BM + pad];
+    alignas(16) T b[3][BK][BN + pad];
+  };
+  struct regs {
+    T acc[3][TM][TN];
+  };
+
+  mix_operand<T> A, B;  ///< A: s_outer = m stride, s_inner = k; B: s_outer = n, s_inner = k
+  T* c = nullptr;
+  int64_t c_m = 0, c_n = 0, c_im = 0, c_freq = 0, c_group = 0;
+  uint32_t M = 1, N = 1, K = 1, groups = 1, z0 = 0;
+
+  BLFFT_HD_INLINE int phase_count(idx3) const {
+    return 2 * static_cast<int>((K + BK - 1) / BK);
+  }
+  /// Thread t's first output row and column inside the block tile (then + i, + j).
+  BLFFT_HD_INLINE static void thread_origin(idx3 t, uint32_t& m, uint32_t& n) {
+    const uint32_t tx = t.x % (BN / TN), ty = t.x / (BN / TN);
+    m = ty * TM;
+    n = tx * TN;
+  }
+  /// Loader mapping: element e of a (rows x BK) slice, k fastest when the operand is contiguous
+  /// in k, else the row index fastest (coalesced global loads either way).
+  BLFFT_HD_INLINE static void slice_item(uint32_t e, uint32_t rows, bool k_fast, uint32_t& row,
+                                         uint32_t& k) {
+    if (k_fast) {
+      k = e % BK;
+      row = e / BK;
+    } else {
+      row = e % rows;
+      k = e / rows;
+    }
+  }
+
+  BLFFT_HD_INLINE void phase(int p, shared& sh, regs& r, idx3 b, idx3 t) const {
+    const uint32_t z = z0 + b.z, freq = z / groups, grp = z - freq * groups;
+    const uint32_t m0 = b.y * BM, n0 = b.x * BN, k0 = static_cast<uint32_t>(p / 2) * BK;
+    if (p % 2 == 0) {
+      if (p == 0)
+        for (int q = 0; q < 3; ++q)
+          for (int i = 0; i < TM; ++i)
+            for (int j = 0; j < TN; ++j) r.acc[q][i][j] = T(0);
+      load_slice(A, BM, M, m0, k0, freq, grp, t.x, sh.a);
+      load_slice(B, BN, N, n0, k0, freq, grp, t.x, sh.b);
+      return;
+    }
+    uint32_t tm0, tn0;
+    thread_origin(t, tm0, tn0);
+#if defined(__CUDA_ARCH__)
+#pragma unroll 4
+#endif
+    for (int kk = 0; kk < BK; ++kk) {
+      T ar[TM], ai[TM], as[TM], br[TN], bi[TN], bs[TN];
+      for (int i = 0; i < TM; ++i) {
+        ar[i] = sh.a[0][kk][tm0 + i];
+        ai[i] = sh.a[1][kk][tm0 + i];
+        as[i] = sh.a[2][kk][tm0 + i];
+      }
+      for (int j = 0; j < TN; ++j) {
+        br[j] = sh.b[0][kk][tn0 + j];
+        bi[j] = sh.b[1][kk][tn0 + j];
+        bs[j] = sh.b[2][kk][tn0 + j];
+      }
+      for (int i = 0; i < TM; ++i)
+        for (int j = 0; j < TN; ++j) {
+          r.acc[0][i][j] += ar[i] * br[j];
+          r.acc[1][i][j] += ai[i] * bi[j];
+          r.acc[2][i][j] += as[i] * bs[j];
+        }
+    }
+    if (k0 + BK < K) return;  // not the last slice
+    const T s = A.sign * B.sign;
+    T* base = c + int64_t(freq) * c_freq + int64_t(grp) * c_group;
+    for (int i = 0; i < TM; ++i)
+      for (int j = 0; j < TN; ++j) {
+        const uint32_t m = m0 + tm0 + i, n = n0 + tn0 + j;
+        if (m >= M || n >= N) continue;
+        const T t1 = r.acc[0][i][j], st2 = s * r.acc[1][i][j];
+        const int64_t o = int64_t(m) * c_m + int64_t(n) * c_n;
+        base[o] = t1 - st2;
+        base[o + c_im] = r.acc[2][i][j] - t1 - st2;
+      }
+  }
+
+ private:
+  /// Loads rows [r0, r0 + rows) x k [k0, k0 + BK) of one operand into shared memory, k-major.
+  template <int R>
+  BLFFT_HD_INLINE void load_slice(const mix_operand<T>& op, uint32_t rows, uint32_t extent,
+                                  uint32_t r0, uint32_t k0, uint32_t freq, uint32_t grp,
+                                  uint32_t tid, T (&dst)[3][BK][R]) const {
+    const T* p = op.p + int64_t(freq) * op.freq + int64_t(grp) * op.group;
+    const bool k_fast = op.s_inner == 1;
+    for (uint32_t e = tid; e < rows * BK; e += threads) {
+      uint32_t row, k;
+      slice_item(e, rows, k_fast, row, k);
+      T re = T(0), im = T(0);
+      if (r0 + row < extent && k0 + k < K) {
+        const int64_t o = int64_t(r0 + row) * op.s_outer + int64_t(k0 + k) * op.s_inner;
+        re = p[o];
+        im = p[o + op.im];
+      }
+      dst[0][k][row] = re;
+      dst[1][k][row] = im;
+      dst[2][k][row] = re + op.sign * im;
+    }
+  }
+};
+
+/// The two tile shapes (mix_tile::small / large). Double precision uses a shallower slice so the
+/// shared arrays stay well within the 48 KB of static shared memory.
+template <class T>
+using mix_large = mix_kernel<T, 64, 64, sizeof(T) == 4 ? 16 : 8, 4, 4>;
+template <class T>
+using mix_small = mix_kernel<T, 32, 64, sizeof(T) == 4 ? 16 : 8, 2, 4>;
+
+/// Launch geometry of a mix kernel over `count` products starting at k.z0 (count <= 65535: the
+/// caller splits larger counts into several launches). False when M is too large for grid.y.
+template <class K>
+bool mix_dims(const K& k, int64_t count, launch_dims& d) {
+  const int64_t tiles_m = ceil_div(k.M, K::bm), tiles_n = ceil_div(k.N, K::bn);
+  if (tiles_m > max_grid_yz || tiles_n > max_grid_x || count > max_grid_yz || count < 1)
+    return false;
+  d.grid.x = static_cast<unsigned>(tiles_n);
+  d.grid.y = static_cast<unsigned>(tiles_m);
+  d.grid.z = static_cast<unsigned>(count);
+  d.block.x = K::threads;
+  d.block.y = d.block.z = 1;
+  return true;
+}
+
+/// The large tile unless it leaves fewer than `min_blocks` blocks (or M is small): small maps at
+/// small batch then still fill the GPU.
+inline bool prefer_small_mix_tile(int64_t M, int64_t N, int64_t products,
+                                  int64_t min_blocks = 264) {
+  if (M <= 32) return true;
+  return ceil_div(M, 64) * ceil_div(N, 64) * products < min_blocks;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reductions (one block per output, double accumulation, a fixed-order tree: deterministic)
+// ---------------------------------------------------------------------------------------------
+
+constexpr unsigned reduce_threads = 256;
+constexpr int reduce_steps = 8;  // log2(reduce_threads)
+
+/// Phases of a block reduction: 0 = each thread sums its share into shared[t]; 1..8 = tree steps
+/// (step s adds shared[t + 256 >> s] into shared[t] for t < 256 >> s); the last one also writes.
+struct reduce_shared {
+  double sum[reduce_threads];
+};
+BLFFT_HD_INLINE void reduce_step(int p, reduce_shared& sh, unsigned t) {
+  const unsigned half = reduce_threads >> p;
+  if (t < half) sh.sum[t] += sh.sum[t + half];
+}
+
+inline launch_dims reduce_dims(int64_t outputs) {
+  launch_dims d;
+  d.grid.x = static_cast<unsigned>(outputs);
+  d.grid.y = d.grid.z = 1;
+  d.block.x = reduce_threads;
+  d.block.y = d.block.z = 1;
+  return d;
+}
+
+/// grad_bias[f] = sum over n, h, w of grad_out(n, f, h, w). Block f.
+template <class T>
+struct bias_grad_kernel {
+  static constexpr bool phased = true;
+  static constexpr unsigned threads = reduce_threads, min_blocks = 1;
+  static constexpr const char* name = "bias_grad";
+  using shared = reduce_shared;
+  struct regs {};
+
+  image_ref<const T> g;
+  T* out = nullptr;
+  uint32_t N = 1, Ho = 1, Wo = 1;
+
+  BLFFT_HD_INLINE int phase_count(idx3) const { return 1 + reduce_steps; }
+  BLFFT_HD_INLINE void phase(int p, shared& sh, regs&, idx3 b, idx3 t) const {
+    if (p == 0) {
+      double s = 0;
+      const uint32_t hw = Ho * Wo;
+      for (uint32_t n = 0; n < N; ++n) {
+        const T* base = g.data + int64_t(n) * g.stride_b + int64_t(b.x) * g.stride_ch;
+        for (uint32_t e = t.x; e < hw; e += threads) {
+          const uint32_t h = e / Wo, w = e - h * Wo;
+          s += static_cast<double>(base[int64_t(h) * g.stride_h + int64_t(w) * g.stride_w]);
+        }
+      }
+      sh.sum[t.x] = s;
+      return;
+    }
+    reduce_step(p, sh, t.x);
+    if (p == reduce_steps && t.x == 0) out[b.x] = static_cast<T>(sh.sum[0]);
+  }
+};
+
+/// energy[k] += weight(k) * sum over images j of |S[k][.][j]|^2 for a full (every bin kept)
+/// frequency-major spectrum of J images; weight 2 for rfft columns that stand for a conjugate
+/// pair, 1 for DC and Nyquist. Block k.
+template <class T>
+struct energy_kernel {
+  static constexpr bool phased = true;
+  static constexpr unsigned threads = reduce_threads, min_blocks = 1;
+  static constexpr const char* name = "energy";
+  using shared = reduce_shared;
+  struct regs {};
+
+  const T* spec = nullptr;
+  double* energy = nullptr;
+  uint32_t J = 1, bins = 1, Lw = 1;
+
+  BLFFT_HD_INLINE int phase_count(idx3) const { return 1 + reduce_steps; }
+  BLFFT_HD_INLINE void phase(int p, shared& sh, regs&, idx3 b, idx3 t) const {
+    if (p == 0) {
+      const T* re = spec + int64_t(b.x) * 2 * J;
+      const T* im = re + J;
+      double s = 0;
+      for (uint32_t j = t.x; j < J; j += threads)
+        s += double(re[j]) * double(re[j]) + double(im[j]) * double(im[j]);
+      sh.sum[t.x] = s;
+      return;
+    }
+    reduce_step(p, sh, t.x);
+    if (p == reduce_steps && t.x == 0) {
+      const uint32_t col = b.x % bins;
+      const double weight = (col == 0 || 2 * col == Lw) ? 1.0 : 2.0;
+      energy[b.x] += weight * sh.sum[0];
+    }
+  }
+};
+
+}  // namespace blfft::cuda::detail

@@ -1,0 +1,689 @@
+#pragma once
+// The CUDA plan's host orchestration, written once and templated on an executor, so that the CPU
+// tests run exactly the pipeline that the GPU runs (DESIGN.md section 3):
+//   device_executor (device_executor.hpp): kernel launches, cuFFT, a stream-ordered memory pool;
+//   host emulator (tests/cpp/cuda_emulator.hpp): loops over each launch grid running the same
+//   __host__ __device__ kernel code, and a reference DFT in place of cuFFT.
+//
+// The pipeline mirrors the CPU backend (src/plan.cpp, src/pruned_transform.cpp's fft engine):
+//   analyse     pack placed rows -> batched r2c rows -> gather the kept columns into contiguous
+//               columns -> batched c2c columns -> gather the kept rows into the frequency-major
+//               planar spectrum S[k][re|im][image];
+//   mix         per kept frequency and group, one complex GEMM (kernels.hpp: mix_kernel);
+//   synthesise  scatter the kept bins onto zeroed columns -> c2c inverse -> scatter the rows the
+//               output needs onto zeroed half-spectrum rows -> c2r -> crop, stride, scale, bias.
+// The all-zero rows of the padded grid are never transformed, only kept columns go through the
+// column pass, and the inverse produces only the rows the (cropped, strided) output needs: the
+// full spectrum is never materialised.
+//
+// Why pack/unpack kernels and not cuFFT callbacks: legacy callbacks need the static cuFFT
+// library and relocatable device code (the nvidia-cufft wheel ships only libcufft.so), LTO
+// callbacks need nvJitLink at run time; callbacks would not prune the row and column passes
+// anyway, and plain kernels are what the CPU emulation can run. The gathers are shared-memory
+// tile transposes so both their loads and their stores are coalesced.
+//
+// An executor `Exec` provides (all const, thread-safe):
+//   template <class U> temp<U> make_temp(int64_t n, void* stream)   stream-ordered scratch, .get()
+//   table upload(const std::vector<int64_t>&)                        persistent index table, .get()
+//   template <class K> void launch(const launch_dims&, const K&, void* stream)
+//   void fft(const fft_desc&, const void* in, void* out, void* stream)
+//   void check_pointer(const void* p, const char* what)      throws unless p is usable memory
+//   void zero(void* p, std::size_t bytes, void* stream)
+//   void copy_to_host(void* dst, const void* src, std::size_t bytes, void* stream)  (synchronous)
+
+#include <algorithm>
+#include <cstddef>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "blfft/cuda.hpp"
+#include "blfft/geometry.hpp"
+#include "blfft/tensor.hpp"
+#include "check.hpp"
+#include "kernels.hpp"
+
+namespace blfft::cuda::detail {
+
+using blfft::detail::cat;
+using blfft::detail::checked_add;
+using blfft::detail::checked_mul;
+using blfft::detail::fail;
+
+// ---------------------------------------------------------------------------------------------
+// Batched 1D FFTs, in cuFFT's advanced-layout terms
+// ---------------------------------------------------------------------------------------------
+
+enum class fft_type { r2c, c2r, c2c_forward, c2c_inverse };
+
+/// `batch` transforms of length n: element i of transform b is read at in[b * idist +
+/// i * istride] and written at out[b * odist + i * ostride], counted in elements of the input and
+/// output types (real or complex). Unnormalised, like cuFFT and FFTW.
+struct fft_desc {
+  fft_type type = fft_type::c2c_forward;
+  bool double_precision = false;
+  int64_t n = 1, batch = 1;
+  int64_t istride = 1, idist = 1, ostride = 1, odist = 1;
+
+  bool operator<(const fft_desc& o) const {
+    const auto key = [](const fft_desc& d) {
+      return std::vector<int64_t>{static_cast<int64_t>(d.type), d.double_precision, d.n, d.batch,
+                                  d.istride, d.idist, d.ostride, d.odist};
+    };
+    return key(*this) < key(o);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Argument checks (the same rules and messages as the CPU plan, src/plan.cpp)
+// ---------------------------------------------------------------------------------------------
+
+inline std::string shape_str(const std::vector<int64_t>& s) {
+  std::string out = "[";
+  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
+  return out + "]";
+}
+
+template <class T, class Exec>
+void check_view(const Exec& ex, const tensor_view<T>& v, const std::vector<int64_t>& expected,
+                const char* name, bool is_output) {
+  BLFFT_EXPECTS(v.data != nullptr, error_code::invalid_argument, name, " data pointer is null");
+  BLFFT_EXPECTS(v.shape.size() == expected.size(), error_code::shape_mismatch, name,
+                " must have rank ", expected.size(), " (shape ", shape_str(expected),
+                "), got rank ", v.shape.size());
+  BLFFT_EXPECTS(v.shape == expected, error_code::shape_mismatch, name, " has shape ",
+                shape_str(v.shape), " but the plan expects ", shape_str(expected));
+  BLFFT_EXPECTS(v.strides.size() == v.shape.size(), error_code::shape_mismatch, name, " has ",
+                v.strides.size(), " strides for rank ", v.shape.size());
+  int64_t extent = 0;
+  for (size_t i = 0; i < v.shape.size(); ++i) {
+    BLFFT_EXPECTS(v.strides[i] >= 0, error_code::invalid_argument, name,
+                  " strides must be non-negative, got ", shape_str(v.strides));
+    extent = checked_add(extent, checked_mul(v.strides[i], v.shape[i] - 1, name), name);
+  }
+  ex.check_pointer(v.data, name);
+  if (!is_output) return;
+  std::vector<size_t> order(v.shape.size());
+  std::iota(order.begin(), order.end(), size_t(0));
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return v.strides[a] < v.strides[b]; });
+  int64_t span = 1;
+  for (size_t i : order) {
+    if (v.shape[i] == 1) continue;
+    BLFFT_EXPECTS(v.strides[i] >= span, error_code::invalid_argument, name, " strides ",
+                  shape_str(v.strides), " make elements of shape ", shape_str(v.shape),
+                  " overlap");
+    span = v.strides[i] * v.shape[i];
+  }
+}
+
+template <class T, class Exec>
+const T* require(const Exec& ex, const T* p, const char* name) {
+  BLFFT_EXPECTS(p != nullptr, error_code::invalid_argument, name, " pointer is null");
+  ex.check_pointer(p, name);
+  return p;
+}
+
+template <class T>
+image_ref<T> as_image(const tensor_view<T>& v) {
+  if (v.shape.size() == 3) return {v.data, v.strides[0], v.strides[1], 0, v.strides[2]};
+  return {v.data, v.strides[0], v.strides[1], v.strides[2], v.strides[3]};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pruned transforms
+// ---------------------------------------------------------------------------------------------
+
+/// Grid index of sample i along one axis: offset + step * i, for i < count (src/pruned_transform
+/// .hpp: input offset padding step 1; weight offset 0 step dilation; grad_out offset 0 step
+/// stride).
+struct placement {
+  int64_t count = 1, offset = 0, step = 1;
+};
+
+/// Scalars per scratch buffer above which the images of one transform are processed in chunks.
+constexpr int64_t default_chunk_scalars = int64_t(1) << 26;
+constexpr int64_t max_chunk_images = int64_t(1) << 20;
+
+/// B x CH images placed on the grid of a geometry, to or from its compressed spectrum.
+template <class T, class Exec>
+class transform_stage {
+ public:
+  enum class direction { analyse, synthesise };
+
+  transform_stage(const Exec& ex, const geometry& g, direction dir, int64_t B, int64_t CH,
+                  placement h, placement w, int64_t chunk_scalars = default_chunk_scalars)
+      : dir_(dir),
+        Lh_(g.grid[0]),
+        Lw_(g.grid[1]),
+        bins_(g.bins_w),
+        nr_(static_cast<int64_t>(g.kept_rows.size())),
+        nc_(static_cast<int64_t>(g.kept_cols.size())),
+        J_(checked_mul(B, CH, "images")),
+        CH_(CH),
+        h_(h),
+        w_(w) {
+    BLFFT_EXPECTS(J_ < max_flat_index && Lw_ < max_flat_index && Lh_ < max_flat_index,
+                  error_code::unsupported, "CUDA backend: ", J_, " images on a ", Lh_, " x ",
+                  Lw_, " grid exceed its 32-bit index limits");
+    const int64_t per_image =
+        std::max({h.count * Lw_, 2 * h.count * bins_, Lh_ > 1 ? 2 * nc_ * Lh_ : int64_t(0)});
+    BLFFT_EXPECTS(per_image < max_flat_index / 2, error_code::unsupported,
+                  "CUDA backend: one image's rows (", per_image,
+                  " scalars) exceed the 32-bit index limits");
+    chunk_ = std::clamp<int64_t>(chunk_scalars / per_image, 1, std::min(J_, max_chunk_images));
+    chunk_ = std::min(chunk_, (max_flat_index / 2) / per_image);
+
+    // Index tables, concatenated into one upload; offsets are in scalars (interleaved complex
+    // counts 2 per element), negative = absent (read as zero).
+    std::vector<int64_t> t;
+    const auto segment = [&t](std::vector<int64_t> v) {
+      const auto at = static_cast<int64_t>(t.size());
+      t.insert(t.end(), v.begin(), v.end());
+      return at;
+    };
+    std::vector<int64_t> row_of_kept(static_cast<size_t>(Lh_), -1);  // grid row -> a
+    std::vector<int64_t> col_of_kept(static_cast<size_t>(bins_), -1); // rfft column -> q
+    for (int64_t a = 0; a < nr_; ++a) row_of_kept[static_cast<size_t>(g.kept_rows[a])] = a;
+    for (int64_t q = 0; q < nc_; ++q) col_of_kept[static_cast<size_t>(g.kept_cols[q])] = q;
+    if (dir == direction::analyse) {
+      std::vector<int64_t> cols(static_cast<size_t>(nc_)), rows(static_cast<size_t>(nr_));
+      for (int64_t q = 0; q < nc_; ++q) cols[q] = 2 * g.kept_cols[q];
+      for (int64_t a = 0; a < nr_; ++a) rows[a] = 2 * g.kept_rows[a];
+      std::vector<int64_t> data_row(static_cast<size_t>(Lh_), -1);  // grid row -> row buffer
+      for (int64_t r = 0; r < h.count; ++r) data_row[h.offset + h.step * r] = 2 * r * bins_;
+      kept_cols_at_ = segment(cols);
+      kept_rows_at_ = segment(rows);
+      data_rows_at_ = segment(data_row);
+    } else {
+      const int64_t two_j = 2 * J_;
+      std::vector<int64_t> spec_row(static_cast<size_t>(Lh_)), col_src(static_cast<size_t>(bins_));
+      for (int64_t r = 0; r < Lh_; ++r) {
+        const int64_t a = row_of_kept[r];
+        spec_row[r] = a < 0 ? -1 : a * nc_ * two_j;
+      }
+      for (int64_t c = 0; c < bins_; ++c) {
+        const int64_t q = col_of_kept[c];
+        // 2D: into contiguous columns (q * Lh complex); 1D: straight from the spectrum.
+        col_src[c] = q < 0 ? -1 : (Lh_ > 1 ? 2 * q * Lh_ : q * two_j);
+      }
+      spec_rows_at_ = segment(spec_row);
+      col_src_at_ = segment(col_src);
+    }
+    tables_ = ex.upload(t);
+  }
+
+  int64_t chunk() const { return chunk_; }
+  int64_t images() const { return J_; }
+
+  /// spectrum[k][plane][j] for all kept k and the J images of src.
+  void analyse(const Exec& ex, const image_ref<const T>& src, T* spectrum, void* stream) const {
+    auto rows = ex.template make_temp<T>(chunk_ * h_.count * Lw_, stream);
+    auto half = ex.template make_temp<T>(2 * chunk_ * h_.count * bins_, stream);
+    auto cols = ex.template make_temp<T>(Lh_ > 1 ? 2 * chunk_ * nc_ * Lh_ : 0, stream);
+    const int64_t* tab = tables_.get();
+    for (int64_t j0 = 0; j0 < J_; j0 += chunk_) {
+      const int64_t m = std::min(chunk_, J_ - j0);
+      pack_rows<T> pk;
+      pk.src = src;
+      pk.rows = rows.get();
+      pk.n = static_cast<uint32_t>(m * h_.count * Lw_);
+      pk.Lw = static_cast<uint32_t>(Lw_);
+      pk.Rh = static_cast<uint32_t>(h_.count);
+      pk.Rw = static_cast<uint32_t>(w_.count);
+      pk.CH = static_cast<uint32_t>(CH_);
+      pk.j0 = static_cast<uint32_t>(j0);
+      pk.off_w = static_cast<int32_t>(w_.offset);
+      pk.step_w = static_cast<int32_t>(w_.step);
+      ex.launch(flat_dims(pk.n), pk, stream);
+
+      ex.fft(row_fft(fft_type::r2c, m), rows.get(), half.get(), stream);
+
+      if (Lh_ > 1) {
+        // Kept columns of the rows that hold data -> contiguous full-height columns
+        // cols[j][q][t] (zero at the rows without data).
+        tile_copy<T> b;
+        b.src = half.get();
+        b.src_z = 2 * h_.count * bins_;
+        b.src_u = offset_map::from(tab + kept_cols_at_);
+        b.src_v = offset_map::from(tab + data_rows_at_);
+        b.dst = cols.get();
+        b.dst_z = 2 * nc_ * Lh_;
+        b.dst_u = offset_map::affine(2 * Lh_);
+        b.dst_v = offset_map::affine(2);
+        launch_copy(ex, b, m, nc_, Lh_, stream);
+
+        ex.fft(col_fft(fft_type::c2c_forward, m), cols.get(), cols.get(), stream);
+
+        // Kept rows -> spectrum[(a * nc + q)][plane][j0 + j]; z = q, u = a, v = j.
+        tile_copy<T> c;
+        c.src = cols.get();
+        c.src_z = 2 * Lh_;
+        c.src_u = offset_map::from(tab + kept_rows_at_);
+        c.src_v = offset_map::affine(2 * nc_ * Lh_);
+        c.dst = spectrum + j0;
+        c.dst_z = 2 * J_;
+        c.dst_im = J_;
+        c.dst_u = offset_map::affine(nc_ * 2 * J_);
+        c.dst_v = offset_map::affine(1);
+        launch_copy(ex, c, nc_, nr_, m, stream);
+      } else {
+        // One grid row: the row transform is the whole transform. u = q, v = j.
+        tile_copy<T> c;
+        c.src = half.get();
+        c.src_u = offset_map::from(tab + kept_cols_at_);
+        c.src_v = offset_map::affine(2 * bins_);
+        c.dst = spectrum + j0;
+        c.dst_im = J_;
+        c.dst_u = offset_map::affine(2 * J_);
+        c.dst_v = offset_map::affine(1);
+        launch_copy(ex, c, 1, nc_, m, stream);
+      }
+    }
+  }
+
+  /// dst = scale * inverse(spectrum) at the placed samples, plus bias[ch] when bias is non-null.
+  void synthesise(const Exec& ex, const T* spectrum, const image_ref<T>& dst, T scale,
+                  const T* bias, void* stream) const {
+    auto rows = ex.template make_temp<T>(chunk_ * h_.count * Lw_, stream);
+    auto half = ex.template make_temp<T>(2 * chunk_ * h_.count * bins_, stream);
+    auto cols = ex.template make_temp<T>(Lh_ > 1 ? 2 * chunk_ * nc_ * Lh_ : 0, stream);
+    const int64_t* tab = tables_.get();
+    for (int64_t j0 = 0; j0 < J_; j0 += chunk_) {
+      const int64_t m = std::min(chunk_, J_ - j0);
+      if (Lh_ > 1) {
+        // Spectrum -> full-height columns cols[j][q][t], zero at the rows not kept.
+        // z = q, u = j (contiguous in the spectrum), v = t (contiguous in the columns).
+        tile_copy<T> c;
+        c.src = spectrum + j0;
+        c.src_z = 2 * J_;
+        c.src_im = J_;
+        c.src_u = offset_map::affine(1);
+        c.src_v = offset_map::from(tab + spec_rows_at_);
+        c.dst = cols.get();
+        c.dst_z = 2 * Lh_;
+        c.dst_u = offset_map::affine(2 * nc_ * Lh_);
+        c.dst_v = offset_map::affine(2);
+        launch_copy(ex, c, nc_, m, Lh_, stream);
+
+        ex.fft(col_fft(fft_type::c2c_inverse, m), cols.get(), cols.get(), stream);
+
+        // The rows the output needs -> half-spectrum rows, zero at the columns not kept.
+        // z = j, u = r, v = c.
+        tile_copy<T> b;
+        b.src = cols.get();
+        b.src_z = 2 * nc_ * Lh_;
+        b.src_u = offset_map::affine(2 * h_.step, 2 * h_.offset);
+        b.src_v = offset_map::from(tab + col_src_at_);
+        b.dst = half.get();
+        b.dst_z = 2 * h_.count * bins_;
+        b.dst_u = offset_map::affine(2 * bins_);
+        b.dst_v = offset_map::affine(2);
+        launch_copy(ex, b, m, h_.count, bins_, stream);
+      } else {
+        // u = j, v = c.
+        tile_copy<T> c;
+        c.src = spectrum + j0;
+        c.src_im = J_;
+        c.src_u = offset_map::affine(1);
+        c.src_v = offset_map::from(tab + col_src_at_);
+        c.dst = half.get();
+        c.dst_u = offset_map::affine(2 * bins_);
+        c.dst_v = offset_map::affine(2);
+        launch_copy(ex, c, 1, m, bins_, stream);
+      }
+
+      ex.fft(row_fft(fft_type::c2r, m), half.get(), rows.get(), stream);
+
+      unpack_rows<T> up;
+      up.rows = rows.get();
+      up.dst = dst;
+      up.bias = bias;
+      up.scale = scale;
+      up.n = static_cast<uint32_t>(m * h_.count * w_.count);
+      up.Lw = static_cast<uint32_t>(Lw_);
+      up.Rh = static_cast<uint32_t>(h_.count);
+      up.Rw = static_cast<uint32_t>(w_.count);
+      up.CH = static_cast<uint32_t>(CH_);
+      up.j0 = static_cast<uint32_t>(j0);
+      up.off_w = static_cast<int32_t>(w_.offset);
+      up.step_w = static_cast<int32_t>(w_.step);
+      ex.launch(flat_dims(up.n), up, stream);
+    }
+  }
+
+ private:
+  fft_desc row_fft(fft_type type, int64_t m) const {
+    fft_desc d;
+    d.type = type;
+    d.double_precision = sizeof(T) == 8;
+    d.n = Lw_;
+    d.batch = m * h_.count;
+    d.idist = type == fft_type::r2c ? Lw_ : bins_;
+    d.odist = type == fft_type::r2c ? bins_ : Lw_;
+    return d;
+  }
+  fft_desc col_fft(fft_type type, int64_t m) const {
+    fft_desc d;
+    d.type = type;
+    d.double_precision = sizeof(T) == 8;
+    d.n = Lh_;
+    d.batch = m * nc_;
+    d.idist = d.odist = Lh_;
+    return d;
+  }
+  static void launch_copy(const Exec& ex, tile_copy<T>& k, int64_t Z, int64_t U, int64_t V,
+                          void* stream) {
+    k.Z = static_cast<uint32_t>(Z);
+    k.U = static_cast<uint32_t>(U);
+    k.V = static_cast<uint32_t>(V);
+    launch_dims d;
+    BLFFT_EXPECTS(Z < max_flat_index && U < max_flat_index && V < max_flat_index &&
+                      tile_copy_dims(k, d),
+                  error_code::unsupported, "CUDA backend: a ", Z, " x ", U, " x ", V,
+                  " gather exceeds the grid limits");
+    ex.launch(d, k, stream);
+  }
+
+  direction dir_;
+  int64_t Lh_, Lw_, bins_, nr_, nc_, J_, CH_;
+  placement h_, w_;
+  int64_t chunk_ = 1;
+  typename Exec::table tables_;
+  int64_t kept_cols_at_ = 0, kept_rows_at_ = 0, data_rows_at_ = 0;  // analyse
+  int64_t spec_rows_at_ = 0, col_src_at_ = 0;                       // synthesise
+};
+
+// ---------------------------------------------------------------------------------------------
+// The plan pipeline
+// ---------------------------------------------------------------------------------------------
+
+template <class T, class Exec>
+class pipeline {
+  using stage = transform_stage<T, Exec>;
+  using dir = typename stage::direction;
+
+ public:
+  /// `chunk_scalars`: scratch size per transform above which images go in chunks (tests lower
+  /// it to exercise the chunked path).
+  pipeline(const Exec& ex, const geometry& geo, const plan_options& o = {},
+           int64_t chunk_scalars = default_chunk_scalars)
+      : ex_(ex), g_(geo), tile_(o.tile) {
+    const auto& p = g_.params;
+    const placement x_h{p.input[0], p.padding[0], 1}, x_w{p.input[1], p.padding[1], 1};
+    const placement w_h{p.kernel[0], 0, p.dilation[0]}, w_w{p.kernel[1], 0, p.dilation[1]};
+    const placement y_h{g_.output[0], 0, p.stride[0]}, y_w{g_.output[1], 0, p.stride[1]};
+    const int64_t N = p.batch, C = p.in_channels, F = p.out_channels, Cg = g_.in_per_group;
+    BLFFT_EXPECTS(N < max_flat_index && C < max_flat_index && F < max_flat_index,
+                  error_code::unsupported, "CUDA backend: batch and channel counts must be < 2^31");
+    x_in_ = std::make_unique<stage>(ex_, g_, dir::analyse, N, C, x_h, x_w, chunk_scalars);
+    w_in_ = std::make_unique<stage>(ex_, g_, dir::analyse, F, Cg, w_h, w_w, chunk_scalars);
+    g_in_ = std::make_unique<stage>(ex_, g_, dir::analyse, N, F, y_h, y_w, chunk_scalars);
+    y_out_ = std::make_unique<stage>(ex_, g_, dir::synthesise, N, F, y_h, y_w, chunk_scalars);
+    dx_out_ = std::make_unique<stage>(ex_, g_, dir::synthesise, N, C, x_h, x_w, chunk_scalars);
+    dw_out_ = std::make_unique<stage>(ex_, g_, dir::synthesise, F, Cg, w_h, w_w, chunk_scalars);
+    scale_ = T(1) / static_cast<T>(g_.grid[0] * g_.grid[1]);
+  }
+
+  const geometry& geo() const { return g_; }
+  const Exec& executor() const { return ex_; }
+
+  void input_spectrum(const tensor_view<const T>& x, T* xs, void* stream) const {
+    check_view(ex_, x, g_.input_shape(), "input", false);
+    require(ex_, xs, "x_spectrum");
+    x_in_->analyse(ex_, as_image(x), xs, stream);
+  }
+
+  void weight_spectrum(const tensor_view<const T>& w, T* ws, void* stream) const {
+    check_view(ex_, w, g_.weight_shape(), "weight", false);
+    require(ex_, ws, "w_spectrum");
+    w_in_->analyse(ex_, as_image(w), ws, stream);
+  }
+
+  void forward(const tensor_view<const T>& x, const tensor_view<const T>& w, const T* bias,
+               const tensor_view<T>& y, T* xs, T* ws, void* stream) const {
+    check_view(ex_, x, g_.input_shape(), "input", false);
+    check_view(ex_, w, g_.weight_shape(), "weight", false);
+    check_view(ex_, y, g_.output_shape(), "output", true);
+    if (bias) require(ex_, bias, "bias");
+    if (xs) require(ex_, xs, "x_spectrum");
+    if (ws) require(ex_, ws, "w_spectrum");
+    auto x_tmp = ex_.template make_temp<T>(xs ? 0 : g_.x_spectrum_size(), stream);
+    auto w_tmp = ex_.template make_temp<T>(ws ? 0 : g_.w_spectrum_size(), stream);
+    if (!xs) xs = x_tmp.get();
+    if (!ws) ws = w_tmp.get();
+    x_in_->analyse(ex_, as_image(x), xs, stream);
+    w_in_->analyse(ex_, as_image(w), ws, stream);
+    run_forward_spectra(xs, ws, bias, y, stream);
+  }
+
+  void forward_spectra(const T* xs, const T* ws, const T* bias, const tensor_view<T>& y,
+                       void* stream) const {
+    require(ex_, xs, "x_spectrum");
+    require(ex_, ws, "w_spectrum");
+    if (bias) require(ex_, bias, "bias");
+    check_view(ex_, y, g_.output_shape(), "output", true);
+    run_forward_spectra(xs, ws, bias, y, stream);
+  }
+
+  void backward(const tensor_view<const T>& grad_out, const T* xs, const T* ws,
+                const tensor_view<T>* grad_input, const tensor_view<T>* grad_weight,
+                T* grad_bias, void* stream) const {
+    check_view(ex_, grad_out, g_.output_shape(), "grad_output", false);
+    if (grad_input) {
+      check_view(ex_, *grad_input, g_.input_shape(), "grad_input", true);
+      require(ex_, ws, "w_spectrum");
+    }
+    if (grad_weight) {
+      check_view(ex_, *grad_weight, g_.weight_shape(), "grad_weight", true);
+      require(ex_, xs, "x_spectrum");
+    }
+    if (grad_bias) require(ex_, static_cast<const T*>(grad_bias), "grad_bias");
+    if (grad_input || grad_weight) {
+      // The one new transform of the backward pass (DESIGN.md 1.6).
+      auto gs = ex_.template make_temp<T>(g_.y_spectrum_size(), stream);
+      g_in_->analyse(ex_, as_image(grad_out), gs.get(), stream);
+      if (grad_input) {
+        auto dxs = ex_.template make_temp<T>(g_.x_spectrum_size(), stream);
+        mix_input_grad(gs.get(), ws, dxs.get(), stream);
+        dx_out_->synthesise(ex_, dxs.get(), as_image(*grad_input), scale_, nullptr, stream);
+      }
+      if (grad_weight) {
+        auto dws = ex_.template make_temp<T>(g_.w_spectrum_size(), stream);
+        mix_weight_grad(gs.get(), xs, dws.get(), stream);
+        dw_out_->synthesise(ex_, dws.get(), as_image(*grad_weight), scale_, nullptr, stream);
+      }
+    }
+    if (grad_bias) run_bias_grad(grad_out, grad_bias, stream);
+  }
+
+  void input_grad(const tensor_view<const T>& grad_out, const T* ws,
+                  const tensor_view<T>& grad_input, void* stream) const {
+    backward(grad_out, nullptr, ws, &grad_input, nullptr, nullptr, stream);
+  }
+  void weight_grad(const tensor_view<const T>& grad_out, const T* xs,
+                   const tensor_view<T>& grad_weight, void* stream) const {
+    backward(grad_out, xs, nullptr, nullptr, &grad_weight, nullptr, stream);
+  }
+  void bias_grad(const tensor_view<const T>& grad_out, T* grad_bias, void* stream) const {
+    check_view(ex_, grad_out, g_.output_shape(), "grad_output", false);
+    require(ex_, static_cast<const T*>(grad_bias), "grad_bias");
+    run_bias_grad(grad_out, grad_bias, stream);
+  }
+
+  // ---- the three mixing passes (public for the tests) ----------------------------------------
+
+  void mix_forward(const T* xs, const T* ws, T* ys, void* stream) const {
+    const auto& p = g_.params;
+    const int64_t N = p.batch, C = p.in_channels, F = p.out_channels;
+    const int64_t Cg = g_.in_per_group, Fg = g_.out_per_group;
+    mix_args a;
+    a.A = {xs, C, 1, N * C, 2 * N * C, Cg, T(1)};
+    a.B = {ws, Cg, 1, F * Cg, 2 * F * Cg, Fg * Cg, T(-1)};
+    a.c = ys;
+    a.c_m = F;
+    a.c_n = 1;
+    a.c_im = N * F;
+    a.c_freq = 2 * N * F;
+    a.c_group = Fg;
+    a.M = N;
+    a.N = Fg;
+    a.K = Cg;
+    run_mix(a, stream);
+  }
+
+  void mix_input_grad(const T* gs, const T* ws, T* dxs, void* stream) const {
+    const auto& p = g_.params;
+    const int64_t N = p.batch, C = p.in_channels, F = p.out_channels;
+    const int64_t Cg = g_.in_per_group, Fg = g_.out_per_group;
+    mix_args a;
+    a.A = {gs, F, 1, N * F, 2 * N * F, Fg, T(1)};
+    a.B = {ws, 1, Cg, F * Cg, 2 * F * Cg, Fg * Cg, T(1)};
+    a.c = dxs;
+    a.c_m = C;
+    a.c_n = 1;
+    a.c_im = N * C;
+    a.c_freq = 2 * N * C;
+    a.c_group = Cg;
+    a.M = N;
+    a.N = Cg;
+    a.K = Fg;
+    run_mix(a, stream);
+  }
+
+  void mix_weight_grad(const T* gs, const T* xs, T* dws, void* stream) const {
+    const auto& p = g_.params;
+    const int64_t N = p.batch, C = p.in_channels, F = p.out_channels;
+    const int64_t Cg = g_.in_per_group, Fg = g_.out_per_group;
+    mix_args a;
+    a.A = {gs, 1, F, N * F, 2 * N * F, Fg, T(-1)};
+    a.B = {xs, 1, C, N * C, 2 * N * C, Cg, T(1)};
+    a.c = dws;
+    a.c_m = Cg;
+    a.c_n = 1;
+    a.c_im = F * Cg;
+    a.c_freq = 2 * F * Cg;
+    a.c_group = Fg * Cg;
+    a.M = Fg;
+    a.N = Cg;
+    a.K = N;
+    run_mix(a, stream);
+  }
+
+ private:
+  struct mix_args {
+    mix_operand<T> A, B;
+    T* c = nullptr;
+    int64_t c_m = 0, c_n = 0, c_im = 0, c_freq = 0, c_group = 0;
+    int64_t M = 1, N = 1, K = 1;
+  };
+
+  void run_mix(const mix_args& a, void* stream) const {
+    const int64_t products = g_.kept * g_.params.groups;
+    bool small = tile_ == mix_tile::small;
+    if (tile_ == mix_tile::automatic) small = prefer_small_mix_tile(a.M, a.N, products);
+    if (small)
+      launch_mix(mix_small<T>{}, a, products, stream);
+    else
+      launch_mix(mix_large<T>{}, a, products, stream);
+  }
+
+  template <class K>
+  void launch_mix(K k, const mix_args& a, int64_t products, void* stream) const {
+    k.A = a.A;
+    k.B = a.B;
+    k.c = a.c;
+    k.c_m = a.c_m;
+    k.c_n = a.c_n;
+    k.c_im = a.c_im;
+    k.c_freq = a.c_freq;
+    k.c_group = a.c_group;
+    k.M = static_cast<uint32_t>(a.M);
+    k.N = static_cast<uint32_t>(a.N);
+    k.K = static_cast<uint32_t>(a.K);
+    k.groups = static_cast<uint32_t>(g_.params.groups);
+    for (int64_t z0 = 0; z0 < products; z0 += max_grid_yz) {
+      k.z0 = static_cast<uint32_t>(z0);
+      launch_dims d;
+      BLFFT_EXPECTS(products < max_flat_index && mix_dims(k, std::min(max_grid_yz, products - z0), d),
+                    error_code::unsupported, "CUDA backend: a ", a.M, " x ", a.N,
+                    " channel-mixing product exceeds the grid limits");
+      ex_.launch(d, k, stream);
+    }
+  }
+
+  void run_forward_spectra(const T* xs, const T* ws, const T* bias, const tensor_view<T>& y,
+                           void* stream) const {
+    auto ys = ex_.template make_temp<T>(g_.y_spectrum_size(), stream);
+    mix_forward(xs, ws, ys.get(), stream);
+    y_out_->synthesise(ex_, ys.get(), as_image(y), scale_, bias, stream);
+  }
+
+  void run_bias_grad(const tensor_view<const T>& grad_out, T* grad_bias, void* stream) const {
+    BLFFT_EXPECTS(g_.output[0] * g_.output[1] < max_flat_index, error_code::unsupported,
+                  "CUDA backend: output maps of 2^31 or more elements");
+    bias_grad_kernel<T> k;
+    k.g = as_image(grad_out);
+    k.out = grad_bias;
+    k.N = static_cast<uint32_t>(g_.params.batch);
+    k.Ho = static_cast<uint32_t>(g_.output[0]);
+    k.Wo = static_cast<uint32_t>(g_.output[1]);
+    ex_.launch(reduce_dims(g_.params.out_channels), k, stream);
+  }
+
+  Exec ex_;
+  geometry g_;
+  mix_tile tile_;
+  std::unique_ptr<stage> x_in_, w_in_, g_in_, y_out_, dx_out_, dw_out_;
+  T scale_ = T(1);
+};
+
+// ---------------------------------------------------------------------------------------------
+// Energy map (DESIGN.md 1.7) on the device
+// ---------------------------------------------------------------------------------------------
+
+/// Energy per rfft bin of the padded input (blfft::energy_map's result), batches in chunks whose
+/// full spectrum stays under `max_spectrum_bytes`.
+template <class T, class Exec>
+std::vector<double> energy_map(const Exec& ex, const conv_params& p, const tensor_view<const T>& x,
+                               void* stream, int64_t max_spectrum_bytes = int64_t(256) << 20) {
+  const geometry full = make_geometry(p, compression::indices({}, {}));
+  check_view(ex, x, full.input_shape(), "input", false);
+  const auto& q = full.params;
+  const int64_t N = q.batch, C = q.in_channels;
+  const int64_t per_sample = checked_mul(2 * full.total, C, "spectrum size");
+  const int64_t nb = std::clamp<int64_t>(
+      max_spectrum_bytes / (per_sample * static_cast<int64_t>(sizeof(T))), 1, N);
+  BLFFT_EXPECTS(full.total < max_flat_index, error_code::unsupported,
+                "CUDA backend: a grid of 2^31 or more bins");
+  using stage = transform_stage<T, Exec>;
+  const placement x_h{q.input[0], q.padding[0], 1}, x_w{q.input[1], q.padding[1], 1};
+  const stage body(ex, full, stage::direction::analyse, nb, C, x_h, x_w);
+  std::unique_ptr<stage> tail;
+  if (N % nb != 0)
+    tail = std::make_unique<stage>(ex, full, stage::direction::analyse, N % nb, C, x_h, x_w);
+
+  auto acc = ex.template make_temp<double>(full.total, stream);
+  ex.zero(acc.get(), sizeof(double) * static_cast<std::size_t>(full.total), stream);
+  auto spec = ex.template make_temp<T>(nb * per_sample, stream);
+  image_ref<const T> img = as_image(x);
+  for (int64_t n0 = 0; n0 < N; n0 += nb) {
+    const stage& s = (N - n0 >= nb) ? body : *tail;
+    image_ref<const T> part = img;
+    part.data = img.data + n0 * img.stride_b;
+    s.analyse(ex, part, spec.get(), stream);
+    energy_kernel<T> k;
+    k.spec = spec.get();
+    k.energy = acc.get();
+    k.J = static_cast<uint32_t>(s.images());
+    k.bins = static_cast<uint32_t>(full.bins_w);
+    k.Lw = static_cast<uint32_t>(full.grid[1]);
+    ex.launch(reduce_dims(full.total), k, stream);
+  }
+  std::vector<double> e(static_cast<size_t>(full.total));
+  ex.copy_to_host(e.data(), acc.get(), sizeof(double) * e.size(), stream);
+  return e;
+}
+
+}  // namespace blfft::cuda::detail

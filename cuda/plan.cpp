@@ -1,0 +1,251 @@
+// The public CUDA API (blfft/cuda.hpp): plans over pipeline<T, device_executor>, the plan cache,
+// energy selection.
+
+#include <cmath>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "blfft/cuda.hpp"
+#include "device_executor.hpp"
+#include "pipeline.hpp"
+
+namespace blfft::cuda {
+namespace detail {
+
+template <class T>
+class plan_impl {
+ public:
+  plan_impl(const geometry& g, int dev, const plan_options& o)
+      : device(dev), owned(std::make_unique<pipeline<T, device_executor>>(device_executor(dev), g, o)),
+        pl(*owned) {}
+  ~plan_impl() {
+    // The pipeline frees its device tables: with its device current (never throws).
+    device_guard guard(device, true);
+    owned.reset();
+  }
+  int device;
+  std::unique_ptr<pipeline<T, device_executor>> owned;
+  const pipeline<T, device_executor>& pl;
+};
+
+template <class T>
+std::unique_ptr<plan_impl<T>> make_impl(const geometry& g, int device, const plan_options& o) {
+  validate_device(device);
+  device_guard guard(device);
+  return std::make_unique<plan_impl<T>>(g, device, o);
+}
+
+}  // namespace detail
+
+using detail::device_guard;
+
+template <class T>
+plan<T>::plan(const blfft::geometry& g, int device, const plan_options& options)
+    : impl_(detail::make_impl<T>(g, device, options)) {}
+
+template <class T>
+plan<T>::plan(const conv_params& p, const compression& c, int device,
+              const plan_options& options)
+    : plan(make_geometry(p, c), device, options) {}
+
+template <class T>
+plan<T>::~plan() = default;
+template <class T>
+plan<T>::plan(plan&&) noexcept = default;
+template <class T>
+plan<T>& plan<T>::operator=(plan&&) noexcept = default;
+
+namespace {
+template <class Impl>
+Impl& live(const std::unique_ptr<Impl>& impl) {
+  BLFFT_EXPECTS(impl != nullptr, error_code::invalid_argument, "plan was moved from");
+  return *impl;
+}
+}  // namespace
+
+template <class T>
+const blfft::geometry& plan<T>::geometry() const {
+  return live(impl_).pl.geo();
+}
+
+template <class T>
+int plan<T>::device() const {
+  return live(impl_).device;
+}
+
+template <class T>
+void plan<T>::forward(const tensor_view<const T>& x, const tensor_view<const T>& w, const T* bias,
+                      const tensor_view<T>& y, T* x_spectrum, T* w_spectrum,
+                      void* stream) const {
+  auto& i = live(impl_);
+  device_guard guard(i.device);
+  i.pl.forward(x, w, bias, y, x_spectrum, w_spectrum, stream);
+}
+
+template <class T>
+void plan<T>::input_spectrum(const tensor_view<const T>& x, T* x_spectrum, void* stream) const {
+  auto& i = live(impl_);
+  device_guard guard(i.device);
+  i.pl.input_spectrum(x, x_spectrum, stream);
+}
+
+template <class T>
+void plan<T>::weight_spectrum(const tensor_view<const T>& w, T* w_spectrum, void* stream) const {
+  auto& i = live(impl_);
+  device_guard guard(i.device);
+  i.pl.weight_spectrum(w, w_spectrum, stream);
+}
+
+template <class T>
+void plan<T>::forward_spectra(const T* x_spectrum, const T* w_spectrum, const T* bias,
+                              const tensor_view<T>& y, void* stream) const {
+  auto& i = live(impl_);
+  device_guard guard(i.device);
+  i.pl.forward_spectra(x_spectrum, w_spectrum, bias, y, stream);
+}
+
+template <class T>
+void plan<T>::backward(const tensor_view<const T>& grad_out, const T* x_spectrum,
+                       const T* w_spectrum, const tensor_view<T>* grad_input,
+                       const tensor_view<T>* grad_weight, T* grad_bias, void* stream) const {
+  auto& i = live(impl_);
+  device_guard guard(i.device);
+  i.pl.backward(grad_out, x_spectrum, w_spectrum, grad_input, grad_weight, grad_bias, stream);
+}
+
+template <class T>
+void plan<T>::input_grad(const tensor_view<const T>& grad_out, const T* w_spectrum,
+                         const tensor_view<T>& grad_input, void* stream) const {
+  auto& i = live(impl_);
+  device_guard guard(i.device);
+  i.pl.input_grad(grad_out, w_spectrum, grad_input, stream);
+}
+
+template <class T>
+void plan<T>::weight_grad(const tensor_view<const T>& grad_out, const T* x_spectrum,
+                          const tensor_view<T>& grad_weight, void* stream) const {
+  auto& i = live(impl_);
+  device_guard guard(i.device);
+  i.pl.weight_grad(grad_out, x_spectrum, grad_weight, stream);
+}
+
+template <class T>
+void plan<T>::bias_grad(const tensor_view<const T>& grad_out, T* grad_bias, void* stream) const {
+  auto& i = live(impl_);
+  device_guard guard(i.device);
+  i.pl.bias_grad(grad_out, grad_bias, stream);
+}
+
+template class plan<float>;
+template class plan<double>;
+
+// ---- plan cache ------------------------------------------------------------------------------
+
+namespace {
+
+constexpr std::size_t trim_threshold = 256;
+
+std::vector<int64_t> cache_key(const geometry& g, int dtype, int device, const plan_options& o) {
+  const auto& p = g.params;
+  std::vector<int64_t> k{dtype,         device,         static_cast<int64_t>(o.tile),
+                         p.ndim,        p.batch,        p.in_channels,
+                         p.out_channels, p.groups};
+  for (const auto* a : {&p.input, &p.kernel, &p.stride, &p.padding, &p.dilation, &g.grid})
+    k.insert(k.end(), a->begin(), a->end());
+  k.push_back(static_cast<int64_t>(g.kept_rows.size()));
+  k.insert(k.end(), g.kept_rows.begin(), g.kept_rows.end());
+  k.push_back(static_cast<int64_t>(g.kept_cols.size()));
+  k.insert(k.end(), g.kept_cols.begin(), g.kept_cols.end());
+  return k;
+}
+
+// Never destroyed (see device_executor.cpp): plans hold device memory and cuFFT handles.
+template <class T>
+struct plan_cache {
+  std::mutex mutex;
+  std::map<std::vector<int64_t>, std::shared_ptr<const plan<T>>> plans;
+  static plan_cache& get() {
+    static auto* c = new plan_cache;
+    return *c;
+  }
+};
+
+}  // namespace
+
+template <class T>
+std::shared_ptr<const plan<T>> get_plan(const conv_params& p, const compression& c, int device,
+                                        const plan_options& options) {
+  geometry g = make_geometry(p, c);
+  auto key = cache_key(g, sizeof(T) == 4 ? 0 : 1, device, options);
+  auto& cache = plan_cache<T>::get();
+  std::lock_guard<std::mutex> lock(cache.mutex);
+  auto it = cache.plans.find(key);
+  if (it != cache.plans.end()) return it->second;
+  if (cache.plans.size() >= trim_threshold) {
+    for (auto i = cache.plans.begin(); i != cache.plans.end();)
+      i = i->second.use_count() == 1 ? cache.plans.erase(i) : std::next(i);
+  }
+  auto made = std::make_shared<const plan<T>>(g, device, options);
+  cache.plans.emplace(std::move(key), made);
+  return made;
+}
+
+std::size_t plan_cache_size() {
+  auto& f = plan_cache<float>::get();
+  auto& d = plan_cache<double>::get();
+  std::scoped_lock lock(f.mutex, d.mutex);
+  return f.plans.size() + d.plans.size();
+}
+
+void clear_plan_cache() {
+  {
+    auto& f = plan_cache<float>::get();
+    auto& d = plan_cache<double>::get();
+    std::scoped_lock lock(f.mutex, d.mutex);
+    f.plans.clear();
+    d.plans.clear();
+  }
+  detail::clear_device_caches();
+}
+
+template BLFFT_CUDA_API std::shared_ptr<const plan<float>> get_plan<float>(const conv_params&,
+                                                                           const compression&,
+                                                                           int,
+                                                                           const plan_options&);
+template BLFFT_CUDA_API std::shared_ptr<const plan<double>> get_plan<double>(
+    const conv_params&, const compression&, int, const plan_options&);
+
+// ---- energy ----------------------------------------------------------------------------------
+
+template <class T>
+std::vector<double> energy_map(const conv_params& p, const tensor_view<const T>& x, int device,
+                               void* stream) {
+  make_geometry(p);  // validates p before anything touches the device
+  detail::validate_device(device);
+  device_guard guard(device);
+  return detail::energy_map<T>(detail::device_executor(device), p, x, stream);
+}
+
+template <class T>
+energy_selection select_by_energy(const conv_params& p, const tensor_view<const T>& x,
+                                  double fraction, int device, void* stream) {
+  BLFFT_EXPECTS(std::isfinite(fraction) && fraction > 0.0 && fraction <= 1.0,
+                error_code::invalid_argument, "energy fraction must be in (0, 1], got ",
+                fraction);
+  return blfft::select_by_energy(p, energy_map<T>(p, x, device, stream), fraction);
+}
+
+template BLFFT_CUDA_API std::vector<double> energy_map<float>(const conv_params&,
+                                                              const tensor_view<const float>&,
+                                                              int, void*);
+template BLFFT_CUDA_API std::vector<double> energy_map<double>(const conv_params&,
+                                                               const tensor_view<const double>&,
+                                                               int, void*);
+template BLFFT_CUDA_API energy_selection select_by_energy<float>(const conv_params&,
+                                                                 const tensor_view<const float>&,
+                                                                 double, int, void*);
+template BLFFT_CUDA_API energy_selection select_by_energy<double>(
+    const conv_params&, const tensor_view<const double>&, double, int, void*);
+
+}  // namespace blfft::cuda

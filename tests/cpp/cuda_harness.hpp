@@ -1,0 +1,137 @@
+#pragma once
+/// @file cuda_harness.hpp
+/// Runs every entry point of a CUDA plan, or of the same pipeline under the CPU emulator, on one
+/// problem and checks the results against reference results and against the CPU backend.
+///
+/// `Plan` has blfft::cuda::plan's methods (stream last, passed explicitly). `Mem` says where the
+/// plan's buffers live: host vectors for the emulator, device memory for a GPU. It provides
+///   buffer upload(const std::vector<T>&), buffer nan_buffer(i64 n),
+///   std::vector<T> download(const buffer&), void* stream(), and buffer::get().
+
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "harness.hpp"
+#include "oracles.hpp"
+
+namespace bt {
+
+/// Checks one CUDA plan (or emulated pipeline) against `ref` and against the CPU plan `cpu` of
+/// the same geometry: every entry point, spectra from forward and from the separate calls, and
+/// spectra exchanged with the CPU backend (the compressed layout is one contract for both).
+template <class T, class Plan, class Mem>
+void check_cuda_entry_points(const Plan& pl, Mem& mem, const problem<T>& pr, const reference& ref,
+                             double tolerance, const blfft::plan<T>& cpu) {
+  const dims& d = pr.d;
+  const auto& geo = cpu.geometry();
+  const i64 xs_n = geo.x_spectrum_size(), ws_n = geo.w_spectrum_size();
+  void* s = mem.stream();
+  const auto x = mem.upload(pr.xt), w = mem.upload(pr.wt), b = mem.upload(pr.bt),
+             g = mem.upload(pr.gt);
+  using cview = tensor_view<const T>;
+  using view = tensor_view<T>;
+  const cview xv(x.get(), d.input_shape(), cview::contiguous(nullptr, d.input_shape()).strides);
+  const cview wv(w.get(), d.weight_shape(),
+                 cview::contiguous(nullptr, d.weight_shape()).strides);
+  const cview gv(g.get(), d.output_shape(),
+                 cview::contiguous(nullptr, d.output_shape()).strides);
+  const auto out = [](auto& buf, std::vector<i64> shape) {
+    return view::contiguous(buf.get(), std::move(shape));
+  };
+
+  // forward with bias, saving the spectra
+  auto xs = mem.nan_buffer(xs_n), ws = mem.nan_buffer(ws_n);
+  auto y = mem.nan_buffer(d.output_size());
+  pl.forward(xv, wv, b.get(), out(y, d.output_shape()), xs.get(), ws.get(), s);
+  EXPECT_TRUE(rel_close("forward(bias)", mem.download(y), ref.y, tolerance));
+
+  // the saved spectra equal the CPU backend's
+  std::vector<T> cpu_xs(static_cast<size_t>(xs_n)), cpu_ws(static_cast<size_t>(ws_n));
+  cpu.input_spectrum(pr.xv(), cpu_xs.data());
+  cpu.weight_spectrum(pr.wv(), cpu_ws.data());
+  EXPECT_TRUE(rel_close("x_spectrum vs CPU", mem.download(xs), widen(cpu_xs), tolerance));
+  EXPECT_TRUE(rel_close("w_spectrum vs CPU", mem.download(ws), widen(cpu_ws), tolerance));
+
+  // forward without bias and without saving spectra
+  auto y0 = mem.nan_buffer(d.output_size());
+  pl.forward(xv, wv, nullptr, out(y0, d.output_shape()), nullptr, nullptr, s);
+  EXPECT_TRUE(rel_close("forward(no bias)", mem.download(y0), ref.y_nobias, tolerance));
+
+  // backward, all outputs
+  auto dx = mem.nan_buffer(d.input_size()), dw = mem.nan_buffer(d.weight_size()),
+       db = mem.nan_buffer(d.F);
+  {
+    const auto dxv = out(dx, d.input_shape());
+    const auto dwv = out(dw, d.weight_shape());
+    pl.backward(gv, xs.get(), ws.get(), &dxv, &dwv, db.get(), s);
+  }
+  EXPECT_TRUE(rel_close("backward.grad_input", mem.download(dx), ref.dx, tolerance));
+  EXPECT_TRUE(rel_close("backward.grad_weight", mem.download(dw), ref.dw, tolerance));
+  EXPECT_TRUE(rel_close("backward.grad_bias", mem.download(db), ref.db, tolerance));
+
+  // backward, one output at a time
+  {
+    auto dx1 = mem.nan_buffer(d.input_size());
+    const auto dxv = out(dx1, d.input_shape());
+    pl.backward(gv, nullptr, ws.get(), &dxv, nullptr, nullptr, s);
+    EXPECT_TRUE(rel_close("backward(grad_input only)", mem.download(dx1), ref.dx, tolerance));
+  }
+  {
+    auto dw1 = mem.nan_buffer(d.weight_size());
+    const auto dwv = out(dw1, d.weight_shape());
+    pl.backward(gv, xs.get(), nullptr, nullptr, &dwv, nullptr, s);
+    EXPECT_TRUE(rel_close("backward(grad_weight only)", mem.download(dw1), ref.dw, tolerance));
+  }
+
+  // separate entry points
+  auto xs2 = mem.nan_buffer(xs_n), ws2 = mem.nan_buffer(ws_n);
+  pl.input_spectrum(xv, xs2.get(), s);
+  pl.weight_spectrum(wv, ws2.get(), s);
+  auto y2 = mem.nan_buffer(d.output_size());
+  pl.forward_spectra(xs2.get(), ws2.get(), b.get(), out(y2, d.output_shape()), s);
+  EXPECT_TRUE(rel_close("forward_spectra(bias)", mem.download(y2), ref.y, tolerance));
+  auto dx2 = mem.nan_buffer(d.input_size());
+  pl.input_grad(gv, ws2.get(), out(dx2, d.input_shape()), s);
+  EXPECT_TRUE(rel_close("input_grad", mem.download(dx2), ref.dx, tolerance));
+  auto dw2 = mem.nan_buffer(d.weight_size());
+  pl.weight_grad(gv, xs2.get(), out(dw2, d.weight_shape()), s);
+  EXPECT_TRUE(rel_close("weight_grad", mem.download(dw2), ref.dw, tolerance));
+  auto db2 = mem.nan_buffer(d.F);
+  pl.bias_grad(gv, db2.get(), s);
+  EXPECT_TRUE(rel_close("bias_grad", mem.download(db2), ref.db, tolerance));
+
+  // spectra made by the CPU backend work here (one layout contract)
+  const auto cxs = mem.upload(cpu_xs), cws = mem.upload(cpu_ws);
+  auto y3 = mem.nan_buffer(d.output_size());
+  pl.forward_spectra(cxs.get(), cws.get(), b.get(), out(y3, d.output_shape()), s);
+  EXPECT_TRUE(rel_close("forward_spectra(CPU spectra)", mem.download(y3), ref.y, tolerance));
+  auto dx3 = mem.nan_buffer(d.input_size()), dw3 = mem.nan_buffer(d.weight_size());
+  {
+    const auto dxv = out(dx3, d.input_shape());
+    const auto dwv = out(dw3, d.weight_shape());
+    pl.backward(gv, cxs.get(), cws.get(), &dxv, &dwv, nullptr, s);
+  }
+  EXPECT_TRUE(rel_close("backward(CPU spectra).grad_input", mem.download(dx3), ref.dx, tolerance));
+  EXPECT_TRUE(
+      rel_close("backward(CPU spectra).grad_weight", mem.download(dw3), ref.dw, tolerance));
+}
+
+/// The problems every CUDA correctness test runs (emulated, and on a GPU): 1D and 2D; stride,
+/// padding, dilation, groups (depthwise too); odd and even grids; non-default grids.
+inline std::vector<conv_params> cuda_problems() {
+  return {
+      make2d(2, 3, 4, {9, 7}, {3, 3}, {1, 1}, {1, 1}),
+      make2d(2, 4, 6, {11, 10}, {3, 2}, {2, 3}, {1, 0}, {2, 1}, 2),
+      make2d(1, 6, 6, {8, 9}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, 6),
+      make2d(3, 2, 3, {5, 12}, {5, 4}, {1, 2}, {2, 1}),
+      make2d(2, 3, 2, {6, 6}, {2, 2}, {2, 2}, {0, 0}, {2, 2}),
+      with_grid(make2d(2, 2, 3, {7, 6}, {3, 3}, {1, 1}, {1, 1}), {12, 11}),
+      make2d(2, 3, 5, {1, 9}, {1, 3}, {1, 2}, {0, 1}),
+      make1d(2, 3, 4, 17, 3, 1, 1),
+      make1d(3, 4, 2, 30, 5, 3, 2, 2, 2),
+      make1d(1, 2, 2, 8, 8),
+  };
+}
+
+}  // namespace bt

@@ -1,0 +1,373 @@
+// The CUDA backend on a GPU, against the oracles and the CPU backend.
+//
+// CudaDevice* tests need a GPU: where blfft::cuda::device_count() is 0 they are skipped with
+// GTEST_SKIP (reported as skipped, not as passed). CudaDeviceSmall.* is the small case that
+// tools/gpu_check.sh runs under compute-sanitizer. CudaNoDevice.* is the opposite: it checks, on
+// a machine without a GPU (CI), that the backend refuses cleanly, and is skipped where a GPU is.
+
+#include <cuda_runtime.h>
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "blfft/cuda.hpp"
+#include "cuda_harness.hpp"
+#include "harness.hpp"
+#include "oracles.hpp"
+
+namespace {
+
+using namespace bt;
+using blfft::cuda::mix_tile;
+
+bool have_device() { return blfft::cuda::device_count() > 0; }
+
+#define REQUIRE_DEVICE()                                                                  \
+  do {                                                                                    \
+    if (!have_device()) GTEST_SKIP() << "no CUDA device: GPU test skipped (not a pass)"; \
+  } while (0)
+
+#define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
+
+/// Device buffers for the harness, on a non-default stream.
+template <class T>
+struct device_memory {
+  struct buffer {
+    T* p = nullptr;
+    buffer() = default;
+    explicit buffer(i64 n) {
+      EXPECT_EQ(cudaMalloc(&p, sizeof(T) * static_cast<size_t>(std::max<i64>(n, 1))),
+                cudaSuccess);
+    }
+    buffer(buffer&& o) noexcept : p(o.p) { o.p = nullptr; }
+    buffer& operator=(buffer&& o) noexcept {
+      std::swap(p, o.p);
+      return *this;
+    }
+    ~buffer() {
+      if (p) cudaFree(p);
+    }
+    T* get() const { return p; }
+    i64 n = 0;
+  };
+  cudaStream_t s = nullptr;
+  device_memory() { EXPECT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess); }
+  ~device_memory() { cudaStreamDestroy(s); }
+
+  buffer upload(const std::vector<T>& h) {
+    buffer b(static_cast<i64>(h.size()));
+    b.n = static_cast<i64>(h.size());
+    EXPECT_EQ(cudaMemcpy(b.p, h.data(), sizeof(T) * h.size(), cudaMemcpyHostToDevice),
+              cudaSuccess);
+    return b;
+  }
+  buffer nan_buffer(i64 n) { return upload(nan_filled<T>(n)); }
+  std::vector<T> download(const buffer& b) {
+    EXPECT_EQ(cudaStreamSynchronize(s), cudaSuccess);
+    std::vector<T> h(static_cast<size_t>(b.n));
+    EXPECT_EQ(cudaMemcpy(h.data(), b.p, sizeof(T) * h.size(), cudaMemcpyDeviceToHost),
+              cudaSuccess);
+    return h;
+  }
+  void* stream() { return s; }
+};
+
+template <class T>
+void run_problem(const conv_params& p, const compression& c,
+                 const blfft::cuda::plan_options& o = {}) {
+  const auto geo = blfft::make_geometry(p, c);
+  SCOPED_TRACE(name_of(p) + " " + geo.describe());
+  problem<T> pr(p, 7);
+  reference ref;
+  double tolerance;
+  if (geo.kept == geo.total) {
+    ref = direct_reference(p, pr.x, pr.w, pr.b, pr.g);
+    tolerance = tol<T>::direct;
+  } else {
+    ref = dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols), pr.x, pr.w,
+                        pr.b, pr.g);
+    tolerance = tol<T>::dense;
+  }
+  const blfft::plan<T> cpu(geo);
+  const blfft::cuda::plan<T> gpu(geo, 0, o);
+  device_memory<T> mem;
+  check_cuda_entry_points(gpu, mem, pr, ref, tolerance, cpu);
+}
+
+blfft::cuda::plan_options tile(mix_tile t) {
+  blfft::cuda::plan_options o;
+  o.tile = t;
+  return o;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Without a device
+// ---------------------------------------------------------------------------------------------
+
+TEST(CudaNoDevice, PlansAreRefusedCleanly) {
+  if (have_device()) GTEST_SKIP() << "a CUDA device is present: this checks the no-device path";
+  EXPECT_TRUE(blfft::cuda::compiled());
+  EXPECT_EQ(blfft::cuda::device_count(), 0);
+  const auto p = make2d(2, 3, 4, {9, 7}, {3, 3}, {1, 1}, {1, 1});
+  try {
+    blfft::cuda::plan<float> pl(p, compression::rate(0.5));
+    FAIL() << "a CUDA plan was built without a device";
+  } catch (const blfft::error& e) {
+    EXPECT_EQ(e.code(), blfft::error_code::unsupported) << e.what();
+    EXPECT_NE(std::string(e.what()).find("no CUDA device"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(blfft::cuda::get_plan<float>(p, compression::rate(0.0)), blfft::error);
+  EXPECT_THROW(blfft::cuda::memory_pool_stats(), blfft::error);
+  std::vector<float> x(2 * 3 * 9 * 7);
+  EXPECT_THROW(blfft::cuda::energy_map<float>(
+                   p, tensor_view<const float>::contiguous(x.data(), {2, 3, 9, 7})),
+               blfft::error);
+  EXPECT_EQ(blfft::cuda::plan_cache_size(), 0u);
+  blfft::cuda::clear_plan_cache();  // harmless without a device
+}
+
+// ---------------------------------------------------------------------------------------------
+// On a device
+// ---------------------------------------------------------------------------------------------
+
+TEST(CudaDeviceSmall, ForwardBackward) {
+  // Small enough for compute-sanitizer; float at r = 0 and r > 0, 2D and 1D.
+  REQUIRE_DEVICE();
+  run_problem<float>(make2d(2, 3, 4, {9, 7}, {3, 3}, {1, 1}, {1, 1}), compression::rate(0.5));
+  run_problem<float>(make2d(2, 4, 6, {11, 10}, {3, 2}, {2, 3}, {1, 0}, {2, 1}, 2),
+                     compression::rate(0.0));
+  run_problem<float>(make1d(3, 4, 2, 30, 5, 3, 2, 2, 2), compression::rate(0.5));
+}
+
+template <class T>
+void run_rates() {
+  for (const auto& p : cuda_problems())
+    for (double r : {0.0, 0.5, 0.8}) run_problem<T>(p, compression::rate(r));
+}
+TEST(CudaDevice, RatesFloat) {
+  REQUIRE_DEVICE();
+  run_rates<float>();
+}
+TEST(CudaDevice, RatesDouble) {
+  REQUIRE_DEVICE();
+  run_rates<double>();
+}
+
+TEST(CudaDevice, BothMixTilesAndLargerChannels) {
+  REQUIRE_DEVICE();
+  for (auto t : {mix_tile::small, mix_tile::large}) {
+    run_problem<float>(make2d(3, 70, 40, {6, 5}, {3, 3}, {1, 1}, {1, 1}), compression::rate(0.5),
+                       tile(t));
+    run_problem<double>(make2d(2, 36, 66, {5, 5}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, 3),
+                        compression::rate(0.3), tile(t));
+  }
+}
+
+TEST(CudaDevice, ExplicitKeptSets) {
+  REQUIRE_DEVICE();
+  const auto p = make2d(2, 3, 4, {9, 12}, {3, 4}, {2, 1}, {1, 2});
+  run_problem<double>(p, compression::band(2, 5));
+  run_problem<double>(p, compression::indices({0, 3, 9}, {1, 4, 8}));
+  run_problem<float>(p, compression::indices({0, 1, 11}, {}));
+  run_problem<double>(make1d(2, 3, 2, 20, 5, 2, 2), compression::indices({}, {0, 3, 7, 12}));
+}
+
+TEST(CudaDevice, ResNetLayerMatchesCpuBackend) {
+  // 64 channels at 32x32, the paper's CIFAR layer, against the CPU backend (float both).
+  REQUIRE_DEVICE();
+  const auto p = make2d(8, 64, 64, {32, 32}, {3, 3}, {1, 1}, {1, 1});
+  for (double r : {0.0, 0.5, 0.75}) {
+    SCOPED_TRACE("rate " + std::to_string(r));
+    const auto geo = blfft::make_geometry(p, compression::rate(r));
+    problem<float> pr(p, 5);
+    const blfft::plan<float> cpu(geo);
+    std::vector<float> y(geo.output_size()), dx(geo.input_size()), dw(geo.weight_size()),
+        db(p.out_channels), xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size());
+    cpu.forward(pr.xv(), pr.wv(), pr.bt.data(), out_view(y, pr.d.output_shape()), xs.data(),
+                ws.data());
+    auto dxv = out_view(dx, pr.d.input_shape());
+    auto dwv = out_view(dw, pr.d.weight_shape());
+    cpu.backward(pr.gv(), xs.data(), ws.data(), &dxv, &dwv, db.data());
+    const reference ref{widen(y), {}, widen(dx), widen(dw), widen(db)};
+
+    const blfft::cuda::plan<float> gpu(geo);
+    device_memory<float> mem;
+    auto x = mem.upload(pr.xt), w = mem.upload(pr.wt), b = mem.upload(pr.bt),
+         g = mem.upload(pr.gt);
+    auto gy = mem.nan_buffer(geo.output_size()), gdx = mem.nan_buffer(geo.input_size()),
+         gdw = mem.nan_buffer(geo.weight_size()), gdb = mem.nan_buffer(p.out_channels),
+         gxs = mem.nan_buffer(geo.x_spectrum_size()), gws = mem.nan_buffer(geo.w_spectrum_size());
+    using cv = tensor_view<const float>;
+    using v = tensor_view<float>;
+    gpu.forward(cv::contiguous(x.get(), pr.d.input_shape()),
+                cv::contiguous(w.get(), pr.d.weight_shape()), b.get(),
+                v::contiguous(gy.get(), pr.d.output_shape()), gxs.get(), gws.get(), mem.s);
+    const auto gdxv = v::contiguous(gdx.get(), pr.d.input_shape());
+    const auto gdwv = v::contiguous(gdw.get(), pr.d.weight_shape());
+    gpu.backward(cv::contiguous(g.get(), pr.d.output_shape()), gxs.get(), gws.get(), &gdxv,
+                 &gdwv, gdb.get(), mem.s);
+    EXPECT_TRUE(rel_close("forward vs CPU", mem.download(gy), ref.y, 1e-5));
+    EXPECT_TRUE(rel_close("grad_input vs CPU", mem.download(gdx), ref.dx, 1e-5));
+    EXPECT_TRUE(rel_close("grad_weight vs CPU", mem.download(gdw), ref.dw, 1e-5));
+    EXPECT_TRUE(rel_close("grad_bias vs CPU", mem.download(gdb), ref.db, 1e-5));
+  }
+}
+
+TEST(CudaDevice, StridedViews) {
+  // channels-last input, every-other-element output; the gaps must stay untouched.
+  REQUIRE_DEVICE();
+  using T = double;
+  const auto p = make2d(2, 3, 4, {6, 5}, {3, 3}, {1, 1}, {1, 1});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  problem<T> pr(p, 3);
+  const auto ref = dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols),
+                                 pr.x, pr.w, pr.b, pr.g);
+  const dims& d = pr.d;
+  std::vector<T> xcl(pr.xt.size());
+  for (i64 n = 0; n < d.N; ++n)
+    for (i64 c = 0; c < d.C; ++c)
+      for (i64 h = 0; h < d.H; ++h)
+        for (i64 w = 0; w < d.W; ++w)
+          xcl[((n * d.H + h) * d.W + w) * d.C + c] = pr.xt[d.xi(n, c, h, w)];
+  device_memory<T> mem;
+  auto x = mem.upload(xcl), w = mem.upload(pr.wt), b = mem.upload(pr.bt);
+  auto ybuf = mem.upload(std::vector<T>(static_cast<size_t>(2 * d.output_size()), T(-777)));
+  std::vector<i64> ystr = tensor_view<T>::contiguous(nullptr, d.output_shape()).strides;
+  for (auto& s : ystr) s *= 2;
+  const blfft::cuda::plan<T> gpu(geo);
+  gpu.forward(tensor_view<const T>(x.get(), d.input_shape(), {d.H * d.W * d.C, 1, d.W * d.C, d.C}),
+              tensor_view<const T>::contiguous(w.get(), d.weight_shape()), b.get(),
+              tensor_view<T>(ybuf.get(), d.output_shape(), ystr), nullptr, nullptr, mem.s);
+  const auto all = mem.download(ybuf);
+  std::vector<T> y(static_cast<size_t>(d.output_size()));
+  for (i64 i = 0; i < d.output_size(); ++i) {
+    y[i] = all[2 * i];
+    EXPECT_EQ(all[2 * i + 1], T(-777)) << "gap " << i << " written";
+  }
+  EXPECT_TRUE(rel_close("forward(strided)", y, ref.y, tol<T>::dense));
+}
+
+TEST(CudaDevice, StreamsAndThreadsGiveIdenticalResults) {
+  // Four threads, each with its own stream, share one cached plan; every result must equal the
+  // single-stream one bit for bit (the kernels and cuFFT are deterministic, and no workspace is
+  // shared between streams).
+  REQUIRE_DEVICE();
+  using T = float;
+  const auto p = make2d(4, 16, 16, {16, 16}, {3, 3}, {1, 1}, {1, 1});
+  const auto plan = blfft::cuda::get_plan<T>(p, compression::rate(0.5));
+  EXPECT_EQ(plan, blfft::cuda::get_plan<T>(p, compression::rate(0.5)));
+  const auto& geo = plan->geometry();
+  problem<T> pr(p, 9);
+  const auto run = [&](device_memory<T>& mem, int iterations) {
+    auto x = mem.upload(pr.xt), w = mem.upload(pr.wt), g = mem.upload(pr.gt);
+    auto y = mem.nan_buffer(geo.output_size()), dx = mem.nan_buffer(geo.input_size()),
+         dw = mem.nan_buffer(geo.weight_size()), xs = mem.nan_buffer(geo.x_spectrum_size()),
+         ws = mem.nan_buffer(geo.w_spectrum_size());
+    using cv = tensor_view<const T>;
+    using v = tensor_view<T>;
+    for (int i = 0; i < iterations; ++i) {
+      plan->forward(cv::contiguous(x.get(), pr.d.input_shape()),
+                    cv::contiguous(w.get(), pr.d.weight_shape()), nullptr,
+                    v::contiguous(y.get(), pr.d.output_shape()), xs.get(), ws.get(), mem.s);
+      const auto dxv = v::contiguous(dx.get(), pr.d.input_shape());
+      const auto dwv = v::contiguous(dw.get(), pr.d.weight_shape());
+      plan->backward(cv::contiguous(g.get(), pr.d.output_shape()), xs.get(), ws.get(), &dxv,
+                     &dwv, nullptr, mem.s);
+    }
+    std::vector<T> out = mem.download(y);
+    const auto a = mem.download(dx), c = mem.download(dw);
+    out.insert(out.end(), a.begin(), a.end());
+    out.insert(out.end(), c.begin(), c.end());
+    return out;
+  };
+  device_memory<T> ref_mem;
+  const auto want = run(ref_mem, 1);
+  std::atomic<int> mismatches{0}, failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t)
+    threads.emplace_back([&] {
+      try {
+        device_memory<T> mem;
+        const auto got = run(mem, 10);
+        if (got.size() != want.size() ||
+            std::memcmp(got.data(), want.data(), sizeof(T) * got.size()) != 0)
+          ++mismatches;
+      } catch (const std::exception&) {
+        ++failures;
+      }
+    });
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(mismatches.load(), 0);
+}
+
+TEST(CudaDevice, PlanCacheAndDevices) {
+  REQUIRE_DEVICE();
+  const auto p = make2d(2, 3, 4, {9, 7}, {3, 3});
+  blfft::cuda::clear_plan_cache();
+  auto a = blfft::cuda::get_plan<float>(p, compression::rate(0.5));
+  auto b = blfft::cuda::get_plan<float>(p, compression::rate(0.5));
+  auto c = blfft::cuda::get_plan<double>(p, compression::rate(0.5));
+  EXPECT_EQ(a, b);
+  EXPECT_EQ(blfft::cuda::plan_cache_size(), 2u);
+  EXPECT_EQ(a->device(), 0);
+  try {
+    blfft::cuda::get_plan<float>(p, compression::rate(0.5), blfft::cuda::device_count());
+    FAIL() << "no error for a device index out of range";
+  } catch (const blfft::error& e) {
+    EXPECT_EQ(e.code(), blfft::error_code::invalid_argument) << e.what();
+  }
+  blfft::cuda::clear_plan_cache();
+  EXPECT_EQ(blfft::cuda::plan_cache_size(), 0u);
+  EXPECT_EQ(a->geometry().kept, b->geometry().kept);  // held plans stay valid
+}
+
+TEST(CudaDevice, HostPointersAreRejected) {
+  REQUIRE_DEVICE();
+  const auto p = make2d(2, 3, 4, {9, 7}, {3, 3});
+  const blfft::cuda::plan<float> gpu(p, compression::rate(0.5));
+  problem<float> pr(p, 1);
+  device_memory<float> mem;
+  auto w = mem.upload(pr.wt);
+  auto y = mem.nan_buffer(pr.d.output_size());
+  try {
+    gpu.forward(pr.xv(), tensor_view<const float>::contiguous(w.get(), pr.d.weight_shape()),
+                nullptr, tensor_view<float>::contiguous(y.get(), pr.d.output_shape()));
+    FAIL() << "no error for a host input";
+  } catch (const blfft::error& e) {
+    EXPECT_EQ(e.code(), blfft::error_code::type_mismatch) << e.what();
+    EXPECT_NE(std::string(e.what()).find("input is host memory"), std::string::npos) << e.what();
+  }
+}
+
+TEST(CudaDevice, EnergyMapMatchesCpu) {
+  REQUIRE_DEVICE();
+  for (const auto& p : {make2d(3, 4, 2, {9, 7}, {3, 3}, {1, 1}, {1, 1}),
+                        make1d(5, 2, 3, 20, 3, 1, 2)}) {
+    SCOPED_TRACE(name_of(p));
+    problem<double> pr(p, 11);
+    device_memory<double> mem;
+    auto x = mem.upload(pr.xt);
+    const auto xv = tensor_view<const double>::contiguous(x.get(), pr.d.input_shape());
+    const auto got = blfft::cuda::energy_map<double>(p, xv, 0, mem.s);
+    EXPECT_TRUE(rel_close("energy map", got, blfft::energy_map<double>(p, pr.xv()),
+                          tol<double>::energy));
+    EXPECT_EQ(blfft::cuda::select_by_energy<double>(p, xv, 0.9, 0, mem.s).limits,
+              blfft::select_by_energy<double>(p, pr.xv(), 0.9).limits);
+  }
+}
+
+TEST(CudaDevice, MemoryPoolStats) {
+  REQUIRE_DEVICE();
+  blfft::cuda::reset_pool_peaks();
+  run_problem<float>(make2d(2, 3, 4, {9, 7}, {3, 3}, {1, 1}, {1, 1}), compression::rate(0.5));
+  const auto s = blfft::cuda::memory_pool_stats();
+  EXPECT_GT(s.used_peak, 0u);
+  EXPECT_GE(s.reserved_peak, s.used_peak);
+}
+
+}  // namespace

@@ -1,0 +1,380 @@
+// The CUDA backend's kernels and host pipeline, run on the CPU (DESIGN.md section 3): no GPU and
+// no CUDA toolkit needed. cuda_emulator.hpp loops over each launch grid running the same
+// __host__ __device__ kernel code that kernels.cu wraps; the pipeline is the one the CUDA plan
+// runs. Checked here:
+// - launch geometry: every output element covered exactly once, no index out of range, shared
+//   memory slots written before they are read, for awkward sizes;
+// - forward and backward against the oracles and against the CPU backend at r = 0 and r > 0,
+//   1D and 2D, stride / padding / dilation / groups, explicit kept sets, both mixing tiles,
+//   chunked transforms; spectra interchangeable with the CPU backend's;
+// - the energy map against the CPU backend's;
+// - how many launches a forward and a backward take.
+
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <map>
+#include <set>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "cuda_emulator.hpp"
+#include "cuda_harness.hpp"
+#include "harness.hpp"
+#include "oracles.hpp"
+
+namespace {
+
+using namespace bt;
+namespace cdx = blfft::cuda::detail;
+
+// ---------------------------------------------------------------------------------------------
+// Launch geometry
+// ---------------------------------------------------------------------------------------------
+
+/// Every (block, thread) of a launch, in order.
+template <class F>
+void for_each_thread(const cdx::launch_dims& d, F&& f) {
+  for (unsigned bz = 0; bz < d.grid.z; ++bz)
+    for (unsigned by = 0; by < d.grid.y; ++by)
+      for (unsigned bx = 0; bx < d.grid.x; ++bx)
+        for (unsigned tz = 0; tz < d.block.z; ++tz)
+          for (unsigned ty = 0; ty < d.block.y; ++ty)
+            for (unsigned tx = 0; tx < d.block.x; ++tx)
+              f(cdx::idx3{bx, by, bz}, cdx::idx3{tx, ty, tz});
+}
+
+TEST(CudaLaunchGeometry, FlatCoversEveryElementOnce) {
+  for (int64_t n : {1, 2, 255, 256, 257, 511, 1000, 4097, 65537}) {
+    const auto d = cdx::flat_dims(n);
+    std::vector<int> hits(static_cast<size_t>(n), 0);
+    for_each_thread(d, [&](cdx::idx3 b, cdx::idx3 t) {
+      uint32_t i;
+      if (cdx::flat_item(b, t, static_cast<uint32_t>(n), i)) {
+        ASSERT_LT(i, n);
+        ++hits[i];
+      }
+    });
+    for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[i], 1) << "n = " << n << ", element " << i;
+    EXPECT_LT((d.grid.x - 1) * cdx::flat_threads, n) << "a block with nothing to do";
+  }
+}
+
+TEST(CudaLaunchGeometry, TileCopyCoversEveryElementOnce) {
+  using K = cdx::tile_copy<float>;
+  for (auto [Z, U, V] : std::vector<std::tuple<uint32_t, uint32_t, uint32_t>>{
+           {1, 1, 1}, {1, 31, 33}, {3, 32, 32}, {2, 33, 65}, {5, 7, 100}, {1, 100, 3}, {4, 64, 1}}) {
+    K k;
+    k.Z = Z;
+    k.U = U;
+    k.V = V;
+    cdx::launch_dims d;
+    ASSERT_TRUE(cdx::tile_copy_dims(k, d));
+    EXPECT_EQ(d.block.x * d.block.y, K::threads);
+    std::map<std::tuple<uint32_t, uint32_t, uint32_t>, int> stores;
+    // Per block: which shared slots phase 0 writes and phase 1 reads.
+    std::map<unsigned, std::set<std::pair<uint32_t, uint32_t>>> loaded, read;
+    for_each_thread(d, [&](cdx::idx3 b, cdx::idx3 t) {
+      uint32_t z, u0, v0;
+      k.block_origin(b, z, u0, v0);
+      ASSERT_LT(z, Z);
+      ASSERT_LT(u0, U);
+      ASSERT_LT(v0, V);
+      for (unsigned s = 0; s < K::tile / K::rows; ++s) {
+        uint32_t lu, lv;
+        K::load_slot(t, s, lu, lv);
+        ASSERT_LT(lu, K::tile);
+        ASSERT_LT(lv, K::tile);
+        EXPECT_TRUE(loaded[b.y * d.grid.x + b.x].insert({lu, lv}).second) << "slot loaded twice";
+        K::store_slot(t, s, lu, lv);
+        read[b.y * d.grid.x + b.x].insert({lu, lv});
+        if (u0 + lu < U && v0 + lv < V) ++stores[{z, u0 + lu, v0 + lv}];
+      }
+    });
+    EXPECT_EQ(stores.size(), size_t(Z) * U * V) << Z << " x " << U << " x " << V;
+    for (const auto& [at, n] : stores) ASSERT_EQ(n, 1);
+    for (const auto& [blk, slots] : read) EXPECT_EQ(slots, loaded[blk]);
+  }
+}
+
+template <class K>
+void check_mix_geometry(uint32_t M, uint32_t N, uint32_t Kd, int64_t products) {
+  SCOPED_TRACE(std::to_string(M) + " x " + std::to_string(N) + " x " + std::to_string(Kd) +
+               ", tile " + std::to_string(K::bm) + " x " + std::to_string(K::bn));
+  K k;
+  k.M = M;
+  k.N = N;
+  k.K = Kd;
+  cdx::launch_dims d;
+  ASSERT_TRUE(cdx::mix_dims(k, products, d));
+  EXPECT_EQ(d.block.x, K::threads);
+  std::map<std::tuple<uint32_t, uint32_t, uint32_t>, int> outputs;
+  for_each_thread(d, [&](cdx::idx3 b, cdx::idx3 t) {
+    uint32_t m, n;
+    K::thread_origin(t, m, n);
+    ASSERT_LE(m + K::tm, static_cast<uint32_t>(K::bm));
+    ASSERT_LE(n + K::tn, static_cast<uint32_t>(K::bn));
+    for (int i = 0; i < K::tm; ++i)
+      for (int j = 0; j < K::tn; ++j) {
+        const uint32_t gm = b.y * K::bm + m + i, gn = b.x * K::bn + n + j;
+        if (gm < M && gn < N) ++outputs[{b.z, gm, gn}];
+      }
+  });
+  EXPECT_EQ(outputs.size(), size_t(products) * M * N);
+  for (const auto& [at, n] : outputs) ASSERT_EQ(n, 1);
+  // The slice loaders cover each (row, k) of a slice exactly once, in both orders.
+  for (uint32_t rows : {static_cast<uint32_t>(K::bm), static_cast<uint32_t>(K::bn)})
+    for (bool k_fast : {true, false}) {
+      std::set<std::pair<uint32_t, uint32_t>> seen;
+      for (uint32_t e = 0; e < rows * K::bk; ++e) {
+        uint32_t row, kk;
+        K::slice_item(e, rows, k_fast, row, kk);
+        ASSERT_LT(row, rows);
+        ASSERT_LT(kk, static_cast<uint32_t>(K::bk));
+        EXPECT_TRUE(seen.insert({row, kk}).second);
+      }
+    }
+}
+
+TEST(CudaLaunchGeometry, MixCoversEveryOutputOnce) {
+  for (auto [M, N, Kd, P] : std::vector<std::tuple<uint32_t, uint32_t, uint32_t, int64_t>>{
+           {1, 1, 1, 1}, {32, 64, 16, 3}, {33, 65, 17, 2}, {100, 7, 3, 1}, {5, 130, 40, 2}}) {
+    check_mix_geometry<cdx::mix_small<float>>(M, N, Kd, P);
+    check_mix_geometry<cdx::mix_large<float>>(M, N, Kd, P);
+    check_mix_geometry<cdx::mix_large<double>>(M, N, Kd, P);
+  }
+}
+
+TEST(CudaLaunchGeometry, LimitsAreReported) {
+  cdx::tile_copy<float> k;
+  k.Z = 1;
+  k.U = static_cast<uint32_t>(cdx::max_grid_yz * 32 + 1);
+  k.V = 1;
+  cdx::launch_dims d;
+  EXPECT_FALSE(cdx::tile_copy_dims(k, d));
+  cdx::mix_large<float> m;
+  m.M = m.N = m.K = 1;
+  EXPECT_FALSE(cdx::mix_dims(m, cdx::max_grid_yz + 1, d));
+  m.M = static_cast<uint32_t>(cdx::max_grid_yz * 64 + 1);
+  EXPECT_FALSE(cdx::mix_dims(m, 1, d));
+}
+
+TEST(CudaLaunchGeometry, ReductionPhasesReachEveryPartialSum) {
+  // Simulate the tree on indices: after all steps, slot 0 must have absorbed all 256 slots once.
+  std::vector<std::multiset<unsigned>> sum(cdx::reduce_threads);
+  for (unsigned t = 0; t < cdx::reduce_threads; ++t) sum[t] = {t};
+  for (int p = 1; p <= cdx::reduce_steps; ++p) {
+    const unsigned half = cdx::reduce_threads >> p;
+    for (unsigned t = 0; t < half; ++t) sum[t].insert(sum[t + half].begin(), sum[t + half].end());
+  }
+  std::multiset<unsigned> all;
+  for (unsigned t = 0; t < cdx::reduce_threads; ++t) all.insert(t);
+  EXPECT_EQ(sum[0], all);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The pipeline against the oracles and the CPU backend
+// ---------------------------------------------------------------------------------------------
+
+/// The emulator's buffers are plain host vectors.
+template <class T>
+struct host_memory {
+  struct buffer {
+    std::vector<T> v;
+    T* get() const { return const_cast<T*>(v.data()); }
+  };
+  buffer upload(const std::vector<T>& h) { return {h}; }
+  buffer nan_buffer(i64 n) { return {nan_filled<T>(n)}; }
+  std::vector<T> download(const buffer& b) { return b.v; }
+  void* stream() { return nullptr; }
+};
+
+template <class T>
+using emulated = cdx::pipeline<T, host_executor>;
+
+template <class T>
+void run_problem(const conv_params& p, const compression& c, const blfft::cuda::plan_options& o,
+                 int64_t chunk_scalars = cdx::default_chunk_scalars) {
+  const auto geo = blfft::make_geometry(p, c);
+  SCOPED_TRACE(name_of(p) + " " + geo.describe());
+  problem<T> pr(p, 7);
+  reference ref;
+  double tolerance;
+  if (geo.kept == geo.total) {
+    ref = direct_reference(p, pr.x, pr.w, pr.b, pr.g);
+    tolerance = tol<T>::direct;
+  } else {
+    ref = dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols), pr.x, pr.w,
+                        pr.b, pr.g);
+    tolerance = tol<T>::dense;
+  }
+  const blfft::plan<T> cpu(geo);
+  host_executor ex;
+  const emulated<T> pl(ex, geo, o, chunk_scalars);
+  host_memory<T> mem;
+  check_cuda_entry_points(pl, mem, pr, ref, tolerance, cpu);
+}
+
+using blfft::cuda::mix_tile;
+blfft::cuda::plan_options tile(mix_tile t) {
+  blfft::cuda::plan_options o;
+  o.tile = t;
+  return o;
+}
+
+template <class T>
+void run_rates() {
+  for (const auto& p : cuda_problems())
+    for (double r : {0.0, 0.5, 0.8}) run_problem<T>(p, compression::rate(r), {});
+}
+
+TEST(CudaEmulation, RatesFloat) { run_rates<float>(); }
+TEST(CudaEmulation, RatesDouble) { run_rates<double>(); }
+
+TEST(CudaEmulation, BothMixTiles) {
+  for (const auto& p : {make2d(3, 6, 8, {9, 8}, {3, 3}, {1, 1}, {1, 1}),
+                        make2d(2, 8, 4, {7, 7}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, 2)})
+    for (auto t : {mix_tile::small, mix_tile::large}) {
+      run_problem<float>(p, compression::rate(0.5), tile(t));
+      run_problem<double>(p, compression::rate(0.0), tile(t));
+    }
+}
+
+TEST(CudaEmulation, ExplicitKeptSets) {
+  const auto p = make2d(2, 3, 4, {9, 12}, {3, 4}, {2, 1}, {1, 2});  // grid 12 x 16
+  // band limits; rows and columns that are not a prefix; every row with few columns
+  run_problem<double>(p, compression::band(2, 5), {});
+  run_problem<double>(p, compression::indices({0, 3, 9}, {1, 4, 8}), {});
+  run_problem<double>(p, compression::indices({}, {0, 2}), {});
+  run_problem<float>(p, compression::indices({0, 1, 11}, {}), {});
+  const auto p1 = make1d(2, 3, 2, 20, 5, 2, 2);
+  run_problem<double>(p1, compression::indices({}, {0, 3, 7, 12}), {});
+}
+
+TEST(CudaEmulation, ChunkedTransforms) {
+  // Scratch limits of a few images force several chunks and a shorter last one.
+  for (int64_t chunk_scalars : {int64_t(1), int64_t(700), int64_t(3000)}) {
+    SCOPED_TRACE("chunk_scalars " + std::to_string(chunk_scalars));
+    run_problem<double>(make2d(3, 5, 4, {9, 7}, {3, 3}, {2, 1}, {1, 1}), compression::rate(0.5),
+                        {}, chunk_scalars);
+    run_problem<float>(make1d(5, 3, 4, 17, 3, 1, 1), compression::rate(0.0), {}, chunk_scalars);
+  }
+}
+
+TEST(CudaEmulation, LargerChannelCounts) {
+  // Several mixing tiles per product, partial tiles at every edge, groups.
+  run_problem<float>(make2d(3, 70, 40, {6, 5}, {3, 3}, {1, 1}, {1, 1}), compression::rate(0.5),
+                     tile(mix_tile::large));
+  run_problem<float>(make2d(2, 36, 66, {5, 5}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, 3),
+                     compression::rate(0.3), tile(mix_tile::small));
+}
+
+TEST(CudaEmulation, StridedViews) {
+  // Non-contiguous inputs and outputs (channels-last, every other element): the results equal
+  // the contiguous ones and the gaps of the outputs stay untouched.
+  using T = double;
+  const auto p = make2d(2, 3, 4, {6, 5}, {3, 3}, {1, 1}, {1, 1});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  problem<T> pr(p, 3);
+  const auto ref = dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols),
+                                 pr.x, pr.w, pr.b, pr.g);
+  const dims& d = pr.d;
+  host_executor ex;
+  const emulated<T> pl(ex, geo);
+  // x channels-last: strides (H W C, 1, W C, C)
+  std::vector<T> xcl(pr.xt.size());
+  for (i64 n = 0; n < d.N; ++n)
+    for (i64 c = 0; c < d.C; ++c)
+      for (i64 h = 0; h < d.H; ++h)
+        for (i64 w = 0; w < d.W; ++w)
+          xcl[((n * d.H + h) * d.W + w) * d.C + c] = pr.xt[d.xi(n, c, h, w)];
+  const tensor_view<const T> xv(xcl.data(), d.input_shape(),
+                                {d.H * d.W * d.C, 1, d.W * d.C, d.C});
+  // y: every other element of a buffer twice the size
+  std::vector<T> ybuf(static_cast<size_t>(2 * d.output_size()), T(-777));
+  const auto yc = tensor_view<T>::contiguous(nullptr, d.output_shape());
+  std::vector<i64> ystr = yc.strides;
+  for (auto& s : ystr) s *= 2;
+  const tensor_view<T> yv(ybuf.data(), d.output_shape(), ystr);
+  pl.forward(xv, pr.wv(), pr.bt.data(), yv, nullptr, nullptr, nullptr);
+  std::vector<T> y(static_cast<size_t>(d.output_size()));
+  for (i64 i = 0; i < d.output_size(); ++i) {
+    y[i] = ybuf[2 * i];
+    EXPECT_EQ(ybuf[2 * i + 1], T(-777)) << "gap " << i << " written";
+  }
+  EXPECT_TRUE(rel_close("forward(strided)", y, ref.y, tol<T>::dense));
+}
+
+TEST(CudaEmulation, ArgumentErrors) {
+  using T = float;
+  const auto p = make2d(2, 3, 4, {6, 5}, {3, 3});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  host_executor ex;
+  const emulated<T> pl(ex, geo);
+  problem<T> pr(p, 1);
+  std::vector<T> y(static_cast<size_t>(pr.d.output_size()));
+  auto bad_shape = tensor_view<T>::contiguous(y.data(), {2, 4, 4, 4});
+  try {
+    pl.forward(pr.xv(), pr.wv(), nullptr, bad_shape, nullptr, nullptr, nullptr);
+    FAIL() << "no error for a wrong output shape";
+  } catch (const blfft::error& e) {
+    EXPECT_EQ(e.code(), blfft::error_code::shape_mismatch);
+    EXPECT_NE(std::string(e.what()).find("output"), std::string::npos) << e.what();
+  }
+  try {
+    pl.forward_spectra(nullptr, nullptr, nullptr,
+                       tensor_view<T>::contiguous(y.data(), pr.d.output_shape()), nullptr);
+    FAIL() << "no error for a null spectrum";
+  } catch (const blfft::error& e) {
+    EXPECT_EQ(e.code(), blfft::error_code::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("x_spectrum"), std::string::npos) << e.what();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Energy map and launch counts
+// ---------------------------------------------------------------------------------------------
+
+TEST(CudaEmulation, EnergyMapMatchesCpu) {
+  for (const auto& p : {make2d(3, 4, 2, {9, 7}, {3, 3}, {1, 1}, {1, 1}),
+                        make1d(5, 2, 3, 20, 3, 1, 2)}) {
+    SCOPED_TRACE(name_of(p));
+    problem<double> pr(p, 11);
+    const auto want = blfft::energy_map<double>(p, pr.xv());
+    host_executor ex;
+    // The whole batch at once, and one sample per chunk (several chunks and a tail).
+    for (int64_t bytes : {int64_t(1) << 28, int64_t(1)}) {
+      const auto got = cdx::energy_map<double>(ex, p, pr.xv(), nullptr, bytes);
+      EXPECT_TRUE(rel_close("energy map", got, want, tol<double>::energy));
+    }
+    const auto sel = blfft::select_by_energy(
+        p, cdx::energy_map<double>(ex, p, pr.xv(), nullptr), 0.9);
+    EXPECT_EQ(sel.limits, blfft::select_by_energy<double>(p, pr.xv(), 0.9).limits);
+  }
+}
+
+TEST(CudaEmulation, FewLaunches) {
+  // Forward: 2 analyses + mix + 1 synthesis; backward: 1 analysis + 2 (mix + synthesis) + bias.
+  // An analysis or synthesis is 3 kernels and 2 cuFFT executions (2D), 2 and 1 (1D).
+  const auto p = make2d(4, 8, 8, {8, 8}, {3, 3}, {1, 1}, {1, 1});
+  host_executor ex;
+  const emulated<float> pl(ex, blfft::make_geometry(p, compression::rate(0.5)));
+  problem<float> pr(p, 1);
+  const auto& g = pl.geo();
+  std::vector<float> xs(g.x_spectrum_size()), ws(g.w_spectrum_size()), y(g.output_size()),
+      dx(g.input_size()), dw(g.weight_size()), db(p.out_channels);
+  ex.stats() = {};
+  pl.forward(pr.xv(), pr.wv(), pr.bt.data(), tensor_view<float>::contiguous(y.data(), pr.d.output_shape()),
+             xs.data(), ws.data(), nullptr);
+  EXPECT_EQ(ex.stats().kernels, 3 * 3 + 1);
+  EXPECT_EQ(ex.stats().ffts, 3 * 2);
+  ex.stats() = {};
+  const auto dxv = tensor_view<float>::contiguous(dx.data(), pr.d.input_shape());
+  const auto dwv = tensor_view<float>::contiguous(dw.data(), pr.d.weight_shape());
+  pl.backward(pr.gv(), xs.data(), ws.data(), &dxv, &dwv, db.data(), nullptr);
+  EXPECT_EQ(ex.stats().kernels, 3 * 3 + 2 + 1);
+  EXPECT_EQ(ex.stats().ffts, 3 * 2);
+}
+
+}  // namespace

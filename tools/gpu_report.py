@@ -1,0 +1,105 @@
+"""Merges the GPU check's pieces into one report (standard library only): the step log, the
+blfft and cuDNN benchmark lines. Writes <name>.json and <name>.md.
+
+    python3 tools/gpu_report.py --steps STEPS.jsonl --blfft BLFFT.jsonl --cudnn CUDNN.jsonl \
+        --machine MACHINE.json --out DIR/NAME
+"""
+
+import argparse
+import json
+import os
+
+
+def read_lines(path):
+    if not path or not os.path.exists(path):
+        return []
+    out = []
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if line:
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError:
+                    out.append({"unparsed": line})
+    return out
+
+
+def fmt_ms(v):
+    return "-" if v is None else f"{v:.3f}"
+
+
+def fmt_mb(v):
+    return "-" if v is None else f"{v / 2**20:.0f}"
+
+
+def table(blfft, cudnn):
+    """One row per (layer, batch): cuDNN fp32 / TF32 and blfft at each rate."""
+    by = {}
+    for r in cudnn:
+        by.setdefault((r.get("layer"), r.get("batch")), {})[r.get("impl")] = r
+    for r in blfft:
+        if "error" in r:
+            continue
+        by.setdefault((r.get("layer"), r.get("batch")), {})[f"blfft@{r.get('rate'):.2f}"] = r
+    rates = sorted({r["rate"] for r in blfft if "rate" in r and "error" not in r})
+    head = ["layer", "batch", "cuDNN fp32 ms", "cuDNN TF32 ms"]
+    for q in rates:
+        head += [f"blfft r={q:g} ms", f"vs fp32 (r={q:g})"]
+    head += ["peak MB cuDNN / blfft r=0.5"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (layer, batch), row in by.items():
+        c32 = row.get("cudnn", {}).get("total_ms")
+        c19 = row.get("cudnn_tf32", {}).get("total_ms")
+        cells = [str(layer), str(batch), fmt_ms(c32), fmt_ms(c19)]
+        for q in rates:
+            t = row.get(f"blfft@{q:.2f}", {}).get("total_ms")
+            cells.append(fmt_ms(t))
+            cells.append("-" if (t is None or c32 is None) else f"{c32 / t:.2f}x")
+        peak_c = row.get("cudnn", {}).get("peak_bytes")
+        peak_b = row.get("blfft@0.50", {}).get("peak_bytes")
+        cells.append(f"{fmt_mb(peak_c)} / {fmt_mb(peak_b)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--steps")
+    ap.add_argument("--blfft")
+    ap.add_argument("--cudnn")
+    ap.add_argument("--machine")
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    machine = {}
+    if a.machine and os.path.exists(a.machine):
+        with open(a.machine) as f:
+            machine = json.load(f)
+    steps = read_lines(a.steps)
+    blfft = read_lines(a.blfft)
+    cudnn = read_lines(a.cudnn)
+    report = {"machine": machine, "steps": steps, "blfft": blfft, "cudnn": cudnn}
+    with open(a.out + ".json", "w") as f:
+        json.dump(report, f, indent=1)
+    md = [f"# blfft GPU check: {machine.get('gpu', 'unknown GPU')}, {machine.get('date', '')}", ""]
+    md.append(f"Commit {machine.get('commit', '?')}; CUDA {machine.get('nvcc', '?')}; "
+              f"driver {machine.get('driver', '?')}; torch {machine.get('torch', '?')}.")
+    md.append("")
+    md.append("| step | status | seconds | note |")
+    md.append("|---|---|---|---|")
+    for s in steps:
+        md.append(f"| {s.get('step')} | {s.get('status')} | {s.get('seconds', '-')} | "
+                  f"{s.get('note', '')} |")
+    md.append("")
+    md.append("fwd+bwd (all gradients) median ms per iteration, float32, 3x3 padding 1; "
+              "ratios are cuDNN fp32 time / blfft time (> 1: blfft faster).")
+    md.append("")
+    md.append(table(blfft, cudnn))
+    md.append("")
+    with open(a.out + ".md", "w") as f:
+        f.write("\n".join(md))
+    print("\n".join(md))
+
+
+if __name__ == "__main__":
+    main()
