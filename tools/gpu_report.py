@@ -1,5 +1,6 @@
-"""Merges the GPU check's pieces into one report (standard library only): the step log, the
-blfft and cuDNN benchmark lines. Writes <name>.json and <name>.md.
+"""Merges the GPU check's pieces into one report (standard library only): the machine, the step
+log, the blfft and cuDNN benchmark lines, and a markdown summary table. Writes <name>.json (all
+of it, the table included as "markdown") and <name>.md (the table alone).
 
     python3 tools/gpu_report.py --steps STEPS.jsonl --blfft BLFFT.jsonl --cudnn CUDNN.jsonl \
         --machine MACHINE.json --out DIR/NAME
@@ -78,9 +79,6 @@ def main():
     steps = read_lines(a.steps)
     blfft = read_lines(a.blfft)
     cudnn = read_lines(a.cudnn)
-    report = {"machine": machine, "steps": steps, "blfft": blfft, "cudnn": cudnn}
-    with open(a.out + ".json", "w") as f:
-        json.dump(report, f, indent=1)
     md = [f"# blfft GPU check: {machine.get('gpu', 'unknown GPU')}, {machine.get('date', '')}", ""]
     md.append(f"Commit {machine.get('commit', '?')}; CUDA {machine.get('nvcc', '?')}; "
               f"driver {machine.get('driver', '?')}; torch {machine.get('torch', '?')}.")
@@ -96,6 +94,10 @@ def main():
     md.append("")
     md.append(table(blfft, cudnn))
     md.append("")
+    report = {"machine": machine, "steps": steps, "blfft": blfft, "cudnn": cudnn,
+              "markdown": "\n".join(md)}
+    with open(a.out + ".json", "w") as f:
+        json.dump(report, f, indent=1)
     with open(a.out + ".md", "w") as f:
         f.write("\n".join(md))
     print("\n".join(md))

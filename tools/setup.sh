@@ -83,6 +83,16 @@ if ! "$VENV/bin/python" -c 'import fft_conv_pytorch' >/dev/null 2>&1; then
   "$VENV/bin/pip" install --no-deps fft-conv-pytorch
 fi
 
+# CUDA backend: cuFFT from the nvidia-cufft wheel (headers and libcufft.so.12 under
+# .venv/lib/python3*/site-packages/nvidia/cu13, where cmake/blfftCuda.cmake looks), so that the
+# backend compiles and links wherever nvcc is; no GPU is needed for that or for its CPU tests.
+if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null 2>&1 || [ -n "${CUDACXX:-}" ]; then
+  if ! compgen -G "$VENV/lib/python3*/site-packages/nvidia/cu13/lib/libcufft.so.12" >/dev/null; then
+    log "installing nvidia-cufft 12.0.0.61 (cuFFT for the CUDA backend)"
+    "$VENV/bin/pip" install --no-deps nvidia-cufft==12.0.0.61
+  fi
+fi
+
 # --- C++ build ----------------------------------------------------------------------------------
 if [ -f "$BUILD_DIR/CMakeCache.txt" ]; then
   log "re-configuring $BUILD_DIR"
