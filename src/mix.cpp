@@ -86,7 +86,9 @@ frequency_block<T> at(T* spec, int64_t k, int64_t B, int64_t CH) {
 template <class F>
 void for_each_frequency_and_group(const geometry& g, F&& body) {
   const int64_t groups = g.params.groups, items = g.kept * groups;
-#pragma omp parallel for schedule(dynamic) num_threads(thread_count())
+  // Tiny problems (batch 1, few channels) finish before a thread team would have started.
+  const int64_t work = g.kept * g.params.batch * g.out_per_group * g.params.in_channels;
+#pragma omp parallel for schedule(dynamic) num_threads(thread_count()) if (items > 1 && work >= 32768)
   for (int64_t item = 0; item < items; ++item) body(item / groups, item % groups);
 }
 

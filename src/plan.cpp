@@ -220,7 +220,7 @@ void plan<T>::bias_grad(const tensor_view<const T>& grad_out, T* grad_bias) cons
   const auto img = as_image(grad_out);
   const int64_t N = g.params.batch, F = g.params.out_channels;
   const int64_t Ho = g.output[0], Wo = g.output[1];
-#pragma omp parallel for schedule(static) num_threads(detail::thread_count())
+#pragma omp parallel for schedule(static) num_threads(detail::thread_count()) if (N * Ho * Wo * F >= 32768)
   for (int64_t f = 0; f < F; ++f) {
     double sum = 0;  // double accumulation: batch x spatial terms
     for (int64_t n = 0; n < N; ++n)

@@ -149,7 +149,7 @@ template <class T>
 void pruned_transform<T>::analyse(const image_view<const T>& src, T* spectrum) const {
   const int64_t J = B_ * CH_;
   const int64_t nchunks = (J + chunk_ - 1) / chunk_;
-#pragma omp parallel for schedule(dynamic) num_threads(thread_count())
+#pragma omp parallel for schedule(dynamic) num_threads(thread_count()) if (nchunks > 1)
   for (int64_t chunk = 0; chunk < nchunks; ++chunk) {
     const int64_t j0 = chunk * chunk_, mc = std::min(chunk_, J - j0);
     if (matmul_)
@@ -164,7 +164,7 @@ void pruned_transform<T>::synthesise(const T* spectrum, const image_view<T>& dst
                                      const T* bias) const {
   const int64_t J = B_ * CH_;
   const int64_t nchunks = (J + chunk_ - 1) / chunk_;
-#pragma omp parallel for schedule(dynamic) num_threads(thread_count())
+#pragma omp parallel for schedule(dynamic) num_threads(thread_count()) if (nchunks > 1)
   for (int64_t chunk = 0; chunk < nchunks; ++chunk) {
     const int64_t j0 = chunk * chunk_, mc = std::min(chunk_, J - j0);
     if (matmul_)
