@@ -17,6 +17,7 @@ namespace {
 // Images per work item: large enough that each kept frequency of the chunk is a long contiguous
 // run in the spectrum (short runs made the gathers latency-bound), small enough for L2/L3.
 constexpr std::size_t chunk_bytes = 1024 * 1024;
+constexpr std::size_t serial_bytes = 64 * 1024;
 
 /// exp(sign * 2 pi i * k * t / L) with k * t reduced mod L first, so large products keep their
 /// precision.
@@ -51,6 +52,9 @@ pruned_transform<T>::pruned_transform(const geometry& g, direction dir, int64_t 
   const int64_t threads = thread_count();
   const int64_t by_threads = (images + threads - 1) / threads;
   chunk_ = std::max<int64_t>(1, std::min(by_cache, by_threads));
+  // Small transforms run as one chunk on the calling thread: splitting them costs more than it
+  // saves.
+  if (static_cast<std::size_t>(images) * per_image * sizeof(T) <= serial_bytes) chunk_ = images;
   if (matmul_) {
     make_dft_matrices();
     return;
