@@ -38,6 +38,12 @@ def parser() -> argparse.ArgumentParser:
             help="threads for torch and blfft (default: torch's)",
         )
         sp.add_argument("--no-progress", action="store_true", help="no progress bars")
+        sp.add_argument(
+            "--steps", type=int, default=None, help="FCN: optimizer steps per run (250; quick 2)"
+        )
+        sp.add_argument(
+            "--epochs", type=int, default=None, help="ResNet/DenseNet: epochs (3; quick 1)"
+        )
         mod.add_arguments(sp)
     return p
 

@@ -36,7 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args, out: Path) -> dict:
-    scale = recipes.QUICK if args.quick else recipes.FULL
+    scale = recipes.scale_for(args)
     kinds = [k for k in args.models.split(",") if k]
     rows = []
     for kind in kinds:

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args, out: Path) -> dict:
-    scale = recipes.QUICK if args.quick else recipes.FULL
+    scale = recipes.scale_for(args)
     sigmas = QUICK["sigmas"] if args.quick else SIGMAS
     rows = []
     for kind in [k for k in args.models.split(",") if k]:

@@ -11,6 +11,7 @@ What was scaled down from the paper, and why, is in EXPERIMENTS.md; the numbers 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Optional, Tuple
@@ -30,7 +31,7 @@ class Scale:
     """How big one training run is."""
 
     # FCN on UCR
-    ucr_steps: int = 400
+    ucr_steps: int = 250
     ucr_train_limit: Optional[int] = None  # subset of the training set (None: all)
     ucr_test_limit: Optional[int] = None
     fcn_channels: Tuple[int, int, int] = (128, 256, 128)  # the paper's
@@ -68,6 +69,17 @@ def _ucr(name: str):
 @functools.lru_cache(maxsize=1)
 def _fashion():
     return _data.load_fashion_mnist()
+
+
+def scale_for(args) -> Scale:
+    """FULL or QUICK, with the command line's overrides (``--steps``, ``--epochs``)."""
+    scale = QUICK if args.quick else FULL
+    changes = {}
+    if getattr(args, "steps", None):
+        changes["ucr_steps"] = args.steps
+    if getattr(args, "epochs", None):
+        changes["fashion_epochs"] = args.epochs
+    return dataclasses.replace(scale, **changes) if changes else scale
 
 
 def ucr(name: str, scale: Scale, seed: int = 0) -> _data.Dataset:

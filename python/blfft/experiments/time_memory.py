@@ -49,7 +49,7 @@ def _epoch(model, opt, x, y, batch):
 
 
 def run(args, out: Path) -> dict:
-    scale = recipes.QUICK if args.quick else recipes.FULL
+    scale = recipes.scale_for(args)
     rates = QUICK["rates"] if args.quick else RATES
     subset = QUICK["subset"] if args.quick else SUBSET
     repeats = args.repeats or (1 if args.quick else 3)

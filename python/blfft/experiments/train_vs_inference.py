@@ -28,7 +28,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args, out: Path) -> dict:
-    scale = recipes.QUICK if args.quick else recipes.FULL
+    scale = recipes.scale_for(args)
     train_rates = QUICK["train_rates"] if args.quick else TRAIN_RATES
     infer_rates = QUICK["infer_rates"] if args.quick else INFER_RATES
     rows, matrices = [], []

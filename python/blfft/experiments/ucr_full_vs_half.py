@@ -63,7 +63,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args, out: Path) -> dict:
-    scale = recipes.QUICK if args.quick else recipes.FULL
+    scale = recipes.scale_for(args)
     names = (
         args.datasets.split(",") if args.datasets else (QUICK_DATASETS if args.quick else DATASETS)
     )
