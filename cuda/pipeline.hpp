@@ -36,6 +36,7 @@
 #include <memory>
 #include <numeric>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "blfft/cuda.hpp"
@@ -67,11 +68,9 @@ struct fft_desc {
   int64_t istride = 1, idist = 1, ostride = 1, odist = 1;
 
   bool operator<(const fft_desc& o) const {
-    const auto key = [](const fft_desc& d) {
-      return std::vector<int64_t>{static_cast<int64_t>(d.type), d.double_precision, d.n, d.batch,
-                                  d.istride, d.idist, d.ostride, d.odist};
-    };
-    return key(*this) < key(o);
+    return std::tie(type, double_precision, n, batch, istride, idist, ostride, odist) <
+           std::tie(o.type, o.double_precision, o.n, o.batch, o.istride, o.idist, o.ostride,
+                    o.odist);
   }
 };
 
