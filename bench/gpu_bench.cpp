@@ -147,6 +147,27 @@ int main(int argc, char** argv) {
           for (int i = 0; i < iters; ++i) step(true, &fwd, &bwd);
           for (size_t i = 0; i < fwd.size(); ++i) tot.push_back(fwd[i] + bwd[i]);
           const auto pool = blfft::cuda::memory_pool_stats();
+          // Where the time goes: each entry point on its own (input_grad and weight_grad each
+          // transform grad_out again, so they add up to more than backward).
+          const auto part = [&](auto&& call) {
+            std::vector<double> t;
+            for (int i = 0; i < iters; ++i) {
+              CHECK(cudaEventRecord(e0, stream));
+              call();
+              CHECK(cudaEventRecord(e1, stream));
+              CHECK(cudaEventSynchronize(e1));
+              float ms = 0;
+              CHECK(cudaEventElapsedTime(&ms, e0, e1));
+              t.push_back(ms);
+            }
+            return median(t);
+          };
+          const double t_xs = part([&] { plan->input_spectrum(xv, xs.p, stream); });
+          const double t_ws = part([&] { plan->weight_spectrum(wv, ws.p, stream); });
+          const double t_fs = part([&] { plan->forward_spectra(xs.p, ws.p, b.p, yv, stream); });
+          const double t_dx = part([&] { plan->input_grad(dyv, ws.p, dxv, stream); });
+          const double t_dw = part([&] { plan->weight_grad(dyv, xs.p, dwv, stream); });
+          const double t_db = part([&] { plan->bias_grad(dyv, db.p, stream); });
           const size_t tensors = x.bytes() + w.bytes() + b.bytes() + y.bytes() + dy.bytes() +
                                  dx.bytes() + dw.bytes() + db.bytes() + xs.bytes() + ws.bytes();
           std::fprintf(out,
@@ -155,7 +176,10 @@ int main(int argc, char** argv) {
                        "\"achieved_rate\": %.4f, \"grid\": [%lld, %lld], \"kept\": %lld, "
                        "\"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"total_ms\": %.4f, "
                        "\"min_total_ms\": %.4f, \"iters\": %d, \"peak_bytes\": %zu, "
-                       "\"tensor_bytes\": %zu, \"pool_peak_bytes\": %zu}\n",
+                       "\"tensor_bytes\": %zu, \"pool_peak_bytes\": %zu, \"parts_ms\": "
+                       "{\"input_spectrum\": %.4f, \"weight_spectrum\": %.4f, "
+                       "\"forward_spectra\": %.4f, \"input_grad\": %.4f, "
+                       "\"weight_grad\": %.4f, \"bias_grad\": %.4f}}\n",
                        prop.name, L.name, static_cast<long long>(L.channels),
                        static_cast<long long>(L.size), static_cast<long long>(N), r,
                        g.achieved_rate, static_cast<long long>(g.grid[0]),
@@ -163,7 +187,7 @@ int main(int argc, char** argv) {
                        median(fwd), median(bwd), median(tot),
                        *std::min_element(tot.begin(), tot.end()), iters,
                        tensors + static_cast<size_t>(pool.used_peak), tensors,
-                       static_cast<size_t>(pool.used_peak));
+                       static_cast<size_t>(pool.used_peak), t_xs, t_ws, t_fs, t_dx, t_dw, t_db);
           std::fflush(out);
         } catch (const blfft::error& e) {
           std::fprintf(stderr, "blfft_gpu_bench: %s N=%lld r=%.2f: %s\n", L.name,

@@ -64,6 +64,20 @@ def table(blfft, cudnn):
     return "\n".join(lines)
 
 
+def parts_table(blfft, rate=0.5):
+    """Time per entry point at one rate (input_grad / weight_grad each transform grad_out)."""
+    keys = ["input_spectrum", "weight_spectrum", "forward_spectra", "input_grad", "weight_grad",
+            "bias_grad"]
+    rows = [r for r in blfft if "parts_ms" in r and abs(r.get("rate", -1) - rate) < 1e-9]
+    if not rows:
+        return ""
+    lines = ["| layer | batch | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 2)]
+    for r in rows:
+        cells = [str(r["layer"]), str(r["batch"])] + [fmt_ms(r["parts_ms"].get(k)) for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--steps")
@@ -94,6 +108,12 @@ def main():
     md.append("")
     md.append(table(blfft, cudnn))
     md.append("")
+    parts = parts_table(blfft)
+    if parts:
+        md.append("blfft at r=0.5, each entry point on its own (median ms):")
+        md.append("")
+        md.append(parts)
+        md.append("")
     report = {"machine": machine, "steps": steps, "blfft": blfft, "cudnn": cudnn,
               "markdown": "\n".join(md)}
     with open(a.out + ".json", "w") as f:
