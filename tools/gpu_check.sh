@@ -62,10 +62,19 @@ WORK="$(mktemp -d)"
 STEPS="$WORK/steps.jsonl"
 : > "$STEPS"
 LOG="$OUT_DIR/gpu_check.log"
+TEE_PID=""
 if [ "$DRY" -eq 0 ]; then
   : > "$LOG"
   exec > >(tee -a "$LOG") 2>&1
+  TEE_PID=$!
 fi
+finish() {  # let tee write the last lines before the files are collected
+  if [ -n "$TEE_PID" ]; then
+    exec 1>&- 2>&-
+    wait "$TEE_PID" 2>/dev/null || sleep 1
+  fi
+}
+trap finish EXIT
 FAILED=0
 
 log() { printf '\n== gpu_check [%ss]: %s\n' "$(( $(date +%s) - START ))" "$*"; }
