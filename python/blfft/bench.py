@@ -414,7 +414,7 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="threads for torch and blfft")
     ap.add_argument("--layers", default="all", help="all | resnet | fcn | substring of a name")
-    ap.add_argument("--rates", default=",".join(str(r) for r in RATES))
+    ap.add_argument("--rates", default=None, help="comma-separated (default 0,0.25,0.5,0.75)")
     ap.add_argument("--impls", default="blfft,torch,fft_conv_pytorch,paper")
     args = ap.parse_args(argv)
 
@@ -431,7 +431,10 @@ def main(argv=None) -> int:
             layers = FCN
         elif args.layers != "all":
             layers = [la for la in layers if args.layers in la.name]
-    rates = [float(r) for r in args.rates.split(",")]
+    if args.rates is None:
+        rates = [0.0, 0.5] if args.quick else list(RATES)
+    else:
+        rates = [float(r) for r in args.rates.split(",")]
     impls = [i for i in args.impls.split(",") if _available(i)]
     missing = set(args.impls.split(",")) - set(impls)
     if missing:

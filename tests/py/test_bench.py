@@ -1,0 +1,42 @@
+"""Smoke test of ``python -m blfft.bench --quick``: it runs and writes its reports. Timings are not
+asserted (the machine is shared and noisy); the structure and the bookkeeping are."""
+
+import json
+
+import pytest
+
+from blfft import bench
+
+
+@pytest.mark.parametrize("impls", ["blfft,torch,paper"])
+def test_quick_bench_writes_reports(tmp_path, impls):
+    assert bench.main(["--quick", "--repeats", "1", "--warmup", "0", "--out", str(tmp_path),
+                       "--impls", impls]) == 0
+    data = json.loads((tmp_path / "bench.json").read_text())
+    results = data["results"]
+    assert data["meta"]["quick"] is True and data["meta"]["sgemm_gflops"] > 0
+    layers = {r["layer"] for r in results}
+    assert layers == {la.name for la in bench.QUICK}
+    for r in results:
+        assert r["fwd_ms"] > 0 and r["bwd_ms"] > 0 and r["fwd_bwd_ms"] > 0
+        assert r["held_batch_bytes"] >= 0
+    # blfft at rate 0.5 holds less for backward than at rate 0 (the compressed spectrum).
+    held = {(r["layer"], r["rate"]): r["held_batch_bytes"] for r in results if r["impl"] == "blfft"}
+    assert held[("quick 16ch 16x16", 0.5)] < held[("quick 16ch 16x16", 0.0)]
+    assert all(r["gflops"] > 0 for r in results if r["impl"] == "blfft")
+    md = (tmp_path / "bench.md").read_text()
+    assert "blfft/torch" in md and "quick 16ch 16x16" in md
+
+
+def test_paper_pipeline_matches_torch_at_rate_zero():
+    # The baseline must compute the same convolution, or the comparison means nothing.
+    import torch
+    import torch.nn.functional as F
+
+    for layer in bench.QUICK:
+        x, w = bench._inputs(layer)
+        x, w = x.double(), w.double()
+        ref = (F.conv2d if layer.ndim == 2 else F.conv1d)(x, w, None, layer.stride, layer.padding)
+        got = bench._paper(x, w, layer, 0.0)
+        assert got.shape == ref.shape
+        torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
