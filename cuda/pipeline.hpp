@@ -43,6 +43,7 @@
 #include "blfft/geometry.hpp"
 #include "blfft/tensor.hpp"
 #include "check.hpp"
+#include "view_check.hpp"
 #include "kernels.hpp"
 
 namespace blfft::cuda::detail {
@@ -78,43 +79,12 @@ struct fft_desc {
 // Argument checks (the same rules and messages as the CPU plan, src/plan.cpp)
 // ---------------------------------------------------------------------------------------------
 
-inline std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
+/// The shared view checks (src/view_check.hpp), plus: the data is on this plan's device.
 template <class T, class Exec>
 void check_view(const Exec& ex, const tensor_view<T>& v, const std::vector<int64_t>& expected,
                 const char* name, bool is_output) {
-  BLFFT_EXPECTS(v.data != nullptr, error_code::invalid_argument, name, " data pointer is null");
-  BLFFT_EXPECTS(v.shape.size() == expected.size(), error_code::shape_mismatch, name,
-                " must have rank ", expected.size(), " (shape ", shape_str(expected),
-                "), got rank ", v.shape.size());
-  BLFFT_EXPECTS(v.shape == expected, error_code::shape_mismatch, name, " has shape ",
-                shape_str(v.shape), " but the plan expects ", shape_str(expected));
-  BLFFT_EXPECTS(v.strides.size() == v.shape.size(), error_code::shape_mismatch, name, " has ",
-                v.strides.size(), " strides for rank ", v.shape.size());
-  int64_t extent = 0;
-  for (size_t i = 0; i < v.shape.size(); ++i) {
-    BLFFT_EXPECTS(v.strides[i] >= 0, error_code::invalid_argument, name,
-                  " strides must be non-negative, got ", shape_str(v.strides));
-    extent = checked_add(extent, checked_mul(v.strides[i], v.shape[i] - 1, name), name);
-  }
+  ::blfft::detail::check_view(v, expected, name, is_output);
   ex.check_pointer(v.data, name);
-  if (!is_output) return;
-  std::vector<size_t> order(v.shape.size());
-  std::iota(order.begin(), order.end(), size_t(0));
-  std::sort(order.begin(), order.end(),
-            [&](size_t a, size_t b) { return v.strides[a] < v.strides[b]; });
-  int64_t span = 1;
-  for (size_t i : order) {
-    if (v.shape[i] == 1) continue;
-    BLFFT_EXPECTS(v.strides[i] >= span, error_code::invalid_argument, name, " strides ",
-                  shape_str(v.strides), " make elements of shape ", shape_str(v.shape),
-                  " overlap");
-    span = v.strides[i] * v.shape[i];
-  }
 }
 
 template <class T, class Exec>

@@ -9,6 +9,7 @@
 #include "blfft/cuda.hpp"
 #include "device_executor.hpp"
 #include "pipeline.hpp"
+#include "shared_cache.hpp"
 
 namespace blfft::cuda {
 namespace detail {
@@ -144,32 +145,12 @@ template class plan<double>;
 
 namespace {
 
-constexpr std::size_t trim_threshold = 256;
-
-std::vector<int64_t> cache_key(const geometry& g, int dtype, int device, const plan_options& o) {
-  const auto& p = g.params;
-  std::vector<int64_t> k{dtype,         device,         static_cast<int64_t>(o.tile),
-                         p.ndim,        p.batch,        p.in_channels,
-                         p.out_channels, p.groups};
-  for (const auto* a : {&p.input, &p.kernel, &p.stride, &p.padding, &p.dilation, &g.grid})
-    k.insert(k.end(), a->begin(), a->end());
-  k.push_back(static_cast<int64_t>(g.kept_rows.size()));
-  k.insert(k.end(), g.kept_rows.begin(), g.kept_rows.end());
-  k.push_back(static_cast<int64_t>(g.kept_cols.size()));
-  k.insert(k.end(), g.kept_cols.begin(), g.kept_cols.end());
-  return k;
-}
-
 // Never destroyed (see device_executor.cpp): plans hold device memory and cuFFT handles.
 template <class T>
-struct plan_cache {
-  std::mutex mutex;
-  std::map<std::vector<int64_t>, std::shared_ptr<const plan<T>>> plans;
-  static plan_cache& get() {
-    static auto* c = new plan_cache;
-    return *c;
-  }
-};
+::blfft::detail::shared_cache<plan<T>>& cache() {
+  static auto* c = new ::blfft::detail::shared_cache<plan<T>>;
+  return *c;
+}
 
 }  // namespace
 
@@ -177,35 +158,17 @@ template <class T>
 std::shared_ptr<const plan<T>> get_plan(const conv_params& p, const compression& c, int device,
                                         const plan_options& options) {
   geometry g = make_geometry(p, c);
-  auto key = cache_key(g, sizeof(T) == 4 ? 0 : 1, device, options);
-  auto& cache = plan_cache<T>::get();
-  std::lock_guard<std::mutex> lock(cache.mutex);
-  auto it = cache.plans.find(key);
-  if (it != cache.plans.end()) return it->second;
-  if (cache.plans.size() >= trim_threshold) {
-    for (auto i = cache.plans.begin(); i != cache.plans.end();)
-      i = i->second.use_count() == 1 ? cache.plans.erase(i) : std::next(i);
-  }
-  auto made = std::make_shared<const plan<T>>(g, device, options);
-  cache.plans.emplace(std::move(key), made);
-  return made;
+  std::vector<int64_t> key{sizeof(T) == 4 ? 0 : 1, device, static_cast<int64_t>(options.tile)};
+  ::blfft::detail::append_geometry_key(key, g);
+  return cache<T>().get(std::move(key),
+                        [&] { return std::make_shared<const plan<T>>(g, device, options); });
 }
 
-std::size_t plan_cache_size() {
-  auto& f = plan_cache<float>::get();
-  auto& d = plan_cache<double>::get();
-  std::scoped_lock lock(f.mutex, d.mutex);
-  return f.plans.size() + d.plans.size();
-}
+std::size_t plan_cache_size() { return cache<float>().size() + cache<double>().size(); }
 
 void clear_plan_cache() {
-  {
-    auto& f = plan_cache<float>::get();
-    auto& d = plan_cache<double>::get();
-    std::scoped_lock lock(f.mutex, d.mutex);
-    f.plans.clear();
-    d.plans.clear();
-  }
+  cache<float>().clear();
+  cache<double>().clear();
   detail::clear_device_caches();
 }
 

@@ -2,70 +2,22 @@
 
 #include "blfft/plan.hpp"
 
-#include <algorithm>
-#include <numeric>
-
 #include "aligned_buffer.hpp"
 #include "check.hpp"
 #include "mix.hpp"
 #include "parallel.hpp"
 #include "pruned_transform.hpp"
+#include "view_check.hpp"
 #include "workspace.hpp"
 
 namespace blfft {
 namespace detail {
 namespace {
 
-std::string shape_str(const std::vector<int64_t>& s) {
-  std::string out = "[";
-  for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
-  return out + "]";
-}
-
-/// Checks a caller view against the shape the plan expects. Outputs must also not overlap
-/// themselves, or parallel writes would race and results would depend on timing.
-template <class T>
-void check_view(const tensor_view<T>& v, const std::vector<int64_t>& expected, const char* name,
-                bool is_output) {
-  BLFFT_EXPECTS(v.data != nullptr, error_code::invalid_argument, name, " data pointer is null");
-  BLFFT_EXPECTS(v.shape.size() == expected.size(), error_code::shape_mismatch, name,
-                " must have rank ", expected.size(), " (shape ", shape_str(expected),
-                "), got rank ", v.shape.size());
-  BLFFT_EXPECTS(v.shape == expected, error_code::shape_mismatch, name, " has shape ",
-                shape_str(v.shape), " but the plan expects ", shape_str(expected));
-  BLFFT_EXPECTS(v.strides.size() == v.shape.size(), error_code::shape_mismatch, name, " has ",
-                v.strides.size(), " strides for rank ", v.shape.size());
-  int64_t extent = 0;
-  for (size_t i = 0; i < v.shape.size(); ++i) {
-    BLFFT_EXPECTS(v.strides[i] >= 0, error_code::invalid_argument, name,
-                  " strides must be non-negative, got ", shape_str(v.strides));
-    extent = checked_add(extent, checked_mul(v.strides[i], v.shape[i] - 1, name), name);
-  }
-  if (!is_output) return;
-  std::vector<size_t> order(v.shape.size());
-  std::iota(order.begin(), order.end(), size_t(0));
-  std::sort(order.begin(), order.end(),
-            [&](size_t a, size_t b) { return v.strides[a] < v.strides[b]; });
-  int64_t span = 1;  // elements covered by the dimensions visited so far
-  for (size_t i : order) {
-    if (v.shape[i] == 1) continue;
-    BLFFT_EXPECTS(v.strides[i] >= span, error_code::invalid_argument, name, " strides ",
-                  shape_str(v.strides), " make elements of shape ", shape_str(v.shape),
-                  " overlap");
-    span = v.strides[i] * v.shape[i];
-  }
-}
-
 template <class T>
 image_view<T> as_image(const tensor_view<T>& v) {
   if (v.shape.size() == 3) return {v.data, v.strides[0], v.strides[1], 0, v.strides[2]};
   return {v.data, v.strides[0], v.strides[1], v.strides[2], v.strides[3]};
-}
-
-template <class T>
-const T* require(const T* p, const char* name) {
-  BLFFT_EXPECTS(p != nullptr, error_code::invalid_argument, name, " pointer is null");
-  return p;
 }
 
 }  // namespace
