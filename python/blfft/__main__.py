@@ -34,6 +34,7 @@ def _demo_parser(p: argparse.ArgumentParser) -> None:
         help="compression rates (comma-separated)",
     )
     p.add_argument("--epochs", type=int, default=None, help=f"epochs per rate ({DEMO_EPOCHS})")
+    p.add_argument("--batch", type=int, default=16, help="batch size (16)")
     p.add_argument("--out", default="experiments/results/demo", help="output folder")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="threads (default: torch's)")
@@ -58,7 +59,9 @@ def demo(args) -> dict:
         d = d.subset(16, 32, seed=args.seed)
         channels = (8, 16, 8)
         epochs = args.epochs or 1
-    cfg = common.ucr_train_config(len(d.y_train), steps=0, seed=args.seed, min_epochs=epochs)
+    cfg = common.TrainConfig(
+        epochs=epochs, batch_size=args.batch, lr=1e-3, optimizer="adam", seed=args.seed
+    )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     print(

@@ -17,7 +17,7 @@ from . import common, recipes
 NAME = "accuracy_vs_rate"
 RATES = (0.0, 0.25, 0.5, 0.75, 0.9)
 ENERGIES = (0.999, 0.99, 0.95, 0.9)
-FCN_DATASETS = ("GunPoint", "ECG200", "Plane", "MedicalImages", "FaceAll")
+FCN_DATASETS = ("GunPoint", "ECG200", "MoteStrain", "Fungi")
 RESNET_RATES = (0.0, 0.25, 0.5, 0.75)
 RESNET_ENERGIES = (0.99, 0.95)
 
