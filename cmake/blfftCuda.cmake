@@ -57,6 +57,18 @@ foreach(_venv IN ITEMS "$ENV{VIRTUAL_ENV}" "${PROJECT_SOURCE_DIR}/.venv")
     list(APPEND _blfft_cufft_hints ${_blfft_wheel_dirs})
   endif()
 endforeach()
+# The interpreter the Python package is built for (scikit-build-core passes Python_EXECUTABLE):
+# its site-packages, where torch's CUDA wheels or `pip install nvidia-cufft` put cuFFT.
+if(Python_EXECUTABLE)
+  execute_process(COMMAND "${Python_EXECUTABLE}" -c
+                          "import sysconfig; print(sysconfig.get_paths()['platlib'])"
+                  OUTPUT_VARIABLE _blfft_platlib OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+  if(_blfft_platlib)
+    file(GLOB _blfft_wheel_dirs LIST_DIRECTORIES true "${_blfft_platlib}/nvidia/cu13"
+         "${_blfft_platlib}/nvidia/cufft")
+    list(APPEND _blfft_cufft_hints ${_blfft_wheel_dirs})
+  endif()
+endif()
 
 find_path(BLFFT_CUFFT_INCLUDE_DIR NAMES cufft.h HINTS ${_blfft_cufft_hints}
           PATH_SUFFIXES include targets/x86_64-linux/include targets/sbsa-linux/include

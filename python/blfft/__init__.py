@@ -10,7 +10,8 @@ accuracy for compute and memory.
 - :func:`convert`, :func:`set_compression`, :func:`compression_report`: whole models;
 - :func:`build_info`: what this build can do.
 
-The computation runs in the C++ core (``blfft._core``); tensors cross by DLPack without copies.
+The computation runs in the C++ core: ``blfft._core`` for CPU tensors, ``blfft._cuda`` (the CUDA
+backend, where it was built) for CUDA tensors; tensors cross by DLPack without copies.
 The operators are registered as ``torch.ops.blfft.conv_forward`` / ``conv_backward``, so models
 built from them run under ``torch.compile``.
 """
@@ -19,7 +20,7 @@ import torch as _torch  # noqa: F401  (the ops below register with torch.library
 
 from . import (
     _core,
-    _ops,  # noqa: F401  (registers torch.ops.blfft.*)
+    _ops,  # registers torch.ops.blfft.*; imports blfft._cuda where it exists
     functional,
     nn,
 )
@@ -45,19 +46,26 @@ __all__ = [
 def build_info() -> dict:
     """What this build of blfft can do.
 
-    Keys: ``version``; ``cuda_built`` (whether the CUDA backend was compiled) and
-    ``cuda_architectures`` (the architectures it was compiled for, empty when not built);
-    ``gpu_available`` (``torch.cuda.is_available()`` now); ``cuda_usable`` (both); ``dlpack``
-    (the DLPack ABI version the binding speaks); ``num_threads`` (CPU backend threads);
+    Keys: ``version``; ``cuda_built`` (whether the CUDA backend's module ``blfft._cuda`` is there
+    and imports) and ``cuda_architectures`` (the GPU architectures its kernels were compiled for,
+    empty when not built); ``cuda_import_error`` (why ``blfft._cuda`` failed to load, when it
+    exists but did not load; else None); ``gpu_available`` (``torch.cuda.is_available()`` now);
+    ``cuda_device_count`` (the GPUs blfft's CUDA backend sees: 0 when not built or without a
+    usable driver); ``cuda_usable`` (CUDA tensors run: built, and torch and blfft both see a GPU);
+    ``dlpack`` (the DLPack ABI version the bindings speak); ``num_threads`` (CPU backend threads);
     ``torch`` (the torch version in use).
     """
     gpu = bool(_torch.cuda.is_available())
+    cuda = _ops._cuda
+    devices = _ops.cuda_device_count()
     return {
         "version": __version__,
-        "cuda_built": bool(_core.cuda_built),
-        "cuda_architectures": list(_core.cuda_architectures),
+        "cuda_built": cuda is not None,
+        "cuda_architectures": [] if cuda is None else list(cuda.cuda_architectures),
+        "cuda_import_error": _ops._cuda_import_error,
         "gpu_available": gpu,
-        "cuda_usable": bool(_core.cuda_built) and gpu,
+        "cuda_device_count": devices,
+        "cuda_usable": cuda is not None and gpu and devices > 0,
         "dlpack": tuple(_core.dlpack_version),
         "num_threads": int(_core.get_num_threads()),
         "torch": _torch.__version__,

@@ -17,9 +17,18 @@ set is ``band`` (``[i_h, i_w]``, band limits) when it is non-empty, else the rat
 
 Every shape comes from the C++ core (``_core.make_geometry``); nothing here re-derives one.
 Both ops have fake implementations, so they trace under torch.compile, and an autograd formula.
+
+Backends: CPU tensors go to ``blfft._core``, CUDA tensors to ``blfft._cuda`` (the CUDA backend's
+own module, built only where nvcc and cuFFT were found; DESIGN.md 2). The op signatures are the
+same for both; each implementation dispatches on the device of its tensors. Every ``_cuda`` call
+gets torch's current stream of that device (``torch.cuda.current_stream(device).cuda_stream``),
+so the work is ordered with torch's own on that stream; outputs and saved spectra are allocated
+by torch on the tensors' device. Without a usable ``_cuda`` (not built, failed to load, or no GPU
+it can use), CUDA tensors raise ``blfft.BlfftError`` saying which.
 """
 
 import functools
+import importlib
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -27,11 +36,26 @@ from torch import Tensor
 
 from . import _core
 
+# The CUDA backend's module: optional, and never needed by the CPU path. ModuleNotFoundError for
+# blfft._cuda itself means it was not built; any other failure (a missing libcufft.so.12, a
+# broken install) is kept for the error message and build_info().
+# (import_module, not `from . import _cuda`: that turns a missing module into a plain ImportError.)
+_cuda_import_error: Optional[str] = None
+try:
+    _cuda = importlib.import_module(f"{__package__}._cuda")
+except ImportError as _e:
+    _cuda = None
+    if not (isinstance(_e, ModuleNotFoundError) and _e.name == f"{__package__}._cuda"):
+        _cuda_import_error = f"{type(_e).__name__}: {_e}"
+    del _e
+
 __all__ = [
     "WeightSpectrumCache",
     "conv_backward",
     "conv_forward",
     "conv_forward_cached",
+    "cuda_device_count",
+    "cuda_unusable_reason",
     "geometry",
     "select_band",
 ]
@@ -97,14 +121,66 @@ def _keep_x_spectrum(g) -> bool:
     return g.x_spectrum_size <= g.input_size
 
 
-def _host_only(t: Tensor, name: str) -> None:
-    if t.device.type != "cpu":
-        if t.device.type == "cuda":
-            raise _core.BlfftError(
-                f"blfft: {name} is on {t.device}: CUDA backend not built "
-                "(this build of blfft runs on the CPU only)"
-            )
-        raise _core.BlfftError(f"blfft: {name} is on {t.device}; blfft runs on the CPU")
+def _unsupported(message: str) -> Exception:
+    e = _core.BlfftError(message)
+    e.code = "unsupported"
+    return e
+
+
+_cuda_devices: Optional[int] = None
+
+
+def cuda_device_count() -> int:
+    """CUDA devices the CUDA backend can use (0: not built, no driver or no GPU). Cached."""
+    global _cuda_devices
+    if _cuda_devices is None:
+        _cuda_devices = int(_cuda.device_count()) if _cuda is not None else 0
+    return _cuda_devices
+
+
+def cuda_unusable_reason() -> Optional[str]:
+    """Why CUDA tensors cannot run here, or None when they can."""
+    if _cuda is None:
+        if _cuda_import_error is not None:
+            return f"CUDA backend built but blfft._cuda failed to load ({_cuda_import_error})"
+        return "CUDA backend not built (this build of blfft runs on the CPU only)"
+    if cuda_device_count() == 0:
+        return (
+            "CUDA backend built, but no GPU usable by it (its device_count() is 0: no GPU, no "
+            "driver, or a driver older than the CUDA runtime blfft was built with)"
+        )
+    return None
+
+
+def _check_device(t: Tensor, name: str) -> None:
+    """Raises BlfftError unless t is on a device blfft computes on (the CPU, or a CUDA device
+    with a usable CUDA backend)."""
+    kind = t.device.type
+    if kind == "cpu":
+        return
+    if kind == "cuda":
+        if torch.compiler.is_compiling():
+            # Dynamo cannot trace the binding's device_count(); the op implementations, which
+            # run eagerly inside compiled graphs, check again through _backend.
+            return
+        reason = cuda_unusable_reason()
+        if reason is not None:
+            raise _unsupported(f"blfft: {name} is on {t.device}: {reason}")
+        return
+    raise _unsupported(f"blfft: {name} is on {t.device}; blfft runs on the CPU and on CUDA devices")
+
+
+def _backend(t: Tensor, name: str, *others: Tuple[str, Optional[Tensor]]):
+    """(module, trailing args) for a call on t's device: (_core, ()) for CPU tensors, (_cuda,
+    (stream,)) for CUDA ones, the stream being torch's current stream on that device. `others`
+    ((name, tensor or None) pairs) must be on the same device."""
+    _check_device(t, name)
+    for other_name, o in others:
+        if o is not None and o.device != t.device:
+            raise TypeError(f"blfft: {other_name} is on {o.device} but {name} is on {t.device}")
+    if t.device.type == "cuda":
+        return _cuda, (torch.cuda.current_stream(t.device).cuda_stream,)
+    return _core, ()
 
 
 _to_dlpack = torch.utils.dlpack.to_dlpack
@@ -143,16 +219,13 @@ def conv_forward(
     save_x_spectrum: bool,
     save_w_spectrum: bool,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    _host_only(x, "input")
-    _host_only(weight, "weight")
-    if bias is not None:
-        _host_only(bias, "bias")
+    be, stream = _backend(x, "input", ("weight", weight), ("bias", bias))
     p, c, g = geometry(x.shape, weight.shape, stride, padding, dilation, groups, rate, band)
     y = x.new_empty(g.output_shape)
     xs = x.new_empty((g.x_spectrum_size,)) if save_x_spectrum and _keep_x_spectrum(g) else None
     ws = weight.new_empty((g.w_spectrum_size,)) if save_w_spectrum else None
     b = None if bias is None else bias.detach().contiguous()
-    _core.forward(p, c, _dl(x), _dl(weight), _dl(b), _dl(y), _dl(xs), _dl(ws))
+    be.forward(p, c, _dl(x), _dl(weight), _dl(b), _dl(y), _dl(xs), _dl(ws), *stream)
     return y, (xs if xs is not None else _empty(x)), (ws if ws is not None else _empty(weight))
 
 
@@ -262,7 +335,14 @@ def conv_backward(
     need_weight_grad: bool,
     need_bias_grad: bool,
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    _host_only(grad_output, "grad_output")
+    be, stream = _backend(
+        grad_output,
+        "grad_output",
+        ("x", x),
+        ("x_spectrum", x_spectrum),
+        ("weight", weight),
+        ("w_spectrum", w_spectrum),
+    )
     p, c, g = geometry(x_shape, w_shape, stride, padding, dilation, groups, rate, band)
     go = grad_output.detach()
     xs = ws = None
@@ -271,7 +351,7 @@ def conv_backward(
             xs = x_spectrum.detach()
         elif x is not None:
             xs = go.new_empty((g.x_spectrum_size,))
-            _core.input_spectrum(p, c, _dl(x), _dl(xs))
+            be.input_spectrum(p, c, _dl(x), _dl(xs), *stream)
         else:
             raise ValueError("blfft: conv_backward needs x or x_spectrum for the weight gradient")
     if need_input_grad:
@@ -279,7 +359,7 @@ def conv_backward(
             ws = w_spectrum.detach()
         elif weight is not None:
             ws = go.new_empty((g.w_spectrum_size,))
-            _core.weight_spectrum(p, c, _dl(weight), _dl(ws))
+            be.weight_spectrum(p, c, _dl(weight), _dl(ws), *stream)
         else:
             raise ValueError(
                 "blfft: conv_backward needs weight or w_spectrum for the input gradient"
@@ -288,7 +368,7 @@ def conv_backward(
     gw = go.new_empty(g.weight_shape) if need_weight_grad else None
     gb = go.new_empty((g.params.out_channels,)) if need_bias_grad else None
     if gx is not None or gw is not None or gb is not None:
-        _core.backward(p, c, _dl(go), _dl(xs), _dl(ws), _dl(gx), _dl(gw), _dl(gb))
+        be.backward(p, c, _dl(go), _dl(xs), _dl(ws), _dl(gx), _dl(gw), _dl(gb), *stream)
     return (
         gx if gx is not None else _empty(go),
         gw if gw is not None else _empty(go),
@@ -343,13 +423,13 @@ def conv_forward_cached(
     band: List[int],
 ) -> Tensor:
     """Forward from a weight spectrum computed earlier (no autograd: inference only)."""
-    _host_only(x, "input")
+    be, stream = _backend(x, "input", ("w_spectrum", w_spectrum), ("bias", bias))
     p, c, g = geometry(x.shape, w_shape, stride, padding, dilation, groups, rate, band)
     xs = x.new_empty((g.x_spectrum_size,))
-    _core.input_spectrum(p, c, _dl(x), _dl(xs))
+    be.input_spectrum(p, c, _dl(x), _dl(xs), *stream)
     y = x.new_empty(g.output_shape)
     b = None if bias is None else bias.detach().contiguous()
-    _core.forward_spectra(p, c, _dl(xs), _dl(w_spectrum), _dl(b), _dl(y))
+    be.forward_spectra(p, c, _dl(xs), _dl(w_spectrum), _dl(b), _dl(y), *stream)
     return y
 
 
@@ -387,12 +467,13 @@ class WeightSpectrumCache:
 
     @torch.compiler.disable
     def get(self, x_shape, weight: Tensor, stride, padding, dilation, groups, rate, band) -> Tensor:
-        _host_only(weight, "weight")
+        be, stream = _backend(weight, "weight")
         shape = (1,) + tuple(int(s) for s in x_shape[1:])
         key = (
             shape,
             tuple(weight.shape),
             weight.dtype,
+            weight.device,
             tuple(stride),
             tuple(padding),
             tuple(dilation),
@@ -408,7 +489,7 @@ class WeightSpectrumCache:
         self._entry = None  # let the old spectrum go before the new one is allocated
         p, c, g = geometry(shape, weight.shape, stride, padding, dilation, groups, rate, band)
         ws = weight.new_empty((g.w_spectrum_size,))
-        _core.weight_spectrum(p, c, _dl(weight), _dl(ws))
+        be.weight_spectrum(p, c, _dl(weight), _dl(ws), *stream)
         self._entry = (key, weight, weight._version, ws)
         return ws
 
@@ -428,8 +509,11 @@ def select_band(
     groups: int,
     fraction: float,
 ):
-    """Band limits [i_h, i_w] of the largest compression keeping `fraction` of x's energy."""
-    _host_only(x, "input")
+    """Band limits [i_h, i_w] of the largest compression keeping `fraction` of x's energy.
+
+    For CUDA tensors the energy map is computed on the GPU (blfft::cuda::select_by_energy, which
+    synchronises the current stream) and the selection made on the CPU, as for CPU tensors."""
+    be, stream = _backend(x, "input")
     p, _, _ = geometry(x.shape, w_shape, stride, padding, dilation, groups, 0.0, ())
-    sel = _core.select_by_energy(p, _dl(x), float(fraction))
+    sel = be.select_by_energy(p, _dl(x), float(fraction), *stream)
     return [int(sel.limits[0]), int(sel.limits[1])], sel

@@ -2,8 +2,9 @@
 
 ``conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
 compress_rate=0.0, energy=None)`` (and ``conv2d`` alike) compute the cross-correlation of
-``torch.nn.functional`` on the CPU in float32 or float64, keeping only the low-frequency Fourier
-coefficients of the input, the filter and the gradients (Dziedzic et al., ICML 2019):
+``torch.nn.functional`` in float32 or float64, on the CPU or on CUDA devices (where the CUDA
+backend is built: ``blfft.build_info()``), keeping only the low-frequency Fourier coefficients
+of the input, the filter and the gradients (Dziedzic et al., ICML 2019):
 
 - ``compress_rate`` in [0, 1) is the fraction of coefficients discarded (0: exact convolution);
 - ``energy`` in (0, 1] instead chooses, per call, the largest compression whose kept set holds at
@@ -104,7 +105,7 @@ def _check_tensors(fn: str, ndim: int, input, weight, bias) -> bool:
         if t.device != input.device:
             raise TypeError(f"blfft.{fn}: {name} is on {t.device} but input is on {input.device}")
     if input.device.type != "meta":  # meta tensors only ask for shapes (the fake kernels)
-        _ops._host_only(input, "input")
+        _ops._check_device(input, "input")
     if input.dim() not in (ndim + 1, ndim + 2):
         raise ValueError(
             f"blfft.{fn}: input must have {ndim + 2} dimensions (N, C, {_spatial(ndim)}) or "

@@ -15,9 +15,18 @@ def _seed():
 
 
 def pytest_collection_modifyitems(config, items):
-    if torch.cuda.is_available():
-        return
-    skip = pytest.mark.skip(reason="needs a CUDA device")
+    """Tests marked `cuda` need a GPU and a usable CUDA backend: skipped (reported as skipped,
+    with the reason) otherwise. tools/gpu_check.sh counts a skip there as a failure."""
+    if not torch.cuda.is_available():
+        reason = "needs a CUDA device"
+    else:
+        from blfft import _ops
+
+        why = _ops.cuda_unusable_reason()
+        if why is None:
+            return
+        reason = f"blfft cannot use the GPU: {why}"
+    skip = pytest.mark.skip(reason=reason)
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)

@@ -1,0 +1,605 @@
+"""The CUDA backend from Python: blfft._cuda and the dispatch of CUDA tensors to it.
+
+Without a GPU (every build): blfft._cuda imports where it was built (static CUDA runtime; its
+device_count() is 0 then), `import blfft` never depends on it, CUDA tensors raise the promised
+error (not built / failed to load / no GPU usable), the binding's own checks (host tensors,
+tensors on two devices, the stream argument) and build_info().
+
+With a GPU (marked `cuda`; skipped, and reported as skipped, elsewhere; tools/gpu_check.sh runs
+this file and counts a skip as a failure): forward and every gradient on CUDA against
+torch.nn.functional and the CPU backend at rate 0 (the cases of test_exact.py), against the CPU
+backend at rate 0.5 and in energy mode; non-contiguous inputs; a non-default current stream;
+torch.compile; the modules on .cuda(); torch.library.opcheck.
+"""
+
+import os
+import subprocess
+import sys
+import textwrap
+import types
+
+import pytest
+import torch
+import torch.nn as tnn
+import torch.nn.functional as F
+from test_dlpack import Producer
+from test_exact import CASES_1D, CASES_2D
+
+import blfft
+import blfft.functional as BF
+from blfft import _core, _ops
+from helpers import REL_TOL, assert_close, rel_l2
+
+BUILT = _ops._cuda is not None
+needs_module = pytest.mark.skipif(not BUILT, reason="blfft._cuda not built in this build")
+
+# torch itself warns that its 'same' padding with even kernels copies the input (test_exact's
+# cases).
+pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
+
+# torch's own compile stack uses APIs it has deprecated, and inductor advises TF32 for the float32
+# matmul of the small model's Linear layer; those warnings are not ours.
+COMPILE_WARNINGS = [
+    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore:TensorFloat32 tensor cores:UserWarning"),
+]
+
+
+def _fake_cuda(*shape):
+    """A tensor whose device is cuda:0 on any machine (a FakeTensor, no storage), for the checks
+    that refuse CUDA tensors before touching their data."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        return torch.empty(*shape, device="cuda")
+
+
+# ================================================================================================
+# Without a GPU
+# ================================================================================================
+
+
+def test_build_info_cuda_fields_are_consistent():
+    info = blfft.build_info()
+    assert info["cuda_built"] is BUILT
+    assert info["gpu_available"] == torch.cuda.is_available()
+    assert isinstance(info["cuda_device_count"], int) and info["cuda_device_count"] >= 0
+    assert info["cuda_usable"] == (
+        BUILT and info["gpu_available"] and info["cuda_device_count"] > 0
+    )
+    if BUILT:
+        archs = info["cuda_architectures"]
+        assert archs and all(a.rstrip("a").isdigit() for a in archs), archs
+        assert archs == list(_ops._cuda.cuda_architectures)
+        assert info["cuda_import_error"] is None
+        assert info["cuda_device_count"] == _ops._cuda.device_count()
+    else:
+        assert info["cuda_architectures"] == [] and info["cuda_device_count"] == 0
+    if not torch.cuda.is_available():
+        assert info["cuda_usable"] is False
+
+
+@needs_module
+def test_cuda_module_imports_without_a_gpu():
+    from blfft import _cuda
+
+    assert _cuda.compiled() is True
+    n = _cuda.device_count()
+    assert isinstance(n, int) and n >= 0
+    if not torch.cuda.is_available():
+        assert n == 0
+    assert _cuda.BlfftError is blfft.BlfftError
+    assert _cuda.__version__ == blfft.__version__
+    assert tuple(_cuda.dlpack_version) == tuple(_core.dlpack_version)
+    assert _cuda.plan_cache_size() >= 0
+
+
+def _expect_unsupported(match, fn):
+    with pytest.raises(blfft.BlfftError, match=match) as e:
+        fn()
+    assert e.value.code == "unsupported"
+    assert isinstance(e.value, RuntimeError)
+    return e.value
+
+
+def test_cuda_tensors_without_the_module_say_not_built(monkeypatch):
+    monkeypatch.setattr(_ops, "_cuda", None)
+    monkeypatch.setattr(_ops, "_cuda_import_error", None)
+    x, w = _fake_cuda(2, 3, 8, 8), _fake_cuda(4, 3, 3, 3)
+    err = _expect_unsupported("CUDA backend not built", lambda: BF.conv2d(x, w))
+    assert "input is on cuda:0" in str(err)
+    _expect_unsupported("CUDA backend not built", lambda: _ops._backend(w, "weight"))
+    info = blfft.build_info()
+    assert info["cuda_built"] is False and info["cuda_usable"] is False
+
+
+def test_cuda_tensors_when_the_module_failed_to_load(monkeypatch):
+    monkeypatch.setattr(_ops, "_cuda", None)
+    monkeypatch.setattr(
+        _ops, "_cuda_import_error", "ImportError: libcufft.so.12: cannot open shared object file"
+    )
+    x, w = _fake_cuda(2, 3, 8, 8), _fake_cuda(4, 3, 3, 3)
+    _expect_unsupported("blfft._cuda failed to load .*libcufft.so.12", lambda: BF.conv2d(x, w))
+    assert "libcufft" in blfft.build_info()["cuda_import_error"]
+
+
+def test_cuda_tensors_without_a_usable_gpu_say_so(monkeypatch):
+    if not BUILT or torch.cuda.is_available():
+        # Stand in for a built module on a machine without a GPU.
+        monkeypatch.setattr(
+            _ops, "_cuda", types.SimpleNamespace(device_count=lambda: 0, cuda_architectures=["90"])
+        )
+        monkeypatch.setattr(_ops, "_cuda_devices", None)
+    x, w = _fake_cuda(2, 3, 8, 8), _fake_cuda(4, 3, 3, 3)
+    _expect_unsupported("no GPU usable", lambda: BF.conv2d(x, w))
+    x1, w1 = _fake_cuda(2, 3, 9), _fake_cuda(4, 3, 3)
+    _expect_unsupported("no GPU usable", lambda: BF.conv1d(x1, w1))
+    ones, zeros = (1, 1), (0, 0)
+    _expect_unsupported(
+        "no GPU usable", lambda: _ops.select_band(x, w.shape, ones, zeros, ones, 1, 0.9)
+    )
+    assert blfft.build_info()["cuda_usable"] is False
+
+
+def test_other_devices_are_refused():
+    x = torch.empty(2, 3, 8, 8, device="meta")
+    _expect_unsupported("runs on the CPU and on CUDA devices", lambda: _ops._backend(x, "input"))
+
+
+def _import_blfft_with(finder_body: str) -> str:
+    """Runs `import blfft` in a fresh interpreter where importing blfft._cuda does what
+    finder_body says; returns its output."""
+    code = textwrap.dedent(
+        """
+        import importlib.abc, sys
+
+        class Finder(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path, target=None):
+                if name == "blfft._cuda":
+        {body}
+                return None
+
+        sys.meta_path.insert(0, Finder())
+        import torch
+        import blfft, blfft.functional as BF
+        from blfft import _ops
+        info = blfft.build_info()
+        x, w = torch.randn(2, 3, 8, 8), torch.randn(4, 3, 3, 3)
+        assert torch.allclose(BF.conv2d(x, w), torch.nn.functional.conv2d(x, w), atol=1e-4)
+        print("cuda_built", info["cuda_built"])
+        print("import_error", info["cuda_import_error"])
+        print("reason", _ops.cuda_unusable_reason())
+        """
+    ).replace("{body}", textwrap.indent(textwrap.dedent(finder_body), " " * 16))
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_import_blfft_works_when_cuda_module_is_missing():
+    out = _import_blfft_with(
+        'raise ModuleNotFoundError("No module named \'blfft._cuda\'", name="blfft._cuda")'
+    )
+    assert "cuda_built False" in out and "import_error None" in out
+    assert "CUDA backend not built" in out
+
+
+def test_import_blfft_works_when_cuda_module_fails_to_load():
+    out = _import_blfft_with('raise ImportError("libcufft.so.12: cannot open shared object")')
+    assert "cuda_built False" in out
+    assert "import_error ImportError: libcufft.so.12" in out
+    assert "failed to load" in out
+
+
+# --- the binding's own checks (no GPU needed: they refuse before any device work) ---------------
+
+
+def _conv_args(dtype=torch.float64):
+    x = torch.randn(2, 3, 8, 9, dtype=dtype)
+    w = torch.randn(4, 3, 3, 3, dtype=dtype)
+    p = _core.ConvParams.conv2d(2, 3, 4, (8, 9), (3, 3), padding=(1, 1))
+    return x, w, p
+
+
+@needs_module
+def test_binding_refuses_host_tensors_naming_the_argument():
+    from blfft import _cuda
+
+    x, w, p = _conv_args()
+    y = torch.empty(2, 4, 8, 9, dtype=torch.float64)
+    none = _core.Compression.none()
+    # torch tensors (by __dlpack__, checked with __dlpack_device__ first) and capsules.
+    with pytest.raises(TypeError, match="input is on cpu: blfft._cuda takes CUDA tensors"):
+        _cuda.forward(p, none, x, w, None, y, None, None, 0)
+    dl = torch.utils.dlpack.to_dlpack
+    with pytest.raises(TypeError, match="input is on cpu"):
+        _cuda.forward(p, none, dl(x), dl(w), None, dl(y), None, None, 0)
+    # The first argument on a CUDA device, a later one on the host: that one is named.
+    px = Producer(x, list(x.shape), device=(2, 0))
+    with pytest.raises(TypeError, match="weight is on cpu"):
+        _cuda.forward(p, none, px, w, None, y, None, None, 0)
+    assert px.deleted == 1  # released even on error
+    with pytest.raises(TypeError, match="x_spectrum is on cpu"):
+        _cuda.input_spectrum(p, none, Producer(x, list(x.shape), device=(2, 0)), torch.empty(9), 0)
+    pinned = Producer(x, list(x.shape), device=(3, 0))  # kDLCUDAHost: not device memory
+    with pytest.raises(TypeError, match="input is on cuda_host"):
+        _cuda.select_by_energy(p, pinned, 0.9, 0)
+
+
+@needs_module
+def test_binding_refuses_tensors_on_two_devices():
+    from blfft import _cuda
+
+    x, w, p = _conv_args()
+    y = torch.empty(2, 4, 8, 9, dtype=torch.float64)
+    with pytest.raises(TypeError, match="weight is on cuda:1 but input is on cuda:0"):
+        _cuda.forward(
+            p,
+            _core.Compression.none(),
+            Producer(x, list(x.shape), device=(2, 0)),
+            Producer(w, list(w.shape), device=(2, 1)),
+            None,
+            Producer(y, list(y.shape), device=(2, 0)),
+            None,
+            None,
+            0,
+        )
+    info = _cuda.dlpack_info(Producer(x, list(x.shape), device=(2, 3)))
+    assert info["device"] == "cuda:3" and info["device_id"] == 3
+
+
+@needs_module
+def test_binding_needs_the_stream_and_a_device():
+    from blfft import _cuda
+
+    x, w, p = _conv_args()
+    y = torch.empty(2, 4, 8, 9, dtype=torch.float64)
+    none = _core.Compression.none()
+
+    def on(t, dev=0):
+        return Producer(t, list(t.shape), device=(2, dev))
+
+    with pytest.raises(TypeError):  # no stream: the caller must name it
+        _cuda.forward(p, none, on(x), on(w), None, on(y), None, None)
+    if _cuda.device_count() == 0:
+        # All on one "CUDA device" (host memory labelled kDLCUDA: never dereferenced).
+        _expect_unsupported(
+            "no CUDA device",
+            lambda: _cuda.forward(p, none, on(x), on(w), None, on(y), None, None, 0),
+        )
+        _expect_unsupported("no CUDA device", lambda: _cuda.select_by_energy(p, on(x), 0.9, 0))
+    else:
+        # A GPU: the plan's pointer check finds host memory behind the kDLCUDA label.
+        with pytest.raises(TypeError, match="needs device memory"):
+            _cuda.forward(p, none, on(x), on(w), None, on(y), None, None, 0)
+
+
+# ================================================================================================
+# With a GPU
+# ================================================================================================
+
+DEV = "cuda"
+
+
+def _grads(fn, x, w, b, g, **kw):
+    """(y, [grad_x, grad_w, grad_b]) of fn(x, w, b, **kw) for upstream gradient g."""
+    xs = x.detach().clone().requires_grad_()
+    ws = w.detach().clone().requires_grad_()
+    bs = None if b is None else b.detach().clone().requires_grad_()
+    y = fn(xs, ws, bs, **kw)
+    grads = torch.autograd.grad(y, [t for t in (xs, ws, bs) if t is not None], g)
+    return y.detach(), list(grads)
+
+
+def _compare_cuda(ndim, case, dtype, rate=0.0, energy=None, against_torch=True):
+    n, c, f, size, k, stride, padding, dilation, groups, has_bias = case
+    spatial = (size,) if ndim == 1 else size
+    kernel = (k,) if ndim == 1 else k
+    x = torch.randn(n, c, *spatial, dtype=torch.float64)
+    w = torch.randn(f, c // groups, *kernel, dtype=torch.float64)
+    b = torch.randn(f, dtype=torch.float64) if has_bias else None
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    fb, ft = (BF.conv1d, F.conv1d) if ndim == 1 else (BF.conv2d, F.conv2d)
+    bkw = dict(kw, compress_rate=rate, energy=energy)
+
+    y_cpu, g_cpu = None, None
+    y_ref = ft(x, w, b, **kw)
+    g = torch.randn_like(y_ref)
+    y_cpu, g_cpu = _grads(
+        fb, x.to(dtype), w.to(dtype), None if b is None else b.to(dtype), g.to(dtype), **bkw
+    )
+    on = lambda t: None if t is None else t.to(DEV, dtype)  # noqa: E731
+    y_gpu, g_gpu = _grads(fb, on(x), on(w), on(b), on(g), **bkw)
+    assert y_gpu.device.type == "cuda" and y_gpu.dtype == dtype
+    assert all(t.device.type == "cuda" and t.dtype == dtype for t in g_gpu)
+    names = ("grad_input", "grad_weight", "grad_bias")
+    # Against the CPU backend, same dtype (a float32 pair may differ by both rounding errors).
+    assert_close(y_gpu.cpu(), y_cpu, dtype, "output vs CPU backend")
+    for name, a, r in zip(names, g_gpu, g_cpu):
+        assert_close(a.cpu(), r, dtype, f"{name} vs CPU backend")
+    if against_torch:
+        _, g_ref = _grads(ft, x, w, b, g, **kw)
+        assert_close(y_gpu.cpu(), y_ref, dtype, "output vs torch")
+        for name, a, r in zip(names, g_gpu, g_ref):
+            assert_close(a.cpu(), r, dtype, f"{name} vs torch")
+
+
+DTYPES = [torch.float64, torch.float32]
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES_2D)
+def test_cuda_conv2d_rate0_matches_torch_and_cpu(case, dtype):
+    _compare_cuda(2, case, dtype)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES_1D)
+def test_cuda_conv1d_rate0_matches_torch_and_cpu(case, dtype):
+    _compare_cuda(1, case, dtype)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES_2D[:4] + CASES_2D[-1:])
+def test_cuda_conv2d_compressed_matches_cpu(case, dtype):
+    _compare_cuda(2, case, dtype, rate=0.5, against_torch=False)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("case", CASES_1D[:3])
+def test_cuda_conv1d_compressed_matches_cpu(case, dtype):
+    _compare_cuda(1, case, dtype, rate=0.5, against_torch=False)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_cuda_energy_selection_matches_cpu(ndim):
+    spatial = (40,) if ndim == 1 else (20, 18)
+    # Smooth data (cumulative sums): most energy at low frequencies, a real choice to make.
+    x = torch.randn(3, 4, *spatial, dtype=torch.float64).cumsum(-1)
+    w_shape = (5, 4) + (3,) * ndim
+    ones = (1,) * ndim
+    for energy in (0.5, 0.9, 0.99):
+        band_cpu, sel_cpu = _ops.select_band(x, w_shape, ones, ones, ones, 1, energy)
+        band_gpu, sel_gpu = _ops.select_band(x.to(DEV), w_shape, ones, ones, ones, 1, energy)
+        assert band_gpu == band_cpu, (energy, band_gpu, band_cpu)
+        assert abs(sel_gpu.energy_kept - sel_cpu.energy_kept) < 1e-9
+        assert sel_gpu.energy_kept >= energy
+    case = (
+        3,
+        4,
+        5,
+        spatial if ndim == 2 else spatial[0],
+        w_shape[2:] if ndim == 2 else 3,
+        1,
+        1,
+        1,
+        1,
+        True,
+    )
+    _compare_cuda(ndim, case, torch.float64, energy=0.9, against_torch=False)
+    _compare_cuda(ndim, case, torch.float32, energy=0.9, against_torch=False)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_cuda_non_contiguous_inputs(dtype):
+    """Slices, transposes, strided bias, an expanded (stride-0) grad_output, channels_last."""
+    big = torch.randn(2, 6, 20, 15, dtype=dtype, device=DEV)
+    x = big[:, 1:5, ::2, 2:].transpose(2, 3)  # (2, 4, 13, 10), non-contiguous
+    w = torch.randn(3, 4, 3, 6, dtype=dtype, device=DEV)[:, :, :, ::2]
+    b = torch.randn(6, dtype=dtype, device=DEV)[::2]
+    assert not x.is_contiguous() and not w.is_contiguous()
+    ref = [t.detach().cpu().double().requires_grad_() for t in (x, w, b)]
+    x, w, b = (t.detach().requires_grad_() for t in (x, w, b))
+    for rate in (0.0, 0.5):
+        for t in (x, w, b) + tuple(ref):
+            t.grad = None
+        y = BF.conv2d(x, w, b, padding=1, stride=(1, 2), compress_rate=rate)
+        y.sum().backward()  # grad_output: ones expanded, stride 0
+        if rate == 0.0:
+            yr = F.conv2d(*ref, padding=1, stride=(1, 2))
+        else:  # the CPU backend on the same (contiguous) values
+            yr = BF.conv2d(*ref, padding=1, stride=(1, 2), compress_rate=rate)
+        yr.sum().backward()
+        assert_close(y.cpu(), yr, dtype, f"output, rate {rate}")
+        for t, tr, name in zip((x, w, b), ref, "xwb"):
+            assert_close(t.grad.cpu(), tr.grad, dtype, f"grad {name}, rate {rate}")
+    xc = torch.randn(2, 4, 9, 9, dtype=dtype, device=DEV).to(memory_format=torch.channels_last)
+    wc = torch.randn(5, 4, 3, 3, dtype=dtype, device=DEV).to(memory_format=torch.channels_last)
+    assert_close(
+        BF.conv2d(xc, wc).cpu(),
+        F.conv2d(xc.cpu().double(), wc.cpu().double()),
+        dtype,
+        "channels_last",
+    )
+
+
+@pytest.mark.cuda
+def test_cuda_runs_on_the_current_stream():
+    """Work is enqueued on torch's current stream: under a non-default stream whose earlier work
+    (a long sleep, then the copy that makes the input) is still running, the result is right,
+    forward and backward. A backend that used the default stream would read the input early."""
+    s = torch.cuda.Stream()
+    base = torch.randn(4, 8, 32, 32, device=DEV)
+    w = torch.randn(8, 8, 3, 3, device=DEV, requires_grad=True)
+    torch.cuda.synchronize()
+    y_ref, g_ref = _grads(
+        BF.conv2d,
+        base.cpu(),
+        w.detach().cpu(),
+        None,
+        torch.ones(4, 8, 32, 32),
+        padding=1,
+        compress_rate=0.25,
+    )
+    for _ in range(3):
+        with torch.cuda.stream(s):
+            assert torch.cuda.current_stream().cuda_stream == s.cuda_stream != 0
+            torch.cuda._sleep(50_000_000)  # tens of milliseconds of GPU time on s
+            x = (base * 1.0).requires_grad_()  # ready only after the sleep
+            y = BF.conv2d(x, w, padding=1, compress_rate=0.25)
+            gx, gw = torch.autograd.grad(y, [x, w], torch.ones_like(y))
+        s.synchronize()
+        assert_close(y.cpu(), y_ref, torch.float32, "output on a side stream")
+        assert_close(gx.cpu(), g_ref[0], torch.float32, "grad_input on a side stream")
+        assert_close(gw.cpu(), g_ref[1], torch.float32, "grad_weight on a side stream")
+    # And on the default stream, for good measure.
+    y0 = BF.conv2d(base, w.detach(), padding=1, compress_rate=0.25)
+    assert_close(y0.cpu(), y_ref, torch.float32, "output on the default stream")
+
+
+@pytest.mark.cuda
+def test_cuda_mixed_devices_are_refused():
+    x = torch.randn(2, 3, 8, 8, device=DEV)
+    w = torch.randn(4, 3, 3, 3)
+    with pytest.raises(TypeError, match="weight is on cpu but input is on cuda:0"):
+        BF.conv2d(x, w)
+    with pytest.raises(TypeError, match="weight is on cpu but input is on cuda:0"):
+        torch.ops.blfft.conv_forward(x, w, None, [1, 1], [0, 0], [1, 1], 1, 0.0, [], False, False)
+
+
+class _Net(tnn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c1 = blfft.nn.Conv2d(3, 8, 3, padding=1, compress_rate=0.5)
+        self.c2 = blfft.nn.Conv2d(
+            8, 8, 3, stride=2, padding=1, compress_rate=0.3, inference_compress_rate=0.0
+        )
+        self.c3 = blfft.nn.Conv1d(8, 4, 3, padding=1, compress_rate=0.5)
+        self.fc = tnn.Linear(4, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.c1(x))
+        x = torch.relu(self.c2(x))
+        x = self.c3(x.flatten(2))
+        return self.fc(x.mean(-1))
+
+
+def _step(fn, model, x):
+    model.zero_grad(set_to_none=True)
+    out = fn(x)
+    out.square().sum().backward()
+    return out.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.cuda
+@COMPILE_WARNINGS[0]
+@COMPILE_WARNINGS[1]
+@pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
+def test_cuda_torch_compile(backend, monkeypatch):
+    torch._dynamo.reset()
+    # Compiled first, with the device count not looked up yet: nothing in the traced code may
+    # call into the binding (fullgraph).
+    monkeypatch.setattr(_ops, "_cuda_devices", None)
+    model = _Net().to(DEV)
+    x = torch.randn(4, 3, 12, 12, device=DEV)
+    compiled = torch.compile(model, backend=backend, fullgraph=True)
+    out_c, grads_c = _step(compiled, model, x)
+    out_e, grads_e = _step(model, model, x)
+    torch.testing.assert_close(out_c, out_e, rtol=1e-4, atol=1e-5)
+    for n in grads_e:
+        torch.testing.assert_close(grads_c[n], grads_e[n], rtol=1e-4, atol=1e-5)
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.cuda
+def test_cuda_modules_match_cpu():
+    """blfft.nn modules moved with .cuda(): a training step and cached-spectrum inference give
+    what the same modules give on the CPU."""
+    torch.manual_seed(0)
+    cpu = _Net().double()
+    gpu = _Net().double()
+    gpu.load_state_dict(cpu.state_dict())
+    gpu.cuda()
+    assert all(p.is_cuda for p in gpu.parameters())
+    x = torch.randn(4, 3, 12, 12, dtype=torch.float64)
+    out_c, grads_c = _step(cpu, cpu, x)
+    out_g, grads_g = _step(gpu, gpu, x.cuda())
+    assert_close(out_g.cpu(), out_c, torch.float64, "train output")
+    for n in grads_c:
+        assert_close(grads_g[n].cpu(), grads_c[n], torch.float64, f"grad {n}")
+    for m in (cpu, gpu):
+        m.eval()
+        for layer in (m.c1, m.c2, m.c3):
+            layer.cache_weight_spectrum = True
+    with torch.no_grad():
+        ref = cpu(x)
+        for _ in range(2):  # the second call reuses the cached weight spectra
+            assert_close(gpu(x.cuda()).cpu(), ref, torch.float64, "eval output")
+    assert gpu.c1._blfft_weight_cache.hits >= 1
+    assert gpu.c1._blfft_weight_cache.nbytes > 0
+    # Module conversion of a torch model, then the GPU.
+    tm = tnn.Sequential(tnn.Conv2d(3, 4, 3, padding=1), tnn.ReLU(), tnn.Conv2d(4, 2, 3)).double()
+    bm = blfft.convert(tm, compress_rate=0.0).cuda()
+    assert_close(bm(x.cuda()).cpu(), tm(x), torch.float64, "converted model")
+
+
+@pytest.mark.cuda
+def test_cuda_ops_pass_opcheck():
+    x = torch.randn(2, 3, 8, 7, dtype=torch.float64, device=DEV, requires_grad=True)
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64, device=DEV, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, device=DEV, requires_grad=True)
+    torch.library.opcheck(
+        torch.ops.blfft.conv_forward.default,
+        (x, w, b, [1, 1], [1, 1], [1, 1], 1, 0.5, [], True, True),
+    )
+    g = torch.randn(2, 4, 8, 7, dtype=torch.float64, device=DEV)
+    bargs = (
+        g,
+        x.detach(),
+        None,
+        w.detach(),
+        None,
+        [2, 3, 8, 7],
+        [4, 3, 3, 3],
+        [1, 1],
+        [1, 1],
+        [1, 1],
+        1,
+        0.5,
+        [],
+        True,
+        True,
+        True,
+    )
+    torch.library.opcheck(torch.ops.blfft.conv_backward.default, bargs)
+
+
+@pytest.mark.cuda
+def test_cuda_binding_direct_call_and_pool():
+    """The binding on torch CUDA tensors directly (by __dlpack__ with the consumer's stream), and
+    the pool statistics."""
+    from blfft import _cuda
+
+    x, w, p = _conv_args(torch.float32)
+    xc, wc = x.to(DEV), w.to(DEV)
+    y = torch.empty(2, 4, 8, 9, device=DEV)
+    _cuda.forward(
+        p,
+        _core.Compression.none(),
+        xc,
+        wc,
+        None,
+        y,
+        None,
+        None,
+        torch.cuda.current_stream().cuda_stream,
+    )
+    torch.cuda.synchronize()
+    assert rel_l2(y.cpu(), F.conv2d(x, w, padding=1)) < REL_TOL[torch.float32]
+    st = _cuda.memory_pool_stats(torch.cuda.current_device())
+    assert set(st) == {"reserved", "used", "reserved_peak", "used_peak"}
+    assert _cuda.plan_cache_size() >= 1
