@@ -4,7 +4,8 @@
 #   1. build for the card (CMAKE_CUDA_ARCHITECTURES, default 90) with the CUDA backend ON;
 #   2. the C++ CUDA tests against the CPU backend and the oracles (a GPU test that skips counts
 #      as a failure here), and the CPU emulation tests;
-#   3. the Python CUDA tests: a marked placeholder until the Python CUDA dispatch exists;
+#   3. the Python package built with pip (blfft._cuda for the card), and its CUDA tests
+#      (tests/py/test_cuda.py; a test that skips on a GPU counts as a failure here);
 #   4. compute-sanitizer memcheck and racecheck on a small case, where the tool is installed;
 #   5. the GPU benchmark: blfft (bench/gpu_bench.cpp) and torch's cuDNN conv2d
 #      (bench/cudnn_bench.py, cudnn.benchmark on) in the same run, ResNet-18 CIFAR layer shapes;
@@ -260,13 +261,58 @@ if [ "$BUILT" -eq 0 ] || [ "$DRY" -eq 1 ]; then
   step cpp_cuda_emulation_tests 120 "$BUILD/tests/cpp/blfft_test_cuda_emulation"
 fi
 
-# --- 3. Python CUDA tests: PLACEHOLDER ------------------------------------------------------------
-# The Python package does not dispatch CUDA tensors to blfft::cuda yet. Once it does (a blfft._cuda
-# module built with BLFFT_CUDA=ON), this step builds it without network
-#   (python3 -m pip install --no-build-isolation --no-deps -C cmake.define.BLFFT_CUDA=ON .)
-# and runs   python3 -m pytest tests/py -m cuda   (against the CPU backend).
-record "python_cuda_tests" "skipped" 0 "not implemented yet: the Python CUDA dispatch does not exist"
-log "python_cuda_tests: placeholder (Python CUDA dispatch not implemented yet)"
+# --- 3. Python CUDA tests ----------------------------------------------------------------------------
+# The package built as users build it (pip + scikit-build-core; no network: no build isolation, the
+# machine's scikit-build-core, pybind11 and torch, --no-deps), with the CUDA backend required
+# (BLFFT_CUDA=ON: a CPU-only build would only skip the GPU tests) for this card's architecture,
+# into a private folder (--target: the machine's Python environment is left alone). Then
+# tests/py/test_cuda.py: blfft._cuda and the dispatch of CUDA tensors on torch's current stream;
+# forward and every gradient against the CPU backend and torch (rate 0: all of test_exact.py's
+# cases, on CUDA), rate 0.5 and energy mode against the CPU backend; non-contiguous inputs; a
+# non-default stream; torch.compile; blfft.nn modules on .cuda(); opcheck. On a GPU, a test that
+# skips counts as a failure (as for the C++ device tests).
+PYDIR="$WORK/python"
+PY_CMAKE_ARGS="${DEP_ARGS[*]}"
+python_build() {
+  CMAKE_ARGS="$PY_CMAKE_ARGS" "$PY" -m pip install --no-build-isolation --no-deps --no-cache-dir \
+    --no-compile --target "$PYDIR" -C cmake.define.BLFFT_CUDA=ON \
+    -C "cmake.define.CMAKE_CUDA_ARCHITECTURES=$ARCH" -C "build-dir=$BUILD/wheel" "$ROOT" &&
+    PYTHONPATH="$PYDIR" "$PY" -c 'import blfft, pprint; print(blfft.__file__); pprint.pprint(blfft.build_info())'
+}
+python_tests() {
+  # Without a GPU (--allow-no-gpu) only the tests that need none run, so that this step's
+  # "passed" counts no skipped test; the GPU ones are recorded as skipped below.
+  local select=()
+  [ "$HAVE_GPU" -eq 0 ] && select=(-m "not cuda")
+  PYTHONPATH="$PYDIR" "$PY" -m pytest "$ROOT/tests/py/test_cuda.py" "${select[@]}" \
+    -p no:cacheprovider -q -rs --junitxml="$WORK/python_tests.xml"
+  local rc=$?
+  [ "$rc" -ne 0 ] && return "$rc"
+  "$PY" - "$WORK/python_tests.xml" <<'EOF'
+import sys
+import xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+count = lambda key: sum(int(s.get(key, 0)) for s in suites)
+skipped = [f"{c.get('classname')}.{c.get('name')}" for s in suites for c in s.iter("testcase")
+           if c.find("skipped") is not None]
+print(f"python CUDA tests: {count('tests')} run, {count('failures')} failed, "
+      f"{count('errors')} errors, skipped: {skipped}")
+sys.exit(1 if skipped or count("tests") == 0 else 0)
+EOF
+}
+export -f python_build python_tests
+export PYDIR PY_CMAKE_ARGS ARCH ROOT
+if [ -z "$PY" ] || [ "$TORCH_VERSION" = "none" ]; then
+  record "python_cuda_tests" "skipped" 0 "no python3 with torch"
+else
+  if step python_build 240 bash -c python_build || [ "$DRY" -eq 1 ]; then
+    step python_cuda_tests 240 bash -c python_tests  # from $ROOT: pyproject.toml's pytest setup
+    [ "$HAVE_GPU" -eq 0 ] && record "python_cuda_gpu_tests" "skipped" 0 "no GPU: only the tests that need none ran"
+  else
+    record "python_cuda_tests" "skipped" 0 "the Python package did not build"
+  fi
+fi
 
 # --- 4. compute-sanitizer ---------------------------------------------------------------------------
 SANITIZER=/usr/local/cuda/bin/compute-sanitizer
