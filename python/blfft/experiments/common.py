@@ -286,6 +286,20 @@ def held_for_backward(model: nn.Module, x: Tensor) -> dict:
     return {"held_bytes": int(sum(seen.values())), "held_conv_bytes": int(sum(conv_seen.values()))}
 
 
+def held_split(model: nn.Module, x: Tensor) -> dict:
+    """:func:`held_for_backward` at batch B (the batch `x`) and 2B, split into the part that
+    grows with the batch (activations, or their spectra) and the part that does not (weights and
+    weight spectra): ``*_batch_bytes`` = held(2B) - held(B), ``*_fixed_bytes`` = held(B) - that."""
+    one = held_for_backward(model, x)
+    two = held_for_backward(model, torch.cat([x, x]))
+    out = dict(one)
+    for key in ("held", "held_conv"):
+        batch = two[f"{key}_bytes"] - one[f"{key}_bytes"]
+        out[f"{key}_batch_bytes"] = int(batch)
+        out[f"{key}_fixed_bytes"] = int(one[f"{key}_bytes"] - batch)
+    return out
+
+
 def peak_rss_during(fn: Callable[[], object]) -> Optional[int]:
     """Peak resident memory above the starting point while `fn` runs (Linux: the high-water mark
     is reset through /proc/self/clear_refs); None where that is not possible."""

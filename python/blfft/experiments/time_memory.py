@@ -70,7 +70,7 @@ def run(args, out: Path) -> dict:
             model = recipes.build(kind, d, scale, seed, **knobs)
             opt = torch.optim.Adam(model.parameters(), lr=1e-3)
             _epoch(model, opt, x[: 2 * batch], y[: 2 * batch], batch)  # warm-up
-            held = common.held_for_backward(model, x[:batch])
+            held = common.held_split(model, x[:batch])
             times = []
             peak = None
             for r in range(repeats):
@@ -94,6 +94,8 @@ def run(args, out: Path) -> dict:
                 "ms_per_sample": 1e3 * statistics.median(times) / n,
                 "held_bytes": held["held_bytes"],
                 "held_conv_bytes": held["held_conv_bytes"],
+                "held_conv_batch_bytes": held["held_conv_batch_bytes"],
+                "held_conv_fixed_bytes": held["held_conv_fixed_bytes"],
                 "peak_rss_bytes": peak,
             }
             rows.append(row)
@@ -129,6 +131,8 @@ def _markdown(rows) -> str:
                 f"{r['epoch_seconds'] / base['epoch_seconds']:.2f}",
                 common.fmt_bytes(r["held_bytes"]),
                 common.fmt_bytes(r["held_conv_bytes"]),
+                common.fmt_bytes(r["held_conv_batch_bytes"]),
+                common.fmt_bytes(r["held_conv_fixed_bytes"]),
                 common.fmt_bytes(r["peak_rss_bytes"]),
             ]
             for r in sel
@@ -143,6 +147,8 @@ def _markdown(rows) -> str:
                     "x torch",
                     "held for backward",
                     "held by convs",
+                    "convs: grows with batch",
+                    "convs: fixed (weights, spectra)",
                     "peak RSS",
                 ],
             )
@@ -173,6 +179,12 @@ def _plot(rows, path: Path) -> bool:
         mib = 2.0**20
         ax.plot(rates, [r["held_bytes"] / mib for r in bl], "o-", label="blfft: held, all")
         ax.plot(rates, [r["held_conv_bytes"] / mib for r in bl], "s-", label="blfft: held by convs")
+        ax.plot(
+            rates,
+            [r["held_conv_batch_bytes"] / mib for r in bl],
+            "^-",
+            label="blfft: convs, part growing with batch",
+        )
         ax.axhline(base["held_bytes"] / mib, ls="--", color="C2", label="torch: held, all")
         ax.axhline(base["held_conv_bytes"] / mib, ls=":", color="C3", label="torch: held by convs")
         ax.set_xlabel("compression rate")
