@@ -395,7 +395,10 @@ def _plot(results: List[dict], path: Path) -> bool:
 # ------------------------------------------------------------------------------------------
 
 
-def run(layers: List[Layer], rates, repeats: int, warmup: int, impls: List[str]) -> List[dict]:
+def run(layers: List[Layer], rates, repeats: int, warmup: int, impls: List[str],
+        on_layer: Optional[Callable[[List[dict]], None]] = None) -> List[dict]:
+    """Measures every (layer, impl, rate); `on_layer(results)` after each layer, so a long run
+    that is stopped keeps what it measured."""
     results = []
     for layer in layers:
         for impl in impls:
@@ -410,6 +413,8 @@ def run(layers: List[Layer], rates, repeats: int, warmup: int, impls: List[str])
                 print(f"{layer.name:26s} {impl:17s} rate {rate:.2f}: "
                       f"fwd {r['fwd_ms']:8.2f} ms  bwd {r['bwd_ms']:8.2f} ms  "
                       f"fwd+bwd {r['fwd_bwd_ms']:8.2f} ms", flush=True)
+        if on_layer:
+            on_layer(results)
     return results
 
 
@@ -459,11 +464,14 @@ def main(argv=None) -> int:
         "quick": args.quick,
         "sgemm_gflops": _sgemm_gflops(1024 if args.quick else 2048),
     }
-    results = run(layers, rates, repeats, args.warmup, impls)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
-    (out / "bench.md").write_text(_markdown(results, meta))
+
+    def write(results: List[dict]) -> None:
+        (out / "bench.json").write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+        (out / "bench.md").write_text(_markdown(results, meta))
+
+    results = run(layers, rates, repeats, args.warmup, impls, on_layer=write)
     plotted = _plot(results, out / "bench.png")
     print(f"wrote {out / 'bench.json'}, {out / 'bench.md'}"
           + (f", {out / 'bench.png'}" if plotted else " (no matplotlib: no plot)"))
