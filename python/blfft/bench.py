@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 import blfft
 from blfft import _ops
+from blfft.experiments.common import peak_rss_during
 
 RATES = (0.0, 0.25, 0.5, 0.75)
 
@@ -234,26 +235,14 @@ def _memory(impl: Callable, layer: Layer, rate: float) -> dict:
 
 
 def _peak_rss(impl: Callable, layer: Layer, rate: float) -> Optional[int]:
-    """Peak resident memory above the starting point during one forward+backward (Linux: the
-    high-water mark is reset through /proc/self/clear_refs)."""
-    try:
-        x, w = _inputs(layer)
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        start = _status_kb("VmRSS")
+    """Peak resident memory above the starting point during one forward+backward."""
+    x, w = _inputs(layer)
+
+    def step():
         y = impl(x, w, layer, rate)
         y.backward(torch.ones_like(y))
-        return (_status_kb("VmHWM") - start) * 1024
-    except OSError:
-        return None
 
-
-def _status_kb(key: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    raise OSError(key)
+    return peak_rss_during(step)
 
 
 def _arithmetic(layer: Layer, rate: float) -> float:
