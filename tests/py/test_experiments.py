@@ -201,6 +201,18 @@ def test_wilcoxon_exact_values():
     assert common.wilcoxon_signed_rank([1, 2], [1, 2])["p_value"] == 1.0
 
 
+def test_held_bytes_split_batch_and_fixed():
+    conv = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+    model = torch.nn.Sequential(conv, torch.nn.ReLU())
+    big = torch.randn(100, 3, 8, 8)  # a batch sliced from it must not be charged for all of it
+    h = common.held_split(model, big[:4])
+    weight = conv.weight.numel() * 4
+    # conv saves its input and weight, ReLU its output.
+    assert h["held_conv_bytes"] == 4 * 3 * 64 * 4 + weight
+    assert h["held_conv_fixed_bytes"] == weight and h["held_fixed_bytes"] == weight
+    assert h["held_batch_bytes"] == 4 * 3 * 64 * 4 + 4 * 8 * 64 * 4
+
+
 # ------------------------------------------------------------------------------------------------
 # Experiments (quick modes) and the demo
 # ------------------------------------------------------------------------------------------------

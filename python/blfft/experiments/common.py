@@ -255,6 +255,9 @@ def held_for_backward(model: nn.Module, x: Tensor) -> dict:
     forward of `x` (counted with saved_tensors_hooks): in total, and those saved while a
     convolution module ran (its input or the input's compressed spectrum, and the weight or its
     spectrum). Parameters count, as autograd holds them too."""
+    # A batch sliced from a data set is a view of the whole set's storage: a layer that saves its
+    # input would be charged for all of it. A copy has a storage of its own, of the batch's size.
+    x = x.clone(memory_format=torch.contiguous_format)
     seen: Dict[int, int] = {}
     conv_seen: Dict[int, int] = {}
     depth = [0]
