@@ -44,6 +44,9 @@ def parser() -> argparse.ArgumentParser:
         sp.add_argument(
             "--epochs", type=int, default=None, help="ResNet/DenseNet: epochs (3; quick 1)"
         )
+        sp.add_argument(
+            "--width", type=int, default=None, help="ResNet-18 width (16; the paper's is 64)"
+        )
         mod.add_arguments(sp)
     return p
 

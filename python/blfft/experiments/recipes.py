@@ -72,13 +72,16 @@ def _fashion():
 
 
 def scale_for(args) -> Scale:
-    """FULL or QUICK, with the command line's overrides (``--steps``, ``--epochs``)."""
+    """FULL or QUICK, with the command line's overrides (``--steps``, ``--epochs``,
+    ``--width``)."""
     scale = QUICK if args.quick else FULL
     changes = {}
     if getattr(args, "steps", None):
         changes["ucr_steps"] = args.steps
     if getattr(args, "epochs", None):
         changes["fashion_epochs"] = args.epochs
+    if getattr(args, "width", None):
+        changes["resnet_width"] = args.width
     return dataclasses.replace(scale, **changes) if changes else scale
 
 
