@@ -23,7 +23,7 @@ import blfft
 
 DEMO_DATASET = "GunPoint"
 DEMO_RATES = (0.0, 0.5, 0.75)
-DEMO_EPOCHS = 50
+DEMO_EPOCHS = 60
 
 
 def _demo_parser(p: argparse.ArgumentParser) -> None:
