@@ -208,10 +208,23 @@ def _plot(rows, name, path: Path) -> bool:
     axes[3].bar(
         labels, [r["held_conv_bytes"] / 2**20 for r in bl], color="C2", label="held by convs"
     )
+    axes[3].bar(
+        labels,
+        [r["held_conv_batch_bytes"] / 2**20 for r in bl],
+        color="C4",
+        width=0.4,
+        label="of which grows with batch",
+    )
     if tc:
         axes[2].axhline(tc[0]["epoch_seconds"], ls="--", color="k", label="torch conv")
         axes[2].legend(fontsize=8)
         axes[3].axhline(tc[0]["held_conv_bytes"] / 2**20, ls="--", color="k", label="torch conv")
+        axes[3].axhline(
+            tc[0]["held_conv_batch_bytes"] / 2**20,
+            ls=":",
+            color="k",
+            label="torch conv, grows with batch",
+        )
     axes[3].legend(fontsize=8)
     axes[2].set_ylabel("seconds per epoch")
     axes[3].set_ylabel("MiB held for backward")
