@@ -9,6 +9,7 @@
 
 #include "blas.hpp"
 #include "check.hpp"
+#include "engine_choice.hpp"
 #include "parallel.hpp"
 
 namespace blfft::detail {
@@ -42,9 +43,9 @@ pruned_transform<T>::pruned_transform(const geometry& g, direction dir, int64_t 
       h_(h),
       w_(w),
       row_len_(g.bins_w) {
-  matmul_ = options.method == transform_method::matmul ||
-            (options.method == transform_method::automatic &&
-             std::max(Lh_, Lw_) <= options.matmul_max_grid);
+  matmul_ = use_matmul({Lh_, Lw_, h.count, w.count, static_cast<int64_t>(kept_rows_.size()),
+                        static_cast<int64_t>(kept_cols_.size())},
+                       options);
   const int64_t images = B * CH;
   const std::size_t per_image = per_thread_scalars();  // with chunk_ = 1
   const int64_t by_cache =

@@ -26,9 +26,9 @@ fi
 
 # --- Debian packages ----------------------------------------------------------------------------
 # cmake, ninja-build, g++, pkg-config: the build. libfftw3-dev: FFTW3 (float and double).
-# libopenblas-openmp-dev: BLAS, OpenMP flavour (see README). libgtest-dev: the C++ tests.
+# libblis-serial-dev: BLAS (BLIS, serial build; see README). libgtest-dev: the C++ tests.
 # dataset-fashion-mnist: Fashion-MNIST for the experiments (python -m blfft.experiments).
-APT_PACKAGES=(cmake ninja-build g++ pkg-config libfftw3-dev libopenblas-openmp-dev libgtest-dev
+APT_PACKAGES=(cmake ninja-build g++ pkg-config libfftw3-dev libblis-serial-dev libgtest-dev
   dataset-fashion-mnist)
 if ! "$PYTHON" -m venv --help >/dev/null 2>&1; then
   APT_PACKAGES+=(python3-venv)

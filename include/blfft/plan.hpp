@@ -20,13 +20,15 @@ enum class fft_rigor { estimate, measure };
 /// - matmul: the same pruned transforms as real matrix products with small DFT matrices, which
 ///   evaluate only the kept outputs from only the non-zero inputs; for the small maps of CNNs
 ///   this runs at GEMM speed and beats many tiny FFT calls;
-/// - automatic: matmul when every grid axis is at most `matmul_max_grid`, else fft.
+/// - automatic: chosen per transform (input, weight, gradient): matmul when every grid axis is
+///   at most `matmul_max_grid`, or when its flops are within a small factor of the FFTs' (the
+///   weight transforms of 1D layers: a few taps on a long grid); fft otherwise.
 enum class transform_method { automatic, fft, matmul };
 
 struct plan_options {
   fft_rigor rigor = fft_rigor::estimate;
   transform_method method = transform_method::automatic;
-  int64_t matmul_max_grid = 64;  ///< largest grid length for which automatic picks matmul
+  int64_t matmul_max_grid = 64;  ///< automatic picks matmul for grids up to this length
 };
 
 namespace detail {
