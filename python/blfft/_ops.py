@@ -3,9 +3,11 @@
 Two custom ops carry every band-limited convolution:
 
 ``blfft::conv_forward(x, weight, bias, stride, padding, dilation, groups, rate, band,
-save_x_spectrum, save_w_spectrum) -> (y, x_spectrum, w_spectrum)``
+save_x_spectrum, save_w_spectrum, w_spectrum_saving="auto") -> (y, x_spectrum, w_spectrum)``
     y is the band-limited convolution. The compressed spectra come back as extra outputs so that
     autograd can keep them for backward (map reuse); an empty tensor stands for "not kept".
+    ``w_spectrum_saving`` is a mode of :func:`set_weight_spectrum_saving`, passed explicitly (by
+    ``blfft.functional``) so that it is part of every traced graph.
 
 ``blfft::conv_backward(grad_output, x, x_spectrum, weight, w_spectrum, x_shape, w_shape, ...)
 -> (grad_input, grad_weight, grad_bias)``
@@ -57,7 +59,9 @@ __all__ = [
     "cuda_device_count",
     "cuda_unusable_reason",
     "geometry",
+    "get_weight_spectrum_saving",
     "select_band",
+    "set_weight_spectrum_saving",
 ]
 
 
@@ -119,6 +123,50 @@ def _keep_x_spectrum(g) -> bool:
     # Choose by size (DESIGN.md 2, "Saved state"): keep the compressed input spectrum only when it
     # is not larger than the input itself; otherwise backward recomputes it from the input.
     return g.x_spectrum_size <= g.input_size
+
+
+WEIGHT_SPECTRUM_MODES = ("auto", "keep", "recompute")
+_weight_spectrum_mode = "auto"
+
+
+def set_weight_spectrum_saving(mode: str) -> None:
+    """Whether forward keeps the compressed weight spectrum for the input gradient.
+
+    - ``"auto"`` (default): keep it only while what a layer holds for backward stays within what
+      torch's own convolution holds (the input and the weight); otherwise backward recomputes it
+      from the weight, one weight transform per step. A weight spectrum is usually far larger
+      than the weight (one complex value per kept frequency per filter tap pair: 84x for the
+      FCN's 256->128 k3 layer at rate 0.5), so this mostly recomputes, except at large batches.
+    - ``"keep"``: always keep it (fastest backward, most memory; the memory does not grow with
+      the batch).
+    - ``"recompute"``: never keep it (least memory).
+
+    Applies to calls made after it; torch.compile'd models see the change and recompile (the
+    mode is an argument of every traced ``blfft::conv_forward``).
+    """
+    global _weight_spectrum_mode
+    if mode not in WEIGHT_SPECTRUM_MODES:
+        raise ValueError(
+            f"blfft: mode must be one of {', '.join(repr(m) for m in WEIGHT_SPECTRUM_MODES)}, "
+            f"got {mode!r}"
+        )
+    _weight_spectrum_mode = mode
+
+
+def get_weight_spectrum_saving() -> str:
+    """The mode set by :func:`set_weight_spectrum_saving`."""
+    return _weight_spectrum_mode
+
+
+def _keep_w_spectrum(g, mode: str = "auto") -> bool:
+    if mode not in WEIGHT_SPECTRUM_MODES:
+        raise ValueError(
+            f"blfft: w_spectrum_saving must be one of {WEIGHT_SPECTRUM_MODES}, got {mode!r}"
+        )
+    if mode != "auto":
+        return mode == "keep"
+    x_held = g.x_spectrum_size if _keep_x_spectrum(g) else g.input_size
+    return x_held + g.w_spectrum_size <= g.input_size + g.weight_size
 
 
 def _unsupported(message: str) -> Exception:
@@ -218,12 +266,14 @@ def conv_forward(
     band: List[int],
     save_x_spectrum: bool,
     save_w_spectrum: bool,
+    w_spectrum_saving: str = "auto",
 ) -> Tuple[Tensor, Tensor, Tensor]:
     be, stream = _backend(x, "input", ("weight", weight), ("bias", bias))
     p, c, g = geometry(x.shape, weight.shape, stride, padding, dilation, groups, rate, band)
     y = x.new_empty(g.output_shape)
     xs = x.new_empty((g.x_spectrum_size,)) if save_x_spectrum and _keep_x_spectrum(g) else None
-    ws = weight.new_empty((g.w_spectrum_size,)) if save_w_spectrum else None
+    keep_w = save_w_spectrum and _keep_w_spectrum(g, w_spectrum_saving)
+    ws = weight.new_empty((g.w_spectrum_size,)) if keep_w else None
     b = None if bias is None else bias.detach().contiguous()
     be.forward(p, c, _dl(x), _dl(weight), _dl(b), _dl(y), _dl(xs), _dl(ws), *stream)
     return y, (xs if xs is not None else _empty(x)), (ws if ws is not None else _empty(weight))
@@ -231,17 +281,28 @@ def conv_forward(
 
 @conv_forward.register_fake
 def _conv_forward_fake(
-    x, weight, bias, stride, padding, dilation, groups, rate, band, save_x_spectrum, save_w_spectrum
+    x,
+    weight,
+    bias,
+    stride,
+    padding,
+    dilation,
+    groups,
+    rate,
+    band,
+    save_x_spectrum,
+    save_w_spectrum,
+    w_spectrum_saving="auto",
 ):
     _, _, g = geometry(x.shape, weight.shape, stride, padding, dilation, groups, rate, band)
     y = x.new_empty(g.output_shape)
     nx = g.x_spectrum_size if save_x_spectrum and _keep_x_spectrum(g) else 0
-    nw = g.w_spectrum_size if save_w_spectrum else 0
+    nw = g.w_spectrum_size if save_w_spectrum and _keep_w_spectrum(g, w_spectrum_saving) else 0
     return y, x.new_empty((nx,)), weight.new_empty((nw,))
 
 
 def _forward_setup_context(ctx, inputs, output):
-    x, weight, bias, stride, padding, dilation, groups, rate, band, _, _ = inputs
+    x, weight, bias, stride, padding, dilation, groups, rate, band = inputs[:9]
     _, xs, ws = output
     ctx.mark_non_differentiable(xs, ws)
     need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
@@ -305,6 +366,7 @@ def _forward_backward(ctx, grad_y, _grad_xs, _grad_ws):
         None,
         None,
         None,
+        None,
     )
 
 
@@ -335,6 +397,12 @@ def conv_backward(
     need_weight_grad: bool,
     need_bias_grad: bool,
 ) -> Tuple[Tensor, Tensor, Tensor]:
+    # An empty spectrum means "not kept", as in conv_forward's outputs (compiled graphs may pass
+    # the empty tensor itself rather than None).
+    if x_spectrum is not None and x_spectrum.numel() == 0:
+        x_spectrum = None
+    if w_spectrum is not None and w_spectrum.numel() == 0:
+        w_spectrum = None
     be, stream = _backend(
         grad_output,
         "grad_output",

@@ -240,6 +240,7 @@ def _conv(
                 band,
                 grad_on and weight.requires_grad,
                 grad_on and x.requires_grad,
+                _ops.get_weight_spectrum_saving(),
             )
     record = CallRecord(
         tuple(x.shape),

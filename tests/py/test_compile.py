@@ -57,6 +57,28 @@ def test_compiled_model_matches_eager(backend):
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_compiled_model_follows_weight_spectrum_saving_mode():
+    # The mode is part of the traced graph: switching it recompiles instead of reusing a graph
+    # whose backward expects a spectrum that forward no longer keeps (or the other way round).
+    torch._dynamo.reset()
+    model = Net()
+    x = torch.randn(4, 3, 12, 12)
+    compiled = torch.compile(model, backend="aot_eager", fullgraph=True)
+    before = blfft.get_weight_spectrum_saving()
+    try:
+        results = {}
+        for mode in ("keep", "recompute", "auto", "keep"):
+            blfft.set_weight_spectrum_saving(mode)
+            results[mode] = _step(compiled, model, x)
+            out_e, grads_e = _step(model, model, x)
+            torch.testing.assert_close(results[mode][0], out_e, rtol=1e-4, atol=1e-5)
+            for n in grads_e:
+                torch.testing.assert_close(results[mode][1][n], grads_e[n], rtol=1e-4, atol=1e-5)
+    finally:
+        blfft.set_weight_spectrum_saving(before)
+
+
 def test_ops_pass_opcheck():
     """torch.library.opcheck: schema, fake impl, autograd registration agree with the kernel."""
     x = torch.randn(2, 3, 8, 7, dtype=torch.float64, requires_grad=True)
@@ -64,6 +86,8 @@ def test_ops_pass_opcheck():
     b = torch.randn(4, dtype=torch.float64, requires_grad=True)
     args = (x, w, b, [1, 1], [1, 1], [1, 1], 1, 0.5, [], True, True)
     torch.library.opcheck(torch.ops.blfft.conv_forward.default, args)
+    for mode in ("keep", "recompute"):
+        torch.library.opcheck(torch.ops.blfft.conv_forward.default, args + (mode,))
     g = torch.randn(2, 4, 8, 7, dtype=torch.float64)
     bargs = (
         g,

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+import blfft
 import blfft.functional as BF
 from blfft import _ops
 
@@ -24,8 +25,17 @@ def _nbytes(ts):
     return sum(t.numel() * t.element_size() for t in ts)
 
 
+@pytest.fixture
+def keep_weight_spectra():
+    """Forward keeps weight spectra (as with blfft.set_weight_spectrum_saving("keep"))."""
+    before = blfft.get_weight_spectrum_saving()
+    blfft.set_weight_spectrum_saving("keep")
+    yield
+    blfft.set_weight_spectrum_saving(before)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
-def test_batch_dependent_saved_bytes_are_smaller_than_input_at_rate_075(dtype):
+def test_batch_dependent_saved_bytes_are_smaller_than_input_at_rate_075(dtype, keep_weight_spectra):
     c, f, hw = 8, 8, 32
     w = torch.randn(f, c, 3, 3, dtype=dtype, requires_grad=True)
     b = torch.randn(f, dtype=dtype, requires_grad=True)
@@ -71,10 +81,72 @@ def test_only_what_the_requested_gradients_need_is_saved():
     _, saved = _saved(lambda: BF.conv2d(x, w, padding=1, compress_rate=0.5))
     _, _, g = _ops.geometry(x.shape, w.shape, (1, 1), (1, 1), (1, 1), 1, 0.5)
     assert [t.numel() for t in saved] == [g.x_spectrum_size]
-    # A frozen layer: only the weight spectrum (for the input gradient).
+    # A frozen layer: only the weight spectrum, or the weight to recompute it from (for the input
+    # gradient).
     xg = x.clone().requires_grad_()
     _, saved = _saved(lambda: BF.conv2d(xg, w.detach(), padding=1, compress_rate=0.5))
-    assert [t.numel() for t in saved] == [g.w_spectrum_size]
+    expected = g.w_spectrum_size if _ops._keep_w_spectrum(g) else w.numel()
+    assert [t.numel() for t in saved] == [expected]
     with torch.no_grad():
         _, saved = _saved(lambda: BF.conv2d(xg, w, padding=1, compress_rate=0.5))
     assert saved == []
+
+
+def _weight_spectra(saved, g):
+    return [t for t in saved if t.numel() == g.w_spectrum_size and t.dim() == 1]
+
+
+@pytest.mark.parametrize("mode", ["auto", "keep", "recompute"])
+@pytest.mark.parametrize(
+    "n,c,f,hw,rate",
+    [
+        (2, 8, 8, 32, 0.75),  # small batch: the weight spectrum outweighs the input
+        (64, 4, 4, 32, 0.75),  # large batch: it fits in what the input spectrum saves
+    ],
+)
+def test_weight_spectrum_saving_modes(mode, n, c, f, hw, rate):
+    torch.manual_seed(0)
+    x = torch.randn(n, c, hw, hw, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(f, c, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(f, dtype=torch.float64, requires_grad=True)
+    gy = torch.randn(n, f, hw, hw, dtype=torch.float64)
+    _, _, g = _ops.geometry(x.shape, w.shape, (1, 1), (1, 1), (1, 1), 1, rate)
+    x_held = g.x_spectrum_size if g.x_spectrum_size <= g.input_size else g.input_size
+    within_torch = x_held + g.w_spectrum_size <= g.input_size + g.weight_size
+    expect_kept = {"auto": within_torch, "keep": True, "recompute": False}[mode]
+
+    before = blfft.get_weight_spectrum_saving()
+    try:
+        blfft.set_weight_spectrum_saving("keep")
+        ref = BF.conv2d(x, w, b, padding=1, compress_rate=rate)
+        ref_grads = torch.autograd.grad(ref, (x, w, b), gy)
+        blfft.set_weight_spectrum_saving(mode)
+        assert blfft.get_weight_spectrum_saving() == mode
+        y, saved = _saved(lambda: BF.conv2d(x, w, b, padding=1, compress_rate=rate))
+        grads = torch.autograd.grad(y, (x, w, b), gy)
+    finally:
+        blfft.set_weight_spectrum_saving(before)
+    assert len(_weight_spectra(saved, g)) == (1 if expect_kept else 0)
+    if not expect_kept:  # the weight itself is kept, to recompute its spectrum in backward
+        assert any(t is w for t in saved)
+    if mode == "auto":  # never more than torch's convolution holds (the input and the weight)
+        assert _nbytes(saved) <= (g.input_size + g.weight_size) * 8
+    # Recomputing gives the same numbers as keeping (same transform, same inputs).
+    torch.testing.assert_close(y, ref, rtol=0, atol=0)
+    for a, r in zip(grads, ref_grads):
+        torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
+
+
+def test_auto_rule_takes_both_branches():
+    # The two cases above really differ under "auto" (else the test above would not test it).
+    decisions = []
+    for n, c, f, hw, rate in [(2, 8, 8, 32, 0.75), (64, 4, 4, 32, 0.75)]:
+        _, _, g = _ops.geometry((n, c, hw, hw), (f, c, 3, 3), (1, 1), (1, 1), (1, 1), 1, rate)
+        decisions.append(_ops._keep_w_spectrum(g))
+    assert decisions == [False, True]
+
+
+def test_weight_spectrum_saving_rejects_unknown_modes():
+    with pytest.raises(ValueError, match="mode must be one of 'auto', 'keep', 'recompute'"):
+        blfft.set_weight_spectrum_saving("sometimes")
+    assert blfft.get_weight_spectrum_saving() == "auto"
