@@ -198,6 +198,22 @@ void pruned_transform<T>::analyse_matmul(const image_view<const T>& src, T* spec
   T* rows = samples + aligned_count<T>(static_cast<size_t>(Rh * chunk_ * Rw));
   T* cols = rows + aligned_count<T>(static_cast<size_t>(lines * chunk_ * 2 * nc));
 
+  if (Lh_ == 1) {
+    // One grid row: the row transform is the whole transform. With the samples transposed
+    // (Rw x mc), the products land straight in the frequency-major spectrum, one run of mc
+    // images per kept bin: re = Re(D)^T S^T, im = Im(D)^T S^T (no scatter pass afterwards).
+    for (int64_t m = 0; m < mc; ++m) {
+      const int64_t j = j0 + m, b = j / CH_, ch = j % CH_;
+      const T* s = src.data + b * src.stride_b + ch * src.stride_ch;
+      for (int64_t i = 0; i < Rw; ++i) samples[i * mc + m] = s[i * src.stride_w];
+    }
+    gemm<T>(true, false, nc, mc, Rw, T(1), row_dft_.data(), 2 * nc, samples, mc, T(0),
+            spectrum + j0, per_k);
+    gemm<T>(true, false, nc, mc, Rw, T(1), row_dft_.data() + nc, 2 * nc, samples, mc, T(0),
+            spectrum + J + j0, per_k);
+    return;
+  }
+
   for (int64_t m = 0; m < mc; ++m) {
     const int64_t j = j0 + m, b = j / CH_, ch = j % CH_;
     const T* base = src.data + b * src.stride_b + ch * src.stride_ch;
@@ -213,17 +229,6 @@ void pruned_transform<T>::analyse_matmul(const image_view<const T>& src, T* spec
   }
   gemm<T>(false, false, Rh * mc, 2 * nc, Rw, T(1), samples, Rw, row_dft_.data(), 2 * nc, T(0),
           rows, 2 * nc);
-  if (Lh_ == 1) {  // one grid row: the row transform is the whole transform
-    for (int64_t q = 0; q < nc; ++q) {
-      T* re = spectrum + q * per_k + j0;
-      T* im = re + J;
-      for (int64_t m = 0; m < mc; ++m) {
-        re[m] = rows[m * 2 * nc + q];
-        im[m] = rows[m * 2 * nc + nc + q];
-      }
-    }
-    return;
-  }
   // cols = [Re D; Im D] * rows: P = Re D Z, Q = Im D Z (np rows each). Row k of the spectrum is
   // D Z = (P_re - Q_im) + i (P_im + Q_re); its mirror, with conj(D), is (P_re + Q_im) + i (P_im -
   // Q_re).
@@ -264,16 +269,29 @@ void pruned_transform<T>::synthesise_matmul(const T* spectrum, const image_view<
   T* kept = samples + aligned_count<T>(static_cast<size_t>(Rh * chunk_ * Rw));
   T* cols = kept + aligned_count<T>(static_cast<size_t>(lines * chunk_ * 2 * nc));
 
-  if (Lh_ == 1) {  // one grid row: the spectrum row goes straight to the row transform
-    for (int64_t q = 0; q < nc; ++q) {
-      const T* re = spectrum + q * per_k + j0;
-      const T* im = re + J;
-      for (int64_t m = 0; m < mc; ++m) {
-        cols[m * 2 * nc + q] = re[m];
-        cols[m * 2 * nc + nc + q] = im[m];
-      }
+  if (Lh_ == 1) {
+    // One grid row: samples (mc x Rw) = Re^T E_re + Im^T E_im, reading the spectrum's runs of mc
+    // images per kept bin in place (no gather pass). When the images are one dense (mc x Rw)
+    // block of dst and there is no bias, the product is written there directly.
+    const bool dense = bias == nullptr && dst.stride_w == 1 && dst.stride_ch == Rw &&
+                       (B_ == 1 || dst.stride_b == CH_ * Rw);
+    T* out = dense ? dst.data + j0 * Rw : samples;
+    const T alpha = dense ? scale : T(1);
+    gemm<T>(true, false, mc, Rw, nc, alpha, spectrum + j0, per_k, row_dft_.data(), Rw, T(0), out,
+            Rw);
+    gemm<T>(true, false, mc, Rw, nc, alpha, spectrum + J + j0, per_k, row_dft_.data() + nc * Rw,
+            Rw, T(1), out, Rw);
+    if (dense) return;
+    for (int64_t m = 0; m < mc; ++m) {
+      const int64_t j = j0 + m, b = j / CH_, ch = j % CH_;
+      T* d = dst.data + b * dst.stride_b + ch * dst.stride_ch;
+      const T add = bias ? bias[ch] : T(0);
+      const T* s = samples + m * Rw;
+      for (int64_t i = 0; i < Rw; ++i) d[i * dst.stride_w] = s[i] * scale + add;
     }
-  } else {
+    return;
+  }
+  {
     // Per pair (k, -k): S = Y_k + Y_-k and D = Y_k - Y_-k (a self-mirrored row: S = Y_k, D = 0),
     // so that E Y_k + conj(E) Y_-k = Re E S + i Im E D. kept holds S (np rows) then D (np rows),
     // each row [re | im] of every chunk image's kept columns.
