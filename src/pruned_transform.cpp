@@ -180,10 +180,14 @@ void pruned_transform<T>::synthesise(const T* spectrum, const image_view<T>& dst
 }
 
 // ---- matmul engine -----------------------------------------------------------------------
-// Rows of the work arrays are ordered (r, m): sample row r of chunk image m. Then the row
-// transform is one GEMM over all rows, and its output, read as an (Rh x mc * 2nc) matrix, is
-// exactly the right operand of the column transform: one more GEMM. Complex products are done as
-// real GEMMs on [re | im] blocks; combining the parts is O(output).
+// Samples are gathered as (r, m, i): sample row r of chunk image m. The transformed work arrays
+// are ordered (line, part, m), part = [re | im] of the kept columns: the row transform writes,
+// for each sample row r, a (2nc x mc) block (one GEMM per row), and those blocks side by side
+// form the (Rh x 2nc * mc) right operand of the column transform: one more GEMM. With the chunk
+// image m fastest, each kept bin of the chunk is a contiguous run of mc values, as in the
+// frequency-major spectrum, so the passes between spectrum and work arrays are contiguous,
+// vectorisable loops. Complex products are real GEMMs on [re | im] blocks; combining the parts
+// is O(output).
 
 template <class T>
 void pruned_transform<T>::analyse_matmul(const image_view<const T>& src, T* spectrum, int64_t j0,
@@ -227,30 +231,33 @@ void pruned_transform<T>::analyse_matmul(const image_view<const T>& src, T* spec
       }
     }
   }
-  gemm<T>(false, false, Rh * mc, 2 * nc, Rw, T(1), samples, Rw, row_dft_.data(), 2 * nc, T(0),
-          rows, 2 * nc);
+  // Row transform, per sample row r: (2nc x mc) = row_dft^T (2nc x Rw) * S_r^T (Rw x mc).
+  for (int64_t r = 0; r < Rh; ++r)
+    gemm<T>(true, true, 2 * nc, mc, Rw, T(1), row_dft_.data(), 2 * nc, samples + r * mc * Rw, Rw,
+            T(0), rows + r * W2, mc);
   // cols = [Re D; Im D] * rows: P = Re D Z, Q = Im D Z (np rows each). Row k of the spectrum is
   // D Z = (P_re - Q_im) + i (P_im + Q_re); its mirror, with conj(D), is (P_re + Q_im) + i (P_im -
   // Q_re).
   gemm<T>(false, false, 2 * np, W2, Rh, T(1), col_dft_.data(), Rh, rows, W2, T(0), cols, W2);
   for (int64_t p = 0; p < np; ++p) {
-    const T* P = cols + p * W2;
-    const T* Q = cols + (np + p) * W2;
     const bool paired = pairs_[p].neg != pairs_[p].pos;
     for (int64_t q = 0; q < nc; ++q) {
+      const T* pr = cols + p * W2 + q * mc;
+      const T* pi = pr + nc * mc;
+      const T* qr = cols + (np + p) * W2 + q * mc;
+      const T* qi = qr + nc * mc;
       T* re = spectrum + (pairs_[p].pos * nc + q) * per_k + j0;
       T* im = re + J;
+      for (int64_t m = 0; m < mc; ++m) {
+        re[m] = pr[m] - qi[m];
+        im[m] = pi[m] + qr[m];
+      }
+      if (!paired) continue;
       T* re_m = spectrum + (pairs_[p].neg * nc + q) * per_k + j0;
       T* im_m = re_m + J;
       for (int64_t m = 0; m < mc; ++m) {
-        const int64_t o = m * 2 * nc + q;
-        const T pr = P[o], pi = P[o + nc], qr = Q[o], qi = Q[o + nc];
-        re[m] = pr - qi;
-        im[m] = pi + qr;
-        if (paired) {
-          re_m[m] = pr + qi;
-          im_m[m] = pi - qr;
-        }
+        re_m[m] = pr[m] + qi[m];
+        im_m[m] = pi[m] - qr[m];
       }
     }
   }
@@ -304,20 +311,22 @@ void pruned_transform<T>::synthesise_matmul(const T* spectrum, const image_view<
         const T* im = re + J;
         const T* re_m = spectrum + (pairs_[p].neg * nc + q) * per_k + j0;
         const T* im_m = re_m + J;
-        T* s = sum + p * W2;
-        T* d = diff + p * W2;
-        for (int64_t m = 0; m < mc; ++m) {
-          const int64_t o = m * 2 * nc + q;
-          if (paired) {
-            s[o] = re[m] + re_m[m];
-            s[o + nc] = im[m] + im_m[m];
-            d[o] = re[m] - re_m[m];
-            d[o + nc] = im[m] - im_m[m];
-          } else {
-            s[o] = re[m];
-            s[o + nc] = im[m];
-            d[o] = d[o + nc] = T(0);
+        T* s_re = sum + p * W2 + q * mc;
+        T* s_im = s_re + nc * mc;
+        T* d_re = diff + p * W2 + q * mc;
+        T* d_im = d_re + nc * mc;
+        if (paired) {
+          for (int64_t m = 0; m < mc; ++m) {
+            s_re[m] = re[m] + re_m[m];
+            s_im[m] = im[m] + im_m[m];
+            d_re[m] = re[m] - re_m[m];
+            d_im[m] = im[m] - im_m[m];
           }
+        } else {
+          std::memcpy(s_re, re, sizeof(T) * static_cast<size_t>(mc));
+          std::memcpy(s_im, im, sizeof(T) * static_cast<size_t>(mc));
+          std::fill(d_re, d_re + mc, T(0));
+          std::fill(d_im, d_im + mc, T(0));
         }
       }
     }
@@ -325,21 +334,23 @@ void pruned_transform<T>::synthesise_matmul(const T* spectrum, const image_view<
     gemm<T>(false, false, Rh, W2, np, T(1), col_dft_.data(), np, sum, W2, T(0), cols, W2);
     gemm<T>(false, false, Rh, W2, np, T(1), col_dft_.data() + Rh * np, np, diff, W2, T(0),
             cols + Rh * W2, W2);
-    for (int64_t r = 0; r < Rh; ++r) {
-      T* P = cols + r * W2;
-      const T* Q = cols + (Rh + r) * W2;
-      for (int64_t m = 0; m < mc; ++m)
-        for (int64_t q = 0; q < nc; ++q) {
-          const int64_t o = m * 2 * nc + q;
-          const T pr = P[o], pi = P[o + nc];
-          P[o] = pr - Q[o + nc];
-          P[o + nc] = pi + Q[o];
+    for (int64_t r = 0; r < Rh; ++r)
+      for (int64_t q = 0; q < nc; ++q) {
+        T* pr = cols + r * W2 + q * mc;
+        T* pi = pr + nc * mc;
+        const T* qr = cols + (Rh + r) * W2 + q * mc;
+        const T* qi = qr + nc * mc;
+        for (int64_t m = 0; m < mc; ++m) {
+          const T a = pr[m], b = pi[m];
+          pr[m] = a - qi[m];
+          pi[m] = b + qr[m];
         }
-    }
+      }
   }
-  // The first Rh rows of cols, read as (Rh * mc x 2nc), times the width-axis inverse.
-  gemm<T>(false, false, Rh * mc, Rw, 2 * nc, T(1), cols, 2 * nc, row_dft_.data(), Rw, T(0),
-          samples, Rw);
+  // Width-axis inverse per grid row r: samples_r (mc x Rw) = V_r^T (mc x 2nc) * row_dft.
+  for (int64_t r = 0; r < Rh; ++r)
+    gemm<T>(true, false, mc, Rw, 2 * nc, T(1), cols + r * W2, mc, row_dft_.data(), Rw, T(0),
+            samples + r * mc * Rw, Rw);
   for (int64_t m = 0; m < mc; ++m) {
     const int64_t j = j0 + m, b = j / CH_, ch = j % CH_;
     T* base = dst.data + b * dst.stride_b + ch * dst.stride_ch;
