@@ -174,11 +174,18 @@ void plan<T>::bias_grad(const tensor_view<const T>& grad_out, T* grad_bias) cons
   const int64_t Ho = g.output[0], Wo = g.output[1];
 #pragma omp parallel for schedule(static) num_threads(detail::thread_count()) if (N * Ho * Wo * F >= 32768)
   for (int64_t f = 0; f < F; ++f) {
-    double sum = 0;  // double accumulation: batch x spatial terms
+    double sum = 0;  // double accumulation over rows; each row in T, vectorised
     for (int64_t n = 0; n < N; ++n)
       for (int64_t h = 0; h < Ho; ++h) {
         const T* row = img.data + n * img.stride_b + f * img.stride_ch + h * img.stride_h;
-        for (int64_t w = 0; w < Wo; ++w) sum += row[w * img.stride_w];
+        T row_sum = 0;
+        if (img.stride_w == 1) {
+#pragma omp simd reduction(+ : row_sum)
+          for (int64_t w = 0; w < Wo; ++w) row_sum += row[w];
+        } else {
+          for (int64_t w = 0; w < Wo; ++w) row_sum += row[w * img.stride_w];
+        }
+        sum += row_sum;
       }
     grad_bias[f] = static_cast<T>(sum);
   }

@@ -248,6 +248,7 @@ void pruned_transform<T>::analyse_matmul(const image_view<const T>& src, T* spec
       const T* qi = qr + nc * mc;
       T* re = spectrum + (pairs_[p].pos * nc + q) * per_k + j0;
       T* im = re + J;
+      #pragma omp simd
       for (int64_t m = 0; m < mc; ++m) {
         re[m] = pr[m] - qi[m];
         im[m] = pi[m] + qr[m];
@@ -255,6 +256,7 @@ void pruned_transform<T>::analyse_matmul(const image_view<const T>& src, T* spec
       if (!paired) continue;
       T* re_m = spectrum + (pairs_[p].neg * nc + q) * per_k + j0;
       T* im_m = re_m + J;
+      #pragma omp simd
       for (int64_t m = 0; m < mc; ++m) {
         re_m[m] = pr[m] + qi[m];
         im_m[m] = pi[m] - qr[m];
@@ -316,6 +318,7 @@ void pruned_transform<T>::synthesise_matmul(const T* spectrum, const image_view<
         T* d_re = diff + p * W2 + q * mc;
         T* d_im = d_re + nc * mc;
         if (paired) {
+          #pragma omp simd
           for (int64_t m = 0; m < mc; ++m) {
             s_re[m] = re[m] + re_m[m];
             s_im[m] = im[m] + im_m[m];
@@ -340,6 +343,7 @@ void pruned_transform<T>::synthesise_matmul(const T* spectrum, const image_view<
         T* pi = pr + nc * mc;
         const T* qr = cols + (Rh + r) * W2 + q * mc;
         const T* qi = qr + nc * mc;
+        #pragma omp simd
         for (int64_t m = 0; m < mc; ++m) {
           const T a = pr[m], b = pi[m];
           pr[m] = a - qi[m];
@@ -358,7 +362,12 @@ void pruned_transform<T>::synthesise_matmul(const T* spectrum, const image_view<
     for (int64_t r = 0; r < Rh; ++r) {
       const T* s = samples + (r * mc + m) * Rw;
       T* d = base + r * dst.stride_h;
-      for (int64_t i = 0; i < Rw; ++i) d[i * dst.stride_w] = s[i] * scale + add;
+      if (dst.stride_w == 1) {
+#pragma omp simd
+        for (int64_t i = 0; i < Rw; ++i) d[i] = s[i] * scale + add;
+      } else {
+        for (int64_t i = 0; i < Rw; ++i) d[i * dst.stride_w] = s[i] * scale + add;
+      }
     }
   }
 }
