@@ -8,7 +8,7 @@ accuracy for compute and memory.
   ``compress_rate`` / ``energy``;
 - :mod:`blfft.nn`: ``Conv1d`` / ``Conv2d`` modules (subclasses of torch's);
 - :func:`convert`, :func:`set_compression`, :func:`compression_report`: whole models;
-- :func:`set_weight_spectrum_saving`: keep or recompute weight spectra for backward;
+- :func:`set_weight_spectrum_saving`, :func:`set_saved_spectrum_dtype`: what backward keeps;
 - :func:`build_info`: what this build can do.
 
 The computation runs in the C++ core: ``blfft._core`` for CPU tensors, ``blfft._cuda`` (the CUDA
@@ -26,7 +26,12 @@ from . import (
     nn,
 )
 from ._core import BlfftError
-from ._ops import get_weight_spectrum_saving, set_weight_spectrum_saving
+from ._ops import (
+    get_saved_spectrum_dtype,
+    get_weight_spectrum_saving,
+    set_saved_spectrum_dtype,
+    set_weight_spectrum_saving,
+)
 from .tools import CompressionReport, compression_report, convert, set_compression
 
 __version__ = _core.__version__
@@ -39,10 +44,12 @@ __all__ = [
     "convert",
     "functional",
     "get_num_threads",
+    "get_saved_spectrum_dtype",
     "get_weight_spectrum_saving",
     "nn",
     "set_compression",
     "set_num_threads",
+    "set_saved_spectrum_dtype",
     "set_weight_spectrum_saving",
 ]
 

@@ -31,7 +31,7 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -164,9 +164,19 @@ def _blfft_keep(x, w, layer: Layer, rate: float):
         blfft.set_weight_spectrum_saving(before)
 
 
+def _blfft_bf16(x, w, layer: Layer, rate: float):
+    """blfft storing the spectra kept for backward in bfloat16 (set_saved_spectrum_dtype)."""
+    blfft.set_saved_spectrum_dtype(torch.bfloat16)
+    try:
+        return _blfft(x, w, layer, rate)
+    finally:
+        blfft.set_saved_spectrum_dtype(None)
+
+
 IMPLS: Dict[str, Callable] = {
     "blfft": _blfft,
     "blfft_keep": _blfft_keep,
+    "blfft_bf16": _blfft_bf16,
     "torch": _torch,
     "fft_conv_pytorch": _fft_conv_pytorch,
     "paper": _paper,
@@ -214,35 +224,37 @@ def _time(impl: Callable, layer: Layer, rate: float, repeats: int, warmup: int) 
     return {"fwd_ms": ms(fwd), "bwd_ms": ms(bwd), "fwd_bwd_ms": ms(both)}
 
 
-def _held_bytes(impl: Callable, layer: Layer, rate: float, batch: int) -> int:
-    """Bytes of the distinct storages autograd keeps for backward after one forward."""
-    x, w = _inputs(layer, batch)
-    seen: Dict[int, int] = {}
+def _held_bytes(impl: Callable, layer: Layer, rate: float) -> Tuple[int, int]:
+    """Bytes of the distinct storages autograd keeps for backward after one forward, split into
+    (grows with the batch, does not): the weight and weight spectra are the second kind, told
+    apart by identity and by the size of the layer's weight spectrum."""
+    x, w = _inputs(layer)
+    w_spectrum = _geometry(layer, rate).w_spectrum_size
+    batch: Dict[int, int] = {}
+    fixed: Dict[int, int] = {}
 
     def pack(t):
         if t.device.type == "cpu" and t.numel() > 0:
             s = t.untyped_storage()
-            seen[s.data_ptr()] = s.nbytes()
+            is_fixed = s.data_ptr() == w.untyped_storage().data_ptr() or (
+                t.dim() == 1 and t.numel() == w_spectrum
+            )
+            (fixed if is_fixed else batch)[s.data_ptr()] = s.nbytes()
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         y = impl(x, w, layer, rate)
     del y
-    return sum(seen.values())
+    return sum(batch.values()), sum(fixed.values())
 
 
 def _memory(impl: Callable, layer: Layer, rate: float) -> dict:
-    """Held-for-backward bytes split by measuring at batch N and 2N: the difference grows with
-    the batch, the rest (weights and their spectra) does not."""
-    n = layer.batch
-    held_n = _held_bytes(impl, layer, rate, n)
-    held_2n = _held_bytes(impl, layer, rate, 2 * n)
-    per_batch = held_2n - held_n
-    input_bytes = n * layer.cin * layer.size**layer.ndim * 4
+    held_batch, held_fixed = _held_bytes(impl, layer, rate)
+    input_bytes = layer.batch * layer.cin * layer.size**layer.ndim * 4
     return {
-        "held_batch_bytes": per_batch,
-        "held_fixed_bytes": held_n - per_batch,
-        "held_batch_over_input": per_batch / input_bytes,
+        "held_batch_bytes": held_batch,
+        "held_fixed_bytes": held_fixed,
+        "held_batch_over_input": held_batch / input_bytes,
         "peak_rss_bytes": _peak_rss(impl, layer, rate),
     }
 
@@ -264,13 +276,18 @@ def _arithmetic(layer: Layer, rate: float) -> float:
     left out: their arithmetic depends on the engine each one runs on (FFT or pruned-DFT GEMMs,
     chosen per transform by the core), so GFLOP/s here is a lower bound of the achieved rate,
     comparable across layers and rates. Sizes come from the core's geometry."""
-    pad = layer.explicit_padding() if layer.padding != "same" else (layer.kernel - 1) // 2
-    sp = [layer.size] * layer.ndim
-    g = _ops.geometry(
-        (layer.batch, layer.cin, *sp), (layer.cout, layer.cin, *[layer.kernel] * layer.ndim),
-        [layer.stride] * layer.ndim, [pad] * layer.ndim, [1] * layer.ndim, 1, rate)[2]
+    g = _geometry(layer, rate)
     n, c, f = layer.batch, layer.cin, layer.cout
     return float(3 * g.kept * 3 * 2 * n * f * c)
+
+
+def _geometry(layer: Layer, rate: float):
+    """The core's geometry of a layer (at its benchmark batch)."""
+    pad = layer.explicit_padding() if layer.padding != "same" else (layer.kernel - 1) // 2
+    sp = [layer.size] * layer.ndim
+    return _ops.geometry(
+        (layer.batch, layer.cin, *sp), (layer.cout, layer.cin, *[layer.kernel] * layer.ndim),
+        [layer.stride] * layer.ndim, [pad] * layer.ndim, [1] * layer.ndim, 1, rate)[2]
 
 
 def _sgemm_gflops(size: int = 2048, repeats: int = 5) -> float:
@@ -309,8 +326,8 @@ def _markdown(results: List[dict], meta: dict) -> str:
         "## Forward+backward time, ratio blfft / baseline (lower is better)",
         "",
         "| layer | rate | blfft ms | torch ms | blfft/torch | blfft/fft-conv-pytorch | "
-        "blfft/paper | mixing GFLOP/s | held (batch) / input |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "blfft/paper | mixing GFLOP/s | held (batch) / input | same, bf16 spectra |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     by = {(r["layer"], r["impl"], r["rate"]): r for r in results}
     for r in results:
@@ -323,11 +340,15 @@ def _markdown(results: List[dict], meta: dict) -> str:
             base = by.get((layer, impl, 0.0 if impl in RATE_FREE else rate))
             return f"{t / base['fwd_bwd_ms']:.2f}" if base else "n/a"
 
+        def held_bf16(layer, rate):
+            r16 = by.get((layer, "blfft_bf16", rate))
+            return f"{r16['held_batch_over_input']:.2f}" if r16 else "n/a"
+
         torch_ms = by.get((layer, "torch", 0.0), {}).get("fwd_bwd_ms", float("nan"))
         out.append(
             f"| {layer} | {rate:.2f} | {t:.1f} | {torch_ms:.1f} | {ratio('torch')} | "
             f"{ratio('fft_conv_pytorch')} | {ratio('paper')} | {r['gflops']:.1f} | "
-            f"{r['held_batch_over_input']:.2f} |"
+            f"{r['held_batch_over_input']:.2f} | {held_bf16(layer, rate)} |"
         )
     out += [
         "",
@@ -418,7 +439,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="threads for torch and blfft")
     ap.add_argument("--layers", default="all", help="all | resnet | fcn | substring of a name")
     ap.add_argument("--rates", default=None, help="comma-separated (default 0,0.25,0.5,0.75)")
-    ap.add_argument("--impls", default="blfft,blfft_keep,torch,fft_conv_pytorch,paper")
+    ap.add_argument("--impls", default="blfft,blfft_keep,blfft_bf16,torch,fft_conv_pytorch,paper")
     args = ap.parse_args(argv)
 
     threads = args.threads or torch.get_num_threads()

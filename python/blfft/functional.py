@@ -241,6 +241,7 @@ def _conv(
                 grad_on and weight.requires_grad,
                 grad_on and x.requires_grad,
                 _ops.get_weight_spectrum_saving(),
+                _ops._saved_dtype,
             )
     record = CallRecord(
         tuple(x.shape),

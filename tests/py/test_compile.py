@@ -68,8 +68,15 @@ def test_compiled_model_follows_weight_spectrum_saving_mode():
     before = blfft.get_weight_spectrum_saving()
     try:
         results = {}
-        for mode in ("keep", "recompute", "auto", "keep"):
+        for mode, dtype in [
+            ("keep", None),
+            ("recompute", None),
+            ("auto", torch.bfloat16),
+            ("keep", torch.bfloat16),
+            ("keep", None),
+        ]:
             blfft.set_weight_spectrum_saving(mode)
+            blfft.set_saved_spectrum_dtype(dtype)
             results[mode] = _step(compiled, model, x)
             out_e, grads_e = _step(model, model, x)
             torch.testing.assert_close(results[mode][0], out_e, rtol=1e-4, atol=1e-5)
@@ -77,6 +84,7 @@ def test_compiled_model_follows_weight_spectrum_saving_mode():
                 torch.testing.assert_close(results[mode][1][n], grads_e[n], rtol=1e-4, atol=1e-5)
     finally:
         blfft.set_weight_spectrum_saving(before)
+        blfft.set_saved_spectrum_dtype(None)
 
 
 def test_ops_pass_opcheck():
@@ -86,8 +94,8 @@ def test_ops_pass_opcheck():
     b = torch.randn(4, dtype=torch.float64, requires_grad=True)
     args = (x, w, b, [1, 1], [1, 1], [1, 1], 1, 0.5, [], True, True)
     torch.library.opcheck(torch.ops.blfft.conv_forward.default, args)
-    for mode in ("keep", "recompute"):
-        torch.library.opcheck(torch.ops.blfft.conv_forward.default, args + (mode,))
+    for extra in [("keep",), ("recompute",), ("keep", "bfloat16")]:
+        torch.library.opcheck(torch.ops.blfft.conv_forward.default, args + extra)
     g = torch.randn(2, 4, 8, 7, dtype=torch.float64)
     bargs = (
         g,

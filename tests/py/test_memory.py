@@ -150,3 +150,56 @@ def test_weight_spectrum_saving_rejects_unknown_modes():
     with pytest.raises(ValueError, match="mode must be one of 'auto', 'keep', 'recompute'"):
         blfft.set_weight_spectrum_saving("sometimes")
     assert blfft.get_weight_spectrum_saving() == "auto"
+
+
+@pytest.fixture
+def bfloat16_spectra():
+    blfft.set_saved_spectrum_dtype(torch.bfloat16)
+    yield
+    blfft.set_saved_spectrum_dtype(None)
+
+
+@pytest.mark.parametrize("hw", [4, 8, 16])
+def test_bfloat16_saved_spectra_halve_what_backward_holds(hw, bfloat16_spectra):
+    # Small maps at rate 0.5: the full-precision input spectrum is 0.7-0.9x the input (the padded
+    # grid has more bins than the map has pixels); stored in bfloat16 it is under 0.6x.
+    torch.manual_seed(1)
+    c = f = 16
+    w = torch.randn(f, c, 3, 3, requires_grad=True)
+    held = {}
+    blfft.set_weight_spectrum_saving("recompute")  # only the batch-dependent part here
+    for n in (4, 8):
+        x = torch.randn(n, c, hw, hw, requires_grad=True)
+        _, _, g = _ops.geometry(x.shape, w.shape, (1, 1), (1, 1), (1, 1), 1, 0.5)
+        y, saved = _saved(lambda x=x: BF.conv2d(x, w, padding=1, compress_rate=0.5))
+        spectra = [t for t in saved if t.dim() == 1]
+        assert spectra and all(t.dtype == torch.bfloat16 for t in spectra)
+        assert not any(t is x for t in saved)
+        held[n] = (_nbytes(saved), x.numel() * x.element_size())
+        y.sum().backward()
+    blfft.set_weight_spectrum_saving("auto")
+    growth = held[8][0] - held[4][0]
+    input_growth = held[8][1] - held[4][1]
+    assert 0 < growth <= 0.6 * input_growth
+
+
+def test_bfloat16_saved_spectra_gradients_are_close(bfloat16_spectra):
+    torch.manual_seed(2)
+    x = torch.randn(4, 8, 12, 12, requires_grad=True)
+    w = torch.randn(8, 8, 3, 3, requires_grad=True)
+    gy = torch.randn(4, 8, 12, 12)
+    y16 = BF.conv2d(x, w, padding=1, compress_rate=0.5)
+    g16 = torch.autograd.grad(y16, (x, w), gy)
+    blfft.set_saved_spectrum_dtype(None)
+    y32 = BF.conv2d(x, w, padding=1, compress_rate=0.5)
+    g32 = torch.autograd.grad(y32, (x, w), gy)
+    torch.testing.assert_close(y16, y32, rtol=0, atol=0)  # forward is unaffected
+    for a, b in zip(g16, g32):
+        rel = (a - b).norm() / b.norm()
+        assert 0 < rel < 1e-2  # rounded (so not identical), but within bfloat16's precision
+
+
+def test_saved_spectrum_dtype_rejects_other_dtypes():
+    with pytest.raises(ValueError, match="dtype must be None or torch.bfloat16"):
+        blfft.set_saved_spectrum_dtype(torch.float16)
+    assert blfft.get_saved_spectrum_dtype() is None
