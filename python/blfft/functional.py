@@ -6,7 +6,8 @@ compress_rate=0.0, energy=None)`` (and ``conv2d`` alike) compute the cross-corre
 backend is built: ``blfft.build_info()``), keeping only the low-frequency Fourier coefficients
 of the input, the filter and the gradients (Dziedzic et al., ICML 2019):
 
-- ``compress_rate`` in [0, 1) is the fraction of coefficients discarded (0: exact convolution);
+- ``compress_rate`` in [0, 1) is the fraction of coefficients discarded (0: exact convolution;
+  1x1 kernels at rate 0 run as torch's own convolution, the same operator without transforms);
 - ``energy`` in (0, 1] instead chooses, per call, the largest compression whose kept set holds at
   least that fraction of the input spectrum's energy.
 
@@ -203,6 +204,12 @@ def _conv(
     chosen_rate = rate
     if x.shape[0] == 0:
         y = _empty_batch(x, weight, bias, stride_t, padding_t, dilation_t, groups)
+    elif energy is None and rate == 0.0 and all(k == 1 for k in kernel):
+        # A 1x1 kernel at rate 0: nothing is dropped, so the band-limited convolution is the
+        # exact one, a plain matrix product over channels, which torch runs without any
+        # transform (a transform is pure overhead here; DenseNet-style models are full of these).
+        conv = F.conv1d if ndim == 1 else F.conv2d
+        y = conv(x, weight, bias, stride_t, padding_t, dilation_t, groups)
     else:
         if energy is not None:
             band, sel = _ops.select_band(

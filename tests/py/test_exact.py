@@ -136,3 +136,28 @@ def test_empty_batch():
     assert y.shape == F.conv2d(x, w, padding=1).shape
     y.sum().backward()
     assert w.grad is not None and torch.count_nonzero(w.grad) == 0
+
+
+@pytest.mark.parametrize("ndim", [1, 2])
+def test_pointwise_rate_zero_runs_without_transforms(ndim, monkeypatch):
+    # 1x1 at rate 0 is the exact convolution: computed as torch's conv, never through the ops.
+    from blfft import _ops
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("blfft::conv_forward called for a 1x1 kernel at rate 0")
+
+    monkeypatch.setattr(_ops, "conv_forward", forbidden)
+    conv, tconv = (BF.conv1d, F.conv1d) if ndim == 1 else (BF.conv2d, F.conv2d)
+    shape = (3, 8) + (9,) * ndim
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    w = torch.randn((6, 4) + (1,) * ndim, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    y = conv(x, w, b, stride=2, groups=2)
+    ref = tconv(x, w, b, stride=2, groups=2)
+    assert_close(y, ref, torch.float64, "y")
+    gy = torch.randn_like(y)
+    for a, r in zip(torch.autograd.grad(y, (x, w, b), gy), torch.autograd.grad(ref, (x, w, b), gy)):
+        assert_close(a, r, torch.float64, "grad")
+    # With compression, the band-limited path runs (and the forbidden op is hit).
+    with pytest.raises(AssertionError, match="conv_forward called"):
+        conv(x, w, b, stride=2, groups=2, compress_rate=0.5)
