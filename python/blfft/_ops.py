@@ -215,6 +215,22 @@ def _keep_w_spectrum(g, mode: str = "auto", saved_dtype: str = "") -> bool:
     return x_held + g.w_spectrum_size * ratio <= g.input_size + g.weight_size
 
 
+def _eager_only(fn):
+    """``torch.compiler.disable(fn)``, applied on the first call: torch.compiler.disable imports
+    torch._dynamo, which would double the time of ``import blfft`` (seconds) for programs that
+    never compile. A program that compiles has imported dynamo before tracing reaches us."""
+    disabled = None
+
+    @functools.wraps(fn)
+    def inner(*args, **kwargs):
+        nonlocal disabled
+        if disabled is None:
+            disabled = torch.compiler.disable(fn)
+        return disabled(*args, **kwargs)
+
+    return inner
+
+
 def _unsupported(message: str) -> Exception:
     e = _core.BlfftError(message)
     e.code = "unsupported"
@@ -594,7 +610,7 @@ class WeightSpectrumCache:
     def nbytes(self) -> int:
         return 0 if self._entry is None else self._entry[3].numel() * self._entry[3].element_size()
 
-    @torch.compiler.disable
+    @_eager_only
     def get(self, x_shape, weight: Tensor, stride, padding, dilation, groups, rate, band) -> Tensor:
         be, stream = _backend(weight, "weight")
         shape = (1,) + tuple(int(s) for s in x_shape[1:])
@@ -628,7 +644,7 @@ class WeightSpectrumCache:
 # ------------------------------------------------------------------------------------------------
 
 
-@torch.compiler.disable
+@_eager_only
 def select_band(
     x: Tensor,
     w_shape: Sequence[int],

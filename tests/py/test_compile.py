@@ -140,3 +140,34 @@ def test_energy_mode_compiles_with_a_graph_break():
     torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
     out.sum().backward()
     assert model[0].weight.grad is not None
+
+
+@pytest.mark.slow
+def test_cached_inference_under_compile():
+    # WeightSpectrumCache.get runs eagerly (outside the graph) and still caches.
+    torch._dynamo.reset()
+    m = tnn.Sequential(
+        blfft.nn.Conv2d(3, 8, 3, padding=1, compress_rate=0.5, cache_weight_spectrum=True),
+        tnn.ReLU(),
+        blfft.nn.Conv2d(8, 4, 3, padding=1, compress_rate=0.5, cache_weight_spectrum=True),
+    ).eval()
+    x = torch.randn(2, 3, 12, 12)
+    with torch.no_grad():
+        ref = m(x)
+        compiled = torch.compile(m, backend="aot_eager")
+        out, out2 = compiled(x), compiled(x)
+    torch.testing.assert_close(out, ref)
+    torch.testing.assert_close(out2, ref)
+    cache = m[0]._blfft_weight_cache
+    assert cache.misses == 1 and cache.hits >= 2
+
+
+def test_import_does_not_load_dynamo():
+    # torch.compiler.disable would import torch._dynamo (seconds) at `import blfft`; the eager-only
+    # functions apply it on first use instead.
+    import subprocess
+    import sys
+
+    code = "import sys, blfft; print('torch._dynamo' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
