@@ -5,6 +5,7 @@
 #include "aligned_buffer.hpp"
 #include "check.hpp"
 #include "mix.hpp"
+#include "mix_taps.hpp"
 #include "parallel.hpp"
 #include "pruned_transform.hpp"
 #include "view_check.hpp"
@@ -28,7 +29,8 @@ class plan_impl {
   using dir = typename transform::direction;
 
  public:
-  plan_impl(const geometry& geo, const plan_options& o) : g(geo) {
+  plan_impl(const geometry& geo, const plan_options& o)
+      : g(geo), taps(use_taps(geo, o, sizeof(T))), twiddles(geo) {
     const auto& p = g.params;
     const placement x_h{p.input[0], p.padding[0], 1}, x_w{p.input[1], p.padding[1], 1};
     const placement w_h{p.kernel[0], 0, p.dilation[0]}, w_w{p.kernel[1], 0, p.dilation[1]};
@@ -44,6 +46,10 @@ class plan_impl {
   }
 
   geometry g;
+  /// Mix from the weight taps (mix_taps.hpp) where no weight spectrum is given, and fold the
+  /// weight gradient into the taps directly; else through whole weight spectra.
+  bool taps;
+  tap_twiddles<T> twiddles;
   std::unique_ptr<transform> x_in, w_in, g_in, y_out, dx_out, dw_out;
   T scale;
 };
@@ -100,10 +106,16 @@ void plan<T>::forward(const tensor_view<const T>& x, const tensor_view<const T>&
   check_view(y, g.output_shape(), "output", true);
   // Spectra the caller does not keep live in pooled buffers for the duration of the call.
   auto x_tmp = detail::take_workspace<T>(x_spectrum ? 0 : g.x_spectrum_size());
-  auto w_tmp = detail::take_workspace<T>(w_spectrum ? 0 : g.w_spectrum_size());
   if (!x_spectrum) x_spectrum = x_tmp.data();
-  if (!w_spectrum) w_spectrum = w_tmp.data();
   impl_->x_in->analyse(as_image(x), x_spectrum);
+  if (!w_spectrum && impl_->taps) {  // no weight spectrum at all
+    auto y_spec = detail::take_workspace<T>(g.y_spectrum_size());
+    detail::mix_forward_taps(g, impl_->twiddles, x_spectrum, as_image(w), y_spec.data());
+    impl_->y_out->synthesise(y_spec.data(), as_image(y), impl_->scale, bias);
+    return;
+  }
+  auto w_tmp = detail::take_workspace<T>(w_spectrum ? 0 : g.w_spectrum_size());
+  if (!w_spectrum) w_spectrum = w_tmp.data();
   impl_->w_in->analyse(as_image(w), w_spectrum);
   forward_spectra(x_spectrum, w_spectrum, bias, y);
 }
@@ -124,12 +136,27 @@ template <class T>
 void plan<T>::backward(const tensor_view<const T>& grad_out, const T* x_spectrum,
                        const T* w_spectrum, const tensor_view<T>* grad_input,
                        const tensor_view<T>* grad_weight, T* grad_bias) const {
+  if (grad_input) require(w_spectrum, "w_spectrum");
+  backward_impl(grad_out, x_spectrum, w_spectrum, nullptr, grad_input, grad_weight, grad_bias);
+}
+
+template <class T>
+void plan<T>::backward_with_weight(const tensor_view<const T>& grad_out, const T* x_spectrum,
+                                   const tensor_view<const T>& weight,
+                                   const tensor_view<T>* grad_input,
+                                   const tensor_view<T>* grad_weight, T* grad_bias) const {
+  check_view(weight, geometry().weight_shape(), "weight", false);
+  backward_impl(grad_out, x_spectrum, nullptr, &weight, grad_input, grad_weight, grad_bias);
+}
+
+template <class T>
+void plan<T>::backward_impl(const tensor_view<const T>& grad_out, const T* x_spectrum,
+                            const T* w_spectrum, const tensor_view<const T>* weight,
+                            const tensor_view<T>* grad_input, const tensor_view<T>* grad_weight,
+                            T* grad_bias) const {
   const auto& g = geometry();
   check_view(grad_out, g.output_shape(), "grad_output", false);
-  if (grad_input) {
-    check_view(*grad_input, g.input_shape(), "grad_input", true);
-    require(w_spectrum, "w_spectrum");
-  }
+  if (grad_input) check_view(*grad_input, g.input_shape(), "grad_input", true);
   if (grad_weight) {
     check_view(*grad_weight, g.weight_shape(), "grad_weight", true);
     require(x_spectrum, "x_spectrum");
@@ -140,10 +167,22 @@ void plan<T>::backward(const tensor_view<const T>& grad_out, const T* x_spectrum
     impl_->g_in->analyse(as_image(grad_out), g_spec.data());
     if (grad_input) {
       auto dx_spec = detail::take_workspace<T>(g.x_spectrum_size());
-      detail::mix_input_grad(g, g_spec.data(), w_spectrum, dx_spec.data());
+      if (w_spectrum) {
+        detail::mix_input_grad(g, g_spec.data(), w_spectrum, dx_spec.data());
+      } else if (impl_->taps) {
+        detail::mix_input_grad_taps(g, impl_->twiddles, g_spec.data(), as_image(*weight),
+                                    dx_spec.data());
+      } else {
+        auto w_spec = detail::take_workspace<T>(g.w_spectrum_size());
+        impl_->w_in->analyse(as_image(*weight), w_spec.data());
+        detail::mix_input_grad(g, g_spec.data(), w_spec.data(), dx_spec.data());
+      }
       impl_->dx_out->synthesise(dx_spec.data(), as_image(*grad_input), impl_->scale, nullptr);
     }
-    if (grad_weight) {
+    if (grad_weight && impl_->taps) {
+      detail::weight_grad_taps(g, impl_->twiddles, g_spec.data(), x_spectrum, impl_->scale,
+                               as_image(*grad_weight));
+    } else if (grad_weight) {
       auto dw_spec = detail::take_workspace<T>(g.w_spectrum_size());
       detail::mix_weight_grad(g, g_spec.data(), x_spectrum, dw_spec.data());
       impl_->dw_out->synthesise(dw_spec.data(), as_image(*grad_weight), impl_->scale, nullptr);

@@ -11,6 +11,7 @@
 #include "check.hpp"
 #include "engine_choice.hpp"
 #include "parallel.hpp"
+#include "twiddle.hpp"
 
 namespace blfft::detail {
 namespace {
@@ -19,14 +20,6 @@ namespace {
 // run in the spectrum (short runs made the gathers latency-bound), small enough for L2/L3.
 constexpr std::size_t chunk_bytes = 1024 * 1024;
 constexpr std::size_t serial_bytes = 64 * 1024;
-
-/// exp(sign * 2 pi i * k * t / L) with k * t reduced mod L first, so large products keep their
-/// precision.
-std::complex<double> twiddle(int64_t k, int64_t t, int64_t L, double sign) {
-  const int64_t kt = (k % L) * (t % L) % L;
-  const double a = sign * 2.0 * M_PI * static_cast<double>(kt) / static_cast<double>(L);
-  return {std::cos(a), std::sin(a)};
-}
 
 }  // namespace
 

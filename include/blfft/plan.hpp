@@ -25,10 +25,23 @@ enum class fft_rigor { estimate, measure };
 ///   weight transforms of 1D layers: a few taps on a long grid); fft otherwise.
 enum class transform_method { automatic, fft, matmul };
 
+/// Where the weight's side of the channel mixing comes from when the caller keeps no weight
+/// spectrum (forward without w_spectrum, backward_with_weight) and for the weight gradient:
+/// - spectrum: a whole weight spectrum is computed (and the weight gradient synthesised from a
+///   whole gradient spectrum);
+/// - taps: each kept frequency's weight matrix is made from the taps right where it is used,
+///   and the weight gradient folded into the taps frequency by frequency; no weight-sized
+///   spectrum exists (pays off when that spectrum would be large and the taps are few);
+/// - automatic: taps when the weight spectrum would be at least 16 MiB, the weight at most
+///   2 MiB and the taps few (at most 6, and 2 taps <= 3 batch): 1D layers with small kernels;
+///   else spectrum.
+enum class weight_mixing { automatic, spectrum, taps };
+
 struct plan_options {
   fft_rigor rigor = fft_rigor::estimate;
   transform_method method = transform_method::automatic;
   int64_t matmul_max_grid = 64;  ///< automatic picks matmul for grids up to this length
+  weight_mixing mixing = weight_mixing::automatic;
 };
 
 namespace detail {
@@ -74,6 +87,13 @@ class BLFFT_API plan {
                 const tensor_view<T>* grad_input, const tensor_view<T>* grad_weight,
                 T* grad_bias) const;
 
+  /// backward() with the weight itself instead of its spectrum, for callers that did not keep
+  /// the spectrum: where the plan mixes from the weight taps (small kernels against the batch)
+  /// no weight spectrum is made at all, else it is recomputed for the call.
+  void backward_with_weight(const tensor_view<const T>& grad_out, const T* x_spectrum,
+                            const tensor_view<const T>& weight, const tensor_view<T>* grad_input,
+                            const tensor_view<T>* grad_weight, T* grad_bias) const;
+
   void input_grad(const tensor_view<const T>& grad_out, const T* w_spectrum,
                   const tensor_view<T>& grad_input) const;
   void weight_grad(const tensor_view<const T>& grad_out, const T* x_spectrum,
@@ -81,6 +101,10 @@ class BLFFT_API plan {
   void bias_grad(const tensor_view<const T>& grad_out, T* grad_bias) const;
 
  private:
+  void backward_impl(const tensor_view<const T>& grad_out, const T* x_spectrum,
+                     const T* w_spectrum, const tensor_view<const T>* weight,
+                     const tensor_view<T>* grad_input, const tensor_view<T>* grad_weight,
+                     T* grad_bias) const;
   std::unique_ptr<detail::plan_impl<T>> impl_;
 };
 

@@ -499,9 +499,14 @@ def conv_backward(
             be.input_spectrum(p, c, _dl(x), _dl(xs), *stream)
         else:
             raise ValueError("blfft: conv_backward needs x or x_spectrum for the weight gradient")
+    w_for_core = None
     if need_input_grad:
         if w_spectrum is not None:
             ws = w_spectrum.detach().to(go.dtype)
+        elif weight is not None and be is _core:
+            # The CPU core mixes from the weight itself (from its taps, or a spectrum it makes
+            # for the call): no weight-sized spectrum is allocated here.
+            w_for_core = weight.detach()
         elif weight is not None:
             ws = go.new_empty((g.w_spectrum_size,))
             be.weight_spectrum(p, c, _dl(weight), _dl(ws), *stream)
@@ -513,7 +518,10 @@ def conv_backward(
     gw = go.new_empty(g.weight_shape) if need_weight_grad else None
     gb = go.new_empty((g.params.out_channels,)) if need_bias_grad else None
     if gx is not None or gw is not None or gb is not None:
-        be.backward(p, c, _dl(go), _dl(xs), _dl(ws), _dl(gx), _dl(gw), _dl(gb), *stream)
+        if w_for_core is not None:
+            be.backward(p, c, _dl(go), _dl(xs), None, _dl(gx), _dl(gw), _dl(gb), _dl(w_for_core))
+        else:
+            be.backward(p, c, _dl(go), _dl(xs), _dl(ws), _dl(gx), _dl(gw), _dl(gb), *stream)
     return (
         gx if gx is not None else _empty(go),
         gw if gw is not None else _empty(go),

@@ -126,17 +126,19 @@ void forward_spectra(const blfft::conv_params& p, const blfft::compression& c,
 void backward(const blfft::conv_params& p, const blfft::compression& c,
               const py::object& grad_output, const py::object& x_spectrum,
               const py::object& w_spectrum, const py::object& grad_input,
-              const py::object& grad_weight, const py::object& grad_bias) {
+              const py::object& grad_weight, const py::object& grad_bias,
+              const py::object& weight) {
   imported G(grad_output, "grad_output");
-  opt_imported XS, WS, GI, GW, GB;
+  opt_imported XS, WS, GI, GW, GB, W;
   maybe_import(XS, x_spectrum, "x_spectrum");
   maybe_import(WS, w_spectrum, "w_spectrum");
   maybe_import(GI, grad_input, "grad_input");
   maybe_import(GW, grad_weight, "grad_weight");
   maybe_import(GB, grad_bias, "grad_bias");
-  const scalar s = check_common({&G, ptr(XS), ptr(WS)}, {ptr(GI), ptr(GW), ptr(GB)});
-  if (GI && !WS)
-    fail(error_code::invalid_argument, "grad_input needs w_spectrum (got None)");
+  maybe_import(W, weight, "weight");
+  const scalar s = check_common({&G, ptr(XS), ptr(WS), ptr(W)}, {ptr(GI), ptr(GW), ptr(GB)});
+  if (GI && !WS && !W)
+    fail(error_code::invalid_argument, "grad_input needs w_spectrum or weight (got None)");
   if (GW && !XS)
     fail(error_code::invalid_argument, "grad_weight needs x_spectrum (got None)");
   auto run = [&](auto tag) {
@@ -150,7 +152,11 @@ void backward(const blfft::conv_params& p, const blfft::compression& c,
     std::optional<blfft::tensor_view<T>> gi, gw;
     if (GI) gi = view_of<T>(*GI);
     if (GW) gw = view_of<T>(*GW);
-    pl->backward(view_of<const T>(G), xs, ws, gi ? &*gi : nullptr, gw ? &*gw : nullptr, gb);
+    if (!ws && W)  // no spectrum kept: the plan mixes from the weight (taps or recomputed)
+      pl->backward_with_weight(view_of<const T>(G), xs, view_of<const T>(*W), gi ? &*gi : nullptr,
+                               gw ? &*gw : nullptr, gb);
+    else
+      pl->backward(view_of<const T>(G), xs, ws, gi ? &*gi : nullptr, gw ? &*gw : nullptr, gb);
   };
   if (s == scalar::f32) run(float{}); else run(double{});
 }
@@ -350,9 +356,10 @@ PYBIND11_MODULE(_core, m) {
         py::arg("x_spectrum"), py::arg("w_spectrum"), py::arg("bias"), py::arg("output"));
   m.def("backward", &backward, py::arg("params"), py::arg("compression"), py::arg("grad_output"),
         py::arg("x_spectrum"), py::arg("w_spectrum"), py::arg("grad_input"),
-        py::arg("grad_weight"), py::arg("grad_bias"),
+        py::arg("grad_weight"), py::arg("grad_bias"), py::arg("weight") = py::none(),
         "All gradients from one transform of grad_output; each of grad_input, grad_weight, "
-        "grad_bias may be None to skip it.");
+        "grad_bias may be None to skip it. grad_input needs w_spectrum or, when that is None, "
+        "the weight itself.");
   m.def("dlpack_info", &dlpack_info, py::arg("tensor"),
         "What the binding reads from a DLPack tensor (consumes a capsule).");
 

@@ -105,6 +105,43 @@ void check_all_entry_points(const blfft::plan<T>& pl, const problem<T>& pr, cons
   pl.bias_grad(pr.gv(), db2.data());
   EXPECT_TRUE(rel_close("bias_grad", db2, ref.db, tolerance));
 
+  // backward from the weight itself (no weight spectrum kept)
+  {
+    auto dx4 = nan_filled<T>(d.input_size());
+    auto dw4 = nan_filled<T>(d.weight_size());
+    auto db4 = nan_filled<T>(d.F);
+    auto dxv = out_view(dx4, d.input_shape());
+    auto dwv = out_view(dw4, d.weight_shape());
+    pl.backward_with_weight(pr.gv(), xs.data(), pr.wv(), &dxv, &dwv, db4.data());
+    EXPECT_TRUE(rel_close("backward_with_weight.grad_input", dx4, ref.dx, tolerance));
+    EXPECT_TRUE(rel_close("backward_with_weight.grad_weight", dw4, ref.dw, tolerance));
+    EXPECT_TRUE(rel_close("backward_with_weight.grad_bias", db4, ref.db, tolerance));
+  }
+
+  // The same geometry with the weight side mixed from the taps, and through whole spectra
+  // (plan_options::mixing; automatic picks taps only for large weight spectra, which the test
+  // problems do not have).
+  for (auto mixing : {blfft::weight_mixing::taps, blfft::weight_mixing::spectrum}) {
+    SCOPED_TRACE(mixing == blfft::weight_mixing::taps ? "mixing=taps" : "mixing=spectrum");
+    blfft::plan_options o;
+    o.mixing = mixing;
+    const blfft::plan<T> alt(geo, o);
+    auto y5 = nan_filled<T>(d.output_size());
+    std::vector<T> xs5 = nan_filled<T>(xs_n);
+    alt.forward(pr.xv(), pr.wv(), pr.bt.data(), out_view(y5, d.output_shape()), xs5.data());
+    EXPECT_TRUE(rel_close("forward(no w_spectrum)", y5, ref.y, tolerance));
+    auto dx5 = nan_filled<T>(d.input_size());
+    auto dw5 = nan_filled<T>(d.weight_size());
+    auto dxv = out_view(dx5, d.input_shape());
+    auto dwv = out_view(dw5, d.weight_shape());
+    alt.backward_with_weight(pr.gv(), xs5.data(), pr.wv(), &dxv, &dwv, nullptr);
+    EXPECT_TRUE(rel_close("backward_with_weight.grad_input", dx5, ref.dx, tolerance));
+    EXPECT_TRUE(rel_close("backward_with_weight.grad_weight", dw5, ref.dw, tolerance));
+    auto dw6 = nan_filled<T>(d.weight_size());
+    alt.weight_grad(pr.gv(), xs.data(), out_view(dw6, d.weight_shape()));
+    EXPECT_TRUE(rel_close("weight_grad", dw6, ref.dw, tolerance));
+  }
+
   // spectra from forward and from the separate calls are interchangeable
   auto dx3 = nan_filled<T>(d.input_size());
   pl.input_grad(pr.gv(), ws.data(), out_view(dx3, d.input_shape()));

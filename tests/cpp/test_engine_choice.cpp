@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "engine_choice.hpp"
+#include "mix_taps.hpp"
 
 using blfft::plan_options;
 using blfft::transform_method;
@@ -60,4 +61,30 @@ TEST(EngineChoice, FlopModel) {
   EXPECT_DOUBLE_EQ(blfft::detail::matmul_flops({10, 10, 8, 8, 9, 5}),
                    2.0 * 8 * 8 * 10 + 2.0 * 10 * 8 * 10);
   EXPECT_DOUBLE_EQ(blfft::detail::fft_flops(line(8, 5, 3)), 2.5 * 8 * 3);
+}
+
+// Where the weight side of the mixing comes from (src/mix_taps.hpp).
+TEST(WeightMixingChoice, AutomaticRule) {
+  using blfft::compression;
+  using blfft::conv_params;
+  using blfft::make_geometry;
+  using blfft::detail::use_taps;
+  const plan_options o;
+  const auto fcn = make_geometry(conv_params::conv1d(16, 256, 128, 500, 3, 1, 1),
+                                 compression::rate(0.5));
+  EXPECT_TRUE(use_taps(fcn, o, sizeof(float))) << "FCN k3: 33 MB spectrum, 3 taps";
+  const auto fcn_b1 = make_geometry(conv_params::conv1d(1, 256, 128, 500, 3, 1, 1),
+                                    compression::rate(0.5));
+  EXPECT_FALSE(use_taps(fcn_b1, o, sizeof(float))) << "batch 1: the taps outweigh the products";
+  const auto small = make_geometry(conv_params::conv1d(16, 8, 16, 64, 5, 1, 2),
+                                   compression::rate(0.5));
+  EXPECT_FALSE(use_taps(small, o, sizeof(float))) << "small spectrum: it stays in cache";
+  const auto resnet = make_geometry(
+      conv_params::conv2d(32, 64, 128, {32, 32}, {3, 3}, {2, 2}, {1, 1}), compression::rate(0.5));
+  EXPECT_FALSE(use_taps(resnet, o, sizeof(float))) << "3x3: 9 taps";
+  plan_options forced;
+  forced.mixing = blfft::weight_mixing::taps;
+  EXPECT_TRUE(use_taps(small, forced, sizeof(float)));
+  forced.mixing = blfft::weight_mixing::spectrum;
+  EXPECT_FALSE(use_taps(fcn, forced, sizeof(float)));
 }

@@ -203,3 +203,28 @@ def test_saved_spectrum_dtype_rejects_other_dtypes():
     with pytest.raises(ValueError, match="dtype must be None or torch.bfloat16"):
         blfft.set_saved_spectrum_dtype(torch.float16)
     assert blfft.get_saved_spectrum_dtype() is None
+
+
+def test_large_1d_layer_mixes_from_the_weight_taps():
+    # The FCN's 256->128 k3 layer: its weight spectrum (~33 MB in float32) is never made; the
+    # core mixes from the taps (plan_options::mixing automatic). Same numbers as with kept
+    # spectra, and nothing weight-spectrum-sized is held.
+    torch.manual_seed(3)
+    x = torch.randn(16, 256, 500, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(128, 256, 3, dtype=torch.float64, requires_grad=True)
+    gy = torch.randn(16, 128, 500, dtype=torch.float64)
+    _, _, g = _ops.geometry(x.shape, w.shape, (1,), (1,), (1,), 1, 0.5)
+    assert not _ops._keep_w_spectrum(g)
+    y, saved = _saved(lambda: BF.conv1d(x, w, padding=1, compress_rate=0.5))
+    assert not _weight_spectra(saved, g)
+    grads = torch.autograd.grad(y, (x, w), gy)
+    before = blfft.get_weight_spectrum_saving()
+    blfft.set_weight_spectrum_saving("keep")
+    try:
+        ref = BF.conv1d(x, w, padding=1, compress_rate=0.5)
+        ref_grads = torch.autograd.grad(ref, (x, w), gy)
+    finally:
+        blfft.set_weight_spectrum_saving(before)
+    torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
+    for a, r in zip(grads, ref_grads):
+        torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-9)
