@@ -94,9 +94,10 @@ tap_twiddles<T>::tap_twiddles(const geometry& g) {
   }
 }
 
-template <class T>
-void mix_forward_taps(const geometry& g, const tap_twiddles<T>& tw, const T* x_spec,
-                      const image_view<const T>& w, T* y_spec) {
+/// Runs body(k, wr, wi) for every kept frequency, (wr, wi) = W_k made from the taps of w.
+template <class T, class F>
+void for_each_weight_matrix(const geometry& g, const tap_twiddles<T>& tw,
+                            const image_view<const T>& w, F&& body) {
   const shape s = shape_of(g);
   auto wt = take_workspace<T>(s.taps * s.FC);
   taps_major(g, w, wt.data());
@@ -104,6 +105,15 @@ void mix_forward_taps(const geometry& g, const tap_twiddles<T>& tw, const T* x_s
     T* wr = thread_scratch<T, 2>(static_cast<size_t>(2 * s.FC));
     T* wi = wr + s.FC;
     weight_at(tw, k, wt.data(), s.FC, wr, wi);
+    body(k, wr, wi);
+  });
+}
+
+template <class T>
+void mix_forward_taps(const geometry& g, const tap_twiddles<T>& tw, const T* x_spec,
+                      const image_view<const T>& w, T* y_spec) {
+  const shape s = shape_of(g);
+  for_each_weight_matrix(g, tw, w, [&](int64_t k, const T* wr, const T* wi) {
     const T* xr = plane(x_spec, k, s.N, s.C, 0);
     const T* xi = plane(x_spec, k, s.N, s.C, 1);
     T* yr = y_spec + k * 2 * s.N * s.F;
@@ -120,12 +130,7 @@ template <class T>
 void mix_input_grad_taps(const geometry& g, const tap_twiddles<T>& tw, const T* g_spec,
                          const image_view<const T>& w, T* dx_spec) {
   const shape s = shape_of(g);
-  auto wt = take_workspace<T>(s.taps * s.FC);
-  taps_major(g, w, wt.data());
-  for_each_frequency(g, [&](int64_t k) {
-    T* wr = thread_scratch<T, 2>(static_cast<size_t>(2 * s.FC));
-    T* wi = wr + s.FC;
-    weight_at(tw, k, wt.data(), s.FC, wr, wi);
+  for_each_weight_matrix(g, tw, w, [&](int64_t k, const T* wr, const T* wi) {
     const T* gre = plane(g_spec, k, s.N, s.F, 0);
     const T* gim = plane(g_spec, k, s.N, s.F, 1);
     T* dxr = dx_spec + k * 2 * s.N * s.C;
