@@ -387,8 +387,9 @@ def _plot(results: List[dict], path: Path) -> bool:
             if not pts:
                 continue
             if impl in RATE_FREE:
-                ax.axhline(pts[0][1], ls="--", lw=1, label=impl, color="C1" if impl == "torch"
-                           else "C2")
+                # Dashed grey/black lines: kept apart from the colour cycle of the blfft variants.
+                ax.axhline(pts[0][1], ls="--", lw=1, label=impl,
+                           color="k" if impl == "torch" else "0.5")
             else:
                 ax.plot(*zip(*pts), marker="o", label=impl)
         ax.set_title(layer, fontsize=9)
