@@ -335,3 +335,19 @@ def test_demo_quick(tmp_path):
     assert any(r["convs"] == "torch" for r in res["rows"])
     for line in ("| blfft | 0 |", "| blfft | 0.5 |", "| blfft | 0.75 |"):
         assert line in proc.stdout
+
+
+def test_held_split_counts_weight_spectra_as_fixed():
+    # blfft keeping its weight spectrum ("keep"): the spectrum is fixed state, whatever the batch.
+    conv = blfft.nn.Conv2d(3, 8, 3, padding=1, bias=False, compress_rate=0.5)
+    model = torch.nn.Sequential(conv)
+    x = torch.randn(4, 3, 8, 8, requires_grad=True)
+    before = blfft.get_weight_spectrum_saving()
+    blfft.set_weight_spectrum_saving("keep")
+    try:
+        h = common.held_split(model, x)
+    finally:
+        blfft.set_weight_spectrum_saving(before)
+    _, _, g = blfft._ops.geometry((4, 3, 8, 8), (8, 3, 3, 3), (1, 1), (1, 1), (1, 1), 1, 0.5)
+    assert h["held_conv_fixed_bytes"] == g.w_spectrum_size * 4
+    assert h["held_conv_batch_bytes"] == g.x_spectrum_size * 4

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import blfft
+from blfft import _ops
 from blfft.data import Dataset
 from blfft.nn import _BandLimitedConv
 
@@ -254,28 +255,37 @@ def held_for_backward(model: nn.Module, x: Tensor) -> dict:
     """Bytes of the distinct storages autograd keeps for backward after one training-mode
     forward of `x` (counted with saved_tensors_hooks): in total, and those saved while a
     convolution module ran (its input or the input's compressed spectrum, and the weight or its
-    spectrum). Parameters count, as autograd holds them too."""
+    spectrum). Each is split by kind into what does not grow with the batch (parameters, and
+    blfft's weight spectra: 1-D tensors of the layer's weight-spectrum size) and the rest, which
+    does (``*_fixed_bytes``, ``*_batch_bytes``). Parameters count, as autograd holds them too."""
     # A batch sliced from a data set is a view of the whole set's storage: a layer that saves its
     # input would be charged for all of it. A copy has a storage of its own, of the batch's size.
     x = x.clone(memory_format=torch.contiguous_format)
     seen: Dict[int, int] = {}
     conv_seen: Dict[int, int] = {}
-    depth = [0]
+    fixed = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    running: List[list] = []  # per convolution being run: [(storage key, dim, numel)]
 
     def pack(t):
         if t.device.type != "meta" and t.numel() > 0:
             s = t.untyped_storage()
             key = s.data_ptr()
             seen[key] = s.nbytes()
-            if depth[0] > 0:
+            if running:
                 conv_seen[key] = s.nbytes()
+                running[-1].append((key, t.dim(), t.numel()))
         return t
+
+    def done(m, *_):
+        saved = running.pop()
+        size = _w_spectrum_size(m)
+        fixed.update(key for key, dim, numel in saved if dim == 1 and numel == size)
 
     convs = [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))]
     handles = []
     for m in convs:
-        handles.append(m.register_forward_pre_hook(lambda *_: depth.__setitem__(0, depth[0] + 1)))
-        handles.append(m.register_forward_hook(lambda *_: depth.__setitem__(0, depth[0] - 1)))
+        handles.append(m.register_forward_pre_hook(lambda *_: running.append([])))
+        handles.append(m.register_forward_hook(done))
     was_training = model.training
     model.train()
     try:
@@ -286,21 +296,31 @@ def held_for_backward(model: nn.Module, x: Tensor) -> dict:
         for h in handles:
             h.remove()
         model.train(was_training)
-    return {"held_bytes": int(sum(seen.values())), "held_conv_bytes": int(sum(conv_seen.values()))}
+    out = {"held_bytes": int(sum(seen.values())), "held_conv_bytes": int(sum(conv_seen.values()))}
+    out["held_fixed_bytes"] = int(sum(n for k, n in seen.items() if k in fixed))
+    out["held_conv_fixed_bytes"] = int(sum(n for k, n in conv_seen.items() if k in fixed))
+    out["held_batch_bytes"] = out["held_bytes"] - out["held_fixed_bytes"]
+    out["held_conv_batch_bytes"] = out["held_conv_bytes"] - out["held_conv_fixed_bytes"]
+    return out
+
+
+def _w_spectrum_size(conv: nn.Module) -> Optional[int]:
+    """Size of the weight spectrum of a blfft layer's last call (None for other layers)."""
+    last = getattr(conv, "_blfft_last", None)
+    if last is None:
+        return None
+    r = last[1]
+    g = _ops.geometry(r.x_shape, r.w_shape, r.stride, r.padding, r.dilation, r.groups, r.rate,
+                      r.band)[2]
+    return int(g.w_spectrum_size)
 
 
 def held_split(model: nn.Module, x: Tensor) -> dict:
-    """:func:`held_for_backward` at batch B (the batch `x`) and 2B, split into the part that
-    grows with the batch (activations, or their spectra) and the part that does not (weights and
-    weight spectra): ``*_batch_bytes`` = held(2B) - held(B), ``*_fixed_bytes`` = held(B) - that."""
-    one = held_for_backward(model, x)
-    two = held_for_backward(model, torch.cat([x, x]))
-    out = dict(one)
-    for key in ("held", "held_conv"):
-        batch = two[f"{key}_bytes"] - one[f"{key}_bytes"]
-        out[f"{key}_batch_bytes"] = int(batch)
-        out[f"{key}_fixed_bytes"] = int(one[f"{key}_bytes"] - batch)
-    return out
+    """:func:`held_for_backward` at batch B (the batch `x`), with the split by kind into the part
+    that grows with the batch (activations, or their spectra) and the part that does not
+    (weights and weight spectra). By kind, not by measuring at B and 2B: blfft's choice of
+    keeping a weight spectrum depends on the batch, which would move it between the parts."""
+    return held_for_backward(model, x)
 
 
 def peak_rss_during(fn: Callable[[], object]) -> Optional[int]:
