@@ -8,7 +8,8 @@ accuracy for compute and memory.
   ``compress_rate`` / ``energy``;
 - :mod:`blfft.nn`: ``Conv1d`` / ``Conv2d`` modules (subclasses of torch's);
 - :func:`convert`, :func:`set_compression`, :func:`compression_report`: whole models;
-- :func:`set_weight_spectrum_saving`, :func:`set_saved_spectrum_dtype`: what backward keeps;
+- :func:`set_input_spectrum_saving`, :func:`set_weight_spectrum_saving`,
+  :func:`set_saved_spectrum_dtype`: what backward keeps;
 - :func:`build_info`: what this build can do.
 
 The computation runs in the C++ core: ``blfft._core`` for CPU tensors, ``blfft._cuda`` (the CUDA
@@ -27,8 +28,10 @@ from . import (
 )
 from ._core import BlfftError
 from ._ops import (
+    get_input_spectrum_saving,
     get_saved_spectrum_dtype,
     get_weight_spectrum_saving,
+    set_input_spectrum_saving,
     set_saved_spectrum_dtype,
     set_weight_spectrum_saving,
 )
@@ -43,11 +46,13 @@ __all__ = [
     "compression_report",
     "convert",
     "functional",
+    "get_input_spectrum_saving",
     "get_num_threads",
     "get_saved_spectrum_dtype",
     "get_weight_spectrum_saving",
     "nn",
     "set_compression",
+    "set_input_spectrum_saving",
     "set_num_threads",
     "set_saved_spectrum_dtype",
     "set_weight_spectrum_saving",

@@ -3,13 +3,14 @@
 Two custom ops carry every band-limited convolution:
 
 ``blfft::conv_forward(x, weight, bias, stride, padding, dilation, groups, rate, band,
-save_x_spectrum, save_w_spectrum, w_spectrum_saving="auto", saved_dtype="")
--> (y, x_spectrum, w_spectrum)``
+save_x_spectrum, save_w_spectrum, w_spectrum_saving="auto", saved_dtype="",
+x_spectrum_saving="auto") -> (y, x_spectrum, w_spectrum)``
     y is the band-limited convolution. The compressed spectra come back as extra outputs so that
     autograd can keep them for backward (map reuse); an empty tensor stands for "not kept".
-    ``w_spectrum_saving`` is a mode of :func:`set_weight_spectrum_saving` and ``saved_dtype`` the
-    storage of the kept spectra ("" or "bfloat16", :func:`set_saved_spectrum_dtype`), passed
-    explicitly (by ``blfft.functional``) so that they are part of every traced graph.
+    ``w_spectrum_saving`` / ``x_spectrum_saving`` are modes of :func:`set_weight_spectrum_saving`
+    / :func:`set_input_spectrum_saving`, and ``saved_dtype`` the storage of the kept spectra (""
+    or "bfloat16", :func:`set_saved_spectrum_dtype`), passed explicitly (by
+    ``blfft.functional``) so that they are part of every traced graph.
 
 ``blfft::conv_backward(grad_output, x, x_spectrum, weight, w_spectrum, x_shape, w_shape, ...)
 -> (grad_input, grad_weight, grad_bias)``
@@ -61,9 +62,11 @@ __all__ = [
     "cuda_device_count",
     "cuda_unusable_reason",
     "geometry",
+    "get_input_spectrum_saving",
     "get_saved_spectrum_dtype",
     "get_weight_spectrum_saving",
     "select_band",
+    "set_input_spectrum_saving",
     "set_saved_spectrum_dtype",
     "set_weight_spectrum_saving",
 ]
@@ -123,11 +126,49 @@ def geometry(
     )
 
 
-def _keep_x_spectrum(g, saved_dtype: str = "") -> bool:
+def _keep_x_spectrum(g, saved_dtype: str = "", mode: str = "auto") -> bool:
     # Choose by size (DESIGN.md 2, "Saved state"): keep the compressed input spectrum only when it
     # is not larger (in bytes) than the input itself; otherwise backward recomputes it from the
-    # input.
+    # input. set_input_spectrum_saving overrides the choice.
+    _check_mode(mode, "x_spectrum_saving")
+    if mode != "auto":
+        return mode == "keep"
     return g.x_spectrum_size * _saved_ratio(saved_dtype) <= g.input_size
+
+
+SPECTRUM_SAVING_MODES = ("auto", "keep", "recompute")
+_input_spectrum_mode = "auto"
+
+
+def _check_mode(mode: str, what: str) -> None:
+    if mode not in SPECTRUM_SAVING_MODES:
+        raise ValueError(
+            f"blfft: {what} must be one of "
+            f"{', '.join(repr(m) for m in SPECTRUM_SAVING_MODES)}, got {mode!r}"
+        )
+
+
+def set_input_spectrum_saving(mode: str) -> None:
+    """Whether forward keeps the compressed input spectrum for the weight gradient.
+
+    - ``"auto"`` (default): keep it when it is smaller than the input (the input is then not
+      kept by the layer), else keep the input and recompute the spectrum in backward.
+    - ``"recompute"``: always keep the input instead. Right for models where the layer before
+      keeps the same tensor anyway (a ReLU keeps its output, a batch norm its input): the
+      spectrum would be an extra copy, the input costs nothing more. Backward pays one input
+      transform.
+    - ``"keep"``: always keep the spectrum (fastest backward).
+
+    Applies to calls made after it; torch.compile'd models see the change and recompile.
+    """
+    global _input_spectrum_mode
+    _check_mode(mode, "mode")
+    _input_spectrum_mode = mode
+
+
+def get_input_spectrum_saving() -> str:
+    """The mode set by :func:`set_input_spectrum_saving`."""
+    return _input_spectrum_mode
 
 
 # Storage of the spectra kept for backward: "" = the tensors' own dtype (exact), or "bfloat16"
@@ -170,7 +211,7 @@ def get_saved_spectrum_dtype() -> Optional[torch.dtype]:
     return SAVED_DTYPES[_saved_dtype]
 
 
-WEIGHT_SPECTRUM_MODES = ("auto", "keep", "recompute")
+WEIGHT_SPECTRUM_MODES = SPECTRUM_SAVING_MODES
 _weight_spectrum_mode = "auto"
 
 
@@ -190,11 +231,7 @@ def set_weight_spectrum_saving(mode: str) -> None:
     mode is an argument of every traced ``blfft::conv_forward``).
     """
     global _weight_spectrum_mode
-    if mode not in WEIGHT_SPECTRUM_MODES:
-        raise ValueError(
-            f"blfft: mode must be one of {', '.join(repr(m) for m in WEIGHT_SPECTRUM_MODES)}, "
-            f"got {mode!r}"
-        )
+    _check_mode(mode, "mode")
     _weight_spectrum_mode = mode
 
 
@@ -203,15 +240,15 @@ def get_weight_spectrum_saving() -> str:
     return _weight_spectrum_mode
 
 
-def _keep_w_spectrum(g, mode: str = "auto", saved_dtype: str = "") -> bool:
-    if mode not in WEIGHT_SPECTRUM_MODES:
-        raise ValueError(
-            f"blfft: w_spectrum_saving must be one of {WEIGHT_SPECTRUM_MODES}, got {mode!r}"
-        )
+def _keep_w_spectrum(
+    g, mode: str = "auto", saved_dtype: str = "", x_mode: str = "auto"
+) -> bool:
+    _check_mode(mode, "w_spectrum_saving")
     if mode != "auto":
         return mode == "keep"
     ratio = _saved_ratio(saved_dtype)
-    x_held = g.x_spectrum_size * ratio if _keep_x_spectrum(g, saved_dtype) else g.input_size
+    keep_x = _keep_x_spectrum(g, saved_dtype, x_mode)
+    x_held = g.x_spectrum_size * ratio if keep_x else g.input_size
     return x_held + g.w_spectrum_size * ratio <= g.input_size + g.weight_size
 
 
@@ -330,12 +367,15 @@ def conv_forward(
     save_w_spectrum: bool,
     w_spectrum_saving: str = "auto",
     saved_dtype: str = "",
+    x_spectrum_saving: str = "auto",
 ) -> Tuple[Tensor, Tensor, Tensor]:
     be, stream = _backend(x, "input", ("weight", weight), ("bias", bias))
     p, c, g = geometry(x.shape, weight.shape, stride, padding, dilation, groups, rate, band)
     y = x.new_empty(g.output_shape)
-    keep_x = save_x_spectrum and _keep_x_spectrum(g, saved_dtype)
-    keep_w = save_w_spectrum and _keep_w_spectrum(g, w_spectrum_saving, saved_dtype)
+    keep_x = save_x_spectrum and _keep_x_spectrum(g, saved_dtype, x_spectrum_saving)
+    keep_w = save_w_spectrum and _keep_w_spectrum(
+        g, w_spectrum_saving, saved_dtype, x_spectrum_saving
+    )
     xs = x.new_empty((g.x_spectrum_size,)) if keep_x else None
     ws = weight.new_empty((g.w_spectrum_size,)) if keep_w else None
     b = None if bias is None else bias.detach().contiguous()
@@ -362,11 +402,14 @@ def _conv_forward_fake(
     save_w_spectrum,
     w_spectrum_saving="auto",
     saved_dtype="",
+    x_spectrum_saving="auto",
 ):
     _, _, g = geometry(x.shape, weight.shape, stride, padding, dilation, groups, rate, band)
     y = x.new_empty(g.output_shape)
-    keep_x = save_x_spectrum and _keep_x_spectrum(g, saved_dtype)
-    keep_w = save_w_spectrum and _keep_w_spectrum(g, w_spectrum_saving, saved_dtype)
+    keep_x = save_x_spectrum and _keep_x_spectrum(g, saved_dtype, x_spectrum_saving)
+    keep_w = save_w_spectrum and _keep_w_spectrum(
+        g, w_spectrum_saving, saved_dtype, x_spectrum_saving
+    )
     nx = g.x_spectrum_size if keep_x else 0
     nw = g.w_spectrum_size if keep_w else 0
     store = SAVED_DTYPES[saved_dtype]
@@ -434,6 +477,7 @@ def _forward_backward(ctx, grad_y, _grad_xs, _grad_ws):
         gx if need_x else None,
         gw if need_w else None,
         gb if need_b else None,
+        None,
         None,
         None,
         None,

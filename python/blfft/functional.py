@@ -249,6 +249,7 @@ def _conv(
                 grad_on and x.requires_grad,
                 _ops.get_weight_spectrum_saving(),
                 _ops._saved_dtype,
+                _ops.get_input_spectrum_saving(),
             )
     record = CallRecord(
         tuple(x.shape),

@@ -77,6 +77,7 @@ def test_compiled_model_follows_weight_spectrum_saving_mode():
         ]:
             blfft.set_weight_spectrum_saving(mode)
             blfft.set_saved_spectrum_dtype(dtype)
+            blfft.set_input_spectrum_saving("recompute" if mode == "recompute" else "auto")
             results[mode] = _step(compiled, model, x)
             out_e, grads_e = _step(model, model, x)
             torch.testing.assert_close(results[mode][0], out_e, rtol=1e-4, atol=1e-5)
@@ -85,6 +86,7 @@ def test_compiled_model_follows_weight_spectrum_saving_mode():
     finally:
         blfft.set_weight_spectrum_saving(before)
         blfft.set_saved_spectrum_dtype(None)
+        blfft.set_input_spectrum_saving("auto")
 
 
 def test_ops_pass_opcheck():
@@ -94,7 +96,7 @@ def test_ops_pass_opcheck():
     b = torch.randn(4, dtype=torch.float64, requires_grad=True)
     args = (x, w, b, [1, 1], [1, 1], [1, 1], 1, 0.5, [], True, True)
     torch.library.opcheck(torch.ops.blfft.conv_forward.default, args)
-    for extra in [("keep",), ("recompute",), ("keep", "bfloat16")]:
+    for extra in [("keep",), ("recompute",), ("keep", "bfloat16"), ("auto", "", "recompute")]:
         torch.library.opcheck(torch.ops.blfft.conv_forward.default, args + extra)
     g = torch.randn(2, 4, 8, 7, dtype=torch.float64)
     bargs = (

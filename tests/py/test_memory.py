@@ -228,3 +228,36 @@ def test_large_1d_layer_mixes_from_the_weight_taps():
     torch.testing.assert_close(y, ref, rtol=1e-10, atol=1e-10)
     for a, r in zip(grads, ref_grads):
         torch.testing.assert_close(a, r, rtol=1e-10, atol=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["auto", "keep", "recompute"])
+def test_input_spectrum_saving_modes(mode):
+    torch.manual_seed(4)
+    x = torch.randn(4, 8, 16, 16, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(8, 8, 3, 3, dtype=torch.float64, requires_grad=True)
+    gy = torch.randn(4, 8, 16, 16, dtype=torch.float64)
+    _, _, g = _ops.geometry(x.shape, w.shape, (1, 1), (1, 1), (1, 1), 1, 0.5)
+    assert g.x_spectrum_size < g.input_size  # "auto" keeps the spectrum here
+    ref = BF.conv2d(x, w, padding=1, compress_rate=0.5)
+    ref_grads = torch.autograd.grad(ref, (x, w), gy)
+    before = blfft.get_input_spectrum_saving()
+    try:
+        blfft.set_input_spectrum_saving(mode)
+        assert blfft.get_input_spectrum_saving() == mode
+        y, saved = _saved(lambda: BF.conv2d(x, w, padding=1, compress_rate=0.5))
+        grads = torch.autograd.grad(y, (x, w), gy)
+    finally:
+        blfft.set_input_spectrum_saving(before)
+    kept_spectrum = any(t.dim() == 1 and t.numel() == g.x_spectrum_size for t in saved)
+    kept_input = any(t is x for t in saved)
+    assert kept_spectrum == (mode != "recompute")
+    assert kept_input == (mode == "recompute")
+    torch.testing.assert_close(y, ref, rtol=0, atol=0)
+    for a, r in zip(grads, ref_grads):
+        torch.testing.assert_close(a, r, rtol=1e-12, atol=1e-12)
+
+
+def test_input_spectrum_saving_rejects_unknown_modes():
+    with pytest.raises(ValueError, match="mode must be one of 'auto', 'keep', 'recompute'"):
+        blfft.set_input_spectrum_saving("never")
+    assert blfft.get_input_spectrum_saving() == "auto"
