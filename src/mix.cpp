@@ -2,11 +2,73 @@
 
 #include <omp.h>
 
-#include "complex_gemm.hpp"
+#include "blas.hpp"
 #include "parallel.hpp"
 
 namespace blfft::detail {
 namespace {
+
+// Below this many multiply-adds a direct loop beats a BLAS call.
+constexpr int64_t blas_min_work = 4096;
+
+/// One planar complex operand: element (i, j) of the stored row-major matrix is
+/// (re[i * ld + j], im[i * ld + j]); the product uses its transpose when `trans`, and its
+/// conjugate when `conj`.
+template <class T>
+struct operand {
+  const T* re;
+  const T* im;
+  int64_t ld;
+  bool trans;
+  bool conj;
+};
+
+/// C = op(A) op(B), C row-major M x N with leading dimension ldc, planar.
+template <class T>
+void complex_product(int64_t M, int64_t N, int64_t K, const operand<T>& A,
+                            const operand<T>& B, T* c_re, T* c_im, int64_t ldc) {
+  const T sa = A.conj ? T(-1) : T(1), sb = B.conj ? T(-1) : T(1);
+  if (M * N * K < blas_min_work) {
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) {
+        T sr = 0, si = 0;
+        for (int64_t k = 0; k < K; ++k) {
+          const int64_t ia = A.trans ? k * A.ld + i : i * A.ld + k;
+          const int64_t ib = B.trans ? j * B.ld + k : k * B.ld + j;
+          const T ar = A.re[ia], ai = sa * A.im[ia], br = B.re[ib], bi = sb * B.im[ib];
+          sr += ar * br - ai * bi;
+          si += ar * bi + ai * br;
+        }
+        c_re[i * ldc + j] = sr;
+        c_im[i * ldc + j] = si;
+      }
+    return;
+  }
+  // Gauss: with T1 = Ar Br, T2 = Ai Bi, T3 = (Ar + sa Ai)(Br + sb Bi),
+  // Re = T1 - sa sb T2 and Im = T3 - T1 - sa sb T2.
+  const int64_t a_rows = A.trans ? K : M, a_cols = A.trans ? M : K;
+  const int64_t b_rows = B.trans ? N : K, b_cols = B.trans ? K : N;
+  T* a_sum = thread_scratch<T, 1>(static_cast<std::size_t>(a_rows * a_cols + b_rows * b_cols +
+                                                           M * N));
+  T* b_sum = a_sum + a_rows * a_cols;
+  T* t2 = b_sum + b_rows * b_cols;
+  for (int64_t i = 0; i < a_rows; ++i)
+    for (int64_t j = 0; j < a_cols; ++j)
+      a_sum[i * a_cols + j] = A.re[i * A.ld + j] + sa * A.im[i * A.ld + j];
+  for (int64_t i = 0; i < b_rows; ++i)
+    for (int64_t j = 0; j < b_cols; ++j)
+      b_sum[i * b_cols + j] = B.re[i * B.ld + j] + sb * B.im[i * B.ld + j];
+  gemm<T>(A.trans, B.trans, M, N, K, T(1), A.re, A.ld, B.re, B.ld, T(0), c_re, ldc);
+  gemm<T>(A.trans, B.trans, M, N, K, T(1), a_sum, a_cols, b_sum, b_cols, T(0), c_im, ldc);
+  gemm<T>(A.trans, B.trans, M, N, K, T(1), A.im, A.ld, B.im, B.ld, T(0), t2, N);
+  const T s = sa * sb;
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t j = 0; j < N; ++j) {
+      const T t1 = c_re[i * ldc + j], st2 = s * t2[i * N + j];
+      c_re[i * ldc + j] = t1 - st2;
+      c_im[i * ldc + j] = c_im[i * ldc + j] - t1 - st2;
+    }
+}
 
 /// Planar view of one frequency of a spectrum with B images of CH channels.
 template <class T>
@@ -33,54 +95,81 @@ void for_each_frequency_and_group(const geometry& g, F&& body) {
 }  // namespace
 
 template <class T>
-void mix_forward(const geometry& g, const T* x_spec, const T* w_spec, T* y_spec) {
+void mix_forward_at(const geometry& g, int64_t k, int64_t gr, const T* x_spec, const T* w_re,
+                    const T* w_im, T* y_spec) {
   const auto& p = g.params;
   const int64_t N = p.batch, C = p.in_channels, F = p.out_channels;
   const int64_t Cg = g.in_per_group, Fg = g.out_per_group;
+  const auto x = at(x_spec, k, N, C);
+  const auto y = at(y_spec, k, N, F);
+  const operand<T> A{x.re + gr * Cg, x.im + gr * Cg, C, false, false};
+  const operand<T> B{w_re + gr * Fg * Cg, w_im + gr * Fg * Cg, Cg, true, true};
+  complex_product<T>(N, Fg, Cg, A, B, y.re + gr * Fg, y.im + gr * Fg, F);
+}
+
+template <class T>
+void mix_input_grad_at(const geometry& g, int64_t k, int64_t gr, const T* g_spec, const T* w_re,
+                       const T* w_im, T* dx_spec) {
+  const auto& p = g.params;
+  const int64_t N = p.batch, C = p.in_channels, F = p.out_channels;
+  const int64_t Cg = g.in_per_group, Fg = g.out_per_group;
+  const auto go = at(g_spec, k, N, F);
+  const auto dx = at(dx_spec, k, N, C);
+  const operand<T> A{go.re + gr * Fg, go.im + gr * Fg, F, false, false};
+  const operand<T> B{w_re + gr * Fg * Cg, w_im + gr * Fg * Cg, Cg, false, false};
+  complex_product<T>(N, Cg, Fg, A, B, dx.re + gr * Cg, dx.im + gr * Cg, C);
+}
+
+template <class T>
+void mix_weight_grad_at(const geometry& g, int64_t k, int64_t gr, const T* g_spec,
+                        const T* x_spec, T* dw_re, T* dw_im) {
+  const auto& p = g.params;
+  const int64_t N = p.batch, C = p.in_channels, F = p.out_channels;
+  const int64_t Cg = g.in_per_group, Fg = g.out_per_group;
+  const auto go = at(g_spec, k, N, F);
+  const auto x = at(x_spec, k, N, C);
+  const operand<T> A{go.re + gr * Fg, go.im + gr * Fg, F, true, true};
+  const operand<T> B{x.re + gr * Cg, x.im + gr * Cg, C, false, false};
+  complex_product<T>(Fg, Cg, N, A, B, dw_re + gr * Fg * Cg, dw_im + gr * Fg * Cg, Cg);
+}
+
+template <class T>
+void mix_forward(const geometry& g, const T* x_spec, const T* w_spec, T* y_spec) {
+  const int64_t F = g.params.out_channels, Cg = g.in_per_group;
   for_each_frequency_and_group(g, [&](int64_t k, int64_t gr) {
-    const auto x = at(x_spec, k, N, C);
     const auto w = at(w_spec, k, F, Cg);
-    const auto y = at(y_spec, k, N, F);
-    const operand<T> A{x.re + gr * Cg, x.im + gr * Cg, C, false, false};
-    const operand<T> B{w.re + gr * Fg * Cg, w.im + gr * Fg * Cg, Cg, true, true};
-    complex_product<T>(N, Fg, Cg, A, B, y.re + gr * Fg, y.im + gr * Fg, F);
+    mix_forward_at(g, k, gr, x_spec, w.re, w.im, y_spec);
   });
 }
 
 template <class T>
 void mix_input_grad(const geometry& g, const T* g_spec, const T* w_spec, T* dx_spec) {
-  const auto& p = g.params;
-  const int64_t N = p.batch, C = p.in_channels, F = p.out_channels;
-  const int64_t Cg = g.in_per_group, Fg = g.out_per_group;
+  const int64_t F = g.params.out_channels, Cg = g.in_per_group;
   for_each_frequency_and_group(g, [&](int64_t k, int64_t gr) {
-    const auto go = at(g_spec, k, N, F);
     const auto w = at(w_spec, k, F, Cg);
-    const auto dx = at(dx_spec, k, N, C);
-    const operand<T> A{go.re + gr * Fg, go.im + gr * Fg, F, false, false};
-    const operand<T> B{w.re + gr * Fg * Cg, w.im + gr * Fg * Cg, Cg, false, false};
-    complex_product<T>(N, Cg, Fg, A, B, dx.re + gr * Cg, dx.im + gr * Cg, C);
+    mix_input_grad_at(g, k, gr, g_spec, w.re, w.im, dx_spec);
   });
 }
 
 template <class T>
 void mix_weight_grad(const geometry& g, const T* g_spec, const T* x_spec, T* dw_spec) {
-  const auto& p = g.params;
-  const int64_t N = p.batch, C = p.in_channels, F = p.out_channels;
-  const int64_t Cg = g.in_per_group, Fg = g.out_per_group;
+  const int64_t F = g.params.out_channels, Cg = g.in_per_group;
   for_each_frequency_and_group(g, [&](int64_t k, int64_t gr) {
-    const auto go = at(g_spec, k, N, F);
-    const auto x = at(x_spec, k, N, C);
     const auto dw = at(dw_spec, k, F, Cg);
-    const operand<T> A{go.re + gr * Fg, go.im + gr * Fg, F, true, true};
-    const operand<T> B{x.re + gr * Cg, x.im + gr * Cg, C, false, false};
-    complex_product<T>(Fg, Cg, N, A, B, dw.re + gr * Fg * Cg, dw.im + gr * Fg * Cg, Cg);
+    mix_weight_grad_at(g, k, gr, g_spec, x_spec, dw.re, dw.im);
   });
 }
 
-#define BLFFT_INSTANTIATE(T)                                             \
-  template void mix_forward<T>(const geometry&, const T*, const T*, T*); \
-  template void mix_input_grad<T>(const geometry&, const T*, const T*, T*); \
-  template void mix_weight_grad<T>(const geometry&, const T*, const T*, T*);
+#define BLFFT_INSTANTIATE(T)                                                                   \
+  template void mix_forward<T>(const geometry&, const T*, const T*, T*);                       \
+  template void mix_input_grad<T>(const geometry&, const T*, const T*, T*);                    \
+  template void mix_weight_grad<T>(const geometry&, const T*, const T*, T*);                   \
+  template void mix_forward_at<T>(const geometry&, int64_t, int64_t, const T*, const T*,       \
+                                  const T*, T*);                                               \
+  template void mix_input_grad_at<T>(const geometry&, int64_t, int64_t, const T*, const T*,    \
+                                     const T*, T*);                                            \
+  template void mix_weight_grad_at<T>(const geometry&, int64_t, int64_t, const T*, const T*,   \
+                                      T*, T*);
 BLFFT_INSTANTIATE(float)
 BLFFT_INSTANTIATE(double)
 #undef BLFFT_INSTANTIATE

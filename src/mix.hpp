@@ -7,6 +7,8 @@
 // Large products use Gauss's trick (three real GEMMs instead of four); tiny ones (depthwise,
 // batch 1) use a direct loop where BLAS call overhead would dominate.
 
+#include <cstdint>
+
 #include "blfft/geometry.hpp"
 
 namespace blfft::detail {
@@ -17,5 +19,19 @@ template <class T>
 void mix_input_grad(const geometry& g, const T* g_spec, const T* w_spec, T* dx_spec);
 template <class T>
 void mix_weight_grad(const geometry& g, const T* g_spec, const T* x_spec, T* dw_spec);
+
+// The same products for one kept frequency k and group gr, with that frequency's weight (or
+// weight gradient) matrix given as planar (F x C/g) arrays instead of a slice of a spectrum: the
+// whole-spectrum functions above run these, and so does the taps path (mix_taps.hpp), which
+// makes the matrices itself.
+template <class T>
+void mix_forward_at(const geometry& g, int64_t k, int64_t gr, const T* x_spec, const T* w_re,
+                    const T* w_im, T* y_spec);
+template <class T>
+void mix_input_grad_at(const geometry& g, int64_t k, int64_t gr, const T* g_spec, const T* w_re,
+                       const T* w_im, T* dx_spec);
+template <class T>
+void mix_weight_grad_at(const geometry& g, int64_t k, int64_t gr, const T* g_spec,
+                        const T* x_spec, T* dw_re, T* dw_im);
 
 }  // namespace blfft::detail

@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cstring>
 
-#include "complex_gemm.hpp"
+#include "mix.hpp"
 #include "parallel.hpp"
 #include "twiddle.hpp"
 #include "workspace.hpp"
@@ -14,13 +14,11 @@ namespace blfft::detail {
 namespace {
 
 struct shape {
-  int64_t N, C, F, Cg, Fg, groups, taps, FC;
+  int64_t Cg, groups, taps, FC;
 };
 shape shape_of(const geometry& g) {
   const auto& p = g.params;
-  const int64_t taps = p.kernel[0] * p.kernel[1];
-  return {p.batch,          p.in_channels, p.out_channels, g.in_per_group, g.out_per_group,
-          p.groups,         taps,          p.out_channels * g.in_per_group};
+  return {g.in_per_group, p.groups, p.kernel[0] * p.kernel[1], p.out_channels * g.in_per_group};
 }
 
 /// The weight taps, tap-major: wt[t * FC + f * Cg + c] = w(f, c, t / KW, t % KW).
@@ -66,11 +64,6 @@ void for_each_frequency(const geometry& g, F&& body) {
   for (int64_t k = 0; k < g.kept; ++k) body(k);
 }
 
-template <class T>
-const T* plane(const T* spec, int64_t k, int64_t B, int64_t CH, int im) {
-  return spec + k * 2 * B * CH + im * B * CH;
-}
-
 }  // namespace
 
 template <class T>
@@ -112,34 +105,18 @@ void for_each_weight_matrix(const geometry& g, const tap_twiddles<T>& tw,
 template <class T>
 void mix_forward_taps(const geometry& g, const tap_twiddles<T>& tw, const T* x_spec,
                       const image_view<const T>& w, T* y_spec) {
-  const shape s = shape_of(g);
   for_each_weight_matrix(g, tw, w, [&](int64_t k, const T* wr, const T* wi) {
-    const T* xr = plane(x_spec, k, s.N, s.C, 0);
-    const T* xi = plane(x_spec, k, s.N, s.C, 1);
-    T* yr = y_spec + k * 2 * s.N * s.F;
-    T* yi = yr + s.N * s.F;
-    for (int64_t gr = 0; gr < s.groups; ++gr) {
-      const operand<T> A{xr + gr * s.Cg, xi + gr * s.Cg, s.C, false, false};
-      const operand<T> B{wr + gr * s.Fg * s.Cg, wi + gr * s.Fg * s.Cg, s.Cg, true, true};
-      complex_product<T>(s.N, s.Fg, s.Cg, A, B, yr + gr * s.Fg, yi + gr * s.Fg, s.F);
-    }
+    for (int64_t gr = 0; gr < g.params.groups; ++gr)
+      mix_forward_at(g, k, gr, x_spec, wr, wi, y_spec);
   });
 }
 
 template <class T>
 void mix_input_grad_taps(const geometry& g, const tap_twiddles<T>& tw, const T* g_spec,
                          const image_view<const T>& w, T* dx_spec) {
-  const shape s = shape_of(g);
   for_each_weight_matrix(g, tw, w, [&](int64_t k, const T* wr, const T* wi) {
-    const T* gre = plane(g_spec, k, s.N, s.F, 0);
-    const T* gim = plane(g_spec, k, s.N, s.F, 1);
-    T* dxr = dx_spec + k * 2 * s.N * s.C;
-    T* dxi = dxr + s.N * s.C;
-    for (int64_t gr = 0; gr < s.groups; ++gr) {
-      const operand<T> A{gre + gr * s.Fg, gim + gr * s.Fg, s.F, false, false};
-      const operand<T> B{wr + gr * s.Fg * s.Cg, wi + gr * s.Fg * s.Cg, s.Cg, false, false};
-      complex_product<T>(s.N, s.Cg, s.Fg, A, B, dxr + gr * s.Cg, dxi + gr * s.Cg, s.C);
-    }
+    for (int64_t gr = 0; gr < g.params.groups; ++gr)
+      mix_input_grad_at(g, k, gr, g_spec, wr, wi, dx_spec);
   });
 }
 
@@ -153,16 +130,8 @@ void weight_grad_taps(const geometry& g, const tap_twiddles<T>& tw, const T* g_s
   for_each_frequency(g, [&](int64_t k) {
     T* dwr = thread_scratch<T, 2>(static_cast<size_t>(2 * s.FC));
     T* dwi = dwr + s.FC;
-    const T* gre = plane(g_spec, k, s.N, s.F, 0);
-    const T* gim = plane(g_spec, k, s.N, s.F, 1);
-    const T* xr = plane(x_spec, k, s.N, s.C, 0);
-    const T* xi = plane(x_spec, k, s.N, s.C, 1);
-    for (int64_t gr = 0; gr < s.groups; ++gr) {
-      const operand<T> A{gre + gr * s.Fg, gim + gr * s.Fg, s.F, true, true};
-      const operand<T> B{xr + gr * s.Cg, xi + gr * s.Cg, s.C, false, false};
-      complex_product<T>(s.Fg, s.Cg, s.N, A, B, dwr + gr * s.Fg * s.Cg, dwi + gr * s.Fg * s.Cg,
-                         s.Cg);
-    }
+    for (int64_t gr = 0; gr < s.groups; ++gr)
+      mix_weight_grad_at(g, k, gr, g_spec, x_spec, dwr, dwi);
     // dw_t += fold_k Re(dW_k conj(e_{k,t})) = fold_k (e_re dW_re + e_im dW_im).
     T* a = acc.data() + omp_get_thread_num() * per_thread;
     const T fold = tw.fold[static_cast<size_t>(k)];

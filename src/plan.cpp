@@ -2,6 +2,8 @@
 
 #include "blfft/plan.hpp"
 
+#include <optional>
+
 #include "aligned_buffer.hpp"
 #include "check.hpp"
 #include "mix.hpp"
@@ -30,7 +32,8 @@ class plan_impl {
 
  public:
   plan_impl(const geometry& geo, const plan_options& o)
-      : g(geo), taps(use_taps(geo, o, sizeof(T))), twiddles(geo) {
+      : g(geo) {
+    if (use_taps(geo, o, sizeof(T))) twiddles.emplace(geo);
     const auto& p = g.params;
     const placement x_h{p.input[0], p.padding[0], 1}, x_w{p.input[1], p.padding[1], 1};
     const placement w_h{p.kernel[0], 0, p.dilation[0]}, w_w{p.kernel[1], 0, p.dilation[1]};
@@ -48,8 +51,7 @@ class plan_impl {
   geometry g;
   /// Mix from the weight taps (mix_taps.hpp) where no weight spectrum is given, and fold the
   /// weight gradient into the taps directly; else through whole weight spectra.
-  bool taps;
-  tap_twiddles<T> twiddles;
+  std::optional<tap_twiddles<T>> twiddles;  // set where the plan mixes from the taps
   std::unique_ptr<transform> x_in, w_in, g_in, y_out, dx_out, dw_out;
   T scale;
 };
@@ -108,9 +110,9 @@ void plan<T>::forward(const tensor_view<const T>& x, const tensor_view<const T>&
   auto x_tmp = detail::take_workspace<T>(x_spectrum ? 0 : g.x_spectrum_size());
   if (!x_spectrum) x_spectrum = x_tmp.data();
   impl_->x_in->analyse(as_image(x), x_spectrum);
-  if (!w_spectrum && impl_->taps) {  // no weight spectrum at all
+  if (!w_spectrum && impl_->twiddles) {  // no weight spectrum at all
     auto y_spec = detail::take_workspace<T>(g.y_spectrum_size());
-    detail::mix_forward_taps(g, impl_->twiddles, x_spectrum, as_image(w), y_spec.data());
+    detail::mix_forward_taps(g, *impl_->twiddles, x_spectrum, as_image(w), y_spec.data());
     impl_->y_out->synthesise(y_spec.data(), as_image(y), impl_->scale, bias);
     return;
   }
@@ -169,8 +171,8 @@ void plan<T>::backward_impl(const tensor_view<const T>& grad_out, const T* x_spe
       auto dx_spec = detail::take_workspace<T>(g.x_spectrum_size());
       if (w_spectrum) {
         detail::mix_input_grad(g, g_spec.data(), w_spectrum, dx_spec.data());
-      } else if (impl_->taps) {
-        detail::mix_input_grad_taps(g, impl_->twiddles, g_spec.data(), as_image(*weight),
+      } else if (impl_->twiddles) {
+        detail::mix_input_grad_taps(g, *impl_->twiddles, g_spec.data(), as_image(*weight),
                                     dx_spec.data());
       } else {
         auto w_spec = detail::take_workspace<T>(g.w_spectrum_size());
@@ -179,8 +181,8 @@ void plan<T>::backward_impl(const tensor_view<const T>& grad_out, const T* x_spe
       }
       impl_->dx_out->synthesise(dx_spec.data(), as_image(*grad_input), impl_->scale, nullptr);
     }
-    if (grad_weight && impl_->taps) {
-      detail::weight_grad_taps(g, impl_->twiddles, g_spec.data(), x_spectrum, impl_->scale,
+    if (grad_weight && impl_->twiddles) {
+      detail::weight_grad_taps(g, *impl_->twiddles, g_spec.data(), x_spectrum, impl_->scale,
                                as_image(*grad_weight));
     } else if (grad_weight) {
       auto dw_spec = detail::take_workspace<T>(g.w_spectrum_size());

@@ -211,7 +211,6 @@ def get_saved_spectrum_dtype() -> Optional[torch.dtype]:
     return SAVED_DTYPES[_saved_dtype]
 
 
-WEIGHT_SPECTRUM_MODES = SPECTRUM_SAVING_MODES
 _weight_spectrum_mode = "auto"
 
 

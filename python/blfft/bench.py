@@ -152,25 +152,29 @@ def _paper(x, w, layer: Layer, rate: float):
     return y[(Ellipsis, *crop)]
 
 
-def _blfft_keep(x, w, layer: Layer, rate: float):
-    """blfft keeping weight spectra for backward (set_weight_spectrum_saving("keep")): the
-    speed side of the keep-or-recompute trade; the default ("auto") recomputes them whenever
-    keeping them would hold more than torch's convolution does."""
-    before = blfft.get_weight_spectrum_saving()
-    blfft.set_weight_spectrum_saving("keep")
-    try:
-        return _blfft(x, w, layer, rate)
-    finally:
-        blfft.set_weight_spectrum_saving(before)
+def _blfft_with(setter: Callable, getter: Callable, value) -> Callable:
+    """_blfft with one of blfft's saving settings changed for the call (and restored)."""
+
+    def impl(x, w, layer: Layer, rate: float):
+        before = getter()
+        setter(value)
+        try:
+            return _blfft(x, w, layer, rate)
+        finally:
+            setter(before)
+
+    return impl
 
 
-def _blfft_bf16(x, w, layer: Layer, rate: float):
-    """blfft storing the spectra kept for backward in bfloat16 (set_saved_spectrum_dtype)."""
-    blfft.set_saved_spectrum_dtype(torch.bfloat16)
-    try:
-        return _blfft(x, w, layer, rate)
-    finally:
-        blfft.set_saved_spectrum_dtype(None)
+# The speed side of the keep-or-recompute trade for weight spectra (the default, "auto",
+# recomputes them whenever keeping them would hold more than torch's convolution does), and the
+# memory side of storing the kept spectra in bfloat16.
+_blfft_keep = _blfft_with(
+    blfft.set_weight_spectrum_saving, blfft.get_weight_spectrum_saving, "keep"
+)
+_blfft_bf16 = _blfft_with(
+    blfft.set_saved_spectrum_dtype, blfft.get_saved_spectrum_dtype, torch.bfloat16
+)
 
 
 IMPLS: Dict[str, Callable] = {
