@@ -5,7 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
-#include "aligned_buffer.hpp"
+#include "workspace.hpp"
 #include "check.hpp"
 #include "pruned_transform.hpp"
 
@@ -41,7 +41,8 @@ std::vector<double> energy_map(const conv_params& p, const tensor_view<const T>&
   detail::pruned_transform<T> t(g, detail::pruned_transform<T>::direction::analyse, 1,
                                 q.in_channels, {q.input[0], q.padding[0], 1},
                                 {q.input[1], q.padding[1], 1}, plan_options{});
-  detail::aligned_buffer<T> spec(static_cast<size_t>(2 * g.total * q.in_channels));
+  auto spec = detail::take_workspace<T>(
+      detail::checked_mul(2 * g.total, q.in_channels, "energy spectrum size"), "energy spectrum");
   std::vector<double> e(static_cast<size_t>(g.total), 0.0);
   const int64_t Lw = g.grid[1], C = q.in_channels;
   const bool r3 = x.shape.size() == 3;
@@ -87,6 +88,9 @@ energy_selection select_by_energy(const conv_params& p, const std::vector<double
   if (nd == 2) add(half_h);
   std::sort(rates.rbegin(), rates.rend());
   const double total = band_energy(full, energy, half_h, half_w);
+  BLFFT_EXPECTS(std::isfinite(total), error_code::invalid_argument,
+                "energy selection needs a finite input: the input's spectral energy is ", total,
+                " (the input holds NaN or Inf, or values too large to square)");
   for (double r : rates) {
     const int64_t i_h = nd == 1 ? 1 : band_limit(full.grid[0], r, nd);
     const int64_t i_w = band_limit(full.grid[1], r, nd);

@@ -41,12 +41,26 @@ inline double fft_flops(const transform_shape& s) {
 /// (bench/NOTES.md: about 5x is still faster for 3x3 layers on 34x34 grids).
 constexpr double matmul_flop_allowance = 8.0;
 
+/// Scalars in the matmul engine's DFT matrices: (Rw x 2 kept_cols) and, on 2D grids, (2 pairs x
+/// Rh). They are made when the plan is made and held with it.
+inline double matmul_table_scalars(const transform_shape& s) {
+  const double row = 2.0 * s.Rw * s.kept_cols;
+  const double col = s.Lh > 1 ? 2.0 * (s.kept_rows + 1) * s.Rh : 0.0;
+  return row + col;
+}
+
+/// The largest DFT tables automatic picks matmul for (scalars; 16 MiB of float32). Beyond that
+/// the tables cost more to make and hold than the transforms they save: a 10-sample input with
+/// a padding of 2^22 would need a 336 MB table.
+constexpr double matmul_max_table_scalars = 4.0 * 1024 * 1024;
+
 inline bool use_matmul(const transform_shape& s, const plan_options& o) {
   switch (o.method) {
     case transform_method::matmul: return true;
     case transform_method::fft: return false;
     case transform_method::automatic: break;
   }
+  if (matmul_table_scalars(s) > matmul_max_table_scalars) return false;
   if (std::max(s.Lh, s.Lw) <= o.matmul_max_grid) return true;
   return matmul_flops(s) <= matmul_flop_allowance * fft_flops(s);
 }

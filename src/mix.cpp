@@ -1,7 +1,5 @@
 #include "mix.hpp"
 
-#include <omp.h>
-
 #include "blas.hpp"
 #include "parallel.hpp"
 
@@ -25,8 +23,8 @@ struct operand {
 
 /// C = op(A) op(B), C row-major M x N with leading dimension ldc, planar.
 template <class T>
-void complex_product(int64_t M, int64_t N, int64_t K, const operand<T>& A,
-                            const operand<T>& B, T* c_re, T* c_im, int64_t ldc) {
+void complex_product(int64_t M, int64_t N, int64_t K, const operand<T>& A, const operand<T>& B,
+                     T* c_re, T* c_im, int64_t ldc, T* scratch) {
   const T sa = A.conj ? T(-1) : T(1), sb = B.conj ? T(-1) : T(1);
   if (M * N * K < blas_min_work) {
     for (int64_t i = 0; i < M; ++i)
@@ -48,8 +46,7 @@ void complex_product(int64_t M, int64_t N, int64_t K, const operand<T>& A,
   // Re = T1 - sa sb T2 and Im = T3 - T1 - sa sb T2.
   const int64_t a_rows = A.trans ? K : M, a_cols = A.trans ? M : K;
   const int64_t b_rows = B.trans ? N : K, b_cols = B.trans ? K : N;
-  T* a_sum = thread_scratch<T, 1>(static_cast<std::size_t>(a_rows * a_cols + b_rows * b_cols +
-                                                           M * N));
+  T* a_sum = scratch;  // a_rows a_cols + b_rows b_cols + M N = mix_scratch_scalars
   T* b_sum = a_sum + a_rows * a_cols;
   T* t2 = b_sum + b_rows * b_cols;
   for (int64_t i = 0; i < a_rows; ++i)
@@ -82,21 +79,35 @@ frequency_block<T> at(T* spec, int64_t k, int64_t B, int64_t CH) {
   return {re, re + B * CH};
 }
 
-/// Runs body(k, group) for every kept frequency and group, in parallel.
-template <class F>
+/// Runs body(k, group, scratch) for every kept frequency and group, in parallel.
+template <class T, class F>
 void for_each_frequency_and_group(const geometry& g, F&& body) {
   const int64_t groups = g.params.groups, items = g.kept * groups;
-  // Tiny problems (batch 1, few channels) finish before a thread team would have started.
-  const int64_t work = g.kept * g.params.batch * g.out_per_group * g.params.in_channels;
-#pragma omp parallel for schedule(dynamic) num_threads(thread_count()) if (items > 1 && work >= 32768)
-  for (int64_t item = 0; item < items; ++item) body(item / groups, item % groups);
+  const bool parallel = mix_in_parallel(g);
+  const int threads = parallel ? thread_count() : 1;
+  const thread_slices<T> scratch(threads, mix_scratch_scalars(g), "mixing scratch");
+  parallel_for(items, threads, parallel, [&](int64_t item) {
+    body(item / groups, item % groups, scratch.mine());
+  });
 }
 
 }  // namespace
 
+std::size_t mix_scratch_scalars(const geometry& g) {
+  const auto N = static_cast<std::size_t>(g.params.batch);
+  const auto Cg = static_cast<std::size_t>(g.in_per_group);
+  const auto Fg = static_cast<std::size_t>(g.out_per_group);
+  return N * Cg + Fg * Cg + N * Fg;
+}
+
+bool mix_in_parallel(const geometry& g) {
+  const int64_t work = g.kept * g.params.batch * g.out_per_group * g.params.in_channels;
+  return g.kept * g.params.groups > 1 && work >= 32768;
+}
+
 template <class T>
 void mix_forward_at(const geometry& g, int64_t k, int64_t gr, const T* x_spec, const T* w_re,
-                    const T* w_im, T* y_spec) {
+                    const T* w_im, T* y_spec, T* scratch) {
   const auto& p = g.params;
   const int64_t N = p.batch, C = p.in_channels, F = p.out_channels;
   const int64_t Cg = g.in_per_group, Fg = g.out_per_group;
@@ -104,12 +115,12 @@ void mix_forward_at(const geometry& g, int64_t k, int64_t gr, const T* x_spec, c
   const auto y = at(y_spec, k, N, F);
   const operand<T> A{x.re + gr * Cg, x.im + gr * Cg, C, false, false};
   const operand<T> B{w_re + gr * Fg * Cg, w_im + gr * Fg * Cg, Cg, true, true};
-  complex_product<T>(N, Fg, Cg, A, B, y.re + gr * Fg, y.im + gr * Fg, F);
+  complex_product<T>(N, Fg, Cg, A, B, y.re + gr * Fg, y.im + gr * Fg, F, scratch);
 }
 
 template <class T>
 void mix_input_grad_at(const geometry& g, int64_t k, int64_t gr, const T* g_spec, const T* w_re,
-                       const T* w_im, T* dx_spec) {
+                       const T* w_im, T* dx_spec, T* scratch) {
   const auto& p = g.params;
   const int64_t N = p.batch, C = p.in_channels, F = p.out_channels;
   const int64_t Cg = g.in_per_group, Fg = g.out_per_group;
@@ -117,12 +128,12 @@ void mix_input_grad_at(const geometry& g, int64_t k, int64_t gr, const T* g_spec
   const auto dx = at(dx_spec, k, N, C);
   const operand<T> A{go.re + gr * Fg, go.im + gr * Fg, F, false, false};
   const operand<T> B{w_re + gr * Fg * Cg, w_im + gr * Fg * Cg, Cg, false, false};
-  complex_product<T>(N, Cg, Fg, A, B, dx.re + gr * Cg, dx.im + gr * Cg, C);
+  complex_product<T>(N, Cg, Fg, A, B, dx.re + gr * Cg, dx.im + gr * Cg, C, scratch);
 }
 
 template <class T>
 void mix_weight_grad_at(const geometry& g, int64_t k, int64_t gr, const T* g_spec,
-                        const T* x_spec, T* dw_re, T* dw_im) {
+                        const T* x_spec, T* dw_re, T* dw_im, T* scratch) {
   const auto& p = g.params;
   const int64_t N = p.batch, C = p.in_channels, F = p.out_channels;
   const int64_t Cg = g.in_per_group, Fg = g.out_per_group;
@@ -130,33 +141,34 @@ void mix_weight_grad_at(const geometry& g, int64_t k, int64_t gr, const T* g_spe
   const auto x = at(x_spec, k, N, C);
   const operand<T> A{go.re + gr * Fg, go.im + gr * Fg, F, true, true};
   const operand<T> B{x.re + gr * Cg, x.im + gr * Cg, C, false, false};
-  complex_product<T>(Fg, Cg, N, A, B, dw_re + gr * Fg * Cg, dw_im + gr * Fg * Cg, Cg);
+  complex_product<T>(Fg, Cg, N, A, B, dw_re + gr * Fg * Cg, dw_im + gr * Fg * Cg, Cg,
+                     scratch);
 }
 
 template <class T>
 void mix_forward(const geometry& g, const T* x_spec, const T* w_spec, T* y_spec) {
   const int64_t F = g.params.out_channels, Cg = g.in_per_group;
-  for_each_frequency_and_group(g, [&](int64_t k, int64_t gr) {
+  for_each_frequency_and_group<T>(g, [&](int64_t k, int64_t gr, T* scratch) {
     const auto w = at(w_spec, k, F, Cg);
-    mix_forward_at(g, k, gr, x_spec, w.re, w.im, y_spec);
+    mix_forward_at(g, k, gr, x_spec, w.re, w.im, y_spec, scratch);
   });
 }
 
 template <class T>
 void mix_input_grad(const geometry& g, const T* g_spec, const T* w_spec, T* dx_spec) {
   const int64_t F = g.params.out_channels, Cg = g.in_per_group;
-  for_each_frequency_and_group(g, [&](int64_t k, int64_t gr) {
+  for_each_frequency_and_group<T>(g, [&](int64_t k, int64_t gr, T* scratch) {
     const auto w = at(w_spec, k, F, Cg);
-    mix_input_grad_at(g, k, gr, g_spec, w.re, w.im, dx_spec);
+    mix_input_grad_at(g, k, gr, g_spec, w.re, w.im, dx_spec, scratch);
   });
 }
 
 template <class T>
 void mix_weight_grad(const geometry& g, const T* g_spec, const T* x_spec, T* dw_spec) {
   const int64_t F = g.params.out_channels, Cg = g.in_per_group;
-  for_each_frequency_and_group(g, [&](int64_t k, int64_t gr) {
+  for_each_frequency_and_group<T>(g, [&](int64_t k, int64_t gr, T* scratch) {
     const auto dw = at(dw_spec, k, F, Cg);
-    mix_weight_grad_at(g, k, gr, g_spec, x_spec, dw.re, dw.im);
+    mix_weight_grad_at(g, k, gr, g_spec, x_spec, dw.re, dw.im, scratch);
   });
 }
 
@@ -165,11 +177,11 @@ void mix_weight_grad(const geometry& g, const T* g_spec, const T* x_spec, T* dw_
   template void mix_input_grad<T>(const geometry&, const T*, const T*, T*);                    \
   template void mix_weight_grad<T>(const geometry&, const T*, const T*, T*);                   \
   template void mix_forward_at<T>(const geometry&, int64_t, int64_t, const T*, const T*,       \
-                                  const T*, T*);                                               \
+                                  const T*, T*, T*);                                           \
   template void mix_input_grad_at<T>(const geometry&, int64_t, int64_t, const T*, const T*,    \
-                                     const T*, T*);                                            \
+                                     const T*, T*, T*);                                        \
   template void mix_weight_grad_at<T>(const geometry&, int64_t, int64_t, const T*, const T*,   \
-                                      T*, T*);
+                                      T*, T*, T*);
 BLFFT_INSTANTIATE(float)
 BLFFT_INSTANTIATE(double)
 #undef BLFFT_INSTANTIATE

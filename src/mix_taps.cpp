@@ -1,17 +1,19 @@
 #include "mix_taps.hpp"
 
-#include <omp.h>
-
 #include <algorithm>
 #include <cstring>
 
 #include "mix.hpp"
+#include "check.hpp"
 #include "parallel.hpp"
 #include "twiddle.hpp"
 #include "workspace.hpp"
 
 namespace blfft::detail {
 namespace {
+
+// Accumulators of the weight gradient (pieces of the kept frequencies) under determinism.
+constexpr int64_t deterministic_pieces = 16;
 
 struct shape {
   int64_t Cg, groups, taps, FC;
@@ -56,12 +58,22 @@ void weight_at(const tap_twiddles<T>& tw, int64_t k, const T* wt, int64_t FC, T*
   }
 }
 
-/// Runs body(k) for every kept frequency, in parallel unless the work is tiny.
-template <class F>
-void for_each_frequency(const geometry& g, F&& body) {
-  const int64_t work = g.kept * g.params.batch * g.out_per_group * g.params.in_channels;
-#pragma omp parallel for schedule(dynamic) num_threads(thread_count()) if (g.kept > 1 && work >= 32768)
-  for (int64_t k = 0; k < g.kept; ++k) body(k);
+/// Per-thread scratch of the taps path: one frequency's weight (or weight-gradient) matrix,
+/// planar (2 FC), then the mixing products' scratch.
+template <class T>
+struct taps_scratch {
+  T* wr;
+  T* wi;
+  T* mix;
+};
+template <class T>
+std::size_t taps_scratch_scalars(const geometry& g) {
+  return aligned_count<T>(static_cast<std::size_t>(2 * shape_of(g).FC)) + mix_scratch_scalars(g);
+}
+template <class T>
+taps_scratch<T> split(const geometry& g, T* s) {
+  const int64_t FC = shape_of(g).FC;
+  return {s, s + FC, s + aligned_count<T>(static_cast<std::size_t>(2 * FC))};
 }
 
 }  // namespace
@@ -87,67 +99,83 @@ tap_twiddles<T>::tap_twiddles(const geometry& g) {
   }
 }
 
-/// Runs body(k, wr, wi) for every kept frequency, (wr, wi) = W_k made from the taps of w.
+/// Runs body(k, wr, wi, mix_scratch) for every kept frequency, (wr, wi) = W_k made from the taps
+/// of w.
 template <class T, class F>
 void for_each_weight_matrix(const geometry& g, const tap_twiddles<T>& tw,
                             const image_view<const T>& w, F&& body) {
   const shape s = shape_of(g);
-  auto wt = take_workspace<T>(s.taps * s.FC);
+  auto wt = take_workspace<T>(s.taps * s.FC, "weight taps");
   taps_major(g, w, wt.data());
-  for_each_frequency(g, [&](int64_t k) {
-    T* wr = thread_scratch<T, 2>(static_cast<size_t>(2 * s.FC));
-    T* wi = wr + s.FC;
-    weight_at(tw, k, wt.data(), s.FC, wr, wi);
-    body(k, wr, wi);
+  const bool parallel = mix_in_parallel(g);
+  const int threads = parallel ? thread_count() : 1;
+  const thread_slices<T> scratch(threads, taps_scratch_scalars<T>(g), "mixing scratch");
+  parallel_for(g.kept, threads, parallel, [&](int64_t k) {
+    const taps_scratch<T> t = split(g, scratch.mine());
+    weight_at(tw, k, wt.data(), s.FC, t.wr, t.wi);
+    body(k, t.wr, t.wi, t.mix);
   });
 }
 
 template <class T>
 void mix_forward_taps(const geometry& g, const tap_twiddles<T>& tw, const T* x_spec,
                       const image_view<const T>& w, T* y_spec) {
-  for_each_weight_matrix(g, tw, w, [&](int64_t k, const T* wr, const T* wi) {
+  for_each_weight_matrix(g, tw, w, [&](int64_t k, const T* wr, const T* wi, T* scratch) {
     for (int64_t gr = 0; gr < g.params.groups; ++gr)
-      mix_forward_at(g, k, gr, x_spec, wr, wi, y_spec);
+      mix_forward_at(g, k, gr, x_spec, wr, wi, y_spec, scratch);
   });
 }
 
 template <class T>
 void mix_input_grad_taps(const geometry& g, const tap_twiddles<T>& tw, const T* g_spec,
                          const image_view<const T>& w, T* dx_spec) {
-  for_each_weight_matrix(g, tw, w, [&](int64_t k, const T* wr, const T* wi) {
+  for_each_weight_matrix(g, tw, w, [&](int64_t k, const T* wr, const T* wi, T* scratch) {
     for (int64_t gr = 0; gr < g.params.groups; ++gr)
-      mix_input_grad_at(g, k, gr, g_spec, wr, wi, dx_spec);
+      mix_input_grad_at(g, k, gr, g_spec, wr, wi, dx_spec, scratch);
   });
 }
 
 template <class T>
 void weight_grad_taps(const geometry& g, const tap_twiddles<T>& tw, const T* g_spec,
-                      const T* x_spec, T scale, const image_view<T>& dw) {
+                      const T* x_spec, T scale, const image_view<T>& dw, bool deterministic) {
   const shape s = shape_of(g);
-  const int64_t threads = thread_count(), per_thread = s.taps * s.FC;
-  auto acc = take_workspace<T>(threads * per_thread);
-  std::fill(acc.data(), acc.data() + threads * per_thread, T(0));
-  for_each_frequency(g, [&](int64_t k) {
-    T* dwr = thread_scratch<T, 2>(static_cast<size_t>(2 * s.FC));
-    T* dwi = dwr + s.FC;
-    for (int64_t gr = 0; gr < s.groups; ++gr)
-      mix_weight_grad_at(g, k, gr, g_spec, x_spec, dwr, dwi);
-    // dw_t += fold_k Re(dW_k conj(e_{k,t})) = fold_k (e_re dW_re + e_im dW_im).
-    T* a = acc.data() + omp_get_thread_num() * per_thread;
-    const T fold = tw.fold[static_cast<size_t>(k)];
-    for (int64_t t = 0; t < s.taps; ++t) {
-      const T er = fold * tw.re[k * s.taps + t], ei = fold * tw.im[k * s.taps + t];
-      T* at = a + t * s.FC;
+  const int64_t per_piece = s.taps * s.FC;
+  // The kept frequencies are cut into contiguous pieces, each summed in order into its own
+  // accumulator, and the accumulators summed in piece order: the result does not depend on
+  // which thread ran which piece. With `deterministic`, the number of pieces does not depend
+  // on the thread count either, so the result is bitwise the same for any thread count.
+  const bool parallel = mix_in_parallel(g);
+  const int threads = parallel ? thread_count() : 1;
+  const int64_t pieces =
+      std::min<int64_t>(g.kept, deterministic ? deterministic_pieces
+                                              : std::max<int64_t>(threads, deterministic_pieces));
+  auto acc = take_workspace<T>(checked_mul(pieces, per_piece, "weight gradient accumulators"),
+                               "weight gradient accumulators");
+  std::fill(acc.data(), acc.data() + pieces * per_piece, T(0));
+  const thread_slices<T> scratch(threads, taps_scratch_scalars<T>(g), "mixing scratch");
+  parallel_for(pieces, threads, parallel, [&](int64_t piece) {
+    const taps_scratch<T> t = split(g, scratch.mine());
+    T* a = acc.data() + piece * per_piece;
+    const int64_t k0 = g.kept * piece / pieces, k1 = g.kept * (piece + 1) / pieces;
+    for (int64_t k = k0; k < k1; ++k) {
+      for (int64_t gr = 0; gr < s.groups; ++gr)
+        mix_weight_grad_at(g, k, gr, g_spec, x_spec, t.wr, t.wi, t.mix);
+      // dw_t += fold_k Re(dW_k conj(e_{k,t})) = fold_k (e_re dW_re + e_im dW_im).
+      const T fold = tw.fold[static_cast<size_t>(k)];
+      for (int64_t tap = 0; tap < s.taps; ++tap) {
+        const T er = fold * tw.re[k * s.taps + tap], ei = fold * tw.im[k * s.taps + tap];
+        T* at = a + tap * s.FC;
 #pragma omp simd
-      for (int64_t j = 0; j < s.FC; ++j) at[j] += er * dwr[j] + ei * dwi[j];
+        for (int64_t j = 0; j < s.FC; ++j) at[j] += er * t.wr[j] + ei * t.wi[j];
+      }
     }
   });
-  // Sum the threads' accumulators, scale, and write the weight-shaped view.
+  // Sum the pieces' accumulators in order, scale, and write the weight-shaped view.
   T* total = acc.data();
-  for (int64_t th = 1; th < threads; ++th) {
-    const T* a = acc.data() + th * per_thread;
+  for (int64_t piece = 1; piece < pieces; ++piece) {
+    const T* a = acc.data() + piece * per_piece;
 #pragma omp simd
-    for (int64_t j = 0; j < per_thread; ++j) total[j] += a[j];
+    for (int64_t j = 0; j < per_piece; ++j) total[j] += a[j];
   }
   const int64_t KW = g.params.kernel[1];
   for (int64_t fc = 0; fc < s.FC; ++fc) {
@@ -165,7 +193,7 @@ void weight_grad_taps(const geometry& g, const tap_twiddles<T>& tw, const T* g_s
   template void mix_input_grad_taps<T>(const geometry&, const tap_twiddles<T>&, const T*,     \
                                        const image_view<const T>&, T*);                       \
   template void weight_grad_taps<T>(const geometry&, const tap_twiddles<T>&, const T*,        \
-                                    const T*, T, const image_view<T>&);
+                                    const T*, T, const image_view<T>&, bool);
 BLFFT_INSTANTIATE(float)
 BLFFT_INSTANTIATE(double)
 #undef BLFFT_INSTANTIATE

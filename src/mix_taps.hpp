@@ -66,9 +66,9 @@ void mix_input_grad_taps(const geometry& g, const tap_twiddles<T>& tw, const T* 
                          const image_view<const T>& w, T* dx_spec);
 
 /// dw = scale * (real inverse transform of G_k^H X_k at the kept frequencies), written to the
-/// weight-shaped view dw.
+/// weight-shaped view dw. `deterministic`: bitwise the same result for any thread count.
 template <class T>
 void weight_grad_taps(const geometry& g, const tap_twiddles<T>& tw, const T* g_spec,
-                      const T* x_spec, T scale, const image_view<T>& dw);
+                      const T* x_spec, T scale, const image_view<T>& dw, bool deterministic);
 
 }  // namespace blfft::detail

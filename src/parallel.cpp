@@ -1,7 +1,5 @@
 #include "parallel.hpp"
 
-#include <omp.h>
-
 #include <atomic>
 
 #include "blfft/plan.hpp"
@@ -23,7 +21,8 @@ int get_num_threads() { return detail::thread_count(); }
 namespace detail {
 int thread_count() {
   const int n = requested_threads.load();
-  return n > 0 ? n : omp_get_max_threads();
+  const int t = n > 0 ? n : omp_get_max_threads();
+  return t > 0 ? t : 1;
 }
 }  // namespace detail
 }  // namespace blfft

@@ -33,6 +33,7 @@ class plan_impl {
  public:
   plan_impl(const geometry& geo, const plan_options& o)
       : g(geo) {
+    check_sizes();
     if (use_taps(geo, o, sizeof(T))) twiddles.emplace(geo);
     const auto& p = g.params;
     const placement x_h{p.input[0], p.padding[0], 1}, x_w{p.input[1], p.padding[1], 1};
@@ -46,6 +47,25 @@ class plan_impl {
     dx_out = std::make_unique<transform>(g, dir::synthesise, N, C, x_h, x_w, o);
     dw_out = std::make_unique<transform>(g, dir::synthesise, F, Cg, w_h, w_w, o);
     scale = T(1) / static_cast<T>(g.grid[0] * g.grid[1]);
+    deterministic = o.deterministic;
+  }
+
+  /// Refuses, before anything is allocated, a layer whose spectra could not all be in memory
+  /// at once (a pass holds up to three of them).
+  void check_sizes() const {
+    const auto bytes = [](int64_t n, const char* what) {
+      return checked_bytes(static_cast<std::size_t>(n), sizeof(T), what);
+    };
+    const std::size_t x = bytes(g.x_spectrum_size(), "the input spectrum");
+    const std::size_t w = bytes(g.w_spectrum_size(), "the weight spectrum");
+    const std::size_t y = bytes(g.y_spectrum_size(), "the output spectrum");
+    check_buffer_bytes(x, "the input spectrum");
+    check_buffer_bytes(w, "the weight spectrum");
+    check_buffer_bytes(y, "the output spectrum");
+    std::size_t total = 0;
+    if (__builtin_add_overflow(x, w, &total) || __builtin_add_overflow(total, y, &total))
+      total = SIZE_MAX;
+    check_buffer_bytes(total, "the input, weight and output spectra together");
   }
 
   geometry g;
@@ -54,6 +74,7 @@ class plan_impl {
   std::optional<tap_twiddles<T>> twiddles;  // set where the plan mixes from the taps
   std::unique_ptr<transform> x_in, w_in, g_in, y_out, dx_out, dw_out;
   T scale;
+  bool deterministic = false;
 };
 
 }  // namespace detail
@@ -62,9 +83,18 @@ using detail::as_image;
 using detail::check_view;
 using detail::require;
 
+namespace {
+/// FFTW's measured planning picks algorithms by timing, so it may differ from run to run;
+/// deterministic plans estimate.
+plan_options effective(plan_options o) {
+  if (o.deterministic) o.rigor = fft_rigor::estimate;
+  return o;
+}
+}  // namespace
+
 template <class T>
 plan<T>::plan(const blfft::geometry& g, const plan_options& options)
-    : impl_(std::make_unique<detail::plan_impl<T>>(g, options)) {}
+    : impl_(std::make_unique<detail::plan_impl<T>>(g, effective(options))) {}
 
 template <class T>
 plan<T>::plan(const conv_params& p, const compression& c, const plan_options& options)
@@ -107,16 +137,16 @@ void plan<T>::forward(const tensor_view<const T>& x, const tensor_view<const T>&
   check_view(w, g.weight_shape(), "weight", false);
   check_view(y, g.output_shape(), "output", true);
   // Spectra the caller does not keep live in pooled buffers for the duration of the call.
-  auto x_tmp = detail::take_workspace<T>(x_spectrum ? 0 : g.x_spectrum_size());
+  auto x_tmp = detail::take_workspace<T>(x_spectrum ? 0 : g.x_spectrum_size(), "input spectrum");
   if (!x_spectrum) x_spectrum = x_tmp.data();
   impl_->x_in->analyse(as_image(x), x_spectrum);
   if (!w_spectrum && impl_->twiddles) {  // no weight spectrum at all
-    auto y_spec = detail::take_workspace<T>(g.y_spectrum_size());
+    auto y_spec = detail::take_workspace<T>(g.y_spectrum_size(), "output spectrum");
     detail::mix_forward_taps(g, *impl_->twiddles, x_spectrum, as_image(w), y_spec.data());
     impl_->y_out->synthesise(y_spec.data(), as_image(y), impl_->scale, bias);
     return;
   }
-  auto w_tmp = detail::take_workspace<T>(w_spectrum ? 0 : g.w_spectrum_size());
+  auto w_tmp = detail::take_workspace<T>(w_spectrum ? 0 : g.w_spectrum_size(), "weight spectrum");
   if (!w_spectrum) w_spectrum = w_tmp.data();
   impl_->w_in->analyse(as_image(w), w_spectrum);
   forward_spectra(x_spectrum, w_spectrum, bias, y);
@@ -129,7 +159,7 @@ void plan<T>::forward_spectra(const T* x_spectrum, const T* w_spectrum, const T*
   require(x_spectrum, "x_spectrum");
   require(w_spectrum, "w_spectrum");
   check_view(y, g.output_shape(), "output", true);
-  auto y_spec = detail::take_workspace<T>(g.y_spectrum_size());
+  auto y_spec = detail::take_workspace<T>(g.y_spectrum_size(), "output spectrum");
   detail::mix_forward(g, x_spectrum, w_spectrum, y_spec.data());
   impl_->y_out->synthesise(y_spec.data(), as_image(y), impl_->scale, bias);
 }
@@ -165,17 +195,17 @@ void plan<T>::backward_impl(const tensor_view<const T>& grad_out, const T* x_spe
   }
   if (grad_input || grad_weight) {
     // The one new transform of the backward pass (DESIGN.md 1.6).
-    auto g_spec = detail::take_workspace<T>(g.y_spectrum_size());
+    auto g_spec = detail::take_workspace<T>(g.y_spectrum_size(), "output gradient spectrum");
     impl_->g_in->analyse(as_image(grad_out), g_spec.data());
     if (grad_input) {
-      auto dx_spec = detail::take_workspace<T>(g.x_spectrum_size());
+      auto dx_spec = detail::take_workspace<T>(g.x_spectrum_size(), "input gradient spectrum");
       if (w_spectrum) {
         detail::mix_input_grad(g, g_spec.data(), w_spectrum, dx_spec.data());
       } else if (impl_->twiddles) {
         detail::mix_input_grad_taps(g, *impl_->twiddles, g_spec.data(), as_image(*weight),
                                     dx_spec.data());
       } else {
-        auto w_spec = detail::take_workspace<T>(g.w_spectrum_size());
+        auto w_spec = detail::take_workspace<T>(g.w_spectrum_size(), "weight spectrum");
         impl_->w_in->analyse(as_image(*weight), w_spec.data());
         detail::mix_input_grad(g, g_spec.data(), w_spec.data(), dx_spec.data());
       }
@@ -183,9 +213,9 @@ void plan<T>::backward_impl(const tensor_view<const T>& grad_out, const T* x_spe
     }
     if (grad_weight && impl_->twiddles) {
       detail::weight_grad_taps(g, *impl_->twiddles, g_spec.data(), x_spectrum, impl_->scale,
-                               as_image(*grad_weight));
+                               as_image(*grad_weight), impl_->deterministic);
     } else if (grad_weight) {
-      auto dw_spec = detail::take_workspace<T>(g.w_spectrum_size());
+      auto dw_spec = detail::take_workspace<T>(g.w_spectrum_size(), "weight gradient spectrum");
       detail::mix_weight_grad(g, g_spec.data(), x_spectrum, dw_spec.data());
       impl_->dw_out->synthesise(dw_spec.data(), as_image(*grad_weight), impl_->scale, nullptr);
     }
@@ -213,8 +243,8 @@ void plan<T>::bias_grad(const tensor_view<const T>& grad_out, T* grad_bias) cons
   const auto img = as_image(grad_out);
   const int64_t N = g.params.batch, F = g.params.out_channels;
   const int64_t Ho = g.output[0], Wo = g.output[1];
-#pragma omp parallel for schedule(static) num_threads(detail::thread_count()) if (N * Ho * Wo * F >= 32768)
-  for (int64_t f = 0; f < F; ++f) {
+  const bool parallel = N * Ho * Wo * F >= 32768;
+  detail::parallel_for(F, parallel ? detail::thread_count() : 1, parallel, [&](int64_t f) {
     double sum = 0;  // double accumulation over rows; each row in T, vectorised
     for (int64_t n = 0; n < N; ++n)
       for (int64_t h = 0; h < Ho; ++h) {
@@ -229,7 +259,7 @@ void plan<T>::bias_grad(const tensor_view<const T>& grad_out, T* grad_bias) cons
         sum += row_sum;
       }
     grad_bias[f] = static_cast<T>(sum);
-  }
+  });
 }
 
 template class plan<float>;

@@ -21,7 +21,7 @@ std::shared_ptr<const plan<T>> get_plan(const conv_params& p, const compression&
   geometry g = make_geometry(p, c);  // validates before anything is cached
   std::vector<int64_t> key{sizeof(T) == 4 ? 0 : 1, static_cast<int64_t>(options.rigor),
                            static_cast<int64_t>(options.method), options.matmul_max_grid,
-                           static_cast<int64_t>(options.mixing)};
+                           static_cast<int64_t>(options.mixing), options.deterministic ? 1 : 0};
   detail::append_geometry_key(key, g);
   return cache<T>().get(std::move(key),
                         [&] { return std::make_shared<const plan<T>>(g, options); });

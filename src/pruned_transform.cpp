@@ -20,6 +20,8 @@ namespace {
 // run in the spectrum (short runs made the gathers latency-bound), small enough for L2/L3.
 constexpr std::size_t chunk_bytes = 1024 * 1024;
 constexpr std::size_t serial_bytes = 64 * 1024;
+// Chunks per transform under plan_options::deterministic, whatever the thread count.
+constexpr int64_t deterministic_split = 16;
 
 }  // namespace
 
@@ -43,7 +45,9 @@ pruned_transform<T>::pruned_transform(const geometry& g, direction dir, int64_t 
   const std::size_t per_image = per_thread_scalars();  // with chunk_ = 1
   const int64_t by_cache =
       std::max<int64_t>(1, static_cast<int64_t>(chunk_bytes / (per_image * sizeof(T))));
-  const int64_t threads = thread_count();
+  // Enough chunks for every thread; with plan_options::deterministic, a split that does not
+  // depend on the thread count (a chunk's GEMM and FFT shapes decide its rounding).
+  const int64_t threads = options.deterministic ? deterministic_split : thread_count();
   const int64_t by_threads = (images + threads - 1) / threads;
   chunk_ = std::max<int64_t>(1, std::min(by_cache, by_threads));
   // Small transforms run as one chunk on the calling thread: splitting them costs more than it
@@ -147,14 +151,15 @@ template <class T>
 void pruned_transform<T>::analyse(const image_view<const T>& src, T* spectrum) const {
   const int64_t J = B_ * CH_;
   const int64_t nchunks = (J + chunk_ - 1) / chunk_;
-#pragma omp parallel for schedule(dynamic) num_threads(thread_count()) if (nchunks > 1)
-  for (int64_t chunk = 0; chunk < nchunks; ++chunk) {
+  const int threads = static_cast<int>(std::min<int64_t>(thread_count(), nchunks));
+  const thread_slices<T> scratch(threads, per_thread_scalars(), "transform scratch");
+  parallel_for(nchunks, threads, true, [&](int64_t chunk) {
     const int64_t j0 = chunk * chunk_, mc = std::min(chunk_, J - j0);
     if (matmul_)
-      analyse_matmul(src, spectrum, j0, mc);
+      analyse_matmul(src, spectrum, j0, mc, scratch.mine());
     else
-      analyse_fft(src, spectrum, j0, mc);
-  }
+      analyse_fft(src, spectrum, j0, mc, scratch.mine());
+  });
 }
 
 template <class T>
@@ -162,14 +167,15 @@ void pruned_transform<T>::synthesise(const T* spectrum, const image_view<T>& dst
                                      const T* bias) const {
   const int64_t J = B_ * CH_;
   const int64_t nchunks = (J + chunk_ - 1) / chunk_;
-#pragma omp parallel for schedule(dynamic) num_threads(thread_count()) if (nchunks > 1)
-  for (int64_t chunk = 0; chunk < nchunks; ++chunk) {
+  const int threads = static_cast<int>(std::min<int64_t>(thread_count(), nchunks));
+  const thread_slices<T> scratch(threads, per_thread_scalars(), "transform scratch");
+  parallel_for(nchunks, threads, true, [&](int64_t chunk) {
     const int64_t j0 = chunk * chunk_, mc = std::min(chunk_, J - j0);
     if (matmul_)
-      synthesise_matmul(spectrum, dst, scale, bias, j0, mc);
+      synthesise_matmul(spectrum, dst, scale, bias, j0, mc, scratch.mine());
     else
-      synthesise_fft(spectrum, dst, scale, bias, j0, mc);
-  }
+      synthesise_fft(spectrum, dst, scale, bias, j0, mc, scratch.mine());
+  });
 }
 
 // ---- matmul engine -----------------------------------------------------------------------
@@ -184,12 +190,11 @@ void pruned_transform<T>::synthesise(const T* spectrum, const image_view<T>& dst
 
 template <class T>
 void pruned_transform<T>::analyse_matmul(const image_view<const T>& src, T* spectrum, int64_t j0,
-                                         int64_t mc) const {
+                                         int64_t mc, T* samples) const {
   const int64_t J = B_ * CH_, per_k = 2 * J;
   const int64_t nr = static_cast<int64_t>(kept_rows_.size());
   const int64_t nc = static_cast<int64_t>(kept_cols_.size());
   const int64_t Rh = h_.count, Rw = w_.count, W2 = mc * 2 * nc;
-  T* samples = thread_scratch<T>(per_thread_scalars());
   const auto np = static_cast<int64_t>(pairs_.size());
   const int64_t lines = std::max({nr, Rh, 2 * np});
   T* rows = samples + aligned_count<T>(static_cast<size_t>(Rh * chunk_ * Rw));
@@ -206,8 +211,17 @@ void pruned_transform<T>::analyse_matmul(const image_view<const T>& src, T* spec
     }
     gemm<T>(true, false, nc, mc, Rw, T(1), row_dft_.data(), 2 * nc, samples, mc, T(0),
             spectrum + j0, per_k);
-    gemm<T>(true, false, nc, mc, Rw, T(1), row_dft_.data() + nc, 2 * nc, samples, mc, T(0),
-            spectrum + J + j0, per_k);
+    if (j0 + mc < J) {
+      gemm<T>(true, false, nc, mc, Rw, T(1), row_dft_.data() + nc, 2 * nc, samples, mc, T(0),
+              spectrum + J + j0, per_k);
+      return;
+    }
+    // The last chunk's imaginary parts end where the (maybe caller's) spectrum ends, and BLAS
+    // may read a few elements past the end of C: they go through scratch.
+    gemm<T>(true, false, nc, mc, Rw, T(1), row_dft_.data() + nc, 2 * nc, samples, mc, T(0), rows,
+            mc);
+    for (int64_t q = 0; q < nc; ++q)
+      std::memcpy(spectrum + J + j0 + q * per_k, rows + q * mc, sizeof(T) * static_cast<size_t>(mc));
     return;
   }
 
@@ -260,12 +274,12 @@ void pruned_transform<T>::analyse_matmul(const image_view<const T>& src, T* spec
 
 template <class T>
 void pruned_transform<T>::synthesise_matmul(const T* spectrum, const image_view<T>& dst, T scale,
-                                            const T* bias, int64_t j0, int64_t mc) const {
+                                            const T* bias, int64_t j0, int64_t mc,
+                                            T* samples) const {
   const int64_t J = B_ * CH_, per_k = 2 * J;
   const int64_t nr = static_cast<int64_t>(kept_rows_.size());
   const int64_t nc = static_cast<int64_t>(kept_cols_.size());
   const int64_t Rh = h_.count, Rw = w_.count, W2 = mc * 2 * nc;
-  T* samples = thread_scratch<T>(per_thread_scalars());
   const auto np = static_cast<int64_t>(pairs_.size());
   const int64_t lines = std::max({nr, Rh, 2 * np});
   T* kept = samples + aligned_count<T>(static_cast<size_t>(Rh * chunk_ * Rw));
@@ -273,17 +287,12 @@ void pruned_transform<T>::synthesise_matmul(const T* spectrum, const image_view<
 
   if (Lh_ == 1) {
     // One grid row: samples (mc x Rw) = Re^T E_re + Im^T E_im, reading the spectrum's runs of mc
-    // images per kept bin in place (no gather pass). When the images are one dense (mc x Rw)
-    // block of dst and there is no bias, the product is written there directly.
-    const bool dense = bias == nullptr && dst.stride_w == 1 && dst.stride_ch == Rw &&
-                       (B_ == 1 || dst.stride_b == CH_ * Rw);
-    T* out = dense ? dst.data + j0 * Rw : samples;
-    const T alpha = dense ? scale : T(1);
-    gemm<T>(true, false, mc, Rw, nc, alpha, spectrum + j0, per_k, row_dft_.data(), Rw, T(0), out,
-            Rw);
-    gemm<T>(true, false, mc, Rw, nc, alpha, spectrum + J + j0, per_k, row_dft_.data() + nc * Rw,
-            Rw, T(1), out, Rw);
-    if (dense) return;
+    // images per kept bin in place (no gather pass). Never into dst directly: BLIS 0.9's sgemm
+    // reads past the end of C for small m, so C must be our own scratch, not the caller's buffer.
+    gemm<T>(true, false, mc, Rw, nc, T(1), spectrum + j0, per_k, row_dft_.data(), Rw, T(0),
+            samples, Rw);
+    gemm<T>(true, false, mc, Rw, nc, T(1), spectrum + J + j0, per_k, row_dft_.data() + nc * Rw,
+            Rw, T(1), samples, Rw);
     for (int64_t m = 0; m < mc; ++m) {
       const int64_t j = j0 + m, b = j / CH_, ch = j % CH_;
       T* d = dst.data + b * dst.stride_b + ch * dst.stride_ch;
@@ -369,14 +378,13 @@ void pruned_transform<T>::synthesise_matmul(const T* spectrum, const image_view<
 
 template <class T>
 void pruned_transform<T>::analyse_fft(const image_view<const T>& src, T* spectrum, int64_t j0,
-                                      int64_t mc) const {
+                                      int64_t mc, T* rin) const {
   using C = std::complex<T>;
   const int64_t J = B_ * CH_, per_k = 2 * J;
   const int64_t nr = static_cast<int64_t>(kept_rows_.size());
   const int64_t nc = static_cast<int64_t>(kept_cols_.size());
   const int64_t Rh = h_.count, Rw = w_.count, L = Lw_, bins = row_len_;
   const chunk_plans& plans = mc == chunk_ ? full_ : tail_;
-  T* rin = thread_scratch<T>(per_thread_scalars());
   C* rout = reinterpret_cast<C*>(rin + aligned_count<T>(static_cast<size_t>(chunk_ * Rh * L)));
   C* grid = rout + aligned_count<T>(static_cast<size_t>(2 * chunk_ * Rh * bins)) / 2;
 
@@ -418,14 +426,13 @@ void pruned_transform<T>::analyse_fft(const image_view<const T>& src, T* spectru
 
 template <class T>
 void pruned_transform<T>::synthesise_fft(const T* spectrum, const image_view<T>& dst, T scale,
-                                         const T* bias, int64_t j0, int64_t mc) const {
+                                         const T* bias, int64_t j0, int64_t mc, T* rin) const {
   using C = std::complex<T>;
   const int64_t J = B_ * CH_, per_k = 2 * J;
   const int64_t nr = static_cast<int64_t>(kept_rows_.size());
   const int64_t nc = static_cast<int64_t>(kept_cols_.size());
   const int64_t Rh = h_.count, Rw = w_.count, L = Lw_, bins = row_len_;
   const chunk_plans& plans = mc == chunk_ ? full_ : tail_;
-  T* rin = thread_scratch<T>(per_thread_scalars());
   C* rout = reinterpret_cast<C*>(rin + aligned_count<T>(static_cast<size_t>(chunk_ * Rh * L)));
   C* grid = rout + aligned_count<T>(static_cast<size_t>(2 * chunk_ * Rh * bins)) / 2;
 

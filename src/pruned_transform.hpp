@@ -65,12 +65,15 @@ class pruned_transform {
   };
   std::size_t per_thread_scalars() const;
   void make_dft_matrices();
-  void analyse_fft(const image_view<const T>& src, T* spectrum, int64_t j0, int64_t mc) const;
-  void analyse_matmul(const image_view<const T>& src, T* spectrum, int64_t j0, int64_t mc) const;
+  // One chunk of mc images from image j0; `scratch` is the thread's per_thread_scalars() slice.
+  void analyse_fft(const image_view<const T>& src, T* spectrum, int64_t j0, int64_t mc,
+                   T* scratch) const;
+  void analyse_matmul(const image_view<const T>& src, T* spectrum, int64_t j0, int64_t mc,
+                      T* scratch) const;
   void synthesise_fft(const T* spectrum, const image_view<T>& dst, T scale, const T* bias,
-                      int64_t j0, int64_t mc) const;
+                      int64_t j0, int64_t mc, T* scratch) const;
   void synthesise_matmul(const T* spectrum, const image_view<T>& dst, T scale, const T* bias,
-                         int64_t j0, int64_t mc) const;
+                         int64_t j0, int64_t mc, T* scratch) const;
 
   direction dir_;
   int64_t Lh_, Lw_;

@@ -1,86 +1,58 @@
 #pragma once
-// Large per-call buffers (spectra of outputs and gradients) come from a small process-wide pool:
-// fresh multi-megabyte allocations cost page faults on every call, while a pool keeps the last
-// few buffers warm. At most `max_free` idle buffers are kept, so memory stays bounded.
+// Memory for one call: spectra of outputs and gradients and the threads' scratch come from one
+// process-wide pool of byte buffers. Fresh multi-megabyte allocations cost page faults on every
+// call, so finished calls leave their buffers idle in the pool for the next one; the pool keeps
+// at most get_max_idle_bytes() idle (the largest recently used ones first) and gives everything
+// back on release_memory(). Every request is checked against get_max_buffer_bytes() before
+// anything is allocated.
 
-#include <algorithm>
+#include <cstddef>
+#include <cstdint>
 #include <memory>
-#include <mutex>
-#include <vector>
 
 #include "aligned_buffer.hpp"
 
 namespace blfft::detail {
 
+using byte_buffer = aligned_buffer<unsigned char>;
+
+/// A buffer of at least `bytes` (contents undefined), idle or fresh. Throws
+/// error(out_of_memory) naming `what` when `bytes` exceeds the cap, std::bad_alloc when the
+/// memory is not there even after the idle buffers were released.
+std::unique_ptr<byte_buffer> take_buffer(std::size_t bytes, const char* what);
+/// Back to the pool (kept idle, or freed past the idle limit).
+void give_back(std::unique_ptr<byte_buffer> b) noexcept;
+/// Refuses (error_code::out_of_memory, naming `what`) a request of more than the cap.
+void check_buffer_bytes(std::size_t bytes, const char* what);
+
+/// Bytes every pooled buffer has past its end: BLAS may read a few elements past the end of C
+/// (Debian's BLIS 0.9 haswell sgemm reads 2 floats past it for m = 2), so that must be ours.
+constexpr std::size_t blas_slack_bytes = 64;
+
+/// RAII lease of n elements of T from the pool.
 template <class T>
-class workspace_pool {
+class lease {
  public:
-  using buffer = aligned_buffer<T>;
-
-  /// RAII lease: the buffer goes back to the pool when the lease ends.
-  class lease {
-   public:
-    lease(workspace_pool* pool, std::unique_ptr<buffer> b) : pool_(pool), buf_(std::move(b)) {}
-    lease(lease&&) noexcept = default;
-    ~lease() {
-      if (buf_) pool_->give_back(std::move(buf_));
-    }
-    T* data() const { return buf_ ? buf_->data() : nullptr; }
-
-   private:
-    workspace_pool* pool_;
-    std::unique_ptr<buffer> buf_;
-  };
-
-  static workspace_pool& instance() {
-    static workspace_pool p;
-    return p;
+  lease() = default;
+  lease(std::size_t n, const char* what)
+      : buf_(n == 0 ? nullptr
+                    : take_buffer(checked_bytes(n, sizeof(T), what) + blas_slack_bytes, what)) {}
+  lease(lease&&) noexcept = default;
+  lease& operator=(lease&&) noexcept = default;
+  ~lease() {
+    if (buf_) give_back(std::move(buf_));
   }
-
-  /// A buffer of at least n elements (contents undefined).
-  lease take(std::size_t n) {
-    if (n == 0) return lease(this, nullptr);
-    std::unique_ptr<buffer> b;
-    {
-      std::lock_guard<std::mutex> lock(mutex_);
-      // The smallest idle buffer that is large enough.
-      auto best = free_.end();
-      for (auto it = free_.begin(); it != free_.end(); ++it)
-        if ((*it)->size() >= n && (best == free_.end() || (*it)->size() < (*best)->size()))
-          best = it;
-      if (best == free_.end() && !free_.empty()) best = free_.begin();  // grow one
-      if (best != free_.end()) {
-        b = std::move(*best);
-        free_.erase(best);
-      }
-    }
-    if (!b) b = std::make_unique<buffer>();
-    b->resize(n);
-    return lease(this, std::move(b));
-  }
+  T* data() const { return buf_ ? reinterpret_cast<T*>(buf_->data()) : nullptr; }
 
  private:
-  static constexpr std::size_t max_free = 8;
-
-  void give_back(std::unique_ptr<buffer> b) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    free_.push_back(std::move(b));
-    if (free_.size() > max_free) {
-      auto smallest = std::min_element(free_.begin(), free_.end(), [](auto& a, auto& c) {
-        return a->size() < c->size();
-      });
-      free_.erase(smallest);
-    }
-  }
-
-  std::mutex mutex_;
-  std::vector<std::unique_ptr<buffer>> free_;
+  std::unique_ptr<byte_buffer> buf_;
 };
 
-/// Shorthand: a pooled buffer of n scalars.
+/// Shorthand: a pooled buffer of n scalars for `what` (named in errors).
 template <class T>
-typename workspace_pool<T>::lease take_workspace(int64_t n) {
-  return workspace_pool<T>::instance().take(static_cast<std::size_t>(n));
+lease<T> take_workspace(int64_t n, const char* what) {
+  BLFFT_EXPECTS(n >= 0, error_code::invalid_argument, what, ": negative size ", n);
+  return lease<T>(static_cast<std::size_t>(n), what);
 }
 
 }  // namespace blfft::detail

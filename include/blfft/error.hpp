@@ -10,7 +10,7 @@
 namespace blfft {
 
 /// What went wrong. Python maps `invalid_argument`/`shape_mismatch`/`overflow` to ValueError,
-/// `type_mismatch` to TypeError and the rest to blfft.BlfftError.
+/// `type_mismatch` to TypeError, `out_of_memory` to MemoryError and the rest to blfft.BlfftError.
 enum class error_code {
   invalid_argument,  ///< a value outside its allowed range (sizes, rates, strides, pointers)
   shape_mismatch,    ///< a buffer whose shape or strides do not match the plan
@@ -18,6 +18,8 @@ enum class error_code {
   type_mismatch,     ///< wrong dtype or device
   unsupported,       ///< a valid request this build cannot serve (e.g. no CUDA backend)
   backend,           ///< an FFT, BLAS, CUDA or cuFFT call failed
+  out_of_memory,     ///< an allocation failed, or a buffer would exceed the size cap
+                     ///< (get_max_buffer_bytes); nothing is left half-done (Python: MemoryError)
 };
 
 /// Exception thrown by every blfft entry point. The message names the offending argument.

@@ -77,8 +77,15 @@ struct BLFFT_API compression {
   }
 };
 
-/// Smallest integer >= n whose prime factors are all in {2, 3, 5, 7}.
+/// Smallest integer >= n whose prime factors are all in {2, 3, 5, 7}, found directly (not by
+/// scanning upward), for 1 <= n <= 2^60.
 BLFFT_API int64_t fast_size(int64_t n);
+
+/// The largest FFT grid a layer may have, in points (Lh * Lw; 1D: L): 2^26 (8192 x 8192, a
+/// 256 MiB float32 image). make_geometry refuses larger grids (error_code::invalid_argument) at
+/// once: paddings or inputs that large are almost always a mistake, and their transforms would
+/// run for a minute per call (a 10-sample conv1d with padding 2^26, grid 1.3e8: 46 s, 8.8 GB).
+constexpr int64_t max_grid_points = int64_t(1) << 26;
 
 /// Per-axis band limit for rate r on an axis of grid length L:
 /// max(1, floor((L/2 + 1) * (1 - r)^(1/ndim) + 1e-9)), capped at L/2 + 1.

@@ -42,6 +42,11 @@ struct plan_options {
   transform_method method = transform_method::automatic;
   int64_t matmul_max_grid = 64;  ///< automatic picks matmul for grids up to this length
   weight_mixing mixing = weight_mixing::automatic;
+  /// Bitwise-reproducible results for any thread count: work is split into pieces that do not
+  /// depend on the number of threads, and reductions run in a fixed order. Off by default
+  /// (results are then reproducible for a fixed thread count only); Python turns it on under
+  /// torch.use_deterministic_algorithms(True) or blfft.set_deterministic(True).
+  bool deterministic = false;
 };
 
 namespace detail {
@@ -119,6 +124,25 @@ BLFFT_API std::shared_ptr<const plan<T>> get_plan(const conv_params& p, const co
 /// Number of plans held by the cache, and a way to drop them all.
 BLFFT_API std::size_t plan_cache_size();
 BLFFT_API void clear_plan_cache();
+
+/// Gives back all memory the CPU backend holds between calls: cached plans (and their FFT plans
+/// and DFT tables) and the idle buffers of the workspace pool. Plans still held by a caller stay
+/// valid. Thread-safe; calls running at the same time keep working.
+BLFFT_API void release_memory();
+
+/// The workspace pool keeps buffers of finished calls for reuse (fresh multi-megabyte buffers
+/// cost page faults on every call), at most this many bytes in all (default 128 MiB); 0 keeps
+/// none. Buffers in use by running calls are not counted.
+BLFFT_API void set_max_idle_bytes(std::size_t bytes);
+BLFFT_API std::size_t get_max_idle_bytes();
+/// Bytes the pool holds idle right now.
+BLFFT_API std::size_t idle_bytes();
+
+/// The largest single buffer (spectrum or workspace) the CPU backend allocates; a call that
+/// would need more is refused with error_code::out_of_memory before anything is allocated.
+/// Default: the machine's physical memory. 0 restores the default.
+BLFFT_API void set_max_buffer_bytes(std::size_t bytes);
+BLFFT_API std::size_t get_max_buffer_bytes();
 
 /// Threads used by the CPU backend (default: OpenMP's default, e.g. OMP_NUM_THREADS).
 BLFFT_API void set_num_threads(int n);

@@ -10,6 +10,10 @@ accuracy for compute and memory.
 - :func:`convert`, :func:`set_compression`, :func:`compression_report`: whole models;
 - :func:`set_input_spectrum_saving`, :func:`set_weight_spectrum_saving`,
   :func:`set_saved_spectrum_dtype`: what backward keeps;
+- :func:`set_deterministic`: bitwise-reproducible results (also on under
+  ``torch.use_deterministic_algorithms(True)``);
+- :func:`clear_caches`, :func:`set_max_idle_memory`, :func:`set_max_buffer_size`: memory held
+  between calls, and the largest buffer a call may allocate;
 - :func:`build_info`: what this build can do.
 
 The computation runs in the C++ core: ``blfft._core`` for CPU tensors, ``blfft._cuda`` (the CUDA
@@ -28,9 +32,11 @@ from . import (
 )
 from ._core import BlfftError
 from ._ops import (
+    get_deterministic,
     get_input_spectrum_saving,
     get_saved_spectrum_dtype,
     get_weight_spectrum_saving,
+    set_deterministic,
     set_input_spectrum_saving,
     set_saved_spectrum_dtype,
     set_weight_spectrum_saving,
@@ -43,16 +49,24 @@ __all__ = [
     "BlfftError",
     "CompressionReport",
     "build_info",
+    "clear_caches",
     "compression_report",
     "convert",
     "functional",
+    "get_deterministic",
     "get_input_spectrum_saving",
+    "get_max_buffer_size",
+    "get_max_idle_memory",
     "get_num_threads",
     "get_saved_spectrum_dtype",
     "get_weight_spectrum_saving",
+    "idle_memory",
     "nn",
     "set_compression",
+    "set_deterministic",
     "set_input_spectrum_saving",
+    "set_max_buffer_size",
+    "set_max_idle_memory",
     "set_num_threads",
     "set_saved_spectrum_dtype",
     "set_weight_spectrum_saving",
@@ -96,3 +110,60 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """Threads the CPU backend uses."""
     return int(_core.get_num_threads())
+
+
+def clear_caches() -> None:
+    """Releases the memory blfft holds between calls, for good (until calls need it again).
+
+    That is: the C++ core's cached plans (their FFT plans and DFT tables), the idle buffers of its
+    workspace pool and its per-thread scratch (``blfft::release_memory()``); the CUDA backend's
+    plans and its pools' idle device memory, where it is built; the Python cache of layer
+    geometries; and the weight spectra kept by layers made with ``cache_weight_spectrum=True``.
+    Then, on glibc, ``malloc_trim(0)`` hands the freed pages back to the operating system (glibc
+    would otherwise keep them in the process for reuse). Everything is rebuilt on demand: the
+    next call works as before, only slower once (plans are made again). Safe to call at any time,
+    also while other threads run blfft calls (those keep what they use until they return).
+    """
+    _ops.clear_caches()
+
+
+def set_max_idle_memory(nbytes: int) -> None:
+    """The most bytes the CPU backend's workspace pool keeps idle between calls, for reuse by the
+    next ones (fresh multi-megabyte buffers cost page faults on every call). 0 keeps none (every
+    call allocates afresh). Default: 128 MiB. Buffers in use by running calls do not count."""
+    nbytes = _check_bytes(nbytes, "set_max_idle_memory")
+    _core.set_max_idle_bytes(nbytes)
+
+
+def get_max_idle_memory() -> int:
+    """The bound set by :func:`set_max_idle_memory`, in bytes."""
+    return int(_core.get_max_idle_bytes())
+
+
+def idle_memory() -> int:
+    """Bytes the CPU backend's workspace pool holds idle right now."""
+    return int(_core.idle_bytes())
+
+
+def set_max_buffer_size(nbytes: int) -> None:
+    """The largest single buffer (a spectrum, a workspace, an output) a CPU call may allocate, in
+    bytes; a call that would need more raises ``MemoryError`` before allocating anything. 0
+    restores the default: the machine's physical memory."""
+    nbytes = _check_bytes(nbytes, "set_max_buffer_size")
+    _core.set_max_buffer_bytes(nbytes)
+    _ops._max_buffer_bytes = int(_core.get_max_buffer_bytes())
+
+
+def get_max_buffer_size() -> int:
+    """The cap set by :func:`set_max_buffer_size`, in bytes."""
+    return int(_core.get_max_buffer_bytes())
+
+
+def _check_bytes(nbytes, fn: str) -> int:
+    import numbers
+
+    if isinstance(nbytes, bool) or not isinstance(nbytes, numbers.Integral):
+        raise TypeError(f"blfft.{fn}: bytes must be an int >= 0, got {nbytes!r}")
+    if nbytes < 0:
+        raise ValueError(f"blfft.{fn}: bytes must be >= 0, got {nbytes!r}")
+    return int(nbytes)

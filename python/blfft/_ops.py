@@ -32,8 +32,12 @@ by torch on the tensors' device. Without a usable ``_cuda`` (not built, failed t
 it can use), CUDA tensors raise ``blfft.BlfftError`` saying which.
 """
 
+import collections
 import functools
+import gc
 import importlib
+import threading
+import weakref
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -56,24 +60,26 @@ except ImportError as _e:
 
 __all__ = [
     "WeightSpectrumCache",
+    "clear_caches",
     "conv_backward",
     "conv_forward",
     "conv_forward_cached",
     "cuda_device_count",
     "cuda_unusable_reason",
     "geometry",
+    "get_deterministic",
     "get_input_spectrum_saving",
     "get_saved_spectrum_dtype",
     "get_weight_spectrum_saving",
     "select_band",
+    "set_deterministic",
     "set_input_spectrum_saving",
     "set_saved_spectrum_dtype",
     "set_weight_spectrum_saving",
 ]
 
 
-@functools.lru_cache(maxsize=4096)
-def _geometry_cached(
+def _make_geometry(
     x_shape: Tuple[int, ...],
     w_shape: Tuple[int, ...],
     stride: Tuple[int, ...],
@@ -100,7 +106,76 @@ def _geometry_cached(
         comp = _core.Compression.band(band[0], band[1])
     else:
         comp = _core.Compression.rate(rate)
-    return p, comp, _core.make_geometry(p, comp)
+    return p, comp, _core.make_geometry(p, comp)  # releases the GIL while it works
+
+
+class _GeometryCache:
+    """A least-recently-used cache of ``(ConvParams, Compression, Geometry)`` bounded in entries
+    and in bytes.
+
+    A geometry holds its kept row and column indices (8 bytes each): a 1D layer of length L up to
+    ~4 L bytes, so a cache bounded in entries alone grows with the lengths seen (the former
+    ``lru_cache(4096)`` kept ~270 MiB after 4000 distinct 1D lengths). Each entry is charged an
+    upper bound of its index bytes (grid rows + rfft columns) plus a fixed overhead; the least
+    recently used entries go once either bound is passed. Thread-safe; the geometry is made
+    outside the lock (and without the GIL), so two threads may both make a missing one.
+    """
+
+    ENTRY_OVERHEAD = 1024  # the Python and C++ objects of one entry, roughly (bytes)
+
+    def __init__(self, max_entries: int = 512, max_bytes: int = 8 << 20) -> None:
+        self.max_entries = int(max_entries)
+        self.max_bytes = int(max_bytes)
+        self._d: "collections.OrderedDict" = collections.OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def _cost(g) -> int:
+        grid = g.grid
+        return 8 * (int(grid[0]) + int(g.bins_w)) + _GeometryCache.ENTRY_OVERHEAD
+
+    def __call__(self, *key):
+        d = self._d
+        with self._lock:
+            e = d.get(key)
+            if e is not None:
+                d.move_to_end(key)
+                self.hits += 1
+                return e[0]
+        value = _make_geometry(*key)
+        cost = self._cost(value[2])
+        with self._lock:
+            self.misses += 1
+            if key not in d:
+                d[key] = (value, cost)
+                self._bytes += cost
+                while d and (len(d) > self.max_entries or self._bytes > self.max_bytes):
+                    _, (_, old_cost) = d.popitem(last=False)
+                    self._bytes -= old_cost
+        return value
+
+    def cache_clear(self) -> None:
+        with self._lock:
+            self._d.clear()
+            self._bytes = 0
+
+    def cache_info(self) -> dict:
+        """hits, misses, entries, bytes (the estimate the bound applies to) and the bounds."""
+        with self._lock:
+            return {
+                "hits": self.hits,
+                "misses": self.misses,
+                "entries": len(self._d),
+                "bytes": self._bytes,
+                "max_entries": self.max_entries,
+                "max_bytes": self.max_bytes,
+            }
+
+
+_geometry_cached = _GeometryCache()
 
 
 def geometry(
@@ -209,6 +284,74 @@ def set_saved_spectrum_dtype(dtype: Optional[torch.dtype]) -> None:
 def get_saved_spectrum_dtype() -> Optional[torch.dtype]:
     """The storage set by :func:`set_saved_spectrum_dtype` (None: the tensors' own dtype)."""
     return SAVED_DTYPES[_saved_dtype]
+
+
+_deterministic = False
+
+
+def set_deterministic(enabled: bool) -> None:
+    """Bitwise-reproducible results on the CPU backend, for any thread count
+    (``plan_options::deterministic`` of the C++ plans).
+
+    The CPU backend is then deterministic whenever this is on *or*
+    ``torch.use_deterministic_algorithms(True)`` is in effect (read at every call, so it applies
+    inside torch.compile'd models too). Off by default: results are then reproducible for a fixed
+    thread count only. A deterministic call uses plans of its own (the option is part of the
+    plan cache's key). The CUDA backend has no such option.
+    """
+    global _deterministic
+    if not isinstance(enabled, bool):
+        raise TypeError(f"blfft: set_deterministic takes a bool, got {enabled!r}")
+    _deterministic = enabled
+
+
+def get_deterministic() -> bool:
+    """The setting of :func:`set_deterministic` (not torch's flag)."""
+    return _deterministic
+
+
+def _deterministic_now() -> bool:
+    """Whether this call must be deterministic: blfft's setting or torch's."""
+    return _deterministic or torch.are_deterministic_algorithms_enabled()
+
+
+def _det_kw(be) -> dict:
+    """The ``deterministic=`` keyword for a CPU backend call (the CUDA module has no such
+    option)."""
+    return {"deterministic": _deterministic_now()} if be is _core else {}
+
+
+# The core's cap on one buffer (blfft::get_max_buffer_bytes), mirrored here so that the spectra
+# Python allocates for a call are refused before allocation as the core's own buffers are.
+_max_buffer_bytes: Optional[int] = None
+
+
+def _buffer_cap() -> int:
+    global _max_buffer_bytes
+    if _max_buffer_bytes is None:
+        get = getattr(_core, "get_max_buffer_bytes", None)
+        _max_buffer_bytes = int(get()) if get is not None else (1 << 62)
+    return _max_buffer_bytes
+
+
+def _alloc(like: Tensor, shape, what: str) -> Tensor:
+    """``like.new_empty(shape)`` for a buffer of a call: MemoryError (not torch's RuntimeError)
+    when it exceeds the core's buffer cap or the allocation fails."""
+    n = 1
+    for s in shape:
+        n *= int(s)
+    nbytes = n * like.element_size()
+    if like.device.type == "cpu" and nbytes > _buffer_cap():
+        raise MemoryError(
+            f"blfft: the {what} would take {nbytes} bytes, more than the largest buffer allowed "
+            f"({_buffer_cap()} bytes, blfft.set_max_buffer_size)"
+        )
+    try:
+        return like.new_empty(shape)
+    except RuntimeError as e:
+        if like.device.type == "cpu" and "can't allocate memory" in str(e):
+            raise MemoryError(f"blfft: could not allocate the {what} ({nbytes} bytes): {e}") from e
+        raise
 
 
 _weight_spectrum_mode = "auto"
@@ -370,15 +513,17 @@ def conv_forward(
 ) -> Tuple[Tensor, Tensor, Tensor]:
     be, stream = _backend(x, "input", ("weight", weight), ("bias", bias))
     p, c, g = geometry(x.shape, weight.shape, stride, padding, dilation, groups, rate, band)
-    y = x.new_empty(g.output_shape)
+    y = _alloc(x, g.output_shape, "output")
     keep_x = save_x_spectrum and _keep_x_spectrum(g, saved_dtype, x_spectrum_saving)
     keep_w = save_w_spectrum and _keep_w_spectrum(
         g, w_spectrum_saving, saved_dtype, x_spectrum_saving
     )
-    xs = x.new_empty((g.x_spectrum_size,)) if keep_x else None
-    ws = weight.new_empty((g.w_spectrum_size,)) if keep_w else None
+    xs = _alloc(x, (g.x_spectrum_size,), "input spectrum") if keep_x else None
+    ws = _alloc(weight, (g.w_spectrum_size,), "weight spectrum") if keep_w else None
     b = None if bias is None else bias.detach().contiguous()
-    be.forward(p, c, _dl(x), _dl(weight), _dl(b), _dl(y), _dl(xs), _dl(ws), *stream)
+    be.forward(
+        p, c, _dl(x), _dl(weight), _dl(b), _dl(y), _dl(xs), _dl(ws), *stream, **_det_kw(be)
+    )
     store = SAVED_DTYPES[saved_dtype]
     if store is not None:  # the full-precision spectra are temporaries, freed on return
         xs = None if xs is None else xs.to(store)
@@ -533,13 +678,14 @@ def conv_backward(
     )
     p, c, g = geometry(x_shape, w_shape, stride, padding, dilation, groups, rate, band)
     go = grad_output.detach()
+    det = _det_kw(be)
     xs = ws = None
     if need_weight_grad:
         if x_spectrum is not None:
             xs = x_spectrum.detach().to(go.dtype)  # a no-op unless stored in bfloat16
         elif x is not None:
-            xs = go.new_empty((g.x_spectrum_size,))
-            be.input_spectrum(p, c, _dl(x), _dl(xs), *stream)
+            xs = _alloc(go, (g.x_spectrum_size,), "input spectrum")
+            be.input_spectrum(p, c, _dl(x), _dl(xs), *stream, **det)
         else:
             raise ValueError("blfft: conv_backward needs x or x_spectrum for the weight gradient")
     w_for_core = None
@@ -551,20 +697,24 @@ def conv_backward(
             # for the call): no weight-sized spectrum is allocated here.
             w_for_core = weight.detach()
         elif weight is not None:
-            ws = go.new_empty((g.w_spectrum_size,))
-            be.weight_spectrum(p, c, _dl(weight), _dl(ws), *stream)
+            ws = _alloc(go, (g.w_spectrum_size,), "weight spectrum")
+            be.weight_spectrum(p, c, _dl(weight), _dl(ws), *stream, **det)
         else:
             raise ValueError(
                 "blfft: conv_backward needs weight or w_spectrum for the input gradient"
             )
-    gx = go.new_empty(g.input_shape) if need_input_grad else None
-    gw = go.new_empty(g.weight_shape) if need_weight_grad else None
+    gx = _alloc(go, g.input_shape, "input gradient") if need_input_grad else None
+    gw = _alloc(go, g.weight_shape, "weight gradient") if need_weight_grad else None
     gb = go.new_empty((g.params.out_channels,)) if need_bias_grad else None
     if gx is not None or gw is not None or gb is not None:
         if w_for_core is not None:
-            be.backward(p, c, _dl(go), _dl(xs), None, _dl(gx), _dl(gw), _dl(gb), _dl(w_for_core))
+            be.backward(
+                p, c, _dl(go), _dl(xs), None, _dl(gx), _dl(gw), _dl(gb), _dl(w_for_core), **det
+            )
         else:
-            be.backward(p, c, _dl(go), _dl(xs), _dl(ws), _dl(gx), _dl(gw), _dl(gb), *stream)
+            be.backward(
+                p, c, _dl(go), _dl(xs), _dl(ws), _dl(gx), _dl(gw), _dl(gb), *stream, **det
+            )
     return (
         gx if gx is not None else _empty(go),
         gw if gw is not None else _empty(go),
@@ -621,11 +771,12 @@ def conv_forward_cached(
     """Forward from a weight spectrum computed earlier (no autograd: inference only)."""
     be, stream = _backend(x, "input", ("w_spectrum", w_spectrum), ("bias", bias))
     p, c, g = geometry(x.shape, w_shape, stride, padding, dilation, groups, rate, band)
-    xs = x.new_empty((g.x_spectrum_size,))
-    be.input_spectrum(p, c, _dl(x), _dl(xs), *stream)
-    y = x.new_empty(g.output_shape)
+    det = _det_kw(be)
+    xs = _alloc(x, (g.x_spectrum_size,), "input spectrum")
+    be.input_spectrum(p, c, _dl(x), _dl(xs), *stream, **det)
+    y = _alloc(x, g.output_shape, "output")
     b = None if bias is None else bias.detach().contiguous()
-    be.forward_spectra(p, c, _dl(xs), _dl(w_spectrum), _dl(b), _dl(y), *stream)
+    be.forward_spectra(p, c, _dl(xs), _dl(w_spectrum), _dl(b), _dl(y), *stream, **det)
     return y
 
 
@@ -637,19 +788,43 @@ def _conv_forward_cached_fake(
     return x.new_empty(g.output_shape)
 
 
+_BITS_OF = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _same_bits(a: Tensor, b: Tensor) -> bool:
+    """Whether a and b (same shape and dtype) hold the same values bit for bit (NaNs with the
+    same payload equal, -0.0 and 0.0 differ)."""
+    bits = _BITS_OF.get(a.element_size())
+    if bits is None or a.is_complex():
+        return torch.equal(a, b)
+    return torch.equal(a.view(bits), b.view(bits))
+
+
+# Every live WeightSpectrumCache, so that blfft.clear_caches() can empty them.
+_weight_caches: "weakref.WeakSet[WeightSpectrumCache]" = weakref.WeakSet()
+_weight_caches_lock = threading.Lock()
+
+
 class WeightSpectrumCache:
     """One layer's compressed weight spectrum, kept between inference calls.
 
-    The spectrum depends on the weight, the grid (input size, padding) and the kept set, not on
-    the batch. The entry is reused while the same weight tensor is unchanged (its version counter
-    moves on every in-place update: optimizer steps, load_state_dict) and the geometry is the
-    same; otherwise it is recomputed. Not pickled.
+    The spectrum depends on the weight's values, the grid (input size, padding), the kept set and
+    the dtype and device, not on the batch. The entry is reused only while all of these are the
+    same: the cache keeps a copy of the weight it was made from and compares it bit for bit with
+    the weight of every call (``torch.equal`` on the integer view). A version counter would not
+    do: writes through ``weight.data`` (``m.weight.data.mul_(2)``, optimizers that update
+    ``p.data``) do not move the parameter's counter, and a different tensor object or storage
+    may hold the same values or other ones. The comparison reads the weight once, far less work
+    than its transform (each tap goes into every kept frequency), and the copy costs the weight's
+    memory, small against the spectrum's. Not pickled; emptied by :func:`blfft.clear_caches`.
     """
 
     def __init__(self) -> None:
         self._entry = None
         self.hits = 0
         self.misses = 0
+        with _weight_caches_lock:
+            _weight_caches.add(self)
 
     def clear(self) -> None:
         self._entry = None
@@ -657,13 +832,23 @@ class WeightSpectrumCache:
     def __getstate__(self):
         return {"_entry": None, "hits": 0, "misses": 0}
 
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state)
+        with _weight_caches_lock:
+            _weight_caches.add(self)
+
     @property
     def nbytes(self) -> int:
-        return 0 if self._entry is None else self._entry[3].numel() * self._entry[3].element_size()
+        """Bytes held: the spectrum and the copy of the weight it was made from."""
+        e = self._entry
+        if e is None:
+            return 0
+        return sum(t.numel() * t.element_size() for t in (e[1], e[2]))
 
     @_eager_only
     def get(self, x_shape, weight: Tensor, stride, padding, dilation, groups, rate, band) -> Tensor:
         be, stream = _backend(weight, "weight")
+        det = _det_kw(be)
         shape = (1,) + tuple(int(s) for s in x_shape[1:])
         key = (
             shape,
@@ -676,17 +861,20 @@ class WeightSpectrumCache:
             int(groups),
             float(rate),
             tuple(band),
+            bool(det.get("deterministic", False)),
         )
+        w = weight.detach()
         e = self._entry
-        if e is not None and e[0] == key and e[1] is weight and e[2] == weight._version:
+        if e is not None and e[0] == key and _same_bits(e[1], w):
             self.hits += 1
-            return e[3]
+            return e[2]
         self.misses += 1
         self._entry = None  # let the old spectrum go before the new one is allocated
         p, c, g = geometry(shape, weight.shape, stride, padding, dilation, groups, rate, band)
-        ws = weight.new_empty((g.w_spectrum_size,))
-        be.weight_spectrum(p, c, _dl(weight), _dl(ws), *stream)
-        self._entry = (key, weight, weight._version, ws)
+        ws = _alloc(w, (g.w_spectrum_size,), "weight spectrum")
+        snapshot = w.clone(memory_format=torch.contiguous_format)
+        be.weight_spectrum(p, c, _dl(snapshot), _dl(ws), *stream, **det)
+        self._entry = (key, snapshot, ws)
         return ws
 
 
@@ -710,6 +898,54 @@ def select_band(
     For CUDA tensors the energy map is computed on the GPU (blfft::cuda::select_by_energy, which
     synchronises the current stream) and the selection made on the CPU, as for CPU tensors."""
     be, stream = _backend(x, "input")
+    if not bool(torch.isfinite(x).all()):
+        # A NaN or Inf makes every bin's energy non-finite: no kept set can be chosen.
+        raise ValueError(
+            "blfft: energy= needs a finite input, but input is not finite (it contains NaN or "
+            "Inf); use compress_rate= instead, or clean the input"
+        )
     p, _, _ = geometry(x.shape, w_shape, stride, padding, dilation, groups, 0.0, ())
     sel = be.select_by_energy(p, _dl(x), float(fraction), *stream)
     return [int(sel.limits[0]), int(sel.limits[1])], sel
+
+
+# ------------------------------------------------------------------------------------------------
+# Memory held between calls
+# ------------------------------------------------------------------------------------------------
+
+
+_libc_malloc_trim = None
+
+
+def _malloc_trim() -> None:
+    """glibc's malloc_trim(0): hands the free pages of every malloc arena back to the OS. Without
+    it, the buffers just freed stay in the process (glibc keeps freed heap memory for reuse; the
+    measured difference after a large 2D call: 60-130 MiB against 3 MiB). No-op elsewhere."""
+    global _libc_malloc_trim
+    if _libc_malloc_trim is None:
+        try:
+            import ctypes
+
+            _libc_malloc_trim = ctypes.CDLL(None).malloc_trim
+        except (OSError, AttributeError):
+            _libc_malloc_trim = False
+    if _libc_malloc_trim:
+        _libc_malloc_trim(0)
+
+
+def clear_caches() -> None:
+    """Releases what blfft holds between calls (see blfft.clear_caches)."""
+    _geometry_cached.cache_clear()
+    with _weight_caches_lock:
+        caches = list(_weight_caches)
+    for c in caches:
+        c.clear()
+    release = getattr(_core, "release_memory", None)
+    if release is not None:
+        release()
+    else:  # a core without release_memory (older build): at least the plans
+        _core.clear_plan_cache()
+    if _cuda is not None and cuda_device_count() > 0:  # no device: it holds nothing
+        _cuda.clear_plan_cache()
+    gc.collect()  # layers' spectra and geometries no longer referenced
+    _malloc_trim()

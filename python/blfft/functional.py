@@ -209,7 +209,13 @@ def _conv(
         # exact one, a plain matrix product over channels, which torch runs without any
         # transform (a transform is pure overhead here; DenseNet-style models are full of these).
         conv = F.conv1d if ndim == 1 else F.conv2d
-        y = conv(x, weight, bias, stride_t, padding_t, dilation_t, groups)
+        # A stride beyond the padded input gives the same result as one equal to it (one output
+        # per axis, from position 0); torch's conv backward crashes for huge strides (2**16 and
+        # up, torch 2.13), so they are clamped.
+        stride_1x1 = tuple(
+            min(s, max(1, n + 2 * p)) for s, n, p in zip(stride_t, x.shape[2:], padding_t)
+        )
+        y = conv(x, weight, bias, stride_1x1, padding_t, dilation_t, groups)
     else:
         if energy is not None:
             band, sel = _ops.select_band(

@@ -14,9 +14,11 @@ Compression knobs (keyword-only):
   are not used;
 - ``cache_weight_spectrum`` (default False): when gradients are off (``torch.no_grad``,
   ``torch.inference_mode``), keep the layer's compressed weight spectrum between calls instead of
-  transforming the weight on every call. It is recomputed when the weight changes (in-place
-  updates included) or the input size or kept set does. Costs the spectrum's memory
-  (``2 * kept * out_channels * in_channels/groups`` scalars) for the lifetime of the module.
+  transforming the weight on every call. It is recomputed when the weight's values change
+  (however they are written: in place, through ``weight.data``, by an optimizer, a new tensor;
+  the cache compares a copy of the weight bit for bit) or the input size, kept set, dtype or
+  device does. Costs the spectrum's memory (``2 * kept * out_channels * in_channels/groups``
+  scalars) and a copy of the weight, until :func:`blfft.clear_caches` or the module goes.
 
 All three may be changed at any time (or with :func:`blfft.set_compression`); nothing visible is
 rebuilt.
@@ -28,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _ops
+from . import _core, _ops
 from . import functional as _functional
 
 __all__ = ["Conv1d", "Conv2d"]
@@ -105,6 +107,7 @@ class _BandLimitedConv:
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
         if self.padding_mode != "zeros":
             # As torch does: pad with the mode first, then a zero-padding (here: none) convolution.
+            self._check_padded_size(input)
             input = F.pad(input, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = 0
         else:
@@ -127,6 +130,27 @@ class _BandLimitedConv:
         )
         self._blfft_last = (self.training, record)
         return y
+
+    def _check_padded_size(self, input: Tensor) -> None:
+        """Refuses, before F.pad allocates it, a padded input larger than any grid the core
+        computes on (blfft::max_grid_points): the core would refuse it anyway, after torch had
+        spent seconds and gigabytes making it."""
+        cap = getattr(_core, "max_grid_points", None)
+        if cap is None or input.dim() < self._blfft_ndim:
+            return
+        pads = self._reversed_padding_repeated_twice  # last axis first, (left, right) pairs
+        spatial = list(input.shape[input.dim() - self._blfft_ndim :])
+        points = 1
+        padded = []
+        for i, n in enumerate(reversed(spatial)):
+            padded.append(int(n) + int(pads[2 * i]) + int(pads[2 * i + 1]))
+            points *= padded[-1]
+        if points > cap:
+            raise ValueError(
+                f"blfft.{type(self).__name__}: the input padded with padding_mode="
+                f"'{self.padding_mode}' would be {tuple(reversed(padded))} ({points} points), "
+                f"more than blfft's limit of {cap} grid points; check the padding and input size"
+            )
 
     # --- conversion -------------------------------------------------------------------------------
     @classmethod

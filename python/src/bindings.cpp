@@ -50,15 +50,21 @@ scalar check_common(std::initializer_list<const imported*> inputs,
 // The compute entry points.
 // ------------------------------------------------------------------------------------------------
 
+/// The cached plan for (p, c) with the call's options. `deterministic`: the plan splits its work
+/// independently of the thread count and reduces in a fixed order (plan_options::deterministic,
+/// part of the plan cache's key); the Python layer sets it under
+/// torch.use_deterministic_algorithms(True) or blfft.set_deterministic(True).
 template <class T>
 std::shared_ptr<const blfft::plan<T>> plan_for(const blfft::conv_params& p,
-                                               const blfft::compression& c) {
-  return blfft::get_plan<T>(p, c);
+                                               const blfft::compression& c, bool deterministic) {
+  blfft::plan_options o;
+  o.deterministic = deterministic;
+  return blfft::get_plan<T>(p, c, o);
 }
 
 void forward(const blfft::conv_params& p, const blfft::compression& c, const py::object& x,
              const py::object& w, const py::object& bias, const py::object& y,
-             const py::object& x_spectrum, const py::object& w_spectrum) {
+             const py::object& x_spectrum, const py::object& w_spectrum, bool deterministic) {
   imported X(x, "input"), W(w, "weight"), Y(y, "output");
   opt_imported B, XS, WS;
   maybe_import(B, bias, "bias");
@@ -68,7 +74,7 @@ void forward(const blfft::conv_params& p, const blfft::compression& c, const py:
   auto run = [&](auto tag) {
     using T = decltype(tag);
     py::gil_scoped_release nogil;
-    auto pl = plan_for<T>(p, c);
+    auto pl = plan_for<T>(p, c, deterministic);
     const auto& g = pl->geometry();
     const T* b = B ? flat_of<T>(*B, g.params.out_channels) : nullptr;
     T* xs = XS ? flat_of<T>(*XS, g.x_spectrum_size()) : nullptr;
@@ -79,26 +85,26 @@ void forward(const blfft::conv_params& p, const blfft::compression& c, const py:
 }
 
 void input_spectrum(const blfft::conv_params& p, const blfft::compression& c,
-                    const py::object& x, const py::object& x_spectrum) {
+                    const py::object& x, const py::object& x_spectrum, bool deterministic) {
   imported X(x, "input"), XS(x_spectrum, "x_spectrum");
   const scalar s = check_common({&X}, {&XS});
   auto run = [&](auto tag) {
     using T = decltype(tag);
     py::gil_scoped_release nogil;
-    auto pl = plan_for<T>(p, c);
+    auto pl = plan_for<T>(p, c, deterministic);
     pl->input_spectrum(view_of<const T>(X), flat_of<T>(XS, pl->geometry().x_spectrum_size()));
   };
   if (s == scalar::f32) run(float{}); else run(double{});
 }
 
 void weight_spectrum(const blfft::conv_params& p, const blfft::compression& c,
-                     const py::object& w, const py::object& w_spectrum) {
+                     const py::object& w, const py::object& w_spectrum, bool deterministic) {
   imported W(w, "weight"), WS(w_spectrum, "w_spectrum");
   const scalar s = check_common({&W}, {&WS});
   auto run = [&](auto tag) {
     using T = decltype(tag);
     py::gil_scoped_release nogil;
-    auto pl = plan_for<T>(p, c);
+    auto pl = plan_for<T>(p, c, deterministic);
     pl->weight_spectrum(view_of<const T>(W), flat_of<T>(WS, pl->geometry().w_spectrum_size()));
   };
   if (s == scalar::f32) run(float{}); else run(double{});
@@ -106,7 +112,7 @@ void weight_spectrum(const blfft::conv_params& p, const blfft::compression& c,
 
 void forward_spectra(const blfft::conv_params& p, const blfft::compression& c,
                      const py::object& x_spectrum, const py::object& w_spectrum,
-                     const py::object& bias, const py::object& y) {
+                     const py::object& bias, const py::object& y, bool deterministic) {
   imported XS(x_spectrum, "x_spectrum"), WS(w_spectrum, "w_spectrum"), Y(y, "output");
   opt_imported B;
   maybe_import(B, bias, "bias");
@@ -114,7 +120,7 @@ void forward_spectra(const blfft::conv_params& p, const blfft::compression& c,
   auto run = [&](auto tag) {
     using T = decltype(tag);
     py::gil_scoped_release nogil;
-    auto pl = plan_for<T>(p, c);
+    auto pl = plan_for<T>(p, c, deterministic);
     const auto& g = pl->geometry();
     const T* b = B ? flat_of<T>(*B, g.params.out_channels) : nullptr;
     pl->forward_spectra(flat_of<T>(XS, g.x_spectrum_size()), flat_of<T>(WS, g.w_spectrum_size()),
@@ -127,7 +133,7 @@ void backward(const blfft::conv_params& p, const blfft::compression& c,
               const py::object& grad_output, const py::object& x_spectrum,
               const py::object& w_spectrum, const py::object& grad_input,
               const py::object& grad_weight, const py::object& grad_bias,
-              const py::object& weight) {
+              const py::object& weight, bool deterministic) {
   imported G(grad_output, "grad_output");
   opt_imported XS, WS, GI, GW, GB, W;
   maybe_import(XS, x_spectrum, "x_spectrum");
@@ -144,7 +150,7 @@ void backward(const blfft::conv_params& p, const blfft::compression& c,
   auto run = [&](auto tag) {
     using T = decltype(tag);
     py::gil_scoped_release nogil;
-    auto pl = plan_for<T>(p, c);
+    auto pl = plan_for<T>(p, c, deterministic);
     const auto& g = pl->geometry();
     const T* xs = XS ? flat_of<T>(*XS, g.x_spectrum_size()) : nullptr;
     const T* ws = WS ? flat_of<T>(*WS, g.w_spectrum_size()) : nullptr;
@@ -174,13 +180,17 @@ exported energy_map(const blfft::conv_params& p, const py::object& x) {
   imported X(x, "input");
   const scalar s = check_common({&X}, {});
   std::vector<double> e;
+  std::array<int64_t, 2> grid{};
+  int64_t bins_w = 0;
   {
     py::gil_scoped_release nogil;
     e = s == scalar::f32 ? blfft::energy_map<float>(p, view_of<const float>(X))
                          : blfft::energy_map<double>(p, view_of<const double>(X));
+    const auto g = blfft::make_geometry(p, blfft::compression::none());
+    grid = g.grid;
+    bins_w = g.bins_w;
   }
-  const auto g = blfft::make_geometry(p, blfft::compression::none());
-  return exported::from_vector(std::move(e), {g.grid[0], g.bins_w});
+  return exported::from_vector(std::move(e), {grid[0], bins_w});
 }
 
 std::string arr_str(const std::array<int64_t, 2>& a) {
@@ -304,11 +314,15 @@ PYBIND11_MODULE(_core, m) {
       .def("describe", &blfft::geometry::describe)
       .def("__repr__", [](const blfft::geometry& g) { return "<Geometry " + g.describe() + ">"; });
 
+  // The GIL is released while a geometry is made (after the arguments are converted): a large
+  // grid's kept sets take a while, and other Python threads keep running meanwhile.
   m.def("make_geometry", &blfft::make_geometry, py::arg("params"),
         py::arg("compression") = blfft::compression::none(),
-        "Validate (params, compression) and derive the geometry.");
-  m.def("fast_size", &blfft::fast_size, py::arg("n"),
+        py::call_guard<py::gil_scoped_release>(),
+        "Validate (params, compression) and derive the geometry (releases the GIL).");
+  m.def("fast_size", &blfft::fast_size, py::arg("n"), py::call_guard<py::gil_scoped_release>(),
         "Smallest integer >= n whose prime factors are all in {2, 3, 5, 7}.");
+  m.attr("max_grid_points") = blfft::max_grid_points;
   m.def("band_limit", &blfft::band_limit, py::arg("grid_length"), py::arg("rate"),
         py::arg("ndim"), "Per-axis band limit for a rate (DESIGN.md 1.4).");
 
@@ -345,18 +359,23 @@ PYBIND11_MODULE(_core, m) {
   // --- compute ----------------------------------------------------------------------------------
   m.def("forward", &forward, py::arg("params"), py::arg("compression"), py::arg("input"),
         py::arg("weight"), py::arg("bias"), py::arg("output"), py::arg("x_spectrum") = py::none(),
-        py::arg("w_spectrum") = py::none(),
+        py::arg("w_spectrum") = py::none(), py::kw_only(), py::arg("deterministic") = false,
         "output = band-limited conv(input, weight) + bias; optionally stores the compressed "
-        "spectra into the caller's x_spectrum / w_spectrum.");
+        "spectra into the caller's x_spectrum / w_spectrum. Every compute function takes "
+        "`deterministic` (keyword): bitwise-reproducible results for any thread count "
+        "(plan_options::deterministic).");
   m.def("input_spectrum", &input_spectrum, py::arg("params"), py::arg("compression"),
-        py::arg("input"), py::arg("x_spectrum"));
+        py::arg("input"), py::arg("x_spectrum"), py::kw_only(), py::arg("deterministic") = false);
   m.def("weight_spectrum", &weight_spectrum, py::arg("params"), py::arg("compression"),
-        py::arg("weight"), py::arg("w_spectrum"));
+        py::arg("weight"), py::arg("w_spectrum"), py::kw_only(),
+        py::arg("deterministic") = false);
   m.def("forward_spectra", &forward_spectra, py::arg("params"), py::arg("compression"),
-        py::arg("x_spectrum"), py::arg("w_spectrum"), py::arg("bias"), py::arg("output"));
+        py::arg("x_spectrum"), py::arg("w_spectrum"), py::arg("bias"), py::arg("output"),
+        py::kw_only(), py::arg("deterministic") = false);
   m.def("backward", &backward, py::arg("params"), py::arg("compression"), py::arg("grad_output"),
         py::arg("x_spectrum"), py::arg("w_spectrum"), py::arg("grad_input"),
         py::arg("grad_weight"), py::arg("grad_bias"), py::arg("weight") = py::none(),
+        py::kw_only(), py::arg("deterministic") = false,
         "All gradients from one transform of grad_output; each of grad_input, grad_weight, "
         "grad_bias may be None to skip it. grad_input needs w_spectrum or, when that is None, "
         "the weight itself.");
@@ -365,7 +384,18 @@ PYBIND11_MODULE(_core, m) {
 
   // --- runtime ----------------------------------------------------------------------------------
   m.def("plan_cache_size", &blfft::plan_cache_size);
-  m.def("clear_plan_cache", &blfft::clear_plan_cache);
+  m.def("clear_plan_cache", &blfft::clear_plan_cache, py::call_guard<py::gil_scoped_release>());
+  m.def("release_memory", &blfft::release_memory, py::call_guard<py::gil_scoped_release>(),
+        "Gives back all memory the CPU backend holds between calls: cached plans, the "
+        "workspace pool's idle buffers, per-thread scratch (blfft::release_memory).");
+  m.def("set_max_idle_bytes", &blfft::set_max_idle_bytes, py::arg("bytes"),
+        "The most bytes the workspace pool keeps idle between calls (0: none).");
+  m.def("get_max_idle_bytes", &blfft::get_max_idle_bytes);
+  m.def("idle_bytes", &blfft::idle_bytes, "Bytes the workspace pool holds idle now.");
+  m.def("set_max_buffer_bytes", &blfft::set_max_buffer_bytes, py::arg("bytes"),
+        "The largest single buffer a call may allocate; larger ones raise MemoryError before "
+        "allocating (0: the default, the machine's physical memory).");
+  m.def("get_max_buffer_bytes", &blfft::get_max_buffer_bytes);
   m.def("set_num_threads", &blfft::set_num_threads, py::arg("n"),
         "Threads used by the CPU backend (0: OpenMP's default).");
   m.def("get_num_threads", &blfft::get_num_threads);

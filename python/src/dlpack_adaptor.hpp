@@ -15,6 +15,7 @@
 #include <cstring>
 #include <initializer_list>
 #include <memory>
+#include <new>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -516,13 +517,16 @@ inline const char* code_name(error_code c) {
     case error_code::type_mismatch: return "type_mismatch";
     case error_code::unsupported: return "unsupported";
     case error_code::backend: return "backend";
+    case error_code::out_of_memory: return "out_of_memory";
   }
   return "unknown";
 }
 
 // ------------------------------------------------------------------------------------------------
 // Errors: blfft::error -> ValueError (bad arguments, shapes, overflow), TypeError (dtype, device,
-// memory kind), blfft.BlfftError (unsupported, backend failures; `code` names the error_code).
+// memory kind), MemoryError (out_of_memory: an allocation failed or a buffer would pass the size
+// cap), blfft.BlfftError (unsupported, backend failures; `code` names the error_code).
+// std::bad_alloc from anywhere in the core -> MemoryError too. The message is kept.
 // ------------------------------------------------------------------------------------------------
 
 /// The BlfftError class of this module (owned by blfft._core; borrowed by the other modules so
@@ -549,6 +553,9 @@ inline void install_error_translator(py::handle blfft_error) {
         case blfft::error_code::type_mismatch:
           PyErr_SetString(PyExc_TypeError, err.what());
           return;
+        case blfft::error_code::out_of_memory:
+          PyErr_SetString(PyExc_MemoryError, err.what());
+          return;
         default: {
           PyObject* type = error_type();
           PyObject* inst = PyObject_CallFunction(type, "s", err.what());
@@ -563,6 +570,12 @@ inline void install_error_translator(py::handle blfft_error) {
           return;
         }
       }
+    } catch (const std::bad_alloc& err) {
+      // Also std::bad_array_new_length. pybind11's own translation would say only
+      // "std::bad_alloc"; this names blfft.
+      PyErr_SetString(PyExc_MemoryError,
+                      (std::string("blfft: out of memory (") + err.what() + ")").c_str());
+      return;
     }
   });
 }

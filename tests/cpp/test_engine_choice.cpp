@@ -51,8 +51,20 @@ TEST(EngineChoice, ExplicitMethodsAndThreshold) {
                           // 5x the FFT flops, measured faster), not on a large image
   EXPECT_TRUE(use_matmul({34, 34, 32, 32, 34, 18}, o));
   EXPECT_FALSE(use_matmul({130, 130, 128, 128, 130, 66}, o));
-  o.matmul_max_grid = 5000;  // every grid within the threshold
-  EXPECT_TRUE(use_matmul(line(4096, 4000, 2049), o));
+  o.matmul_max_grid = 5000;  // every grid within the threshold, while its DFT tables are small
+  EXPECT_TRUE(use_matmul(line(1024, 1000, 513), o));
+  EXPECT_FALSE(use_matmul(line(4096, 4000, 2049), o));  // 16.4M-scalar tables
+}
+
+// Before: a 10-sample input with padding 2^22 took the matmul engine by its flops and made a
+// 336 MB DFT table per transform (padding 2^26: 113 s and 22.7 GiB for one conv1d).
+TEST(EngineChoice, LargeDftTablesGoToTheFft) {
+  const plan_options o;
+  const auto padded = line(8398080, 10, 4199041);
+  EXPECT_LT(blfft::detail::matmul_flops(padded), blfft::detail::fft_flops(padded));
+  EXPECT_GT(blfft::detail::matmul_table_scalars(padded), blfft::detail::matmul_max_table_scalars);
+  EXPECT_FALSE(use_matmul(padded, o));
+  EXPECT_TRUE(use_matmul(line(504, 5, 126), o));  // a 1D weight transform: tiny tables
 }
 
 TEST(EngineChoice, FlopModel) {

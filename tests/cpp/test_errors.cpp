@@ -29,6 +29,7 @@ const char* code_name(error_code c) {
     case error_code::type_mismatch: return "type_mismatch";
     case error_code::unsupported: return "unsupported";
     case error_code::backend: return "backend";
+    case error_code::out_of_memory: return "out_of_memory";
   }
   return "?";
 }
