@@ -12,6 +12,7 @@
 #include <mutex>
 #include <tuple>
 
+#include "cufft_plans.hpp"
 #include "error.hpp"
 
 namespace blfft::cuda::detail {
@@ -61,76 +62,20 @@ cudaMemPool_t existing_pool(int device) {
   return it == reg.pools.end() ? nullptr : it->second;
 }
 
-// ---- cuFFT plans ------------------------------------------------------------------------------
+// ---- cuFFT plans (cufft_plans.hpp) ----------------------------------------------------------
 
-struct cufft_entry {
-  std::mutex mutex;  // held from cufftSetStream to the enqueue of the execution
-  cufftHandle handle = 0;
-  bool made = false;
-  std::size_t work = 0;
-  int device = 0;
-  ~cufft_entry() {
-    if (!made) return;
-    device_guard guard(device, true);
-    cufftDestroy(handle);  // errors ignored: destructors never throw
-  }
-};
-
-struct cufft_key {
-  int device;
-  uintptr_t stream;
-  fft_desc desc;
-  bool operator<(const cufft_key& o) const {
-    if (device != o.device) return device < o.device;
-    if (stream != o.stream) return stream < o.stream;
-    return desc < o.desc;
-  }
-};
-
-struct cufft_cache {
-  std::mutex mutex;
-  std::map<cufft_key, std::shared_ptr<cufft_entry>> plans;
-  static cufft_cache& get() {
-    static auto* c = new cufft_cache;
-    return *c;
-  }
-};
-
-constexpr std::size_t cufft_trim_threshold = 512;
-
-cufftType cufft_type_of(const fft_desc& d) {
-  switch (d.type) {
-    case fft_type::r2c: return d.double_precision ? CUFFT_D2Z : CUFFT_R2C;
-    case fft_type::c2r: return d.double_precision ? CUFFT_Z2D : CUFFT_C2R;
-    default: return d.double_precision ? CUFFT_Z2Z : CUFFT_C2C;
-  }
+cufft_plan_cache<device_guard>& cufft_cache() {
+  static auto* c = new cufft_plan_cache<device_guard>;
+  return *c;
 }
 
-std::shared_ptr<cufft_entry> cufft_plan_for(int device, void* stream, const fft_desc& d) {
-  auto& cache = cufft_cache::get();
-  const cufft_key key{device, reinterpret_cast<uintptr_t>(stream), d};
-  std::lock_guard<std::mutex> lock(cache.mutex);
-  auto it = cache.plans.find(key);
-  if (it != cache.plans.end()) return it->second;
-  if (cache.plans.size() >= cufft_trim_threshold) {
-    for (auto i = cache.plans.begin(); i != cache.plans.end();)
-      i = i->second.use_count() == 1 ? cache.plans.erase(i) : std::next(i);
+bool capturing(void* stream) {
+  cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
+  if (cudaStreamIsCapturing(static_cast<cudaStream_t>(stream), &st) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
   }
-  auto e = std::make_shared<cufft_entry>();
-  e->device = device;
-  BLFFT_CUFFT_CHECK(cufftCreate(&e->handle));
-  e->made = true;
-  BLFFT_CUFFT_CHECK(cufftSetAutoAllocation(e->handle, 0));
-  long long n = d.n;
-  const bool real_in = d.type == fft_type::r2c, real_out = d.type == fft_type::c2r;
-  long long inembed = real_in ? d.n : (real_out ? d.n / 2 + 1 : d.n);
-  long long onembed = real_out ? d.n : (real_in ? d.n / 2 + 1 : d.n);
-  std::size_t work = 0;
-  BLFFT_CUFFT_CHECK(cufftMakePlanMany64(e->handle, 1, &n, &inembed, d.istride, d.idist, &onembed,
-                                        d.ostride, d.odist, cufft_type_of(d), d.batch, &work));
-  e->work = work;
-  cache.plans.emplace(key, e);
-  return e;
+  return st != cudaStreamCaptureStatusNone;
 }
 
 }  // namespace
@@ -163,46 +108,32 @@ device_executor::table device_executor::upload(const std::vector<int64_t>& host)
   table t(p);
   BLFFT_CUDA_CHECK(cudaMemcpy(p, host.data(), sizeof(int64_t) * host.size(),
                               cudaMemcpyHostToDevice));
+  // From pageable memory cudaMemcpy may return before the DMA into device memory is done, and the
+  // kernels that read the table run on other (possibly non-blocking) streams: wait for it here,
+  // once per plan.
+  BLFFT_CUDA_CHECK(cudaStreamSynchronize(cudaStreamLegacy));
   return t;
 }
 
 void device_executor::fft(const fft_desc& d, const void* in, void* out, void* stream) const {
-  const auto plan = cufft_plan_for(device_, stream, d);
-  std::lock_guard<std::mutex> lock(plan->mutex);
-  auto work = make_temp<unsigned char>(static_cast<int64_t>(plan->work), stream);
-  BLFFT_CUFFT_CHECK(cufftSetStream(plan->handle, static_cast<cudaStream_t>(stream)));
-  if (work.get()) BLFFT_CUFFT_CHECK(cufftSetWorkArea(plan->handle, work.get()));
-  void* i = const_cast<void*>(in);
-  const cufftHandle h = plan->handle;
-  switch (d.type) {
-    case fft_type::r2c:
-      if (d.double_precision)
-        BLFFT_CUFFT_CHECK(cufftExecD2Z(h, static_cast<cufftDoubleReal*>(i),
-                                       static_cast<cufftDoubleComplex*>(out)));
-      else
-        BLFFT_CUFFT_CHECK(
-            cufftExecR2C(h, static_cast<cufftReal*>(i), static_cast<cufftComplex*>(out)));
-      break;
-    case fft_type::c2r:
-      if (d.double_precision)
-        BLFFT_CUFFT_CHECK(cufftExecZ2D(h, static_cast<cufftDoubleComplex*>(i),
-                                       static_cast<cufftDoubleReal*>(out)));
-      else
-        BLFFT_CUFFT_CHECK(
-            cufftExecC2R(h, static_cast<cufftComplex*>(i), static_cast<cufftReal*>(out)));
-      break;
-    case fft_type::c2c_forward:
-    case fft_type::c2c_inverse: {
-      const int dir = d.type == fft_type::c2c_forward ? CUFFT_FORWARD : CUFFT_INVERSE;
-      if (d.double_precision)
-        BLFFT_CUFFT_CHECK(cufftExecZ2Z(h, static_cast<cufftDoubleComplex*>(i),
-                                       static_cast<cufftDoubleComplex*>(out), dir));
-      else
-        BLFFT_CUFFT_CHECK(cufftExecC2C(h, static_cast<cufftComplex*>(i),
-                                       static_cast<cufftComplex*>(out), dir));
-      break;
-    }
+  // A new plan allocates device memory (cuFFT's tables): not possible while the stream is being
+  // captured into a CUDA graph, so then only cached plans are used (a clear error otherwise).
+  run_cufft(cufft_cache(), *this, device_, d, in, out, stream, !capturing(stream));
+}
+
+void device_executor::check_stream(void* stream) const {
+  const auto s = static_cast<cudaStream_t>(stream);
+  if (s == nullptr || s == cudaStreamLegacy || s == cudaStreamPerThread) return;
+  int dev = -1;
+  const cudaError_t e = cudaStreamGetDevice(s, &dev);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    fail(error_code::invalid_argument,
+         cat("stream ", stream, " is not a valid CUDA stream (", cudaGetErrorName(e), ")"));
   }
+  BLFFT_EXPECTS(dev == device_, error_code::type_mismatch, "the stream belongs to CUDA device ",
+                dev, " but the plan runs on device ", device_,
+                " (pass a stream of the tensors' device, e.g. torch.cuda.current_stream(device))");
 }
 
 void device_executor::check_pointer(const void* p, const char* what) const {
@@ -261,12 +192,7 @@ void validate_device(int device) {
 }
 
 void clear_device_caches() noexcept {
-  {
-    auto& cache = cufft_cache::get();
-    std::lock_guard<std::mutex> lock(cache.mutex);
-    for (auto i = cache.plans.begin(); i != cache.plans.end();)
-      i = i->second.use_count() == 1 ? cache.plans.erase(i) : std::next(i);
-  }
+  cufft_cache().drop_idle();
   auto& reg = pool_registry::get();
   std::lock_guard<std::mutex> lock(reg.mutex);
   for (auto& [device, pool] : reg.pools)
@@ -277,11 +203,7 @@ void clear_device_caches() noexcept {
     }
 }
 
-std::size_t cufft_plan_count() {
-  auto& cache = cufft_cache::get();
-  std::lock_guard<std::mutex> lock(cache.mutex);
-  return cache.plans.size();
-}
+std::size_t cufft_plan_count() { return cufft_cache().size(); }
 
 }  // namespace blfft::cuda::detail
 

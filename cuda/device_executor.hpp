@@ -5,8 +5,13 @@
 // Streams and workspaces: every temporary, cuFFT's work areas included, is allocated on the
 // caller's stream from blfft's memory pool of the device (cudaMallocFromPoolAsync) and freed on
 // the same stream, so no two streams ever share a workspace. cuFFT plans are cached per (device,
-// stream, transform) with auto-allocation off; the stream and the work area are set on the plan
-// right before each execution, under the plan's mutex.
+// transform) with auto-allocation off (cufft_plans.hpp); the stream and the work area are set on
+// the plan right before each execution, under the plan's mutex.
+//
+// Devices: the pipeline calls activate() at the start of every public call (and of its
+// construction and destruction), which makes this executor's device current for the call and
+// restores the caller's; every operation below assumes it. check_stream() refuses a stream of
+// another device.
 
 #include <cstddef>
 #include <cstdint>
@@ -24,10 +29,19 @@ namespace blfft::cuda::detail {
 void* alloc_async(int device, std::size_t bytes, void* stream);
 void free_async(int device, void* p, void* stream) noexcept;
 
+class device_guard;
+
 class device_executor {
  public:
   explicit device_executor(int device) : device_(device) {}
   int device() const { return device_; }
+
+  /// Makes this executor's device current until the returned guard goes out of scope.
+  /// `nothrow`: for destructors.
+  device_guard activate(bool nothrow = false) const;
+  /// Throws error_code::type_mismatch when `stream` belongs to another device (the legacy and
+  /// per-thread default streams, nullptr / cudaStreamLegacy / cudaStreamPerThread, are accepted).
+  void check_stream(void* stream) const;
 
   /// A stream-ordered temporary array; freed on its stream when it goes out of scope.
   template <class U>
@@ -111,6 +125,10 @@ class device_guard {
 
 /// Throws error_code::unsupported without a device, invalid_argument for an index out of range.
 void validate_device(int device);
+
+inline device_guard device_executor::activate(bool nothrow) const {
+  return device_guard(device_, nothrow);
+}
 
 /// Drops the cached cuFFT plans (those not executing right now) and trims the memory pools.
 void clear_device_caches() noexcept;

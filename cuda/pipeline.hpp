@@ -23,6 +23,8 @@
 // tile transposes so both their loads and their stores are coalesced.
 //
 // An executor `Exec` provides (all const, thread-safe):
+//   auto activate(bool nothrow = false)   makes the executor's device current while it lives
+//   void check_stream(void* stream)       throws unless the stream belongs to that device
 //   template <class U> temp<U> make_temp(int64_t n, void* stream)   stream-ordered scratch, .get()
 //   table upload(const std::vector<int64_t>&)                        persistent index table, .get()
 //   template <class K> void launch(const launch_dims&, const K&, void* stream)
@@ -44,6 +46,7 @@
 #include "blfft/tensor.hpp"
 #include "check.hpp"
 #include "view_check.hpp"
+#include "fft_desc.hpp"
 #include "kernels.hpp"
 
 namespace blfft::cuda::detail {
@@ -52,28 +55,6 @@ using blfft::detail::cat;
 using blfft::detail::checked_add;
 using blfft::detail::checked_mul;
 using blfft::detail::fail;
-
-// ---------------------------------------------------------------------------------------------
-// Batched 1D FFTs, in cuFFT's advanced-layout terms
-// ---------------------------------------------------------------------------------------------
-
-enum class fft_type { r2c, c2r, c2c_forward, c2c_inverse };
-
-/// `batch` transforms of length n: element i of transform b is read at in[b * idist +
-/// i * istride] and written at out[b * odist + i * ostride], counted in elements of the input and
-/// output types (real or complex). Unnormalised, like cuFFT and FFTW.
-struct fft_desc {
-  fft_type type = fft_type::c2c_forward;
-  bool double_precision = false;
-  int64_t n = 1, batch = 1;
-  int64_t istride = 1, idist = 1, ostride = 1, odist = 1;
-
-  bool operator<(const fft_desc& o) const {
-    return std::tie(type, double_precision, n, batch, istride, idist, ostride, odist) <
-           std::tie(o.type, o.double_precision, o.n, o.batch, o.istride, o.idist, o.ostride,
-                    o.odist);
-  }
-};
 
 // ---------------------------------------------------------------------------------------------
 // Argument checks (the same rules and messages as the CPU plan, src/plan.cpp)
@@ -379,6 +360,7 @@ class pipeline {
   pipeline(const Exec& ex, const geometry& geo, const plan_options& o = {},
            int64_t chunk_scalars = default_chunk_scalars)
       : ex_(ex), g_(geo), tile_(o.tile) {
+    const auto on = ex_.activate();  // the index tables live on the executor's device
     const auto& p = g_.params;
     const placement x_h{p.input[0], p.padding[0], 1}, x_w{p.input[1], p.padding[1], 1};
     const placement w_h{p.kernel[0], 0, p.dilation[0]}, w_w{p.kernel[1], 0, p.dilation[1]};
@@ -395,16 +377,36 @@ class pipeline {
     scale_ = T(1) / static_cast<T>(g_.grid[0] * g_.grid[1]);
   }
 
+  ~pipeline() {
+    const auto on = ex_.activate(true);  // tables are freed with their device current
+    x_in_.reset();
+    w_in_.reset();
+    g_in_.reset();
+    y_out_.reset();
+    dx_out_.reset();
+    dw_out_.reset();
+  }
+  pipeline(const pipeline&) = delete;
+  pipeline& operator=(const pipeline&) = delete;
+
   const geometry& geo() const { return g_; }
   const Exec& executor() const { return ex_; }
 
+  // Every public call makes the plan's device current for its duration (and restores the
+  // caller's), whatever device the caller had current, and checks that the stream is that
+  // device's.
+
   void input_spectrum(const tensor_view<const T>& x, T* xs, void* stream) const {
+    const auto on = ex_.activate();
+    ex_.check_stream(stream);
     check_view(ex_, x, g_.input_shape(), "input", false);
     require(ex_, xs, "x_spectrum");
     x_in_->analyse(ex_, as_image(x), xs, stream);
   }
 
   void weight_spectrum(const tensor_view<const T>& w, T* ws, void* stream) const {
+    const auto on = ex_.activate();
+    ex_.check_stream(stream);
     check_view(ex_, w, g_.weight_shape(), "weight", false);
     require(ex_, ws, "w_spectrum");
     w_in_->analyse(ex_, as_image(w), ws, stream);
@@ -412,6 +414,8 @@ class pipeline {
 
   void forward(const tensor_view<const T>& x, const tensor_view<const T>& w, const T* bias,
                const tensor_view<T>& y, T* xs, T* ws, void* stream) const {
+    const auto on = ex_.activate();
+    ex_.check_stream(stream);
     check_view(ex_, x, g_.input_shape(), "input", false);
     check_view(ex_, w, g_.weight_shape(), "weight", false);
     check_view(ex_, y, g_.output_shape(), "output", true);
@@ -429,6 +433,8 @@ class pipeline {
 
   void forward_spectra(const T* xs, const T* ws, const T* bias, const tensor_view<T>& y,
                        void* stream) const {
+    const auto on = ex_.activate();
+    ex_.check_stream(stream);
     require(ex_, xs, "x_spectrum");
     require(ex_, ws, "w_spectrum");
     if (bias) require(ex_, bias, "bias");
@@ -439,6 +445,8 @@ class pipeline {
   void backward(const tensor_view<const T>& grad_out, const T* xs, const T* ws,
                 const tensor_view<T>* grad_input, const tensor_view<T>* grad_weight,
                 T* grad_bias, void* stream) const {
+    const auto on = ex_.activate();
+    ex_.check_stream(stream);
     check_view(ex_, grad_out, g_.output_shape(), "grad_output", false);
     if (grad_input) {
       check_view(ex_, *grad_input, g_.input_shape(), "grad_input", true);
@@ -476,6 +484,8 @@ class pipeline {
     backward(grad_out, xs, nullptr, nullptr, &grad_weight, nullptr, stream);
   }
   void bias_grad(const tensor_view<const T>& grad_out, T* grad_bias, void* stream) const {
+    const auto on = ex_.activate();
+    ex_.check_stream(stream);
     check_view(ex_, grad_out, g_.output_shape(), "grad_output", false);
     require(ex_, static_cast<const T*>(grad_bias), "grad_bias");
     run_bias_grad(grad_out, grad_bias, stream);
@@ -618,6 +628,8 @@ template <class T, class Exec>
 std::vector<double> energy_map(const Exec& ex, const conv_params& p, const tensor_view<const T>& x,
                                void* stream, int64_t max_spectrum_bytes = int64_t(256) << 20) {
   const geometry full = make_geometry(p, compression::indices({}, {}));
+  const auto on = ex.activate();
+  ex.check_stream(stream);
   check_view(ex, x, full.input_shape(), "input", false);
   const auto& q = full.params;
   const int64_t N = q.batch, C = q.in_channels;

@@ -17,14 +17,11 @@ namespace detail {
 template <class T>
 class plan_impl {
  public:
+  // The pipeline makes the plan's device current in every call, its construction and its
+  // destruction included (pipeline.hpp: executor.activate()).
   plan_impl(const geometry& g, int dev, const plan_options& o)
       : device(dev), owned(std::make_unique<pipeline<T, device_executor>>(device_executor(dev), g, o)),
         pl(*owned) {}
-  ~plan_impl() {
-    // The pipeline frees its device tables: with its device current (never throws).
-    device_guard guard(device, true);
-    owned.reset();
-  }
   int device;
   std::unique_ptr<pipeline<T, device_executor>> owned;
   const pipeline<T, device_executor>& pl;
@@ -33,13 +30,10 @@ class plan_impl {
 template <class T>
 std::unique_ptr<plan_impl<T>> make_impl(const geometry& g, int device, const plan_options& o) {
   validate_device(device);
-  device_guard guard(device);
   return std::make_unique<plan_impl<T>>(g, device, o);
 }
 
 }  // namespace detail
-
-using detail::device_guard;
 
 template <class T>
 plan<T>::plan(const blfft::geometry& g, int device, const plan_options& options)
@@ -80,21 +74,18 @@ void plan<T>::forward(const tensor_view<const T>& x, const tensor_view<const T>&
                       const tensor_view<T>& y, T* x_spectrum, T* w_spectrum,
                       void* stream) const {
   auto& i = live(impl_);
-  device_guard guard(i.device);
   i.pl.forward(x, w, bias, y, x_spectrum, w_spectrum, stream);
 }
 
 template <class T>
 void plan<T>::input_spectrum(const tensor_view<const T>& x, T* x_spectrum, void* stream) const {
   auto& i = live(impl_);
-  device_guard guard(i.device);
   i.pl.input_spectrum(x, x_spectrum, stream);
 }
 
 template <class T>
 void plan<T>::weight_spectrum(const tensor_view<const T>& w, T* w_spectrum, void* stream) const {
   auto& i = live(impl_);
-  device_guard guard(i.device);
   i.pl.weight_spectrum(w, w_spectrum, stream);
 }
 
@@ -102,7 +93,6 @@ template <class T>
 void plan<T>::forward_spectra(const T* x_spectrum, const T* w_spectrum, const T* bias,
                               const tensor_view<T>& y, void* stream) const {
   auto& i = live(impl_);
-  device_guard guard(i.device);
   i.pl.forward_spectra(x_spectrum, w_spectrum, bias, y, stream);
 }
 
@@ -111,7 +101,6 @@ void plan<T>::backward(const tensor_view<const T>& grad_out, const T* x_spectrum
                        const T* w_spectrum, const tensor_view<T>* grad_input,
                        const tensor_view<T>* grad_weight, T* grad_bias, void* stream) const {
   auto& i = live(impl_);
-  device_guard guard(i.device);
   i.pl.backward(grad_out, x_spectrum, w_spectrum, grad_input, grad_weight, grad_bias, stream);
 }
 
@@ -119,7 +108,6 @@ template <class T>
 void plan<T>::input_grad(const tensor_view<const T>& grad_out, const T* w_spectrum,
                          const tensor_view<T>& grad_input, void* stream) const {
   auto& i = live(impl_);
-  device_guard guard(i.device);
   i.pl.input_grad(grad_out, w_spectrum, grad_input, stream);
 }
 
@@ -127,14 +115,12 @@ template <class T>
 void plan<T>::weight_grad(const tensor_view<const T>& grad_out, const T* x_spectrum,
                           const tensor_view<T>& grad_weight, void* stream) const {
   auto& i = live(impl_);
-  device_guard guard(i.device);
   i.pl.weight_grad(grad_out, x_spectrum, grad_weight, stream);
 }
 
 template <class T>
 void plan<T>::bias_grad(const tensor_view<const T>& grad_out, T* grad_bias, void* stream) const {
   auto& i = live(impl_);
-  device_guard guard(i.device);
   i.pl.bias_grad(grad_out, grad_bias, stream);
 }
 
@@ -186,7 +172,6 @@ std::vector<double> energy_map(const conv_params& p, const tensor_view<const T>&
                                void* stream) {
   make_geometry(p);  // validates p before anything touches the device
   detail::validate_device(device);
-  device_guard guard(device);
   return detail::energy_map<T>(detail::device_executor(device), p, x, stream);
 }
 

@@ -1,123 +1,71 @@
 #!/usr/bin/env bash
-# The GPU check (DESIGN.md section 3): every GPU check of the CUDA backend in one short run, on a
-# GPU machine without network access, in under 8 minutes:
-#   1. build for the card (CMAKE_CUDA_ARCHITECTURES, default 90) with the CUDA backend ON;
-#   2. the C++ CUDA tests against the CPU backend and the oracles (a GPU test that skips counts
-#      as a failure here), and the CPU emulation tests;
-#   3. the Python package built with pip (blfft._cuda for the card), and its CUDA tests
-#      (tests/py/test_cuda.py; a test that skips on a GPU counts as a failure here);
-#   4. compute-sanitizer memcheck and racecheck on a small case, where the tool is installed;
-#   5. the GPU benchmark: blfft (bench/gpu_bench.cpp) and torch's cuDNN conv2d
-#      (bench/cudnn_bench.py, cudnn.benchmark on) in the same run, ResNet-18 CIFAR layer shapes;
-#   6. one report, gpu_check_<gpu>_<date>.json (machine, steps, all measurements, and the table
-#      as markdown) and the same table as .md, plus the full log, in the output folder. Commit
-#      the .json and .md under bench/results/.
-# FFTW, OpenBLAS, GoogleTest and pkg-config come from the system where it has them, else from
-# third_party_local/ (made here by tools/prepare_gpu_carry.sh; the GPU run carries it).
+# The GPU check of the CUDA backend (DESIGN.md section 3), run from the prebuilt bundle
+# (tools/gpu_bundle.sh builds gpu_bundle/ on a machine without a GPU); nothing is compiled here.
+# In this order, each step under its own time limit, one report line as each finishes, and the
+# report rewritten after every step (so a run cut off still says what passed):
+#   a. correctness (at most 3 min): the bundle loads (its libraries resolve); the CPU emulation
+#      and cuFFT / cuBLAS stand-in tests; the C++ CUDA tests against the CPU backend and the
+#      oracles (bin/blfft_test_cuda_device: every CudaDevice* test must run, a skip is a
+#      failure); the Python CUDA tests (tests/py/test_cuda.py with the bundle's blfft: forward and
+#      gradients against torch.nn.functional and the CPU backend, float32 / float64, rates,
+#      stride / dilation / groups / padding modes, energy mode, streams, torch.compile, CUDA
+#      graphs; a skip is a failure);
+#   b. compute-sanitizer memcheck and racecheck on the small cases (CudaDeviceSmall.*), checking
+#      blfft's own kernels only (at most 2 min);
+#   c. the quick benchmark against cuDNN: blfft (bin/blfft_gpu_bench --quick) and
+#      torch.nn.functional.conv2d with cudnn.benchmark on, strict float32 and TF32 as torch's
+#      default, ResNet-18 layer shapes, batch 32, rates 0 / 0.5 / 0.75, fwd+bwd (at most 2 min).
+# The whole run stays under 8 minutes. Report: gpu_check_<gpu>_<date>.json (machine, steps,
+# measurements, the markdown) and .md, plus gpu_check.log, in $OUT (or --out, or gpu_check_out/).
+# Commit the .json and .md under bench/results/gpu/.
 #
-#   bash tools/gpu_check.sh [--out DIR] [--arch LIST] [--build-dir DIR] [--carried-deps]
-#                           [--allow-no-gpu] [--quick] [--dry-run]
+#   bash tools/gpu_check.sh [--no-gpu] [--bundle DIR] [--out DIR]
 #
-#   --out DIR        where the report goes (default: $OUT if set, else ./gpu_check_out)
-#   --arch LIST      CMAKE_CUDA_ARCHITECTURES (default 90)
-#   --carried-deps   use third_party_local/ even where the system has the libraries (to test
-#                    the carry on a machine that has them)
-#   --allow-no-gpu   without a GPU, still build and run what needs none (the GPU steps are then
-#                    recorded as skipped); without it, no GPU is an error
-#   --quick          a smaller benchmark (2 layers, batch 32)
-#   --dry-run        print what would run, run nothing
-#
-# Device run (from the repository root, after tools/prepare_gpu_carry.sh):
-#   run(command="bash tools/gpu_check.sh", carry=["third_party_local"], timeout_s=600)
+#   --no-gpu   on a machine without a GPU (CI): run every part that needs none (the bundle's
+#              libraries resolve, the Python 3.12 modules import, the emulation and stand-in
+#              tests, the no-device refusal of the C++ CUDA tests); the GPU steps are reported as
+#              skipped. Without --no-gpu and without a GPU the check fails at once.
+# Device run (the tool's run verb, from the repository root):
+#   run(command="bash tools/gpu_check.sh", carry=["gpu_bundle"], timeout_s=600)
 set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
+BUNDLE="$ROOT/gpu_bundle"
 OUT_DIR="${OUT:-$ROOT/gpu_check_out}"
-ARCH=90
-BUILD="$ROOT/build-gpu"
-CARRY="$ROOT/third_party_local"
-FORCE_CARRY=0
-ALLOW_NO_GPU=0
-QUICK=""
-DRY=0
+NO_GPU=0
 while [ $# -gt 0 ]; do
   case "$1" in
+    --no-gpu) NO_GPU=1 ;;
+    --bundle) BUNDLE="$(cd "$2" && pwd)"; shift ;;
     --out) OUT_DIR="$2"; shift ;;
-    --arch) ARCH="$2"; shift ;;
-    --build-dir) BUILD="$2"; shift ;;
-    --carried-deps) FORCE_CARRY=1 ;;
-    --allow-no-gpu) ALLOW_NO_GPU=1 ;;
-    --quick) QUICK="--quick" ;;
-    --dry-run) DRY=1 ;;
-    -h|--help) sed -n '2,32p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
     *) echo "gpu_check: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
 done
 
 START=$(date +%s)
-DEADLINE=$((START + 8 * 60 - 20))  # the whole check stays under 8 minutes
+DEADLINE=$((START + 8 * 60 - 10))
 mkdir -p "$OUT_DIR"
 WORK="$(mktemp -d)"
-STEPS="$WORK/steps.jsonl"
-: > "$STEPS"
 LOG="$OUT_DIR/gpu_check.log"
-TEE_PID=""
-if [ "$DRY" -eq 0 ]; then
-  : > "$LOG"
-  exec > >(tee -a "$LOG") 2>&1
-  TEE_PID=$!
-fi
-finish() {  # let tee write the last lines before the files are collected
-  if [ -n "$TEE_PID" ]; then
-    exec 1>&- 2>&-
-    wait "$TEE_PID" 2>/dev/null || sleep 1
-  fi
+: > "$LOG"
+exec > >(tee -a "$LOG") 2>&1
+TEE_PID=$!
+finish() {
+  rm -rf "$WORK"
+  exec 1>&- 2>&-
+  wait "$TEE_PID" 2>/dev/null || true
 }
 trap finish EXIT
+STEPS="$OUT_DIR/gpu_check_steps.jsonl"
+: > "$STEPS"
 FAILED=0
+now() { date +%s; }
+log() { printf '== gpu_check [%ss]: %s\n' "$(( $(now) - START ))" "$*"; }
 
-log() { printf '\n== gpu_check [%ss]: %s\n' "$(( $(date +%s) - START ))" "$*"; }
-json_str() { printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g' | tr '\n' ' '; }
-record() {  # record NAME STATUS SECONDS NOTE
-  printf '{"step": "%s", "status": "%s", "seconds": %s, "note": "%s"}\n' "$1" "$2" "$3" \
-    "$(json_str "$4")" >> "$STEPS"
-  [ "$2" = "failed" ] && FAILED=1
-  return 0
-}
-# step NAME LIMIT_S CMD...: runs CMD under a timeout (the smaller of LIMIT_S and the time left).
-step() {
-  local name="$1" limit="$2"
-  shift 2
-  local left=$((DEADLINE - $(date +%s)))
-  if [ "$DRY" -eq 1 ]; then
-    printf '[dry-run] %s (limit %ss): %s\n' "$name" "$limit" "$*"
-    return 0
-  fi
-  if [ "$left" -lt 15 ]; then
-    log "$name: skipped, out of time"
-    record "$name" "skipped" 0 "out of time (8-minute budget)"
-    return 1
-  fi
-  [ "$limit" -gt "$left" ] && limit=$left
-  log "$name: $*"
-  local t0 rc
-  t0=$(date +%s)
-  timeout --kill-after=10 "$limit" "$@"
-  rc=$?
-  local dt=$(( $(date +%s) - t0 ))
-  if [ "$rc" -eq 0 ]; then
-    record "$name" "passed" "$dt" ""
-  elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
-    record "$name" "failed" "$dt" "timed out after ${limit}s"
-  else
-    record "$name" "failed" "$dt" "exit status $rc"
-  fi
-  return "$rc"
-}
-
-# --- the machine -------------------------------------------------------------------------------
+# --- the machine ---------------------------------------------------------------------------------
 HAVE_GPU=0
 GPU_NAME="no GPU"
 DRIVER="-"
@@ -126,236 +74,286 @@ if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q 
   GPU_NAME="$(nvidia-smi --query-gpu=name --format=csv,noheader | head -n1)"
   DRIVER="$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -n1)"
 fi
-if [ "$HAVE_GPU" -eq 0 ] && [ "$ALLOW_NO_GPU" -eq 0 ] && [ "$DRY" -eq 0 ]; then
-  echo "gpu_check: no GPU found (nvidia-smi); use --allow-no-gpu to run the parts that need none" >&2
+if [ "$HAVE_GPU" -eq 0 ] && [ "$NO_GPU" -eq 0 ]; then
+  echo "gpu_check: no GPU found (nvidia-smi); on a machine without one run: bash tools/gpu_check.sh --no-gpu" >&2
   exit 1
 fi
-NVCC="${CUDACXX:-}"
-[ -z "$NVCC" ] && NVCC="$(command -v nvcc || true)"
-[ -z "$NVCC" ] && [ -x /usr/local/cuda/bin/nvcc ] && NVCC=/usr/local/cuda/bin/nvcc
-NVCC_VERSION="$([ -n "$NVCC" ] && "$NVCC" --version | sed -n 's/.*release \([0-9.]*\).*/\1/p')"
+RUN_GPU=$(( HAVE_GPU && !NO_GPU ))
+MODE=$([ "$RUN_GPU" -eq 1 ] && echo "gpu" || echo "no-gpu")
+# Python: the device's python3 (with torch); without a GPU, a CPython 3.12 for the modules' smoke
+# test (the bundle's modules are for 3.12) and any python3 for the report.
 PY="$(command -v python3 || true)"
+PY312=""
+for c in "${BLFFT_PYTHON312:-}" "$(command -v python3.12 || true)" "$PY" \
+         "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/3.12*/bin/python3.12; do
+  if [ -n "$c" ] && [ -x "$c" ] && "$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' \
+      2>/dev/null; then
+    PY312="$c"
+    break
+  fi
+done
 TORCH_VERSION="$([ -n "$PY" ] && "$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo none)"
-COMMIT="$(git -C "$ROOT" rev-parse HEAD 2>/dev/null || cat "$CARRY/COMMIT" 2>/dev/null || echo unknown)"
+COMMIT="$(sed -n 's/.*"commit": "\([^"]*\)".*/\1/p' "$BUNDLE/MANIFEST.json" 2>/dev/null | head -n1)"
 DATE="$(date -u +%Y-%m-%d)"
 SLUG="$(printf '%s' "$GPU_NAME" | tr -c 'A-Za-z0-9' '_' | sed 's/__*/_/g; s/^_//; s/_$//')"
+[ "$RUN_GPU" -eq 0 ] && SLUG="no_gpu"
 REPORT="$OUT_DIR/gpu_check_${SLUG}_${DATE}"
-log "GPU: $GPU_NAME (driver $DRIVER); nvcc $NVCC_VERSION; torch $TORCH_VERSION; commit $COMMIT"
 
-# --- dependencies: the system's, else the carried ones -----------------------------------------
-LIBDIR="$CARRY/root/usr/lib/x86_64-linux-gnu"
-CARRY_PC="$LIBDIR/pkgconfig"
-DEP_ARGS=()
-DEP_NOTE=""
-need_carry() {
-  if [ ! -d "$CARRY/root" ]; then
-    echo "gpu_check: $1 is missing here and there is no $CARRY (run tools/prepare_gpu_carry.sh" \
-         "on a networked machine and carry third_party_local)" >&2
-    exit 1
-  fi
+# cuFFT: torch's nvidia-cufft wheel on the device (or .venv's here); FFTW and BLIS: the bundle's
+# lib/ (first); libgomp: the machine's, else the bundle's lib/fallback/ (last).
+CUFFT_DIR="$(for p in $( [ -n "$PY" ] && "$PY" -c 'import sys; print(" ".join(sys.path))' 2>/dev/null) \
+                       "$ROOT"/.venv/lib/python3*/site-packages; do
+               for d in "$p/nvidia/cu13/lib" "$p/nvidia/cufft/lib"; do
+                 ls "$d"/libcufft.so.* >/dev/null 2>&1 && { echo "$d"; break 2; }
+               done
+             done)"
+export LD_LIBRARY_PATH="$BUNDLE/lib:${CUFFT_DIR:+$CUFFT_DIR:}${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$BUNDLE/lib/fallback"
+
+json_str() { printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g' | tr '\n\t' '  '; }
+write_report() {  # the report as it stands (rewritten after every step)
+  cat > "$WORK/machine.json" <<EOF
+{"gpu": "$(json_str "$GPU_NAME")", "driver": "$(json_str "$DRIVER")", "mode": "$MODE",
+ "torch": "$(json_str "$TORCH_VERSION")", "commit": "$(json_str "${COMMIT:-unknown}")",
+ "bundle": $(cat "$BUNDLE/MANIFEST.json" 2>/dev/null | tr '\n' ' ' || echo null),
+ "date": "$DATE", "cpu_cores": $(nproc), "seconds": $(( $(now) - START ))}
+EOF
+  local rpy="${PY:-$PY312}"
+  [ -n "$rpy" ] || return 0
+  "$rpy" "$BUNDLE/scripts/gpu_report.py" --steps "$STEPS" --blfft "$WORK/blfft.jsonl" \
+    --cudnn "$WORK/cudnn.jsonl" --machine "$WORK/machine.json" --out "$REPORT" --quiet \
+    2>/dev/null || "$rpy" "$ROOT/tools/gpu_report.py" --steps "$STEPS" --blfft "$WORK/blfft.jsonl" \
+    --cudnn "$WORK/cudnn.jsonl" --machine "$WORK/machine.json" --out "$REPORT" --quiet
 }
-add_ld_path() { export LD_LIBRARY_PATH="$1${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"; }
-
-PKGCONF=""
-if [ "$FORCE_CARRY" -eq 0 ] && command -v pkg-config >/dev/null 2>&1; then
-  PKGCONF="$(command -v pkg-config)"
-fi
-if [ -n "$PKGCONF" ] && "$PKGCONF" --exists fftw3f fftw3 2>/dev/null; then
-  DEP_NOTE+="FFTW: system; "
-else
-  need_carry "FFTW3 (or pkg-config)"
-  add_ld_path "$LIBDIR"
-  if [ -z "$PKGCONF" ]; then
-    PKGCONF="$CARRY/root/usr/bin/pkgconf"
-    DEP_ARGS+=("-DPKG_CONFIG_EXECUTABLE=$PKGCONF")
+record() {  # record NAME STATUS SECONDS NOTE
+  printf '{"step": "%s", "status": "%s", "seconds": %s, "note": "%s"}\n' "$1" "$2" "$3" \
+    "$(json_str "$4")" >> "$STEPS"
+  [ "$2" = "failed" ] && FAILED=1
+  printf '== gpu_check: %-26s %-8s %4ss  %s\n' "$1" "$2" "$3" "$4"
+  write_report
+  return 0
+}
+skip() { record "$1" "skipped" 0 "$2"; }
+# step NAME LIMIT GROUP_END CMD...: CMD under a timeout (the least of LIMIT, the group's end and the
+# run's end); its output goes to the log.
+step() {
+  local name="$1" limit="$2" group_end="$3"
+  shift 3
+  local end=$(( group_end < DEADLINE ? group_end : DEADLINE ))
+  local left=$(( end - $(now) ))
+  if [ "$left" -lt 5 ]; then
+    skip "$name" "out of time (its group's or the run's limit)"
+    return 1
   fi
-  if [ "$FORCE_CARRY" -eq 1 ]; then
-    export PKG_CONFIG_LIBDIR="$CARRY_PC"  # the carried .pc files only
+  [ "$limit" -gt "$left" ] && limit=$left
+  log "$name (limit ${limit}s): $*"
+  local t0 rc
+  t0=$(now)
+  timeout --kill-after=5 "$limit" "$@"
+  rc=$?
+  local dt=$(( $(now) - t0 ))
+  if [ "$rc" -eq 0 ]; then
+    record "$name" "passed" "$dt" "$(cat "$WORK/note" 2>/dev/null)"
+  elif [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    record "$name" "failed" "$dt" "timed out after ${limit}s"
+  elif [ "$rc" -eq 77 ]; then
+    record "$name" "unsupported" "$dt" "$(cat "$WORK/note" 2>/dev/null)"
   else
-    export PKG_CONFIG_PATH="$CARRY_PC${PKG_CONFIG_PATH:+:$PKG_CONFIG_PATH}"
+    record "$name" "failed" "$dt" "exit status $rc $(cat "$WORK/note" 2>/dev/null)"
   fi
-  DEP_NOTE+="FFTW: carried; "
+  rm -f "$WORK/note"
+  return "$rc"
+}
+export WORK BUNDLE ROOT PY PY312 RUN_GPU
+
+log "mode $MODE; GPU: $GPU_NAME (driver $DRIVER); torch $TORCH_VERSION; python3.12: ${PY312:-none}"
+log "bundle: $BUNDLE, commit ${COMMIT:-?}; cuFFT from ${CUFFT_DIR:-nowhere}"
+if [ ! -f "$BUNDLE/MANIFEST.json" ]; then
+  record "bundle" "failed" 0 "no $BUNDLE/MANIFEST.json: build it with bash tools/gpu_bundle.sh (here), carry gpu_bundle"
+  exit 1
 fi
-if [ "$FORCE_CARRY" -eq 0 ] && [ -e /usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so ]; then
-  DEP_NOTE+="OpenBLAS: system; "
-else
-  need_carry "OpenBLAS (OpenMP flavour)"
-  DEP_ARGS+=("-DBLFFT_BLAS_LIBRARY=$LIBDIR/openblas-openmp/libopenblas.so.0")
-  add_ld_path "$LIBDIR/openblas-openmp"
-  for lib in libgfortran.so.5 libquadmath.so.0; do
-    if ! ldconfig -p 2>/dev/null | grep -q "$lib"; then
-      add_ld_path "$CARRY/fallback/usr/lib/x86_64-linux-gnu"
-      DEP_NOTE+="$lib: carried; "
-      break
+
+# =================================================================================================
+# a. correctness (3 minutes)
+# =================================================================================================
+A_END=$(( $(now) + 180 ))
+
+bundle_loads() {  # every executable and module resolves its libraries; note what it links
+  local bad=0
+  for f in "$BUNDLE"/bin/* "$BUNDLE"/python/blfft/*.so "$BUNDLE"/lib/*.so*; do
+    [ -e "$f" ] || continue
+    if ldd "$f" | grep -q 'not found'; then
+      echo "unresolved in $f:"; ldd "$f" | grep 'not found'; bad=1
     fi
   done
-  DEP_NOTE+="OpenBLAS: carried; "
-fi
-have_system_gtest() {
-  for d in /usr/lib/x86_64-linux-gnu/cmake/GTest /usr/lib/cmake/GTest /usr/local/lib/cmake/GTest \
-           /usr/lib64/cmake/GTest; do
-    [ -f "$d/GTestConfig.cmake" ] && return 0
-  done
-  return 1
+  [ -e "$BUNDLE/bin/blfft_test_cuda_device" ] || { echo "bin/blfft_test_cuda_device missing"; bad=1; }
+  echo "cuFFT: $(ldd "$BUNDLE/bin/blfft_test_cuda_device" | sed -n 's/.*libcufft.so.[0-9]* => \([^ ]*\).*/\1/p')" > "$WORK/note"
+  return "$bad"
 }
-if [ "$FORCE_CARRY" -eq 0 ] && have_system_gtest; then
-  DEP_NOTE+="GoogleTest: system"
-else
-  need_carry "GoogleTest"
-  DEP_ARGS+=("-DGTest_DIR=$LIBDIR/cmake/GTest")
-  DEP_NOTE+="GoogleTest: carried"
-fi
-# cuFFT: the toolkit's, else the nvidia-cufft wheel next to torch.
-if ! ls /usr/local/cuda/lib64/libcufft.so* >/dev/null 2>&1 && [ -n "$PY" ]; then
-  CUFFT_ROOT="$("$PY" - <<'EOF'
-import glob, os, sys
-for p in sys.path:
-    for d in glob.glob(os.path.join(p, "nvidia", "cu13")) + glob.glob(os.path.join(p, "nvidia", "cufft")):
-        if os.path.exists(os.path.join(d, "include", "cufft.h")) and glob.glob(os.path.join(d, "lib", "libcufft.so*")):
-            print(d)
-            sys.exit(0)
-EOF
-)"
-  if [ -n "$CUFFT_ROOT" ]; then
-    DEP_ARGS+=("-DBLFFT_CUFFT_ROOT=$CUFFT_ROOT")
-    DEP_NOTE+="; cuFFT: $CUFFT_ROOT"
-  fi
-fi
-log "dependencies: $DEP_NOTE"
-record "dependencies" "passed" 0 "$DEP_NOTE"
+export -f bundle_loads
+step bundle 20 "$A_END" bash -c bundle_loads
 
-# --- 1. build ------------------------------------------------------------------------------------
-[ -n "$NVCC" ] && export CUDACXX="$NVCC"
-GEN=()
-command -v ninja >/dev/null 2>&1 && GEN=(-G Ninja)
-step configure 120 cmake -S "$ROOT" -B "$BUILD" "${GEN[@]}" -DCMAKE_BUILD_TYPE=Release \
-  -DBLFFT_CUDA=ON "-DCMAKE_CUDA_ARCHITECTURES=$ARCH" -DBLFFT_BUILD_TESTS=ON \
-  -DBLFFT_BUILD_EXAMPLES=ON -DBLFFT_BUILD_PYTHON=OFF -DBLFFT_INSTALL=OFF "${DEP_ARGS[@]}"
-BUILT=$?
-if [ "$BUILT" -eq 0 ]; then
-  step build 300 cmake --build "$BUILD" --parallel "$(nproc)" --target blfft_test_cuda_device \
-    blfft_test_cuda_emulation blfft_gpu_bench
-  BUILT=$?
-fi
+cpu_tests() {  # the emulation and the stand-in tests: no GPU involved
+  local rc=0 t
+  for t in blfft_test_standin_cufft blfft_test_standin_cublas blfft_test_cuda_emulation; do
+    [ -x "$BUNDLE/bin/$t" ] || continue
+    "$BUNDLE/bin/$t" --gtest_brief=1 || rc=1
+  done
+  return "$rc"
+}
+export -f cpu_tests
+step cpu_emulation_tests 60 "$A_END" bash -c cpu_tests
 
-# --- 2. C++ tests --------------------------------------------------------------------------------
-# The device tests must all run on a GPU: a CudaDevice* test that skips is a failure here.
 device_tests() {
-  "$BUILD/tests/cpp/blfft_test_cuda_device" --gtest_output="json:$WORK/device_tests.json"
-  local rc=$?
-  [ "$rc" -ne 0 ] && return "$rc"
-  [ "$HAVE_GPU" -eq 0 ] && return 0
-  "$PY" - "$WORK/device_tests.json" <<'EOF'
+  local json="$WORK/device_tests.json"
+  if [ "$RUN_GPU" -eq 0 ]; then
+    # Without a GPU only the clean refusal (CudaNoDevice.*) can run; it must pass, not skip.
+    "$BUNDLE/bin/blfft_test_cuda_device" --gtest_filter='CudaNoDevice.*' --gtest_brief=1 \
+      --gtest_output="json:$json" || return 1
+  else
+    "$BUNDLE/bin/blfft_test_cuda_device" --gtest_brief=1 --gtest_output="json:$json" || return 1
+  fi
+  "${PY:-$PY312}" - "$json" "$RUN_GPU" <<'EOF'
 import json, sys
 r = json.load(open(sys.argv[1]))
-skipped = [f"{s['name']}.{t['name']}" for s in r["testsuites"] for t in s["testsuite"]
-           if t.get("result") == "SKIPPED" and not s["name"].startswith("CudaNoDevice")]
-print(f"device tests: {r['tests']} run, {r['failures']} failed, skipped on a GPU: {skipped}")
-sys.exit(1 if skipped else 0)
+gpu = sys.argv[2] == "1"
+tests = [(s["name"], t["name"], t.get("result")) for s in r["testsuites"] for t in s["testsuite"]]
+bad = [f"{s}.{t}" for s, t, res in tests if res == "SKIPPED" and (gpu != s.startswith("CudaNoDevice"))]
+ran = [t for t in tests if t[2] != "SKIPPED"]
+note = f"{len(ran)} ran, {r['failures']} failed" + (f"; skipped where they must run: {bad}" if bad else "")
+open(sys.argv[1] + ".note", "w").write(note)
+print(note)
+sys.exit(1 if bad or not ran else 0)
 EOF
+  local rc=$?
+  cp "$json.note" "$WORK/note" 2>/dev/null
+  return "$rc"
 }
 export -f device_tests
-export BUILD WORK HAVE_GPU PY
-if [ "$BUILT" -eq 0 ] || [ "$DRY" -eq 1 ]; then
-  step cpp_cuda_device_tests 240 bash -c device_tests
-  step cpp_cuda_emulation_tests 120 "$BUILD/tests/cpp/blfft_test_cuda_emulation"
+if [ "$RUN_GPU" -eq 1 ]; then
+  step cpp_cuda_device_tests 90 "$A_END" bash -c device_tests
+else
+  step cpp_cuda_no_device_tests 30 "$A_END" bash -c device_tests
+  skip cpp_cuda_device_tests "no GPU: the CudaDevice* tests need one"
 fi
 
-# --- 3. Python CUDA tests ----------------------------------------------------------------------------
-# The package built as users build it (pip + scikit-build-core; no network: no build isolation, the
-# machine's scikit-build-core, pybind11 and torch, --no-deps), with the CUDA backend required
-# (BLFFT_CUDA=ON: a CPU-only build would only skip the GPU tests) for this card's architecture,
-# into a private folder (--target: the machine's Python environment is left alone). Then
-# tests/py/test_cuda.py: blfft._cuda and the dispatch of CUDA tensors on torch's current stream;
-# forward and every gradient against the CPU backend and torch (rate 0: all of test_exact.py's
-# cases, on CUDA), rate 0.5 and energy mode against the CPU backend; non-contiguous inputs; a
-# non-default stream; torch.compile; blfft.nn modules on .cuda(); opcheck. On a GPU, a test that
-# skips counts as a failure (as for the C++ device tests).
-PYDIR="$WORK/python"
-PY_CMAKE_ARGS="${DEP_ARGS[*]}"
-python_build() {
-  CMAKE_ARGS="$PY_CMAKE_ARGS" "$PY" -m pip install --no-build-isolation --no-deps --no-cache-dir \
-    --no-compile --target "$PYDIR" -C cmake.define.BLFFT_CUDA=ON \
-    -C "cmake.define.CMAKE_CUDA_ARCHITECTURES=$ARCH" -C "build-dir=$BUILD/wheel" "$ROOT" &&
-    PYTHONPATH="$PYDIR" "$PY" -c 'import blfft, pprint; print(blfft.__file__); pprint.pprint(blfft.build_info())'
+python_modules() {  # the bundle's CPython 3.12 modules import and answer, without torch
+  [ -n "$PY312" ] || { echo "no CPython 3.12 here" > "$WORK/note"; return 1; }
+  "$PY312" - "$BUNDLE/python" <<'EOF'
+import importlib.util, os, sys, types
+root = os.path.join(sys.argv[1], "blfft")
+pkg = types.ModuleType("blfft")  # a bare package: blfft/__init__.py needs torch
+pkg.__path__ = [root]
+sys.modules["blfft"] = pkg
+def load(name):
+    path = next(os.path.join(root, f) for f in os.listdir(root) if f.startswith(name + ".cpython-312"))
+    spec = importlib.util.spec_from_file_location("blfft." + name, path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["blfft." + name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+core = load("_core")
+cuda = load("_cuda")
+assert cuda.compiled() is True
+n = cuda.device_count()
+archs = list(cuda.cuda_architectures)
+assert "80" in archs and "90" in archs, archs
+print(f"blfft._core {core.__version__ if hasattr(core, '__version__') else ''} and blfft._cuda "
+      f"{cuda.__version__} import under CPython {sys.version.split()[0]}; device_count() = {n}; "
+      f"architectures {archs}")
+EOF
 }
-python_tests() {
-  # Without a GPU (--allow-no-gpu) only the tests that need none run, so that this step's
-  # "passed" counts no skipped test; the GPU ones are recorded as skipped below.
-  local select=()
-  [ "$HAVE_GPU" -eq 0 ] && select=(-m "not cuda")
-  PYTHONPATH="$PYDIR" "$PY" -m pytest "$ROOT/tests/py/test_cuda.py" "${select[@]}" \
-    -p no:cacheprovider -q -rs --junitxml="$WORK/python_tests.xml"
+python_tests() {  # tests/py/test_cuda.py with the bundle's blfft (device: python3 with torch)
+  local xml="$WORK/python_tests.xml"
+  PYTHONPATH="$BUNDLE/python" "$PY" -m pytest "$ROOT/tests/py/test_cuda.py" -q -p no:cacheprovider \
+    -rs --durations=8 --junitxml="$xml"
   local rc=$?
-  [ "$rc" -ne 0 ] && return "$rc"
-  "$PY" - "$WORK/python_tests.xml" <<'EOF'
+  "$PY" - "$xml" <<'EOF'
 import sys
 import xml.etree.ElementTree as ET
 root = ET.parse(sys.argv[1]).getroot()
 suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
 count = lambda key: sum(int(s.get(key, 0)) for s in suites)
-skipped = [f"{c.get('classname')}.{c.get('name')}" for s in suites for c in s.iter("testcase")
-           if c.find("skipped") is not None]
-print(f"python CUDA tests: {count('tests')} run, {count('failures')} failed, "
-      f"{count('errors')} errors, skipped: {skipped}")
+skipped = [f"{c.get('name')}" for s in suites for c in s.iter("testcase") if c.find("skipped") is not None]
+note = (f"{count('tests')} tests, {count('failures')} failed, {count('errors')} errors"
+        + (f"; skipped on a GPU: {skipped[:8]}" if skipped else ""))
+open(sys.argv[1] + ".note", "w").write(note)
+print(note)
 sys.exit(1 if skipped or count("tests") == 0 else 0)
 EOF
+  local rc2=$?
+  cp "$xml.note" "$WORK/note" 2>/dev/null
+  [ "$rc" -eq 0 ] && return "$rc2"
+  return "$rc"
 }
-export -f python_build python_tests
-export PYDIR PY_CMAKE_ARGS ARCH ROOT
-if [ -z "$PY" ] || [ "$TORCH_VERSION" = "none" ]; then
-  record "python_cuda_tests" "skipped" 0 "no python3 with torch"
-else
-  if step python_build 240 bash -c python_build || [ "$DRY" -eq 1 ]; then
-    step python_cuda_tests 240 bash -c python_tests  # from $ROOT: pyproject.toml's pytest setup
-    [ "$HAVE_GPU" -eq 0 ] && record "python_cuda_gpu_tests" "skipped" 0 "no GPU: only the tests that need none ran"
+export -f python_modules python_tests
+step python_modules 30 "$A_END" bash -c python_modules
+if [ "$RUN_GPU" -eq 1 ]; then
+  if [ "$TORCH_VERSION" = "none" ]; then
+    record python_cuda_tests failed 0 "no python3 with torch"
   else
-    record "python_cuda_tests" "skipped" 0 "the Python package did not build"
-  fi
-fi
-
-# --- 4. compute-sanitizer ---------------------------------------------------------------------------
-SANITIZER=/usr/local/cuda/bin/compute-sanitizer
-if [ "$HAVE_GPU" -eq 1 ] && [ -x "$SANITIZER" ] && [ "$BUILT" -eq 0 ] || [ "$DRY" -eq 1 ]; then
-  for tool in memcheck racecheck; do
-    step "sanitizer_$tool" 150 "$SANITIZER" --tool "$tool" --error-exitcode 9 \
-      "$BUILD/tests/cpp/blfft_test_cuda_device" --gtest_filter='CudaDeviceSmall.*'
-  done
-else
-  record "sanitizer" "skipped" 0 "no GPU, no build, or no $SANITIZER"
-fi
-
-# --- 5. benchmarks ------------------------------------------------------------------------------------
-if [ "$HAVE_GPU" -eq 1 ] && [ "$BUILT" -eq 0 ] || [ "$DRY" -eq 1 ]; then
-  step bench_blfft 150 "$BUILD/bench/blfft_gpu_bench" --out "$WORK/blfft.jsonl" $QUICK
-  if [ -n "$PY" ] && [ "$TORCH_VERSION" != "none" ]; then
-    step bench_cudnn 180 "$PY" "$ROOT/bench/cudnn_bench.py" --out "$WORK/cudnn.jsonl" $QUICK
-  else
-    record "bench_cudnn" "skipped" 0 "no python3 with torch"
+    step python_cuda_tests 150 "$A_END" bash -c python_tests
   fi
 else
-  record "benchmarks" "skipped" 0 "no GPU or no build"
+  skip python_cuda_tests "no GPU: tests/py/test_cuda.py needs one (and torch for CPython 3.12)"
 fi
 
-# --- 6. report -------------------------------------------------------------------------------------------
-if [ "$DRY" -eq 1 ]; then
-  echo "[dry-run] report: $REPORT.json, $REPORT.md; log: $LOG"
-  exit 0
-fi
-cat > "$WORK/machine.json" <<EOF
-{"gpu": "$(json_str "$GPU_NAME")", "driver": "$(json_str "$DRIVER")",
- "nvcc": "$(json_str "$NVCC_VERSION")", "torch": "$(json_str "$TORCH_VERSION")",
- "cuda_architectures": "$ARCH", "commit": "$COMMIT", "date": "$DATE",
- "cpu_cores": $(nproc), "dependencies": "$(json_str "$DEP_NOTE")",
- "seconds": $(( $(date +%s) - START ))}
-EOF
-if [ -n "$PY" ]; then
-  "$PY" "$ROOT/tools/gpu_report.py" --steps "$STEPS" --blfft "$WORK/blfft.jsonl" \
-    --cudnn "$WORK/cudnn.jsonl" --machine "$WORK/machine.json" --out "$REPORT" || FAILED=1
+# =================================================================================================
+# b. compute-sanitizer (2 minutes)
+# =================================================================================================
+B_END=$(( $(now) + 120 ))
+SANITIZER="$(command -v compute-sanitizer || echo /usr/local/cuda/bin/compute-sanitizer)"
+sanitize() {  # sanitize TOOL: the small cases, blfft's kernels only
+  local tool="$1" filter=(--kernel-name kns=blfft) out="$WORK/sanitizer_$1.txt"
+  "$SANITIZER" --help 2>/dev/null | grep -q -- '--kernel-name' || filter=(--filter kns=blfft)
+  "$SANITIZER" --tool "$tool" "${filter[@]}" --error-exitcode 9 --print-limit 20 \
+    "$BUNDLE/bin/blfft_test_cuda_device" --gtest_filter='CudaDeviceSmall.*' --gtest_brief=1 \
+    > "$out" 2>&1
+  local rc=$?
+  tail -n 40 "$out"
+  if grep -q -E 'Device not supported|not supported on this (device|platform)' "$out"; then
+    echo "compute-sanitizer does not support this machine (e.g. a gVisor sandbox)" > "$WORK/note"
+    return 77
+  fi
+  echo "$(grep -o -E 'ERROR SUMMARY: [0-9]+ errors?|RACECHECK SUMMARY: [0-9]+ hazards?[^)]*' "$out" | head -n1)" > "$WORK/note"
+  return "$rc"
+}
+export -f sanitize
+export SANITIZER
+if [ "$RUN_GPU" -eq 1 ] && [ -x "$SANITIZER" ]; then
+  step sanitizer_memcheck 70 "$B_END" bash -c 'sanitize memcheck'
+  step sanitizer_racecheck 70 "$B_END" bash -c 'sanitize racecheck'
+elif [ "$RUN_GPU" -eq 1 ]; then
+  record sanitizer failed 0 "compute-sanitizer not found"
 else
-  cp "$STEPS" "$REPORT.steps.jsonl"
-  FAILED=1
+  skip sanitizer_memcheck "no GPU"
+  skip sanitizer_racecheck "no GPU"
 fi
-log "report: $REPORT.json, $REPORT.md; log: $LOG; $(( $(date +%s) - START )) s in all"
-rm -rf "$WORK"
-exit "$FAILED"
+
+# =================================================================================================
+# c. quick benchmark against cuDNN (2 minutes)
+# =================================================================================================
+C_END=$(( $(now) + 120 ))
+if [ "$RUN_GPU" -eq 1 ]; then
+  step bench_blfft 70 "$C_END" "$BUNDLE/bin/blfft_gpu_bench" --quick --out "$WORK/blfft.jsonl"
+  if [ "$TORCH_VERSION" != "none" ]; then
+    step bench_cudnn 60 "$C_END" "$PY" "$BUNDLE/scripts/cudnn_bench.py" --quick --out "$WORK/cudnn.jsonl"
+  else
+    record bench_cudnn failed 0 "no python3 with torch"
+  fi
+else
+  skip bench_blfft "no GPU"
+  skip bench_cudnn "no GPU"
+fi
+
+write_report
+log "report: $REPORT.json, $REPORT.md; log: $LOG; $(( $(now) - START )) s in all"
+[ "$RUN_GPU" -eq 0 ] && log "GPU steps SKIPPED (no GPU): cpp_cuda_device_tests, python_cuda_tests, sanitizer, benchmarks; passed here: everything that needs no GPU"
+npass=$(grep -c '"passed"' "$STEPS"); nfail=$(grep -c '"failed"' "$STEPS")
+nskip=$(grep -c -E '"(skipped|unsupported)"' "$STEPS")
+echo "gpu_check: $npass passed, $nfail failed, $nskip skipped"
+if [ "$FAILED" -ne 0 ]; then
+  log "FAILED: $(grep '"failed"' "$STEPS" | sed 's/.*"step": "\([^"]*\)".*/\1/' | paste -sd, -)"
+  exit 1
+fi
+log "all steps that ran passed"
+exit 0

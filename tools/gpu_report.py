@@ -1,9 +1,10 @@
 """Merges the GPU check's pieces into one report (standard library only): the machine, the step
 log, the blfft and cuDNN benchmark lines, and a markdown summary table. Writes <name>.json (all
-of it, the table included as "markdown") and <name>.md (the table alone).
+of it, the table included as "markdown") and <name>.md (the table alone). tools/gpu_check.sh
+calls it after every step, so the report on disk always holds what has finished.
 
     python3 tools/gpu_report.py --steps STEPS.jsonl --blfft BLFFT.jsonl --cudnn CUDNN.jsonl \
-        --machine MACHINE.json --out DIR/NAME
+        --machine MACHINE.json --out DIR/NAME [--quiet]
 """
 
 import argparse
@@ -85,6 +86,7 @@ def main():
     ap.add_argument("--cudnn")
     ap.add_argument("--machine")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--quiet", action="store_true", help="do not print the markdown")
     a = ap.parse_args()
     machine = {}
     if a.machine and os.path.exists(a.machine):
@@ -94,9 +96,16 @@ def main():
     blfft = read_lines(a.blfft)
     cudnn = read_lines(a.cudnn)
     md = [f"# blfft GPU check: {machine.get('gpu', 'unknown GPU')}, {machine.get('date', '')}", ""]
-    md.append(f"Commit {machine.get('commit', '?')}; CUDA {machine.get('nvcc', '?')}; "
-              f"driver {machine.get('driver', '?')}; torch {machine.get('torch', '?')}.")
+    bundle = machine.get("bundle") or {}
+    md.append(f"Commit {machine.get('commit', '?')}"
+              f"{' (with local changes)' if bundle.get('dirty_tree') else ''}; "
+              f"bundle built {bundle.get('built', '?')} with nvcc {bundle.get('nvcc', '?')} for "
+              f"sm {bundle.get('cuda_architectures', '?')}; driver {machine.get('driver', '?')}; "
+              f"torch {machine.get('torch', '?')}; {machine.get('seconds', '?')} s.")
     md.append("")
+    if machine.get("mode") == "no-gpu":
+        md.append("**No GPU: the GPU steps were skipped** (only what needs no GPU ran).")
+        md.append("")
     md.append("| step | status | seconds | note |")
     md.append("|---|---|---|---|")
     for s in steps:
@@ -119,8 +128,9 @@ def main():
     with open(a.out + ".json", "w") as f:
         json.dump(report, f, indent=1)
     with open(a.out + ".md", "w") as f:
-        f.write("\n".join(md))
-    print("\n".join(md))
+        f.write("\n".join(md) + "\n")
+    if not a.quiet:
+        print("\n".join(md))
 
 
 if __name__ == "__main__":

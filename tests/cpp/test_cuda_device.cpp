@@ -33,7 +33,10 @@ bool have_device() { return blfft::cuda::device_count() > 0; }
 
 #define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
 
-/// Device buffers for the harness, on a non-default stream.
+/// Device buffers for the harness, on a non-default (non-blocking) stream. Every copy is enqueued
+/// on that stream, so it is ordered with the plan's work there. (A synchronous cudaMemcpy goes on
+/// the legacy default stream, which a non-blocking stream does not wait for; and from pageable
+/// memory it may return before the data has reached the device: a race with the kernels.)
 template <class T>
 struct device_memory {
   struct buffer {
@@ -56,21 +59,26 @@ struct device_memory {
   };
   cudaStream_t s = nullptr;
   device_memory() { EXPECT_EQ(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), cudaSuccess); }
-  ~device_memory() { cudaStreamDestroy(s); }
+  ~device_memory() {
+    cudaStreamSynchronize(s);
+    cudaStreamDestroy(s);
+  }
 
   buffer upload(const std::vector<T>& h) {
     buffer b(static_cast<i64>(h.size()));
     b.n = static_cast<i64>(h.size());
-    EXPECT_EQ(cudaMemcpy(b.p, h.data(), sizeof(T) * h.size(), cudaMemcpyHostToDevice),
+    EXPECT_EQ(cudaMemcpyAsync(b.p, h.data(), sizeof(T) * h.size(), cudaMemcpyHostToDevice, s),
               cudaSuccess);
+    // h may be a temporary: wait until the copy has read it.
+    EXPECT_EQ(cudaStreamSynchronize(s), cudaSuccess);
     return b;
   }
   buffer nan_buffer(i64 n) { return upload(nan_filled<T>(n)); }
   std::vector<T> download(const buffer& b) {
-    EXPECT_EQ(cudaStreamSynchronize(s), cudaSuccess);
     std::vector<T> h(static_cast<size_t>(b.n));
-    EXPECT_EQ(cudaMemcpy(h.data(), b.p, sizeof(T) * h.size(), cudaMemcpyDeviceToHost),
+    EXPECT_EQ(cudaMemcpyAsync(h.data(), b.p, sizeof(T) * h.size(), cudaMemcpyDeviceToHost, s),
               cudaSuccess);
+    EXPECT_EQ(cudaStreamSynchronize(s), cudaSuccess);
     return h;
   }
   void* stream() { return s; }

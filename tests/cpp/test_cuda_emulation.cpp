@@ -378,3 +378,275 @@ TEST(CudaEmulation, FewLaunches) {
 }
 
 }  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// The cuFFT API boundary: the backend's own cuFFT code over the stand-ins (standin_cufft.cpp)
+// ---------------------------------------------------------------------------------------------
+
+#if defined(BLFFT_TEST_CUFFT_STANDIN)
+#include "standin_cufft.hpp"
+
+namespace {
+
+using namespace bt;
+namespace cdx = blfft::cuda::detail;
+
+/// Runs d through the backend's cuFFT path (cuda/cufft_plans.hpp: cufftMakePlanMany64's
+/// arguments, cufftSetStream, cufftSetWorkArea, cufftExec*) on the stand-ins, and through
+/// fft_desc's contract written out (host_executor::reference_fft); both must agree.
+template <class T>
+void check_translation(const cdx::fft_desc& d) {
+  SCOPED_TRACE("type " + std::to_string(static_cast<int>(d.type)) + " n " + std::to_string(d.n) +
+               " batch " + std::to_string(d.batch) + " istride " + std::to_string(d.istride) +
+               " idist " + std::to_string(d.idist) + " ostride " + std::to_string(d.ostride) +
+               " odist " + std::to_string(d.odist));
+  const bool real_in = d.type == cdx::fft_type::r2c, real_out = d.type == cdx::fft_type::c2r;
+  const int64_t in_n = real_out ? d.n / 2 + 1 : d.n, out_n = real_in ? d.n / 2 + 1 : d.n;
+  const int64_t in_scalars = (real_in ? 1 : 2) * ((d.batch - 1) * d.idist + (in_n - 1) * d.istride + 1);
+  const int64_t out_scalars =
+      (real_out ? 1 : 2) * ((d.batch - 1) * d.odist + (out_n - 1) * d.ostride + 1);
+  std::vector<T> in(static_cast<size_t>(in_scalars));
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<T>(std::sin(0.37 * i) + 0.05 * i);
+  if (real_out) {
+    // A Hermitian-consistent half spectrum: that of a real signal (imaginary DC / Nyquist zero).
+    for (int64_t b = 0; b < d.batch; ++b) {
+      in[2 * (b * d.idist) + 1] = 0;
+      if (d.n % 2 == 0) in[2 * (b * d.idist + (d.n / 2) * d.istride) + 1] = 0;
+    }
+  }
+  std::vector<T> want(static_cast<size_t>(out_scalars), T(-3)), got = want;
+  host_executor::reference_fft<T>(d, in.data(), want.data());
+  host_executor ex;
+  const auto before = blfft_standin::cufft_stats();
+  std::vector<T> in_copy = in;
+  ex.fft(d, in_copy.data(), got.data(), nullptr);
+  const auto after = blfft_standin::cufft_stats();
+  EXPECT_EQ(after.failed, before.failed) << blfft_standin::cufft_last_error();
+  EXPECT_EQ(after.exec, before.exec + 1);
+  EXPECT_EQ(after.non_hermitian, before.non_hermitian);
+  const double tol = sizeof(T) == 4 ? 1e-4 : 1e-11;
+  double peak = 1;
+  for (T v : want) peak = std::max(peak, std::abs(static_cast<double>(v)));
+  for (size_t i = 0; i < got.size(); ++i)
+    ASSERT_NEAR(got[i], want[i], tol * peak) << "scalar " << i << " of the output";
+}
+
+TEST(CudaCufftBoundary, TranslationMatchesTheFftDescContract) {
+  using ft = cdx::fft_type;
+  for (ft t : {ft::r2c, ft::c2r, ft::c2c_forward, ft::c2c_inverse})
+    for (int64_t n : {1, 2, 5, 8, 9})
+      for (bool dbl : {false, true}) {
+        cdx::fft_desc d;
+        d.type = t;
+        d.double_precision = dbl;
+        d.n = n;
+        const int64_t in_n = t == ft::c2r ? n / 2 + 1 : n, out_n = t == ft::r2c ? n / 2 + 1 : n;
+        // dense, as the pipeline uses them, and strided / interleaved batches
+        for (auto [batch, is, id, os, od] :
+             std::vector<std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t>>{
+                 {3, 1, in_n, 1, out_n}, {2, 3, 3 * in_n + 1, 2, 1}, {4, 1, in_n + 2, 4, 1}}) {
+          if (od == 1 && os < batch) os = batch;  // interleaved batches must not collide
+          d.batch = batch;
+          d.istride = is;
+          d.idist = id;
+          d.ostride = os;
+          d.odist = od;
+          (void)out_n;
+          if (dbl)
+            check_translation<double>(d);
+          else
+            check_translation<float>(d);
+        }
+      }
+}
+
+TEST(CudaCufftBoundary, PipelineCallsRunOnTheStandIns) {
+  // A forward and a backward: every transform is a cuFFT execution of the stand-ins, with the
+  // stream and a work area set each time, no failed call, C2R inputs Hermitian; the plans are
+  // made with the advanced layout the backend intends and cached per (device, transform).
+  const auto p = make2d(2, 3, 4, {9, 7}, {3, 3}, {1, 1}, {1, 1});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  host_executor ex;
+  const emulated<float> pl(ex, geo);
+  problem<float> pr(p, 3);
+  std::vector<float> y(geo.output_size()), xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size()),
+      dx(geo.input_size()), dw(geo.weight_size());
+  blfft_standin::reset_cufft_stats();
+  ex.stats() = {};
+  pl.forward(pr.xv(), pr.wv(), nullptr, tensor_view<float>::contiguous(y.data(), pr.d.output_shape()),
+             xs.data(), ws.data(), nullptr);
+  const auto dxv = tensor_view<float>::contiguous(dx.data(), pr.d.input_shape());
+  const auto dwv = tensor_view<float>::contiguous(dw.data(), pr.d.weight_shape());
+  pl.backward(pr.gv(), xs.data(), ws.data(), &dxv, &dwv, nullptr, nullptr);
+  const auto st = blfft_standin::cufft_stats();
+  EXPECT_EQ(st.exec, ex.stats().ffts);
+  EXPECT_GT(st.exec, 0);
+  EXPECT_EQ(st.set_stream, st.exec);
+  EXPECT_EQ(st.set_work_area, st.exec);
+  EXPECT_EQ(st.failed, 0) << blfft_standin::cufft_last_error();
+  EXPECT_EQ(st.non_hermitian, 0);
+  // The row r2c of the input analysis: n = Lw, batch = rows, idist Lw reals, odist Lw/2+1.
+  cdx::fft_desc d;
+  d.type = cdx::fft_type::r2c;
+  d.n = geo.grid[1];
+  d.batch = p.batch * p.in_channels * p.input[0];
+  d.idist = geo.grid[1];
+  d.odist = geo.bins_w;
+  const auto plan = host_executor::cufft_cache().get(0, d, false);
+  ASSERT_NE(plan, nullptr) << "no cached plan for the input rows' r2c";
+  blfft_standin::cufft_plan_info info;
+  ASSERT_TRUE(blfft_standin::cufft_plan_info_of(plan->handle, &info));
+  EXPECT_TRUE(info.made);
+  EXPECT_TRUE(info.advanced);
+  EXPECT_EQ(info.type, CUFFT_R2C);
+  EXPECT_EQ(info.rank, 1);
+  EXPECT_EQ(info.n[0], geo.grid[1]);
+  EXPECT_EQ(info.batch, d.batch);
+  EXPECT_EQ(info.idist, geo.grid[1]);
+  EXPECT_EQ(info.odist, geo.bins_w);
+  EXPECT_FALSE(info.auto_allocation);
+  EXPECT_EQ(plan->work, info.work_size);
+  // Cached per (device, transform), not per stream: the same plan serves another stream.
+  int other_stream = 0;
+  const auto count = host_executor::cufft_cache().size();
+  pl.forward(pr.xv(), pr.wv(), nullptr, tensor_view<float>::contiguous(y.data(), pr.d.output_shape()),
+             nullptr, nullptr, &other_stream);
+  EXPECT_EQ(host_executor::cufft_cache().size(), count);
+  ASSERT_TRUE(blfft_standin::cufft_plan_info_of(plan->handle, &info));
+  EXPECT_EQ(info.stream, reinterpret_cast<cudaStream_t>(&other_stream));
+}
+
+TEST(CudaCufftBoundary, MissingPlanDuringCaptureIsRefusedClearly) {
+  // The GPU executor refuses to make a cuFFT plan while its stream is being captured
+  // (may_create = false); the message says what to do.
+  cdx::fft_desc d;
+  d.n = 123;
+  d.batch = 7;
+  host_executor ex;
+  std::vector<float> a(2 * 123 * 7), b(a.size());
+  try {
+    cdx::run_cufft(host_executor::cufft_cache(), ex, 0, d, a.data(), b.data(), nullptr, false);
+    FAIL() << "no error";
+  } catch (const blfft::error& e) {
+    EXPECT_EQ(e.code(), blfft::error_code::unsupported);
+    EXPECT_NE(std::string(e.what()).find("before capturing"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace
+#endif  // BLFFT_TEST_CUFFT_STANDIN
+
+// ---------------------------------------------------------------------------------------------
+// Devices: a plan on a device other than the current one (issue #10, item 6)
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+using namespace bt;
+namespace cdx = blfft::cuda::detail;
+
+/// Host buffers registered as device memory of one emulated device, with a stream of it.
+template <class T>
+struct emulated_device_memory {
+  struct buffer {
+    std::vector<T> v;
+    buffer() = default;
+    buffer(std::vector<T> h, int dev) : v(std::move(h)) {
+      blfft_standin::register_memory(v.data(), sizeof(T) * v.size(), dev);
+    }
+    buffer(buffer&& o) noexcept : v(std::move(o.v)) {}
+    buffer& operator=(buffer&& o) noexcept {
+      std::swap(v, o.v);
+      return *this;
+    }
+    ~buffer() {
+      if (!v.empty()) blfft_standin::unregister_memory(v.data());
+    }
+    T* get() const { return const_cast<T*>(v.data()); }
+  };
+  int device;
+  int stream_tag = 0;
+  explicit emulated_device_memory(int d) : device(d) {
+    blfft_standin::register_stream(&stream_tag, d);
+  }
+  ~emulated_device_memory() { blfft_standin::unregister_stream(&stream_tag); }
+  buffer upload(const std::vector<T>& h) { return buffer(h, device); }
+  buffer nan_buffer(i64 n) { return buffer(nan_filled<T>(n), device); }
+  std::vector<T> download(const buffer& b) { return b.v; }
+  void* stream() { return &stream_tag; }
+};
+
+TEST(CudaDevices, EveryCallRunsOnThePlansDevice) {
+  // Device 1's plan called while device 0 (then 2) is current, with device 1's memory and stream:
+  // every kernel, cuFFT call and allocation runs with device 1 current (the executor counts any
+  // that does not), the results are right, and the caller's device is current again afterwards.
+  using T = double;
+  const auto p = make2d(2, 3, 4, {9, 7}, {3, 3}, {1, 1}, {1, 1});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  problem<T> pr(p, 5);
+  const auto ref = dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols), pr.x,
+                                 pr.w, pr.b, pr.g);
+  const blfft::plan<T> cpu(geo);
+  for (int caller : {0, 2}) {
+    SCOPED_TRACE("caller's device " + std::to_string(caller));
+    blfft_standin::device_scope current(caller);
+    host_executor ex(1);
+    {
+      const emulated<T> pl(ex, geo);
+      EXPECT_EQ(blfft_standin::current_device(), caller);
+      emulated_device_memory<T> mem(1);
+      check_cuda_entry_points(pl, mem, pr, ref, tol<T>::dense, cpu);
+      EXPECT_EQ(blfft_standin::current_device(), caller);
+    }  // the plan's tables are freed with device 1 current
+    EXPECT_EQ(ex.stats().wrong_device, 0);
+    EXPECT_EQ(blfft_standin::current_device(), caller);
+    // the energy map too
+    emulated_device_memory<T> mem(1);
+    auto x = mem.upload(pr.xt);
+    const auto xv = tensor_view<const T>::contiguous(x.get(), pr.d.input_shape());
+    const auto e = cdx::energy_map<T>(ex, p, xv, mem.stream());
+    EXPECT_TRUE(rel_close("energy map", e, blfft::energy_map<T>(p, pr.xv()), tol<T>::energy));
+    EXPECT_EQ(ex.stats().wrong_device, 0);
+    EXPECT_EQ(blfft_standin::current_device(), caller);
+  }
+}
+
+TEST(CudaDevices, MemoryOrStreamOfAnotherDeviceIsRefused) {
+  using T = float;
+  const auto p = make2d(2, 3, 4, {6, 5}, {3, 3});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  problem<T> pr(p, 1);
+  host_executor ex(1);
+  const emulated<T> pl(ex, geo);
+  emulated_device_memory<T> dev0(0), dev1(1);
+  auto x0 = dev0.upload(pr.xt);
+  auto x1 = dev1.upload(pr.xt), w1 = dev1.upload(pr.wt);
+  auto y1 = dev1.nan_buffer(pr.d.output_size());
+  using cv = tensor_view<const T>;
+  const auto yv = tensor_view<T>::contiguous(y1.get(), pr.d.output_shape());
+  try {
+    pl.forward(cv::contiguous(x0.get(), pr.d.input_shape()),
+               cv::contiguous(w1.get(), pr.d.weight_shape()), nullptr, yv, nullptr, nullptr,
+               dev1.stream());
+    FAIL() << "no error for an input on device 0";
+  } catch (const blfft::error& e) {
+    EXPECT_EQ(e.code(), blfft::error_code::type_mismatch);
+    EXPECT_NE(std::string(e.what()).find("input is device memory of CUDA device 0"),
+              std::string::npos)
+        << e.what();
+  }
+  try {
+    pl.forward(cv::contiguous(x1.get(), pr.d.input_shape()),
+               cv::contiguous(w1.get(), pr.d.weight_shape()), nullptr, yv, nullptr, nullptr,
+               dev0.stream());
+    FAIL() << "no error for a stream of device 0";
+  } catch (const blfft::error& e) {
+    EXPECT_EQ(e.code(), blfft::error_code::type_mismatch);
+    EXPECT_NE(std::string(e.what()).find("stream belongs to CUDA device 0"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(blfft_standin::current_device(), 0);
+  EXPECT_EQ(ex.stats().wrong_device, 0);
+}
+
+}  // namespace

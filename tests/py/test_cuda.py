@@ -9,7 +9,9 @@ With a GPU (marked `cuda`; skipped, and reported as skipped, elsewhere; tools/gp
 this file and counts a skip as a failure): forward and every gradient on CUDA against
 torch.nn.functional and the CPU backend at rate 0 (the cases of test_exact.py), against the CPU
 backend at rate 0.5 and in energy mode; non-contiguous inputs; a non-default current stream;
-torch.compile; the modules on .cuda(); torch.library.opcheck.
+torch.compile (also mode="reduce-overhead"); a forward + backward captured in a CUDA graph and
+replayed; tensors on a device other than the current one (with two GPUs); the modules on .cuda();
+torch.library.opcheck.
 """
 
 import os
@@ -513,6 +515,71 @@ def test_cuda_torch_compile(backend, monkeypatch):
     model.eval()
     with torch.no_grad():
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.cuda
+def test_cuda_graph_capture_replays_forward_backward():
+    """Issue #10 item 4: a forward + backward captured with torch.cuda.graph (after warm-up runs,
+    which make blfft's plans outside capture) and replayed on new inputs gives what eager gives."""
+    torch.manual_seed(3)
+    model = _Net().to(DEV)
+    static_x = torch.randn(4, 3, 12, 12, device=DEV)
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):  # warm-up on a side stream, as torch's documentation advises
+        for _ in range(3):
+            model.zero_grad(set_to_none=True)
+            model(static_x).square().sum().backward()
+    torch.cuda.current_stream().wait_stream(side)
+    model.zero_grad(set_to_none=True)
+    g = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(g):
+        static_out = model(static_x)
+        static_out.square().sum().backward()
+    for seed in (5, 6):
+        x = torch.randn(4, 3, 12, 12, device=DEV, generator=torch.Generator(DEV).manual_seed(seed))
+        static_x.copy_(x)
+        g.replay()
+        torch.cuda.synchronize()
+        got_out = static_out.detach().clone()
+        got = {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+        want_out, want = _step(model, model, x)
+        torch.testing.assert_close(got_out, want_out, rtol=1e-4, atol=1e-5)
+        for n in want:
+            torch.testing.assert_close(got[n], want[n], rtol=1e-4, atol=1e-5, msg=n)
+
+
+@pytest.mark.cuda
+@COMPILE_WARNINGS[0]
+@COMPILE_WARNINGS[1]
+def test_cuda_torch_compile_reduce_overhead():
+    """torch.compile(mode="reduce-overhead") (CUDA graphs through inductor) on new inputs."""
+    torch._dynamo.reset()
+    torch.manual_seed(4)
+    model = _Net().to(DEV)
+    compiled = torch.compile(model, mode="reduce-overhead")
+    for seed in range(4):
+        x = torch.randn(4, 3, 12, 12, device=DEV, generator=torch.Generator(DEV).manual_seed(seed))
+        torch.compiler.cudagraph_mark_step_begin()
+        out_c, grads_c = _step(compiled, model, x)
+        out_e, grads_e = _step(model, model, x)
+        torch.testing.assert_close(out_c, out_e, rtol=1e-4, atol=1e-5)
+        for n in grads_e:
+            torch.testing.assert_close(grads_c[n], grads_e[n], rtol=1e-4, atol=1e-5, msg=n)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_cuda_tensors_on_a_device_other_than_the_current_one():
+    """Issue #10 item 6: tensors on cuda:1 while cuda:0 is current compute on cuda:1, on its
+    stream, and leave cuda:0 current."""
+    x = torch.randn(2, 3, 9, 9, device="cuda:1")
+    w = torch.randn(4, 3, 3, 3, device="cuda:1")
+    torch.cuda.set_device(0)
+    y = BF.conv2d(x, w, padding=1)
+    assert y.device == x.device and torch.cuda.current_device() == 0
+    ref = F.conv2d(x.double().cpu(), w.double().cpu(), padding=1)
+    assert rel_l2(y.double().cpu(), ref) < REL_TOL[torch.float32]
 
 
 @pytest.mark.cuda
