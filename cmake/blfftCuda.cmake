@@ -3,7 +3,7 @@
 # Detection only: the CUDA backend lives in cuda/ and is built once cuda/CMakeLists.txt exists.
 # This file decides whether it *could* be built: an nvcc that compiles, and cuFFT (from a CUDA
 # toolkit, or from the `nvidia-cufft` pip wheel, whose headers and libcufft.so.12 lie under
-# site-packages/nvidia/cu13/).
+# site-packages/nvidia/cu13/; where it is looked for: below).
 #
 # Out: BLFFT_CUDA_ENABLED  ON when both were found (and BLFFT_CUDA is not OFF)
 #      BLFFT_CUDA_REASON   one line for the summary
@@ -39,35 +39,63 @@ else()
   get_filename_component(_blfft_cuda_root "${_blfft_cuda_root}" DIRECTORY)
 endif()
 
-# cuFFT: a CUDA toolkit's, else the pip wheel's in this project's .venv or the active venv.
-# BLFFT_CUFFT_ROOT points at either kind of folder (one with include/cufft.h and lib*/).
+# cuFFT, looked for in this order:
+#   1. BLFFT_CUFFT_ROOT (CMake variable, else environment variable): a folder holding
+#      include/cufft.h and lib*/libcufft.so*, e.g. a venv's site-packages/nvidia/cu13. The only
+#      way to point a wheel build at a particular environment.
+#   2. the CUDA toolkit of nvcc, $CUDA_HOME, $CUDA_PATH;
+#   3. the nvidia-cufft package of the build environment: asked from the interpreter the Python
+#      package is built with (Python_EXECUTABLE, passed by scikit-build-core). In an isolated build
+#      (pip install ., python -m build) that is the pinned build requirement that
+#      tools/build_backend/blfft_build_backend.py adds where nvcc exists; with
+#      --no-build-isolation it is the environment the user chose to build in;
+#   4. developer builds only (not scikit-build-core's): the source tree's .venv, where
+#      tools/setup.sh installs nvidia-cufft, and the active $VIRTUAL_ENV.
+# A wheel build (SKBUILD) reads nothing from .venv or $VIRTUAL_ENV unless asked through
+# BLFFT_CUFFT_ROOT, and searches again at every configure (a reused build folder may remember a
+# build environment that is gone), so that two builds of one source give the same wheel.
 set(BLFFT_CUFFT_ROOT "" CACHE PATH "Folder holding include/cufft.h and lib/libcufft.so")
+set(_blfft_cufft_root "${BLFFT_CUFFT_ROOT}")
+if(NOT _blfft_cufft_root AND DEFINED ENV{BLFFT_CUFFT_ROOT})
+  set(_blfft_cufft_root "$ENV{BLFFT_CUFFT_ROOT}")
+endif()
+foreach(_var IN ITEMS BLFFT_CUFFT_INCLUDE_DIR BLFFT_CUFFT_LIBRARY)
+  if(DEFINED SKBUILD OR (${_var} AND NOT EXISTS "${${_var}}"))
+    unset(${_var} CACHE)
+  endif()
+endforeach()
 set(_blfft_cufft_hints "")
-foreach(_root IN ITEMS "${BLFFT_CUFFT_ROOT}" "${_blfft_cuda_root}" "$ENV{CUDA_HOME}"
+foreach(_root IN ITEMS "${_blfft_cufft_root}" "${_blfft_cuda_root}" "$ENV{CUDA_HOME}"
                         "$ENV{CUDA_PATH}")
   if(_root)
     list(APPEND _blfft_cufft_hints "${_root}")
   endif()
 endforeach()
-foreach(_venv IN ITEMS "$ENV{VIRTUAL_ENV}" "${PROJECT_SOURCE_DIR}/.venv")
-  if(_venv)
-    file(GLOB _blfft_wheel_dirs LIST_DIRECTORIES true
-         "${_venv}/lib/python3*/site-packages/nvidia/cu13"
-         "${_venv}/lib/python3*/site-packages/nvidia/cufft")
-    list(APPEND _blfft_cufft_hints ${_blfft_wheel_dirs})
+# The build environment's nvidia-cufft: the first sys.path entry with nvidia/cu13 (CUDA 13
+# wheels) or nvidia/cufft (CUDA 12 ones) holding cufft.h.
+if(Python_EXECUTABLE AND NOT _blfft_cufft_root)
+  execute_process(COMMAND "${Python_EXECUTABLE}" -c [=[
+import os, sys
+for p in sys.path:
+    for sub in ("cu13", "cufft"):
+        d = os.path.join(p or ".", "nvidia", sub)
+        if os.path.isfile(os.path.join(d, "include", "cufft.h")):
+            print(os.path.realpath(d)); sys.exit(0)
+]=]
+                  OUTPUT_VARIABLE _blfft_env_cufft OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+  if(_blfft_env_cufft)
+    list(APPEND _blfft_cufft_hints "${_blfft_env_cufft}")
   endif()
-endforeach()
-# The interpreter the Python package is built for (scikit-build-core passes Python_EXECUTABLE):
-# its site-packages, where torch's CUDA wheels or `pip install nvidia-cufft` put cuFFT.
-if(Python_EXECUTABLE)
-  execute_process(COMMAND "${Python_EXECUTABLE}" -c
-                          "import sysconfig; print(sysconfig.get_paths()['platlib'])"
-                  OUTPUT_VARIABLE _blfft_platlib OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
-  if(_blfft_platlib)
-    file(GLOB _blfft_wheel_dirs LIST_DIRECTORIES true "${_blfft_platlib}/nvidia/cu13"
-         "${_blfft_platlib}/nvidia/cufft")
-    list(APPEND _blfft_cufft_hints ${_blfft_wheel_dirs})
-  endif()
+endif()
+if(NOT DEFINED SKBUILD AND NOT _blfft_cufft_root)
+  foreach(_venv IN ITEMS "${PROJECT_SOURCE_DIR}/.venv" "$ENV{VIRTUAL_ENV}")
+    if(_venv)
+      file(GLOB _blfft_wheel_dirs LIST_DIRECTORIES true
+           "${_venv}/lib/python3*/site-packages/nvidia/cu13"
+           "${_venv}/lib/python3*/site-packages/nvidia/cufft")
+      list(APPEND _blfft_cufft_hints ${_blfft_wheel_dirs})
+    endif()
+  endforeach()
 endif()
 
 find_path(BLFFT_CUFFT_INCLUDE_DIR NAMES cufft.h HINTS ${_blfft_cufft_hints}
@@ -79,7 +107,7 @@ find_library(BLFFT_CUFFT_LIBRARY NAMES cufft libcufft.so.12 libcufft.so.11
              DOC "cuFFT library")
 if(NOT BLFFT_CUFFT_INCLUDE_DIR OR NOT BLFFT_CUFFT_LIBRARY)
   list(APPEND _blfft_cuda_missing
-       "cuFFT (pip install nvidia-cufft into .venv, a CUDA toolkit with cuFFT, or set BLFFT_CUFFT_ROOT)")
+       "cuFFT (a CUDA toolkit with cuFFT, nvidia-cufft in the build environment, or set BLFFT_CUFFT_ROOT)")
 endif()
 
 if(_blfft_cuda_missing)
@@ -98,4 +126,11 @@ else()
                           INTERFACE_LINK_LIBRARIES "${BLFFT_CUFFT_LIBRARY}")
   endif()
   set(BLFFT_CUDA_REASON "available: nvcc ${CMAKE_CUDA_COMPILER}, cuFFT ${BLFFT_CUFFT_LIBRARY}")
+endif()
+
+# Reproducible wheels: nvcc names anonymous namespaces and some symbols from random numbers, so
+# two builds of one source differ in blfft._cuda unless the seed is fixed. Only the wheel build
+# (SKBUILD), whose one CUDA source is cuda/kernels.cu (nvcc wants one seed per file).
+if(BLFFT_CUDA_ENABLED AND DEFINED SKBUILD)
+  add_compile_options("$<$<COMPILE_LANGUAGE:CUDA>:-frandom-seed=blfft_kernels_cu>")
 endif()

@@ -1,5 +1,5 @@
 #pragma once
-// The CUDA backend's kernels, as __host__ __device__ code (DESIGN.md section 3).
+// The CUDA backend's kernels, as __host__ __device__ code (docs/design.md section 3).
 //
 // Each kernel is a small struct holding its arguments, in one of two forms:
 // - simple: `operator()(block, thread)` does one thread's work (one output element);
@@ -17,8 +17,11 @@
 #include <cstdint>
 
 #include "common.hpp"
+#include "image.hpp"  // src/common/: image_view, shared with the CPU backend
 
 namespace blfft::cuda::detail {
+
+using blfft::detail::image_view;  // a strided (b, ch, h, w) view, element strides
 
 // ---------------------------------------------------------------------------------------------
 // Flat, one-thread-per-element kernels
@@ -44,13 +47,6 @@ BLFFT_HD_INLINE bool flat_item(idx3 b, idx3 t, uint32_t n, uint32_t& i) {
   return true;
 }
 
-/// A strided 4D (b, ch, h, w) image view, element strides (rank-3 tensors: stride_h unused).
-template <class T>
-struct image_ref {
-  T* data = nullptr;
-  int64_t stride_b = 0, stride_ch = 0, stride_h = 0, stride_w = 0;
-};
-
 /// Row packing for the row r2c transforms: rows[(jl * Rh + r) * Lw + c] = the sample of image
 /// j0 + jl, row r, that is placed at grid column c (c = off_w + step_w * i), else 0. Images are
 /// j = b * CH + ch. One thread per element of the rows buffer (rows of the zero-padded grid that
@@ -61,7 +57,7 @@ struct pack_rows {
   static constexpr unsigned threads = flat_threads, min_blocks = 1;
   static constexpr const char* name = "pack_rows";
 
-  image_ref<const T> src;
+  image_view<const T> src;
   T* rows = nullptr;
   uint32_t n = 0;  ///< images in this chunk * Rh * Lw
   uint32_t Lw = 1, Rh = 1, Rw = 1, CH = 1, j0 = 0;
@@ -91,7 +87,7 @@ struct unpack_rows {
   static constexpr const char* name = "unpack_rows";
 
   const T* rows = nullptr;
-  image_ref<T> dst;
+  image_view<T> dst;
   const T* bias = nullptr;
   T scale = T(1);
   uint32_t n = 0;  ///< images in this chunk * Rh * Rw
@@ -429,7 +425,7 @@ struct bias_grad_kernel {
   using shared = reduce_shared;
   struct regs {};
 
-  image_ref<const T> g;
+  image_view<const T> g;
   T* out = nullptr;
   uint32_t N = 1, Ho = 1, Wo = 1;
 

@@ -1,6 +1,6 @@
 #pragma once
 // The CUDA plan's host orchestration, written once and templated on an executor, so that the CPU
-// tests run exactly the pipeline that the GPU runs (DESIGN.md section 3):
+// tests run exactly the pipeline that the GPU runs (docs/design.md section 3):
 //   device_executor (device_executor.hpp): kernel launches, cuFFT, a stream-ordered memory pool;
 //   host emulator (tests/cpp/cuda_emulator.hpp): loops over each launch grid running the same
 //   __host__ __device__ kernel code, and a reference DFT in place of cuFFT.
@@ -34,6 +34,7 @@
 //   void copy_to_host(void* dst, const void* src, std::size_t bytes, void* stream)  (synchronous)
 
 #include <algorithm>
+#include <array>
 #include <cstddef>
 #include <memory>
 #include <numeric>
@@ -44,53 +45,43 @@
 #include "blfft/cuda.hpp"
 #include "blfft/geometry.hpp"
 #include "blfft/tensor.hpp"
+#include "call_checks.hpp"  // src/common/: the plan skeleton and checks shared with the CPU plan
 #include "check.hpp"
-#include "view_check.hpp"
 #include "fft_desc.hpp"
 #include "kernels.hpp"
+#include "layer.hpp"
 
 namespace blfft::cuda::detail {
 
+using blfft::detail::as_image;
 using blfft::detail::cat;
 using blfft::detail::checked_add;
 using blfft::detail::checked_mul;
 using blfft::detail::fail;
+using blfft::detail::layer_placements;
+using blfft::detail::layer_transforms;
+using blfft::detail::placement;
+using blfft::detail::transform_direction;
 
 // ---------------------------------------------------------------------------------------------
-// Argument checks (the same rules and messages as the CPU plan, src/plan.cpp)
+// Argument checks: the CPU plan's (src/common/call_checks.hpp), with the executor's pointer check
+// (device memory of the plan's device)
 // ---------------------------------------------------------------------------------------------
 
-/// The shared view checks (src/view_check.hpp), plus: the data is on this plan's device.
-template <class T, class Exec>
-void check_view(const Exec& ex, const tensor_view<T>& v, const std::vector<int64_t>& expected,
-                const char* name, bool is_output) {
-  ::blfft::detail::check_view(v, expected, name, is_output);
-  ex.check_pointer(v.data, name);
-}
+template <class Exec>
+struct on_device {
+  const Exec* ex;
+  void operator()(const void* p, const char* name) const { ex->check_pointer(p, name); }
+};
 
-template <class T, class Exec>
-const T* require(const Exec& ex, const T* p, const char* name) {
-  BLFFT_EXPECTS(p != nullptr, error_code::invalid_argument, name, " pointer is null");
-  ex.check_pointer(p, name);
-  return p;
-}
-
-template <class T>
-image_ref<T> as_image(const tensor_view<T>& v) {
-  if (v.shape.size() == 3) return {v.data, v.strides[0], v.strides[1], 0, v.strides[2]};
-  return {v.data, v.strides[0], v.strides[1], v.strides[2], v.strides[3]};
+template <class Exec>
+blfft::detail::call_checks<on_device<Exec>> checks_for(const Exec& ex, const geometry& g) {
+  return {g, on_device<Exec>{&ex}};
 }
 
 // ---------------------------------------------------------------------------------------------
 // Pruned transforms
 // ---------------------------------------------------------------------------------------------
-
-/// Grid index of sample i along one axis: offset + step * i, for i < count (src/pruned_transform
-/// .hpp: input offset padding step 1; weight offset 0 step dilation; grad_out offset 0 step
-/// stride).
-struct placement {
-  int64_t count = 1, offset = 0, step = 1;
-};
 
 /// Scalars per scratch buffer above which the images of one transform are processed in chunks.
 constexpr int64_t default_chunk_scalars = int64_t(1) << 26;
@@ -100,7 +91,7 @@ constexpr int64_t max_chunk_images = int64_t(1) << 20;
 template <class T, class Exec>
 class transform_stage {
  public:
-  enum class direction { analyse, synthesise };
+  using direction = transform_direction;
 
   transform_stage(const Exec& ex, const geometry& g, direction dir, int64_t B, int64_t CH,
                   placement h, placement w, int64_t chunk_scalars = default_chunk_scalars)
@@ -168,7 +159,7 @@ class transform_stage {
   int64_t images() const { return J_; }
 
   /// spectrum[k][plane][j] for all kept k and the J images of src.
-  void analyse(const Exec& ex, const image_ref<const T>& src, T* spectrum, void* stream) const {
+  void analyse(const Exec& ex, const image_view<const T>& src, T* spectrum, void* stream) const {
     auto rows = ex.template make_temp<T>(chunk_ * h_.count * Lw_, stream);
     auto half = ex.template make_temp<T>(2 * chunk_ * h_.count * bins_, stream);
     auto cols = ex.template make_temp<T>(Lh_ > 1 ? 2 * chunk_ * nc_ * Lh_ : 0, stream);
@@ -234,7 +225,7 @@ class transform_stage {
   }
 
   /// dst = scale * inverse(spectrum) at the placed samples, plus bias[ch] when bias is non-null.
-  void synthesise(const Exec& ex, const T* spectrum, const image_ref<T>& dst, T scale,
+  void synthesise(const Exec& ex, const T* spectrum, const image_view<T>& dst, T scale,
                   const T* bias, void* stream) const {
     auto rows = ex.template make_temp<T>(chunk_ * h_.count * Lw_, stream);
     auto half = ex.template make_temp<T>(2 * chunk_ * h_.count * bins_, stream);
@@ -352,39 +343,37 @@ class transform_stage {
 template <class T, class Exec>
 class pipeline {
   using stage = transform_stage<T, Exec>;
-  using dir = typename stage::direction;
+
+  static layer_transforms<stage> make_stages(const Exec& ex, const geometry& g, int64_t chunk) {
+    const auto on = ex.activate();  // the index tables live on the executor's device
+    return layer_transforms<stage>(
+        g, [&](transform_direction d, int64_t B, int64_t CH, placement h, placement w) {
+          return std::make_unique<stage>(ex, g, d, B, CH, h, w, chunk);
+        });
+  }
+
+  static const geometry& checked_counts(const geometry& g) {
+    const auto& p = g.params;
+    BLFFT_EXPECTS(p.batch < max_flat_index && p.in_channels < max_flat_index &&
+                      p.out_channels < max_flat_index,
+                  error_code::unsupported, "CUDA backend: batch and channel counts must be < 2^31");
+    return g;
+  }
 
  public:
   /// `chunk_scalars`: scratch size per transform above which images go in chunks (tests lower
   /// it to exercise the chunked path).
-  pipeline(const Exec& ex, const geometry& geo, const plan_options& o = {},
+  pipeline(const Exec& ex, const geometry& geo, const cuda_plan_options& o = {},
            int64_t chunk_scalars = default_chunk_scalars)
-      : ex_(ex), g_(geo), tile_(o.tile) {
-    const auto on = ex_.activate();  // the index tables live on the executor's device
-    const auto& p = g_.params;
-    const placement x_h{p.input[0], p.padding[0], 1}, x_w{p.input[1], p.padding[1], 1};
-    const placement w_h{p.kernel[0], 0, p.dilation[0]}, w_w{p.kernel[1], 0, p.dilation[1]};
-    const placement y_h{g_.output[0], 0, p.stride[0]}, y_w{g_.output[1], 0, p.stride[1]};
-    const int64_t N = p.batch, C = p.in_channels, F = p.out_channels, Cg = g_.in_per_group;
-    BLFFT_EXPECTS(N < max_flat_index && C < max_flat_index && F < max_flat_index,
-                  error_code::unsupported, "CUDA backend: batch and channel counts must be < 2^31");
-    x_in_ = std::make_unique<stage>(ex_, g_, dir::analyse, N, C, x_h, x_w, chunk_scalars);
-    w_in_ = std::make_unique<stage>(ex_, g_, dir::analyse, F, Cg, w_h, w_w, chunk_scalars);
-    g_in_ = std::make_unique<stage>(ex_, g_, dir::analyse, N, F, y_h, y_w, chunk_scalars);
-    y_out_ = std::make_unique<stage>(ex_, g_, dir::synthesise, N, F, y_h, y_w, chunk_scalars);
-    dx_out_ = std::make_unique<stage>(ex_, g_, dir::synthesise, N, C, x_h, x_w, chunk_scalars);
-    dw_out_ = std::make_unique<stage>(ex_, g_, dir::synthesise, F, Cg, w_h, w_w, chunk_scalars);
-    scale_ = T(1) / static_cast<T>(g_.grid[0] * g_.grid[1]);
-  }
+      : ex_(ex),
+        g_(checked_counts(geo)),
+        tile_(o.tile),
+        stages_(make_stages(ex_, g_, chunk_scalars)),
+        scale_(T(1) / static_cast<T>(g_.grid[0] * g_.grid[1])) {}
 
   ~pipeline() {
     const auto on = ex_.activate(true);  // tables are freed with their device current
-    x_in_.reset();
-    w_in_.reset();
-    g_in_.reset();
-    y_out_.reset();
-    dx_out_.reset();
-    dw_out_.reset();
+    stages_.reset();
   }
   pipeline(const pipeline&) = delete;
   pipeline& operator=(const pipeline&) = delete;
@@ -394,40 +383,33 @@ class pipeline {
 
   // Every public call makes the plan's device current for its duration (and restores the
   // caller's), whatever device the caller had current, and checks that the stream is that
-  // device's.
+  // device's, then runs the CPU plan's argument checks with this executor's pointer check.
 
   void input_spectrum(const tensor_view<const T>& x, T* xs, void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
-    check_view(ex_, x, g_.input_shape(), "input", false);
-    require(ex_, xs, "x_spectrum");
-    x_in_->analyse(ex_, as_image(x), xs, stream);
+    checks().input_spectrum(x, xs);
+    stages_.x_in->analyse(ex_, as_image(x), xs, stream);
   }
 
   void weight_spectrum(const tensor_view<const T>& w, T* ws, void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
-    check_view(ex_, w, g_.weight_shape(), "weight", false);
-    require(ex_, ws, "w_spectrum");
-    w_in_->analyse(ex_, as_image(w), ws, stream);
+    checks().weight_spectrum(w, ws);
+    stages_.w_in->analyse(ex_, as_image(w), ws, stream);
   }
 
   void forward(const tensor_view<const T>& x, const tensor_view<const T>& w, const T* bias,
                const tensor_view<T>& y, T* xs, T* ws, void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
-    check_view(ex_, x, g_.input_shape(), "input", false);
-    check_view(ex_, w, g_.weight_shape(), "weight", false);
-    check_view(ex_, y, g_.output_shape(), "output", true);
-    if (bias) require(ex_, bias, "bias");
-    if (xs) require(ex_, xs, "x_spectrum");
-    if (ws) require(ex_, ws, "w_spectrum");
+    checks().forward(x, w, bias, y, xs, ws);
     auto x_tmp = ex_.template make_temp<T>(xs ? 0 : g_.x_spectrum_size(), stream);
     auto w_tmp = ex_.template make_temp<T>(ws ? 0 : g_.w_spectrum_size(), stream);
     if (!xs) xs = x_tmp.get();
     if (!ws) ws = w_tmp.get();
-    x_in_->analyse(ex_, as_image(x), xs, stream);
-    w_in_->analyse(ex_, as_image(w), ws, stream);
+    stages_.x_in->analyse(ex_, as_image(x), xs, stream);
+    stages_.w_in->analyse(ex_, as_image(w), ws, stream);
     run_forward_spectra(xs, ws, bias, y, stream);
   }
 
@@ -435,10 +417,7 @@ class pipeline {
                        void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
-    require(ex_, xs, "x_spectrum");
-    require(ex_, ws, "w_spectrum");
-    if (bias) require(ex_, bias, "bias");
-    check_view(ex_, y, g_.output_shape(), "output", true);
+    checks().forward_spectra(xs, ws, bias, y);
     run_forward_spectra(xs, ws, bias, y, stream);
   }
 
@@ -447,32 +426,20 @@ class pipeline {
                 T* grad_bias, void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
-    check_view(ex_, grad_out, g_.output_shape(), "grad_output", false);
-    if (grad_input) {
-      check_view(ex_, *grad_input, g_.input_shape(), "grad_input", true);
-      require(ex_, ws, "w_spectrum");
-    }
-    if (grad_weight) {
-      check_view(ex_, *grad_weight, g_.weight_shape(), "grad_weight", true);
-      require(ex_, xs, "x_spectrum");
-    }
-    if (grad_bias) require(ex_, static_cast<const T*>(grad_bias), "grad_bias");
-    if (grad_input || grad_weight) {
-      // The one new transform of the backward pass (DESIGN.md 1.6).
-      auto gs = ex_.template make_temp<T>(g_.y_spectrum_size(), stream);
-      g_in_->analyse(ex_, as_image(grad_out), gs.get(), stream);
-      if (grad_input) {
-        auto dxs = ex_.template make_temp<T>(g_.x_spectrum_size(), stream);
-        mix_input_grad(gs.get(), ws, dxs.get(), stream);
-        dx_out_->synthesise(ex_, dxs.get(), as_image(*grad_input), scale_, nullptr, stream);
-      }
-      if (grad_weight) {
-        auto dws = ex_.template make_temp<T>(g_.w_spectrum_size(), stream);
-        mix_weight_grad(gs.get(), xs, dws.get(), stream);
-        dw_out_->synthesise(ex_, dws.get(), as_image(*grad_weight), scale_, nullptr, stream);
-      }
-    }
-    if (grad_bias) run_bias_grad(grad_out, grad_bias, stream);
+    checks().backward(grad_out, xs, ws, nullptr, grad_input, grad_weight, grad_bias);
+    run_backward(grad_out, xs, ws, nullptr, grad_input, grad_weight, grad_bias, stream);
+  }
+
+  /// backward() with the weight instead of its spectrum: the spectrum is recomputed for the call
+  /// (the CUDA backend has no taps path).
+  void backward_with_weight(const tensor_view<const T>& grad_out, const T* xs,
+                            const tensor_view<const T>& weight, const tensor_view<T>* grad_input,
+                            const tensor_view<T>* grad_weight, T* grad_bias,
+                            void* stream) const {
+    const auto on = ex_.activate();
+    ex_.check_stream(stream);
+    checks().backward(grad_out, xs, nullptr, &weight, grad_input, grad_weight, grad_bias);
+    run_backward(grad_out, xs, nullptr, &weight, grad_input, grad_weight, grad_bias, stream);
   }
 
   void input_grad(const tensor_view<const T>& grad_out, const T* ws,
@@ -486,71 +453,78 @@ class pipeline {
   void bias_grad(const tensor_view<const T>& grad_out, T* grad_bias, void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
-    check_view(ex_, grad_out, g_.output_shape(), "grad_output", false);
-    require(ex_, static_cast<const T*>(grad_bias), "grad_bias");
+    checks().bias_grad(grad_out, grad_bias);
     run_bias_grad(grad_out, grad_bias, stream);
   }
 
   // ---- the three mixing passes (public for the tests) ----------------------------------------
 
+  // Each pass: A and B (pointer, outer and inner stride, imaginary plane, frequency and group
+  // strides, sign of the imaginary part), then C and its strides (m, n, plane, frequency,
+  // group), then the M, N, K of the product per kept frequency and group.
+
   void mix_forward(const T* xs, const T* ws, T* ys, void* stream) const {
-    const auto& p = g_.params;
-    const int64_t N = p.batch, C = p.in_channels, F = p.out_channels;
-    const int64_t Cg = g_.in_per_group, Fg = g_.out_per_group;
-    mix_args a;
-    a.A = {xs, C, 1, N * C, 2 * N * C, Cg, T(1)};
-    a.B = {ws, Cg, 1, F * Cg, 2 * F * Cg, Fg * Cg, T(-1)};
-    a.c = ys;
-    a.c_m = F;
-    a.c_n = 1;
-    a.c_im = N * F;
-    a.c_freq = 2 * N * F;
-    a.c_group = Fg;
-    a.M = N;
-    a.N = Fg;
-    a.K = Cg;
-    run_mix(a, stream);
+    const auto [N, C, F, Cg, Fg] = counts();
+    run_mix({{xs, C, 1, N * C, 2 * N * C, Cg, T(1)},
+             {ws, Cg, 1, F * Cg, 2 * F * Cg, Fg * Cg, T(-1)},
+             ys, F, 1, N * F, 2 * N * F, Fg, N, Fg, Cg},
+            stream);
   }
 
-  void mix_input_grad(const T* gs, const T* ws, T* dxs, void* stream) const {
-    const auto& p = g_.params;
-    const int64_t N = p.batch, C = p.in_channels, F = p.out_channels;
-    const int64_t Cg = g_.in_per_group, Fg = g_.out_per_group;
-    mix_args a;
-    a.A = {gs, F, 1, N * F, 2 * N * F, Fg, T(1)};
-    a.B = {ws, 1, Cg, F * Cg, 2 * F * Cg, Fg * Cg, T(1)};
-    a.c = dxs;
-    a.c_m = C;
-    a.c_n = 1;
-    a.c_im = N * C;
-    a.c_freq = 2 * N * C;
-    a.c_group = Cg;
-    a.M = N;
-    a.N = Cg;
-    a.K = Fg;
-    run_mix(a, stream);
+  void mix_input_grad(const T* dys, const T* ws, T* dxs, void* stream) const {
+    const auto [N, C, F, Cg, Fg] = counts();
+    run_mix({{dys, F, 1, N * F, 2 * N * F, Fg, T(1)},
+             {ws, 1, Cg, F * Cg, 2 * F * Cg, Fg * Cg, T(1)},
+             dxs, C, 1, N * C, 2 * N * C, Cg, N, Cg, Fg},
+            stream);
   }
 
-  void mix_weight_grad(const T* gs, const T* xs, T* dws, void* stream) const {
-    const auto& p = g_.params;
-    const int64_t N = p.batch, C = p.in_channels, F = p.out_channels;
-    const int64_t Cg = g_.in_per_group, Fg = g_.out_per_group;
-    mix_args a;
-    a.A = {gs, 1, F, N * F, 2 * N * F, Fg, T(-1)};
-    a.B = {xs, 1, C, N * C, 2 * N * C, Cg, T(1)};
-    a.c = dws;
-    a.c_m = Cg;
-    a.c_n = 1;
-    a.c_im = F * Cg;
-    a.c_freq = 2 * F * Cg;
-    a.c_group = Fg * Cg;
-    a.M = Fg;
-    a.N = Cg;
-    a.K = N;
-    run_mix(a, stream);
+  void mix_weight_grad(const T* dys, const T* xs, T* dws, void* stream) const {
+    const auto [N, C, F, Cg, Fg] = counts();
+    run_mix({{dys, 1, F, N * F, 2 * N * F, Fg, T(-1)},
+             {xs, 1, C, N * C, 2 * N * C, Cg, T(1)},
+             dws, Cg, 1, F * Cg, 2 * F * Cg, Fg * Cg, Fg, Cg, N},
+            stream);
   }
 
  private:
+  auto checks() const { return checks_for(ex_, g_); }
+
+  /// `ws` or, where it is null, `weight` for the input gradient.
+  void run_backward(const tensor_view<const T>& grad_out, const T* xs, const T* ws,
+                    const tensor_view<const T>* weight, const tensor_view<T>* grad_input,
+                    const tensor_view<T>* grad_weight, T* grad_bias, void* stream) const {
+    if (grad_input || grad_weight) {
+      // The one new transform of the backward pass (docs/design.md 1.6).
+      auto dys = ex_.template make_temp<T>(g_.y_spectrum_size(), stream);
+      stages_.g_in->analyse(ex_, as_image(grad_out), dys.get(), stream);
+      if (grad_input) {
+        auto w_tmp = ex_.template make_temp<T>(ws ? 0 : g_.w_spectrum_size(), stream);
+        if (!ws) {
+          stages_.w_in->analyse(ex_, as_image(*weight), w_tmp.get(), stream);
+          ws = w_tmp.get();
+        }
+        auto dxs = ex_.template make_temp<T>(g_.x_spectrum_size(), stream);
+        mix_input_grad(dys.get(), ws, dxs.get(), stream);
+        stages_.dx_out->synthesise(ex_, dxs.get(), as_image(*grad_input), scale_, nullptr,
+                                   stream);
+      }
+      if (grad_weight) {
+        auto dws = ex_.template make_temp<T>(g_.w_spectrum_size(), stream);
+        mix_weight_grad(dys.get(), xs, dws.get(), stream);
+        stages_.dw_out->synthesise(ex_, dws.get(), as_image(*grad_weight), scale_, nullptr,
+                                   stream);
+      }
+    }
+    if (grad_bias) run_bias_grad(grad_out, grad_bias, stream);
+  }
+
+  /// N, C, F, C/groups, F/groups.
+  std::array<int64_t, 5> counts() const {
+    const auto& p = g_.params;
+    return {p.batch, p.in_channels, p.out_channels, g_.in_per_group, g_.out_per_group};
+  }
+
   struct mix_args {
     mix_operand<T> A, B;
     T* c = nullptr;
@@ -596,7 +570,7 @@ class pipeline {
                            void* stream) const {
     auto ys = ex_.template make_temp<T>(g_.y_spectrum_size(), stream);
     mix_forward(xs, ws, ys.get(), stream);
-    y_out_->synthesise(ex_, ys.get(), as_image(y), scale_, bias, stream);
+    stages_.y_out->synthesise(ex_, ys.get(), as_image(y), scale_, bias, stream);
   }
 
   void run_bias_grad(const tensor_view<const T>& grad_out, T* grad_bias, void* stream) const {
@@ -614,12 +588,12 @@ class pipeline {
   Exec ex_;
   geometry g_;
   mix_tile tile_;
-  std::unique_ptr<stage> x_in_, w_in_, g_in_, y_out_, dx_out_, dw_out_;
+  layer_transforms<stage> stages_;
   T scale_ = T(1);
 };
 
 // ---------------------------------------------------------------------------------------------
-// Energy map (DESIGN.md 1.7) on the device
+// Energy map (docs/design.md 1.7) on the device
 // ---------------------------------------------------------------------------------------------
 
 /// Energy per rfft bin of the padded input (blfft::energy_map's result), batches in chunks whose
@@ -630,7 +604,7 @@ std::vector<double> energy_map(const Exec& ex, const conv_params& p, const tenso
   const geometry full = make_geometry(p, compression::indices({}, {}));
   const auto on = ex.activate();
   ex.check_stream(stream);
-  check_view(ex, x, full.input_shape(), "input", false);
+  checks_for(ex, full).input(x);
   const auto& q = full.params;
   const int64_t N = q.batch, C = q.in_channels;
   const int64_t per_sample = checked_mul(2 * full.total, C, "spectrum size");
@@ -639,19 +613,20 @@ std::vector<double> energy_map(const Exec& ex, const conv_params& p, const tenso
   BLFFT_EXPECTS(full.total < max_flat_index, error_code::unsupported,
                 "CUDA backend: a grid of 2^31 or more bins");
   using stage = transform_stage<T, Exec>;
-  const placement x_h{q.input[0], q.padding[0], 1}, x_w{q.input[1], q.padding[1], 1};
-  const stage body(ex, full, stage::direction::analyse, nb, C, x_h, x_w);
+  const layer_placements at(full);
+  const stage body(ex, full, transform_direction::analyse, nb, C, at.x_h, at.x_w);
   std::unique_ptr<stage> tail;
   if (N % nb != 0)
-    tail = std::make_unique<stage>(ex, full, stage::direction::analyse, N % nb, C, x_h, x_w);
+    tail = std::make_unique<stage>(ex, full, transform_direction::analyse, N % nb, C, at.x_h,
+                                   at.x_w);
 
   auto acc = ex.template make_temp<double>(full.total, stream);
   ex.zero(acc.get(), sizeof(double) * static_cast<std::size_t>(full.total), stream);
   auto spec = ex.template make_temp<T>(nb * per_sample, stream);
-  image_ref<const T> img = as_image(x);
+  image_view<const T> img = as_image(x);
   for (int64_t n0 = 0; n0 < N; n0 += nb) {
     const stage& s = (N - n0 >= nb) ? body : *tail;
-    image_ref<const T> part = img;
+    image_view<const T> part = img;
     part.data = img.data + n0 * img.stride_b;
     s.analyse(ex, part, spec.get(), stream);
     energy_kernel<T> k;

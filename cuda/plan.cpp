@@ -19,7 +19,7 @@ class plan_impl {
  public:
   // The pipeline makes the plan's device current in every call, its construction and its
   // destruction included (pipeline.hpp: executor.activate()).
-  plan_impl(const geometry& g, int dev, const plan_options& o)
+  plan_impl(const geometry& g, int dev, const cuda_plan_options& o)
       : device(dev), owned(std::make_unique<pipeline<T, device_executor>>(device_executor(dev), g, o)),
         pl(*owned) {}
   int device;
@@ -28,7 +28,7 @@ class plan_impl {
 };
 
 template <class T>
-std::unique_ptr<plan_impl<T>> make_impl(const geometry& g, int device, const plan_options& o) {
+std::unique_ptr<plan_impl<T>> make_impl(const geometry& g, int device, const cuda_plan_options& o) {
   validate_device(device);
   return std::make_unique<plan_impl<T>>(g, device, o);
 }
@@ -36,12 +36,12 @@ std::unique_ptr<plan_impl<T>> make_impl(const geometry& g, int device, const pla
 }  // namespace detail
 
 template <class T>
-plan<T>::plan(const blfft::geometry& g, int device, const plan_options& options)
+plan<T>::plan(const blfft::geometry& g, int device, const cuda_plan_options& options)
     : impl_(detail::make_impl<T>(g, device, options)) {}
 
 template <class T>
 plan<T>::plan(const conv_params& p, const compression& c, int device,
-              const plan_options& options)
+              const cuda_plan_options& options)
     : plan(make_geometry(p, c), device, options) {}
 
 template <class T>
@@ -105,6 +105,16 @@ void plan<T>::backward(const tensor_view<const T>& grad_out, const T* x_spectrum
 }
 
 template <class T>
+void plan<T>::backward_with_weight(const tensor_view<const T>& grad_out, const T* x_spectrum,
+                                   const tensor_view<const T>& weight,
+                                   const tensor_view<T>* grad_input,
+                                   const tensor_view<T>* grad_weight, T* grad_bias,
+                                   void* stream) const {
+  live(impl_).pl.backward_with_weight(grad_out, x_spectrum, weight, grad_input, grad_weight,
+                                      grad_bias, stream);
+}
+
+template <class T>
 void plan<T>::input_grad(const tensor_view<const T>& grad_out, const T* w_spectrum,
                          const tensor_view<T>& grad_input, void* stream) const {
   auto& i = live(impl_);
@@ -142,9 +152,10 @@ template <class T>
 
 template <class T>
 std::shared_ptr<const plan<T>> get_plan(const conv_params& p, const compression& c, int device,
-                                        const plan_options& options) {
+                                        const cuda_plan_options& options) {
   geometry g = make_geometry(p, c);
-  std::vector<int64_t> key{sizeof(T) == 4 ? 0 : 1, device, static_cast<int64_t>(options.tile)};
+  std::vector<int64_t> key = options.key();
+  key.insert(key.end(), {static_cast<int64_t>(sizeof(T)), device});
   ::blfft::detail::append_geometry_key(key, g);
   return cache<T>().get(std::move(key),
                         [&] { return std::make_shared<const plan<T>>(g, device, options); });
@@ -161,9 +172,9 @@ void clear_plan_cache() {
 template BLFFT_CUDA_API std::shared_ptr<const plan<float>> get_plan<float>(const conv_params&,
                                                                            const compression&,
                                                                            int,
-                                                                           const plan_options&);
+                                                                           const cuda_plan_options&);
 template BLFFT_CUDA_API std::shared_ptr<const plan<double>> get_plan<double>(
-    const conv_params&, const compression&, int, const plan_options&);
+    const conv_params&, const compression&, int, const cuda_plan_options&);
 
 // ---- energy ----------------------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-// Energy-based selection of the kept set (DESIGN.md 1.7).
+// Energy-based selection of the kept set (docs/design.md 1.7).
 
 #include "blfft/energy.hpp"
 
@@ -38,17 +38,17 @@ std::vector<double> energy_map(const conv_params& p, const tensor_view<const T>&
     BLFFT_EXPECTS(s >= 0, error_code::invalid_argument, "input strides must be non-negative");
   const auto& q = g.params;
   // One sample at a time bounds the memory to one sample's full spectrum.
-  detail::pruned_transform<T> t(g, detail::pruned_transform<T>::direction::analyse, 1,
-                                q.in_channels, {q.input[0], q.padding[0], 1},
-                                {q.input[1], q.padding[1], 1}, plan_options{});
+  const detail::layer_placements at(g);
+  detail::pruned_transform<T> t(g, detail::transform_direction::analyse, 1, q.in_channels,
+                                at.x_h, at.x_w, plan_options{});
   auto spec = detail::take_workspace<T>(
       detail::checked_mul(2 * g.total, q.in_channels, "energy spectrum size"), "energy spectrum");
   std::vector<double> e(static_cast<size_t>(g.total), 0.0);
   const int64_t Lw = g.grid[1], C = q.in_channels;
-  const bool r3 = x.shape.size() == 3;
   for (int64_t n = 0; n < q.batch; ++n) {
-    detail::image_view<const T> img{x.data + n * x.strides[0], 0, x.strides[1],
-                                    r3 ? 0 : x.strides[2], x.strides[r3 ? 2 : 3]};
+    auto img = detail::as_image(x);  // one sample at a time
+    img.data += n * img.stride_b;
+    img.stride_b = 0;
     t.analyse(img, spec.data());
     for (int64_t k = 0; k < g.total; ++k) {
       const int64_t col = k % g.bins_w;

@@ -172,7 +172,9 @@ geometry make_geometry(const conv_params& params, const compression& c) {
                   " (dilated extent ", g.dilated[a], ") is larger than the padded input ", ax,
                   " (", g.padded[a], ")");
     g.full_out[a] = g.padded[a] - g.dilated[a] + 1;
-    g.output[a] = (g.full_out[a] + p.stride[a] - 1) / p.stride[a];
+    // ceil(full_out / stride), written so that a stride near 2^63 cannot overflow (the sum
+    // full_out + stride - 1 wrapped, gave a zero-sized output and a division by zero later).
+    g.output[a] = 1 + (g.full_out[a] - 1) / p.stride[a];
     if (p.grid[a] == 0) {
       g.grid[a] = fast_size(g.padded[a]);
     } else {
@@ -191,15 +193,15 @@ geometry make_geometry(const conv_params& params, const compression& c) {
   g.bins_w = Lw / 2 + 1;
   g.total = checked_mul(Lh, g.bins_w, "spectrum size");
 
-  switch (c.how) {
-    case compression::kind::rate: {
+  switch (c.kind) {
+    case compression::kind_type::rate: {
       BLFFT_EXPECTS(std::isfinite(c.rate_value) && c.rate_value >= 0.0 && c.rate_value < 1.0,
                     E::invalid_argument, "compress rate must be in [0, 1), got ", c.rate_value);
       g.limits = {p.ndim == 1 ? 1 : band_limit(Lh, c.rate_value, p.ndim),
                   band_limit(Lw, c.rate_value, p.ndim)};
       break;
     }
-    case compression::kind::band: {
+    case compression::kind_type::band: {
       const int64_t max_h = Lh / 2 + 1;
       BLFFT_EXPECTS(c.limits[0] >= 1 && c.limits[0] <= max_h, E::invalid_argument,
                     "band limit i_h must be in [1, ", max_h, "] for grid height ", Lh, ", got ",
@@ -210,10 +212,10 @@ geometry make_geometry(const conv_params& params, const compression& c) {
       g.limits = c.limits;
       break;
     }
-    case compression::kind::indices: {
+    case compression::kind_type::indices: {
       check_index_list(c.rows, Lh, "rows");
       check_index_list(c.cols, g.bins_w, "cols");
-      // The set must be closed under k -> -k so the masked operator stays real (DESIGN.md 1.4).
+      // The set must be closed under k -> -k so the masked operator stays real (docs/design.md 1.4).
       for (int64_t r : c.rows) {
         const int64_t mirror = (Lh - r) % Lh;
         BLFFT_EXPECTS(std::binary_search(c.rows.begin(), c.rows.end(), mirror),
@@ -226,13 +228,13 @@ geometry make_geometry(const conv_params& params, const compression& c) {
       break;
     }
   }
-  if (c.how != compression::kind::indices) {
+  if (c.kind != compression::kind_type::indices) {
     g.kept_rows = band_rows(Lh, g.limits[0]);
     g.kept_cols = prefix(g.limits[1]);
   }
   g.kept = static_cast<int64_t>(g.kept_rows.size() * g.kept_cols.size());
   g.achieved_rate = 1.0 - static_cast<double>(g.kept) / static_cast<double>(g.total);
-  g.requested_rate = c.how == compression::kind::rate ? c.rate_value : g.achieved_rate;
+  g.requested_rate = c.kind == compression::kind_type::rate ? c.rate_value : g.achieved_rate;
 
   const int64_t spatial_in = checked_mul(p.input[0], p.input[1], "input size");
   g.input_size_ = checked_mul(checked_mul(p.batch, p.in_channels, "input size"), spatial_in,

@@ -119,12 +119,12 @@ void mix_forward_at(const geometry& g, int64_t k, int64_t gr, const T* x_spec, c
 }
 
 template <class T>
-void mix_input_grad_at(const geometry& g, int64_t k, int64_t gr, const T* g_spec, const T* w_re,
+void mix_input_grad_at(const geometry& g, int64_t k, int64_t gr, const T* dy_spec, const T* w_re,
                        const T* w_im, T* dx_spec, T* scratch) {
   const auto& p = g.params;
   const int64_t N = p.batch, C = p.in_channels, F = p.out_channels;
   const int64_t Cg = g.in_per_group, Fg = g.out_per_group;
-  const auto go = at(g_spec, k, N, F);
+  const auto go = at(dy_spec, k, N, F);
   const auto dx = at(dx_spec, k, N, C);
   const operand<T> A{go.re + gr * Fg, go.im + gr * Fg, F, false, false};
   const operand<T> B{w_re + gr * Fg * Cg, w_im + gr * Fg * Cg, Cg, false, false};
@@ -132,12 +132,12 @@ void mix_input_grad_at(const geometry& g, int64_t k, int64_t gr, const T* g_spec
 }
 
 template <class T>
-void mix_weight_grad_at(const geometry& g, int64_t k, int64_t gr, const T* g_spec,
+void mix_weight_grad_at(const geometry& g, int64_t k, int64_t gr, const T* dy_spec,
                         const T* x_spec, T* dw_re, T* dw_im, T* scratch) {
   const auto& p = g.params;
   const int64_t N = p.batch, C = p.in_channels, F = p.out_channels;
   const int64_t Cg = g.in_per_group, Fg = g.out_per_group;
-  const auto go = at(g_spec, k, N, F);
+  const auto go = at(dy_spec, k, N, F);
   const auto x = at(x_spec, k, N, C);
   const operand<T> A{go.re + gr * Fg, go.im + gr * Fg, F, true, true};
   const operand<T> B{x.re + gr * Cg, x.im + gr * Cg, C, false, false};
@@ -155,20 +155,20 @@ void mix_forward(const geometry& g, const T* x_spec, const T* w_spec, T* y_spec)
 }
 
 template <class T>
-void mix_input_grad(const geometry& g, const T* g_spec, const T* w_spec, T* dx_spec) {
+void mix_input_grad(const geometry& g, const T* dy_spec, const T* w_spec, T* dx_spec) {
   const int64_t F = g.params.out_channels, Cg = g.in_per_group;
   for_each_frequency_and_group<T>(g, [&](int64_t k, int64_t gr, T* scratch) {
     const auto w = at(w_spec, k, F, Cg);
-    mix_input_grad_at(g, k, gr, g_spec, w.re, w.im, dx_spec, scratch);
+    mix_input_grad_at(g, k, gr, dy_spec, w.re, w.im, dx_spec, scratch);
   });
 }
 
 template <class T>
-void mix_weight_grad(const geometry& g, const T* g_spec, const T* x_spec, T* dw_spec) {
+void mix_weight_grad(const geometry& g, const T* dy_spec, const T* x_spec, T* dw_spec) {
   const int64_t F = g.params.out_channels, Cg = g.in_per_group;
   for_each_frequency_and_group<T>(g, [&](int64_t k, int64_t gr, T* scratch) {
     const auto dw = at(dw_spec, k, F, Cg);
-    mix_weight_grad_at(g, k, gr, g_spec, x_spec, dw.re, dw.im, scratch);
+    mix_weight_grad_at(g, k, gr, dy_spec, x_spec, dw.re, dw.im, scratch);
   });
 }
 

@@ -17,9 +17,9 @@ namespace blfft::detail {
 template <class T>
 void mix_forward(const geometry& g, const T* x_spec, const T* w_spec, T* y_spec);
 template <class T>
-void mix_input_grad(const geometry& g, const T* g_spec, const T* w_spec, T* dx_spec);
+void mix_input_grad(const geometry& g, const T* dy_spec, const T* w_spec, T* dx_spec);
 template <class T>
-void mix_weight_grad(const geometry& g, const T* g_spec, const T* x_spec, T* dw_spec);
+void mix_weight_grad(const geometry& g, const T* dy_spec, const T* x_spec, T* dw_spec);
 
 /// Scratch scalars one thread needs for the products of any pass (Gauss's operand sums and its
 /// third product): N C/g + F/g C/g + N F/g, the same for all three passes.
@@ -37,10 +37,10 @@ template <class T>
 void mix_forward_at(const geometry& g, int64_t k, int64_t gr, const T* x_spec, const T* w_re,
                     const T* w_im, T* y_spec, T* scratch);
 template <class T>
-void mix_input_grad_at(const geometry& g, int64_t k, int64_t gr, const T* g_spec, const T* w_re,
+void mix_input_grad_at(const geometry& g, int64_t k, int64_t gr, const T* dy_spec, const T* w_re,
                        const T* w_im, T* dx_spec, T* scratch);
 template <class T>
-void mix_weight_grad_at(const geometry& g, int64_t k, int64_t gr, const T* g_spec,
+void mix_weight_grad_at(const geometry& g, int64_t k, int64_t gr, const T* dy_spec,
                         const T* x_spec, T* dw_re, T* dw_im, T* scratch);
 
 }  // namespace blfft::detail

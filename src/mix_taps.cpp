@@ -127,16 +127,16 @@ void mix_forward_taps(const geometry& g, const tap_twiddles<T>& tw, const T* x_s
 }
 
 template <class T>
-void mix_input_grad_taps(const geometry& g, const tap_twiddles<T>& tw, const T* g_spec,
+void mix_input_grad_taps(const geometry& g, const tap_twiddles<T>& tw, const T* dy_spec,
                          const image_view<const T>& w, T* dx_spec) {
   for_each_weight_matrix(g, tw, w, [&](int64_t k, const T* wr, const T* wi, T* scratch) {
     for (int64_t gr = 0; gr < g.params.groups; ++gr)
-      mix_input_grad_at(g, k, gr, g_spec, wr, wi, dx_spec, scratch);
+      mix_input_grad_at(g, k, gr, dy_spec, wr, wi, dx_spec, scratch);
   });
 }
 
 template <class T>
-void weight_grad_taps(const geometry& g, const tap_twiddles<T>& tw, const T* g_spec,
+void weight_grad_taps(const geometry& g, const tap_twiddles<T>& tw, const T* dy_spec,
                       const T* x_spec, T scale, const image_view<T>& dw, bool deterministic) {
   const shape s = shape_of(g);
   const int64_t per_piece = s.taps * s.FC;
@@ -159,7 +159,7 @@ void weight_grad_taps(const geometry& g, const tap_twiddles<T>& tw, const T* g_s
     const int64_t k0 = g.kept * piece / pieces, k1 = g.kept * (piece + 1) / pieces;
     for (int64_t k = k0; k < k1; ++k) {
       for (int64_t gr = 0; gr < s.groups; ++gr)
-        mix_weight_grad_at(g, k, gr, g_spec, x_spec, t.wr, t.wi, t.mix);
+        mix_weight_grad_at(g, k, gr, dy_spec, x_spec, t.wr, t.wi, t.mix);
       // dw_t += fold_k Re(dW_k conj(e_{k,t})) = fold_k (e_re dW_re + e_im dW_im).
       const T fold = tw.fold[static_cast<size_t>(k)];
       for (int64_t tap = 0; tap < s.taps; ++tap) {

@@ -60,15 +60,15 @@ template <class T>
 void mix_forward_taps(const geometry& g, const tap_twiddles<T>& tw, const T* x_spec,
                       const image_view<const T>& w, T* y_spec);
 
-/// dx_spec = mixing of g_spec with the spectrum of w.
+/// dx_spec = mixing of dy_spec with the spectrum of w.
 template <class T>
-void mix_input_grad_taps(const geometry& g, const tap_twiddles<T>& tw, const T* g_spec,
+void mix_input_grad_taps(const geometry& g, const tap_twiddles<T>& tw, const T* dy_spec,
                          const image_view<const T>& w, T* dx_spec);
 
 /// dw = scale * (real inverse transform of G_k^H X_k at the kept frequencies), written to the
 /// weight-shaped view dw. `deterministic`: bitwise the same result for any thread count.
 template <class T>
-void weight_grad_taps(const geometry& g, const tap_twiddles<T>& tw, const T* g_spec,
+void weight_grad_taps(const geometry& g, const tap_twiddles<T>& tw, const T* dy_spec,
                       const T* x_spec, T scale, const image_view<T>& dw, bool deterministic);
 
 }  // namespace blfft::detail

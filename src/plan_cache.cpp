@@ -19,9 +19,8 @@ template <class T>
 std::shared_ptr<const plan<T>> get_plan(const conv_params& p, const compression& c,
                                         const plan_options& options) {
   geometry g = make_geometry(p, c);  // validates before anything is cached
-  std::vector<int64_t> key{sizeof(T) == 4 ? 0 : 1, static_cast<int64_t>(options.rigor),
-                           static_cast<int64_t>(options.method), options.matmul_max_grid,
-                           static_cast<int64_t>(options.mixing), options.deterministic ? 1 : 0};
+  std::vector<int64_t> key = options.key();
+  key.push_back(sizeof(T));
   detail::append_geometry_key(key, g);
   return cache<T>().get(std::move(key),
                         [&] { return std::make_shared<const plan<T>>(g, options); });

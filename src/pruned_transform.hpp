@@ -3,7 +3,7 @@
 //
 // A spatial image of R_h x R_w samples sits on the Lh x Lw FFT grid at rows off_h + step_h * i
 // and columns off_w + step_w * j; the rest of the grid is zero. This one placement describes every
-// pass (DESIGN.md 1.5-1.6):
+// pass (docs/design.md 1.5-1.6):
 //   input x:        offset = padding, step 1      weight w:     offset 0, step = dilation
 //   output grad g:  offset 0, step = stride       (and the same placements for what comes back)
 //
@@ -27,27 +27,17 @@
 #include "blfft/geometry.hpp"
 #include "blfft/plan.hpp"
 #include "fft.hpp"
+#include "image.hpp"
+#include "layer.hpp"
 
 namespace blfft::detail {
 
-/// Grid index of sample i along one axis: offset + step * i, for i < count.
-struct placement {
-  int64_t count = 1;
-  int64_t offset = 0;
-  int64_t step = 1;
-};
-
-/// A strided 4D (b, ch, h, w) view; rank-3 tensors have stride_h unused (one row).
-template <class T>
-struct image_view {
-  T* data = nullptr;
-  int64_t stride_b = 0, stride_ch = 0, stride_h = 0, stride_w = 0;
-};
-
+/// The engines live in pruned_transform_fft.cpp and pruned_transform_matmul.cpp; construction,
+/// the scratch layout and the parallel loop over chunks in pruned_transform.cpp.
 template <class T>
 class pruned_transform {
  public:
-  enum class direction { analyse, synthesise };
+  using direction = transform_direction;
 
   /// B x CH images placed on the grid of `g` as described by `h` and `w`.
   pruned_transform(const geometry& g, direction dir, int64_t B, int64_t CH, placement h,
@@ -63,7 +53,15 @@ class pruned_transform {
   struct chunk_plans {
     std::shared_ptr<const fft_plan<T>> rows, cols;
   };
-  std::size_t per_thread_scalars() const;
+  /// One thread's scratch: three buffers, at aligned offsets (in scalars) from its start. The
+  /// fft engine: padded rows (c Rh Lw), their half spectra (2 c Rh bins), full-height kept
+  /// columns (2 c Lh nc); the matmul engine: samples (Rh c Rw), then two work arrays of
+  /// (lines x c x 2nc) and (2 lines x c x 2nc), lines = max(nr, Rh, 2 pairs).
+  struct scratch_layout {
+    std::size_t second = 0, third = 0, total = 0;
+  };
+  scratch_layout layout_for(int64_t chunk) const;
+  std::size_t per_thread_scalars() const { return scratch_.total; }
   void make_dft_matrices();
   // One chunk of mc images from image j0; `scratch` is the thread's per_thread_scalars() slice.
   void analyse_fft(const image_view<const T>& src, T* spectrum, int64_t j0, int64_t mc,
@@ -79,8 +77,10 @@ class pruned_transform {
   int64_t Lh_, Lw_;
   std::vector<int64_t> kept_rows_, kept_cols_;
   int64_t B_, CH_;
+  int64_t J_, nr_, nc_;    // images B * CH; kept rows and columns
   placement h_, w_;
   int64_t chunk_ = 1;      // images per work item
+  scratch_layout scratch_;  // for chunk_ images
   int64_t row_len_ = 0;    // rfft bins per row (Lw / 2 + 1)
   /// A kept grid row k and its mirror -k (mod Lh), as indices into kept_rows_; the same index
   /// twice for rows that are their own mirror (0, and Lh/2 for even Lh). Kept sets are symmetric,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check of the CUDA backend (DESIGN.md section 3), run from the prebuilt bundle
+# The GPU check of the CUDA backend (docs/design.md section 3), run from the prebuilt bundle
 # (tools/gpu_bundle.sh builds gpu_bundle/ on a machine without a GPU); nothing is compiled here.
 # In this order, each step under its own time limit, one report line as each finishes, and the
 # report rewritten after every step (so a run cut off still says what passed):

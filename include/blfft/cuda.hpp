@@ -1,6 +1,6 @@
 #pragma once
 /// @file cuda.hpp
-/// The CUDA backend: the same operator (DESIGN.md section 1) and the same plan API as the CPU
+/// The CUDA backend: the same operator (docs/design.md section 1) and the same plan API as the CPU
 /// backend (blfft/plan.hpp), on NVIDIA GPUs. Link blfft::cuda (library blfft_cuda).
 ///
 /// This header includes no CUDA header: a stream is passed as `void*` (a cudaStream_t; nullptr
@@ -40,8 +40,12 @@ enum class mix_tile {
   large,      ///< 64 x 64 outputs per block
 };
 
-struct plan_options {
+/// Options of a CUDA plan (the CPU plan's are blfft::plan_options).
+struct cuda_plan_options {
   mix_tile tile = mix_tile::automatic;
+
+  /// Every field, for the plan cache's key: a field missing here would share cache entries.
+  std::vector<int64_t> key() const { return {static_cast<int64_t>(tile)}; }
 };
 
 namespace detail {
@@ -62,9 +66,9 @@ class plan_impl;
 template <class T>
 class BLFFT_CUDA_API plan {
  public:
-  explicit plan(const geometry& g, int device = 0, const plan_options& options = {});
+  explicit plan(const geometry& g, int device = 0, const cuda_plan_options& options = {});
   plan(const conv_params& p, const compression& c, int device = 0,
-       const plan_options& options = {});
+       const cuda_plan_options& options = {});
   ~plan();
   plan(plan&&) noexcept;
   plan& operator=(plan&&) noexcept;
@@ -92,6 +96,13 @@ class BLFFT_CUDA_API plan {
                 const tensor_view<T>* grad_input, const tensor_view<T>* grad_weight,
                 T* grad_bias, void* stream = nullptr) const;
 
+  /// backward() with the weight itself instead of its spectrum, for callers that did not keep
+  /// the spectrum; the weight spectrum is recomputed for the call (no taps path on the GPU).
+  void backward_with_weight(const tensor_view<const T>& grad_out, const T* x_spectrum,
+                            const tensor_view<const T>& weight, const tensor_view<T>* grad_input,
+                            const tensor_view<T>* grad_weight, T* grad_bias,
+                            void* stream = nullptr) const;
+
   void input_grad(const tensor_view<const T>& grad_out, const T* w_spectrum,
                   const tensor_view<T>& grad_input, void* stream = nullptr) const;
   void weight_grad(const tensor_view<const T>& grad_out, const T* x_spectrum,
@@ -111,7 +122,7 @@ extern template class plan<double>;
 template <class T>
 BLFFT_CUDA_API std::shared_ptr<const plan<T>> get_plan(const conv_params& p, const compression& c,
                                                        int device = 0,
-                                                       const plan_options& options = {});
+                                                       const cuda_plan_options& options = {});
 BLFFT_CUDA_API std::size_t plan_cache_size();
 /// Drops every cached plan and cuFFT plan, and returns the memory pools' idle memory to the
 /// driver. Plans still held by callers stay valid.

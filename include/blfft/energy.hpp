@@ -1,6 +1,6 @@
 #pragma once
 /// @file energy.hpp
-/// Energy-based compression (DESIGN.md 1.7): the largest compression whose kept set holds at
+/// Energy-based compression (docs/design.md 1.7): the largest compression whose kept set holds at
 /// least a fraction E of the input spectrum's energy.
 
 #include <array>
@@ -27,7 +27,7 @@ struct energy_selection {
 template <class T>
 BLFFT_API std::vector<double> energy_map(const conv_params& p, const tensor_view<const T>& x);
 
-/// Choose among the rate family of kept sets (DESIGN.md 1.4) the smallest one holding at least
+/// Choose among the rate family of kept sets (docs/design.md 1.4) the smallest one holding at least
 /// `fraction` (in (0, 1]) of the energy in `energy` (as from energy_map).
 BLFFT_API energy_selection select_by_energy(const conv_params& p,
                                             const std::vector<double>& energy, double fraction);

@@ -43,34 +43,35 @@ struct BLFFT_API conv_params {
 };
 
 /// Which Fourier coefficients are kept. Three ways to say it:
-/// - `rate(r)`: discard the fraction r in [0, 1) (DESIGN.md 1.4 maps it to per-axis band limits);
+/// - `rate(r)`: discard the fraction r in [0, 1) (docs/design.md 1.4 maps it to per-axis band
+///   limits);
 /// - `band(i_h, i_w)`: keep |k_h| <= i_h - 1 and rfft columns k_w <= i_w - 1 (1D: band(1, i));
 /// - `indices(rows, cols)`: explicit kept rows (signed-symmetric set of grid rows) and rfft
 ///   columns. Empty `rows` means all rows; empty `cols` means all columns.
 struct BLFFT_API compression {
-  enum class kind { rate, band, indices };
-  kind how = kind::rate;
-  double rate_value = 0.0;          ///< for kind::rate
-  std::array<int64_t, 2> limits{};  ///< for kind::band: {i_h, i_w}
-  std::vector<int64_t> rows;        ///< for kind::indices
-  std::vector<int64_t> cols;        ///< for kind::indices
+  enum class kind_type { rate, band, indices };
+  kind_type kind = kind_type::rate;  ///< which of the three ways (Python: Compression.kind)
+  double rate_value = 0.0;           ///< for kind_type::rate
+  std::array<int64_t, 2> limits{};   ///< for kind_type::band: {i_h, i_w}
+  std::vector<int64_t> rows;         ///< for kind_type::indices
+  std::vector<int64_t> cols;         ///< for kind_type::indices
 
   static compression none() { return rate(0.0); }
   static compression rate(double r) {
     compression c;
-    c.how = kind::rate;
+    c.kind = kind_type::rate;
     c.rate_value = r;
     return c;
   }
   static compression band(int64_t i_h, int64_t i_w) {
     compression c;
-    c.how = kind::band;
+    c.kind = kind_type::band;
     c.limits = {i_h, i_w};
     return c;
   }
   static compression indices(std::vector<int64_t> kept_rows, std::vector<int64_t> kept_cols) {
     compression c;
-    c.how = kind::indices;
+    c.kind = kind_type::indices;
     c.rows = std::move(kept_rows);
     c.cols = std::move(kept_cols);
     return c;
@@ -110,8 +111,8 @@ struct BLFFT_API geometry {
   std::array<int64_t, 2> output{};    ///< {Ho, Wo} = ceil(full_out / stride)
   std::array<int64_t, 2> grid{};      ///< FFT grid {Lh, Lw}
   int64_t bins_w = 0;                 ///< rfft columns: Lw / 2 + 1
-  double requested_rate = 0.0;        ///< the rate asked for (kind::rate), else achieved_rate
-  std::array<int64_t, 2> limits{};    ///< band limits {i_h, i_w} (kind::indices: 0, 0)
+  double requested_rate = 0.0;        ///< the rate asked for (kind_type::rate), else achieved_rate
+  std::array<int64_t, 2> limits{};    ///< band limits {i_h, i_w} (kind_type::indices: 0, 0)
   std::vector<int64_t> kept_rows;     ///< kept grid rows, ascending
   std::vector<int64_t> kept_cols;     ///< kept rfft columns, ascending
   int64_t kept = 0;                   ///< kept_rows.size() * kept_cols.size()

@@ -4,6 +4,7 @@
 
 #include <cstddef>
 #include <memory>
+#include <vector>
 
 #include "blfft/export.hpp"
 #include "blfft/geometry.hpp"
@@ -47,6 +48,12 @@ struct plan_options {
   /// (results are then reproducible for a fixed thread count only); Python turns it on under
   /// torch.use_deterministic_algorithms(True) or blfft.set_deterministic(True).
   bool deterministic = false;
+
+  /// Every field, for the plan cache's key: a field missing here would share cache entries.
+  std::vector<int64_t> key() const {
+    return {static_cast<int64_t>(rigor), static_cast<int64_t>(method), matmul_max_grid,
+            static_cast<int64_t>(mixing), deterministic ? 1 : 0};
+  }
 };
 
 namespace detail {
@@ -106,10 +113,6 @@ class BLFFT_API plan {
   void bias_grad(const tensor_view<const T>& grad_out, T* grad_bias) const;
 
  private:
-  void backward_impl(const tensor_view<const T>& grad_out, const T* x_spectrum,
-                     const T* w_spectrum, const tensor_view<const T>* weight,
-                     const tensor_view<T>* grad_input, const tensor_view<T>* grad_weight,
-                     T* grad_bias) const;
   std::unique_ptr<detail::plan_impl<T>> impl_;
 };
 

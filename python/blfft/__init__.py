@@ -25,13 +25,22 @@ built from them run under ``torch.compile``.
 import torch as _torch  # noqa: F401  (the ops below register with torch.library)
 
 from . import (
+    _backends,
     _core,
-    _ops,  # registers torch.ops.blfft.*; imports blfft._cuda where it exists
+    _ops,  # noqa: F401  (registers torch.ops.blfft.*)
     functional,
     nn,
 )
 from ._core import BlfftError
-from ._ops import (
+from ._memory import (
+    clear_caches,
+    get_max_buffer_size,
+    get_max_idle_memory,
+    idle_memory,
+    set_max_buffer_size,
+    set_max_idle_memory,
+)
+from ._settings import (
     get_deterministic,
     get_input_spectrum_saving,
     get_saved_spectrum_dtype,
@@ -83,22 +92,29 @@ def build_info() -> dict:
     ``cuda_device_count`` (the GPUs blfft's CUDA backend sees: 0 when not built or without a
     usable driver); ``cuda_usable`` (CUDA tensors run: built, and torch and blfft both see a GPU);
     ``dlpack`` (the DLPack ABI version the bindings speak); ``num_threads`` (CPU backend threads);
-    ``torch`` (the torch version in use).
+    ``torch`` (the torch version in use); ``cuda_build`` (what the build decided about the CUDA
+    backend: "built: ..." or "not built (...): ..." with why, e.g. no nvcc; None for a build
+    that did not record it).
     """
+    try:
+        from ._build_config import CUDA_REASON as cuda_build
+    except ImportError:  # a build tree without python/CMakeLists.txt's _build_config.py
+        cuda_build = None
     gpu = bool(_torch.cuda.is_available())
-    cuda = _ops._cuda
-    devices = _ops.cuda_device_count()
+    cuda = _backends.cuda_module
+    devices = _backends.cuda_device_count()
     return {
         "version": __version__,
         "cuda_built": cuda is not None,
         "cuda_architectures": [] if cuda is None else list(cuda.cuda_architectures),
-        "cuda_import_error": _ops._cuda_import_error,
+        "cuda_import_error": _backends.cuda_import_error,
         "gpu_available": gpu,
         "cuda_device_count": devices,
         "cuda_usable": cuda is not None and gpu and devices > 0,
         "dlpack": tuple(_core.dlpack_version),
         "num_threads": int(_core.get_num_threads()),
         "torch": _torch.__version__,
+        "cuda_build": cuda_build,
     }
 
 
@@ -110,60 +126,3 @@ def set_num_threads(n: int) -> None:
 def get_num_threads() -> int:
     """Threads the CPU backend uses."""
     return int(_core.get_num_threads())
-
-
-def clear_caches() -> None:
-    """Releases the memory blfft holds between calls, for good (until calls need it again).
-
-    That is: the C++ core's cached plans (their FFT plans and DFT tables), the idle buffers of its
-    workspace pool and its per-thread scratch (``blfft::release_memory()``); the CUDA backend's
-    plans and its pools' idle device memory, where it is built; the Python cache of layer
-    geometries; and the weight spectra kept by layers made with ``cache_weight_spectrum=True``.
-    Then, on glibc, ``malloc_trim(0)`` hands the freed pages back to the operating system (glibc
-    would otherwise keep them in the process for reuse). Everything is rebuilt on demand: the
-    next call works as before, only slower once (plans are made again). Safe to call at any time,
-    also while other threads run blfft calls (those keep what they use until they return).
-    """
-    _ops.clear_caches()
-
-
-def set_max_idle_memory(nbytes: int) -> None:
-    """The most bytes the CPU backend's workspace pool keeps idle between calls, for reuse by the
-    next ones (fresh multi-megabyte buffers cost page faults on every call). 0 keeps none (every
-    call allocates afresh). Default: 128 MiB. Buffers in use by running calls do not count."""
-    nbytes = _check_bytes(nbytes, "set_max_idle_memory")
-    _core.set_max_idle_bytes(nbytes)
-
-
-def get_max_idle_memory() -> int:
-    """The bound set by :func:`set_max_idle_memory`, in bytes."""
-    return int(_core.get_max_idle_bytes())
-
-
-def idle_memory() -> int:
-    """Bytes the CPU backend's workspace pool holds idle right now."""
-    return int(_core.idle_bytes())
-
-
-def set_max_buffer_size(nbytes: int) -> None:
-    """The largest single buffer (a spectrum, a workspace, an output) a CPU call may allocate, in
-    bytes; a call that would need more raises ``MemoryError`` before allocating anything. 0
-    restores the default: the machine's physical memory."""
-    nbytes = _check_bytes(nbytes, "set_max_buffer_size")
-    _core.set_max_buffer_bytes(nbytes)
-    _ops._max_buffer_bytes = int(_core.get_max_buffer_bytes())
-
-
-def get_max_buffer_size() -> int:
-    """The cap set by :func:`set_max_buffer_size`, in bytes."""
-    return int(_core.get_max_buffer_bytes())
-
-
-def _check_bytes(nbytes, fn: str) -> int:
-    import numbers
-
-    if isinstance(nbytes, bool) or not isinstance(nbytes, numbers.Integral):
-        raise TypeError(f"blfft.{fn}: bytes must be an int >= 0, got {nbytes!r}")
-    if nbytes < 0:
-        raise ValueError(f"blfft.{fn}: bytes must be >= 0, got {nbytes!r}")
-    return int(nbytes)

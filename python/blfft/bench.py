@@ -37,8 +37,8 @@ import torch
 import torch.nn.functional as F
 
 import blfft
-from blfft import _ops
-from blfft.experiments.common import peak_rss_during
+from blfft._geometry import geometry
+from blfft.experiments.common import peak_rss_during, save_figure
 
 RATES = (0.0, 0.25, 0.5, 0.75)
 
@@ -289,7 +289,7 @@ def _geometry(layer: Layer, rate: float):
     """The core's geometry of a layer (at its benchmark batch)."""
     pad = layer.explicit_padding() if layer.padding != "same" else (layer.kernel - 1) // 2
     sp = [layer.size] * layer.ndim
-    return _ops.geometry(
+    return geometry(
         (layer.batch, layer.cin, *sp), (layer.cout, layer.cin, *[layer.kernel] * layer.ndim),
         [layer.stride] * layer.ndim, [pad] * layer.ndim, [1] * layer.ndim, 1, rate)[2]
 
@@ -403,10 +403,7 @@ def _plot(results: List[dict], path: Path) -> bool:
     for ax in list(axes.flat)[len(layers):]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------------------------

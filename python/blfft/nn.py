@@ -24,14 +24,15 @@ All three may be changed at any time (or with :func:`blfft.set_compression`); no
 rebuilt.
 """
 
-from typing import Optional
+from typing import Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _core, _ops
-from . import functional as _functional
+from . import _core
+from ._conv import check_energy, check_rate, conv
+from ._weight_cache import WeightSpectrumCache
 
 __all__ = ["Conv1d", "Conv2d"]
 
@@ -42,6 +43,43 @@ class _BandLimitedConv:
     _blfft_ndim = 0
     _blfft_fn = ""
 
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Union[int, Tuple[int, ...]],
+        stride: Union[int, Tuple[int, ...]] = 1,
+        padding: Union[str, int, Tuple[int, ...]] = 0,
+        dilation: Union[int, Tuple[int, ...]] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: Optional[Union[torch.device, str, int]] = None,
+        dtype: Optional[torch.dtype] = None,
+        *,
+        compress_rate: float = 0.0,
+        inference_compress_rate: Optional[float] = None,
+        energy: Optional[float] = None,
+        cache_weight_spectrum: bool = False,
+    ) -> None:
+        # torch.nn.Conv1d's / Conv2d's constructor (the next class in the MRO): same arguments.
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+            padding_mode=padding_mode,
+            device=device,
+            dtype=dtype,
+        )
+        self._init_compression(
+            compress_rate, inference_compress_rate, energy, cache_weight_spectrum
+        )
+
     def _init_compression(
         self, compress_rate, inference_compress_rate, energy, cache_weight_spectrum=False
     ) -> None:
@@ -49,8 +87,8 @@ class _BandLimitedConv:
         self.inference_compress_rate = inference_compress_rate
         self.energy = energy
         self.cache_weight_spectrum = bool(cache_weight_spectrum)
-        self._blfft_weight_cache = _ops.WeightSpectrumCache()
-        # (training, functional.CallRecord) of the last forward, for compression_report.
+        self._blfft_weight_cache = WeightSpectrumCache()
+        # (training, _conv.CallRecord) of the last forward, for compression_report.
         self._blfft_last = None
 
     # --- knobs ------------------------------------------------------------------------------------
@@ -61,7 +99,7 @@ class _BandLimitedConv:
 
     @compress_rate.setter
     def compress_rate(self, value) -> None:
-        self._blfft_rate = _functional._check_rate(value, type(self).__name__)
+        self._blfft_rate = check_rate(value, type(self).__name__)
 
     @property
     def inference_compress_rate(self) -> float:
@@ -72,7 +110,7 @@ class _BandLimitedConv:
     @inference_compress_rate.setter
     def inference_compress_rate(self, value) -> None:
         self._blfft_inference_rate = (
-            None if value is None else _functional._check_rate(value, type(self).__name__)
+            None if value is None else check_rate(value, type(self).__name__)
         )
 
     @property
@@ -86,7 +124,13 @@ class _BandLimitedConv:
 
     @energy.setter
     def energy(self, value) -> None:
-        self._blfft_energy = _functional._check_energy(value, type(self).__name__)
+        self._blfft_energy = check_energy(value, type(self).__name__)
+
+    @property
+    def last_call(self):
+        """``(training, record)`` of the last forward (``record``: what the core computed, a
+        ``CallRecord``), or None before the first; read by :func:`blfft.compression_report`."""
+        return self._blfft_last
 
     @property
     def active_compress_rate(self) -> float:
@@ -114,7 +158,7 @@ class _BandLimitedConv:
             padding = self.padding
         energy = self.energy
         rate = 0.0 if energy is not None else self.active_compress_rate
-        y, record = _functional._conv(
+        y, record = conv(
             self._blfft_ndim,
             self._blfft_fn,
             input,
@@ -223,42 +267,6 @@ class Conv1d(_BandLimitedConv, torch.nn.Conv1d):
     _blfft_ndim = 1
     _blfft_fn = "Conv1d"
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        device=None,
-        dtype=None,
-        *,
-        compress_rate: float = 0.0,
-        inference_compress_rate: Optional[float] = None,
-        energy: Optional[float] = None,
-        cache_weight_spectrum: bool = False,
-    ) -> None:
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride=stride,
-            padding=padding,
-            dilation=dilation,
-            groups=groups,
-            bias=bias,
-            padding_mode=padding_mode,
-            device=device,
-            dtype=dtype,
-        )
-        self._init_compression(
-            compress_rate, inference_compress_rate, energy, cache_weight_spectrum
-        )
-
 
 class Conv2d(_BandLimitedConv, torch.nn.Conv2d):
     """Band-limited ``torch.nn.Conv2d``. Extra keyword-only arguments: ``compress_rate``,
@@ -266,39 +274,3 @@ class Conv2d(_BandLimitedConv, torch.nn.Conv2d):
 
     _blfft_ndim = 2
     _blfft_fn = "Conv2d"
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size,
-        stride=1,
-        padding=0,
-        dilation=1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        device=None,
-        dtype=None,
-        *,
-        compress_rate: float = 0.0,
-        inference_compress_rate: Optional[float] = None,
-        energy: Optional[float] = None,
-        cache_weight_spectrum: bool = False,
-    ) -> None:
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride=stride,
-            padding=padding,
-            dilation=dilation,
-            groups=groups,
-            bias=bias,
-            padding_mode=padding_mode,
-            device=device,
-            dtype=dtype,
-        )
-        self._init_compression(
-            compress_rate, inference_compress_rate, energy, cache_weight_spectrum
-        )

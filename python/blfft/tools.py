@@ -5,8 +5,9 @@ from typing import Callable, Iterable, Optional, Sequence, Tuple, Type, Union
 
 import torch
 
-from . import _ops
-from .nn import Conv1d, Conv2d, _BandLimitedConv
+from ._conv import check_energy, check_rate
+from ._geometry import geometry
+from .nn import Conv1d, Conv2d
 
 __all__ = ["convert", "set_compression", "compression_report", "CompressionReport"]
 
@@ -82,7 +83,7 @@ def convert(
     _validate_settings(compress_rate, inference_compress_rate, energy)
 
     def matches(m: torch.nn.Module) -> bool:
-        if isinstance(m, _BandLimitedConv):
+        if isinstance(m, (Conv1d, Conv2d)):
             base = torch.nn.Conv1d if isinstance(m, torch.nn.Conv1d) else torch.nn.Conv2d
             return base in types or type(m) in types
         return type(m) in types
@@ -90,7 +91,7 @@ def convert(
     def replacement(name: str, m: torch.nn.Module):
         if not matches(m) or not _selected(name, m, inc, exc):
             return None
-        if isinstance(m, _BandLimitedConv):
+        if isinstance(m, (Conv1d, Conv2d)):
             m.compress_rate = compress_rate
             m.inference_compress_rate = inference_compress_rate
             m.energy = energy
@@ -124,17 +125,15 @@ def convert(
 
 
 def _validate_settings(rate, inference_rate, energy) -> None:
-    from . import functional as f
-
-    f._check_rate(rate, "convert")
+    check_rate(rate, "convert")
     if inference_rate is not None:
-        f._check_rate(inference_rate, "convert")
-    f._check_energy(energy, "convert")
+        check_rate(inference_rate, "convert")
+    check_energy(energy, "convert")
 
 
-def _blfft_layers(model: torch.nn.Module) -> Iterable[Tuple[str, _BandLimitedConv]]:
+def _blfft_layers(model: torch.nn.Module) -> Iterable[Tuple[str, Union[Conv1d, Conv2d]]]:
     for name, m in model.named_modules():
-        if isinstance(m, _BandLimitedConv):
+        if isinstance(m, (Conv1d, Conv2d)):
             yield name, m
 
 
@@ -163,12 +162,10 @@ def set_compression(
         )
     if rate is None and energy is _UNSET and mode != "inference":
         raise ValueError("blfft.set_compression: give a rate or energy")
-    from . import functional as f
-
     if rate is not None:
-        rate = f._check_rate(rate, "set_compression")
+        rate = check_rate(rate, "set_compression")
     if energy is not _UNSET:
-        energy = f._check_energy(energy, "set_compression")
+        energy = check_energy(energy, "set_compression")
     inc = _matcher(include, "include")
     exc = _matcher(exclude, "exclude")
     n = 0
@@ -254,13 +251,13 @@ def compression_report(model: torch.nn.Module) -> CompressionReport:
             "limits": None,
             "energy_kept": None,
         }
-        last = m._blfft_last
+        last = m.last_call
         if last is not None:
             training, rec = last
             x_shape = rec.x_shape
             if x_shape[0] == 0:  # an empty batch: the geometry of one sample
                 x_shape = (1,) + tuple(x_shape[1:])
-            _, _, g = _ops.geometry(
+            _, _, g = geometry(
                 x_shape,
                 rec.w_shape,
                 rec.stride,

@@ -20,6 +20,7 @@
 
 #include "blfft/blfft.hpp"
 #include "dlpack_adaptor.hpp"
+#include "entry_points.hpp"
 
 namespace py = pybind11;
 using namespace blfft_py;
@@ -41,157 +42,52 @@ void require_host(const imported& a) {
                                     "; blfft runs on the CPU and on CUDA devices");
 }
 
-scalar check_common(std::initializer_list<const imported*> inputs,
-                    std::initializer_list<const imported*> outputs) {
-  return blfft_py::check_common(inputs, outputs, require_host);
-}
-
-// ------------------------------------------------------------------------------------------------
-// The compute entry points.
-// ------------------------------------------------------------------------------------------------
-
-/// The cached plan for (p, c) with the call's options. `deterministic`: the plan splits its work
-/// independently of the thread count and reduces in a fixed order (plan_options::deterministic,
-/// part of the plan cache's key); the Python layer sets it under
-/// torch.use_deterministic_algorithms(True) or blfft.set_deterministic(True).
-template <class T>
-std::shared_ptr<const blfft::plan<T>> plan_for(const blfft::conv_params& p,
-                                               const blfft::compression& c, bool deterministic) {
-  blfft::plan_options o;
-  o.deterministic = deterministic;
-  return blfft::get_plan<T>(p, c, o);
-}
-
-void forward(const blfft::conv_params& p, const blfft::compression& c, const py::object& x,
-             const py::object& w, const py::object& bias, const py::object& y,
-             const py::object& x_spectrum, const py::object& w_spectrum, bool deterministic) {
-  imported X(x, "input"), W(w, "weight"), Y(y, "output");
-  opt_imported B, XS, WS;
-  maybe_import(B, bias, "bias");
-  maybe_import(XS, x_spectrum, "x_spectrum");
-  maybe_import(WS, w_spectrum, "w_spectrum");
-  const scalar s = check_common({&X, &W, ptr(B)}, {&Y, ptr(XS), ptr(WS)});
-  auto run = [&](auto tag) {
-    using T = decltype(tag);
-    py::gil_scoped_release nogil;
-    auto pl = plan_for<T>(p, c, deterministic);
-    const auto& g = pl->geometry();
-    const T* b = B ? flat_of<T>(*B, g.params.out_channels) : nullptr;
-    T* xs = XS ? flat_of<T>(*XS, g.x_spectrum_size()) : nullptr;
-    T* ws = WS ? flat_of<T>(*WS, g.w_spectrum_size()) : nullptr;
-    pl->forward(view_of<const T>(X), view_of<const T>(W), b, view_of<T>(Y), xs, ws);
+/// The CPU backend of the shared entry points (entry_points.hpp).
+struct cpu_backend {
+  struct device_policy {
+    void operator()(const imported& a) const { require_host(a); }
+    int device() const { return 0; }
   };
-  if (s == scalar::f32) run(float{}); else run(double{});
-}
-
-void input_spectrum(const blfft::conv_params& p, const blfft::compression& c,
-                    const py::object& x, const py::object& x_spectrum, bool deterministic) {
-  imported X(x, "input"), XS(x_spectrum, "x_spectrum");
-  const scalar s = check_common({&X}, {&XS});
-  auto run = [&](auto tag) {
-    using T = decltype(tag);
-    py::gil_scoped_release nogil;
-    auto pl = plan_for<T>(p, c, deterministic);
-    pl->input_spectrum(view_of<const T>(X), flat_of<T>(XS, pl->geometry().x_spectrum_size()));
-  };
-  if (s == scalar::f32) run(float{}); else run(double{});
-}
-
-void weight_spectrum(const blfft::conv_params& p, const blfft::compression& c,
-                     const py::object& w, const py::object& w_spectrum, bool deterministic) {
-  imported W(w, "weight"), WS(w_spectrum, "w_spectrum");
-  const scalar s = check_common({&W}, {&WS});
-  auto run = [&](auto tag) {
-    using T = decltype(tag);
-    py::gil_scoped_release nogil;
-    auto pl = plan_for<T>(p, c, deterministic);
-    pl->weight_spectrum(view_of<const T>(W), flat_of<T>(WS, pl->geometry().w_spectrum_size()));
-  };
-  if (s == scalar::f32) run(float{}); else run(double{});
-}
-
-void forward_spectra(const blfft::conv_params& p, const blfft::compression& c,
-                     const py::object& x_spectrum, const py::object& w_spectrum,
-                     const py::object& bias, const py::object& y, bool deterministic) {
-  imported XS(x_spectrum, "x_spectrum"), WS(w_spectrum, "w_spectrum"), Y(y, "output");
-  opt_imported B;
-  maybe_import(B, bias, "bias");
-  const scalar s = check_common({&XS, &WS, ptr(B)}, {&Y});
-  auto run = [&](auto tag) {
-    using T = decltype(tag);
-    py::gil_scoped_release nogil;
-    auto pl = plan_for<T>(p, c, deterministic);
-    const auto& g = pl->geometry();
-    const T* b = B ? flat_of<T>(*B, g.params.out_channels) : nullptr;
-    pl->forward_spectra(flat_of<T>(XS, g.x_spectrum_size()), flat_of<T>(WS, g.w_spectrum_size()),
-                        b, view_of<T>(Y));
-  };
-  if (s == scalar::f32) run(float{}); else run(double{});
-}
-
-void backward(const blfft::conv_params& p, const blfft::compression& c,
-              const py::object& grad_output, const py::object& x_spectrum,
-              const py::object& w_spectrum, const py::object& grad_input,
-              const py::object& grad_weight, const py::object& grad_bias,
-              const py::object& weight, bool deterministic) {
-  imported G(grad_output, "grad_output");
-  opt_imported XS, WS, GI, GW, GB, W;
-  maybe_import(XS, x_spectrum, "x_spectrum");
-  maybe_import(WS, w_spectrum, "w_spectrum");
-  maybe_import(GI, grad_input, "grad_input");
-  maybe_import(GW, grad_weight, "grad_weight");
-  maybe_import(GB, grad_bias, "grad_bias");
-  maybe_import(W, weight, "weight");
-  const scalar s = check_common({&G, ptr(XS), ptr(WS), ptr(W)}, {ptr(GI), ptr(GW), ptr(GB)});
-  if (GI && !WS && !W)
-    fail(error_code::invalid_argument, "grad_input needs w_spectrum or weight (got None)");
-  if (GW && !XS)
-    fail(error_code::invalid_argument, "grad_weight needs x_spectrum (got None)");
-  auto run = [&](auto tag) {
-    using T = decltype(tag);
-    py::gil_scoped_release nogil;
-    auto pl = plan_for<T>(p, c, deterministic);
-    const auto& g = pl->geometry();
-    const T* xs = XS ? flat_of<T>(*XS, g.x_spectrum_size()) : nullptr;
-    const T* ws = WS ? flat_of<T>(*WS, g.w_spectrum_size()) : nullptr;
-    T* gb = GB ? flat_of<T>(*GB, g.params.out_channels) : nullptr;
-    std::optional<blfft::tensor_view<T>> gi, gw;
-    if (GI) gi = view_of<T>(*GI);
-    if (GW) gw = view_of<T>(*GW);
-    if (!ws && W)  // no spectrum kept: the plan mixes from the weight (taps or recomputed)
-      pl->backward_with_weight(view_of<const T>(G), xs, view_of<const T>(*W), gi ? &*gi : nullptr,
-                               gw ? &*gw : nullptr, gb);
-    else
-      pl->backward(view_of<const T>(G), xs, ws, gi ? &*gi : nullptr, gw ? &*gw : nullptr, gb);
-  };
-  if (s == scalar::f32) run(float{}); else run(double{});
-}
-
-blfft::energy_selection select_by_energy(const blfft::conv_params& p, const py::object& x,
-                                         double fraction) {
-  imported X(x, "input");
-  const scalar s = check_common({&X}, {});
-  py::gil_scoped_release nogil;
-  if (s == scalar::f32) return blfft::select_by_energy<float>(p, view_of<const float>(X), fraction);
-  return blfft::select_by_energy<double>(p, view_of<const double>(X), fraction);
-}
-
-exported energy_map(const blfft::conv_params& p, const py::object& x) {
-  imported X(x, "input");
-  const scalar s = check_common({&X}, {});
-  std::vector<double> e;
-  std::array<int64_t, 2> grid{};
-  int64_t bins_w = 0;
-  {
-    py::gil_scoped_release nogil;
-    e = s == scalar::f32 ? blfft::energy_map<float>(p, view_of<const float>(X))
-                         : blfft::energy_map<double>(p, view_of<const double>(X));
-    const auto g = blfft::make_geometry(p, blfft::compression::none());
-    grid = g.grid;
-    bins_w = g.bins_w;
+  static void take(opt_imported& slot, const py::object& obj, const char* name, std::uintptr_t) {
+    maybe_import(slot, obj, name);
   }
-  return exported::from_vector(std::move(e), {grid[0], bins_w});
-}
+  /// A required argument: None is refused by the import itself, as any non-tensor.
+  static void need(opt_imported& slot, const py::object& obj, const char* name, std::uintptr_t) {
+    slot.emplace(obj, name);
+  }
+  static void present(const char*, std::initializer_list<const opt_imported*>) {}
+
+  /// The cached plan for (p, c) with the call's options. `deterministic`: the plan splits its
+  /// work independently of the thread count and reduces in a fixed order
+  /// (plan_options::deterministic, part of the plan cache's key); the Python layer sets it under
+  /// torch.use_deterministic_algorithms(True) or blfft.set_deterministic(True).
+  template <class T>
+  static std::shared_ptr<const blfft::plan<T>> plan(const blfft::conv_params& p,
+                                                    const blfft::compression& c,
+                                                    const device_policy&, bool deterministic) {
+    blfft::plan_options o;
+    o.deterministic = deterministic;
+    return blfft::get_plan<T>(p, c, o);
+  }
+  /// Host calls are synchronous: there is no stream to pass on.
+  template <class P, class F>
+  static void call(const P& plan, std::uintptr_t, F&& f) {
+    f(plan);
+  }
+  template <class T>
+  static blfft::energy_selection select_by_energy(const blfft::conv_params& p,
+                                                  const blfft::tensor_view<const T>& x,
+                                                  double fraction, const device_policy&,
+                                                  std::uintptr_t) {
+    return blfft::select_by_energy<T>(p, x, fraction);
+  }
+  template <class T>
+  static std::vector<double> energy_map(const blfft::conv_params& p,
+                                        const blfft::tensor_view<const T>& x, const device_policy&,
+                                        std::uintptr_t) {
+    return blfft::energy_map<T>(p, x);
+  }
+};
 
 std::string arr_str(const std::array<int64_t, 2>& a) {
   return "(" + std::to_string(a[0]) + ", " + std::to_string(a[1]) + ")";
@@ -255,27 +151,29 @@ PYBIND11_MODULE(_core, m) {
   py::class_<blfft::compression> comp(m, "Compression",
                                       "Which Fourier coefficients are kept: by rate, by band "
                                       "limits, or by explicit indices.");
-  py::enum_<blfft::compression::kind>(comp, "Kind")
-      .value("rate", blfft::compression::kind::rate)
-      .value("band", blfft::compression::kind::band)
-      .value("indices", blfft::compression::kind::indices);
+  py::enum_<blfft::compression::kind_type>(comp, "Kind")
+      .value("rate", blfft::compression::kind_type::rate)
+      .value("band", blfft::compression::kind_type::band)
+      .value("indices", blfft::compression::kind_type::indices);
   comp.def_static("none", &blfft::compression::none)
       .def_static("rate", &blfft::compression::rate, py::arg("rate"))
       .def_static("band", &blfft::compression::band, py::arg("i_h"), py::arg("i_w"))
       .def_static("indices", &blfft::compression::indices, py::arg("rows"), py::arg("cols"))
-      .def_readonly("kind", &blfft::compression::how)
+      .def_readonly("kind", &blfft::compression::kind)
       .def_readonly("rate_value", &blfft::compression::rate_value)
       .def_readonly("limits", &blfft::compression::limits)
       .def_readonly("rows", &blfft::compression::rows)
       .def_readonly("cols", &blfft::compression::cols)
       .def("__repr__", [](const blfft::compression& c) {
         std::ostringstream os;
-        switch (c.how) {
-          case blfft::compression::kind::rate: os << "Compression.rate(" << c.rate_value << ")"; break;
-          case blfft::compression::kind::band:
+        switch (c.kind) {
+          case blfft::compression::kind_type::rate:
+            os << "Compression.rate(" << c.rate_value << ")";
+            break;
+          case blfft::compression::kind_type::band:
             os << "Compression.band(" << c.limits[0] << ", " << c.limits[1] << ")";
             break;
-          case blfft::compression::kind::indices:
+          case blfft::compression::kind_type::indices:
             os << "Compression.indices(<" << c.rows.size() << " rows>, <" << c.cols.size()
                << " cols>)";
             break;
@@ -324,7 +222,7 @@ PYBIND11_MODULE(_core, m) {
         "Smallest integer >= n whose prime factors are all in {2, 3, 5, 7}.");
   m.attr("max_grid_points") = blfft::max_grid_points;
   m.def("band_limit", &blfft::band_limit, py::arg("grid_length"), py::arg("rate"),
-        py::arg("ndim"), "Per-axis band limit for a rate (DESIGN.md 1.4).");
+        py::arg("ndim"), "Per-axis band limit for a rate (docs/design.md 1.4).");
 
   // --- energy -----------------------------------------------------------------------------------
   py::class_<blfft::energy_selection>(m, "EnergySelection")
@@ -339,46 +237,12 @@ PYBIND11_MODULE(_core, m) {
            << ", achieved_rate=" << s.achieved_rate << ", energy_kept=" << s.energy_kept << ")";
         return os.str();
       });
-  m.def("select_by_energy", &select_by_energy, py::arg("params"), py::arg("input"),
-        py::arg("fraction"),
-        "The largest compression whose kept set holds at least `fraction` of the input "
-        "spectrum's energy.");
-  m.def("energy_map", &energy_map, py::arg("params"), py::arg("input"),
-        "Energy per rfft bin of the padded input on the grid, summed over batch and channels: a "
-        "C++-owned float64 (Lh, Lw/2+1) buffer exported through DLPack (torch.from_dlpack).");
-
-  // module_local: blfft._cuda registers the same C++ type (dlpack_adaptor.hpp) for itself.
-  py::class_<exported>(m, "DLPackBuffer", "A C++-owned buffer; take it with torch.from_dlpack (no copy).",
-                       py::module_local())
-      .def("__dlpack__", &exported::dlpack, py::kw_only(), py::arg("stream") = py::none(),
-           py::arg("max_version") = py::none(), py::arg("dl_device") = py::none(),
-           py::arg("copy") = py::none())
-      .def("__dlpack_device__", &exported::dlpack_device)
-      .def_property_readonly("shape", &exported::shape);
+  register_dlpack_buffer(m, "A C++-owned buffer; take it with torch.from_dlpack (no copy).");
 
   // --- compute ----------------------------------------------------------------------------------
-  m.def("forward", &forward, py::arg("params"), py::arg("compression"), py::arg("input"),
-        py::arg("weight"), py::arg("bias"), py::arg("output"), py::arg("x_spectrum") = py::none(),
-        py::arg("w_spectrum") = py::none(), py::kw_only(), py::arg("deterministic") = false,
-        "output = band-limited conv(input, weight) + bias; optionally stores the compressed "
-        "spectra into the caller's x_spectrum / w_spectrum. Every compute function takes "
-        "`deterministic` (keyword): bitwise-reproducible results for any thread count "
-        "(plan_options::deterministic).");
-  m.def("input_spectrum", &input_spectrum, py::arg("params"), py::arg("compression"),
-        py::arg("input"), py::arg("x_spectrum"), py::kw_only(), py::arg("deterministic") = false);
-  m.def("weight_spectrum", &weight_spectrum, py::arg("params"), py::arg("compression"),
-        py::arg("weight"), py::arg("w_spectrum"), py::kw_only(),
-        py::arg("deterministic") = false);
-  m.def("forward_spectra", &forward_spectra, py::arg("params"), py::arg("compression"),
-        py::arg("x_spectrum"), py::arg("w_spectrum"), py::arg("bias"), py::arg("output"),
-        py::kw_only(), py::arg("deterministic") = false);
-  m.def("backward", &backward, py::arg("params"), py::arg("compression"), py::arg("grad_output"),
-        py::arg("x_spectrum"), py::arg("w_spectrum"), py::arg("grad_input"),
-        py::arg("grad_weight"), py::arg("grad_bias"), py::arg("weight") = py::none(),
-        py::kw_only(), py::arg("deterministic") = false,
-        "All gradients from one transform of grad_output; each of grad_input, grad_weight, "
-        "grad_bias may be None to skip it. grad_input needs w_spectrum or, when that is None, "
-        "the weight itself.");
+  // The same signatures as blfft._cuda's (entry_points.hpp); `stream` is accepted and unused
+  // (host calls are synchronous).
+  register_compute<cpu_backend>(m, py::arg("stream") = 0);
   m.def("dlpack_info", &dlpack_info, py::arg("tensor"),
         "What the binding reads from a DLPack tensor (consumes a capsule).");
 

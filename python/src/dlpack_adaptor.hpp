@@ -581,4 +581,15 @@ inline void install_error_translator(py::handle blfft_error) {
 }
 
 
+/// Registers `exported` as <module>.DLPackBuffer. module_local: each binding module registers the
+/// same C++ type for itself.
+inline void register_dlpack_buffer(py::module_& m, const char* doc) {
+  py::class_<exported>(m, "DLPackBuffer", doc, py::module_local())
+      .def("__dlpack__", &exported::dlpack, py::kw_only(), py::arg("stream") = py::none(),
+           py::arg("max_version") = py::none(), py::arg("dl_device") = py::none(),
+           py::arg("copy") = py::none())
+      .def("__dlpack_device__", &exported::dlpack_device)
+      .def_property_readonly("shape", &exported::shape);
+}
+
 }  // namespace blfft_py

@@ -83,6 +83,12 @@ void check_cuda_entry_points(const Plan& pl, Mem& mem, const problem<T>& pr, con
     pl.backward(gv, xs.get(), nullptr, nullptr, &dwv, nullptr, s);
     EXPECT_TRUE(rel_close("backward(grad_weight only)", mem.download(dw1), ref.dw, tolerance));
   }
+  {  // from the weight itself, its spectrum recomputed (as the CPU plan's backward_with_weight)
+    auto dx1 = mem.nan_buffer(d.input_size());
+    const auto dxv = out(dx1, d.input_shape());
+    pl.backward_with_weight(gv, nullptr, wv, &dxv, nullptr, nullptr, s);
+    EXPECT_TRUE(rel_close("backward_with_weight", mem.download(dx1), ref.dx, tolerance));
+  }
 
   // separate entry points
   auto xs2 = mem.nan_buffer(xs_n), ws2 = mem.nan_buffer(ws_n);

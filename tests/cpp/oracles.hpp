@@ -2,13 +2,13 @@
 /// @file oracles.hpp
 /// Test oracles for blfft, in double precision and independent of the library (nothing here
 /// calls into libblfft; conv_params is only used as a plain struct):
-/// - shapes derived from conv_params by the rules of DESIGN.md 1.1;
+/// - shapes derived from conv_params by the rules of docs/design.md 1.1;
 /// - a direct convolution (PyTorch conv1d/conv2d semantics: cross-correlation, stride, zero
 ///   padding, dilation, groups, bias) and its input, weight and bias gradients, by loops;
-/// - a dense band-limited reference (DESIGN.md 1.3-1.6): full complex spectra on the grid by
+/// - a dense band-limited reference (docs/design.md 1.3-1.6): full complex spectra on the grid by
 ///   naive separable DFTs, the kept set expanded to the full spectrum by conjugate symmetry,
 ///   real part of the inverse (= irfft2 of the half spectrum);
-/// - the kept-set rules of DESIGN.md 1.4 (fast size, band limits, kept rows/columns);
+/// - the kept-set rules of docs/design.md 1.4 (fast size, band limits, kept rows/columns);
 /// - relative l2 error with a NaN/Inf check, and helpers to build problems and views.
 
 #include <gtest/gtest.h>
@@ -123,7 +123,7 @@ inline std::string name_of(const conv_params& p) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Shapes (DESIGN.md 1.1), derived here without the library.
+// Shapes (docs/design.md 1.1), derived here without the library.
 struct dims {
   int ndim = 2;
   i64 N = 0, C = 0, F = 0, G = 0, Cg = 0, Fg = 0;
@@ -148,7 +148,7 @@ struct dims {
   i64 yi(i64 n, i64 f, i64 h, i64 w) const { return ((n * F + f) * Ho + h) * Wo + w; }
 };
 
-inline i64 ceil_div(i64 a, i64 b) { return (a + b - 1) / b; }
+inline i64 ceil_div(i64 a, i64 b) { return a <= 0 ? 0 : 1 + (a - 1) / b; }  // no overflow
 
 inline dims dims_of(const conv_params& p) {
   dims d;
@@ -181,7 +181,7 @@ inline dims dims_of(const conv_params& p) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Kept-set rules (DESIGN.md 1.2, 1.4), written out independently.
+// Kept-set rules (docs/design.md 1.2, 1.4), written out independently.
 inline bool is_7smooth(i64 n) {
   if (n < 1) return false;
   for (i64 p : {2, 3, 5, 7})
@@ -428,7 +428,7 @@ class dft2d {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Dense band-limited reference (DESIGN.md 1.3-1.6) on grid Lh x Lw with the given kept rows and
+// Dense band-limited reference (docs/design.md 1.3-1.6) on grid Lh x Lw with the given kept rows and
 // rfft columns. Everything is done on the full complex spectrum: the rfft mask is expanded with
 // conjugate symmetry (bin (kh, kw), kw > Lw/2, is the conjugate of bin (-kh mod Lh, Lw - kw), so
 // it is kept iff that bin is), and the real part of the full inverse DFT equals irfft2 of the

@@ -1,4 +1,4 @@
-// Shapes and kept-set accounting (DESIGN.md 1.1, 1.2, 1.4; geometry.hpp): fast_size, band_limit,
+// Shapes and kept-set accounting (docs/design.md 1.1, 1.2, 1.4; geometry.hpp): fast_size, band_limit,
 // default grid, kept rows/columns, kept/total/achieved rate, output shapes, spectrum sizes, the
 // conv1d/conv2d factories, and that plans report the same geometry.
 
@@ -36,7 +36,7 @@ TEST(FastSize, SevenSmoothAndMinimalUpTo500) {
 
 TEST(BandLimit, EpsilonKeepsExactProducts) {
   // (L//2 + 1) = 10 and r = 0.8: 10 * (1 - 0.8) = 1.9999999999999996 in double; the 1e-9 in
-  // DESIGN.md 1.4 makes it 2.
+  // docs/design.md 1.4 makes it 2.
   EXPECT_EQ(blfft::band_limit(18, 0.8, 1), 2);
   EXPECT_EQ(blfft::band_limit(19, 0.8, 1), 2);
   // 2D: sqrt(1 - 0.96) = 0.2 (to rounding).
@@ -168,7 +168,7 @@ TEST(Geometry, ShapesGridsAndSizes) {
       make2d(2, 3, 6, {6, 6}, {3, 3}, {1, 1}, {2, 2}, {2, 2}, 3),
       make2d(2, 2, 3, {4, 5}, {6, 7}, {1, 1}, {1, 1}),
       make2d(3, 2, 2, {3, 3}, {1, 1}, {2, 2}),
-      make2d(1, 2, 2, {32, 32}, {3, 3}, {1, 1}, {1, 1}),  // CIFAR: grid 35 x 35 (DESIGN.md 4)
+      make2d(1, 2, 2, {32, 32}, {3, 3}, {1, 1}, {1, 1}),  // CIFAR: grid 35 x 35 (docs/design.md 4)
   };
   for (const auto& p : ps)
     for (double r : {0.0, 0.5}) {
@@ -202,7 +202,7 @@ TEST(Geometry, ShapesGridsAndSizes) {
                                           compression::rate(0.5));
   EXPECT_EQ(cifar.grid, (std::array<i64, 2>{35, 35}));
   EXPECT_EQ(cifar.total, 630);
-  EXPECT_EQ(cifar.kept, 276) << "DESIGN.md 4: 276 of 630 bins kept at 50%";
+  EXPECT_EQ(cifar.kept, 276) << "docs/design.md 4: 276 of 630 bins kept at 50%";
 }
 
 TEST(Geometry, FactoriesSetEveryField) {

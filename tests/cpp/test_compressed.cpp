@@ -1,5 +1,5 @@
 // At r > 0: forward, backward and every separate entry point against the dense band-limited
-// reference (DESIGN.md 1.5, 1.6) built from the plan's kept rows and columns. Tolerances:
+// reference (docs/design.md 1.5, 1.6) built from the plan's kept rows and columns. Tolerances:
 // double 1e-9, float 2e-4 relative l2. Also explicit compression::band / ::indices and a grid
 // larger than the default.
 
@@ -96,7 +96,7 @@ std::vector<cparam> larger_params() {
 }
 INSTANTIATE_TEST_SUITE_P(Larger, Compressed, ::testing::ValuesIn(larger_params()), cname);
 
-// The kept set really is the one of DESIGN.md 1.4 (so the dense reference above is not merely
+// The kept set really is the one of docs/design.md 1.4 (so the dense reference above is not merely
 // fed back the library's own choice).
 TEST(CompressedKeptSet, RateKeptSetIsDesignRule) {
   for (const auto& p : geometries())
@@ -207,7 +207,7 @@ void run_large_grid_cases() {
 TEST(CompressedGrid, LargerGridF32) { run_large_grid_cases<float>(); }
 TEST(CompressedGrid, LargerGridF64) { run_large_grid_cases<double>(); }
 
-// The rate can change between calls (DESIGN.md 1.8): interleave plans of one geometry.
+// The rate can change between calls (docs/design.md 1.8): interleave plans of one geometry.
 TEST(CompressedRates, InterleavedRatesOnOneGeometry) {
   const auto p = make2d(2, 3, 4, {10, 9}, {3, 3}, {1, 2}, {1, 1});
   problem<double> pr(p, 61);

@@ -86,7 +86,7 @@ struct device_memory {
 
 template <class T>
 void run_problem(const conv_params& p, const compression& c,
-                 const blfft::cuda::plan_options& o = {}) {
+                 const blfft::cuda::cuda_plan_options& o = {}) {
   const auto geo = blfft::make_geometry(p, c);
   SCOPED_TRACE(name_of(p) + " " + geo.describe());
   problem<T> pr(p, 7);
@@ -106,8 +106,8 @@ void run_problem(const conv_params& p, const compression& c,
   check_cuda_entry_points(gpu, mem, pr, ref, tolerance, cpu);
 }
 
-blfft::cuda::plan_options tile(mix_tile t) {
-  blfft::cuda::plan_options o;
+blfft::cuda::cuda_plan_options tile(mix_tile t) {
+  blfft::cuda::cuda_plan_options o;
   o.tile = t;
   return o;
 }

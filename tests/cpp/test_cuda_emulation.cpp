@@ -1,4 +1,4 @@
-// The CUDA backend's kernels and host pipeline, run on the CPU (DESIGN.md section 3): no GPU and
+// The CUDA backend's kernels and host pipeline, run on the CPU (docs/design.md section 3): no GPU and
 // no CUDA toolkit needed. cuda_emulator.hpp loops over each launch grid running the same
 // __host__ __device__ kernel code that kernels.cu wraps; the pipeline is the one the CUDA plan
 // runs. Checked here:
@@ -194,7 +194,8 @@ template <class T>
 using emulated = cdx::pipeline<T, host_executor>;
 
 template <class T>
-void run_problem(const conv_params& p, const compression& c, const blfft::cuda::plan_options& o,
+void run_problem(const conv_params& p, const compression& c,
+                 const blfft::cuda::cuda_plan_options& o,
                  int64_t chunk_scalars = cdx::default_chunk_scalars) {
   const auto geo = blfft::make_geometry(p, c);
   SCOPED_TRACE(name_of(p) + " " + geo.describe());
@@ -217,8 +218,8 @@ void run_problem(const conv_params& p, const compression& c, const blfft::cuda::
 }
 
 using blfft::cuda::mix_tile;
-blfft::cuda::plan_options tile(mix_tile t) {
-  blfft::cuda::plan_options o;
+blfft::cuda::cuda_plan_options tile(mix_tile t) {
+  blfft::cuda::cuda_plan_options o;
   o.tile = t;
   return o;
 }

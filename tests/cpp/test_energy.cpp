@@ -1,4 +1,4 @@
-// Energy-based compression (DESIGN.md 1.7): the energy map (Parseval-exact, conjugate-pair
+// Energy-based compression (docs/design.md 1.7): the energy map (Parseval-exact, conjugate-pair
 // columns counted twice) and select_by_energy (the smallest kept set of the rate family that
 // holds at least a fraction E of the energy).
 
@@ -16,7 +16,7 @@ namespace {
 
 using namespace bt;
 
-/// The rate family of kept sets (DESIGN.md 1.4) as a chain of band limits {i_h, i_w}, smallest
+/// The rate family of kept sets (docs/design.md 1.4) as a chain of band limits {i_h, i_w}, smallest
 /// first. Limits depend on the rate only through s = (1-r)^(1/ndim) in (0, 1] and change only
 /// where B*s crosses an integer, so the distinct pairs are those at s = j/B (plus s -> 0).
 std::vector<std::array<i64, 2>> rate_family(std::array<i64, 2> grid, int ndim) {
@@ -121,7 +121,7 @@ TEST(SelectByEnergy, SmallestSetOfTheFamilyHoldingE) {
       if (p.ndim == 2) {
         EXPECT_EQ(blfft::band_limit(grid[0], sel.rate, 2), sel.limits[0]);
       }
-      EXPECT_EQ(sel.chosen.how, compression::kind::band);
+      EXPECT_EQ(sel.chosen.kind, compression::kind_type::band);
       EXPECT_EQ(sel.chosen.limits, sel.limits);
       const i64 kept_bins = static_cast<i64>(ref_kept_rows(grid[0], sel.limits[0]).size()) *
                             sel.limits[1];

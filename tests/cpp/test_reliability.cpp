@@ -380,6 +380,28 @@ TEST(Reliability, GridsAboveTheCapAreRefusedAtOnce) {
   EXPECT_NO_THROW((void)blfft::make_geometry(make1d(1, 1, 1, 10, 3, 1, i64(1) << 24)));
 }
 
+// Before: the output size ceil(full_out / stride) was computed as (full_out + stride - 1) /
+// stride, which wraps for strides near 2^63: a zero-sized output, then SIGFPE in the transforms.
+TEST(Reliability, HugeStridesGiveOneOutputPerAxis) {
+  const i64 huge = std::numeric_limits<i64>::max();
+  const conv_params p = make2d(2, 2, 1, {3, 1}, {1, 1}, {huge, huge});
+  const auto g = blfft::make_geometry(p, compression::none());
+  EXPECT_EQ(g.output[0], 1);
+  EXPECT_EQ(g.output[1], 1);
+  problem<float> pr(p, 4);
+  const dims d = pr.d;
+  ASSERT_EQ(d.Ho, 1);
+  blfft::plan<float> pl(p, compression::none());
+  auto y = nan_filled<float>(d.output_size());
+  pl.forward(pr.xv(), pr.wv(), pr.bt.data(), out_view(y, d.output_shape()));
+  std::vector<float> ws(static_cast<size_t>(g.w_spectrum_size()));
+  pl.weight_spectrum(pr.wv(), ws.data());
+  const reference ref = direct_reference(p, pr.x, pr.w, pr.b, pr.g);
+  EXPECT_TRUE(rel_close("forward", y, ref.y, tol<float>::direct));
+  for (i64 s : {i64(2), huge / 2, huge - 1, huge})
+    EXPECT_EQ(blfft::make_geometry(make1d(1, 1, 1, 7, 2, s)).output[1], s >= 6 ? 1 : 3) << s;
+}
+
 // ---- memory given back ----------------------------------------------------------------------------
 
 TEST(Reliability, PoolKeepsBoundedIdleMemoryAndReleaseGivesEverythingBack) {

@@ -1,4 +1,4 @@
-// At r = 0 the band-limited operator is ordinary convolution (DESIGN.md 1, last paragraph):
+// At r = 0 the band-limited operator is ordinary convolution (docs/design.md 1, last paragraph):
 // forward, backward and every separate entry point against the direct double-precision oracle,
 // over a grid of geometries, for float (relative l2 <= 1e-4) and double (<= 1e-10).
 

@@ -1,6 +1,9 @@
-"""Shared test helpers: tolerances and comparisons."""
+"""Shared test helpers: tolerances and comparisons, the test cases' tensors, a small model."""
 
 import torch
+import torch.nn as tnn
+
+import blfft
 
 # Relative l2 error allowed against a float64 oracle, per dtype of the computation.
 REL_TOL = {torch.float64: 1e-12, torch.float32: 2e-5}
@@ -18,3 +21,50 @@ def rel_l2(a: torch.Tensor, b: torch.Tensor) -> float:
 def assert_close(a, b, dtype, what=""):
     err = rel_l2(a, b)
     assert err <= REL_TOL[dtype], f"{what}: relative l2 error {err:.3g} > {REL_TOL[dtype]:.1g}"
+
+
+def case_tensors(ndim, case):
+    """float64 input, weight and bias (or None) of a (n, c, f, size, k, stride, padding, dilation,
+    groups, has_bias) case, and its convolution keywords."""
+    n, c, f, size, k, stride, padding, dilation, groups, has_bias = case
+    spatial = (size,) if ndim == 1 else size
+    kernel = (k,) if ndim == 1 else k
+    x = torch.randn(n, c, *spatial, dtype=torch.float64)
+    w = torch.randn(f, c // groups, *kernel, dtype=torch.float64)
+    b = torch.randn(f, dtype=torch.float64) if has_bias else None
+    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    return x, w, b, kw
+
+
+class Net(tnn.Module):
+    """2D and 1D blfft layers at several rates, with torch layers between (compile tests)."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = blfft.nn.Conv2d(3, 8, 3, padding=1, compress_rate=0.5)
+        self.c2 = blfft.nn.Conv2d(
+            8, 8, 3, stride=2, padding=1, compress_rate=0.3, inference_compress_rate=0.0
+        )
+        self.c3 = blfft.nn.Conv1d(8, 4, 3, padding=1, compress_rate=0.5)
+        self.fc = tnn.Linear(4, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.c1(x))
+        x = torch.relu(self.c2(x))
+        x = self.c3(x.flatten(2))
+        return self.fc(x.mean(-1))
+
+
+def train_step(fn, model, x):
+    """One forward (through fn) and backward of model's parameters: (output, {name: grad})."""
+    model.zero_grad(set_to_none=True)
+    out = fn(x)
+    out.square().sum().backward()
+    return out.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters()}
+
+
+def conv_backward_args(g, x, w):
+    """Arguments of blfft::conv_backward for opcheck: the (2, 3, 8, 7) input x and (4, 3, 3, 3)
+    weight w of a stride-1, padding-1 call at rate 0.5, no spectra kept, every gradient asked."""
+    shapes = ([2, 3, 8, 7], [4, 3, 3, 3], [1, 1], [1, 1], [1, 1], 1, 0.5, [])
+    return (g, x.detach(), None, w.detach(), None) + shapes + (True, True, True)

@@ -1,8 +1,8 @@
 """Independent oracles for the Python tests.
 
-A dense band-limited convolution written from DESIGN.md section 1 with torch.fft: full spectra, a
-0/1 mask, autograd for the gradients. It re-derives the FFT grid and the kept sets from the
-contract on purpose (it must not ask blfft), so that it checks the core rather than mirrors it.
+A dense band-limited convolution written from docs/design.md section 1 with torch.fft: full
+spectra, a 0/1 mask, autograd for the gradients. It re-derives the FFT grid and the kept sets from
+the contract on purpose (it must not ask blfft), so that it checks the core rather than mirrors it.
 """
 
 import math
@@ -73,7 +73,8 @@ def grid_and_limits(ndim, hp, wp, rate=0.0, band=None):
 
 
 def dense_conv(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, rate=0.0, band=None):
-    """Dense band-limited conv (DESIGN.md 1.5) of (N, C, L) / (N, C, H, W) input; differentiable.
+    """Dense band-limited conv (docs/design.md 1.5) of (N, C, L) / (N, C, H, W) input;
+    differentiable.
 
     `padding` is symmetric (ints); `band` = (i_h, i_w) overrides `rate` (1D: i_h = 1).
     """
@@ -97,7 +98,7 @@ def dense_conv(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, rate=
 
 
 def energy_limits(x, w_shape, padding, fraction):
-    """Band limits chosen by energy (DESIGN.md 1.7), derived independently: the energy of every
+    """Band limits chosen by energy (docs/design.md 1.7), derived independently: the energy of every
     rfft bin of the padded input (conjugate-pair columns counted twice), the rate family's sets
     at every rate where a band limit changes, and the most compressed one keeping `fraction`."""
     ndim = x.dim() - 2

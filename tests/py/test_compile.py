@@ -5,35 +5,13 @@ import torch
 import torch.nn as tnn
 
 import blfft
+from helpers import Net, conv_backward_args
+from helpers import train_step as _step
 
 # torch's own compile stack uses APIs it has deprecated; those warnings are not ours.
 pytestmark = pytest.mark.filterwarnings(
     "ignore:`torch.jit.script_method` is deprecated:DeprecationWarning"
 )
-
-
-class Net(tnn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c1 = blfft.nn.Conv2d(3, 8, 3, padding=1, compress_rate=0.5)
-        self.c2 = blfft.nn.Conv2d(
-            8, 8, 3, stride=2, padding=1, compress_rate=0.3, inference_compress_rate=0.0
-        )
-        self.c3 = blfft.nn.Conv1d(8, 4, 3, padding=1, compress_rate=0.5)
-        self.fc = tnn.Linear(4, 3)
-
-    def forward(self, x):
-        x = torch.relu(self.c1(x))
-        x = torch.relu(self.c2(x))
-        x = self.c3(x.flatten(2))
-        return self.fc(x.mean(-1))
-
-
-def _step(fn, model, x):
-    model.zero_grad(set_to_none=True)
-    out = fn(x)
-    out.square().sum().backward()
-    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
 
 @pytest.mark.slow
@@ -99,24 +77,7 @@ def test_ops_pass_opcheck():
     for extra in [("keep",), ("recompute",), ("keep", "bfloat16"), ("auto", "", "recompute")]:
         torch.library.opcheck(torch.ops.blfft.conv_forward.default, args + extra)
     g = torch.randn(2, 4, 8, 7, dtype=torch.float64)
-    bargs = (
-        g,
-        x.detach(),
-        None,
-        w.detach(),
-        None,
-        [2, 3, 8, 7],
-        [4, 3, 3, 3],
-        [1, 1],
-        [1, 1],
-        [1, 1],
-        1,
-        0.5,
-        [],
-        True,
-        True,
-        True,
-    )
+    bargs = conv_backward_args(g, x, w)
     torch.library.opcheck(torch.ops.blfft.conv_backward.default, bargs)
 
 

@@ -29,10 +29,12 @@ from test_exact import CASES_1D, CASES_2D
 
 import blfft
 import blfft.functional as BF
-from blfft import _core, _ops
-from helpers import REL_TOL, assert_close, rel_l2
+from blfft import _backends, _core, _ops
+from helpers import REL_TOL, assert_close, case_tensors, conv_backward_args, rel_l2
+from helpers import Net as _Net
+from helpers import train_step as _step
 
-BUILT = _ops._cuda is not None
+BUILT = _backends.cuda_module is not None
 needs_module = pytest.mark.skipif(not BUILT, reason="blfft._cuda not built in this build")
 
 # torch itself warns that its 'same' padding with even kernels copies the input (test_exact's
@@ -72,9 +74,9 @@ def test_build_info_cuda_fields_are_consistent():
     if BUILT:
         archs = info["cuda_architectures"]
         assert archs and all(a.rstrip("a").isdigit() for a in archs), archs
-        assert archs == list(_ops._cuda.cuda_architectures)
+        assert archs == list(_backends.cuda_module.cuda_architectures)
         assert info["cuda_import_error"] is None
-        assert info["cuda_device_count"] == _ops._cuda.device_count()
+        assert info["cuda_device_count"] == _backends.cuda_module.device_count()
     else:
         assert info["cuda_architectures"] == [] and info["cuda_device_count"] == 0
     if not torch.cuda.is_available():
@@ -105,20 +107,22 @@ def _expect_unsupported(match, fn):
 
 
 def test_cuda_tensors_without_the_module_say_not_built(monkeypatch):
-    monkeypatch.setattr(_ops, "_cuda", None)
-    monkeypatch.setattr(_ops, "_cuda_import_error", None)
+    monkeypatch.setattr(_backends, "cuda_module", None)
+    monkeypatch.setattr(_backends, "cuda_import_error", None)
     x, w = _fake_cuda(2, 3, 8, 8), _fake_cuda(4, 3, 3, 3)
     err = _expect_unsupported("CUDA backend not built", lambda: BF.conv2d(x, w))
     assert "input is on cuda:0" in str(err)
-    _expect_unsupported("CUDA backend not built", lambda: _ops._backend(w, "weight"))
+    _expect_unsupported("CUDA backend not built", lambda: _backends.backend_for(w, "weight"))
     info = blfft.build_info()
     assert info["cuda_built"] is False and info["cuda_usable"] is False
 
 
 def test_cuda_tensors_when_the_module_failed_to_load(monkeypatch):
-    monkeypatch.setattr(_ops, "_cuda", None)
+    monkeypatch.setattr(_backends, "cuda_module", None)
     monkeypatch.setattr(
-        _ops, "_cuda_import_error", "ImportError: libcufft.so.12: cannot open shared object file"
+        _backends,
+        "cuda_import_error",
+        "ImportError: libcufft.so.12: cannot open shared object file",
     )
     x, w = _fake_cuda(2, 3, 8, 8), _fake_cuda(4, 3, 3, 3)
     _expect_unsupported("blfft._cuda failed to load .*libcufft.so.12", lambda: BF.conv2d(x, w))
@@ -129,9 +133,11 @@ def test_cuda_tensors_without_a_usable_gpu_say_so(monkeypatch):
     if not BUILT or torch.cuda.is_available():
         # Stand in for a built module on a machine without a GPU.
         monkeypatch.setattr(
-            _ops, "_cuda", types.SimpleNamespace(device_count=lambda: 0, cuda_architectures=["90"])
+            _backends,
+            "cuda_module",
+            types.SimpleNamespace(device_count=lambda: 0, cuda_architectures=["90"]),
         )
-        monkeypatch.setattr(_ops, "_cuda_devices", None)
+        monkeypatch.setattr(_backends, "_cuda_devices", None)
     x, w = _fake_cuda(2, 3, 8, 8), _fake_cuda(4, 3, 3, 3)
     _expect_unsupported("no GPU usable", lambda: BF.conv2d(x, w))
     x1, w1 = _fake_cuda(2, 3, 9), _fake_cuda(4, 3, 3)
@@ -145,7 +151,9 @@ def test_cuda_tensors_without_a_usable_gpu_say_so(monkeypatch):
 
 def test_other_devices_are_refused():
     x = torch.empty(2, 3, 8, 8, device="meta")
-    _expect_unsupported("runs on the CPU and on CUDA devices", lambda: _ops._backend(x, "input"))
+    _expect_unsupported(
+        "runs on the CPU and on CUDA devices", lambda: _backends.backend_for(x, "input")
+    )
 
 
 def _import_blfft_with(finder_body: str) -> str:
@@ -300,13 +308,7 @@ def _grads(fn, x, w, b, g, **kw):
 
 
 def _compare_cuda(ndim, case, dtype, rate=0.0, energy=None, against_torch=True):
-    n, c, f, size, k, stride, padding, dilation, groups, has_bias = case
-    spatial = (size,) if ndim == 1 else size
-    kernel = (k,) if ndim == 1 else k
-    x = torch.randn(n, c, *spatial, dtype=torch.float64)
-    w = torch.randn(f, c // groups, *kernel, dtype=torch.float64)
-    b = torch.randn(f, dtype=torch.float64) if has_bias else None
-    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    x, w, b, kw = case_tensors(ndim, case)
     fb, ft = (BF.conv1d, F.conv1d) if ndim == 1 else (BF.conv2d, F.conv2d)
     bkw = dict(kw, compress_rate=rate, energy=energy)
 
@@ -471,30 +473,6 @@ def test_cuda_mixed_devices_are_refused():
         torch.ops.blfft.conv_forward(x, w, None, [1, 1], [0, 0], [1, 1], 1, 0.0, [], False, False)
 
 
-class _Net(tnn.Module):
-    def __init__(self):
-        super().__init__()
-        self.c1 = blfft.nn.Conv2d(3, 8, 3, padding=1, compress_rate=0.5)
-        self.c2 = blfft.nn.Conv2d(
-            8, 8, 3, stride=2, padding=1, compress_rate=0.3, inference_compress_rate=0.0
-        )
-        self.c3 = blfft.nn.Conv1d(8, 4, 3, padding=1, compress_rate=0.5)
-        self.fc = tnn.Linear(4, 3)
-
-    def forward(self, x):
-        x = torch.relu(self.c1(x))
-        x = torch.relu(self.c2(x))
-        x = self.c3(x.flatten(2))
-        return self.fc(x.mean(-1))
-
-
-def _step(fn, model, x):
-    model.zero_grad(set_to_none=True)
-    out = fn(x)
-    out.square().sum().backward()
-    return out.detach(), {n: p.grad.detach().clone() for n, p in model.named_parameters()}
-
-
 @pytest.mark.cuda
 @COMPILE_WARNINGS[0]
 @COMPILE_WARNINGS[1]
@@ -503,7 +481,7 @@ def test_cuda_torch_compile(backend, monkeypatch):
     torch._dynamo.reset()
     # Compiled first, with the device count not looked up yet: nothing in the traced code may
     # call into the binding (fullgraph).
-    monkeypatch.setattr(_ops, "_cuda_devices", None)
+    monkeypatch.setattr(_backends, "_cuda_devices", None)
     model = _Net().to(DEV)
     x = torch.randn(4, 3, 12, 12, device=DEV)
     compiled = torch.compile(model, backend=backend, fullgraph=True)
@@ -624,24 +602,7 @@ def test_cuda_ops_pass_opcheck():
         (x, w, b, [1, 1], [1, 1], [1, 1], 1, 0.5, [], True, True),
     )
     g = torch.randn(2, 4, 8, 7, dtype=torch.float64, device=DEV)
-    bargs = (
-        g,
-        x.detach(),
-        None,
-        w.detach(),
-        None,
-        [2, 3, 8, 7],
-        [4, 3, 3, 3],
-        [1, 1],
-        [1, 1],
-        [1, 1],
-        1,
-        0.5,
-        [],
-        True,
-        True,
-        True,
-    )
+    bargs = conv_backward_args(g, x, w)
     torch.library.opcheck(torch.ops.blfft.conv_backward.default, bargs)
 
 

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import blfft.functional as BF
-from helpers import assert_close
+from helpers import assert_close, case_tensors
 
 # torch itself warns that its 'same' padding with even kernels copies the input.
 pytestmark = pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
@@ -38,13 +38,8 @@ CASES_1D = [
 
 
 def _run(fn_blfft, fn_torch, ndim, case, dtype):
-    n, c, f, size, k, stride, padding, dilation, groups, has_bias = case
-    spatial = (size,) if ndim == 1 else size
-    kernel = (k,) if ndim == 1 else k
-    x = torch.randn(n, c, *spatial, dtype=torch.float64)
-    w = torch.randn(f, c // groups, *kernel, dtype=torch.float64)
-    b = torch.randn(f, dtype=torch.float64) if has_bias else None
-    kw = dict(stride=stride, padding=padding, dilation=dilation, groups=groups)
+    x, w, b, kw = case_tensors(ndim, case)
+    has_bias = b is not None
 
     # The oracle: torch in float64.
     xr, wr = x.clone().requires_grad_(), w.clone().requires_grad_()

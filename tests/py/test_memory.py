@@ -5,7 +5,7 @@ import torch
 
 import blfft
 import blfft.functional as BF
-from blfft import _ops
+from blfft import _ops, _settings
 
 
 def _saved(fn):
@@ -85,7 +85,7 @@ def test_only_what_the_requested_gradients_need_is_saved():
     # gradient).
     xg = x.clone().requires_grad_()
     _, saved = _saved(lambda: BF.conv2d(xg, w.detach(), padding=1, compress_rate=0.5))
-    expected = g.w_spectrum_size if _ops._keep_w_spectrum(g) else w.numel()
+    expected = g.w_spectrum_size if _settings.keep_w_spectrum(g) else w.numel()
     assert [t.numel() for t in saved] == [expected]
     with torch.no_grad():
         _, saved = _saved(lambda: BF.conv2d(xg, w, padding=1, compress_rate=0.5))
@@ -142,7 +142,7 @@ def test_auto_rule_takes_both_branches():
     decisions = []
     for n, c, f, hw, rate in [(2, 8, 8, 32, 0.75), (64, 4, 4, 32, 0.75)]:
         _, _, g = _ops.geometry((n, c, hw, hw), (f, c, 3, 3), (1, 1), (1, 1), (1, 1), 1, rate)
-        decisions.append(_ops._keep_w_spectrum(g))
+        decisions.append(_settings.keep_w_spectrum(g))
     assert decisions == [False, True]
 
 
@@ -214,7 +214,7 @@ def test_large_1d_layer_mixes_from_the_weight_taps():
     w = torch.randn(128, 256, 3, dtype=torch.float64, requires_grad=True)
     gy = torch.randn(16, 128, 500, dtype=torch.float64)
     _, _, g = _ops.geometry(x.shape, w.shape, (1,), (1,), (1,), 1, 0.5)
-    assert not _ops._keep_w_spectrum(g)
+    assert not _settings.keep_w_spectrum(g)
     y, saved = _saved(lambda: BF.conv1d(x, w, padding=1, compress_rate=0.5))
     assert not _weight_spectra(saved, g)
     grads = torch.autograd.grad(y, (x, w), gy)

@@ -14,7 +14,7 @@ import torch
 
 import blfft
 import blfft.functional as BF
-from blfft import _ops
+from blfft import _core, _geometry, _ops
 from helpers import assert_close
 from reference import dense_conv
 
@@ -146,7 +146,7 @@ def test_clear_caches_empties_weight_caches():
 def test_geometry_cache_memory_is_bounded():
     # 1500 distinct 1D lengths near 20000: each geometry holds ~10^4 kept column indices (80 KiB);
     # a cache bounded in entries only (the former lru_cache(4096)) kept ~120 MiB of them.
-    _ops._geometry_cached.cache_clear()
+    _geometry.geometry_cache.cache_clear()
     _trim()
     before = _rss()
     for length in range(20000, 21500):
@@ -154,10 +154,10 @@ def test_geometry_cache_memory_is_bounded():
     _trim()
     grown = _rss() - before
     assert grown < 32 * MiB, f"the geometry cache grew the process by {grown / MiB:.1f} MiB"
-    info = _ops._geometry_cached.cache_info()
+    info = _geometry.geometry_cache.cache_info()
     assert info["bytes"] <= info["max_bytes"] and info["entries"] <= info["max_entries"]
-    _ops._geometry_cached.cache_clear()
-    assert _ops._geometry_cached.cache_info()["entries"] == 0
+    _geometry.geometry_cache.cache_clear()
+    assert _geometry.geometry_cache.cache_info()["entries"] == 0
     # Still correct after evictions and clearing.
     x, w = torch.randn(1, 2, 30, dtype=torch.float64), torch.randn(3, 2, 3, dtype=torch.float64)
     assert_close(BF.conv1d(x, w, padding=1), torch.nn.functional.conv1d(x, w, padding=1),
@@ -165,12 +165,12 @@ def test_geometry_cache_memory_is_bounded():
 
 
 def test_geometry_cache_hits():
-    _ops._geometry_cached.cache_clear()
+    _geometry.geometry_cache.cache_clear()
     args = ((2, 3, 8, 8), (4, 3, 3, 3), (1, 1), (1, 1), (1, 1), 1, 0.5)
     g1 = _ops.geometry(*args)
     g2 = _ops.geometry(*args)
     assert g1 is g2
-    info = _ops._geometry_cached.cache_info()
+    info = _geometry.geometry_cache.cache_info()
     assert info["hits"] >= 1 and info["entries"] == 1
 
 
@@ -206,8 +206,8 @@ def test_clear_caches_returns_memory():
         f"({held / MiB:.0f} MiB before it)"
     )
     assert blfft.idle_memory() == 0
-    assert _ops._core.plan_cache_size() == 0
-    assert _ops._geometry_cached.cache_info()["entries"] == 0
+    assert _core.plan_cache_size() == 0
+    assert _geometry.geometry_cache.cache_info()["entries"] == 0
     _step(1, 16)  # the next call works
 
 
@@ -441,3 +441,21 @@ def test_huge_padding_with_padding_mode_is_refused_at_once():
     mine.load_state_dict(ref.state_dict())
     x = torch.randn(3, 2, 9)
     torch.testing.assert_close(mine(x), ref(x), rtol=1e-4, atol=1e-5)
+
+
+def test_huge_stride_gives_one_output_per_axis_like_torch():
+    # Found by the fuzzer: a stride near 2**63 wrapped the core's ceil division (zero-sized
+    # output, then SIGFPE in the weight transform of the cached-spectrum path).
+    torch.manual_seed(0)
+    x = torch.randn(2, 2, 3, 1, requires_grad=True)
+    m = blfft.nn.Conv2d(2, 1, 1, stride=2**63 - 1, energy=1.0, cache_weight_spectrum=True)
+    m.eval()
+    with torch.no_grad():
+        y = m(x)
+    ref = torch.nn.functional.conv2d(x, m.weight, m.bias, stride=2**31 - 1)
+    assert y.shape == ref.shape == (2, 1, 1, 1)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-6)
+    m.train()
+    w = torch.randn(3, 2, 2)
+    y1 = blfft.functional.conv1d(x[..., 0], w, stride=2**63 - 1, compress_rate=0.5)
+    assert y1.shape == (2, 3, 1)

@@ -12,7 +12,7 @@ import torch
 
 import blfft
 import blfft.functional as BF
-from blfft import _ops
+from blfft import _ops, _settings
 
 
 @pytest.fixture(autouse=True)
@@ -96,7 +96,7 @@ def test_deterministic_for_any_thread_count(how):
         torch.use_deterministic_algorithms(True)
     else:
         blfft.set_deterministic(True)
-    assert _ops._deterministic_now()
+    assert _settings.deterministic_now()
     x, w = _data(FCN)
     gy = _gy(FCN, x, w)
     results = []
@@ -113,14 +113,14 @@ def test_deterministic_for_any_thread_count(how):
 
 
 def test_deterministic_flag_is_read_at_call_time():
-    assert not _ops._deterministic_now()
+    assert not _settings.deterministic_now()
     torch.use_deterministic_algorithms(True)
-    assert _ops._deterministic_now()
+    assert _settings.deterministic_now()
     torch.use_deterministic_algorithms(False)
     blfft.set_deterministic(True)
-    assert _ops._deterministic_now() and blfft.get_deterministic()
+    assert _settings.deterministic_now() and blfft.get_deterministic()
     blfft.set_deterministic(False)
-    assert not _ops._deterministic_now()
+    assert not _settings.deterministic_now()
     with pytest.raises(TypeError):
         blfft.set_deterministic(1)
 

@@ -21,7 +21,14 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="name", required=True, metavar="name")
     for name, mod in EXPERIMENTS.items():
-        sp = sub.add_parser(name, help=mod.__doc__.strip().split("\n")[0], description=mod.__doc__)
+        # argparse %-formats help strings: a docstring's "50%" must reach it as "50%%".
+        summary = mod.__doc__.strip().split("\n")[0].replace("%", "%%")
+        sp = sub.add_parser(
+            name,
+            help=summary,
+            description=mod.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         sp.add_argument(
             "--quick",
             action="store_true",

@@ -84,13 +84,8 @@ def run(args, out: Path) -> dict:
                     f"{ev['achieved_rate']:.3f} ({rec['epoch_seconds']:.2f} s/epoch)",
                     flush=True,
                 )
-    result = {"experiment": NAME, "rows": rows}
-    common.write_csv(out / f"{NAME}.csv", rows)
-    plotted = _plot(rows, out / f"{NAME}.png")
-    result["files"] = [f"{NAME}.json", f"{NAME}.csv"] + ([f"{NAME}.png"] if plotted else [])
-    (out / f"{NAME}.md").write_text(_markdown(rows))
-    result["files"].append(f"{NAME}.md")
-    return result
+    files = common.write_outputs(out, NAME, rows, _markdown(rows), lambda path: _plot(rows, path))
+    return {"experiment": NAME, "rows": rows, "files": files}
 
 
 def _markdown(rows) -> str:
@@ -135,7 +130,4 @@ def _plot(rows, path: Path) -> bool:
     for ax in list(axes.flat)[len(panels) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return common.save_figure(fig, path)

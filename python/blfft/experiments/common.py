@@ -23,9 +23,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import blfft
-from blfft import _ops
+from blfft._geometry import geometry
 from blfft.data import Dataset
-from blfft.nn import _BandLimitedConv
+from blfft.nn import Conv1d, Conv2d
 
 # ------------------------------------------------------------------------------------------------
 # Set-up
@@ -65,15 +65,26 @@ def meta_info(**extra) -> dict:
 
 class Progress:
     """A one-line progress bar on stderr (tqdm's look, no dependency). On a terminal it redraws
-    in place; otherwise (logs, pytest) it prints nothing until :meth:`close`, which prints one
-    summary line."""
+    in place; otherwise (a log file, CI, pytest) it prints the same line, one per line, at most
+    every ``log_every`` seconds (default 20 s: a long run shows progress at least every 30 s),
+    and :meth:`close` prints one summary line."""
 
-    def __init__(self, total: int, desc: str = "", enabled: bool = True, stream=None) -> None:
+    LOG_EVERY = 20.0
+
+    def __init__(
+        self,
+        total: int,
+        desc: str = "",
+        enabled: bool = True,
+        stream=None,
+        log_every: Optional[float] = None,
+    ) -> None:
         self.total, self.desc, self.n = max(1, int(total)), desc, 0
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.start = self._last = time.perf_counter()
+        self.log_every = self.LOG_EVERY if log_every is None else float(log_every)
+        self.start = self._last = self._last_log = time.perf_counter()
         self.postfix = ""
 
     def update(self, n: int = 1, postfix: str = "") -> None:
@@ -84,6 +95,10 @@ class Progress:
         if self.tty and (now - self._last > 0.2 or self.n >= self.total):
             self._last = now
             self._draw(now)
+        elif self.enabled and not self.tty and now - self._last_log >= self.log_every:
+            self._last_log = now
+            self.stream.write(self._line(now).rstrip() + "\n")
+            self.stream.flush()
 
     def _line(self, now: float) -> str:
         frac = min(1.0, self.n / self.total)
@@ -212,7 +227,7 @@ def train_model(
 
 
 def blfft_layers(model: nn.Module) -> List[nn.Module]:
-    return [m for m in model.modules() if isinstance(m, _BandLimitedConv)]
+    return [m for m in model.modules() if isinstance(m, (Conv1d, Conv2d))]
 
 
 def _achieved_rates(model: nn.Module) -> List[float]:
@@ -306,12 +321,11 @@ def held_for_backward(model: nn.Module, x: Tensor) -> dict:
 
 def _w_spectrum_size(conv: nn.Module) -> Optional[int]:
     """Size of the weight spectrum of a blfft layer's last call (None for other layers)."""
-    last = getattr(conv, "_blfft_last", None)
+    last = getattr(conv, "last_call", None)
     if last is None:
         return None
     r = last[1]
-    g = _ops.geometry(r.x_shape, r.w_shape, r.stride, r.padding, r.dilation, r.groups, r.rate,
-                      r.band)[2]
+    g = geometry(r.x_shape, r.w_shape, r.stride, r.padding, r.dilation, r.groups, r.rate, r.band)[2]
     return int(g.w_spectrum_size)
 
 
@@ -504,6 +518,37 @@ def pyplot():
     except ImportError:
         return None
     return plt
+
+
+def model_panels(rows, nrows: int, height: float):
+    """``(figure, axes, panels)``: one column of `nrows` axes per (model, dataset) pair of `rows`
+    (``panels``, in order of appearance); None without matplotlib."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    panels = list(dict.fromkeys((r["model"], r["dataset"]) for r in rows))
+    fig, axes = plt.subplots(nrows, len(panels), figsize=(4.4 * len(panels), height), squeeze=False)
+    return fig, axes, panels
+
+
+def save_figure(fig, path: Path) -> bool:
+    """Lays out, writes (110 dpi) and closes a matplotlib figure; True (a figure was written)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return True
+
+
+def write_outputs(out: Path, name: str, rows, markdown: str, plot: Callable[[Path], bool]):
+    """Writes ``<name>.csv`` (the rows) and ``<name>.md``, and ``<name>.png`` where ``plot(path)``
+    draws one (it returns False without matplotlib). Returns the file names of the record,
+    ``<name>.json`` (which the runner writes) first."""
+    write_csv(out / f"{name}.csv", rows)
+    (out / f"{name}.md").write_text(markdown)
+    files = [f"{name}.json", f"{name}.csv", f"{name}.md"]
+    if plot(out / f"{name}.png"):
+        files.append(f"{name}.png")
+    return files
 
 
 def markdown_table(rows: List[List[str]], header: List[str]) -> str:

@@ -30,21 +30,10 @@ def run(args, out: Path) -> dict:
     scale = recipes.scale_for(args)
     sigmas = QUICK["sigmas"] if args.quick else SIGMAS
     rows = []
-    for kind in [k for k in args.models.split(",") if k]:
-        if kind not in recipes.KINDS:
-            raise SystemExit(f"unknown model {kind!r} ({', '.join(recipes.KINDS)})")
-        name = args.dataset or (QUICK["dataset"] if args.quick else FCN_DATASET)
-        d = recipes.data_for(kind, name, scale, args.seed)
+    for kind, d in recipes.models_and_data(args, scale, FCN_DATASET, QUICK["dataset"]):
         for rate in RATES:
-            seed = common.model_seed(args.seed, kind, d.name)
-            model, rec = recipes.fit(
-                kind,
-                d,
-                scale,
-                seed,
-                f"{kind} {d.name} rate {rate}",
-                progress=not args.no_progress,
-                compress_rate=rate,
+            model, rec = recipes.fit_for(
+                args, kind, d, scale, f"{kind} {d.name} rate {rate}", compress_rate=rate
             )
             accs = []
             for sigma in sigmas:
@@ -72,11 +61,9 @@ def run(args, out: Path) -> dict:
                 + ", ".join(f"sigma {s}: {a:.4f}" for s, a in zip(sigmas, accs)),
                 flush=True,
             )
-    common.write_csv(out / f"{NAME}.csv", rows)
-    (out / f"{NAME}.md").write_text(_markdown(rows, sigmas))
-    files = [f"{NAME}.json", f"{NAME}.csv", f"{NAME}.md"]
-    if _plot(rows, out / f"{NAME}.png"):
-        files.append(f"{NAME}.png")
+    files = common.write_outputs(
+        out, NAME, rows, _markdown(rows, sigmas), lambda path: _plot(rows, path)
+    )
     return {
         "experiment": NAME,
         "rows": rows,
@@ -103,11 +90,10 @@ def _markdown(rows, sigmas) -> str:
 
 
 def _plot(rows, path: Path) -> bool:
-    plt = common.pyplot()
-    if plt is None:
+    figure = common.model_panels(rows, 1, 3.4)
+    if figure is None:
         return False
-    panels = list(dict.fromkeys((r["model"], r["dataset"]) for r in rows))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.4), squeeze=False)
+    fig, axes, panels = figure
     for ax, (model, ds) in zip(axes.flat, panels):
         for rate in RATES:
             pts = sorted(
@@ -121,7 +107,4 @@ def _plot(rows, path: Path) -> bool:
         ax.set_ylabel("test accuracy %")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return common.save_figure(fig, path)

@@ -142,3 +142,20 @@ def data_for(kind: str, name: Optional[str], scale: Scale, seed: int = 0) -> _da
     if kind == "fcn":
         return ucr(name, scale, seed)
     return fashion(scale, seed)
+
+
+def models_and_data(args, scale: Scale, fcn_dataset: str, quick_dataset: str):
+    """(kind, data set) for each model of ``--models`` (``--dataset`` or the default UCR data set
+    for the FCN, Fashion-MNIST for the others); SystemExit for an unknown model."""
+    for kind in [k for k in args.models.split(",") if k]:
+        if kind not in KINDS:
+            raise SystemExit(f"unknown model {kind!r} ({', '.join(KINDS)})")
+        name = args.dataset or (quick_dataset if args.quick else fcn_dataset)
+        yield kind, data_for(kind, name, scale, args.seed)
+
+
+def fit_for(args, kind: str, d: _data.Dataset, scale: Scale, desc: str, **knobs):
+    """:func:`fit` with the experiments' conventions: the same initialisation for every setting
+    of a model and data set (``common.model_seed``), progress unless ``--no-progress``."""
+    seed = common.model_seed(args.seed, kind, d.name)
+    return fit(kind, d, scale, seed, desc, progress=not args.no_progress, **knobs)

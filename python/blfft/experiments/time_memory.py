@@ -4,7 +4,9 @@ built with torch's own convolutions.
 For each model and setting (torch's convolutions; blfft at each rate) on a fixed training subset:
 
 - ``epoch_seconds``: one training epoch (forward, backward, Adam step for every batch) after a
-  warm-up of two batches (plans, caches, allocator), median over ``--repeats`` epochs;
+  warm-up of two batches (plans, caches, allocator), median over ``--repeats`` epochs; the
+  settings' epochs are interleaved (torch, each rate, torch, ...), so that the ratios to torch
+  hold on a loaded machine;
 - ``held_bytes`` / ``held_conv_bytes``: bytes autograd keeps for backward after one training
   forward of a batch, counted over distinct storages with ``saved_tensors_hooks`` (all of them,
   and those saved while a convolution ran: blfft keeps the compressed spectra there);
@@ -54,16 +56,16 @@ def run(args, out: Path) -> dict:
     subset = QUICK["subset"] if args.quick else SUBSET
     repeats = args.repeats or (1 if args.quick else 3)
     rows = []
-    for kind in [k for k in args.models.split(",") if k]:
-        if kind not in recipes.KINDS:
-            raise SystemExit(f"unknown model {kind!r} ({', '.join(recipes.KINDS)})")
-        name = args.dataset or (QUICK["dataset"] if args.quick else FCN_DATASET)
-        d = recipes.data_for(kind, name, scale, args.seed)
+    for kind, d in recipes.models_and_data(args, scale, FCN_DATASET, QUICK["dataset"]):
         n = min(subset[kind], len(d.y_train))
         x, y = d.x_train[:n], d.y_train[:n]
         cfg = recipes.train_config(kind, d, scale, args.seed)
         batch = cfg.batch_size
         settings = [("torch", 0.0)] + [("blfft", r) for r in rates]
+        # Every setting's model first (warm-up, held bytes), then the timed epochs interleaved:
+        # repeat r times torch's epoch, then each rate's, so that a load that comes and goes on
+        # the machine falls on all settings alike and the ratios to torch stay fair.
+        runs = []
         for impl, rate in settings:
             seed = common.model_seed(args.seed, kind, d.name)
             knobs = {"torch_conv": True} if impl == "torch" else {"compress_rate": rate}
@@ -71,17 +73,36 @@ def run(args, out: Path) -> dict:
             opt = torch.optim.Adam(model.parameters(), lr=1e-3)
             _epoch(model, opt, x[: 2 * batch], y[: 2 * batch], batch)  # warm-up
             held = common.held_split(model, x[:batch])
-            times = []
-            peak = None
-            for r in range(repeats):
+            runs.append(
+                {
+                    "impl": impl,
+                    "rate": rate,
+                    "model": model,
+                    "opt": opt,
+                    "held": held,
+                    "times": [],
+                    "peak": None,
+                }
+            )
+        for r in range(repeats):
+            for run_ in runs:
+                model, opt = run_["model"], run_["opt"]
                 t0 = time.perf_counter()
                 if r == 0:
-                    peak = common.peak_rss_during(
+                    run_["peak"] = common.peak_rss_during(
                         lambda m=model, o=opt, b=batch: _epoch(m, o, x, y, b)  # noqa: B023
                     )
                 else:
                     _epoch(model, opt, x, y, batch)
-                times.append(time.perf_counter() - t0)
+                run_["times"].append(time.perf_counter() - t0)
+        for run_ in runs:
+            impl, rate, held, times, peak = (
+                run_["impl"],
+                run_["rate"],
+                run_["held"],
+                run_["times"],
+                run_["peak"],
+            )
             row = {
                 "model": kind,
                 "dataset": d.name,
@@ -91,6 +112,7 @@ def run(args, out: Path) -> dict:
                 "batch": batch,
                 "input_shape": "x".join(str(s) for s in d.input_shape),
                 "epoch_seconds": statistics.median(times),
+                "epoch_seconds_all": times,
                 "ms_per_sample": 1e3 * statistics.median(times) / n,
                 "held_bytes": held["held_bytes"],
                 "held_conv_bytes": held["held_conv_bytes"],
@@ -106,11 +128,8 @@ def run(args, out: Path) -> dict:
                 f"{common.fmt_bytes(peak)}",
                 flush=True,
             )
-    common.write_csv(out / f"{NAME}.csv", rows)
-    (out / f"{NAME}.md").write_text(_markdown(rows))
-    files = [f"{NAME}.json", f"{NAME}.csv", f"{NAME}.md"]
-    if _plot(rows, out / f"{NAME}.png"):
-        files.append(f"{NAME}.png")
+        del runs
+    files = common.write_outputs(out, NAME, rows, _markdown(rows), lambda path: _plot(rows, path))
     return {"experiment": NAME, "rows": rows, "repeats": repeats, "files": files}
 
 
@@ -157,11 +176,10 @@ def _markdown(rows) -> str:
 
 
 def _plot(rows, path: Path) -> bool:
-    plt = common.pyplot()
-    if plt is None:
+    figure = common.model_panels(rows, 2, 6.4)
+    if figure is None:
         return False
-    panels = list(dict.fromkeys((r["model"], r["dataset"]) for r in rows))
-    fig, axes = plt.subplots(2, len(panels), figsize=(4.4 * len(panels), 6.4), squeeze=False)
+    fig, axes, panels = figure
     for j, (model, ds) in enumerate(panels):
         sel = [r for r in rows if r["model"] == model and r["dataset"] == ds]
         base = next(r for r in sel if r["impl"] == "torch")
@@ -192,7 +210,4 @@ def _plot(rows, path: Path) -> bool:
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return common.save_figure(fig, path)

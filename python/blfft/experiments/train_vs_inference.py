@@ -32,22 +32,11 @@ def run(args, out: Path) -> dict:
     train_rates = QUICK["train_rates"] if args.quick else TRAIN_RATES
     infer_rates = QUICK["infer_rates"] if args.quick else INFER_RATES
     rows, matrices = [], []
-    for kind in [k for k in args.models.split(",") if k]:
-        if kind not in recipes.KINDS:
-            raise SystemExit(f"unknown model {kind!r} ({', '.join(recipes.KINDS)})")
-        name = args.dataset or (QUICK["dataset"] if args.quick else FCN_DATASET)
-        d = recipes.data_for(kind, name, scale, args.seed)
+    for kind, d in recipes.models_and_data(args, scale, FCN_DATASET, QUICK["dataset"]):
         matrix = []
         for tr in train_rates:
-            seed = common.model_seed(args.seed, kind, d.name)
-            model, rec = recipes.fit(
-                kind,
-                d,
-                scale,
-                seed,
-                f"{kind} {d.name} train rate {tr}",
-                progress=not args.no_progress,
-                compress_rate=tr,
+            model, rec = recipes.fit_for(
+                args, kind, d, scale, f"{kind} {d.name} train rate {tr}", compress_rate=tr
             )
             line = []
             for ir in infer_rates:
@@ -81,11 +70,9 @@ def run(args, out: Path) -> dict:
                 "test_acc": matrix,
             }
         )
-    common.write_csv(out / f"{NAME}.csv", rows)
-    (out / f"{NAME}.md").write_text(_markdown(matrices))
-    files = [f"{NAME}.json", f"{NAME}.csv", f"{NAME}.md"]
-    if _plot(matrices, out / f"{NAME}.png"):
-        files.append(f"{NAME}.png")
+    files = common.write_outputs(
+        out, NAME, rows, _markdown(matrices), lambda path: _plot(matrices, path)
+    )
     return {"experiment": NAME, "rows": rows, "matrices": matrices, "files": files}
 
 
@@ -125,7 +112,4 @@ def _plot(matrices, path: Path) -> bool:
             for j, a in enumerate(line):
                 ax.text(j, i, f"{a:.1f}", ha="center", va="center", fontsize=7, color="w")
         fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return common.save_figure(fig, path)

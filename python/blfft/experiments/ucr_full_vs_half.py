@@ -126,13 +126,11 @@ def run(args, out: Path) -> dict:
         f"{test['p_normal']:.4f} (normal approx.)",
         flush=True,
     )
-    common.write_csv(out / f"{NAME}.csv", rows)
+    files = common.write_outputs(
+        out, NAME, rows, _markdown(rows, summary), lambda path: _plot(rows, summary, path)
+    )
     if partial.exists():
         partial.unlink()
-    (out / f"{NAME}.md").write_text(_markdown(rows, summary))
-    files = [f"{NAME}.json", f"{NAME}.csv", f"{NAME}.md"]
-    if _plot(rows, summary, out / f"{NAME}.png"):
-        files.append(f"{NAME}.png")
     return {"experiment": NAME, "rows": rows, "summary": summary, "files": files}
 
 
@@ -197,7 +195,4 @@ def _plot(rows, s, path: Path) -> bool:
         fontsize=9,
     )
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return common.save_figure(fig, path)

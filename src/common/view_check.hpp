@@ -52,10 +52,4 @@ void check_view(const tensor_view<T>& v, const std::vector<int64_t>& expected, c
   }
 }
 
-template <class T>
-const T* require(const T* p, const char* name) {
-  BLFFT_EXPECTS(p != nullptr, error_code::invalid_argument, name, " pointer is null");
-  return p;
-}
-
 }  // namespace blfft::detail

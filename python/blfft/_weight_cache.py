@@ -1,0 +1,92 @@
+"""Weight spectra kept between inference calls (``cache_weight_spectrum=True`` layers)."""
+
+import torch
+from torch import Tensor
+
+from . import _memory
+from ._backends import backend_for, dl, eager_only
+from ._geometry import geometry
+from ._memory import alloc
+from ._settings import deterministic_kw
+
+_BITS_OF = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _same_bits(a: Tensor, b: Tensor) -> bool:
+    """Whether a and b (same shape and dtype) hold the same values bit for bit (NaNs with the
+    same payload equal, -0.0 and 0.0 differ)."""
+    bits = _BITS_OF.get(a.element_size())
+    if bits is None or a.is_complex():
+        return torch.equal(a, b)
+    return torch.equal(a.view(bits), b.view(bits))
+
+
+class WeightSpectrumCache:
+    """One layer's compressed weight spectrum, kept between inference calls.
+
+    The spectrum depends on the weight's values, the grid (input size, padding), the kept set and
+    the dtype and device, not on the batch. The entry is reused only while all of these are the
+    same: the cache keeps a copy of the weight it was made from and compares it bit for bit with
+    the weight of every call (``torch.equal`` on the integer view). A version counter would not
+    do: writes through ``weight.data`` (``m.weight.data.mul_(2)``, optimizers that update
+    ``p.data``) do not move the parameter's counter, and a different tensor object or storage
+    may hold the same values or other ones. The comparison reads the weight once, far less work
+    than its transform (each tap goes into every kept frequency), and the copy costs the weight's
+    memory, small against the spectrum's. Not pickled; emptied by :func:`blfft.clear_caches`.
+    """
+
+    def __init__(self) -> None:
+        self._entry = None
+        self.hits = 0
+        self.misses = 0
+        _memory.register_cache(self)
+
+    def clear(self) -> None:
+        self._entry = None
+
+    def __getstate__(self):
+        return {"_entry": None, "hits": 0, "misses": 0}
+
+    def __setstate__(self, state) -> None:
+        self.__dict__.update(state)
+        _memory.register_cache(self)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held: the spectrum and the copy of the weight it was made from."""
+        e = self._entry
+        if e is None:
+            return 0
+        return sum(t.numel() * t.element_size() for t in (e[1], e[2]))
+
+    @eager_only
+    def get(self, x_shape, weight: Tensor, stride, padding, dilation, groups, rate, band) -> Tensor:
+        be, stream = backend_for(weight, "weight")
+        det = deterministic_kw(be)
+        shape = (1,) + tuple(int(s) for s in x_shape[1:])
+        key = (
+            shape,
+            tuple(weight.shape),
+            weight.dtype,
+            weight.device,
+            tuple(stride),
+            tuple(padding),
+            tuple(dilation),
+            int(groups),
+            float(rate),
+            tuple(band),
+            bool(det.get("deterministic", False)),
+        )
+        w = weight.detach()
+        e = self._entry
+        if e is not None and e[0] == key and _same_bits(e[1], w):
+            self.hits += 1
+            return e[2]
+        self.misses += 1
+        self._entry = None  # let the old spectrum go before the new one is allocated
+        p, c, g = geometry(shape, weight.shape, stride, padding, dilation, groups, rate, band)
+        ws = alloc(w, (g.w_spectrum_size,), "weight spectrum")
+        snapshot = w.clone(memory_format=torch.contiguous_format)
+        be.weight_spectrum(p, c, dl(snapshot), dl(ws), *stream, **det)
+        self._entry = (key, snapshot, ws)
+        return ws

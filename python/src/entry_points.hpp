@@ -1,0 +1,251 @@
+#pragma once
+// The compute entry points of blfft's binding modules, written once as templates over the
+// backend: blfft._core (bindings.cpp, the CPU backend) and blfft._cuda (cuda_bindings.cpp) differ
+// only in how a tensor argument is taken (a consumer stream for CUDA producers), in the device
+// check, in the plan they get and in a trailing stream on every plan call. A backend `B` provides:
+//
+//   struct device_policy           callable on each `imported` (check_common), with int device()
+//   take(slot, obj, name, stream)  import an optional argument (None leaves the slot empty)
+//   need(slot, obj, name, stream)  import a required argument
+//   present(what, {slots...})      refuse missing required arguments (after all were taken)
+//   plan<T>(p, c, policy, deterministic)         the cached plan
+//   call(plan, stream, f)          f(plan, stream args...): the stream, where the backend has one
+//   select_by_energy<T>(p, view, fraction, policy, stream), energy_map<T>(p, view, policy, stream)
+//
+// and both modules register them with the same signatures (register_compute).
+
+#include <pybind11/pybind11.h>
+
+#include <array>
+#include <cstdint>
+#include <initializer_list>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "blfft/blfft.hpp"
+#include "dlpack_adaptor.hpp"
+
+namespace blfft_py {
+
+/// f(float{}) or f(double{}), for the dtype check_common found.
+template <class F>
+decltype(auto) with_dtype(scalar s, F&& f) {
+  if (s == scalar::f32) return f(float{});
+  return f(double{});
+}
+
+template <class T>
+const T* flat_or_null(const opt_imported& a, int64_t size) {
+  return a ? flat_of<T>(*a, size) : nullptr;
+}
+template <class T>
+T* out_flat_or_null(const opt_imported& a, int64_t size) {
+  return a ? flat_of<T>(*a, size) : nullptr;
+}
+
+template <class B>
+struct entry_points {
+  using policy = typename B::device_policy;
+
+  /// f(plan, T{}, stream args...) with the GIL released, on the cached plan for the call's dtype.
+  template <class F>
+  static void with_plan(const blfft::conv_params& p, const blfft::compression& c,
+                        const policy& dev, bool deterministic, scalar s, std::uintptr_t stream,
+                        F&& f) {
+    with_dtype(s, [&](auto tag) {
+      py::gil_scoped_release nogil;
+      auto pl = B::template plan<decltype(tag)>(p, c, dev, deterministic);
+      B::call(*pl, stream, [&](const auto& plan, auto... st) { f(plan, tag, st...); });
+    });
+  }
+
+  static void forward(const blfft::conv_params& p, const blfft::compression& c,
+                      const py::object& x, const py::object& w, const py::object& bias,
+                      const py::object& y, const py::object& x_spectrum,
+                      const py::object& w_spectrum, std::uintptr_t stream, bool deterministic) {
+    opt_imported X, W, Y, Bi, XS, WS;
+    B::need(X, x, "input", stream);
+    B::need(W, w, "weight", stream);
+    B::take(Bi, bias, "bias", stream);
+    B::need(Y, y, "output", stream);
+    B::take(XS, x_spectrum, "x_spectrum", stream);
+    B::take(WS, w_spectrum, "w_spectrum", stream);
+    B::present("input, weight and output are required", {&X, &W, &Y});
+    policy dev;
+    const scalar s = check_common({ptr(X), ptr(W), ptr(Bi)}, {ptr(Y), ptr(XS), ptr(WS)}, dev);
+    with_plan(p, c, dev, deterministic, s, stream, [&](const auto& plan, auto tag, auto... st) {
+      using T = decltype(tag);
+      const auto& g = plan.geometry();
+      const T* b = flat_or_null<T>(Bi, g.params.out_channels);
+      T* xs = out_flat_or_null<T>(XS, g.x_spectrum_size());
+      T* ws = out_flat_or_null<T>(WS, g.w_spectrum_size());
+      plan.forward(view_of<const T>(*X), view_of<const T>(*W), b, view_of<T>(*Y), xs, ws,
+                   st...);
+    });
+  }
+
+  /// input_spectrum (`weight` false) or weight_spectrum (true).
+  template <bool weight>
+  static void spectrum(const blfft::conv_params& p, const blfft::compression& c,
+                       const py::object& t, const py::object& spectrum, std::uintptr_t stream,
+                       bool deterministic) {
+    const char* name = weight ? "weight" : "input";
+    const char* spec_name = weight ? "w_spectrum" : "x_spectrum";
+    opt_imported X, XS;
+    B::need(X, t, name, stream);
+    B::need(XS, spectrum, spec_name, stream);
+    B::present(weight ? "weight and w_spectrum are required"
+                      : "input and x_spectrum are required",
+                {&X, &XS});
+    policy dev;
+    const scalar s = check_common({ptr(X)}, {ptr(XS)}, dev);
+    with_plan(p, c, dev, deterministic, s, stream, [&](const auto& plan, auto tag, auto... st) {
+      using T = decltype(tag);
+      const auto& g = plan.geometry();
+      T* xs = flat_of<T>(*XS, weight ? g.w_spectrum_size() : g.x_spectrum_size());
+      if constexpr (weight)
+        plan.weight_spectrum(view_of<const T>(*X), xs, st...);
+      else
+        plan.input_spectrum(view_of<const T>(*X), xs, st...);
+    });
+  }
+
+  static void forward_spectra(const blfft::conv_params& p, const blfft::compression& c,
+                              const py::object& x_spectrum, const py::object& w_spectrum,
+                              const py::object& bias, const py::object& y, std::uintptr_t stream,
+                              bool deterministic) {
+    opt_imported XS, WS, Bi, Y;
+    B::need(XS, x_spectrum, "x_spectrum", stream);
+    B::need(WS, w_spectrum, "w_spectrum", stream);
+    B::take(Bi, bias, "bias", stream);
+    B::need(Y, y, "output", stream);
+    B::present("x_spectrum, w_spectrum and output are required", {&XS, &WS, &Y});
+    policy dev;
+    const scalar s = check_common({ptr(XS), ptr(WS), ptr(Bi)}, {ptr(Y)}, dev);
+    with_plan(p, c, dev, deterministic, s, stream, [&](const auto& plan, auto tag, auto... st) {
+      using T = decltype(tag);
+      const auto& g = plan.geometry();
+      const T* b = flat_or_null<T>(Bi, g.params.out_channels);
+      const T* xs = flat_of<T>(*XS, g.x_spectrum_size());
+      const T* ws = flat_of<T>(*WS, g.w_spectrum_size());
+      plan.forward_spectra(xs, ws, b, view_of<T>(*Y), st...);
+    });
+  }
+
+  static void backward(const blfft::conv_params& p, const blfft::compression& c,
+                       const py::object& grad_output, const py::object& x_spectrum,
+                       const py::object& w_spectrum, const py::object& grad_input,
+                       const py::object& grad_weight, const py::object& grad_bias,
+                       const py::object& weight, std::uintptr_t stream, bool deterministic) {
+    opt_imported G, XS, WS, GI, GW, GB, W;
+    B::need(G, grad_output, "grad_output", stream);
+    B::take(XS, x_spectrum, "x_spectrum", stream);
+    B::take(WS, w_spectrum, "w_spectrum", stream);
+    B::take(GI, grad_input, "grad_input", stream);
+    B::take(GW, grad_weight, "grad_weight", stream);
+    B::take(GB, grad_bias, "grad_bias", stream);
+    B::take(W, weight, "weight", stream);
+    B::present("grad_output is required", {&G});
+    policy dev;
+    const scalar s =
+        check_common({ptr(G), ptr(XS), ptr(WS), ptr(W)}, {ptr(GI), ptr(GW), ptr(GB)}, dev);
+    if (GI && !WS && !W)
+      fail(error_code::invalid_argument, "grad_input needs w_spectrum or weight (got None)");
+    if (GW && !XS) fail(error_code::invalid_argument, "grad_weight needs x_spectrum (got None)");
+    with_plan(p, c, dev, deterministic, s, stream, [&](const auto& plan, auto tag, auto... st) {
+      using T = decltype(tag);
+      const auto& g = plan.geometry();
+      const T* xs = flat_or_null<T>(XS, g.x_spectrum_size());
+      const T* ws = flat_or_null<T>(WS, g.w_spectrum_size());
+      T* gb = out_flat_or_null<T>(GB, g.params.out_channels);
+      std::optional<blfft::tensor_view<T>> gi, gw;
+      if (GI) gi = view_of<T>(*GI);
+      if (GW) gw = view_of<T>(*GW);
+      if (!ws && W)  // no spectrum kept: the plan mixes from the weight (taps or recomputed)
+        plan.backward_with_weight(view_of<const T>(*G), xs, view_of<const T>(*W),
+                                  gi ? &*gi : nullptr, gw ? &*gw : nullptr, gb, st...);
+      else
+        plan.backward(view_of<const T>(*G), xs, ws, gi ? &*gi : nullptr, gw ? &*gw : nullptr,
+                      gb, st...);
+    });
+  }
+
+  static blfft::energy_selection select_by_energy(const blfft::conv_params& p,
+                                                  const py::object& x, double fraction,
+                                                  std::uintptr_t stream) {
+    opt_imported X;
+    B::need(X, x, "input", stream);
+    B::present("input is required", {&X});
+    policy dev;
+    const scalar s = check_common({ptr(X)}, {}, dev);
+    py::gil_scoped_release nogil;
+    return with_dtype(s, [&](auto tag) {
+      using T = decltype(tag);
+      return B::template select_by_energy<T>(p, view_of<const T>(*X), fraction, dev, stream);
+    });
+  }
+
+  static exported energy_map(const blfft::conv_params& p, const py::object& x,
+                             std::uintptr_t stream) {
+    opt_imported X;
+    B::need(X, x, "input", stream);
+    B::present("input is required", {&X});
+    policy dev;
+    const scalar s = check_common({ptr(X)}, {}, dev);
+    std::vector<double> e;
+    std::array<int64_t, 2> shape{};
+    {
+      py::gil_scoped_release nogil;
+      e = with_dtype(s, [&](auto tag) {
+        using T = decltype(tag);
+        return B::template energy_map<T>(p, view_of<const T>(*X), dev, stream);
+      });
+      const auto g = blfft::make_geometry(p, blfft::compression::none());
+      shape = {g.grid[0], g.bins_w};
+    }
+    return exported::from_vector(std::move(e), {shape[0], shape[1]});
+  }
+};
+
+/// Registers the compute functions with one signature for every module: `stream` after the
+/// positional arguments of each function (py::arg("stream") = 0 for _core; a bare
+/// py::arg("stream") for _cuda, whose callers must name the stream of every call), `weight`
+/// (backward) after the gradients, `deterministic` a keyword.
+template <class B, class StreamArg>
+void register_compute(py::module_& m, const StreamArg& stream) {
+  using E = entry_points<B>;
+  const auto det = py::arg("deterministic") = false;
+  m.def("forward", &E::forward, py::arg("params"), py::arg("compression"), py::arg("input"),
+        py::arg("weight"), py::arg("bias"), py::arg("output"), py::arg("x_spectrum") = py::none(),
+        py::arg("w_spectrum") = py::none(), stream, py::kw_only(), det,
+        "output = band-limited conv(input, weight) + bias; optionally stores the compressed "
+        "spectra into the caller's x_spectrum / w_spectrum. Every compute function takes "
+        "`stream` (the CUDA stream to enqueue on, as an int) and `deterministic` (keyword: "
+        "bitwise-reproducible results for any thread count, plan_options::deterministic).");
+  m.def("input_spectrum", &E::template spectrum<false>, py::arg("params"),
+        py::arg("compression"), py::arg("input"), py::arg("x_spectrum"), stream, py::kw_only(),
+        det);
+  m.def("weight_spectrum", &E::template spectrum<true>, py::arg("params"),
+        py::arg("compression"), py::arg("weight"), py::arg("w_spectrum"), stream, py::kw_only(),
+        det);
+  m.def("forward_spectra", &E::forward_spectra, py::arg("params"), py::arg("compression"),
+        py::arg("x_spectrum"), py::arg("w_spectrum"), py::arg("bias"), py::arg("output"), stream,
+        py::kw_only(), det);
+  m.def("backward", &E::backward, py::arg("params"), py::arg("compression"),
+        py::arg("grad_output"), py::arg("x_spectrum"), py::arg("w_spectrum"),
+        py::arg("grad_input"), py::arg("grad_weight"), py::arg("grad_bias"),
+        py::arg("weight") = py::none(), stream, py::kw_only(), det,
+        "All gradients from one transform of grad_output; each of grad_input, grad_weight, "
+        "grad_bias may be None to skip it. grad_input needs w_spectrum or, when that is None, "
+        "the weight itself.");
+  m.def("select_by_energy", &E::select_by_energy, py::arg("params"), py::arg("input"),
+        py::arg("fraction"), stream,
+        "The largest compression whose kept set holds at least `fraction` of the input "
+        "spectrum's energy.");
+  m.def("energy_map", &E::energy_map, py::arg("params"), py::arg("input"), stream,
+        "Energy per rfft bin of the padded input on the grid, summed over batch and channels: a "
+        "C++-owned host float64 (Lh, Lw/2+1) buffer exported through DLPack (torch.from_dlpack).");
+}
+
+}  // namespace blfft_py

@@ -1,0 +1,67 @@
+#pragma once
+// The plan skeleton both backends build (src/plan.cpp, cuda/pipeline.hpp): the six transforms of
+// a layer, each a batch of images placed on the layer's FFT grid, and the caller's tensors seen as
+// strided images (docs/design.md 2).
+
+#include <memory>
+#include <utility>
+
+#include "blfft/geometry.hpp"
+#include "blfft/tensor.hpp"
+#include "image.hpp"
+
+namespace blfft::detail {
+
+/// A rank-3 (b, ch, w) or rank-4 (b, ch, h, w) view as an image view (rank 3: one row).
+template <class T>
+image_view<T> as_image(const tensor_view<T>& v) {
+  if (v.rank() == 3) return {v.data, v.strides[0], v.strides[1], 0, v.strides[2]};
+  return {v.data, v.strides[0], v.strides[1], v.strides[2], v.strides[3]};
+}
+
+/// Where the samples of each tensor of a layer sit on its grid, per axis (h, w).
+struct layer_placements {
+  placement x_h, x_w;  ///< input (and grad_input): offset padding, step 1
+  placement w_h, w_w;  ///< weight (and grad_weight): offset 0, step dilation
+  placement y_h, y_w;  ///< output (and grad_output): offset 0, step stride
+
+  explicit layer_placements(const geometry& g)
+      : x_h{g.params.input[0], g.params.padding[0], 1},
+        x_w{g.params.input[1], g.params.padding[1], 1},
+        w_h{g.params.kernel[0], 0, g.params.dilation[0]},
+        w_w{g.params.kernel[1], 0, g.params.dilation[1]},
+        y_h{g.output[0], 0, g.params.stride[0]},
+        y_w{g.output[1], 0, g.params.stride[1]} {}
+};
+
+enum class transform_direction { analyse, synthesise };
+
+/// The six transforms of a layer: three analyses (input, weight, output gradient -> spectra) and
+/// three syntheses (output, input gradient, weight gradient <- spectra). `Transform` is the
+/// backend's; `make(direction, images B, channels CH, placement h, placement w)` builds one and
+/// returns a std::unique_ptr<Transform>.
+template <class Transform>
+struct layer_transforms {
+  std::unique_ptr<Transform> x_in, w_in, g_in, y_out, dx_out, dw_out;
+
+  template <class Make>
+  layer_transforms(const geometry& g, Make&& make) {
+    const layer_placements at(g);
+    const auto& p = g.params;
+    const int64_t N = p.batch, C = p.in_channels, F = p.out_channels, Cg = g.in_per_group;
+    using dir = transform_direction;
+    x_in = make(dir::analyse, N, C, at.x_h, at.x_w);
+    w_in = make(dir::analyse, F, Cg, at.w_h, at.w_w);
+    g_in = make(dir::analyse, N, F, at.y_h, at.y_w);
+    y_out = make(dir::synthesise, N, F, at.y_h, at.y_w);
+    dx_out = make(dir::synthesise, N, C, at.x_h, at.x_w);
+    dw_out = make(dir::synthesise, F, Cg, at.w_h, at.w_w);
+  }
+
+  /// Destroys the transforms now (the CUDA plan frees their tables with its device current).
+  void reset() {
+    for (auto* t : {&x_in, &w_in, &g_in, &y_out, &dx_out, &dw_out}) t->reset();
+  }
+};
+
+}  // namespace blfft::detail
