@@ -27,6 +27,16 @@ double band_energy(const geometry& g, const std::vector<double>& e, int64_t i_h,
 
 }  // namespace
 
+namespace {
+/// The energy map is made the same way for any thread count, so that the selection it feeds
+/// cannot change with the thread count (plan_options::deterministic).
+plan_options deterministic_options() {
+  plan_options o;
+  o.deterministic = true;
+  return o;
+}
+}  // namespace
+
 template <class T>
 std::vector<double> energy_map(const conv_params& p, const tensor_view<const T>& x) {
   const geometry g = make_geometry(p, compression::indices({}, {}));  // the full spectrum
@@ -40,7 +50,7 @@ std::vector<double> energy_map(const conv_params& p, const tensor_view<const T>&
   // One sample at a time bounds the memory to one sample's full spectrum.
   const detail::layer_placements at(g);
   detail::pruned_transform<T> t(g, detail::transform_direction::analyse, 1, q.in_channels,
-                                at.x_h, at.x_w, plan_options{});
+                                at.x_h, at.x_w, deterministic_options());
   auto spec = detail::take_workspace<T>(
       detail::checked_mul(2 * g.total, q.in_channels, "energy spectrum size"), "energy spectrum");
   std::vector<double> e(static_cast<size_t>(g.total), 0.0);

@@ -7,6 +7,7 @@
 #include "blas.hpp"
 #include "pruned_transform.hpp"
 #include "twiddle.hpp"
+#include "workspace.hpp"
 
 namespace blfft::detail {
 
@@ -98,13 +99,14 @@ void pruned_transform<T>::analyse_matmul(const image_view<const T>& src, T* spec
     }
     gemm<T>(true, false, nc, mc, Rw, T(1), row_dft_.data(), 2 * nc, samples, mc, T(0),
             spectrum + j0, per_k);
-    if (j0 + mc < J) {
+    // BLAS may read a few elements past the end of C (BLIS 0.9 haswell sgemm: 2 floats for
+    // m = 2). The imaginary parts' last column ends J - j0 - mc elements before the end of the
+    // (maybe caller's) spectrum: write there directly only with room for that read to spare.
+    if (static_cast<std::size_t>(J - j0 - mc) * sizeof(T) >= blas_slack_bytes) {
       gemm<T>(true, false, nc, mc, Rw, T(1), row_dft_.data() + nc, 2 * nc, samples, mc, T(0),
               spectrum + J + j0, per_k);
       return;
     }
-    // The last chunk's imaginary parts end where the (maybe caller's) spectrum ends, and BLAS
-    // may read a few elements past the end of C: they go through scratch.
     gemm<T>(true, false, nc, mc, Rw, T(1), row_dft_.data() + nc, 2 * nc, samples, mc, T(0), rows,
             mc);
     for (int64_t q = 0; q < nc; ++q)

@@ -48,7 +48,9 @@ void check_view(const tensor_view<T>& v, const std::vector<int64_t>& expected, c
     BLFFT_EXPECTS(v.strides[i] >= span, error_code::invalid_argument, name, " strides ",
                   shape_str(v.strides), " make elements of shape ", shape_str(v.shape),
                   " overlap");
-    span = v.strides[i] * v.shape[i];
+    // Past int64 no later stride can reach it: the remaining dimensions all overlap, and the
+    // extent check above has already refused a view that large.
+    if (__builtin_mul_overflow(v.strides[i], v.shape[i], &span)) span = INT64_MAX;
   }
 }
 

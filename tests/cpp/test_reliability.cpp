@@ -251,6 +251,29 @@ TEST(Reliability, EveryPassIntoBuffersEndingAtAPageBoundaryDouble) {
   every_pass_into_guarded_buffers<double>();
 }
 
+// Found in review: the 1D analysis wrote a chunk's imaginary parts straight into the spectrum
+// unless it was the last chunk; with a last chunk of fewer images than BLIS over-reads, the read
+// past an earlier chunk's last column ran off the end of the caller's spectrum (SIGSEGV).
+TEST(Reliability, SpectraOfManyChunksIntoBuffersEndingAtAPageBoundary) {
+  for (int threads : {2, 4})
+    for (i64 C : {3, 5}) {
+      SCOPED_TRACE("threads " + std::to_string(threads) + " C " + std::to_string(C));
+      const conv_params p = make1d(1, C, 1, 20000, 3);
+      problem<float> pr(p, 9);
+      blfft::set_num_threads(1);
+      blfft::plan<float> one(p, compression::rate(0.995));
+      blfft::set_num_threads(threads);
+      blfft::plan<float> pl(p, compression::rate(0.995));
+      const i64 n = pl.geometry().x_spectrum_size();
+      std::vector<float> ref(static_cast<size_t>(n));
+      one.input_spectrum(pr.xv(), ref.data());
+      guarded<float> xs(n);
+      pl.input_spectrum(pr.xv(), xs.data());
+      EXPECT_TRUE(rel_close("input spectrum", xs.values(), widen(ref), 5e-5));  // float sums of 20000
+    }
+  blfft::set_num_threads(0);
+}
+
 // ---- threads -------------------------------------------------------------------------------------
 
 // A 1D layer that mixes from the weight taps, large enough for its parallel regions.
