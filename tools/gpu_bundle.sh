@@ -144,7 +144,9 @@ done
 
 size_kib=$(du -sk "$BUNDLE" | cut -f1)
 COMMIT="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
-DIRTY="$(git status --porcelain 2>/dev/null | grep -v -E '^\?\? (gpu_bundle|build-)' | head -c1 | wc -c)"
+# (grep finds nothing in a clean tree: its status 1 must not end the script under pipefail)
+DIRTY="$(git status --porcelain 2>/dev/null | { grep -v -E '^\?\? (gpu_bundle|build-)' || true; } |
+  head -c1 | wc -c)"
 cat > "$BUNDLE/MANIFEST.json" <<EOF
 {"commit": "$COMMIT", "dirty_tree": $([ "$DIRTY" -gt 0 ] && echo true || echo false),
  "built": "$(date -u +%Y-%m-%dT%H:%M:%SZ)", "cuda_architectures": "$ARCHS",
