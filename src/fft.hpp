@@ -33,5 +33,7 @@ std::shared_ptr<const fft_plan<T>> make_fft(fft_kind kind, int64_t n, int64_t ho
 
 /// Drops cached FFT plans that no blfft plan uses any more.
 void trim_fft_cache();
+/// FFT plans cached now (float and double); exported for the tests.
+BLFFT_API std::size_t fft_cache_size();
 
 }  // namespace blfft::detail

@@ -176,6 +176,18 @@ void trim_fft_cache() {
   fft_cache<double>::get().trim();
 }
 
+std::size_t fft_cache_size() {
+  std::size_t n = 0;
+  {
+    auto& c = fft_cache<float>::get();
+    std::lock_guard<std::mutex> lock(c.mutex);
+    n += c.plans.size();
+  }
+  auto& c = fft_cache<double>::get();
+  std::lock_guard<std::mutex> lock(c.mutex);
+  return n + c.plans.size();
+}
+
 template std::shared_ptr<const fft_plan<float>> make_fft<float>(fft_kind, int64_t, int64_t,
                                                                 fft_rigor);
 template std::shared_ptr<const fft_plan<double>> make_fft<double>(fft_kind, int64_t, int64_t,

@@ -1,11 +1,15 @@
 // The process-wide CPU plan cache.
 
+#include <atomic>
+
 #include "blfft/plan.hpp"
 #include "fft.hpp"
 #include "shared_cache.hpp"
 
 namespace blfft {
 namespace {
+
+constexpr unsigned fft_trim_interval = 64;
 
 template <class T>
 detail::shared_cache<plan<T>>& cache() {
@@ -22,8 +26,17 @@ std::shared_ptr<const plan<T>> get_plan(const conv_params& p, const compression&
   std::vector<int64_t> key = options.key();
   key.push_back(sizeof(T));
   detail::append_geometry_key(key, g);
-  return cache<T>().get(std::move(key),
-                        [&] { return std::make_shared<const plan<T>>(g, options); });
+  bool made = false;
+  auto pl = cache<T>().get(std::move(key), [&] {
+    made = true;
+    return std::make_shared<const plan<T>>(g, options);
+  });
+  // The plan cache drops plans nobody holds once it is full; their FFT plans stay in the FFT
+  // cache until trimmed. Trimming every so many new plans keeps that cache as bounded as the
+  // plan cache (energy re-selection per batch, or many input lengths, make new plans all along).
+  static std::atomic<unsigned> plans_made{0};
+  if (made && ++plans_made % fft_trim_interval == 0) detail::trim_fft_cache();
+  return pl;
 }
 
 std::size_t plan_cache_size() { return cache<float>().size() + cache<double>().size(); }

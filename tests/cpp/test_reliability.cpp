@@ -16,6 +16,7 @@
 
 #include "harness.hpp"
 #include "oracles.hpp"
+#include "fft.hpp"       // src/: fft_cache_size
 #include "parallel.hpp"  // src/: parallel_for
 #include "workspace.hpp"
 
@@ -454,6 +455,26 @@ TEST(Reliability, PoolKeepsBoundedIdleMemoryAndReleaseGivesEverythingBack) {
   EXPECT_EQ(blfft::idle_bytes(), 0u);
   EXPECT_EQ(blfft::plan_cache_size(), 0u);
   run();  // and everything works afterwards
+}
+
+// Found in review: the plan cache drops plans nobody holds once it has 256, but their FFT plans
+// stayed in the FFT cache for good (many input lengths, or energy re-selection per batch).
+TEST(Reliability, FftPlansOfDroppedPlansAreGivenBack) {
+  blfft::release_memory();
+  blfft::plan_options fft;
+  fft.method = blfft::transform_method::fft;
+  // 700 plans, each with a grid of its own (so FFT plans of their own: r2c and c2r rows).
+  for (i64 i = 0; i < 700; ++i)
+    (void)blfft::get_plan<float>(with_grid(make1d(1, 1, 1, 100, 3), {1, 1000 + i}),
+                                 compression::none(), fft);
+  const std::size_t plans = blfft::plan_cache_size();
+  const std::size_t ffts = blfft::detail::fft_cache_size();
+  EXPECT_LE(plans, 256u + 1);
+  // At most a few FFT plans per cached plan and per plan made since the last trim (before: all
+  // 700 plans' FFT plans, about 1400).
+  EXPECT_LE(ffts, 3 * (plans + 64)) << ffts << " FFT plans for " << plans << " plans";
+  blfft::release_memory();
+  EXPECT_EQ(blfft::detail::fft_cache_size(), 0u);
 }
 
 // ---- energy selection on non-finite inputs --------------------------------------------------------
