@@ -82,12 +82,14 @@ std::string measure(const layer& l, double rate, blfft::transform_method method,
   const auto gv = blfft::tensor_view<const float>::contiguous(go.data(), g.output_shape());
   const auto dxv = blfft::tensor_view<float>::contiguous(dx.data(), g.input_shape());
   const auto dwv = blfft::tensor_view<float>::contiguous(dw.data(), g.weight_shape());
+  const blfft::spectrum_view<float> xsv(xs.data(), g.x_spectrum_size());
+  const blfft::spectrum_view<float> wsv(ws.data(), g.w_spectrum_size());
   std::vector<double> fwd, bwd;
   for (int i = 0; i < repeats + 2; ++i) {
     const auto t0 = clock::now();
-    plan.forward(xv, wv, nullptr, yv, xs.data(), ws.data());
+    plan.forward(xv, wv, nullptr, yv, xsv, wsv);
     const auto t1 = clock::now();
-    plan.backward(gv, xs.data(), ws.data(), &dxv, &dwv, db.data());
+    plan.backward(gv, xsv, wsv, &dxv, &dwv, db.data());
     const auto t2 = clock::now();
     if (i < 2) continue;  // warm-up
     fwd.push_back(std::chrono::duration<double, std::milli>(t1 - t0).count());

@@ -1,7 +1,8 @@
 // GPU benchmark of blfft::cuda: forward + backward (all three gradients, from the spectra saved
 // by forward) on the ResNet-18 CIFAR layer shapes (64ch@32x32, 128ch@16x16, 256ch@8x8,
 // 512ch@4x4; 3x3, padding 1) at batch 32 and 128, rates 0, 0.5, 0.75. Median times per iteration
-// from CUDA events, and peak device memory (the caller's tensors plus blfft's pool peak).
+// from CUDA events, and peak device memory (the caller's tensors plus the peak of blfft's
+// temporaries, blfft::cuda::memory_stats; reported as pool_peak_bytes).
 // One JSON object per line on stdout (or --out FILE); bench/cudnn_bench.py measures cuDNN the
 // same way, tools/gpu_report.py makes the report. Run by tools/gpu_check.sh.
 //
@@ -129,11 +130,13 @@ int main(int argc, char** argv) {
           const auto dyv = cv::contiguous(dy.p, g.output_shape());
           const auto dxv = v::contiguous(dx.p, g.input_shape());
           const auto dwv = v::contiguous(dw.p, g.weight_shape());
+          const blfft::spectrum_view<float> xsv(xs.p, g.x_spectrum_size()),
+              wsv(ws.p, g.w_spectrum_size());
           const auto step = [&](bool timed, std::vector<double>* f, std::vector<double>* bw) {
             if (timed) CHECK(cudaEventRecord(e0, stream));
-            plan->forward(xv, wv, b.p, yv, xs.p, ws.p, stream);
+            plan->forward(xv, wv, b.p, yv, xsv, wsv, stream);
             if (timed) CHECK(cudaEventRecord(e1, stream));
-            plan->backward(dyv, xs.p, ws.p, &dxv, &dwv, db.p, stream);
+            plan->backward(dyv, xsv, wsv, &dxv, &dwv, db.p, stream);
             if (timed) {
               CHECK(cudaEventRecord(e2, stream));
               CHECK(cudaEventSynchronize(e2));
@@ -146,11 +149,11 @@ int main(int argc, char** argv) {
           };
           for (int i = 0; i < warmup; ++i) step(false, nullptr, nullptr);
           CHECK(cudaStreamSynchronize(stream));
-          blfft::cuda::reset_pool_peaks();
+          blfft::cuda::reset_memory_peak();
           std::vector<double> fwd, bwd, tot;
           for (int i = 0; i < iters; ++i) step(true, &fwd, &bwd);
           for (size_t i = 0; i < fwd.size(); ++i) tot.push_back(fwd[i] + bwd[i]);
-          const auto pool = blfft::cuda::memory_pool_stats();
+          const auto pool = blfft::cuda::memory_stats();  // blfft's temporaries
           // Where the time goes: each entry point on its own (input_grad and weight_grad each
           // transform grad_out again, so they add up to more than backward).
           const auto part = [&](auto&& call) {
@@ -166,32 +169,30 @@ int main(int argc, char** argv) {
             }
             return median(t);
           };
-          const double t_xs = part([&] { plan->input_spectrum(xv, xs.p, stream); });
-          const double t_ws = part([&] { plan->weight_spectrum(wv, ws.p, stream); });
-          const double t_fs = part([&] { plan->forward_spectra(xs.p, ws.p, b.p, yv, stream); });
-          const double t_dx = part([&] { plan->input_grad(dyv, ws.p, dxv, stream); });
-          const double t_dw = part([&] { plan->weight_grad(dyv, xs.p, dwv, stream); });
+          const double t_xs = part([&] { plan->input_spectrum(xv, xsv, stream); });
+          const double t_ws = part([&] { plan->weight_spectrum(wv, wsv, stream); });
+          const double t_fs = part([&] { plan->forward_spectra(xsv, wsv, b.p, yv, stream); });
+          const double t_dx = part([&] { plan->input_grad(dyv, wsv, dxv, stream); });
+          const double t_dw = part([&] { plan->weight_grad(dyv, xsv, dwv, stream); });
           const double t_db = part([&] { plan->bias_grad(dyv, db.p, stream); });
           const size_t tensors = x.bytes() + w.bytes() + b.bytes() + y.bytes() + dy.bytes() +
                                  dx.bytes() + dw.bytes() + db.bytes() + xs.bytes() + ws.bytes();
-          std::fprintf(out,
-                       "{\"impl\": \"blfft\", \"device\": \"%s\", \"layer\": \"%s\", "
-                       "\"channels\": %lld, \"size\": %lld, \"batch\": %lld, \"rate\": %.2f, "
-                       "\"achieved_rate\": %.4f, \"grid\": [%lld, %lld], \"kept\": %lld, "
-                       "\"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"total_ms\": %.4f, "
-                       "\"min_total_ms\": %.4f, \"iters\": %d, \"peak_bytes\": %zu, "
-                       "\"tensor_bytes\": %zu, \"pool_peak_bytes\": %zu, \"parts_ms\": "
-                       "{\"input_spectrum\": %.4f, \"weight_spectrum\": %.4f, "
-                       "\"forward_spectra\": %.4f, \"input_grad\": %.4f, "
-                       "\"weight_grad\": %.4f, \"bias_grad\": %.4f}}\n",
-                       prop.name, L.name, static_cast<long long>(L.channels),
-                       static_cast<long long>(L.size), static_cast<long long>(N), r,
-                       g.achieved_rate, static_cast<long long>(g.grid[0]),
-                       static_cast<long long>(g.grid[1]), static_cast<long long>(g.kept),
-                       median(fwd), median(bwd), median(tot),
-                       *std::min_element(tot.begin(), tot.end()), iters,
-                       tensors + static_cast<size_t>(pool.used_peak), tensors,
-                       static_cast<size_t>(pool.used_peak), t_xs, t_ws, t_fs, t_dx, t_dw, t_db);
+          std::fprintf(
+              out,
+              "{\"impl\": \"blfft\", \"device\": \"%s\", \"layer\": \"%s\", "
+              "\"channels\": %lld, \"size\": %lld, \"batch\": %lld, \"rate\": %.2f, "
+              "\"achieved_rate\": %.4f, \"grid\": [%lld, %lld], \"kept\": %lld, "
+              "\"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"total_ms\": %.4f, "
+              "\"min_total_ms\": %.4f, \"iters\": %d, \"peak_bytes\": %zu, "
+              "\"tensor_bytes\": %zu, \"pool_peak_bytes\": %zu, \"parts_ms\": "
+              "{\"input_spectrum\": %.4f, \"weight_spectrum\": %.4f, "
+              "\"forward_spectra\": %.4f, \"input_grad\": %.4f, "
+              "\"weight_grad\": %.4f, \"bias_grad\": %.4f}}\n",
+              prop.name, L.name, static_cast<long long>(L.channels), static_cast<long long>(L.size),
+              static_cast<long long>(N), r, g.achieved_rate, static_cast<long long>(g.grid[0]),
+              static_cast<long long>(g.grid[1]), static_cast<long long>(g.kept), median(fwd),
+              median(bwd), median(tot), *std::min_element(tot.begin(), tot.end()), iters,
+              tensors + pool.peak, tensors, pool.peak, t_xs, t_ws, t_fs, t_dx, t_dw, t_db);
           std::fflush(out);
         } catch (const blfft::error& e) {
           std::fprintf(stderr, "blfft_gpu_bench: %s N=%lld r=%.2f: %s\n", L.name,
@@ -201,7 +202,7 @@ int main(int argc, char** argv) {
                        "\"error\": \"blfft::error\"}\n",
                        L.name, static_cast<long long>(N), r);
         }
-        blfft::cuda::clear_plan_cache();  // one layer's plans and pool memory at a time
+        blfft::cuda::clear_plan_cache();  // one layer's plans at a time
       }
   if (out != stdout) std::fclose(out);
   return 0;

@@ -12,7 +12,8 @@
 #                           false: set BLFFT_DEPS_MISSING instead (the installed config).
 # Out: BLFFT_DEPS_MISSING   what was not found (empty when all is there)
 #      BLFFT_BLAS_LIBRARY   the BLAS library file when found directly (cache)
-#      BLFFT_BLAS_VENDOR    a word for the summary: "BLIS (serial)", "OpenBLAS (OpenMP flavour)", "FindBLAS: ..."
+#      BLFFT_BLAS_VENDOR    a word for the summary: "BLIS (serial)", "OpenBLAS (OpenMP
+#                           flavour)", "FindBLAS: ..."
 #      BLFFT_BLAS_RUNTIME_DIR  a folder that must be on the RUNPATH of whatever links the BLAS
 #                           library (it is not a default loader folder); empty when none
 

@@ -21,3 +21,20 @@ function(blfft_target_tuning target)
     endif()
   endif()
 endfunction()
+
+# blfft_library_target(<target> <export name>): what every blfft library sets: C++17 without
+# extensions, hidden symbols (BLFFT_API marks the exported ones; BLFFT_BUILDING_LIBRARY makes it
+# export rather than import), the version, and the public headers in the build and install trees.
+function(blfft_library_target target export_name)
+  target_compile_features(${target} PUBLIC cxx_std_17)
+  set_target_properties(${target} PROPERTIES
+                        CXX_EXTENSIONS OFF
+                        CXX_VISIBILITY_PRESET hidden
+                        VISIBILITY_INLINES_HIDDEN ON
+                        VERSION ${PROJECT_VERSION}
+                        SOVERSION ${PROJECT_VERSION_MAJOR}
+                        EXPORT_NAME ${export_name})
+  target_compile_definitions(${target} PRIVATE BLFFT_BUILDING_LIBRARY)
+  target_include_directories(${target} PUBLIC $<BUILD_INTERFACE:${PROJECT_SOURCE_DIR}/include>
+                                              $<INSTALL_INTERFACE:${CMAKE_INSTALL_INCLUDEDIR}>)
+endfunction()

@@ -1,12 +1,12 @@
-// device_executor: memory pools, cuFFT plan cache, pointer checks (kernel launches: kernels.cu).
+// device_executor: temporaries, cuFFT plan cache, pointer checks (kernel launches: kernels.cu).
 
 #include "device_executor.hpp"
 
 #include <cuda_runtime.h>
 #include <cufft.h>
 
+#include <algorithm>
 #include <cstdint>
-#include <limits>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -20,47 +20,59 @@ namespace {
 
 // The process-wide caches below are created on first use and deliberately never destroyed: at
 // process exit the CUDA runtime may be torn down before static destructors run, and destroying
-// cuFFT plans or pools then would fail (or crash). clear_device_caches() empties them explicitly.
+// cuFFT plans then would fail (or crash). clear_device_caches() empties them explicitly.
 
-struct pool_registry {
+/// cudaMallocAsync / cudaFreeAsync on the call's stream (the device's current pool, whose
+/// attributes blfft leaves alone); cudaMalloc / cudaFree where the device has no memory pools.
+class stream_ordered_allocator final : public allocator {
+ public:
+  void* allocate(std::size_t bytes, int device, void* stream) override {
+    void* p = nullptr;
+    const bool pools = pools_supported(device);
+    const cudaError_t e = pools ? cudaMallocAsync(&p, bytes, static_cast<cudaStream_t>(stream))
+                                : cudaMalloc(&p, bytes);
+    if (e == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      fail(error_code::out_of_memory,
+           cat("blfft: CUDA device ", device, " could not allocate ", bytes,
+               " bytes for a temporary (", cudaGetErrorName(e), ")"));
+    }
+    check_cuda(e, pools ? "cudaMallocAsync" : "cudaMalloc", __FILE__, __LINE__);
+    return p;
+  }
+  void deallocate(void* p, std::size_t, int device, void* stream) noexcept override {
+    // Errors ignored: deallocate never throws (a failure here means the context is gone).
+    if (pools_supported(device))
+      cudaFreeAsync(p, static_cast<cudaStream_t>(stream));
+    else
+      cudaFree(p);
+  }
+
+ private:
+  bool pools_supported(int device) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto it = supported_.find(device);
+    if (it != supported_.end()) return it->second;
+    int v = 0;
+    if (cudaDeviceGetAttribute(&v, cudaDevAttrMemoryPoolsSupported, device) != cudaSuccess) {
+      cudaGetLastError();
+      v = 0;
+    }
+    return supported_.emplace(device, v != 0).first->second;
+  }
+  std::mutex mutex_;
+  std::map<int, bool> supported_;
+};
+
+/// memory_stats: what blfft asked allocators for, per device.
+struct usage_registry {
   std::mutex mutex;
-  std::map<int, cudaMemPool_t> pools;  // nullptr: the device has no memory pools
-  static pool_registry& get() {
-    static auto* r = new pool_registry;
+  std::map<int, memory_usage> devices;
+  static usage_registry& get() {
+    static auto* r = new usage_registry;
     return *r;
   }
 };
-
-cudaMemPool_t pool_for(int device) {
-  auto& reg = pool_registry::get();
-  std::lock_guard<std::mutex> lock(reg.mutex);
-  auto it = reg.pools.find(device);
-  if (it != reg.pools.end()) return it->second;
-  int supported = 0;
-  BLFFT_CUDA_CHECK(cudaDeviceGetAttribute(&supported, cudaDevAttrMemoryPoolsSupported, device));
-  cudaMemPool_t pool = nullptr;
-  if (supported) {
-    cudaMemPoolProps props = {};
-    props.allocType = cudaMemAllocationTypePinned;
-    props.handleTypes = cudaMemHandleTypeNone;
-    props.location.type = cudaMemLocationTypeDevice;
-    props.location.id = device;
-    BLFFT_CUDA_CHECK(cudaMemPoolCreate(&pool, &props));
-    // Keep freed memory in the pool across synchronisations (the default, 0, would hand it back
-    // to the driver at every stream synchronisation and make the next call map it again).
-    uint64_t keep = std::numeric_limits<uint64_t>::max();
-    BLFFT_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep));
-  }
-  reg.pools.emplace(device, pool);
-  return pool;
-}
-
-cudaMemPool_t existing_pool(int device) {
-  auto& reg = pool_registry::get();
-  std::lock_guard<std::mutex> lock(reg.mutex);
-  auto it = reg.pools.find(device);
-  return it == reg.pools.end() ? nullptr : it->second;
-}
 
 // ---- cuFFT plans (cufft_plans.hpp) ----------------------------------------------------------
 
@@ -80,21 +92,24 @@ bool capturing(void* stream) {
 
 }  // namespace
 
-void* alloc_async(int device, std::size_t bytes, void* stream) {
-  void* p = nullptr;
-  if (cudaMemPool_t pool = pool_for(device))
-    BLFFT_CUDA_CHECK(cudaMallocFromPoolAsync(&p, bytes, pool, static_cast<cudaStream_t>(stream)));
-  else
-    BLFFT_CUDA_CHECK(cudaMalloc(&p, bytes));
+void* scratch_acquire(allocator& a, int device, std::size_t bytes, void* stream) {
+  void* p = a.allocate(bytes, device, stream);
+  BLFFT_EXPECTS(p != nullptr, error_code::out_of_memory, "blfft: the allocator returned null for ",
+                bytes, " bytes on CUDA device ", device);
+  auto& reg = usage_registry::get();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  memory_usage& u = reg.devices[device];
+  u.in_use += bytes;
+  u.peak = std::max(u.peak, u.in_use);
+  ++u.allocations;
   return p;
 }
 
-void free_async(int device, void* p, void* stream) noexcept {
-  if (!p) return;
-  if (existing_pool(device))
-    cudaFreeAsync(p, static_cast<cudaStream_t>(stream));
-  else
-    cudaFree(p);
+void scratch_release(allocator& a, int device, void* p, std::size_t bytes, void* stream) noexcept {
+  a.deallocate(p, bytes, device, stream);
+  auto& reg = usage_registry::get();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  reg.devices[device].in_use -= bytes;
 }
 
 device_executor::table::~table() {
@@ -106,8 +121,8 @@ device_executor::table device_executor::upload(const std::vector<int64_t>& host)
   int64_t* p = nullptr;
   BLFFT_CUDA_CHECK(cudaMalloc(&p, sizeof(int64_t) * host.size()));
   table t(p);
-  BLFFT_CUDA_CHECK(cudaMemcpy(p, host.data(), sizeof(int64_t) * host.size(),
-                              cudaMemcpyHostToDevice));
+  BLFFT_CUDA_CHECK(
+      cudaMemcpy(p, host.data(), sizeof(int64_t) * host.size(), cudaMemcpyHostToDevice));
   // From pageable memory cudaMemcpy may return before the DMA into device memory is done, and the
   // kernels that read the table run on other (possibly non-blocking) streams: wait for it here,
   // once per plan.
@@ -193,23 +208,19 @@ void validate_device(int device) {
 
 void clear_device_caches() noexcept {
   cufft_cache().drop_idle();
-  auto& reg = pool_registry::get();
-  std::lock_guard<std::mutex> lock(reg.mutex);
-  for (auto& [device, pool] : reg.pools)
-    if (pool) {
-      device_guard guard(device, true);
-      cudaDeviceSynchronize();  // memory freed on streams returns to the pool once they finish
-      cudaMemPoolTrimTo(pool, 0);
-    }
 }
 
-std::size_t cufft_plan_count() { return cufft_cache().size(); }
+std::size_t cufft_plan_count() {
+  return cufft_cache().size();
+}
 
 }  // namespace blfft::cuda::detail
 
 namespace blfft::cuda {
 
-bool compiled() noexcept { return true; }
+bool compiled() noexcept {
+  return true;
+}
 
 int device_count() noexcept {
   int n = 0;
@@ -220,30 +231,25 @@ int device_count() noexcept {
   return n;
 }
 
-pool_stats memory_pool_stats(int device) {
-  detail::validate_device(device);
-  pool_stats s;
-  cudaMemPool_t pool = detail::pool_for(device);
-  if (!pool) return s;
-  uint64_t v = 0;
-  BLFFT_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &v));
-  s.reserved = v;
-  BLFFT_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &v));
-  s.used = v;
-  BLFFT_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &v));
-  s.reserved_peak = v;
-  BLFFT_CUDA_CHECK(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &v));
-  s.used_peak = v;
-  return s;
+allocator& default_allocator() noexcept {
+  static auto* a = new detail::stream_ordered_allocator;  // never destroyed, as the caches
+  return *a;
 }
 
-void reset_pool_peaks(int device) {
+memory_usage memory_stats(int device) {
   detail::validate_device(device);
-  cudaMemPool_t pool = detail::pool_for(device);
-  if (!pool) return;
-  uint64_t zero = 0;
-  BLFFT_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReservedMemHigh, &zero));
-  BLFFT_CUDA_CHECK(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrUsedMemHigh, &zero));
+  auto& reg = detail::usage_registry::get();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  const auto it = reg.devices.find(device);
+  return it == reg.devices.end() ? memory_usage{} : it->second;
+}
+
+void reset_memory_peak(int device) {
+  detail::validate_device(device);
+  auto& reg = detail::usage_registry::get();
+  std::lock_guard<std::mutex> lock(reg.mutex);
+  memory_usage& u = reg.devices[device];
+  u.peak = u.in_use;
 }
 
 }  // namespace blfft::cuda

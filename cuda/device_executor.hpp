@@ -1,12 +1,13 @@
 #pragma once
 // The executor that runs the pipeline (pipeline.hpp) on a GPU: kernel launches (kernels.cu),
-// cuFFT plans, and stream-ordered memory from a per-device pool.
+// cuFFT plans, and stream-ordered temporaries from the caller's allocator.
 //
 // Streams and workspaces: every temporary, cuFFT's work areas included, is allocated on the
-// caller's stream from blfft's memory pool of the device (cudaMallocFromPoolAsync) and freed on
-// the same stream, so no two streams ever share a workspace. cuFFT plans are cached per (device,
-// transform) with auto-allocation off (cufft_plans.hpp); the stream and the work area are set on
-// the plan right before each execution, under the plan's mutex.
+// caller's stream from the calling thread's scoped_allocator, or default_allocator()
+// (cudaMallocAsync) without one, and given back on the same stream when it goes out of scope, so
+// no two streams ever share a workspace and nothing is kept between calls. cuFFT plans are cached
+// per (device, transform) with auto-allocation off (cufft_plans.hpp); the stream and the work area
+// are set on the plan right before each execution, under the plan's mutex.
 //
 // Devices: the pipeline calls activate() at the start of every public call (and of its
 // construction and destruction), which makes this executor's device current for the call and
@@ -24,10 +25,10 @@
 
 namespace blfft::cuda::detail {
 
-/// Stream-ordered device memory of blfft's pool on `device` (falls back to cudaMalloc where the
-/// device has no memory pools). free_async never throws.
-void* alloc_async(int device, std::size_t bytes, void* stream);
-void free_async(int device, void* p, void* stream) noexcept;
+/// `bytes` from `a` on `stream`, counted in memory_stats(device); scratch_release gives them back
+/// (never throws).
+void* scratch_acquire(allocator& a, int device, std::size_t bytes, void* stream);
+void scratch_release(allocator& a, int device, void* p, std::size_t bytes, void* stream) noexcept;
 
 class device_guard;
 
@@ -43,37 +44,45 @@ class device_executor {
   /// per-thread default streams, nullptr / cudaStreamLegacy / cudaStreamPerThread, are accepted).
   void check_stream(void* stream) const;
 
-  /// A stream-ordered temporary array; freed on its stream when it goes out of scope.
+  /// A stream-ordered temporary array from the calling thread's allocator (scoped_allocator,
+  /// else default_allocator()); given back to it on its stream when it goes out of scope.
   template <class U>
   class temp {
    public:
     temp() = default;
-    temp(int device, U* p, void* stream) : device_(device), p_(p), stream_(stream) {}
-    temp(temp&& o) noexcept
-        : device_(o.device_), p_(std::exchange(o.p_, nullptr)), stream_(o.stream_) {}
+    temp(allocator& a, int device, std::size_t bytes, void* stream)
+        : a_(&a), device_(device), bytes_(bytes), stream_(stream),
+          p_(static_cast<U*>(scratch_acquire(a, device, bytes, stream))) {}
+    temp(temp&& o) noexcept { swap(o); }
     temp& operator=(temp&& o) noexcept {
-      std::swap(device_, o.device_);
-      std::swap(p_, o.p_);
-      std::swap(stream_, o.stream_);
+      swap(o);
       return *this;
     }
     ~temp() {
-      if (p_) free_async(device_, p_, stream_);
+      if (p_) scratch_release(*a_, device_, p_, bytes_, stream_);
     }
     U* get() const { return p_; }
 
    private:
+    void swap(temp& o) noexcept {
+      std::swap(a_, o.a_);
+      std::swap(device_, o.device_);
+      std::swap(bytes_, o.bytes_);
+      std::swap(stream_, o.stream_);
+      std::swap(p_, o.p_);
+    }
+    allocator* a_ = nullptr;
     int device_ = 0;
-    U* p_ = nullptr;
+    std::size_t bytes_ = 0;
     void* stream_ = nullptr;
+    U* p_ = nullptr;
   };
 
   template <class U>
   temp<U> make_temp(int64_t n, void* stream) const {
     if (n <= 0) return temp<U>();
-    return temp<U>(device_,
-                   static_cast<U*>(alloc_async(device_, sizeof(U) * static_cast<std::size_t>(n),
-                                               stream)),
+    allocator* a = scoped_allocator_or_null();
+    return temp<U>(a ? *a : default_allocator(), device_, sizeof(U) * static_cast<std::size_t>(n),
                    stream);
   }
 
@@ -130,7 +139,7 @@ inline device_guard device_executor::activate(bool nothrow) const {
   return device_guard(device_, nothrow);
 }
 
-/// Drops the cached cuFFT plans (those not executing right now) and trims the memory pools.
+/// Drops the cached cuFFT plans that are not executing right now.
 void clear_device_caches() noexcept;
 std::size_t cufft_plan_count();
 

@@ -1,7 +1,8 @@
 #pragma once
 // Error checks for CUDA runtime calls (cuFFT's: cufft_error.hpp): every failure becomes a
 // blfft::error whose message names the call, the error and file:line. error_code::unsupported
-// when the cause is that there is no usable device or driver, error_code::backend otherwise.
+// when the cause is that there is no usable device or driver, out_of_memory when device memory
+// ran out, error_code::backend otherwise.
 
 #include <cuda_runtime.h>
 
@@ -13,8 +14,7 @@
 namespace blfft::cuda::detail {
 
 inline bool is_no_device(cudaError_t e) {
-  return e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver ||
-         e == cudaErrorInvalidDevice;
+  return e == cudaErrorNoDevice || e == cudaErrorInsufficientDriver || e == cudaErrorInvalidDevice;
 }
 
 /// Errors that a call made during CUDA graph capture gets (cudaMalloc, a synchronous copy, ...).
@@ -26,7 +26,10 @@ inline bool is_capture_error(cudaError_t e) {
 }
 
 [[noreturn]] inline void throw_cuda(cudaError_t e, const char* call, const char* file, int line) {
-  throw error(is_no_device(e) ? error_code::unsupported : error_code::backend,
+  const error_code code = is_no_device(e)                  ? error_code::unsupported
+                          : e == cudaErrorMemoryAllocation ? error_code::out_of_memory
+                                                           : error_code::backend;
+  throw error(code,
               blfft::detail::cat("blfft: CUDA error ", cudaGetErrorName(e), " (",
                                  cudaGetErrorString(e), ") in ", call, " at ", file, ":", line,
                                  is_capture_error(e)
@@ -52,5 +55,5 @@ inline void check_launch(cudaError_t e, const char* kernel, const char* file, in
 #define BLFFT_CUDA_CHECK(call) ::blfft::cuda::detail::check_cuda((call), #call, __FILE__, __LINE__)
 /// After a kernel launch (cudaGetLastError): a bad launch configuration, or an earlier
 /// asynchronous error. `kernel_name` is any const char*.
-#define BLFFT_CUDA_CHECK_LAUNCH(kernel_name)                                                   \
+#define BLFFT_CUDA_CHECK_LAUNCH(kernel_name)                                                       \
   ::blfft::cuda::detail::check_launch(cudaGetLastError(), (kernel_name), __FILE__, __LINE__)

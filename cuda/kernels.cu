@@ -11,8 +11,12 @@
 namespace blfft::cuda::detail {
 namespace {
 
-__device__ __forceinline__ idx3 block_index() { return {blockIdx.x, blockIdx.y, blockIdx.z}; }
-__device__ __forceinline__ idx3 thread_index() { return {threadIdx.x, threadIdx.y, threadIdx.z}; }
+__device__ __forceinline__ idx3 block_index() {
+  return {blockIdx.x, blockIdx.y, blockIdx.z};
+}
+__device__ __forceinline__ idx3 thread_index() {
+  return {threadIdx.x, threadIdx.y, threadIdx.z};
+}
 
 template <class K>
 __global__ void __launch_bounds__(K::threads, K::min_blocks) simple_kernel(const K k) {
@@ -47,16 +51,18 @@ void device_executor::launch(const launch_dims& d, const K& k, void* stream) con
   BLFFT_CUDA_CHECK_LAUNCH(K::name);
 }
 
-#define BLFFT_INSTANTIATE_LAUNCH(...) \
-  template void device_executor::launch<__VA_ARGS__>(const launch_dims&, const __VA_ARGS__&, \
+#define BLFFT_INSTANTIATE_LAUNCH(...)                                                              \
+  template void device_executor::launch<__VA_ARGS__>(const launch_dims&, const __VA_ARGS__&,       \
                                                      void*) const;
-#define BLFFT_INSTANTIATE_ALL(T)                 \
-  BLFFT_INSTANTIATE_LAUNCH(pack_rows<T>)         \
-  BLFFT_INSTANTIATE_LAUNCH(unpack_rows<T>)       \
-  BLFFT_INSTANTIATE_LAUNCH(tile_copy<T>)         \
-  BLFFT_INSTANTIATE_LAUNCH(mix_small<T>)         \
-  BLFFT_INSTANTIATE_LAUNCH(mix_large<T>)         \
-  BLFFT_INSTANTIATE_LAUNCH(bias_grad_kernel<T>)  \
+#define BLFFT_INSTANTIATE_ALL(T)                                                                   \
+  BLFFT_INSTANTIATE_LAUNCH(pack_rows<T>)                                                           \
+  BLFFT_INSTANTIATE_LAUNCH(unpack_rows<T>)                                                         \
+  BLFFT_INSTANTIATE_LAUNCH(tile_copy<T>)                                                           \
+  BLFFT_INSTANTIATE_LAUNCH(dft_analyse<T>)                                                         \
+  BLFFT_INSTANTIATE_LAUNCH(dft_synthesise<T>)                                                      \
+  BLFFT_INSTANTIATE_LAUNCH(mix_small<T>)                                                           \
+  BLFFT_INSTANTIATE_LAUNCH(mix_large<T>)                                                           \
+  BLFFT_INSTANTIATE_LAUNCH(bias_grad_kernel<T>)                                                    \
   BLFFT_INSTANTIATE_LAUNCH(energy_kernel<T>)
 BLFFT_INSTANTIATE_ALL(float)
 BLFFT_INSTANTIATE_ALL(double)

@@ -17,7 +17,8 @@
 #include <cstdint>
 
 #include "common.hpp"
-#include "image.hpp"  // src/common/: image_view, shared with the CPU backend
+#include "dft_matrix.hpp"  // src/common/: the pruned DFT matrices' entries, shared with the CPU
+#include "image.hpp"       // src/common/: image_view, shared with the CPU backend
 
 namespace blfft::cuda::detail {
 
@@ -72,9 +73,9 @@ struct pack_rows {
     const int32_t d = static_cast<int32_t>(c) - off_w;
     T v = T(0);
     if (d >= 0 && d % step_w == 0 && static_cast<uint32_t>(d / step_w) < Rw)
-      v = src.data[int64_t(bb) * src.stride_b + int64_t(ch) * src.stride_ch +
-                   int64_t(r) * src.stride_h + int64_t(d / step_w) * src.stride_w];
-    rows[i] = v;
+      v = gload(src.data + (int64_t(bb) * src.stride_b + int64_t(ch) * src.stride_ch +
+                            int64_t(r) * src.stride_h + int64_t(d / step_w) * src.stride_w));
+    gstore(rows + i, v);
   }
 };
 
@@ -100,10 +101,10 @@ struct unpack_rows {
     const uint32_t row = e / Rw, i = e - row * Rw;
     const uint32_t jl = row / Rh, r = row - jl * Rh;
     const uint32_t j = j0 + jl, bb = j / CH, ch = j - bb * CH;
-    const T v = rows[int64_t(row) * Lw + off_w + int64_t(step_w) * i];
-    dst.data[int64_t(bb) * dst.stride_b + int64_t(ch) * dst.stride_ch +
-             int64_t(r) * dst.stride_h + int64_t(i) * dst.stride_w] =
-        v * scale + (bias ? bias[ch] : T(0));
+    const T v = gload(rows + (int64_t(row) * Lw + off_w + int64_t(step_w) * i));
+    gstore(dst.data + (int64_t(bb) * dst.stride_b + int64_t(ch) * dst.stride_ch +
+                       int64_t(r) * dst.stride_h + int64_t(i) * dst.stride_w),
+           v * scale + (bias ? gload(bias + ch) : T(0)));
   }
 };
 
@@ -117,7 +118,7 @@ struct offset_map {
   const int64_t* table = nullptr;
   int64_t base = 0, stride = 0;
   BLFFT_HD_INLINE int64_t operator()(uint32_t i) const {
-    return table ? table[i] : base + int64_t(i) * stride;
+    return table ? gload(table + i) : base + int64_t(i) * stride;
   }
   static offset_map affine(int64_t stride, int64_t base = 0) { return {nullptr, base, stride}; }
   static offset_map from(const int64_t* table) { return {table, 0, 0}; }
@@ -182,8 +183,8 @@ struct tile_copy {
           const int64_t ou = src_u(u), ov = src_v(v);
           if (ou >= 0 && ov >= 0) {
             const int64_t o = int64_t(z) * src_z + ou + ov;
-            re = src[o];
-            im = src[o + src_im];
+            re = gload(src + o);
+            im = gload(src + o + src_im);
           }
         }
         sh.re[lv][lu] = re;
@@ -193,8 +194,8 @@ struct tile_copy {
         const uint32_t u = u0 + lu, v = v0 + lv;
         if (u < U && v < V) {
           const int64_t o = int64_t(z) * dst_z + dst_u(u) + dst_v(v);
-          dst[o] = sh.re[lv][lu];
-          dst[o + dst_im] = sh.im[lv][lu];
+          gstore(dst + o, sh.re[lv][lu]);
+          gstore(dst + o + dst_im, sh.im[lv][lu]);
         }
       }
     }
@@ -218,6 +219,224 @@ bool tile_copy_dims(tile_copy<T>& k, launch_dims& d) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Fused pruned transforms: samples <-> kept bins in one kernel, DFT matrices in shared memory
+// ---------------------------------------------------------------------------------------------
+
+/// Shared memory of a fused transform block: the two pruned DFT matrices, computed by the block
+/// itself (dft_matrix.hpp, the CPU matmul engine's entries), and the G images it works on.
+constexpr unsigned fused_threads = 256;
+constexpr unsigned fused_shared_bytes = 46 * 1024;  // static shared memory is at most 48 KiB
+constexpr unsigned fused_max_images = 32;
+
+/// The sizes a fused transform works with. Analysis: Rh x Rw samples placed at grid rows
+/// off_h + step_h * r and columns off_w + step_w * i -> the nr x nc kept bins (grid rows
+/// kept_rows[a], rfft columns kept_cols[q]). Synthesis: the reverse, for the Rh x Rw samples the
+/// output needs (crop and stride are the placement). Images j = b * CH + ch of the view.
+struct fused_shape {
+  uint32_t Rh = 1, Rw = 1, nr = 1, nc = 1, Lh = 1, Lw = 1, CH = 1, J = 1;
+  int32_t off_h = 0, step_h = 1, off_w = 0, step_w = 1;
+  uint32_t G = 1;                      ///< images per block
+  const int64_t* kept_rows = nullptr;  ///< device table: grid row of kept row a
+  const int64_t* kept_cols = nullptr;  ///< device table: rfft column of kept column q
+
+  /// Scalars of shared memory a block needs: both matrices (complex) and, per image, its
+  /// samples and the half-transformed rows (Rh x nc complex); synthesis holds the image's kept
+  /// bins instead of its samples.
+  BLFFT_HD_INLINE static int64_t scalars(int64_t Rh, int64_t Rw, int64_t nr, int64_t nc, int64_t G,
+                                         bool analyse) {
+    const int64_t per_image = (analyse ? Rh * Rw : 2 * nr * nc) + 2 * Rh * nc;
+    return 2 * nc * Rw + 2 * nr * Rh + G * per_image;
+  }
+  BLFFT_HD_INLINE int64_t image_offset(const int64_t sb, const int64_t sch, uint32_t j) const {
+    const uint32_t bb = j / CH, ch = j - bb * CH;
+    return int64_t(bb) * sb + int64_t(ch) * sch;
+  }
+};
+
+/// Fills a block's pruned DFT matrix m (complex, interleaved): the entry of kept frequency a
+/// (kept[a], a < nk) and sample t (grid index off + step * t, t < nt) is
+/// e^{sign i 2 pi kept[a] (off + step t) / L}, times half_spectrum_weight(kept[a], L) when
+/// `weighted` (the width axis of a synthesis); stored at a * nt + t (`frequency_major`) or
+/// t * nk + a. Threads tid, tid + threads, ... of the block.
+template <class T>
+BLFFT_HD_INLINE void fill_dft_matrix(T* m, uint32_t nk, uint32_t nt, const int64_t* kept,
+                                     int32_t off, int32_t step, uint32_t L, double sign,
+                                     bool frequency_major, bool weighted, unsigned tid) {
+  for (uint32_t e = tid; e < nk * nt; e += fused_threads) {
+    const uint32_t a = frequency_major ? e / nt : e % nk, t = frequency_major ? e % nt : e / nk;
+    const int64_t k = gload(kept + a);
+    const auto c = blfft::detail::dft_twiddle(k, off + int64_t(step) * t, L, sign);
+    const double w = weighted ? blfft::detail::half_spectrum_weight(k, L) : 1.0;
+    m[2 * e] = static_cast<T>(w * c.re);
+    m[2 * e + 1] = static_cast<T>(w * c.im);
+  }
+}
+
+/// Images per block for a fused transform of this shape, or 0 when even one image's matrices and
+/// work arrays do not fit in shared memory (then the transform takes the cuFFT path).
+template <class T>
+inline int64_t fused_images_per_block(int64_t Rh, int64_t Rw, int64_t nr, int64_t nc,
+                                      bool analyse) {
+  const int64_t cap = fused_shared_bytes / sizeof(T);
+  int64_t G = 0;
+  while (G < fused_max_images && fused_shape::scalars(Rh, Rw, nr, nc, G + 1, analyse) <= cap) ++G;
+  return G;
+}
+
+/// Analysis in one kernel: spectrum[(a * nc + q)][re|im][j] = sum over the image's samples of
+/// x(r, i) e^{-i 2 pi (kr_a t_r / Lh + kc_q t_i / Lw)}, for the G images j0 + G * block.x + g.
+/// Phase 0: the block computes the width matrix Fw (nc x Rw) and the height matrix Fh (nr x Rh)
+/// into shared memory and loads its images' samples (zero padding and dilation are the
+/// placement: never materialised); phase 1: T = X Fw^T per image row (real x complex); phase 2:
+/// S = Fh T, stored with the image index fastest, so G consecutive images make one contiguous
+/// run per kept bin and plane.
+template <class T>
+struct dft_analyse {
+  static constexpr bool phased = true;
+  static constexpr unsigned threads = fused_threads, min_blocks = 1;
+  static constexpr const char* name = "dft_analyse";
+  struct shared {
+    T s[fused_shared_bytes / sizeof(T)];
+  };
+  struct regs {};
+
+  image_view<const T> src;
+  T* spectrum = nullptr;
+  fused_shape f;
+  uint32_t j0 = 0, images = 0;  ///< this launch: images [j0, j0 + images)
+
+  BLFFT_HD_INLINE int phase_count(idx3) const { return 3; }
+  BLFFT_HD_INLINE void phase(int p, shared& sh, regs&, idx3 b, idx3 t) const {
+    T* fw = sh.s;                   // [q][i][re, im]
+    T* fh = fw + 2 * f.nc * f.Rw;   // [a][r][re, im]
+    T* x = fh + 2 * f.nr * f.Rh;    // [g][r][i]
+    T* tr = x + f.G * f.Rh * f.Rw;  // [g][r][q][re, im]
+    const uint32_t first = j0 + b.x * f.G;
+    const uint32_t G = first + f.G <= j0 + images ? f.G : j0 + images - first;
+    if (p == 0) {
+      fill_dft_matrix(fw, f.nc, f.Rw, f.kept_cols, f.off_w, f.step_w, f.Lw, -1.0, true, false, t.x);
+      fill_dft_matrix(fh, f.nr, f.Rh, f.kept_rows, f.off_h, f.step_h, f.Lh, -1.0, true, false, t.x);
+      // Samples, the width index fastest (coalesced along rows of the view).
+      for (uint32_t e = t.x; e < G * f.Rh * f.Rw; e += threads) {
+        const uint32_t row = e / f.Rw, i = e - row * f.Rw, g = row / f.Rh, r = row - g * f.Rh;
+        x[e] = gload(src.data + (f.image_offset(src.stride_b, src.stride_ch, first + g) +
+                                 int64_t(r) * src.stride_h + int64_t(i) * src.stride_w));
+      }
+    } else if (p == 1) {
+      for (uint32_t e = t.x; e < G * f.Rh * f.nc; e += threads) {
+        const uint32_t row = e / f.nc, q = e - row * f.nc;  // row = g * Rh + r
+        const T* xs = x + row * f.Rw;
+        const T* w = fw + 2 * q * f.Rw;
+        T re = T(0), im = T(0);
+        for (uint32_t i = 0; i < f.Rw; ++i) {
+          re += xs[i] * w[2 * i];
+          im += xs[i] * w[2 * i + 1];
+        }
+        tr[2 * e] = re;
+        tr[2 * e + 1] = im;
+      }
+    } else {
+      const int64_t per_k = 2 * int64_t(f.J);
+      for (uint32_t e = t.x; e < f.nr * f.nc * G; e += threads) {
+        const uint32_t k = e / G, g = e - k * G, a = k / f.nc, q = k - a * f.nc;
+        const T* h = fh + 2 * a * f.Rh;
+        const T* z = tr + 2 * (g * f.Rh * f.nc + q);
+        T re = T(0), im = T(0);
+        for (uint32_t r = 0; r < f.Rh; ++r) {
+          const T hr = h[2 * r], hi = h[2 * r + 1], zr = z[2 * r * f.nc], zi = z[2 * r * f.nc + 1];
+          re += hr * zr - hi * zi;
+          im += hr * zi + hi * zr;
+        }
+        T* out = spectrum + int64_t(k) * per_k + first + g;
+        gstore(out, re);
+        gstore(out + f.J, im);
+      }
+    }
+  }
+};
+
+/// Synthesis in one kernel: dst(b, ch, r, i) = scale * sum over kept bins of
+/// weight_q Re(S[a][q] e^{+i 2 pi (kr_a t_r / Lh + kc_q t_i / Lw)}) + bias[ch], the real inverse
+/// that scatter + c2c + c2r computes (weight_q: half_spectrum_weight), only at the Rh x Rw
+/// samples the output needs: crop, stride (output), taps and undilation (weight gradient) are
+/// the placement. Phase 0: matrices Eh (Rh x nr), Ew (nc x Rw, weighted) and the G images' kept
+/// bins (contiguous runs of G images per bin and plane); phase 1: Z = Eh S per image; phase 2:
+/// the rows' real inverse, scale and bias, stored with the width index fastest.
+template <class T>
+struct dft_synthesise {
+  static constexpr bool phased = true;
+  static constexpr unsigned threads = fused_threads, min_blocks = 1;
+  static constexpr const char* name = "dft_synthesise";
+  struct shared {
+    T s[fused_shared_bytes / sizeof(T)];
+  };
+  struct regs {};
+
+  const T* spectrum = nullptr;
+  image_view<T> dst;
+  const T* bias = nullptr;
+  T scale = T(1);
+  fused_shape f;
+  uint32_t j0 = 0, images = 0;
+
+  BLFFT_HD_INLINE int phase_count(idx3) const { return 3; }
+  BLFFT_HD_INLINE void phase(int p, shared& sh, regs&, idx3 b, idx3 t) const {
+    T* ew = sh.s;                       // [q][i][re, im], weighted
+    T* eh = ew + 2 * f.nc * f.Rw;       // [r][a][re, im]
+    T* sp = eh + 2 * f.nr * f.Rh;       // [k][g][re, im]
+    T* z = sp + 2 * f.nr * f.nc * f.G;  // [g][r][q][re, im]
+    const uint32_t first = j0 + b.x * f.G;
+    const uint32_t G = first + f.G <= j0 + images ? f.G : j0 + images - first;
+    if (p == 0) {
+      fill_dft_matrix(ew, f.nc, f.Rw, f.kept_cols, f.off_w, f.step_w, f.Lw, 1.0, true, true, t.x);
+      fill_dft_matrix(eh, f.nr, f.Rh, f.kept_rows, f.off_h, f.step_h, f.Lh, 1.0, false, false, t.x);
+      const int64_t per_k = 2 * int64_t(f.J);
+      for (uint32_t e = t.x; e < f.nr * f.nc * G; e += threads) {
+        const uint32_t k = e / G, g = e - k * G;
+        const T* in = spectrum + int64_t(k) * per_k + first + g;
+        sp[2 * (k * f.G + g)] = gload(in);
+        sp[2 * (k * f.G + g) + 1] = gload(in + f.J);
+      }
+    } else if (p == 1) {
+      for (uint32_t e = t.x; e < G * f.Rh * f.nc; e += threads) {
+        const uint32_t row = e / f.nc, q = e - row * f.nc, g = row / f.Rh, r = row - g * f.Rh;
+        const T* h = eh + 2 * r * f.nr;
+        T re = T(0), im = T(0);
+        for (uint32_t a = 0; a < f.nr; ++a) {
+          const T* s = sp + 2 * ((a * f.nc + q) * f.G + g);
+          re += h[2 * a] * s[0] - h[2 * a + 1] * s[1];
+          im += h[2 * a] * s[1] + h[2 * a + 1] * s[0];
+        }
+        z[2 * e] = re;
+        z[2 * e + 1] = im;
+      }
+    } else {
+      for (uint32_t e = t.x; e < G * f.Rh * f.Rw; e += threads) {
+        const uint32_t row = e / f.Rw, i = e - row * f.Rw, g = row / f.Rh, r = row - g * f.Rh;
+        const T* zr = z + 2 * row * f.nc;
+        T v = T(0);
+        for (uint32_t q = 0; q < f.nc; ++q)  // Re(Z e^{i theta}) = Zr cos - Zi sin
+          v += zr[2 * q] * ew[2 * (q * f.Rw + i)] - zr[2 * q + 1] * ew[2 * (q * f.Rw + i) + 1];
+        const uint32_t j = first + g, ch = j % f.CH;
+        gstore(dst.data + (f.image_offset(dst.stride_b, dst.stride_ch, j) +
+                           int64_t(r) * dst.stride_h + int64_t(i) * dst.stride_w),
+               v * scale + (bias ? gload(bias + ch) : T(0)));
+      }
+    }
+  }
+};
+
+/// One block per G images.
+inline launch_dims fused_dims(int64_t images, int64_t G) {
+  launch_dims d;
+  d.grid.x = static_cast<unsigned>(ceil_div(images, G));
+  d.grid.y = d.grid.z = 1;
+  d.block.x = fused_threads;
+  d.block.y = d.block.z = 1;
+  return d;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Channel mixing: complex GEMMs, Gauss's three-multiplication trick, tiled
 // ---------------------------------------------------------------------------------------------
 
@@ -231,6 +450,23 @@ struct mix_operand {
   T sign = T(1);
 };
 
+constexpr uint32_t mix_max_taps = 32;  ///< per axis, for the taps path
+
+/// The weight operand of the forward and input-gradient mixing computed from the kernel's taps
+/// instead of read from its spectrum (the CPU backend's taps path): the element at plane offset
+/// o = f * Cg + c (f across groups) of kept frequency (a, q) is
+/// sum over taps (u, v) of w(f, c, u, v) e^{-i 2 pi (kept_rows[a] u dh / Lh + kept_cols[q] v dw /
+/// Lw)}. The weight spectrum, 2 kept / (KH KW) times the weight's size, is then never written or
+/// read.
+template <class T>
+struct mix_taps {
+  image_view<const T> w;  ///< (F, Cg, KH, KW)
+  const int64_t* kept_rows = nullptr;
+  const int64_t* kept_cols = nullptr;
+  uint32_t Cg = 1, KH = 1, KW = 1, nc = 1, Lh = 1, Lw = 1;
+  int32_t dil_h = 1, dil_w = 1;
+};
+
 /// C[z] (M x N) = opA[z] (M x K) * opB[z] (K x N) for every z = frequency * groups + group, all
 /// planar complex (see blfft::geometry for the layout):
 ///   forward      Y_k = X_k W_k^H   input grad  dX_k = G_k W_k   weight grad  dW_k = G_k^H X_k
@@ -241,6 +477,8 @@ struct mix_operand {
 /// 3 multiply-adds per complex product instead of 4. The last phase also writes
 /// Re = T1 - sa sb T2, Im = T3 - T1 - sa sb T2. Every loaded coefficient is reused by TM (or TN)
 /// outputs of a thread and by BM / TM (or BN / TN) threads of the block.
+/// With `b_from_taps`, a first phase computes the block's frequency's tap twiddles into shared
+/// memory and B's slices are computed from the taps (mix_taps) rather than loaded.
 template <class T, int BM, int BN, int BK, int TM, int TN>
 struct mix_kernel {
   static constexpr bool phased = true;
@@ -254,6 +492,7 @@ struct mix_kernel {
   struct shared {
     alignas(16) T a[3][BK][BM + pad];
     alignas(16) T b[3][BK][BN + pad];
+    T tw[2][mix_max_taps][2];  // taps path: [height | width][tap][re | im]
   };
   struct regs {
     T acc[3][TM][TN];
@@ -263,9 +502,11 @@ struct mix_kernel {
   T* c = nullptr;
   int64_t c_m = 0, c_n = 0, c_im = 0, c_freq = 0, c_group = 0;
   uint32_t M = 1, N = 1, K = 1, groups = 1, z0 = 0;
+  mix_taps<T> taps;
+  bool b_from_taps = false;
 
   BLFFT_HD_INLINE int phase_count(idx3) const {
-    return 2 * static_cast<int>((K + BK - 1) / BK);
+    return 2 * static_cast<int>((K + BK - 1) / BK) + (b_from_taps ? 1 : 0);
   }
   /// Thread t's first output row and column inside the block tile (then + i, + j).
   BLFFT_HD_INLINE static void thread_origin(idx3 t, uint32_t& m, uint32_t& n) {
@@ -288,14 +529,18 @@ struct mix_kernel {
 
   BLFFT_HD_INLINE void phase(int p, shared& sh, regs& r, idx3 b, idx3 t) const {
     const uint32_t z = z0 + b.z, freq = z / groups, grp = z - freq * groups;
+    if (b_from_taps) {
+      if (p == 0) return tap_twiddles(freq, t.x, sh);
+      --p;
+    }
     const uint32_t m0 = b.y * BM, n0 = b.x * BN, k0 = static_cast<uint32_t>(p / 2) * BK;
     if (p % 2 == 0) {
       if (p == 0)
         for (int q = 0; q < 3; ++q)
           for (int i = 0; i < TM; ++i)
             for (int j = 0; j < TN; ++j) r.acc[q][i][j] = T(0);
-      load_slice(A, BM, M, m0, k0, freq, grp, t.x, sh.a);
-      load_slice(B, BN, N, n0, k0, freq, grp, t.x, sh.b);
+      load_slice(A, BM, M, m0, k0, freq, grp, t.x, sh.a, nullptr);
+      load_slice(B, BN, N, n0, k0, freq, grp, t.x, sh.b, b_from_taps ? &sh : nullptr);
       return;
     }
     uint32_t tm0, tn0;
@@ -331,18 +576,52 @@ struct mix_kernel {
         if (m >= M || n >= N) continue;
         const T t1 = r.acc[0][i][j], st2 = s * r.acc[1][i][j];
         const int64_t o = int64_t(m) * c_m + int64_t(n) * c_n;
-        base[o] = t1 - st2;
-        base[o + c_im] = r.acc[2][i][j] - t1 - st2;
+        gstore(base + o, t1 - st2);
+        gstore(base + o + c_im, r.acc[2][i][j] - t1 - st2);
       }
   }
 
  private:
-  /// Loads rows [r0, r0 + rows) x k [k0, k0 + BK) of one operand into shared memory, k-major.
+  /// Taps path, first phase: e^{-i 2 pi kr u dh / Lh} (u < KH) and e^{-i 2 pi kc v dw / Lw}
+  /// (v < KW) of the block's frequency, one thread each.
+  BLFFT_HD_INLINE void tap_twiddles(uint32_t freq, uint32_t tid, shared& sh) const {
+    const uint32_t a = freq / taps.nc, q = freq - a * taps.nc;
+    const bool height = tid < taps.KH;
+    const uint32_t u = height ? tid : tid - taps.KH;
+    if (u >= (height ? taps.KH : taps.KW)) return;
+    const auto c = height ? blfft::detail::dft_twiddle(gload(taps.kept_rows + a),
+                                                       int64_t(u) * taps.dil_h, taps.Lh, -1.0)
+                          : blfft::detail::dft_twiddle(gload(taps.kept_cols + q),
+                                                       int64_t(u) * taps.dil_w, taps.Lw, -1.0);
+    sh.tw[height ? 0 : 1][u][0] = static_cast<T>(c.re);
+    sh.tw[height ? 0 : 1][u][1] = static_cast<T>(c.im);
+  }
+
+  /// The weight spectrum's element at plane offset o (group included), from the taps.
+  BLFFT_HD_INLINE void from_taps(int64_t o, const shared& sh, T& re, T& im) const {
+    const int64_t f = o / taps.Cg, c = o - f * taps.Cg;
+    const T* w = taps.w.data + f * taps.w.stride_b + c * taps.w.stride_ch;
+    re = im = T(0);
+    for (uint32_t u = 0; u < taps.KH; ++u) {
+      T sr = T(0), si = T(0);
+      for (uint32_t v = 0; v < taps.KW; ++v) {
+        const T x = gload(w + int64_t(u) * taps.w.stride_h + int64_t(v) * taps.w.stride_w);
+        sr += x * sh.tw[1][v][0];
+        si += x * sh.tw[1][v][1];
+      }
+      const T hr = sh.tw[0][u][0], hi = sh.tw[0][u][1];
+      re += hr * sr - hi * si;
+      im += hr * si + hi * sr;
+    }
+  }
+
+  /// Loads rows [r0, r0 + rows) x k [k0, k0 + BK) of one operand into shared memory, k-major;
+  /// computed from the taps when `taps_sh` (the block's twiddles) is given.
   template <int R>
   BLFFT_HD_INLINE void load_slice(const mix_operand<T>& op, uint32_t rows, uint32_t extent,
                                   uint32_t r0, uint32_t k0, uint32_t freq, uint32_t grp,
-                                  uint32_t tid, T (&dst)[3][BK][R]) const {
-    const T* p = op.p + int64_t(freq) * op.freq + int64_t(grp) * op.group;
+                                  uint32_t tid, T (&dst)[3][BK][R], const shared* taps_sh) const {
+    const T* p = taps_sh ? nullptr : op.p + int64_t(freq) * op.freq + int64_t(grp) * op.group;
     const bool k_fast = op.s_inner == 1;
     for (uint32_t e = tid; e < rows * BK; e += threads) {
       uint32_t row, k;
@@ -350,8 +629,12 @@ struct mix_kernel {
       T re = T(0), im = T(0);
       if (r0 + row < extent && k0 + k < K) {
         const int64_t o = int64_t(r0 + row) * op.s_outer + int64_t(k0 + k) * op.s_inner;
-        re = p[o];
-        im = p[o + op.im];
+        if (taps_sh) {
+          from_taps(int64_t(grp) * op.group + o, *taps_sh, re, im);
+        } else {
+          re = gload(p + o);
+          im = gload(p + o + op.im);
+        }
       }
       dst[0][k][row] = re;
       dst[1][k][row] = im;
@@ -438,14 +721,15 @@ struct bias_grad_kernel {
         const T* base = g.data + int64_t(n) * g.stride_b + int64_t(b.x) * g.stride_ch;
         for (uint32_t e = t.x; e < hw; e += threads) {
           const uint32_t h = e / Wo, w = e - h * Wo;
-          s += static_cast<double>(base[int64_t(h) * g.stride_h + int64_t(w) * g.stride_w]);
+          s += static_cast<double>(
+              gload(base + (int64_t(h) * g.stride_h + int64_t(w) * g.stride_w)));
         }
       }
       sh.sum[t.x] = s;
       return;
     }
     reduce_step(p, sh, t.x);
-    if (p == reduce_steps && t.x == 0) out[b.x] = static_cast<T>(sh.sum[0]);
+    if (p == reduce_steps && t.x == 0) gstore(out + b.x, static_cast<T>(sh.sum[0]));
   }
 };
 
@@ -470,8 +754,10 @@ struct energy_kernel {
       const T* re = spec + int64_t(b.x) * 2 * J;
       const T* im = re + J;
       double s = 0;
-      for (uint32_t j = t.x; j < J; j += threads)
-        s += double(re[j]) * double(re[j]) + double(im[j]) * double(im[j]);
+      for (uint32_t j = t.x; j < J; j += threads) {
+        const double a = gload(re + j), c = gload(im + j);
+        s += a * a + c * c;
+      }
       sh.sum[t.x] = s;
       return;
     }
@@ -479,7 +765,7 @@ struct energy_kernel {
     if (p == reduce_steps && t.x == 0) {
       const uint32_t col = b.x % bins;
       const double weight = (col == 0 || 2 * col == Lw) ? 1.0 : 2.0;
-      energy[b.x] += weight * sh.sum[0];
+      gstore(energy + b.x, gload(energy + b.x) + weight * sh.sum[0]);
     }
   }
 };

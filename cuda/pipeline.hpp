@@ -83,6 +83,11 @@ blfft::detail::call_checks<on_device<Exec>> checks_for(const Exec& ex, const geo
 // Pruned transforms
 // ---------------------------------------------------------------------------------------------
 
+/// How a transform stage runs: one fused kernel (dft_analyse / dft_synthesise), or the cuFFT
+/// chain (pack, r2c, gather, c2c, gather and back); automatic: fused where it fits in shared
+/// memory (fused_images_per_block), cuFFT for the large grids.
+enum class transform_engine { automatic, fused, cufft };
+
 /// Scalars per scratch buffer above which the images of one transform are processed in chunks.
 constexpr int64_t default_chunk_scalars = int64_t(1) << 26;
 constexpr int64_t max_chunk_images = int64_t(1) << 20;
@@ -94,20 +99,15 @@ class transform_stage {
   using direction = transform_direction;
 
   transform_stage(const Exec& ex, const geometry& g, direction dir, int64_t B, int64_t CH,
-                  placement h, placement w, int64_t chunk_scalars = default_chunk_scalars)
-      : dir_(dir),
-        Lh_(g.grid[0]),
-        Lw_(g.grid[1]),
-        bins_(g.bins_w),
+                  placement h, placement w, int64_t chunk_scalars = default_chunk_scalars,
+                  transform_engine engine = transform_engine::automatic)
+      : dir_(dir), Lh_(g.grid[0]), Lw_(g.grid[1]), bins_(g.bins_w),
         nr_(static_cast<int64_t>(g.kept_rows.size())),
-        nc_(static_cast<int64_t>(g.kept_cols.size())),
-        J_(checked_mul(B, CH, "images")),
-        CH_(CH),
-        h_(h),
-        w_(w) {
+        nc_(static_cast<int64_t>(g.kept_cols.size())), J_(checked_mul(B, CH, "images")), CH_(CH),
+        h_(h), w_(w) {
     BLFFT_EXPECTS(J_ < max_flat_index && Lw_ < max_flat_index && Lh_ < max_flat_index,
-                  error_code::unsupported, "CUDA backend: ", J_, " images on a ", Lh_, " x ",
-                  Lw_, " grid exceed its 32-bit index limits");
+                  error_code::unsupported, "CUDA backend: ", J_, " images on a ", Lh_, " x ", Lw_,
+                  " grid exceed its 32-bit index limits");
     const int64_t per_image =
         std::max({h.count * Lw_, 2 * h.count * bins_, Lh_ > 1 ? 2 * nc_ * Lh_ : int64_t(0)});
     BLFFT_EXPECTS(per_image < max_flat_index / 2, error_code::unsupported,
@@ -124,10 +124,20 @@ class transform_stage {
       t.insert(t.end(), v.begin(), v.end());
       return at;
     };
-    std::vector<int64_t> row_of_kept(static_cast<size_t>(Lh_), -1);  // grid row -> a
-    std::vector<int64_t> col_of_kept(static_cast<size_t>(bins_), -1); // rfft column -> q
+    std::vector<int64_t> row_of_kept(static_cast<size_t>(Lh_), -1);    // grid row -> a
+    std::vector<int64_t> col_of_kept(static_cast<size_t>(bins_), -1);  // rfft column -> q
     for (int64_t a = 0; a < nr_; ++a) row_of_kept[static_cast<size_t>(g.kept_rows[a])] = a;
     for (int64_t q = 0; q < nc_; ++q) col_of_kept[static_cast<size_t>(g.kept_cols[q])] = q;
+    // The fused engine (one kernel, DFT matrices in shared memory) where a block's matrices and
+    // images fit in shared memory: small maps and kernels; cuFFT for the large grids.
+    const int64_t G =
+        fused_images_per_block<T>(h.count, w.count, nr_, nc_, dir == direction::analyse);
+    fused_ = engine == transform_engine::fused || (engine == transform_engine::automatic && G > 0);
+    BLFFT_EXPECTS(!fused_ || G > 0, error_code::unsupported, "CUDA backend: a ", h.count, " x ",
+                  w.count, " fused transform does not fit in shared memory");
+    fused_images_ = G;
+    kept_rows_raw_at_ = segment(std::vector<int64_t>(g.kept_rows.begin(), g.kept_rows.end()));
+    kept_cols_raw_at_ = segment(std::vector<int64_t>(g.kept_cols.begin(), g.kept_cols.end()));
     if (dir == direction::analyse) {
       std::vector<int64_t> cols(static_cast<size_t>(nc_)), rows(static_cast<size_t>(nr_));
       for (int64_t q = 0; q < nc_; ++q) cols[q] = 2 * g.kept_cols[q];
@@ -160,9 +170,13 @@ class transform_stage {
 
   /// spectrum[k][plane][j] for all kept k and the J images of src.
   void analyse(const Exec& ex, const image_view<const T>& src, T* spectrum, void* stream) const {
-    auto rows = ex.template make_temp<T>(chunk_ * h_.count * Lw_, stream);
-    auto half = ex.template make_temp<T>(2 * chunk_ * h_.count * bins_, stream);
-    auto cols = ex.template make_temp<T>(Lh_ > 1 ? 2 * chunk_ * nc_ * Lh_ : 0, stream);
+    if (fused_) {
+      dft_analyse<T> k;
+      k.src = src;
+      k.spectrum = spectrum;
+      return launch_fused(ex, k, stream);
+    }
+    const auto [rows, half, cols] = make_scratch(ex, stream);
     const int64_t* tab = tables_.get();
     for (int64_t j0 = 0; j0 < J_; j0 += chunk_) {
       const int64_t m = std::min(chunk_, J_ - j0);
@@ -227,9 +241,15 @@ class transform_stage {
   /// dst = scale * inverse(spectrum) at the placed samples, plus bias[ch] when bias is non-null.
   void synthesise(const Exec& ex, const T* spectrum, const image_view<T>& dst, T scale,
                   const T* bias, void* stream) const {
-    auto rows = ex.template make_temp<T>(chunk_ * h_.count * Lw_, stream);
-    auto half = ex.template make_temp<T>(2 * chunk_ * h_.count * bins_, stream);
-    auto cols = ex.template make_temp<T>(Lh_ > 1 ? 2 * chunk_ * nc_ * Lh_ : 0, stream);
+    if (fused_) {
+      dft_synthesise<T> k;
+      k.spectrum = spectrum;
+      k.dst = dst;
+      k.bias = bias;
+      k.scale = scale;
+      return launch_fused(ex, k, stream);
+    }
+    const auto [rows, half, cols] = make_scratch(ex, stream);
     const int64_t* tab = tables_.get();
     for (int64_t j0 = 0; j0 < J_; j0 += chunk_) {
       const int64_t m = std::min(chunk_, J_ - j0);
@@ -295,6 +315,44 @@ class transform_stage {
   }
 
  private:
+  /// The cuFFT chain's scratch for one chunk: data rows, their half spectra, kept columns (2D).
+  struct scratch {
+    typename Exec::template temp<T> rows, half, cols;
+  };
+  scratch make_scratch(const Exec& ex, void* stream) const {
+    return {ex.template make_temp<T>(chunk_ * h_.count * Lw_, stream),
+            ex.template make_temp<T>(2 * chunk_ * h_.count * bins_, stream),
+            ex.template make_temp<T>(Lh_ > 1 ? 2 * chunk_ * nc_ * Lh_ : 0, stream)};
+  }
+
+  /// One launch of a fused kernel over all images (no scratch, no chunks).
+  template <class K>
+  void launch_fused(const Exec& ex, K& k, void* stream) const {
+    k.f = fused(tables_.get());
+    k.j0 = 0;
+    k.images = static_cast<uint32_t>(J_);
+    ex.launch(fused_dims(J_, fused_images_), k, stream);
+  }
+
+  fused_shape fused(const int64_t* tab) const {
+    fused_shape f;
+    f.Rh = static_cast<uint32_t>(h_.count);
+    f.Rw = static_cast<uint32_t>(w_.count);
+    f.nr = static_cast<uint32_t>(nr_);
+    f.nc = static_cast<uint32_t>(nc_);
+    f.Lh = static_cast<uint32_t>(Lh_);
+    f.Lw = static_cast<uint32_t>(Lw_);
+    f.CH = static_cast<uint32_t>(CH_);
+    f.J = static_cast<uint32_t>(J_);
+    f.off_h = static_cast<int32_t>(h_.offset);
+    f.step_h = static_cast<int32_t>(h_.step);
+    f.off_w = static_cast<int32_t>(w_.offset);
+    f.step_w = static_cast<int32_t>(w_.step);
+    f.G = static_cast<uint32_t>(fused_images_);
+    f.kept_rows = tab + kept_rows_raw_at_;
+    f.kept_cols = tab + kept_cols_raw_at_;
+    return f;
+  }
   fft_desc row_fft(fft_type type, int64_t m) const {
     fft_desc d;
     d.type = type;
@@ -334,6 +392,9 @@ class transform_stage {
   typename Exec::table tables_;
   int64_t kept_cols_at_ = 0, kept_rows_at_ = 0, data_rows_at_ = 0;  // analyse
   int64_t spec_rows_at_ = 0, col_src_at_ = 0;                       // synthesise
+  bool fused_ = false;        // one dft_analyse / dft_synthesise launch instead of the chain
+  int64_t fused_images_ = 0;  // images per block of the fused kernels
+  int64_t kept_rows_raw_at_ = 0, kept_cols_raw_at_ = 0;  // grid rows / rfft columns, as indices
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -344,11 +405,12 @@ template <class T, class Exec>
 class pipeline {
   using stage = transform_stage<T, Exec>;
 
-  static layer_transforms<stage> make_stages(const Exec& ex, const geometry& g, int64_t chunk) {
+  static layer_transforms<stage> make_stages(const Exec& ex, const geometry& g, int64_t chunk,
+                                             transform_engine engine) {
     const auto on = ex.activate();  // the index tables live on the executor's device
     return layer_transforms<stage>(
         g, [&](transform_direction d, int64_t B, int64_t CH, placement h, placement w) {
-          return std::make_unique<stage>(ex, g, d, B, CH, h, w, chunk);
+          return std::make_unique<stage>(ex, g, d, B, CH, h, w, chunk, engine);
         });
   }
 
@@ -362,18 +424,18 @@ class pipeline {
 
  public:
   /// `chunk_scalars`: scratch size per transform above which images go in chunks (tests lower
-  /// it to exercise the chunked path).
+  /// it to exercise the chunked path); `engine`: the transforms' engine (tests force each one).
   pipeline(const Exec& ex, const geometry& geo, const cuda_plan_options& o = {},
-           int64_t chunk_scalars = default_chunk_scalars)
-      : ex_(ex),
-        g_(checked_counts(geo)),
-        tile_(o.tile),
-        stages_(make_stages(ex_, g_, chunk_scalars)),
+           int64_t chunk_scalars = default_chunk_scalars,
+           transform_engine engine = transform_engine::automatic)
+      : ex_(ex), g_(checked_counts(geo)), tile_(o.tile),
+        stages_(make_stages(ex_, g_, chunk_scalars, engine)), kept_(upload_kept(ex_, g_)),
         scale_(T(1) / static_cast<T>(g_.grid[0] * g_.grid[1])) {}
 
   ~pipeline() {
     const auto on = ex_.activate(true);  // tables are freed with their device current
     stages_.reset();
+    kept_ = typename Exec::table();
   }
   pipeline(const pipeline&) = delete;
   pipeline& operator=(const pipeline&) = delete;
@@ -405,10 +467,16 @@ class pipeline {
     ex_.check_stream(stream);
     checks().forward(x, w, bias, y, xs, ws);
     auto x_tmp = ex_.template make_temp<T>(xs ? 0 : g_.x_spectrum_size(), stream);
-    auto w_tmp = ex_.template make_temp<T>(ws ? 0 : g_.w_spectrum_size(), stream);
     if (!xs) xs = x_tmp.get();
-    if (!ws) ws = w_tmp.get();
     stages_.x_in->analyse(ex_, as_image(x), xs, stream);
+    if (!ws && taps_usable()) {  // the weight spectrum is not asked for: mix from the taps
+      auto ys = ex_.template make_temp<T>(g_.y_spectrum_size(), stream);
+      mix_forward(xs, nullptr, ys.get(), stream, &w);
+      stages_.y_out->synthesise(ex_, ys.get(), as_image(y), scale_, bias, stream);
+      return;
+    }
+    auto w_tmp = ex_.template make_temp<T>(ws ? 0 : g_.w_spectrum_size(), stream);
+    if (!ws) ws = w_tmp.get();
     stages_.w_in->analyse(ex_, as_image(w), ws, stream);
     run_forward_spectra(xs, ws, bias, y, stream);
   }
@@ -422,8 +490,8 @@ class pipeline {
   }
 
   void backward(const tensor_view<const T>& grad_out, const T* xs, const T* ws,
-                const tensor_view<T>* grad_input, const tensor_view<T>* grad_weight,
-                T* grad_bias, void* stream) const {
+                const tensor_view<T>* grad_input, const tensor_view<T>* grad_weight, T* grad_bias,
+                void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
     checks().backward(grad_out, xs, ws, nullptr, grad_input, grad_weight, grad_bias);
@@ -434,8 +502,7 @@ class pipeline {
   /// (the CUDA backend has no taps path).
   void backward_with_weight(const tensor_view<const T>& grad_out, const T* xs,
                             const tensor_view<const T>& weight, const tensor_view<T>* grad_input,
-                            const tensor_view<T>* grad_weight, T* grad_bias,
-                            void* stream) const {
+                            const tensor_view<T>* grad_weight, T* grad_bias, void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
     checks().backward(grad_out, xs, nullptr, &weight, grad_input, grad_weight, grad_bias);
@@ -463,19 +530,43 @@ class pipeline {
   // strides, sign of the imaginary part), then C and its strides (m, n, plane, frequency,
   // group), then the M, N, K of the product per kept frequency and group.
 
-  void mix_forward(const T* xs, const T* ws, T* ys, void* stream) const {
+  // `weight`: the weight's spectrum is computed from its taps inside the mixing (ws unused).
+
+  void mix_forward(const T* xs, const T* ws, T* ys, void* stream,
+                   const tensor_view<const T>* weight = nullptr) const {
     const auto [N, C, F, Cg, Fg] = counts();
+    const auto taps = weight ? taps_of(*weight) : mix_taps<T>{};
     run_mix({{xs, C, 1, N * C, 2 * N * C, Cg, T(1)},
              {ws, Cg, 1, F * Cg, 2 * F * Cg, Fg * Cg, T(-1)},
-             ys, F, 1, N * F, 2 * N * F, Fg, N, Fg, Cg},
+             ys,
+             F,
+             1,
+             N * F,
+             2 * N * F,
+             Fg,
+             N,
+             Fg,
+             Cg,
+             weight ? &taps : nullptr},
             stream);
   }
 
-  void mix_input_grad(const T* dys, const T* ws, T* dxs, void* stream) const {
+  void mix_input_grad(const T* dys, const T* ws, T* dxs, void* stream,
+                      const tensor_view<const T>* weight = nullptr) const {
     const auto [N, C, F, Cg, Fg] = counts();
+    const auto taps = weight ? taps_of(*weight) : mix_taps<T>{};
     run_mix({{dys, F, 1, N * F, 2 * N * F, Fg, T(1)},
              {ws, 1, Cg, F * Cg, 2 * F * Cg, Fg * Cg, T(1)},
-             dxs, C, 1, N * C, 2 * N * C, Cg, N, Cg, Fg},
+             dxs,
+             C,
+             1,
+             N * C,
+             2 * N * C,
+             Cg,
+             N,
+             Cg,
+             Fg,
+             weight ? &taps : nullptr},
             stream);
   }
 
@@ -483,7 +574,15 @@ class pipeline {
     const auto [N, C, F, Cg, Fg] = counts();
     run_mix({{dys, 1, F, N * F, 2 * N * F, Fg, T(-1)},
              {xs, 1, C, N * C, 2 * N * C, Cg, T(1)},
-             dws, Cg, 1, F * Cg, 2 * F * Cg, Fg * Cg, Fg, Cg, N},
+             dws,
+             Cg,
+             1,
+             F * Cg,
+             2 * F * Cg,
+             Fg * Cg,
+             Fg,
+             Cg,
+             N},
             stream);
   }
 
@@ -499,21 +598,20 @@ class pipeline {
       auto dys = ex_.template make_temp<T>(g_.y_spectrum_size(), stream);
       stages_.g_in->analyse(ex_, as_image(grad_out), dys.get(), stream);
       if (grad_input) {
-        auto w_tmp = ex_.template make_temp<T>(ws ? 0 : g_.w_spectrum_size(), stream);
-        if (!ws) {
+        const bool from_taps = !ws && taps_usable();
+        auto w_tmp = ex_.template make_temp<T>(ws || from_taps ? 0 : g_.w_spectrum_size(), stream);
+        if (!ws && !from_taps) {
           stages_.w_in->analyse(ex_, as_image(*weight), w_tmp.get(), stream);
           ws = w_tmp.get();
         }
         auto dxs = ex_.template make_temp<T>(g_.x_spectrum_size(), stream);
-        mix_input_grad(dys.get(), ws, dxs.get(), stream);
-        stages_.dx_out->synthesise(ex_, dxs.get(), as_image(*grad_input), scale_, nullptr,
-                                   stream);
+        mix_input_grad(dys.get(), ws, dxs.get(), stream, from_taps ? weight : nullptr);
+        stages_.dx_out->synthesise(ex_, dxs.get(), as_image(*grad_input), scale_, nullptr, stream);
       }
       if (grad_weight) {
         auto dws = ex_.template make_temp<T>(g_.w_spectrum_size(), stream);
         mix_weight_grad(dys.get(), xs, dws.get(), stream);
-        stages_.dw_out->synthesise(ex_, dws.get(), as_image(*grad_weight), scale_, nullptr,
-                                   stream);
+        stages_.dw_out->synthesise(ex_, dws.get(), as_image(*grad_weight), scale_, nullptr, stream);
       }
     }
     if (grad_bias) run_bias_grad(grad_out, grad_bias, stream);
@@ -530,7 +628,36 @@ class pipeline {
     T* c = nullptr;
     int64_t c_m = 0, c_n = 0, c_im = 0, c_freq = 0, c_group = 0;
     int64_t M = 1, N = 1, K = 1;
+    const mix_taps<T>* taps = nullptr;  // B from the weight's taps
   };
+
+  /// Taps path (mix_taps): whenever the weight spectrum is neither given nor asked for, and the
+  /// kernel's taps fit the mixing kernel's twiddle table.
+  bool taps_usable() const {
+    return g_.params.kernel[0] <= mix_max_taps && g_.params.kernel[1] <= mix_max_taps;
+  }
+  mix_taps<T> taps_of(const tensor_view<const T>& w) const {
+    mix_taps<T> t;
+    t.w = as_image(w);
+    t.kept_rows = kept_.get();
+    t.kept_cols = kept_.get() + g_.kept_rows.size();
+    t.Cg = static_cast<uint32_t>(g_.in_per_group);
+    t.KH = static_cast<uint32_t>(g_.params.kernel[0]);
+    t.KW = static_cast<uint32_t>(g_.params.kernel[1]);
+    t.nc = static_cast<uint32_t>(g_.kept_cols.size());
+    t.Lh = static_cast<uint32_t>(g_.grid[0]);
+    t.Lw = static_cast<uint32_t>(g_.grid[1]);
+    t.dil_h = static_cast<int32_t>(g_.params.dilation[0]);
+    t.dil_w = static_cast<int32_t>(g_.params.dilation[1]);
+    return t;
+  }
+  /// Kept grid rows, then kept rfft columns, on the executor's device (taps path).
+  static typename Exec::table upload_kept(const Exec& ex, const geometry& g) {
+    const auto on = ex.activate();
+    std::vector<int64_t> v(g.kept_rows.begin(), g.kept_rows.end());
+    v.insert(v.end(), g.kept_cols.begin(), g.kept_cols.end());
+    return ex.upload(v);
+  }
 
   void run_mix(const mix_args& a, void* stream) const {
     const int64_t products = g_.kept * g_.params.groups;
@@ -556,10 +683,15 @@ class pipeline {
     k.N = static_cast<uint32_t>(a.N);
     k.K = static_cast<uint32_t>(a.K);
     k.groups = static_cast<uint32_t>(g_.params.groups);
+    if (a.taps) {
+      k.taps = *a.taps;
+      k.b_from_taps = true;
+    }
     for (int64_t z0 = 0; z0 < products; z0 += max_grid_yz) {
       k.z0 = static_cast<uint32_t>(z0);
       launch_dims d;
-      BLFFT_EXPECTS(products < max_flat_index && mix_dims(k, std::min(max_grid_yz, products - z0), d),
+      BLFFT_EXPECTS(products < max_flat_index &&
+                        mix_dims(k, std::min(max_grid_yz, products - z0), d),
                     error_code::unsupported, "CUDA backend: a ", a.M, " x ", a.N,
                     " channel-mixing product exceeds the grid limits");
       ex_.launch(d, k, stream);
@@ -589,6 +721,7 @@ class pipeline {
   geometry g_;
   mix_tile tile_;
   layer_transforms<stage> stages_;
+  typename Exec::table kept_;  // kept rows, then kept columns (taps path)
   T scale_ = T(1);
 };
 
@@ -617,8 +750,8 @@ std::vector<double> energy_map(const Exec& ex, const conv_params& p, const tenso
   const stage body(ex, full, transform_direction::analyse, nb, C, at.x_h, at.x_w);
   std::unique_ptr<stage> tail;
   if (N % nb != 0)
-    tail = std::make_unique<stage>(ex, full, transform_direction::analyse, N % nb, C, at.x_h,
-                                   at.x_w);
+    tail =
+        std::make_unique<stage>(ex, full, transform_direction::analyse, N % nb, C, at.x_h, at.x_w);
 
   auto acc = ex.template make_temp<double>(full.total, stream);
   ex.zero(acc.get(), sizeof(double) * static_cast<std::size_t>(full.total), stream);

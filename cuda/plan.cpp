@@ -1,5 +1,5 @@
-// The public CUDA API (blfft/cuda.hpp): plans over pipeline<T, device_executor>, the plan cache,
-// energy selection.
+// The public API (blfft/cuda.hpp): plans over plan_calls<T, device_executor> (the pipeline with
+// the public signatures), the plan cache, energy selection.
 
 #include <cmath>
 #include <map>
@@ -9,6 +9,8 @@
 #include "blfft/cuda.hpp"
 #include "device_executor.hpp"
 #include "pipeline.hpp"
+#include "plan_calls.hpp"
+#include "plan_members.hpp"
 #include "shared_cache.hpp"
 
 namespace blfft::cuda {
@@ -20,11 +22,9 @@ class plan_impl {
   // The pipeline makes the plan's device current in every call, its construction and its
   // destruction included (pipeline.hpp: executor.activate()).
   plan_impl(const geometry& g, int dev, const cuda_plan_options& o)
-      : device(dev), owned(std::make_unique<pipeline<T, device_executor>>(device_executor(dev), g, o)),
-        pl(*owned) {}
+      : device(dev), calls(device_executor(dev), g, o) {}
   int device;
-  std::unique_ptr<pipeline<T, device_executor>> owned;
-  const pipeline<T, device_executor>& pl;
+  plan_calls<T, device_executor> calls;
 };
 
 template <class T>
@@ -35,6 +35,8 @@ std::unique_ptr<plan_impl<T>> make_impl(const geometry& g, int device, const cud
 
 }  // namespace detail
 
+using blfft::detail::live_impl;
+
 template <class T>
 plan<T>::plan(const blfft::geometry& g, int device, const cuda_plan_options& options)
     : impl_(detail::make_impl<T>(g, device, options)) {}
@@ -44,94 +46,77 @@ plan<T>::plan(const conv_params& p, const compression& c, int device,
               const cuda_plan_options& options)
     : plan(make_geometry(p, c), device, options) {}
 
-template <class T>
-plan<T>::~plan() = default;
-template <class T>
-plan<T>::plan(plan&&) noexcept = default;
-template <class T>
-plan<T>& plan<T>::operator=(plan&&) noexcept = default;
-
-namespace {
-template <class Impl>
-Impl& live(const std::unique_ptr<Impl>& impl) {
-  BLFFT_EXPECTS(impl != nullptr, error_code::invalid_argument, "plan was moved from");
-  return *impl;
-}
-}  // namespace
+BLFFT_DEFINE_PLAN_MOVES(plan);
 
 template <class T>
 const blfft::geometry& plan<T>::geometry() const {
-  return live(impl_).pl.geo();
+  return live_impl(impl_).calls.geometry();
 }
 
 template <class T>
 int plan<T>::device() const {
-  return live(impl_).device;
+  return live_impl(impl_).device;
 }
 
 template <class T>
 void plan<T>::forward(const tensor_view<const T>& x, const tensor_view<const T>& w, const T* bias,
-                      const tensor_view<T>& y, T* x_spectrum, T* w_spectrum,
-                      void* stream) const {
-  auto& i = live(impl_);
-  i.pl.forward(x, w, bias, y, x_spectrum, w_spectrum, stream);
+                      const tensor_view<T>& y, spectrum_view<T> x_spectrum,
+                      spectrum_view<T> w_spectrum, void* stream) const {
+  live_impl(impl_).calls.forward(x, w, bias, y, x_spectrum, w_spectrum, stream);
 }
 
 template <class T>
-void plan<T>::input_spectrum(const tensor_view<const T>& x, T* x_spectrum, void* stream) const {
-  auto& i = live(impl_);
-  i.pl.input_spectrum(x, x_spectrum, stream);
+void plan<T>::input_spectrum(const tensor_view<const T>& x, spectrum_view<T> x_spectrum,
+                             void* stream) const {
+  live_impl(impl_).calls.input_spectrum(x, x_spectrum, stream);
 }
 
 template <class T>
-void plan<T>::weight_spectrum(const tensor_view<const T>& w, T* w_spectrum, void* stream) const {
-  auto& i = live(impl_);
-  i.pl.weight_spectrum(w, w_spectrum, stream);
+void plan<T>::weight_spectrum(const tensor_view<const T>& w, spectrum_view<T> w_spectrum,
+                              void* stream) const {
+  live_impl(impl_).calls.weight_spectrum(w, w_spectrum, stream);
 }
 
 template <class T>
-void plan<T>::forward_spectra(const T* x_spectrum, const T* w_spectrum, const T* bias,
-                              const tensor_view<T>& y, void* stream) const {
-  auto& i = live(impl_);
-  i.pl.forward_spectra(x_spectrum, w_spectrum, bias, y, stream);
+void plan<T>::forward_spectra(spectrum_view<const T> x_spectrum, spectrum_view<const T> w_spectrum,
+                              const T* bias, const tensor_view<T>& y, void* stream) const {
+  live_impl(impl_).calls.forward_spectra(x_spectrum, w_spectrum, bias, y, stream);
 }
 
 template <class T>
-void plan<T>::backward(const tensor_view<const T>& grad_out, const T* x_spectrum,
-                       const T* w_spectrum, const tensor_view<T>* grad_input,
+void plan<T>::backward(const tensor_view<const T>& grad_out, spectrum_view<const T> x_spectrum,
+                       spectrum_view<const T> w_spectrum, const tensor_view<T>* grad_input,
                        const tensor_view<T>* grad_weight, T* grad_bias, void* stream) const {
-  auto& i = live(impl_);
-  i.pl.backward(grad_out, x_spectrum, w_spectrum, grad_input, grad_weight, grad_bias, stream);
+  live_impl(impl_).calls.backward(grad_out, x_spectrum, w_spectrum, grad_input, grad_weight,
+                                  grad_bias, stream);
 }
 
 template <class T>
-void plan<T>::backward_with_weight(const tensor_view<const T>& grad_out, const T* x_spectrum,
+void plan<T>::backward_with_weight(const tensor_view<const T>& grad_out,
+                                   spectrum_view<const T> x_spectrum,
                                    const tensor_view<const T>& weight,
                                    const tensor_view<T>* grad_input,
                                    const tensor_view<T>* grad_weight, T* grad_bias,
                                    void* stream) const {
-  live(impl_).pl.backward_with_weight(grad_out, x_spectrum, weight, grad_input, grad_weight,
-                                      grad_bias, stream);
+  live_impl(impl_).calls.backward_with_weight(grad_out, x_spectrum, weight, grad_input, grad_weight,
+                                              grad_bias, stream);
 }
 
 template <class T>
-void plan<T>::input_grad(const tensor_view<const T>& grad_out, const T* w_spectrum,
+void plan<T>::input_grad(const tensor_view<const T>& grad_out, spectrum_view<const T> w_spectrum,
                          const tensor_view<T>& grad_input, void* stream) const {
-  auto& i = live(impl_);
-  i.pl.input_grad(grad_out, w_spectrum, grad_input, stream);
+  live_impl(impl_).calls.input_grad(grad_out, w_spectrum, grad_input, stream);
 }
 
 template <class T>
-void plan<T>::weight_grad(const tensor_view<const T>& grad_out, const T* x_spectrum,
+void plan<T>::weight_grad(const tensor_view<const T>& grad_out, spectrum_view<const T> x_spectrum,
                           const tensor_view<T>& grad_weight, void* stream) const {
-  auto& i = live(impl_);
-  i.pl.weight_grad(grad_out, x_spectrum, grad_weight, stream);
+  live_impl(impl_).calls.weight_grad(grad_out, x_spectrum, grad_weight, stream);
 }
 
 template <class T>
 void plan<T>::bias_grad(const tensor_view<const T>& grad_out, T* grad_bias, void* stream) const {
-  auto& i = live(impl_);
-  i.pl.bias_grad(grad_out, grad_bias, stream);
+  live_impl(impl_).calls.bias_grad(grad_out, grad_bias, stream);
 }
 
 template class plan<float>;
@@ -161,7 +146,9 @@ std::shared_ptr<const plan<T>> get_plan(const conv_params& p, const compression&
                         [&] { return std::make_shared<const plan<T>>(g, device, options); });
 }
 
-std::size_t plan_cache_size() { return cache<float>().size() + cache<double>().size(); }
+std::size_t plan_cache_size() {
+  return cache<float>().size() + cache<double>().size();
+}
 
 void clear_plan_cache() {
   cache<float>().clear();
@@ -169,12 +156,10 @@ void clear_plan_cache() {
   detail::clear_device_caches();
 }
 
-template BLFFT_CUDA_API std::shared_ptr<const plan<float>> get_plan<float>(const conv_params&,
-                                                                           const compression&,
-                                                                           int,
-                                                                           const cuda_plan_options&);
-template BLFFT_CUDA_API std::shared_ptr<const plan<double>> get_plan<double>(
-    const conv_params&, const compression&, int, const cuda_plan_options&);
+template BLFFT_CUDA_API std::shared_ptr<const plan<float>>
+get_plan<float>(const conv_params&, const compression&, int, const cuda_plan_options&);
+template BLFFT_CUDA_API std::shared_ptr<const plan<double>>
+get_plan<double>(const conv_params&, const compression&, int, const cuda_plan_options&);
 
 // ---- energy ----------------------------------------------------------------------------------
 
@@ -190,21 +175,19 @@ template <class T>
 energy_selection select_by_energy(const conv_params& p, const tensor_view<const T>& x,
                                   double fraction, int device, void* stream) {
   BLFFT_EXPECTS(std::isfinite(fraction) && fraction > 0.0 && fraction <= 1.0,
-                error_code::invalid_argument, "energy fraction must be in (0, 1], got ",
-                fraction);
+                error_code::invalid_argument, "energy fraction must be in (0, 1], got ", fraction);
   return blfft::select_by_energy(p, energy_map<T>(p, x, device, stream), fraction);
 }
 
-template BLFFT_CUDA_API std::vector<double> energy_map<float>(const conv_params&,
-                                                              const tensor_view<const float>&,
-                                                              int, void*);
-template BLFFT_CUDA_API std::vector<double> energy_map<double>(const conv_params&,
-                                                               const tensor_view<const double>&,
-                                                               int, void*);
+template BLFFT_CUDA_API std::vector<double>
+energy_map<float>(const conv_params&, const tensor_view<const float>&, int, void*);
+template BLFFT_CUDA_API std::vector<double>
+energy_map<double>(const conv_params&, const tensor_view<const double>&, int, void*);
 template BLFFT_CUDA_API energy_selection select_by_energy<float>(const conv_params&,
                                                                  const tensor_view<const float>&,
                                                                  double, int, void*);
-template BLFFT_CUDA_API energy_selection select_by_energy<double>(
-    const conv_params&, const tensor_view<const double>&, double, int, void*);
+template BLFFT_CUDA_API energy_selection select_by_energy<double>(const conv_params&,
+                                                                  const tensor_view<const double>&,
+                                                                  double, int, void*);
 
 }  // namespace blfft::cuda

@@ -103,15 +103,16 @@ int main(int argc, char** argv) {
     const blfft::plan<float> plan(layer, blfft::compression::rate(rate));
     const blfft::geometry& g = plan.geometry();
 
-    // The compressed spectra of x and w, written by forward and read by backward.
-    std::vector<float> x_spectrum(g.x_spectrum_size()), w_spectrum(g.w_spectrum_size());
+    // The compressed spectra of x and w, written by forward and read by backward; the plan
+    // checks their lengths.
+    std::vector<float> xs(g.x_spectrum_size()), ws(g.w_spectrum_size());
+    const blfft::spectrum_view<float> x_spectrum(xs.data(), g.x_spectrum_size());
+    const blfft::spectrum_view<float> w_spectrum(ws.data(), g.w_spectrum_size());
 
-    const double forward_ms = median_ms(reps, [&] {
-      plan.forward(x_view, w_view, bias.data(), y_view, x_spectrum.data(), w_spectrum.data());
-    });
+    const double forward_ms = median_ms(
+        reps, [&] { plan.forward(x_view, w_view, bias.data(), y_view, x_spectrum, w_spectrum); });
     const double backward_ms = median_ms(reps, [&] {
-      plan.backward(g_view, x_spectrum.data(), w_spectrum.data(), &gx_view, &gw_view,
-                    grad_bias.data());
+      plan.backward(g_view, x_spectrum, w_spectrum, &gx_view, &gw_view, grad_bias.data());
     });
 
     if (rate == 0.0) y_uncompressed = y;

@@ -24,8 +24,7 @@ constexpr std::size_t aligned_count(std::size_t n) {
 /// naming `what` when that does not fit in size_t (or in the allocator's range).
 inline std::size_t checked_bytes(std::size_t n, std::size_t size, const char* what) {
   std::size_t bytes = 0;
-  if (n > (SIZE_MAX >> 2) || __builtin_mul_overflow(n, size, &bytes) ||
-      bytes > (SIZE_MAX >> 2))
+  if (n > (SIZE_MAX >> 2) || __builtin_mul_overflow(n, size, &bytes) || bytes > (SIZE_MAX >> 2))
     fail(error_code::out_of_memory,
          cat(what, ": ", n, " elements of ", size, " bytes do not fit in memory"));
   return (bytes + buffer_alignment - 1) / buffer_alignment * buffer_alignment;

@@ -7,8 +7,8 @@ void sgemm_(const char* ta, const char* tb, const int* m, const int* n, const in
             const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
             const float* beta, float* c, const int* ldc);
 void dgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
-            const double* alpha, const double* a, const int* lda, const double* b,
-            const int* ldb, const double* beta, double* c, const int* ldc);
+            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
+            const double* beta, double* c, const int* ldc);
 }
 
 namespace blfft::detail {
@@ -20,24 +20,31 @@ int as_int(int64_t v) {
 }
 }  // namespace
 
-// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
+/// The Fortran routine of each precision.
+template <class T>
+struct fortran;
 template <>
-void gemm<float>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
-                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+struct fortran<float> {
+  static constexpr auto gemm = sgemm_;
+};
+template <>
+struct fortran<double> {
+  static constexpr auto gemm = dgemm_;
+};
+
+// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
+template <class T>
+void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A, int64_t lda,
+          const T* B, int64_t ldb, T beta, T* C, int64_t ldc) {
   const int m = as_int(N), n = as_int(M), k = as_int(K);
   const int la = as_int(ldb), lb = as_int(lda), lc = as_int(ldc);
   const char fa = tb ? 'T' : 'N', fb = ta ? 'T' : 'N';
-  sgemm_(&fa, &fb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
+  fortran<T>::gemm(&fa, &fb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
 }
 
-template <>
-void gemm<double>(bool ta, bool tb, int64_t M, int64_t N, int64_t K, double alpha,
-                  const double* A, int64_t lda, const double* B, int64_t ldb, double beta,
-                  double* C, int64_t ldc) {
-  const int m = as_int(N), n = as_int(M), k = as_int(K);
-  const int la = as_int(ldb), lb = as_int(lda), lc = as_int(ldc);
-  const char fa = tb ? 'T' : 'N', fb = ta ? 'T' : 'N';
-  dgemm_(&fa, &fb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
-}
+template void gemm<float>(bool, bool, int64_t, int64_t, int64_t, float, const float*, int64_t,
+                          const float*, int64_t, float, float*, int64_t);
+template void gemm<double>(bool, bool, int64_t, int64_t, int64_t, double, const double*, int64_t,
+                           const double*, int64_t, double, double*, int64_t);
 
 }  // namespace blfft::detail

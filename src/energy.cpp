@@ -5,9 +5,9 @@
 #include <algorithm>
 #include <cmath>
 
-#include "workspace.hpp"
 #include "check.hpp"
 #include "pruned_transform.hpp"
+#include "workspace.hpp"
 
 namespace blfft {
 namespace {
@@ -49,8 +49,8 @@ std::vector<double> energy_map(const conv_params& p, const tensor_view<const T>&
   const auto& q = g.params;
   // One sample at a time bounds the memory to one sample's full spectrum.
   const detail::layer_placements at(g);
-  detail::pruned_transform<T> t(g, detail::transform_direction::analyse, 1, q.in_channels,
-                                at.x_h, at.x_w, deterministic_options());
+  detail::pruned_transform<T> t(g, detail::transform_direction::analyse, 1, q.in_channels, at.x_h,
+                                at.x_w, deterministic_options());
   auto spec = detail::take_workspace<T>(
       detail::checked_mul(2 * g.total, q.in_channels, "energy spectrum size"), "energy spectrum");
   std::vector<double> e(static_cast<size_t>(g.total), 0.0);
@@ -78,8 +78,7 @@ std::vector<double> energy_map(const conv_params& p, const tensor_view<const T>&
 energy_selection select_by_energy(const conv_params& p, const std::vector<double>& energy,
                                   double fraction) {
   BLFFT_EXPECTS(std::isfinite(fraction) && fraction > 0.0 && fraction <= 1.0,
-                error_code::invalid_argument, "energy fraction must be in (0, 1], got ",
-                fraction);
+                error_code::invalid_argument, "energy fraction must be in (0, 1], got ", fraction);
   const geometry full = make_geometry(p, compression::none());
   BLFFT_EXPECTS(static_cast<int64_t>(energy.size()) == full.total, error_code::shape_mismatch,
                 "energy map has ", energy.size(), " bins, the grid has ", full.total);
@@ -123,8 +122,7 @@ template <class T>
 energy_selection select_by_energy(const conv_params& p, const tensor_view<const T>& x,
                                   double fraction) {
   BLFFT_EXPECTS(std::isfinite(fraction) && fraction > 0.0 && fraction <= 1.0,
-                error_code::invalid_argument, "energy fraction must be in (0, 1], got ",
-                fraction);
+                error_code::invalid_argument, "energy fraction must be in (0, 1], got ", fraction);
   return select_by_energy(p, energy_map<T>(p, x), fraction);
 }
 

@@ -22,61 +22,41 @@ std::mutex& planner_mutex() {
 template <class T>
 struct fftw_api;
 
-template <>
-struct fftw_api<float> {
-  using plan_t = fftwf_plan;
-  using complex_t = fftwf_complex;
-  static plan_t r2c(int n, int howmany, float* in, complex_t* out, unsigned flags) {
-    return fftwf_plan_many_dft_r2c(1, &n, howmany, in, nullptr, 1, n, out, nullptr, 1, n / 2 + 1,
-                                   flags);
-  }
-  static plan_t c2r(int n, int howmany, complex_t* in, float* out, unsigned flags) {
-    return fftwf_plan_many_dft_c2r(1, &n, howmany, in, nullptr, 1, n / 2 + 1, out, nullptr, 1, n,
-                                   flags);
-  }
-  static plan_t c2c_cols(int n, int howmany, complex_t* data, int sign, unsigned flags) {
-    return fftwf_plan_many_dft(1, &n, howmany, data, nullptr, 1, n, data, nullptr, 1, n, sign,
-                               flags);
-  }
-  static void exec_r2c(plan_t p, void* in, void* out) {
-    fftwf_execute_dft_r2c(p, static_cast<float*>(in), static_cast<complex_t*>(out));
-  }
-  static void exec_c2r(plan_t p, void* in, void* out) {
-    fftwf_execute_dft_c2r(p, static_cast<complex_t*>(in), static_cast<float*>(out));
-  }
-  static void exec_c2c(plan_t p, void* in, void* out) {
-    fftwf_execute_dft(p, static_cast<complex_t*>(in), static_cast<complex_t*>(out));
-  }
-  static void destroy(plan_t p) { fftwf_destroy_plan(p); }
-};
-
-template <>
-struct fftw_api<double> {
-  using plan_t = fftw_plan;
-  using complex_t = fftw_complex;
-  static plan_t r2c(int n, int howmany, double* in, complex_t* out, unsigned flags) {
-    return fftw_plan_many_dft_r2c(1, &n, howmany, in, nullptr, 1, n, out, nullptr, 1, n / 2 + 1,
-                                  flags);
-  }
-  static plan_t c2r(int n, int howmany, complex_t* in, double* out, unsigned flags) {
-    return fftw_plan_many_dft_c2r(1, &n, howmany, in, nullptr, 1, n / 2 + 1, out, nullptr, 1, n,
-                                  flags);
-  }
-  static plan_t c2c_cols(int n, int howmany, complex_t* data, int sign, unsigned flags) {
-    return fftw_plan_many_dft(1, &n, howmany, data, nullptr, 1, n, data, nullptr, 1, n, sign,
-                              flags);
-  }
-  static void exec_r2c(plan_t p, void* in, void* out) {
-    fftw_execute_dft_r2c(p, static_cast<double*>(in), static_cast<complex_t*>(out));
-  }
-  static void exec_c2r(plan_t p, void* in, void* out) {
-    fftw_execute_dft_c2r(p, static_cast<complex_t*>(in), static_cast<double*>(out));
-  }
-  static void exec_c2c(plan_t p, void* in, void* out) {
-    fftw_execute_dft(p, static_cast<complex_t*>(in), static_cast<complex_t*>(out));
-  }
-  static void destroy(plan_t p) { fftw_destroy_plan(p); }
-};
+// FFTW's float and double APIs differ only in their prefix (fftwf_, fftw_); FFTW's own header
+// makes them with a macro, and so does this one.
+#define BLFFT_FFTW_API(T, X)                                                                       \
+  template <>                                                                                      \
+  struct fftw_api<T> {                                                                             \
+    using plan_t = X##plan;                                                                        \
+    using complex_t = X##complex;                                                                  \
+    static plan_t r2c(int n, int howmany, T* in, complex_t* out, unsigned flags) {                 \
+      return X##plan_many_dft_r2c(1, &n, howmany, in, nullptr, 1, n, out, nullptr, 1, n / 2 + 1,   \
+                                  flags);                                                          \
+    }                                                                                              \
+    static plan_t c2r(int n, int howmany, complex_t* in, T* out, unsigned flags) {                 \
+      return X##plan_many_dft_c2r(1, &n, howmany, in, nullptr, 1, n / 2 + 1, out, nullptr, 1, n,   \
+                                  flags);                                                          \
+    }                                                                                              \
+    static plan_t c2c_cols(int n, int howmany, complex_t* data, int sign, unsigned flags) {        \
+      return X##plan_many_dft(1, &n, howmany, data, nullptr, 1, n, data, nullptr, 1, n, sign,      \
+                              flags);                                                              \
+    }                                                                                              \
+    static void exec_r2c(plan_t p, void* in, void* out) {                                          \
+      X##execute_dft_r2c(p, static_cast<T*>(in), static_cast<complex_t*>(out));                    \
+    }                                                                                              \
+    static void exec_c2r(plan_t p, void* in, void* out) {                                          \
+      X##execute_dft_c2r(p, static_cast<complex_t*>(in), static_cast<T*>(out));                    \
+    }                                                                                              \
+    static void exec_c2c(plan_t p, void* in, void* out) {                                          \
+      X##execute_dft(p, static_cast<complex_t*>(in), static_cast<complex_t*>(out));                \
+    }                                                                                              \
+    static void destroy(plan_t p) {                                                                \
+      X##destroy_plan(p);                                                                          \
+    }                                                                                              \
+  };
+BLFFT_FFTW_API(float, fftwf_)
+BLFFT_FFTW_API(double, fftw_)
+#undef BLFFT_FFTW_API
 
 template <class T>
 class fftw_plan_holder final : public fft_plan<T> {
@@ -100,21 +80,15 @@ class fftw_plan_holder final : public fft_plan<T> {
     auto* c = reinterpret_cast<typename api::complex_t*>(cplx.data());
     std::lock_guard<std::mutex> lock(planner_mutex());
     switch (kind) {
-      case fft_kind::r2c_rows:
-        plan_ = api::r2c(ni, hi, real.data(), c, flags);
-        break;
-      case fft_kind::c2r_rows:
-        plan_ = api::c2r(ni, hi, c, real.data(), flags);
-        break;
-      case fft_kind::c2c_cols_forward:
-        plan_ = api::c2c_cols(ni, hi, c, FFTW_FORWARD, flags);
-        break;
+      case fft_kind::r2c_rows: plan_ = api::r2c(ni, hi, real.data(), c, flags); break;
+      case fft_kind::c2r_rows: plan_ = api::c2r(ni, hi, c, real.data(), flags); break;
+      case fft_kind::c2c_cols_forward: plan_ = api::c2c_cols(ni, hi, c, FFTW_FORWARD, flags); break;
       case fft_kind::c2c_cols_backward:
         plan_ = api::c2c_cols(ni, hi, c, FFTW_BACKWARD, flags);
         break;
     }
-    BLFFT_EXPECTS(plan_ != nullptr, error_code::backend, "FFTW could not plan a transform of ",
-                  n, " x ", howmany);
+    BLFFT_EXPECTS(plan_ != nullptr, error_code::backend, "FFTW could not plan a transform of ", n,
+                  " x ", howmany);
   }
   ~fftw_plan_holder() override {
     std::lock_guard<std::mutex> lock(planner_mutex());
@@ -122,15 +96,9 @@ class fftw_plan_holder final : public fft_plan<T> {
   }
   void execute(void* in, void* out) const override {
     switch (kind_) {
-      case fft_kind::r2c_rows:
-        api::exec_r2c(plan_, in, out);
-        break;
-      case fft_kind::c2r_rows:
-        api::exec_c2r(plan_, in, out);
-        break;
-      default:
-        api::exec_c2c(plan_, in, out);
-        break;
+      case fft_kind::r2c_rows: api::exec_r2c(plan_, in, out); break;
+      case fft_kind::c2r_rows: api::exec_c2r(plan_, in, out); break;
+      default: api::exec_c2c(plan_, in, out); break;
     }
   }
 
@@ -177,15 +145,11 @@ void trim_fft_cache() {
 }
 
 std::size_t fft_cache_size() {
-  std::size_t n = 0;
-  {
-    auto& c = fft_cache<float>::get();
+  const auto count = [](auto& c) {
     std::lock_guard<std::mutex> lock(c.mutex);
-    n += c.plans.size();
-  }
-  auto& c = fft_cache<double>::get();
-  std::lock_guard<std::mutex> lock(c.mutex);
-  return n + c.plans.size();
+    return c.plans.size();
+  };
+  return count(fft_cache<float>::get()) + count(fft_cache<double>::get());
 }
 
 template std::shared_ptr<const fft_plan<float>> make_fft<float>(fft_kind, int64_t, int64_t,

@@ -17,17 +17,10 @@ using detail::checked_mul;
 conv_params conv_params::conv1d(int64_t batch, int64_t in_channels, int64_t out_channels,
                                 int64_t length, int64_t kernel, int64_t stride, int64_t padding,
                                 int64_t dilation, int64_t groups) {
-  conv_params p;
+  // 1D is 2D with a height-1 input and kernel (geometry.hpp).
+  conv_params p = conv2d(batch, in_channels, out_channels, {1, length}, {1, kernel}, {1, stride},
+                         {0, padding}, {1, dilation}, groups);
   p.ndim = 1;
-  p.batch = batch;
-  p.in_channels = in_channels;
-  p.out_channels = out_channels;
-  p.input = {1, length};
-  p.kernel = {1, kernel};
-  p.stride = {1, stride};
-  p.padding = {0, padding};
-  p.dilation = {1, dilation};
-  p.groups = groups;
   return p;
 }
 
@@ -98,14 +91,14 @@ void validate_params(const conv_params& p) {
   BLFFT_EXPECTS(p.out_channels >= 1, E::invalid_argument, "out_channels must be >= 1, got ",
                 p.out_channels);
   BLFFT_EXPECTS(p.groups >= 1, E::invalid_argument, "groups must be >= 1, got ", p.groups);
-  BLFFT_EXPECTS(p.in_channels % p.groups == 0, E::invalid_argument, "in_channels (",
-                p.in_channels, ") must be divisible by groups (", p.groups, ")");
+  BLFFT_EXPECTS(p.in_channels % p.groups == 0, E::invalid_argument, "in_channels (", p.in_channels,
+                ") must be divisible by groups (", p.groups, ")");
   BLFFT_EXPECTS(p.out_channels % p.groups == 0, E::invalid_argument, "out_channels (",
                 p.out_channels, ") must be divisible by groups (", p.groups, ")");
   if (p.ndim == 1) {
     // 1D is stored as 2D with a trivial height axis; anything else there is a caller mistake.
-    BLFFT_EXPECTS(p.input[0] == 1 && p.kernel[0] == 1 && p.stride[0] == 1 &&
-                      p.padding[0] == 0 && p.dilation[0] == 1 && p.grid[0] <= 1,
+    BLFFT_EXPECTS(p.input[0] == 1 && p.kernel[0] == 1 && p.stride[0] == 1 && p.padding[0] == 0 &&
+                      p.dilation[0] == 1 && p.grid[0] <= 1,
                   E::invalid_argument,
                   "a 1D conv_params must have input[0] = kernel[0] = stride[0] = dilation[0] = "
                   "1, padding[0] = 0 and grid[0] in {0, 1} (use conv_params::conv1d)");
@@ -118,10 +111,10 @@ void validate_params(const conv_params& p) {
                   p.kernel[a]);
     BLFFT_EXPECTS(p.stride[a] >= 1, E::invalid_argument, "stride ", ax, " must be >= 1, got ",
                   p.stride[a]);
-    BLFFT_EXPECTS(p.padding[a] >= 0, E::invalid_argument, "padding ", ax,
-                  " must be >= 0, got ", p.padding[a]);
-    BLFFT_EXPECTS(p.dilation[a] >= 1, E::invalid_argument, "dilation ", ax,
-                  " must be >= 1, got ", p.dilation[a]);
+    BLFFT_EXPECTS(p.padding[a] >= 0, E::invalid_argument, "padding ", ax, " must be >= 0, got ",
+                  p.padding[a]);
+    BLFFT_EXPECTS(p.dilation[a] >= 1, E::invalid_argument, "dilation ", ax, " must be >= 1, got ",
+                  p.dilation[a]);
     BLFFT_EXPECTS(p.grid[a] >= 0, E::invalid_argument, "grid ", ax,
                   " must be >= 0 (0: default), got ", p.grid[a]);
   }
@@ -169,8 +162,8 @@ geometry make_geometry(const conv_params& params, const compression& c) {
     g.dilated[a] = checked_add(checked_mul(p.dilation[a], p.kernel[a] - 1, "dilated kernel"), 1,
                                "dilated kernel");
     BLFFT_EXPECTS(g.dilated[a] <= g.padded[a], E::invalid_argument, "kernel ", ax,
-                  " (dilated extent ", g.dilated[a], ") is larger than the padded input ", ax,
-                  " (", g.padded[a], ")");
+                  " (dilated extent ", g.dilated[a], ") is larger than the padded input ", ax, " (",
+                  g.padded[a], ")");
     g.full_out[a] = g.padded[a] - g.dilated[a] + 1;
     // ceil(full_out / stride), written so that a stride near 2^63 cannot overflow (the sum
     // full_out + stride - 1 wrapped, gave a zero-sized output and a division by zero later).
@@ -215,12 +208,13 @@ geometry make_geometry(const conv_params& params, const compression& c) {
     case compression::kind_type::indices: {
       check_index_list(c.rows, Lh, "rows");
       check_index_list(c.cols, g.bins_w, "cols");
-      // The set must be closed under k -> -k so the masked operator stays real (docs/design.md 1.4).
+      // The set must be closed under k -> -k so the masked operator stays real
+      // (docs/design.md 1.4).
       for (int64_t r : c.rows) {
         const int64_t mirror = (Lh - r) % Lh;
-        BLFFT_EXPECTS(std::binary_search(c.rows.begin(), c.rows.end(), mirror),
-                      E::invalid_argument, "kept rows must be symmetric: row ", r,
-                      " is kept but its mirror ", mirror, " is not");
+        BLFFT_EXPECTS(std::binary_search(c.rows.begin(), c.rows.end(), mirror), E::invalid_argument,
+                      "kept rows must be symmetric: row ", r, " is kept but its mirror ", mirror,
+                      " is not");
       }
       g.limits = {0, 0};
       g.kept_rows = c.rows.empty() ? prefix(Lh) : c.rows;
@@ -237,23 +231,19 @@ geometry make_geometry(const conv_params& params, const compression& c) {
   g.requested_rate = c.kind == compression::kind_type::rate ? c.rate_value : g.achieved_rate;
 
   const int64_t spatial_in = checked_mul(p.input[0], p.input[1], "input size");
-  g.input_size_ = checked_mul(checked_mul(p.batch, p.in_channels, "input size"), spatial_in,
-                              "input size");
-  g.weight_size_ =
-      checked_mul(checked_mul(p.out_channels, g.in_per_group, "weight size"),
-                  checked_mul(p.kernel[0], p.kernel[1], "weight size"), "weight size");
-  g.output_size_ =
-      checked_mul(checked_mul(p.batch, p.out_channels, "output size"),
-                  checked_mul(g.output[0], g.output[1], "output size"), "output size");
+  g.input_size_ =
+      checked_mul(checked_mul(p.batch, p.in_channels, "input size"), spatial_in, "input size");
+  g.weight_size_ = checked_mul(checked_mul(p.out_channels, g.in_per_group, "weight size"),
+                               checked_mul(p.kernel[0], p.kernel[1], "weight size"), "weight size");
+  g.output_size_ = checked_mul(checked_mul(p.batch, p.out_channels, "output size"),
+                               checked_mul(g.output[0], g.output[1], "output size"), "output size");
   const int64_t two_kept = checked_mul(2, g.kept, "spectrum size");
   g.x_spectrum_size_ = checked_mul(two_kept, checked_mul(p.batch, p.in_channels, "x spectrum size"),
                                    "x spectrum size");
-  g.w_spectrum_size_ =
-      checked_mul(two_kept, checked_mul(p.out_channels, g.in_per_group, "w spectrum size"),
-                  "w spectrum size");
-  g.y_spectrum_size_ =
-      checked_mul(two_kept, checked_mul(p.batch, p.out_channels, "y spectrum size"),
-                  "y spectrum size");
+  g.w_spectrum_size_ = checked_mul(
+      two_kept, checked_mul(p.out_channels, g.in_per_group, "w spectrum size"), "w spectrum size");
+  g.y_spectrum_size_ = checked_mul(
+      two_kept, checked_mul(p.batch, p.out_channels, "y spectrum size"), "y spectrum size");
   // Work buffers index with int64 too; the full padded grid per image must also fit.
   checked_mul(checked_mul(p.batch, std::max(p.in_channels, p.out_channels), "grid size"),
               checked_mul(Lh, Lw, "grid size"), "grid size");
@@ -280,8 +270,8 @@ std::vector<int64_t> geometry::output_shape() const {
 std::string geometry::describe() const {
   std::ostringstream os;
   const auto& p = params;
-  os << "conv" << p.ndim << "d N=" << p.batch << " C=" << p.in_channels
-     << " F=" << p.out_channels << " groups=" << p.groups << " input=";
+  os << "conv" << p.ndim << "d N=" << p.batch << " C=" << p.in_channels << " F=" << p.out_channels
+     << " groups=" << p.groups << " input=";
   if (p.ndim == 2) os << p.input[0] << "x";
   os << p.input[1] << " kernel=";
   if (p.ndim == 2) os << p.kernel[0] << "x";

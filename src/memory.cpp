@@ -122,7 +122,9 @@ std::unique_ptr<byte_buffer> take_buffer(std::size_t bytes, const char* what) {
   return pool::instance().take(bytes);
 }
 
-void give_back(std::unique_ptr<byte_buffer> b) noexcept { pool::instance().give_back(std::move(b)); }
+void give_back(std::unique_ptr<byte_buffer> b) noexcept {
+  pool::instance().give_back(std::move(b));
+}
 
 }  // namespace detail
 
@@ -135,10 +137,16 @@ void set_max_idle_bytes(std::size_t bytes) {
   detail::max_idle.store(bytes);
   detail::pool::instance().trim_to_limit();
 }
-std::size_t get_max_idle_bytes() { return detail::max_idle.load(); }
-std::size_t idle_bytes() { return detail::pool::instance().idle_bytes(); }
+std::size_t get_max_idle_bytes() {
+  return detail::max_idle.load();
+}
+std::size_t idle_bytes() {
+  return detail::pool::instance().idle_bytes();
+}
 
-void set_max_buffer_bytes(std::size_t bytes) { detail::max_buffer.store(bytes); }
+void set_max_buffer_bytes(std::size_t bytes) {
+  detail::max_buffer.store(bytes);
+}
 std::size_t get_max_buffer_bytes() {
   const std::size_t b = detail::max_buffer.load();
   if (b != 0) return b;

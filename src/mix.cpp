@@ -1,5 +1,7 @@
 #include "mix.hpp"
 
+#include <type_traits>
+
 #include "blas.hpp"
 #include "parallel.hpp"
 
@@ -21,10 +23,24 @@ struct operand {
   bool conj;
 };
 
-/// C = op(A) op(B), C row-major M x N with leading dimension ldc, planar.
+/// Rows of a planar complex matrix: element (i, j) is (re[i * ld + j], im[i * ld + j]).
+template <class T>
+struct planar {
+  T* re;
+  T* im;
+  int64_t ld;
+  operand<std::remove_const_t<T>> as_operand(bool trans, bool conj) const {
+    return {re, im, ld, trans, conj};
+  }
+};
+
+/// C = op(A) op(B), C row-major M x N, planar.
 template <class T>
 void complex_product(int64_t M, int64_t N, int64_t K, const operand<T>& A, const operand<T>& B,
-                     T* c_re, T* c_im, int64_t ldc, T* scratch) {
+                     const planar<T>& C, T* scratch) {
+  T* const c_re = C.re;
+  T* const c_im = C.im;
+  const int64_t ldc = C.ld;
   const T sa = A.conj ? T(-1) : T(1), sb = B.conj ? T(-1) : T(1);
   if (M * N * K < blas_min_work) {
     for (int64_t i = 0; i < M; ++i)
@@ -79,15 +95,33 @@ frequency_block<T> at(T* spec, int64_t k, int64_t B, int64_t CH) {
   return {re, re + B * CH};
 }
 
-/// Runs body(k, group, scratch) for every kept frequency and group, in parallel.
-template <class T, class F>
-void for_each_frequency_and_group(const geometry& g, F&& body) {
+/// Group gr's channels at frequency k of a spectrum of B images with CH channels, `per_group` of
+/// them to a group: a B x per_group matrix.
+template <class T>
+planar<T> channels(T* spec, int64_t k, int64_t B, int64_t CH, int64_t per_group, int64_t gr) {
+  const auto f = at(spec, k, B, CH);
+  return {f.re + gr * per_group, f.im + gr * per_group, CH};
+}
+
+/// Group gr's F/g x C/g block of a planar F x C/g weight (or weight gradient) matrix.
+template <class T>
+planar<T> group_weights(const geometry& g, T* re, T* im, int64_t gr) {
+  const int64_t off = gr * g.out_per_group * g.in_per_group;
+  return {re + off, im + off, g.in_per_group};
+}
+
+/// body(k, group, re, im, scratch) for every kept frequency and group, in parallel, with the
+/// planar F x C/g matrix of frequency k in `w_spec` (a weight or weight gradient spectrum).
+template <class T, class W, class F>
+void for_each_frequency_and_group(const geometry& g, W* w_spec, F&& body) {
   const int64_t groups = g.params.groups, items = g.kept * groups;
   const bool parallel = mix_in_parallel(g);
   const int threads = parallel ? thread_count() : 1;
   const thread_slices<T> scratch(threads, mix_scratch_scalars(g), "mixing scratch");
   parallel_for(items, threads, parallel, [&](int64_t item) {
-    body(item / groups, item % groups, scratch.mine());
+    const int64_t k = item / groups;
+    const auto w = at(w_spec, k, g.params.out_channels, g.in_per_group);
+    body(k, item % groups, w.re, w.im, scratch.mine());
   });
 }
 
@@ -108,80 +142,72 @@ bool mix_in_parallel(const geometry& g) {
 template <class T>
 void mix_forward_at(const geometry& g, int64_t k, int64_t gr, const T* x_spec, const T* w_re,
                     const T* w_im, T* y_spec, T* scratch) {
-  const auto& p = g.params;
-  const int64_t N = p.batch, C = p.in_channels, F = p.out_channels;
-  const int64_t Cg = g.in_per_group, Fg = g.out_per_group;
-  const auto x = at(x_spec, k, N, C);
-  const auto y = at(y_spec, k, N, F);
-  const operand<T> A{x.re + gr * Cg, x.im + gr * Cg, C, false, false};
-  const operand<T> B{w_re + gr * Fg * Cg, w_im + gr * Fg * Cg, Cg, true, true};
-  complex_product<T>(N, Fg, Cg, A, B, y.re + gr * Fg, y.im + gr * Fg, F, scratch);
+  const int64_t N = g.params.batch, Cg = g.in_per_group, Fg = g.out_per_group;
+  complex_product<T>(N, Fg, Cg,
+                     channels(x_spec, k, N, g.params.in_channels, Cg, gr).as_operand(false, false),
+                     group_weights(g, w_re, w_im, gr).as_operand(true, true),
+                     channels(y_spec, k, N, g.params.out_channels, Fg, gr), scratch);
 }
 
 template <class T>
 void mix_input_grad_at(const geometry& g, int64_t k, int64_t gr, const T* dy_spec, const T* w_re,
                        const T* w_im, T* dx_spec, T* scratch) {
-  const auto& p = g.params;
-  const int64_t N = p.batch, C = p.in_channels, F = p.out_channels;
-  const int64_t Cg = g.in_per_group, Fg = g.out_per_group;
-  const auto go = at(dy_spec, k, N, F);
-  const auto dx = at(dx_spec, k, N, C);
-  const operand<T> A{go.re + gr * Fg, go.im + gr * Fg, F, false, false};
-  const operand<T> B{w_re + gr * Fg * Cg, w_im + gr * Fg * Cg, Cg, false, false};
-  complex_product<T>(N, Cg, Fg, A, B, dx.re + gr * Cg, dx.im + gr * Cg, C, scratch);
+  const int64_t N = g.params.batch, Cg = g.in_per_group, Fg = g.out_per_group;
+  complex_product<T>(
+      N, Cg, Fg, channels(dy_spec, k, N, g.params.out_channels, Fg, gr).as_operand(false, false),
+      group_weights(g, w_re, w_im, gr).as_operand(false, false),
+      channels(dx_spec, k, N, g.params.in_channels, Cg, gr), scratch);
 }
 
 template <class T>
-void mix_weight_grad_at(const geometry& g, int64_t k, int64_t gr, const T* dy_spec,
-                        const T* x_spec, T* dw_re, T* dw_im, T* scratch) {
-  const auto& p = g.params;
-  const int64_t N = p.batch, C = p.in_channels, F = p.out_channels;
-  const int64_t Cg = g.in_per_group, Fg = g.out_per_group;
-  const auto go = at(dy_spec, k, N, F);
-  const auto x = at(x_spec, k, N, C);
-  const operand<T> A{go.re + gr * Fg, go.im + gr * Fg, F, true, true};
-  const operand<T> B{x.re + gr * Cg, x.im + gr * Cg, C, false, false};
-  complex_product<T>(Fg, Cg, N, A, B, dw_re + gr * Fg * Cg, dw_im + gr * Fg * Cg, Cg,
-                     scratch);
+void mix_weight_grad_at(const geometry& g, int64_t k, int64_t gr, const T* dy_spec, const T* x_spec,
+                        T* dw_re, T* dw_im, T* scratch) {
+  const int64_t N = g.params.batch, Cg = g.in_per_group, Fg = g.out_per_group;
+  complex_product<T>(Fg, Cg, N,
+                     channels(dy_spec, k, N, g.params.out_channels, Fg, gr).as_operand(true, true),
+                     channels(x_spec, k, N, g.params.in_channels, Cg, gr).as_operand(false, false),
+                     group_weights(g, dw_re, dw_im, gr), scratch);
 }
+
+// The whole-spectrum passes: the products above at every kept frequency and group.
+
+namespace {
+/// A pass that reads the weight spectrum (forward, input gradient): out = product(in, W).
+template <class T, class Product>
+void mix_with_weight(const geometry& g, const T* in, const T* w_spec, T* out, Product product) {
+  for_each_frequency_and_group<T>(g, w_spec, [&](int64_t k, int64_t gr, auto re, auto im, T* s) {
+    product(g, k, gr, in, re, im, out, s);
+  });
+}
+}  // namespace
 
 template <class T>
 void mix_forward(const geometry& g, const T* x_spec, const T* w_spec, T* y_spec) {
-  const int64_t F = g.params.out_channels, Cg = g.in_per_group;
-  for_each_frequency_and_group<T>(g, [&](int64_t k, int64_t gr, T* scratch) {
-    const auto w = at(w_spec, k, F, Cg);
-    mix_forward_at(g, k, gr, x_spec, w.re, w.im, y_spec, scratch);
-  });
+  mix_with_weight(g, x_spec, w_spec, y_spec, mix_forward_at<T>);
 }
 
 template <class T>
 void mix_input_grad(const geometry& g, const T* dy_spec, const T* w_spec, T* dx_spec) {
-  const int64_t F = g.params.out_channels, Cg = g.in_per_group;
-  for_each_frequency_and_group<T>(g, [&](int64_t k, int64_t gr, T* scratch) {
-    const auto w = at(w_spec, k, F, Cg);
-    mix_input_grad_at(g, k, gr, dy_spec, w.re, w.im, dx_spec, scratch);
-  });
+  mix_with_weight(g, dy_spec, w_spec, dx_spec, mix_input_grad_at<T>);
 }
 
 template <class T>
 void mix_weight_grad(const geometry& g, const T* dy_spec, const T* x_spec, T* dw_spec) {
-  const int64_t F = g.params.out_channels, Cg = g.in_per_group;
-  for_each_frequency_and_group<T>(g, [&](int64_t k, int64_t gr, T* scratch) {
-    const auto dw = at(dw_spec, k, F, Cg);
-    mix_weight_grad_at(g, k, gr, dy_spec, x_spec, dw.re, dw.im, scratch);
+  for_each_frequency_and_group<T>(g, dw_spec, [&](int64_t k, int64_t gr, T* re, T* im, T* s) {
+    mix_weight_grad_at(g, k, gr, dy_spec, x_spec, re, im, s);
   });
 }
 
-#define BLFFT_INSTANTIATE(T)                                                                   \
-  template void mix_forward<T>(const geometry&, const T*, const T*, T*);                       \
-  template void mix_input_grad<T>(const geometry&, const T*, const T*, T*);                    \
-  template void mix_weight_grad<T>(const geometry&, const T*, const T*, T*);                   \
-  template void mix_forward_at<T>(const geometry&, int64_t, int64_t, const T*, const T*,       \
-                                  const T*, T*, T*);                                           \
-  template void mix_input_grad_at<T>(const geometry&, int64_t, int64_t, const T*, const T*,    \
-                                     const T*, T*, T*);                                        \
-  template void mix_weight_grad_at<T>(const geometry&, int64_t, int64_t, const T*, const T*,   \
-                                      T*, T*, T*);
+#define BLFFT_INSTANTIATE(T)                                                                       \
+  template void mix_forward<T>(const geometry&, const T*, const T*, T*);                           \
+  template void mix_input_grad<T>(const geometry&, const T*, const T*, T*);                        \
+  template void mix_weight_grad<T>(const geometry&, const T*, const T*, T*);                       \
+  template void mix_forward_at<T>(const geometry&, int64_t, int64_t, const T*, const T*, const T*, \
+                                  T*, T*);                                                         \
+  template void mix_input_grad_at<T>(const geometry&, int64_t, int64_t, const T*, const T*,        \
+                                     const T*, T*, T*);                                            \
+  template void mix_weight_grad_at<T>(const geometry&, int64_t, int64_t, const T*, const T*, T*,   \
+                                      T*, T*);
 BLFFT_INSTANTIATE(float)
 BLFFT_INSTANTIATE(double)
 #undef BLFFT_INSTANTIATE

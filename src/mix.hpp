@@ -40,7 +40,7 @@ template <class T>
 void mix_input_grad_at(const geometry& g, int64_t k, int64_t gr, const T* dy_spec, const T* w_re,
                        const T* w_im, T* dx_spec, T* scratch);
 template <class T>
-void mix_weight_grad_at(const geometry& g, int64_t k, int64_t gr, const T* dy_spec,
-                        const T* x_spec, T* dw_re, T* dw_im, T* scratch);
+void mix_weight_grad_at(const geometry& g, int64_t k, int64_t gr, const T* dy_spec, const T* x_spec,
+                        T* dw_re, T* dw_im, T* scratch);
 
 }  // namespace blfft::detail

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cstring>
 
-#include "mix.hpp"
 #include "check.hpp"
+#include "mix.hpp"
 #include "parallel.hpp"
 #include "twiddle.hpp"
 #include "workspace.hpp"
@@ -99,11 +99,12 @@ tap_twiddles<T>::tap_twiddles(const geometry& g) {
   }
 }
 
-/// Runs body(k, wr, wi, mix_scratch) for every kept frequency, (wr, wi) = W_k made from the taps
-/// of w.
-template <class T, class F>
-void for_each_weight_matrix(const geometry& g, const tap_twiddles<T>& tw,
-                            const image_view<const T>& w, F&& body) {
+namespace {
+/// A pass that reads the weight (forward, input gradient) with the weight matrix W_k of every
+/// kept frequency made from the taps of w: out = product(in, W_k) for every group.
+template <class T, class Product>
+void mix_with_taps(const geometry& g, const tap_twiddles<T>& tw, const T* in,
+                   const image_view<const T>& w, T* out, Product product) {
   const shape s = shape_of(g);
   auto wt = take_workspace<T>(s.taps * s.FC, "weight taps");
   taps_major(g, w, wt.data());
@@ -113,26 +114,21 @@ void for_each_weight_matrix(const geometry& g, const tap_twiddles<T>& tw,
   parallel_for(g.kept, threads, parallel, [&](int64_t k) {
     const taps_scratch<T> t = split(g, scratch.mine());
     weight_at(tw, k, wt.data(), s.FC, t.wr, t.wi);
-    body(k, t.wr, t.wi, t.mix);
+    for (int64_t gr = 0; gr < s.groups; ++gr) product(g, k, gr, in, t.wr, t.wi, out, t.mix);
   });
 }
+}  // namespace
 
 template <class T>
 void mix_forward_taps(const geometry& g, const tap_twiddles<T>& tw, const T* x_spec,
                       const image_view<const T>& w, T* y_spec) {
-  for_each_weight_matrix(g, tw, w, [&](int64_t k, const T* wr, const T* wi, T* scratch) {
-    for (int64_t gr = 0; gr < g.params.groups; ++gr)
-      mix_forward_at(g, k, gr, x_spec, wr, wi, y_spec, scratch);
-  });
+  mix_with_taps(g, tw, x_spec, w, y_spec, mix_forward_at<T>);
 }
 
 template <class T>
 void mix_input_grad_taps(const geometry& g, const tap_twiddles<T>& tw, const T* dy_spec,
                          const image_view<const T>& w, T* dx_spec) {
-  for_each_weight_matrix(g, tw, w, [&](int64_t k, const T* wr, const T* wi, T* scratch) {
-    for (int64_t gr = 0; gr < g.params.groups; ++gr)
-      mix_input_grad_at(g, k, gr, dy_spec, wr, wi, dx_spec, scratch);
-  });
+  mix_with_taps(g, tw, dy_spec, w, dx_spec, mix_input_grad_at<T>);
 }
 
 template <class T>
@@ -186,14 +182,14 @@ void weight_grad_taps(const geometry& g, const tap_twiddles<T>& tw, const T* dy_
   }
 }
 
-#define BLFFT_INSTANTIATE(T)                                                                  \
-  template struct tap_twiddles<T>;                                                            \
-  template void mix_forward_taps<T>(const geometry&, const tap_twiddles<T>&, const T*,        \
-                                    const image_view<const T>&, T*);                          \
-  template void mix_input_grad_taps<T>(const geometry&, const tap_twiddles<T>&, const T*,     \
-                                       const image_view<const T>&, T*);                       \
-  template void weight_grad_taps<T>(const geometry&, const tap_twiddles<T>&, const T*,        \
-                                    const T*, T, const image_view<T>&, bool);
+#define BLFFT_INSTANTIATE(T)                                                                       \
+  template struct tap_twiddles<T>;                                                                 \
+  template void mix_forward_taps<T>(const geometry&, const tap_twiddles<T>&, const T*,             \
+                                    const image_view<const T>&, T*);                               \
+  template void mix_input_grad_taps<T>(const geometry&, const tap_twiddles<T>&, const T*,          \
+                                       const image_view<const T>&, T*);                            \
+  template void weight_grad_taps<T>(const geometry&, const tap_twiddles<T>&, const T*, const T*,   \
+                                    T, const image_view<T>&, bool);
 BLFFT_INSTANTIATE(float)
 BLFFT_INSTANTIATE(double)
 #undef BLFFT_INSTANTIATE

@@ -27,8 +27,8 @@ namespace blfft::detail {
 template <class T>
 struct tap_twiddles {
   int64_t taps = 0;
-  std::vector<T> re, im;        // [k * taps + t]
-  std::vector<T> fold;          // [k]
+  std::vector<T> re, im;  // [k * taps + t]
+  std::vector<T> fold;    // [k]
   explicit tap_twiddles(const geometry& g);
 };
 

@@ -16,7 +16,9 @@ void set_num_threads(int n) {
   requested_threads.store(n);
 }
 
-int get_num_threads() { return detail::thread_count(); }
+int get_num_threads() {
+  return detail::thread_count();
+}
 
 namespace detail {
 int thread_count() {

@@ -29,7 +29,8 @@ template <class F>
 void parallel_for(int64_t n, int threads, bool parallel, F&& body) {
   std::exception_ptr error;
   std::mutex error_mutex;
-#pragma omp parallel for schedule(dynamic) num_threads(threads) if (parallel && n > 1 && threads > 1)
+#pragma omp parallel for schedule(dynamic)                                                         \
+    num_threads(threads) if (parallel && n > 1 && threads > 1)
   for (int64_t i = 0; i < n; ++i) {
     try {
       body(i);
@@ -47,8 +48,7 @@ template <class T>
 class thread_slices {
  public:
   thread_slices(int threads, std::size_t per_thread, const char* what)
-      : per_(aligned_count<T>(per_thread)),
-        buf_(checked_count(threads, per_), what) {}
+      : per_(aligned_count<T>(per_thread)), buf_(checked_count(threads, per_), what) {}
   /// The calling thread's slice (omp_get_thread_num() < threads in the region that sized it).
   T* mine() const { return buf_.data() + static_cast<std::size_t>(omp_get_thread_num()) * per_; }
 

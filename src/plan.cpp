@@ -25,11 +25,9 @@ class plan_impl {
  public:
   plan_impl(const geometry& geo, const plan_options& o)
       : g(geo),
-        stages(g, [&](transform_direction d, int64_t B, int64_t CH, placement h, placement w) {
-          return std::make_unique<transform>(g, d, B, CH, h, w, o);
-        }),
-        scale(T(1) / static_cast<T>(g.grid[0] * g.grid[1])),
-        deterministic(o.deterministic) {
+        stages(g, [&](transform_direction d, int64_t B, int64_t CH, placement h,
+                      placement w) { return std::make_unique<transform>(g, d, B, CH, h, w, o); }),
+        scale(T(1) / static_cast<T>(g.grid[0] * g.grid[1])), deterministic(o.deterministic) {
     if (use_taps(geo, o, sizeof(T))) twiddles.emplace(geo);
   }
 
@@ -181,66 +179,69 @@ const blfft::geometry& plan<T>::geometry() const {
 // was moved from).
 
 template <class T>
-void plan<T>::input_spectrum(const tensor_view<const T>& x, T* x_spectrum) const {
+void plan<T>::input_spectrum(const tensor_view<const T>& x, spectrum_view<T> x_spectrum) const {
   geometry();
   impl_->checks().input_spectrum(x, x_spectrum);
-  impl_->stages.x_in->analyse(detail::as_image(x), x_spectrum);
+  impl_->stages.x_in->analyse(detail::as_image(x), x_spectrum.data);
 }
 
 template <class T>
-void plan<T>::weight_spectrum(const tensor_view<const T>& w, T* w_spectrum) const {
+void plan<T>::weight_spectrum(const tensor_view<const T>& w, spectrum_view<T> w_spectrum) const {
   geometry();
   impl_->checks().weight_spectrum(w, w_spectrum);
-  impl_->stages.w_in->analyse(detail::as_image(w), w_spectrum);
+  impl_->stages.w_in->analyse(detail::as_image(w), w_spectrum.data);
 }
 
 template <class T>
 void plan<T>::forward(const tensor_view<const T>& x, const tensor_view<const T>& w, const T* bias,
-                      const tensor_view<T>& y, T* x_spectrum, T* w_spectrum) const {
+                      const tensor_view<T>& y, spectrum_view<T> x_spectrum,
+                      spectrum_view<T> w_spectrum) const {
   geometry();
   impl_->checks().forward(x, w, bias, y, x_spectrum, w_spectrum);
-  impl_->forward(x, w, bias, y, x_spectrum, w_spectrum);
+  impl_->forward(x, w, bias, y, x_spectrum.data, w_spectrum.data);
 }
 
 template <class T>
-void plan<T>::forward_spectra(const T* x_spectrum, const T* w_spectrum, const T* bias,
-                              const tensor_view<T>& y) const {
+void plan<T>::forward_spectra(spectrum_view<const T> x_spectrum, spectrum_view<const T> w_spectrum,
+                              const T* bias, const tensor_view<T>& y) const {
   geometry();
   impl_->checks().forward_spectra(x_spectrum, w_spectrum, bias, y);
-  impl_->forward_spectra(x_spectrum, w_spectrum, bias, y);
+  impl_->forward_spectra(x_spectrum.data, w_spectrum.data, bias, y);
 }
 
 template <class T>
-void plan<T>::backward(const tensor_view<const T>& grad_out, const T* x_spectrum,
-                       const T* w_spectrum, const tensor_view<T>* grad_input,
+void plan<T>::backward(const tensor_view<const T>& grad_out, spectrum_view<const T> x_spectrum,
+                       spectrum_view<const T> w_spectrum, const tensor_view<T>* grad_input,
                        const tensor_view<T>* grad_weight, T* grad_bias) const {
   geometry();
   impl_->checks().backward(grad_out, x_spectrum, w_spectrum, nullptr, grad_input, grad_weight,
                            grad_bias);
-  impl_->backward(grad_out, x_spectrum, w_spectrum, nullptr, grad_input, grad_weight, grad_bias);
+  impl_->backward(grad_out, x_spectrum.data, w_spectrum.data, nullptr, grad_input, grad_weight,
+                  grad_bias);
 }
 
 template <class T>
-void plan<T>::backward_with_weight(const tensor_view<const T>& grad_out, const T* x_spectrum,
+void plan<T>::backward_with_weight(const tensor_view<const T>& grad_out,
+                                   spectrum_view<const T> x_spectrum,
                                    const tensor_view<const T>& weight,
                                    const tensor_view<T>* grad_input,
                                    const tensor_view<T>* grad_weight, T* grad_bias) const {
   geometry();
-  impl_->checks().backward(grad_out, x_spectrum, nullptr, &weight,
-                           grad_input, grad_weight, grad_bias);
-  impl_->backward(grad_out, x_spectrum, nullptr, &weight, grad_input, grad_weight, grad_bias);
+  impl_->checks().backward(grad_out, x_spectrum, nullptr, &weight, grad_input, grad_weight,
+                           grad_bias);
+  impl_->backward(grad_out, x_spectrum.data, nullptr, &weight, grad_input, grad_weight, grad_bias);
 }
 
 template <class T>
-void plan<T>::input_grad(const tensor_view<const T>& grad_out, const T* w_spectrum,
+void plan<T>::input_grad(const tensor_view<const T>& grad_out, spectrum_view<const T> w_spectrum,
                          const tensor_view<T>& grad_input) const {
-  backward(grad_out, nullptr, w_spectrum, &grad_input, nullptr, nullptr);
+  backward(grad_out, {}, w_spectrum, &grad_input, nullptr, nullptr);
 }
 
 template <class T>
-void plan<T>::weight_grad(const tensor_view<const T>& grad_out, const T* x_spectrum,
+void plan<T>::weight_grad(const tensor_view<const T>& grad_out, spectrum_view<const T> x_spectrum,
                           const tensor_view<T>& grad_weight) const {
-  backward(grad_out, x_spectrum, nullptr, nullptr, &grad_weight, nullptr);
+  backward(grad_out, x_spectrum, {}, nullptr, &grad_weight, nullptr);
 }
 
 template <class T>

@@ -10,12 +10,7 @@ namespace blfft {
 namespace {
 
 constexpr unsigned fft_trim_interval = 64;
-
-template <class T>
-detail::shared_cache<plan<T>>& cache() {
-  static detail::shared_cache<plan<T>> c;
-  return c;
-}
+using caches = detail::precision_caches<plan>;
 
 }  // namespace
 
@@ -27,7 +22,7 @@ std::shared_ptr<const plan<T>> get_plan(const conv_params& p, const compression&
   key.push_back(sizeof(T));
   detail::append_geometry_key(key, g);
   bool made = false;
-  auto pl = cache<T>().get(std::move(key), [&] {
+  auto pl = caches::of<T>().get(std::move(key), [&] {
     made = true;
     return std::make_shared<const plan<T>>(g, options);
   });
@@ -39,19 +34,18 @@ std::shared_ptr<const plan<T>> get_plan(const conv_params& p, const compression&
   return pl;
 }
 
-std::size_t plan_cache_size() { return cache<float>().size() + cache<double>().size(); }
+std::size_t plan_cache_size() {
+  return caches::size();
+}
 
 void clear_plan_cache() {
-  cache<float>().clear();
-  cache<double>().clear();
+  caches::clear();
   detail::trim_fft_cache();
 }
 
-template BLFFT_API std::shared_ptr<const plan<float>> get_plan<float>(const conv_params&,
-                                                                      const compression&,
-                                                                      const plan_options&);
-template BLFFT_API std::shared_ptr<const plan<double>> get_plan<double>(const conv_params&,
-                                                                        const compression&,
-                                                                        const plan_options&);
+template BLFFT_API std::shared_ptr<const plan<float>>
+get_plan<float>(const conv_params&, const compression&, const plan_options&);
+template BLFFT_API std::shared_ptr<const plan<double>>
+get_plan<double>(const conv_params&, const compression&, const plan_options&);
 
 }  // namespace blfft

@@ -28,19 +28,9 @@ constexpr int64_t deterministic_split = 16;
 template <class T>
 pruned_transform<T>::pruned_transform(const geometry& g, direction dir, int64_t B, int64_t CH,
                                       placement h, placement w, const plan_options& options)
-    : dir_(dir),
-      Lh_(g.grid[0]),
-      Lw_(g.grid[1]),
-      kept_rows_(g.kept_rows),
-      kept_cols_(g.kept_cols),
-      B_(B),
-      CH_(CH),
-      J_(B * CH),
-      nr_(static_cast<int64_t>(g.kept_rows.size())),
-      nc_(static_cast<int64_t>(g.kept_cols.size())),
-      h_(h),
-      w_(w),
-      row_len_(g.bins_w) {
+    : dir_(dir), Lh_(g.grid[0]), Lw_(g.grid[1]), kept_rows_(g.kept_rows), kept_cols_(g.kept_cols),
+      B_(B), CH_(CH), J_(B * CH), nr_(static_cast<int64_t>(g.kept_rows.size())),
+      nc_(static_cast<int64_t>(g.kept_cols.size())), h_(h), w_(w), row_len_(g.bins_w) {
   matmul_ = use_matmul({Lh_, Lw_, h.count, w.count, nr_, nc_}, options);
   const int64_t images = J_;
   // Before the DFT matrices exist (their row pairs do not count in this estimate).

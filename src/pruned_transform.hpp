@@ -20,6 +20,7 @@
 // Spectra are planar and frequency-major: S[k][re|im][image], image = b * CH + ch (see
 // blfft::geometry), so one kept frequency is a contiguous (B x CH) matrix per plane.
 
+#include <complex>
 #include <cstdint>
 #include <memory>
 #include <vector>
@@ -77,11 +78,11 @@ class pruned_transform {
   int64_t Lh_, Lw_;
   std::vector<int64_t> kept_rows_, kept_cols_;
   int64_t B_, CH_;
-  int64_t J_, nr_, nc_;    // images B * CH; kept rows and columns
+  int64_t J_, nr_, nc_;  // images B * CH; kept rows and columns
   placement h_, w_;
-  int64_t chunk_ = 1;      // images per work item
+  int64_t chunk_ = 1;       // images per work item
   scratch_layout scratch_;  // for chunk_ images
-  int64_t row_len_ = 0;    // rfft bins per row (Lw / 2 + 1)
+  int64_t row_len_ = 0;     // rfft bins per row (Lw / 2 + 1)
   /// A kept grid row k and its mirror -k (mod Lh), as indices into kept_rows_; the same index
   /// twice for rows that are their own mirror (0, and Lh/2 for even Lh). Kept sets are symmetric,
   /// and a real signal's spectrum at -k is the conjugate of the one at k, so the matmul engine's
@@ -91,9 +92,21 @@ class pruned_transform {
   };
   std::vector<row_pair> pairs_;
   bool matmul_ = false;
-  chunk_plans full_, tail_;   // fft engine: plans for a full chunk and for the last one
-  std::vector<T> row_dft_;    // matmul engine: width-axis DFT matrix
-  std::vector<T> col_dft_;    // matmul engine: height-axis DFT matrix (unused when Lh == 1)
+  chunk_plans full_, tail_;  // fft engine: plans for a full chunk and for the last one
+  std::vector<T> row_dft_;   // matmul engine: width-axis DFT matrix
+  std::vector<T> col_dft_;   // matmul engine: height-axis DFT matrix (unused when Lh == 1)
+
+  /// The fft engine's plans and work areas for a chunk of mc images in a thread's scratch.
+  struct fft_work {
+    const chunk_plans& plans;
+    std::complex<T>* rout;  // half spectra of the rows
+    std::complex<T>* grid;  // full-height kept columns
+  };
+  fft_work fft_work_for(int64_t mc, T* scratch) const {
+    return {mc == chunk_ ? full_ : tail_,
+            reinterpret_cast<std::complex<T>*>(scratch + scratch_.second),
+            reinterpret_cast<std::complex<T>*>(scratch + scratch_.third)};
+  }
 };
 
 }  // namespace blfft::detail

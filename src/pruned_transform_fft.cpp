@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "pruned_transform.hpp"
+#include "sample_io.hpp"
 
 namespace blfft::detail {
 
@@ -16,22 +17,15 @@ void pruned_transform<T>::analyse_fft(const image_view<const T>& src, T* spectru
                                       int64_t mc, T* rin) const {
   using C = std::complex<T>;
   const int64_t J = J_, per_k = 2 * J, nr = nr_, nc = nc_;
-  const int64_t Rh = h_.count, Rw = w_.count, L = Lw_, bins = row_len_;
-  const chunk_plans& plans = mc == chunk_ ? full_ : tail_;
-  C* rout = reinterpret_cast<C*>(rin + scratch_.second);
-  C* grid = reinterpret_cast<C*>(rin + scratch_.third);
+  const int64_t Rh = h_.count, L = Lw_, bins = row_len_;
+  const auto [plans, rout, grid] = fft_work_for(mc, rin);
 
   // Rows that hold data, zero-padded to the grid width.
-  for (int64_t m = 0; m < mc; ++m) {
-    const int64_t j = j0 + m, b = j / CH_, ch = j % CH_;
-    const T* base = src.data + b * src.stride_b + ch * src.stride_ch;
-    for (int64_t r = 0; r < Rh; ++r) {
-      T* row = rin + (m * Rh + r) * L;
-      std::memset(row, 0, sizeof(T) * static_cast<std::size_t>(L));
-      const T* s = base + r * src.stride_h;
-      for (int64_t i = 0; i < Rw; ++i) row[w_.offset + w_.step * i] = s[i * src.stride_w];
-    }
-  }
+  for_each_sample_row(src, CH_, j0, mc, Rh, [&](int64_t m, int64_t r, int64_t, const T* s) {
+    T* row = rin + (m * Rh + r) * L;
+    std::memset(row, 0, sizeof(T) * static_cast<std::size_t>(L));
+    copy_samples(s, src.stride_w, w_.count, row + w_.offset, w_.step);
+  });
   plans.rows->execute(rin, rout);
 
   // Kept columns, each as a contiguous full-height column (zero where no data), then FFTs.
@@ -62,10 +56,8 @@ void pruned_transform<T>::synthesise_fft(const T* spectrum, const image_view<T>&
                                          const T* bias, int64_t j0, int64_t mc, T* rin) const {
   using C = std::complex<T>;
   const int64_t J = J_, per_k = 2 * J, nr = nr_, nc = nc_;
-  const int64_t Rh = h_.count, Rw = w_.count, L = Lw_, bins = row_len_;
-  const chunk_plans& plans = mc == chunk_ ? full_ : tail_;
-  C* rout = reinterpret_cast<C*>(rin + scratch_.second);
-  C* grid = reinterpret_cast<C*>(rin + scratch_.third);
+  const int64_t Rh = h_.count, L = Lw_, bins = row_len_;
+  const auto [plans, rout, grid] = fft_work_for(mc, rin);
 
   // Kept bins onto contiguous columns (the dropped ones are zero), then inverse column FFTs.
   std::fill(grid, grid + Lh_ * mc * nc, C(0));
@@ -88,24 +80,18 @@ void pruned_transform<T>::synthesise_fft(const T* spectrum, const image_view<T>&
     }
   plans.rows->execute(rout, rin);
 
-  for (int64_t m = 0; m < mc; ++m) {
-    const int64_t j = j0 + m, b = j / CH_, ch = j % CH_;
-    T* base = dst.data + b * dst.stride_b + ch * dst.stride_ch;
-    const T add = bias ? bias[ch] : T(0);
-    for (int64_t r = 0; r < Rh; ++r) {
-      const T* row = rin + (m * Rh + r) * L;
-      T* d = base + r * dst.stride_h;
-      for (int64_t i = 0; i < Rw; ++i) d[i * dst.stride_w] = row[w_.offset + w_.step * i] * scale + add;
-    }
-  }
+  for_each_sample_row(dst, CH_, j0, mc, Rh, [&](int64_t m, int64_t r, int64_t ch, T* d) {
+    store_samples(rin + (m * Rh + r) * L + w_.offset, w_.step, w_.count, scale,
+                  bias ? bias[ch] : T(0), d, dst.stride_w);
+  });
 }
 
 // The members this file defines, for both precisions (the rest: pruned_transform.cpp).
-#define BLFFT_PRUNED_FFT(T)                                                                     \
-  template void pruned_transform<T>::analyse_fft(const image_view<const T>&, T*, int64_t,       \
-                                                 int64_t, T*) const;                            \
-  template void pruned_transform<T>::synthesise_fft(const T*, const image_view<T>&, T,          \
-                                                    const T*, int64_t, int64_t, T*) const;
+#define BLFFT_PRUNED_FFT(T)                                                                        \
+  template void pruned_transform<T>::analyse_fft(const image_view<const T>&, T*, int64_t, int64_t, \
+                                                 T*) const;                                        \
+  template void pruned_transform<T>::synthesise_fft(const T*, const image_view<T>&, T, const T*,   \
+                                                    int64_t, int64_t, T*) const;
 BLFFT_PRUNED_FFT(float)
 BLFFT_PRUNED_FFT(double)
 #undef BLFFT_PRUNED_FFT

@@ -6,7 +6,8 @@
 
 #include "blas.hpp"
 #include "pruned_transform.hpp"
-#include "twiddle.hpp"
+#include "sample_io.hpp"
+#include "dft_matrix.hpp"  // common/: the entries, shared with the CUDA fused kernels
 #include "workspace.hpp"
 
 namespace blfft::detail {
@@ -28,7 +29,7 @@ void pruned_transform<T>::make_dft_matrices() {
     row_dft_.assign(static_cast<size_t>(Rw * 2 * nc), T(0));
     for (int64_t i = 0; i < Rw; ++i)
       for (int64_t q = 0; q < nc; ++q) {
-        const auto e = twiddle(kept_cols_[q], w_.offset + w_.step * i, Lw_, -1.0);
+        const auto e = dft_twiddle(kept_cols_[q], w_.offset + w_.step * i, Lw_, -1.0);
         row_dft_[i * 2 * nc + q] = static_cast<T>(e.real());
         row_dft_[i * 2 * nc + nc + q] = static_cast<T>(e.imag());
       }
@@ -37,7 +38,7 @@ void pruned_transform<T>::make_dft_matrices() {
       col_dft_.assign(static_cast<size_t>(2 * np * Rh), T(0));
       for (int64_t p = 0; p < np; ++p)
         for (int64_t r = 0; r < Rh; ++r) {
-          const auto e = twiddle(kept_rows_[pairs_[p].pos], h_.offset + h_.step * r, Lh_, -1.0);
+          const auto e = dft_twiddle(kept_rows_[pairs_[p].pos], h_.offset + h_.step * r, Lh_, -1.0);
           col_dft_[p * Rh + r] = static_cast<T>(e.real());
           col_dft_[(np + p) * Rh + r] = static_cast<T>(e.imag());
         }
@@ -48,7 +49,7 @@ void pruned_transform<T>::make_dft_matrices() {
       col_dft_.assign(static_cast<size_t>(2 * Rh * np), T(0));
       for (int64_t r = 0; r < Rh; ++r)
         for (int64_t p = 0; p < np; ++p) {
-          const auto e = twiddle(kept_rows_[pairs_[p].pos], h_.offset + h_.step * r, Lh_, 1.0);
+          const auto e = dft_twiddle(kept_rows_[pairs_[p].pos], h_.offset + h_.step * r, Lh_, 1.0);
           col_dft_[r * np + p] = static_cast<T>(e.real());
           col_dft_[(Rh + r) * np + p] = static_cast<T>(e.imag());
         }
@@ -59,9 +60,9 @@ void pruned_transform<T>::make_dft_matrices() {
     row_dft_.assign(static_cast<size_t>(2 * nc * Rw), T(0));
     for (int64_t q = 0; q < nc; ++q) {
       const int64_t k = kept_cols_[q];
-      const double weight = (k == 0 || 2 * k == Lw_) ? 1.0 : 2.0;
+      const double weight = half_spectrum_weight(k, Lw_);
       for (int64_t i = 0; i < Rw; ++i) {
-        const auto e = twiddle(k, w_.offset + w_.step * i, Lw_, 1.0);
+        const auto e = dft_twiddle(k, w_.offset + w_.step * i, Lw_, 1.0);
         row_dft_[q * Rw + i] = static_cast<T>(weight * e.real());
         row_dft_[(nc + q) * Rw + i] = static_cast<T>(-weight * e.imag());
       }
@@ -84,19 +85,15 @@ void pruned_transform<T>::analyse_matmul(const image_view<const T>& src, T* spec
                                          int64_t mc, T* samples) const {
   const int64_t J = J_, per_k = 2 * J, nc = nc_;
   const int64_t Rh = h_.count, Rw = w_.count, W2 = mc * 2 * nc;
-  const auto np = static_cast<int64_t>(pairs_.size());
   T* rows = samples + scratch_.second;
-  T* cols = samples + scratch_.third;
 
   if (Lh_ == 1) {
     // One grid row: the row transform is the whole transform. With the samples transposed
     // (Rw x mc), the products land straight in the frequency-major spectrum, one run of mc
     // images per kept bin: re = Re(D)^T S^T, im = Im(D)^T S^T (no scatter pass afterwards).
-    for (int64_t m = 0; m < mc; ++m) {
-      const int64_t j = j0 + m, b = j / CH_, ch = j % CH_;
-      const T* s = src.data + b * src.stride_b + ch * src.stride_ch;
-      for (int64_t i = 0; i < Rw; ++i) samples[i * mc + m] = s[i * src.stride_w];
-    }
+    for_each_sample_row(src, CH_, j0, mc, 1, [&](int64_t m, int64_t, int64_t, const T* s) {
+      copy_samples(s, src.stride_w, Rw, samples + m, mc);
+    });
     gemm<T>(true, false, nc, mc, Rw, T(1), row_dft_.data(), 2 * nc, samples, mc, T(0),
             spectrum + j0, per_k);
     // BLAS may read a few elements past the end of C (BLIS 0.9 haswell sgemm: 2 floats for
@@ -110,27 +107,20 @@ void pruned_transform<T>::analyse_matmul(const image_view<const T>& src, T* spec
     gemm<T>(true, false, nc, mc, Rw, T(1), row_dft_.data() + nc, 2 * nc, samples, mc, T(0), rows,
             mc);
     for (int64_t q = 0; q < nc; ++q)
-      std::memcpy(spectrum + J + j0 + q * per_k, rows + q * mc, sizeof(T) * static_cast<size_t>(mc));
+      std::memcpy(spectrum + J + j0 + q * per_k, rows + q * mc,
+                  sizeof(T) * static_cast<size_t>(mc));
     return;
   }
 
-  for (int64_t m = 0; m < mc; ++m) {
-    const int64_t j = j0 + m, b = j / CH_, ch = j % CH_;
-    const T* base = src.data + b * src.stride_b + ch * src.stride_ch;
-    for (int64_t r = 0; r < Rh; ++r) {
-      const T* s = base + r * src.stride_h;
-      T* d = samples + (r * mc + m) * Rw;
-      if (src.stride_w == 1) {
-        std::memcpy(d, s, sizeof(T) * static_cast<size_t>(Rw));
-      } else {
-        for (int64_t i = 0; i < Rw; ++i) d[i] = s[i * src.stride_w];
-      }
-    }
-  }
+  for_each_sample_row(src, CH_, j0, mc, Rh, [&](int64_t m, int64_t r, int64_t, const T* s) {
+    copy_samples(s, src.stride_w, Rw, samples + (r * mc + m) * Rw, int64_t(1));
+  });
   // Row transform, per sample row r: (2nc x mc) = row_dft^T (2nc x Rw) * S_r^T (Rw x mc).
   for (int64_t r = 0; r < Rh; ++r)
     gemm<T>(true, true, 2 * nc, mc, Rw, T(1), row_dft_.data(), 2 * nc, samples + r * mc * Rw, Rw,
             T(0), rows + r * W2, mc);
+  const auto np = static_cast<int64_t>(pairs_.size());
+  T* cols = samples + scratch_.third;
   // cols = [Re D; Im D] * rows: P = Re D Z, Q = Im D Z (np rows each). Row k of the spectrum is
   // D Z = (P_re - Q_im) + i (P_im + Q_re); its mirror, with conj(D), is (P_re + Q_im) + i (P_im -
   // Q_re).
@@ -144,7 +134,7 @@ void pruned_transform<T>::analyse_matmul(const image_view<const T>& src, T* spec
       const T* qi = qr + nc * mc;
       T* re = spectrum + (pairs_[p].pos * nc + q) * per_k + j0;
       T* im = re + J;
-      #pragma omp simd
+#pragma omp simd
       for (int64_t m = 0; m < mc; ++m) {
         re[m] = pr[m] - qi[m];
         im[m] = pi[m] + qr[m];
@@ -152,7 +142,7 @@ void pruned_transform<T>::analyse_matmul(const image_view<const T>& src, T* spec
       if (!paired) continue;
       T* re_m = spectrum + (pairs_[p].neg * nc + q) * per_k + j0;
       T* im_m = re_m + J;
-      #pragma omp simd
+#pragma omp simd
       for (int64_t m = 0; m < mc; ++m) {
         re_m[m] = pr[m] + qi[m];
         im_m[m] = pi[m] - qr[m];
@@ -166,34 +156,24 @@ void pruned_transform<T>::synthesise_matmul(const T* spectrum, const image_view<
                                             const T* bias, int64_t j0, int64_t mc,
                                             T* samples) const {
   const int64_t J = J_, per_k = 2 * J, nc = nc_;
-  const int64_t Rh = h_.count, Rw = w_.count, W2 = mc * 2 * nc;
-  const auto np = static_cast<int64_t>(pairs_.size());
-  T* kept = samples + scratch_.second;
-  T* cols = samples + scratch_.third;
-
+  const int64_t Rh = h_.count, Rw = w_.count;
   if (Lh_ == 1) {
     // One grid row: samples (mc x Rw) = Re^T E_re + Im^T E_im, reading the spectrum's runs of mc
     // images per kept bin in place (no gather pass). Never into dst directly: BLIS 0.9's sgemm
     // reads past the end of C for small m, so C must be our own scratch, not the caller's buffer.
-    gemm<T>(true, false, mc, Rw, nc, T(1), spectrum + j0, per_k, row_dft_.data(), Rw, T(0),
-            samples, Rw);
-    gemm<T>(true, false, mc, Rw, nc, T(1), spectrum + J + j0, per_k, row_dft_.data() + nc * Rw,
-            Rw, T(1), samples, Rw);
-    for (int64_t m = 0; m < mc; ++m) {
-      const int64_t j = j0 + m, b = j / CH_, ch = j % CH_;
-      T* d = dst.data + b * dst.stride_b + ch * dst.stride_ch;
-      const T add = bias ? bias[ch] : T(0);
-      const T* s = samples + m * Rw;
-      for (int64_t i = 0; i < Rw; ++i) d[i * dst.stride_w] = s[i] * scale + add;
-    }
-    return;
-  }
-  {
+    gemm<T>(true, false, mc, Rw, nc, T(1), spectrum + j0, per_k, row_dft_.data(), Rw, T(0), samples,
+            Rw);
+    gemm<T>(true, false, mc, Rw, nc, T(1), spectrum + J + j0, per_k, row_dft_.data() + nc * Rw, Rw,
+            T(1), samples, Rw);
+  } else {
     // Per pair (k, -k): S = Y_k + Y_-k and D = Y_k - Y_-k (a self-mirrored row: S = Y_k, D = 0),
     // so that E Y_k + conj(E) Y_-k = Re E S + i Im E D. kept holds S (np rows) then D (np rows),
     // each row [re | im] of every chunk image's kept columns.
-    T* sum = kept;
-    T* diff = kept + np * W2;
+    const auto np = static_cast<int64_t>(pairs_.size());
+    const int64_t W2 = mc * 2 * nc;
+    T* sum = samples + scratch_.second;
+    T* diff = sum + np * W2;
+    T* cols = samples + scratch_.third;
     for (int64_t p = 0; p < np; ++p) {
       const bool paired = pairs_[p].neg != pairs_[p].pos;
       for (int64_t q = 0; q < nc; ++q) {
@@ -206,7 +186,7 @@ void pruned_transform<T>::synthesise_matmul(const T* spectrum, const image_view<
         T* d_re = diff + p * W2 + q * mc;
         T* d_im = d_re + nc * mc;
         if (paired) {
-          #pragma omp simd
+#pragma omp simd
           for (int64_t m = 0; m < mc; ++m) {
             s_re[m] = re[m] + re_m[m];
             s_im[m] = im[m] + im_m[m];
@@ -231,41 +211,31 @@ void pruned_transform<T>::synthesise_matmul(const T* spectrum, const image_view<
         T* pi = pr + nc * mc;
         const T* qr = cols + (Rh + r) * W2 + q * mc;
         const T* qi = qr + nc * mc;
-        #pragma omp simd
+#pragma omp simd
         for (int64_t m = 0; m < mc; ++m) {
           const T a = pr[m], b = pi[m];
           pr[m] = a - qi[m];
           pi[m] = b + qr[m];
         }
       }
+    // Width-axis inverse per grid row r: samples_r (mc x Rw) = V_r^T (mc x 2nc) * row_dft.
+    for (int64_t r = 0; r < Rh; ++r)
+      gemm<T>(true, false, mc, Rw, 2 * nc, T(1), cols + r * W2, mc, row_dft_.data(), Rw, T(0),
+              samples + r * mc * Rw, Rw);
   }
-  // Width-axis inverse per grid row r: samples_r (mc x Rw) = V_r^T (mc x 2nc) * row_dft.
-  for (int64_t r = 0; r < Rh; ++r)
-    gemm<T>(true, false, mc, Rw, 2 * nc, T(1), cols + r * W2, mc, row_dft_.data(), Rw, T(0),
-            samples + r * mc * Rw, Rw);
-  for (int64_t m = 0; m < mc; ++m) {
-    const int64_t j = j0 + m, b = j / CH_, ch = j % CH_;
-    T* base = dst.data + b * dst.stride_b + ch * dst.stride_ch;
-    const T add = bias ? bias[ch] : T(0);
-    for (int64_t r = 0; r < Rh; ++r) {
-      const T* s = samples + (r * mc + m) * Rw;
-      T* d = base + r * dst.stride_h;
-      if (dst.stride_w == 1) {
-#pragma omp simd
-        for (int64_t i = 0; i < Rw; ++i) d[i] = s[i] * scale + add;
-      } else {
-        for (int64_t i = 0; i < Rw; ++i) d[i * dst.stride_w] = s[i] * scale + add;
-      }
-    }
-  }
+  // samples holds (r, m, i); one grid row (Lh == 1) is the case Rh = 1.
+  for_each_sample_row(dst, CH_, j0, mc, Rh, [&](int64_t m, int64_t r, int64_t ch, T* d) {
+    store_samples(samples + (r * mc + m) * Rw, int64_t(1), Rw, scale, bias ? bias[ch] : T(0), d,
+                  dst.stride_w);
+  });
 }
 
 // The members this file defines, for both precisions (the rest: pruned_transform.cpp).
-#define BLFFT_PRUNED_MATMUL(T)                                                                  \
-  template void pruned_transform<T>::make_dft_matrices();                                       \
-  template void pruned_transform<T>::analyse_matmul(const image_view<const T>&, T*, int64_t,    \
-                                                    int64_t, T*) const;                         \
-  template void pruned_transform<T>::synthesise_matmul(const T*, const image_view<T>&, T,       \
+#define BLFFT_PRUNED_MATMUL(T)                                                                     \
+  template void pruned_transform<T>::make_dft_matrices();                                          \
+  template void pruned_transform<T>::analyse_matmul(const image_view<const T>&, T*, int64_t,       \
+                                                    int64_t, T*) const;                            \
+  template void pruned_transform<T>::synthesise_matmul(const T*, const image_view<T>&, T,          \
                                                        const T*, int64_t, int64_t, T*) const;
 BLFFT_PRUNED_MATMUL(float)
 BLFFT_PRUNED_MATMUL(double)

@@ -22,15 +22,11 @@
 #                     builds of one source give the same wheel
 # The build is isolated (python -m build): it reads nothing from .venv or $VIRTUAL_ENV; set
 # BLFFT_CUFFT_ROOT to build against a particular cuFFT instead of the pinned one.
-set -euo pipefail
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 PYTHON="${PYTHON:-python3}"
 WORK="${BLFFT_WHEEL_WORK:-build-wheel}"
 OUTDIR="dist"
 TOOLS="$WORK/tools-venv"
-log() { printf '\n== build_wheel: %s\n' "$*"; }
 
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
   SOURCE_DATE_EPOCH="$(git log -1 --format=%ct 2>/dev/null || echo 1700000000)"

@@ -8,10 +8,7 @@
 #
 # The C++ example that this script ran before (one ResNet layer, timings) is still built:
 #   build/examples/blfft_example_resnet_layer
-set -euo pipefail
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 if ! .venv/bin/python -c 'import blfft' >/dev/null 2>&1; then
   echo "run_demo: the blfft Python package is not installed in .venv; run: bash tools/setup.sh" >&2

@@ -29,10 +29,7 @@
 # Time, measured on the 2-core machine from an empty build folder: build 141 s + tests 123 s (4.4
 # min) with little else running; 12-14 min wall (6 min of CPU) while other builds shared the
 # cores. An incremental run (a few sources changed) takes one to three minutes.
-set -euo pipefail
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 BUILD_DIR="${SANITIZE_BUILD_DIR:-build-asan}"
 TESTS="${SANITIZE_TESTS:-all}"
 JOBS="${SANITIZE_JOBS:-$(nproc)}"

@@ -9,15 +9,11 @@
 #
 # Environment: PYTHON (the interpreter for the venv, default python3), BUILD_DIR (default build),
 # CMAKE_ARGS (extra arguments for the first CMake configure).
-set -euo pipefail
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 BUILD_DIR="${BUILD_DIR:-build}"
 VENV="$ROOT/.venv"
 PYTHON="${PYTHON:-python3}"
 
-log() { printf '\n== setup: %s\n' "$*"; }
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -57,7 +53,8 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # torch first and pinned: this exact CPU build is on local disk; an unpinned `torch` (asked for
 # directly or by another package) would pull a CUDA build of several GB.
-if ! "$VENV/bin/python" -c 'import torch, sys; sys.exit(not torch.__version__.startswith("2.13.0"))' \
+if ! "$VENV/bin/python" -c \
+    'import torch, sys; sys.exit(not torch.__version__.startswith("2.13.0"))' \
     >/dev/null 2>&1; then
   log "installing torch 2.13.0 (CPU)"
   "$VENV/bin/pip" install torch==2.13.0
@@ -102,6 +99,12 @@ fi
 if ! "$VENV/bin/python" -c 'import sphinx, myst_parser' >/dev/null 2>&1; then
   log "installing sphinx, myst-parser"
   "$VENV/bin/pip" install sphinx myst-parser
+fi
+# clang-format 19 (PyPI's static build): tools/check_format.sh, the first step of run_tests.sh.
+# Pinned: another major version formats differently.
+if ! "$VENV/bin/clang-format" --version 2>/dev/null | grep -q "version 19\.1\.7"; then
+  log "installing clang-format 19.1.7"
+  "$VENV/bin/pip" install clang-format==19.1.7
 fi
 if ! "$VENV/bin/python" -c 'import fft_conv_pytorch' >/dev/null 2>&1; then
   log "installing fft-conv-pytorch"

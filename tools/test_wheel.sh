@@ -124,8 +124,8 @@ assert out.shape == (2, 6, 16, 16) and torch.isfinite(out).all()
 print("ok: blfft.nn.Conv2d at rate 0.5, forward + backward")
 
 info = blfft.build_info()
-print("build_info:", {k: info[k] for k in ("version", "cuda_built", "cuda_build", "cuda_import_error",
-                                          "cuda_device_count", "torch") if k in info})
+keys = ("version", "cuda_built", "cuda_build", "cuda_import_error", "cuda_device_count", "torch")
+print("build_info:", {k: info[k] for k in keys if k in info})
 expect = os.environ.get("BLFFT_TEST_EXPECT_CUDA", "")
 if expect == "missing-cufft":
     assert not info["cuda_built"] and "libcufft" in str(info["cuda_import_error"]), info

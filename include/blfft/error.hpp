@@ -22,11 +22,24 @@ enum class error_code {
                      ///< (get_max_buffer_bytes); nothing is left half-done (Python: MemoryError)
 };
 
+/// The enumerator's name ("invalid_argument", ...), as Python's BlfftError.code reports it.
+inline const char* error_code_name(error_code c) noexcept {
+  switch (c) {
+    case error_code::invalid_argument: return "invalid_argument";
+    case error_code::shape_mismatch: return "shape_mismatch";
+    case error_code::overflow: return "overflow";
+    case error_code::type_mismatch: return "type_mismatch";
+    case error_code::unsupported: return "unsupported";
+    case error_code::backend: return "backend";
+    case error_code::out_of_memory: return "out_of_memory";
+  }
+  return "unknown";
+}
+
 /// Exception thrown by every blfft entry point. The message names the offending argument.
 class BLFFT_API error : public std::runtime_error {
  public:
-  error(error_code code, const std::string& message)
-      : std::runtime_error(message), code_(code) {}
+  error(error_code code, const std::string& message) : std::runtime_error(message), code_(code) {}
   error_code code() const noexcept { return code_; }
 
  private:

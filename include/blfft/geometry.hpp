@@ -19,22 +19,22 @@ namespace blfft {
 /// One convolution layer in PyTorch's conventions (cross-correlation, NCHW / NCL,
 /// weight (F, C/groups, KH, KW)). Index 0 of each pair is the height axis, 1 the width axis.
 struct BLFFT_API conv_params {
-  int ndim = 2;                          ///< 1 or 2 spatial dimensions
-  int64_t batch = 1;                     ///< N
-  int64_t in_channels = 1;               ///< C
-  int64_t out_channels = 1;              ///< F
-  std::array<int64_t, 2> input{1, 1};    ///< {H, W}; 1D: {1, L}
-  std::array<int64_t, 2> kernel{1, 1};   ///< {KH, KW}; 1D: {1, K}
-  std::array<int64_t, 2> stride{1, 1};   ///< per axis, >= 1
-  std::array<int64_t, 2> padding{0, 0};  ///< zeros added on both sides, per axis
-  std::array<int64_t, 2> dilation{1, 1}; ///< per axis, >= 1
-  int64_t groups = 1;                    ///< C and F divisible by it
+  int ndim = 2;                           ///< 1 or 2 spatial dimensions
+  int64_t batch = 1;                      ///< N
+  int64_t in_channels = 1;                ///< C
+  int64_t out_channels = 1;               ///< F
+  std::array<int64_t, 2> input{1, 1};     ///< {H, W}; 1D: {1, L}
+  std::array<int64_t, 2> kernel{1, 1};    ///< {KH, KW}; 1D: {1, K}
+  std::array<int64_t, 2> stride{1, 1};    ///< per axis, >= 1
+  std::array<int64_t, 2> padding{0, 0};   ///< zeros added on both sides, per axis
+  std::array<int64_t, 2> dilation{1, 1};  ///< per axis, >= 1
+  int64_t groups = 1;                     ///< C and F divisible by it
   /// FFT grid {Lh, Lw}; 0 means the default: the smallest 7-smooth size >= the padded input.
   std::array<int64_t, 2> grid{0, 0};
 
   static conv_params conv1d(int64_t batch, int64_t in_channels, int64_t out_channels,
-                            int64_t length, int64_t kernel, int64_t stride = 1,
-                            int64_t padding = 0, int64_t dilation = 1, int64_t groups = 1);
+                            int64_t length, int64_t kernel, int64_t stride = 1, int64_t padding = 0,
+                            int64_t dilation = 1, int64_t groups = 1);
   static conv_params conv2d(int64_t batch, int64_t in_channels, int64_t out_channels,
                             std::array<int64_t, 2> input, std::array<int64_t, 2> kernel,
                             std::array<int64_t, 2> stride = {1, 1},
@@ -102,9 +102,9 @@ BLFFT_API int64_t band_limit(int64_t grid_length, double rate, int ndim);
 ///   Y, G (output / output gradient): B = N, CH = F.
 /// This layout makes channel mixing one small real GEMM triple per frequency (Gauss's trick).
 struct BLFFT_API geometry {
-  conv_params params;            ///< as given, with the grid filled in
-  int64_t in_per_group = 0;      ///< C / groups
-  int64_t out_per_group = 0;     ///< F / groups
+  conv_params params;                 ///< as given, with the grid filled in
+  int64_t in_per_group = 0;           ///< C / groups
+  int64_t out_per_group = 0;          ///< F / groups
   std::array<int64_t, 2> padded{};    ///< {Hp, Wp}
   std::array<int64_t, 2> dilated{};   ///< dilated kernel extent {KH', KW'}
   std::array<int64_t, 2> full_out{};  ///< stride-1 output {Ho1, Wo1}

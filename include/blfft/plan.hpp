@@ -64,8 +64,9 @@ class plan_impl;
 /// Band-limited convolution for one geometry on the CPU backend, for T = float or double.
 ///
 /// Every method is const and thread-safe: one plan may run on many threads at once. Spectrum
-/// buffers are caller-owned, in the layout described on blfft::geometry, with
-/// geometry().x_spectrum_size() / w_spectrum_size() scalars. Inputs are never modified.
+/// buffers are caller-owned, in the layout described on blfft::geometry, passed as spectrum_view
+/// of exactly geometry().x_spectrum_size() / w_spectrum_size() scalars (checked; a wrong length
+/// is an invalid_argument error naming the argument). Inputs are never modified.
 /// Non-copyable (a plan is shared through std::shared_ptr, see get_plan), movable.
 template <class T>
 class BLFFT_API plan {
@@ -80,35 +81,36 @@ class BLFFT_API plan {
 
   const blfft::geometry& geometry() const;
 
-  /// y = band-limited conv(x, w) + bias. `bias` may be null. If `x_spectrum` / `w_spectrum` are
-  /// non-null they receive the compressed spectra, to be passed to backward (map reuse).
+  /// y = band-limited conv(x, w) + bias. `bias` may be null. Given `x_spectrum` / `w_spectrum`
+  /// receive the compressed spectra, to be passed to backward (map reuse).
   void forward(const tensor_view<const T>& x, const tensor_view<const T>& w, const T* bias,
-               const tensor_view<T>& y, T* x_spectrum = nullptr, T* w_spectrum = nullptr) const;
+               const tensor_view<T>& y, spectrum_view<T> x_spectrum = {},
+               spectrum_view<T> w_spectrum = {}) const;
 
   /// The compressed spectrum of the (padded) input or of the (dilated) weight.
-  void input_spectrum(const tensor_view<const T>& x, T* x_spectrum) const;
-  void weight_spectrum(const tensor_view<const T>& w, T* w_spectrum) const;
+  void input_spectrum(const tensor_view<const T>& x, spectrum_view<T> x_spectrum) const;
+  void weight_spectrum(const tensor_view<const T>& w, spectrum_view<T> w_spectrum) const;
 
   /// Forward from spectra already computed.
-  void forward_spectra(const T* x_spectrum, const T* w_spectrum, const T* bias,
-                       const tensor_view<T>& y) const;
+  void forward_spectra(spectrum_view<const T> x_spectrum, spectrum_view<const T> w_spectrum,
+                       const T* bias, const tensor_view<T>& y) const;
 
   /// All gradients from one transform of grad_out. Each of grad_input, grad_weight, grad_bias
   /// may be null to skip it; grad_input needs w_spectrum, grad_weight needs x_spectrum.
-  void backward(const tensor_view<const T>& grad_out, const T* x_spectrum, const T* w_spectrum,
-                const tensor_view<T>* grad_input, const tensor_view<T>* grad_weight,
-                T* grad_bias) const;
+  void backward(const tensor_view<const T>& grad_out, spectrum_view<const T> x_spectrum,
+                spectrum_view<const T> w_spectrum, const tensor_view<T>* grad_input,
+                const tensor_view<T>* grad_weight, T* grad_bias) const;
 
   /// backward() with the weight itself instead of its spectrum, for callers that did not keep
   /// the spectrum: where the plan mixes from the weight taps (small kernels against the batch)
   /// no weight spectrum is made at all, else it is recomputed for the call.
-  void backward_with_weight(const tensor_view<const T>& grad_out, const T* x_spectrum,
+  void backward_with_weight(const tensor_view<const T>& grad_out, spectrum_view<const T> x_spectrum,
                             const tensor_view<const T>& weight, const tensor_view<T>* grad_input,
                             const tensor_view<T>* grad_weight, T* grad_bias) const;
 
-  void input_grad(const tensor_view<const T>& grad_out, const T* w_spectrum,
+  void input_grad(const tensor_view<const T>& grad_out, spectrum_view<const T> w_spectrum,
                   const tensor_view<T>& grad_input) const;
-  void weight_grad(const tensor_view<const T>& grad_out, const T* x_spectrum,
+  void weight_grad(const tensor_view<const T>& grad_out, spectrum_view<const T> x_spectrum,
                    const tensor_view<T>& grad_weight) const;
   void bias_grad(const tensor_view<const T>& grad_out, T* grad_bias) const;
 

@@ -4,9 +4,10 @@ Convolutions that keep only the low-frequency Fourier coefficients of the input,
 the gradients, in the forward pass and in both backward passes; the compression rate trades
 accuracy for compute and memory.
 
-- :mod:`blfft.functional`: ``conv1d`` / ``conv2d`` with torch's conventions plus
-  ``compress_rate`` / ``energy``;
-- :mod:`blfft.nn`: ``Conv1d`` / ``Conv2d`` modules (subclasses of torch's);
+- :mod:`blfft.functional`: ``conv1d`` / ``conv2d`` / ``conv_transpose1d`` / ``conv_transpose2d``
+  with torch's conventions plus ``compress_rate`` / ``energy``;
+- :mod:`blfft.nn`: ``Conv1d`` / ``Conv2d`` / ``ConvTranspose1d`` / ``ConvTranspose2d`` modules
+  (subclasses of torch's);
 - :func:`convert`, :func:`set_compression`, :func:`compression_report`: whole models;
 - :func:`set_input_spectrum_saving`, :func:`set_weight_spectrum_saving`,
   :func:`set_saved_spectrum_dtype`: what backward keeps;

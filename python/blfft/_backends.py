@@ -5,7 +5,10 @@ CUDA backend's own module, built only where nvcc and cuFFT were found; docs/desi
 ``blfft._cuda`` is optional: ``import blfft`` works without it, and CUDA tensors then raise
 ``blfft.BlfftError`` (code ``"unsupported"``) saying why. Every ``_cuda`` call gets torch's
 current stream of the tensors' device, so the work is ordered with torch's own on that stream.
-Tensors cross to C++ as DLPack capsules (:func:`dl`), without copies.
+Tensors cross to C++ as DLPack capsules (:func:`dl`), without copies. The temporaries of a
+``_cuda`` call (spectra it is not given, transform scratch, cuFFT work areas) come from torch's
+caching allocator (:func:`use_torch_allocator`, done on import): torch counts them in
+``torch.cuda.memory_allocated``, reuses the memory, and gives CUDA graph captures their own pool.
 """
 
 import functools
@@ -31,6 +34,22 @@ except ImportError as _e:
     del _e
 
 _cuda_devices: Optional[int] = None  # cuda_device_count(), looked up once
+
+
+def use_torch_allocator(module=None) -> bool:
+    """Has blfft._cuda take every temporary from torch's caching allocator
+    (``torch.cuda.caching_allocator_alloc(nbytes, device, stream)`` on the call's stream, given
+    back with ``caching_allocator_delete`` before the call returns), instead of the backend's
+    own default (cudaMallocAsync). False where the module is missing or predates
+    ``set_allocator``."""
+    module = cuda_module if module is None else module
+    if module is None or not hasattr(module, "set_allocator"):
+        return False
+    module.set_allocator(torch.cuda.caching_allocator_alloc, torch.cuda.caching_allocator_delete)
+    return True
+
+
+use_torch_allocator()
 
 
 def cuda_device_count() -> int:

@@ -11,13 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import _ops, _settings
+from . import _ops
 from ._backends import check_device
 from ._geometry import geometry
 from ._weight_cache import WeightSpectrumCache
 
 _IntOrTuple = Union[int, Sequence[int]]
-_FLOAT_DTYPES = (torch.float32, torch.float64)
+# float16 and bfloat16 are computed in float32 (the ops upcast them and round the results).
+_FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 
 class CallRecord(NamedTuple):
@@ -29,6 +30,8 @@ class CallRecord(NamedTuple):
     padding: Tuple[int, ...]
     dilation: Tuple[int, ...]
     groups: int
+    # In energy mode under torch.compile, rate, band and energy_kept are tensors (the choice is
+    # made inside the compiled graph); float() / int() read them.
     rate: float  # the requested rate; in energy mode the rate the selection chose
     band: Tuple[int, ...]  # band limits chosen by energy selection; () in rate mode
     energy: Optional[float]
@@ -73,8 +76,10 @@ def check_energy(energy, fn: str) -> Optional[float]:
     return energy
 
 
-def _check_tensors(fn: str, ndim: int, input, weight, bias) -> bool:
-    """Validates types, dtypes, devices, ranks and channel counts; returns whether batched."""
+def _check_tensors(fn: str, ndim: int, input, weight, bias, groups: int = 1) -> bool:
+    """Validates types, dtypes, devices, ranks and the bias size; returns whether batched.
+    `groups` > 0 for a convolution; for a transposed one, -groups (its weight is (in_channels,
+    out_channels/groups, ...) and its bias has out_channels entries)."""
     for name, t in (("input", input), ("weight", weight)):
         if not isinstance(t, Tensor):
             raise TypeError(f"blfft.{fn}: {name} must be a torch.Tensor, got {type(t).__name__}")
@@ -83,11 +88,16 @@ def _check_tensors(fn: str, ndim: int, input, weight, bias) -> bool:
             f"blfft.{fn}: bias must be a torch.Tensor or None, got {type(bias).__name__}"
         )
     if input.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"blfft.{fn}: input must be float32 or float64, got {input.dtype}")
+        raise TypeError(
+            f"blfft.{fn}: input must be float32 or float64, got {input.dtype} (float16 and "
+            f"bfloat16 are taken too, computed in float32)"
+        )
     for name, t in (("weight", weight), ("bias", bias)):
         if t is None:
             continue
-        if t.dtype != input.dtype:
+        # Under torch.autocast the ops cast float32 tensors to the region's dtype (as torch's
+        # convolutions do), so a float32 weight meets a half-precision activation.
+        if t.dtype != input.dtype and not _autocast_casts(input, t):
             raise TypeError(
                 f"blfft.{fn}: {name} has dtype {t.dtype} but input has dtype {input.dtype}"
             )
@@ -100,17 +110,54 @@ def _check_tensors(fn: str, ndim: int, input, weight, bias) -> bool:
             f"blfft.{fn}: input must have {ndim + 2} dimensions (N, C, {_spatial(ndim)}) or "
             f"{ndim + 1} (unbatched), got shape {tuple(input.shape)}"
         )
+    transposed = groups < 0
     if weight.dim() != ndim + 2:
-        raise ValueError(
-            f"blfft.{fn}: weight must have {ndim + 2} dimensions (out_channels, in_channels/groups"
-            f", {_spatial(ndim)}), got shape {tuple(weight.shape)}"
+        channels = (
+            "in_channels, out_channels/groups" if transposed else "out_channels, in_channels/groups"
         )
-    if bias is not None and (bias.dim() != 1 or bias.shape[0] != weight.shape[0]):
         raise ValueError(
-            f"blfft.{fn}: bias must have shape ({weight.shape[0]},) (out_channels), got "
+            f"blfft.{fn}: weight must have {ndim + 2} dimensions ({channels}, {_spatial(ndim)}), "
+            f"got shape {tuple(weight.shape)}"
+        )
+    out_channels = weight.shape[1] * -groups if transposed else weight.shape[0]
+    if bias is not None and (bias.dim() != 1 or bias.shape[0] != out_channels):
+        raise ValueError(
+            f"blfft.{fn}: bias must have shape ({out_channels},) (out_channels), got "
             f"{tuple(bias.shape)}"
         )
     return input.dim() == ndim + 2
+
+
+def _refuse_forward_ad(fn: str, *tensors) -> None:
+    """NotImplementedError for dual tensors (torch.autograd.forward_ad): the ops have no
+    forward-mode formula, and torch would drop the tangents silently."""
+    if getattr(torch.autograd.forward_ad, "_current_level", -1) < 0:
+        return
+    for t in tensors:
+        if t is not None and torch.autograd.forward_ad.unpack_dual(t).tangent is not None:
+            raise NotImplementedError(
+                f"blfft.{fn}: forward-mode AD (torch.autograd.forward_ad, torch.func.jvp) is not "
+                f"supported; use reverse mode (backward, torch.func.vjp / grad)"
+            )
+
+
+def _check_groups(groups, fn: str) -> int:
+    """groups as an int; TypeError for a non-int (bools included), ValueError below 1."""
+    is_int = isinstance(groups, numbers.Integral) and not isinstance(groups, bool)
+    if is_int and groups >= 1:
+        return int(groups)
+    if is_int:
+        raise ValueError(f"blfft.{fn}: groups must be >= 1, got {groups!r}")
+    raise TypeError(f"blfft.{fn}: groups must be a positive int, got {groups!r}")
+
+
+def _autocast_casts(input: Tensor, t: Tensor) -> bool:
+    """Whether an autocast region on input's device makes t's and input's dtypes agree."""
+    kind = input.device.type
+    if kind not in ("cpu", "cuda") or not torch.is_autocast_enabled(kind):
+        return False
+    low = torch.get_autocast_dtype(kind)
+    return {input.dtype, t.dtype} <= {low, torch.float32}
 
 
 def _spatial(ndim: int) -> str:
@@ -133,14 +180,11 @@ def conv(
 ) -> Tuple[Tensor, CallRecord]:
     """The band-limited convolution of `ndim` spatial axes for blfft.functional and blfft.nn
     (`fn` names the caller in error messages), and the record of what it computed."""
+    groups = _check_groups(groups, fn)
     batched = _check_tensors(fn, ndim, input, weight, bias)
+    _refuse_forward_ad(fn, input, weight, bias)
     stride_t = _as_tuple(stride, ndim, "stride", fn, 1)
     dilation_t = _as_tuple(dilation, ndim, "dilation", fn, 1)
-    if isinstance(groups, bool) or not isinstance(groups, numbers.Integral):
-        raise TypeError(f"blfft.{fn}: groups must be a positive int, got {groups!r}")
-    if groups < 1:
-        raise ValueError(f"blfft.{fn}: groups must be >= 1, got {groups!r}")
-    groups = int(groups)
     rate = check_rate(compress_rate, fn)
     energy = check_energy(energy, fn)
     if energy is not None and rate != 0.0:
@@ -209,7 +253,18 @@ def conv(
             min(s, max(1, n + 2 * p)) for s, n, p in zip(stride_t, x.shape[2:], padding_t)
         )
         y = conv(x, weight, bias, stride_1x1, padding_t, dilation_t, groups)
+    elif energy is not None and torch.compiler.is_compiling():
+        # Selection inside the op: no graph break (docs/design.md 1.7). The record holds the
+        # choice as tensors (read by compression_report).
+        conf = (list(stride_t), list(padding_t), list(dilation_t), groups)
+        y, info = _ops.conv_forward_energy(x, weight, bias, *conf, energy)
+        band, chosen_rate, energy_kept = info[:2], info[2], info[3]
     else:
+        if energy is not None and _ops._functorch_active():
+            raise NotImplementedError(
+                f"blfft.{fn}: energy selection under torch.func transforms (grad, vjp, vmap) is "
+                f"not supported; use compress_rate"
+            )
         if energy is not None:
             band, sel = _ops.select_band(
                 x, weight.shape, stride_t, padding_t, dilation_t, groups, energy
@@ -219,21 +274,12 @@ def conv(
         grad_on = torch.is_grad_enabled()
         # The ops' arguments after the weight (or its shape) and bias.
         conf = (list(stride_t), list(padding_t), list(dilation_t), groups, rate, band)
-        if weight_cache is not None and not grad_on:
+        # (Not under torch.func transforms: the cache's eager look-up cannot see their tensors.)
+        if weight_cache is not None and not grad_on and not _ops._functorch_active():
             ws = weight_cache.get(x.shape, weight, *conf)
             y = _ops.conv_forward_cached(x, ws, bias, list(weight.shape), *conf)
         else:
-            y, _, _ = _ops.conv_forward(
-                x,
-                weight,
-                bias,
-                *conf,
-                grad_on and weight.requires_grad,
-                grad_on and x.requires_grad,
-                _settings.get_weight_spectrum_saving(),
-                _settings.saved_dtype_name(),
-                _settings.get_input_spectrum_saving(),
-            )
+            y = _ops.conv_diff(x, weight, bias, conf)
     record = CallRecord(
         tuple(x.shape),
         tuple(weight.shape),
@@ -242,7 +288,7 @@ def conv(
         dilation_t,
         groups,
         chosen_rate,
-        tuple(band),
+        band if isinstance(band, Tensor) else tuple(band),
         energy,
         energy_kept,
     )
@@ -261,3 +307,110 @@ def _empty_batch(x, weight, bias, stride, padding, dilation, groups) -> Tensor:
     if bias is not None:
         link = link + bias.narrow(0, 0, 0).sum() * 0
     return y + link
+
+
+def conv_transpose(
+    ndim: int,
+    fn: str,
+    input: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    stride: _IntOrTuple,
+    padding: _IntOrTuple,
+    output_padding: _IntOrTuple,
+    groups: int,
+    dilation: _IntOrTuple,
+    compress_rate: float,
+    weight_cache: Optional[WeightSpectrumCache] = None,
+) -> Tuple[Tensor, CallRecord]:
+    """The band-limited transposed convolution: the input gradient of the band-limited
+    convolution whose input has this call's output size (output_padding picks it), with
+    weight (in_channels, out_channels/groups, ...) as that convolution's weight. It is the exact
+    adjoint of that convolution at the same rate; its gradients are that convolution's forward
+    and weight gradient (conv_backward's autograd, docs/design.md 1.6). The record describes that
+    convolution."""
+    groups = _check_groups(groups, fn)
+    batched = _check_tensors(fn, ndim, input, weight, bias, -groups)
+    _refuse_forward_ad(fn, input, weight, bias)
+    stride_t = _as_tuple(stride, ndim, "stride", fn, 1)
+    padding_t = _as_tuple(padding, ndim, "padding", fn, 0)
+    out_pad_t = _as_tuple(output_padding, ndim, "output_padding", fn, 0)
+    dilation_t = _as_tuple(dilation, ndim, "dilation", fn, 1)
+    rate = check_rate(compress_rate, fn)
+    g = input if batched else input.unsqueeze(0)
+    in_channels, out_per_group = weight.shape[0], weight.shape[1]
+    if g.shape[1] != in_channels:
+        raise ValueError(
+            f"blfft.{fn}: input has {g.shape[1]} channels but weight of shape "
+            f"{tuple(weight.shape)} expects {in_channels} (weight is (in_channels, "
+            f"out_channels/groups, ...))"
+        )
+    if in_channels % groups != 0:
+        raise ValueError(
+            f"blfft.{fn}: in_channels={in_channels} is not divisible by groups={groups}"
+        )
+    for op, s, d in zip(out_pad_t, stride_t, dilation_t, strict=True):
+        if op >= s and op >= d:
+            raise ValueError(
+                f"blfft.{fn}: output_padding must be smaller than stride or dilation, got "
+                f"output_padding={out_pad_t}, stride={stride_t}, dilation={dilation_t}"
+            )
+    kernel = tuple(weight.shape[2:])
+    out_spatial = tuple(
+        (n - 1) * s - 2 * p + d * (k - 1) + op + 1
+        for n, s, p, d, k, op in zip(
+            g.shape[2:], stride_t, padding_t, dilation_t, kernel, out_pad_t, strict=True
+        )
+    )
+    if any(n < 1 for n in out_spatial):
+        raise ValueError(
+            f"blfft.{fn}: the output size {out_spatial} is not positive (input "
+            f"{tuple(g.shape[2:])}, kernel {kernel}, stride {stride_t}, padding {padding_t}, "
+            f"dilation {dilation_t}, output_padding {out_pad_t})"
+        )
+    x_shape = (g.shape[0], out_per_group * groups) + out_spatial
+    conf = (list(stride_t), list(padding_t), list(dilation_t), groups, rate, [])
+    if g.shape[0] == 0:
+        y = g.new_zeros(x_shape) + (g.sum() + weight.narrow(0, 0, 0).sum()) * 0
+        if bias is not None:
+            y = y + bias.reshape((1, -1) + (1,) * ndim)
+    else:
+        # With output_padding >= stride (allowed when below the dilation) that convolution's
+        # output is longer than this input: its gradient there is zero. (Its length is torch's
+        # formula, docs/design.md 1.1: the core's geometry is not asked here, as that would
+        # break torch.compile graphs; the op checks the shapes against it.)
+        conv_out = [
+            -(-(n + 2 * p - d * (k - 1)) // s)
+            for n, p, d, k, s in zip(
+                out_spatial, padding_t, dilation_t, kernel, stride_t, strict=True
+            )
+        ]
+        extra = [o - n for o, n in zip(conv_out, g.shape[2:], strict=True)]
+        if any(extra):
+            pad_spec: List[int] = []
+            for e in reversed(extra):
+                pad_spec += [0, e]
+            g = F.pad(g, pad_spec)
+        full = (list(x_shape), list(weight.shape)) + conf
+        if (
+            weight_cache is not None
+            and not torch.is_grad_enabled()
+            and not _ops._functorch_active()
+        ):
+            ws = weight_cache.get(x_shape, weight, *conf)
+            y = _ops.conv_transpose(g, None, ws, bias, *full)
+        else:
+            y = _ops.conv_transpose_diff(g, weight, bias, full)
+    record = CallRecord(
+        tuple(x_shape),
+        tuple(weight.shape),
+        stride_t,
+        padding_t,
+        dilation_t,
+        groups,
+        rate,
+        (),
+        None,
+        None,
+    )
+    return (y if batched else y.squeeze(0)), record

@@ -5,7 +5,8 @@
   as the core refuses its own buffers.
 - Caches kept between calls (the geometry cache, the weight spectra of layers) register here, so
   that :func:`clear_caches` empties them along with the C++ core's plans and pooled buffers and
-  the CUDA backend's plans.
+  the CUDA backend's plans. (The CUDA backend keeps no temporaries between calls: they come from
+  torch's caching allocator, see blfft._backends.)
 """
 
 import gc
@@ -136,7 +137,8 @@ def clear_caches() -> None:
 
     That is: the C++ core's cached plans (their FFT plans and DFT tables), the idle buffers of its
     workspace pool and its per-thread scratch (``blfft::release_memory()``); the CUDA backend's
-    plans and its pools' idle device memory, where it is built; the Python cache of layer
+    plans and idle cuFFT plans, where it is built (its temporaries are torch's, given back after
+    every call: ``torch.cuda.empty_cache()`` releases those); the Python cache of layer
     geometries; and the weight spectra kept by layers made with ``cache_weight_spectrum=True``.
     Then, on glibc, ``malloc_trim(0)`` hands the freed pages back to the operating system (glibc
     would otherwise keep them in the process for reuse). Everything is rebuilt on demand: the

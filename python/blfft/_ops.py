@@ -21,12 +21,20 @@ x_spectrum_saving="auto") -> (y, x_spectrum, w_spectrum)``
 set is ``band`` (``[i_h, i_w]``, band limits) when it is non-empty, else the rate ``rate``.
 
 ``blfft::conv_forward_cached`` is the inference-only forward from a weight spectrum kept by a
-layer (:mod:`blfft._weight_cache`).
+layer (:mod:`blfft._weight_cache`); ``conv_forward_from_x_spectrum`` the forward from a kept
+input spectrum (a second-order pass). ``blfft::conv_transpose`` is the transposed convolution
+(conv_backward's input gradient plus a bias). ``conv_forward_energy`` / ``conv_backward_energy``
+select the kept set by energy inside the op (torch.compile without a graph break).
+
+Autograd of any order: conv_backward has an autograd formula too (second derivatives are again
+the three passes, see "Autograd" below), and under torch.func transforms the same formulas run
+as autograd.Functions with vmap rules. Half-precision tensors are computed in float32; the
+Autocast dispatch keys cast as torch's convolutions do (see "Autocast").
 
 Every shape comes from the C++ core (:func:`blfft._geometry.geometry`); nothing here re-derives
-one. Both ops have fake implementations, so they trace under torch.compile, and an autograd
-formula. Which spectra forward keeps is decided once, by :func:`_settings.kept_spectrum_sizes`,
-for the op and its fake kernel alike.
+one. Every op has a fake implementation, so they trace under torch.compile. Which spectra
+forward keeps is decided once, by :func:`_settings.kept_spectrum_sizes`, for the op and its fake
+kernel alike.
 
 The other jobs live in their own modules: ``_backends`` (loading the backends, device checks,
 dispatch, DLPack), ``_settings`` (saving modes, saved dtype, determinism), ``_memory`` (buffer cap,
@@ -44,6 +52,7 @@ from typing import List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
+from . import _settings
 from ._backends import (
     backend_for,
     cuda_device_count,
@@ -77,7 +86,13 @@ __all__ = [
     "clear_caches",
     "conv_backward",
     "conv_forward",
+    "conv_backward_diff",
+    "conv_diff",
     "conv_forward_cached",
+    "conv_forward_energy",
+    "conv_forward_from_x_spectrum",
+    "conv_transpose",
+    "conv_transpose_diff",
     "cuda_device_count",
     "cuda_unusable_reason",
     "geometry",
@@ -93,9 +108,35 @@ __all__ = [
 ]
 
 
-def _none(like: Tensor) -> Tensor:
+_HALF = (torch.float16, torch.bfloat16)
+
+
+def _none(like: Tensor, dtype: Optional[torch.dtype] = None) -> Tensor:
     """The empty tensor that stands for "not kept" / "not asked for" in the ops' outputs."""
-    return like.new_empty((0,))
+    return like.new_empty((0,), dtype=dtype)
+
+
+def _present(t: Optional[Tensor]) -> Optional[Tensor]:
+    """None for None and for the empty tensor that stands for "not kept" / "not asked for"."""
+    return t if t is not None and t.numel() > 0 else None
+
+
+def _up(t: Optional[Tensor]) -> Optional[Tensor]:
+    """float16 / bfloat16 tensors as float32, the precision the core computes them in; other
+    tensors unchanged."""
+    return t.float() if t is not None and t.dtype in _HALF else t
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in _HALF else dtype
+
+
+def _call_setup(t: Tensor, name: str, others, shapes, conf):
+    """The backend, its trailing arguments, the geometry (params, compression, geometry) and the
+    determinism keyword of one call on t's device."""
+    be, stream = backend_for(t, name, *others)
+    p, c, g = geometry(*shapes, *conf)
+    return be, stream, (p, c, g), deterministic_kw(be)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -120,23 +161,35 @@ def conv_forward(
     saved_dtype: str = "",
     x_spectrum_saving: str = "auto",
 ) -> Tuple[Tensor, Tensor, Tensor]:
-    be, stream = backend_for(x, "input", ("weight", weight), ("bias", bias))
-    p, c, g = geometry(x.shape, weight.shape, stride, padding, dilation, groups, rate, band)
+    conf = (stride, padding, dilation, groups, rate, band)
+    be, stream, (p, c, g), det = _call_setup(
+        x, "input", (("weight", weight), ("bias", bias)), (x.shape, weight.shape), conf
+    )
+    out_dtype = x.dtype
+    x, weight, bias = _up(x), _up(weight), _up(bias)
     y = alloc(x, g.output_shape, "output")
     nx, nw = kept_spectrum_sizes(
-        g, save_x_spectrum, save_w_spectrum, w_spectrum_saving, saved_dtype, x_spectrum_saving
+        g,
+        save_x_spectrum,
+        save_w_spectrum,
+        w_spectrum_saving,
+        saved_dtype,
+        x_spectrum_saving,
+        out_dtype in _HALF,
     )
     xs = alloc(x, (nx,), "input spectrum") if nx else None
     ws = alloc(weight, (nw,), "weight spectrum") if nw else None
     b = None if bias is None else bias.detach().contiguous()
-    be.forward(
-        p, c, dl(x), dl(weight), dl(b), dl(y), dl(xs), dl(ws), *stream, **deterministic_kw(be)
-    )
+    be.forward(p, c, dl(x), dl(weight), dl(b), dl(y), dl(xs), dl(ws), *stream, **det)
     store = SAVED_DTYPES[saved_dtype]
     if store is not None:  # the full-precision spectra are temporaries, freed on return
         xs = None if xs is None else xs.to(store)
         ws = None if ws is None else ws.to(store)
-    return y, (xs if xs is not None else _none(x)), (ws if ws is not None else _none(weight))
+    return (
+        y.to(out_dtype),
+        (xs if xs is not None else _none(x)),
+        (ws if ws is not None else _none(weight)),
+    )
 
 
 _SAVING_DEFAULTS = ("auto", "", "auto")  # conv_forward's w_spectrum_saving, saved_dtype, ...
@@ -151,57 +204,13 @@ def _conv_forward_fake(x, weight, bias, stride, padding, dilation, groups, rate,
     saved_dtype = saving[3]
     _, _, g = geometry(x.shape, weight.shape, stride, padding, dilation, groups, rate, band)
     y = x.new_empty(g.output_shape)
-    nx, nw = kept_spectrum_sizes(g, *saving)
-    store = SAVED_DTYPES[saved_dtype]
+    nx, nw = kept_spectrum_sizes(g, *saving, x.dtype in _HALF)
+    store = SAVED_DTYPES[saved_dtype] or _compute_dtype(x.dtype)
     return (
         y,
-        x.new_empty((nx,), dtype=store if nx and store else x.dtype),
-        weight.new_empty((nw,), dtype=store if nw and store else weight.dtype),
+        x.new_empty((nx,), dtype=store if nx else _compute_dtype(x.dtype)),
+        weight.new_empty((nw,), dtype=store if nw else _compute_dtype(weight.dtype)),
     )
-
-
-def _forward_setup_context(ctx, inputs, output):
-    x, weight, bias, stride, padding, dilation, groups, rate, band = inputs[:9]
-    _, xs, ws = output
-    ctx.mark_non_differentiable(xs, ws)
-    need_x, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    # grad_weight needs the input spectrum (or the input to recompute it); grad_input needs the
-    # weight spectrum (or the weight). Keep only what the requested gradients need.
-    saved_x = saved_xs = saved_w = saved_ws = None
-    if need_w:
-        if xs.numel() > 0:
-            saved_xs = xs
-        else:
-            saved_x = x
-    if need_x:
-        if ws.numel() > 0:
-            saved_ws = ws
-        else:
-            saved_w = weight
-    ctx.save_for_backward(saved_x, saved_xs, saved_w, saved_ws)
-    ctx.conf = (
-        list(x.shape),
-        list(weight.shape),
-        list(stride),
-        list(padding),
-        list(dilation),
-        groups,
-        rate,
-        list(band),
-    )
-
-
-def _forward_backward(ctx, grad_y, _grad_xs, _grad_ws):
-    x, xs, w, ws = ctx.saved_tensors
-    need_x, need_w, need_b = ctx.needs_input_grad[:3]
-    gx, gw, gb = conv_backward(
-        grad_y, x, xs, w, ws, *ctx.conf, bool(need_x), bool(need_w), bool(need_b)
-    )
-    # One gradient per argument of conv_forward: only x, weight and bias have one.
-    return (gx if need_x else None, gw if need_w else None, gb if need_b else None) + (None,) * 11
-
-
-conv_forward.register_autograd(_forward_backward, setup_context=_forward_setup_context)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -228,23 +237,35 @@ def conv_backward(
     need_weight_grad: bool,
     need_bias_grad: bool,
 ) -> Tuple[Tensor, Tensor, Tensor]:
+    out_dtype = grad_output.dtype  # that of x and weight (forward's output has x's dtype)
+    grads = _backward_impl(
+        grad_output,
+        x,
+        x_spectrum,
+        weight,
+        w_spectrum,
+        (x_shape, w_shape),
+        (stride, padding, dilation, groups, rate, band),
+        (need_input_grad, need_weight_grad, need_bias_grad),
+    )
+    return tuple(t.to(out_dtype) if t is not None else _none(grad_output) for t in grads)
+
+
+def _backward_impl(grad_output, x, x_spectrum, weight, w_spectrum, shapes, conf, needs):
+    """conv_backward's gradients (None where not asked for) in the computing dtype (float32 for
+    half-precision tensors)."""
+    need_input_grad, need_weight_grad, need_bias_grad = needs
     # An empty spectrum means "not kept", as in conv_forward's outputs (compiled graphs may pass
     # the empty tensor itself rather than None).
-    if x_spectrum is not None and x_spectrum.numel() == 0:
-        x_spectrum = None
-    if w_spectrum is not None and w_spectrum.numel() == 0:
-        w_spectrum = None
-    be, stream = backend_for(
-        grad_output,
-        "grad_output",
+    x_spectrum, w_spectrum = _present(x_spectrum), _present(w_spectrum)
+    others = (
         ("x", x),
         ("x_spectrum", x_spectrum),
         ("weight", weight),
         ("w_spectrum", w_spectrum),
     )
-    p, c, g = geometry(x_shape, w_shape, stride, padding, dilation, groups, rate, band)
-    go = grad_output.detach()
-    det = deterministic_kw(be)
+    be, stream, (p, c, g), det = _call_setup(grad_output, "grad_output", others, shapes, conf)
+    go, x, weight = _up(grad_output.detach()), _up(x), _up(weight)
     xs = ws = None
     if need_weight_grad:
         if x_spectrum is not None:
@@ -277,11 +298,7 @@ def conv_backward(
             be.backward(p, c, dl(go), dl(xs), None, dl(gx), dl(gw), dl(gb), dl(w_for_core), **det)
         else:
             be.backward(p, c, dl(go), dl(xs), dl(ws), dl(gx), dl(gw), dl(gb), None, *stream, **det)
-    return (
-        gx if gx is not None else _none(go),
-        gw if gw is not None else _none(go),
-        gb if gb is not None else _none(go),
-    )
+    return gx, gw, gb
 
 
 @conv_backward.register_fake
@@ -299,7 +316,50 @@ def _conv_backward_fake(grad_output, x, x_spectrum, weight, w_spectrum, *conf_an
 
 
 # ------------------------------------------------------------------------------------------------
-# Inference with a cached weight spectrum
+# conv_transpose
+# ------------------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("blfft::conv_transpose", mutates_args=())
+def conv_transpose(
+    grad_output: Tensor,
+    weight: Optional[Tensor],
+    w_spectrum: Optional[Tensor],
+    bias: Optional[Tensor],
+    x_shape: List[int],
+    w_shape: List[int],
+    stride: List[int],
+    padding: List[int],
+    dilation: List[int],
+    groups: int,
+    rate: float,
+    band: List[int],
+) -> Tensor:
+    """The transposed convolution: the input gradient of the convolution of an x_shape input
+    for `grad_output` (from the weight, or a weight spectrum kept by a layer), plus bias (added
+    before a half-precision result is rounded)."""
+    gx = _backward_impl(
+        grad_output,
+        None,
+        None,
+        weight,
+        w_spectrum,
+        (x_shape, w_shape),
+        (stride, padding, dilation, groups, rate, band),
+        (True, False, False),
+    )[0]
+    if bias is not None:
+        gx += _up(bias.detach()).reshape((1, -1) + (1,) * (gx.dim() - 2))
+    return gx.to(grad_output.dtype)
+
+
+@conv_transpose.register_fake
+def _conv_transpose_fake(grad_output, weight, w_spectrum, bias, x_shape, *rest):
+    return grad_output.new_empty(x_shape)
+
+
+# ------------------------------------------------------------------------------------------------
+# Forward from a kept spectrum (no autograd of their own)
 # ------------------------------------------------------------------------------------------------
 
 
@@ -316,16 +376,21 @@ def conv_forward_cached(
     rate: float,
     band: List[int],
 ) -> Tensor:
-    """Forward from a weight spectrum computed earlier (no autograd: inference only)."""
-    be, stream = backend_for(x, "input", ("w_spectrum", w_spectrum), ("bias", bias))
-    p, c, g = geometry(x.shape, w_shape, stride, padding, dilation, groups, rate, band)
-    det = deterministic_kw(be)
+    """Forward from a weight spectrum computed earlier: inference with a layer's cached weight
+    spectrum, and the second-order pass of a layer that kept only its weight spectrum."""
+    conf = (stride, padding, dilation, groups, rate, band)
+    be, stream, (p, c, g), det = _call_setup(
+        x, "input", (("w_spectrum", w_spectrum), ("bias", bias)), (x.shape, w_shape), conf
+    )
+    out_dtype = x.dtype
+    x, bias = _up(x), _up(bias)
     xs = alloc(x, (g.x_spectrum_size,), "input spectrum")
     be.input_spectrum(p, c, dl(x), dl(xs), *stream, **det)
     y = alloc(x, g.output_shape, "output")
     b = None if bias is None else bias.detach().contiguous()
-    be.forward_spectra(p, c, dl(xs), dl(w_spectrum), dl(b), dl(y), *stream, **det)
-    return y
+    ws = w_spectrum.detach().to(x.dtype)  # a no-op unless stored in bfloat16
+    be.forward_spectra(p, c, dl(xs), dl(ws), dl(b), dl(y), *stream, **det)
+    return y.to(out_dtype)
 
 
 @conv_forward_cached.register_fake
@@ -336,13 +401,455 @@ def _conv_forward_cached_fake(
     return x.new_empty(g.output_shape)
 
 
+@torch.library.custom_op("blfft::conv_forward_from_x_spectrum", mutates_args=())
+def conv_forward_from_x_spectrum(
+    x_spectrum: Tensor,
+    weight: Tensor,
+    x_shape: List[int],
+    stride: List[int],
+    padding: List[int],
+    dilation: List[int],
+    groups: int,
+    rate: float,
+    band: List[int],
+) -> Tensor:
+    """conv(x, weight) (no bias) from x's kept spectrum: the second-order pass conv(x, ggw) of a
+    layer whose forward kept the input spectrum instead of the input. Output in weight's dtype."""
+    conf = (stride, padding, dilation, groups, rate, band)
+    be, stream, (p, c, g), det = _call_setup(
+        weight, "weight", (("x_spectrum", x_spectrum),), (x_shape, weight.shape), conf
+    )
+    out_dtype = weight.dtype
+    weight = _up(weight)
+    ws = alloc(weight, (g.w_spectrum_size,), "weight spectrum")
+    be.weight_spectrum(p, c, dl(weight), dl(ws), *stream, **det)
+    y = alloc(weight, g.output_shape, "output")
+    xs = x_spectrum.detach().to(weight.dtype)
+    be.forward_spectra(p, c, dl(xs), dl(ws), None, dl(y), *stream, **det)
+    return y.to(out_dtype)
+
+
+@conv_forward_from_x_spectrum.register_fake
+def _conv_forward_from_x_spectrum_fake(x_spectrum, weight, x_shape, *conf):
+    _, _, g = geometry(x_shape, weight.shape, *conf)
+    return weight.new_empty(g.output_shape)
+
+
+# ------------------------------------------------------------------------------------------------
+# Autograd, first and second order (docs/design.md 1.6)
+# ------------------------------------------------------------------------------------------------
+#
+# conv_forward's backward is conv_backward, and conv_backward's is again made of the three passes
+# at the same kept set: y = conv(x, w) is bilinear, so for upstream gradients (ggx, ggw, ggb) of
+# (gx, gw, gb) = conv_backward(g, x, w):
+#   d/dg = conv(ggx, w) + conv(x, ggw) + ggb, d/dx = input_grad(g, ggw), d/dw = weight_grad(ggx, g)
+# (the masked transforms are a real orthogonal projection, so each pass is the exact adjoint of
+# another). Spectra: a create_graph backward (torch.is_grad_enabled() inside it) computes from x
+# and w themselves wherever forward kept them, so its result is differentiable in them and never
+# reads a bfloat16-rounded spectrum; forward keeps them beside their spectra when that costs no
+# memory (a leaf input: gradient penalties, gradcheck; a weight that requires grad). An
+# intermediate activation whose spectrum replaced it is not kept: the second-order graph reads
+# that spectrum (the exact derivative of the first derivative as computed from it), and
+# differentiating its weight gradient toward that activation raises (_InputUnreachable).
+
+
+def _functorch_active() -> bool:
+    """Whether a torch.func transform (grad, vjp, vmap, ...) is active. torch runs a custom op's
+    registered autograd as an autograd.Function without setup_context, which functorch refuses;
+    under a transform the differentiable calls go through the autograd.Functions below."""
+    return torch._C._are_functorch_transforms_active()
+
+
+def _current_modes() -> Tuple[str, str, str]:
+    """conv_forward's w_spectrum_saving, saved_dtype and x_spectrum_saving as set now."""
+    return (
+        get_weight_spectrum_saving(),
+        _settings.saved_dtype_name(),
+        get_input_spectrum_saving(),
+    )
+
+
+def conv_diff(x: Tensor, weight: Tensor, bias: Optional[Tensor], conf, modes=None) -> Tensor:
+    """The band-limited convolution, differentiable (any order) in x, weight and bias. `conf`:
+    (stride, padding, dilation, groups, rate, band) as lists; `modes`: conv_forward's saving
+    modes (default: the current settings)."""
+    conf = tuple(conf)
+    if _functorch_active():
+        return _ConvFunction.apply(x, weight, bias, conf)
+    grad = torch.is_grad_enabled()
+    modes = _current_modes() if modes is None else modes
+    # The input spectrum serves the weight gradient, the weight spectrum the input gradient.
+    save_x, save_w = grad and weight.requires_grad, grad and x.requires_grad
+    return conv_forward(x, weight, bias, *conf, save_x, save_w, *modes)[0]
+
+
+def conv_backward_diff(g, x, xs, w, ws, conf_full, needs):
+    """blfft::conv_backward, differentiable in g, x and w. `conf_full`: (x_shape, w_shape, stride,
+    padding, dilation, groups, rate, band); `needs`: the three need_*_grad flags."""
+    if _functorch_active():
+        return _ConvBackwardFunction.apply(g, x, xs, w, ws, tuple(conf_full), tuple(needs))
+    return conv_backward(g, x, xs, w, ws, *conf_full, *needs)
+
+
+def _setup_forward(ctx, x, weight, conf, xs, ws) -> None:
+    """What conv_forward's backward keeps: grad_weight needs the input spectrum or the input,
+    grad_input the weight spectrum or the weight; x and w themselves where that costs nothing
+    (see the note above)."""
+    need_x, need_w, need_b = (bool(v) for v in ctx.needs_input_grad[:3])
+    xs, ws = _present(xs), _present(ws)
+    keep_x = need_w and (xs is None or (need_x and x.is_leaf))
+    keep_w = need_x and (ws is None or need_w)
+    ctx.save_for_backward(
+        x if keep_x else None,
+        xs if need_w else None,
+        weight if keep_w else None,
+        ws if need_x else None,
+    )
+    ctx.conf = (list(x.shape), list(weight.shape)) + tuple(conf)
+    ctx.needs = (need_x, need_w, need_b)
+    ctx.x_unreachable = need_w and need_x and not keep_x
+
+
+def _forward_grads(ctx, grad_y) -> Tuple[Optional[Tensor], ...]:
+    """(grad_x, grad_weight, grad_bias) of conv_forward (None where not needed)."""
+    x, xs, w, ws = ctx.saved_tensors
+    need_x, need_w, need_b = ctx.needs
+    guard = False
+    if torch.is_grad_enabled():  # create_graph=True: see the note above
+        xs = None if x is not None else xs
+        ws = None if w is not None else ws
+        guard = ctx.x_unreachable
+    gx, gw, gb = conv_backward_diff(grad_y, x, xs, w, ws, ctx.conf, ctx.needs)
+    if guard:
+        gw = _InputUnreachable.apply(gw)
+    return (gx if need_x else None, gw if need_w else None, gb if need_b else None)
+
+
+def _setup_backward(ctx, inputs, output) -> None:
+    g, x, xs, w, ws = inputs[:5]
+    ctx.conf = tuple(inputs[5:13])  # x_shape, w_shape, stride, padding, dilation, groups, ...
+    ctx.needs = tuple(bool(v) for v in inputs[13:16])
+    ctx.save_for_backward(g, x, _present(xs), w, _present(ws))
+
+
+def _backward_grads(ctx, ggx, ggw, ggb) -> Tuple[Optional[Tensor], ...]:
+    """(d/dg, d/dx, d/dw) of conv_backward for upstream gradients of its three outputs."""
+    g, x, xs, w, ws = ctx.saved_tensors
+    x_shape, w_shape, *conf = ctx.conf
+    conf = tuple(conf)
+    asked = ctx.needs  # which of gx, gw, gb conv_backward computed
+    ups = zip((ggx, ggw, ggb), asked, strict=True)
+    ggx, ggw, ggb = (_present(t) if a else None for t, a in ups)
+    need_g, need_x, need_w = (bool(ctx.needs_input_grad[i]) for i in (0, 1, 3))
+    dg = dx = dw = None
+    if need_g:
+        terms = []
+        if ggx is not None:  # conv(ggx, w)
+            if w is not None:
+                terms.append(conv_diff(ggx, w, None, conf))
+            else:
+                terms.append(conv_forward_cached(ggx, ws, None, list(w_shape), *conf))
+        if ggw is not None:  # conv(x, ggw)
+            if x is not None:
+                terms.append(conv_diff(x, ggw, None, conf))
+            else:
+                terms.append(conv_forward_from_x_spectrum(xs, ggw, list(x_shape), *conf))
+        if ggb is not None:
+            terms.append(ggb.reshape((1, -1) + (1,) * (g.dim() - 2)).expand(g.shape))
+        dg = sum(terms[1:], terms[0]) if terms else None
+    full = (x_shape, w_shape) + conf
+    if need_x and ggw is not None:
+        dx = conv_backward_diff(g, None, None, ggw, None, full, (True, False, False))[0]
+    if need_w and ggx is not None:
+        dw = conv_backward_diff(g, ggx, None, None, None, full, (False, True, False))[1]
+    return dg, dx, None, dw, None
+
+
+class _InputUnreachable(torch.autograd.Function):
+    """Marks a weight gradient computed under create_graph from a kept input spectrum whose input
+    requires grad: its derivative toward that input cannot be formed (the input was not kept)."""
+
+    @staticmethod
+    def forward(gw):
+        return gw.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        pass
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError(
+            "blfft: differentiating a weight gradient toward the layer's input needs the input, "
+            "but forward kept only its compressed spectrum (it was smaller); call "
+            "blfft.set_input_spectrum_saving('recompute') before the forward to keep the input"
+        )
+
+
+def _forward_setup_context(ctx, inputs, output):
+    _, xs, ws = output
+    ctx.mark_non_differentiable(xs, ws)
+    _setup_forward(ctx, inputs[0], inputs[1], inputs[3:9], xs, ws)
+
+
+def _forward_backward(ctx, grad_y, _grad_xs, _grad_ws):
+    # One gradient per argument of conv_forward: only x, weight and bias have one.
+    return _forward_grads(ctx, grad_y) + (None,) * 11
+
+
+def _backward_backward(ctx, ggx, ggw, ggb):
+    return _backward_grads(ctx, ggx, ggw, ggb) + (None,) * 11
+
+
+def conv_transpose_diff(g, weight, bias, conf_full):
+    """blfft::conv_transpose from the weight, differentiable (any order) in g, weight and bias.
+    `conf_full`: (x_shape, w_shape, stride, padding, dilation, groups, rate, band)."""
+    if _functorch_active():
+        return _ConvTransposeFunction.apply(g, weight, bias, tuple(conf_full))
+    return conv_transpose(g, weight, None, bias, *conf_full)
+
+
+def _setup_transpose(ctx, g, weight, conf_full) -> None:
+    # d/dg needs the weight, d/dweight needs g (the transposed convolution's input).
+    need_g, need_w = bool(ctx.needs_input_grad[0]), bool(ctx.needs_input_grad[1])
+    ctx.save_for_backward(g if need_w else None, weight if need_g else None)
+    ctx.conf = tuple(conf_full)
+
+
+def _transpose_grads(ctx, grad_y, need_g, need_w, need_b):
+    """(d/dg, d/dweight, d/dbias) of conv_transpose: the convolution's forward and weight
+    gradient for the x_shape input grad_y, and the bias gradient."""
+    g, weight = ctx.saved_tensors
+    dg = dw = db = None
+    if need_g:
+        dg = conv_diff(grad_y, weight, None, ctx.conf[2:])
+    if need_w:
+        dw = conv_backward_diff(g, grad_y, None, None, None, ctx.conf, (False, True, False))[1]
+    if need_b:
+        db = grad_y.sum([d for d in range(grad_y.dim()) if d != 1])
+    return dg, dw, db
+
+
+def _transpose_setup_context(ctx, inputs, output):
+    _setup_transpose(ctx, inputs[0], inputs[1], inputs[4:12])
+
+
+def _transpose_backward(ctx, grad_y):
+    need = ctx.needs_input_grad
+    dg, dw, db = _transpose_grads(ctx, grad_y, need[0], need[1], need[3])
+    return (dg, dw, None, db) + (None,) * 8
+
+
+conv_forward.register_autograd(_forward_backward, setup_context=_forward_setup_context)
+conv_backward.register_autograd(_backward_backward, setup_context=_setup_backward)
+conv_transpose.register_autograd(_transpose_backward, setup_context=_transpose_setup_context)
+
+
+# ------------------------------------------------------------------------------------------------
+# Autocast
+# ------------------------------------------------------------------------------------------------
+#
+# Under torch.autocast the convolutions run in the region's lower precision, as torch's do
+# (conv1d/conv2d/conv_transpose* are on autocast's lower-precision list): float32 tensor arguments
+# of the region's device are cast to its dtype (float64 ones are left alone, as torch does), then
+# the op runs with autocast off; it computes half types in float32 and returns that dtype. This is
+# the rule torch.library.register_autocast registers at the Autocast<device> dispatch key, except
+# that the dtype is the region's (torch.get_autocast_dtype), not one fixed at registration:
+# torch.autocast("cuda", dtype=torch.bfloat16) gives bfloat16 as F.conv2d does. Kept spectra
+# (w_spectrum arguments) are not cast: they are float32 data that the op uses as it is.
+
+_autocast_lib = torch.library.Library("blfft", "FRAGMENT")
+
+
+def _register_autocast(name: str, op, cast_positions) -> None:
+    """Registers the rule above for blfft::<name> (`op`), casting the arguments at
+    `cast_positions`."""
+    for device_type, key in (("cpu", "AutocastCPU"), ("cuda", "AutocastCUDA")):
+
+        def kernel(_keyset, *args, device_type=device_type):
+            dtype = torch.get_autocast_dtype(device_type)
+            args = list(args)
+            for i in cast_positions:
+                t = args[i]
+                if t is not None and t.device.type == device_type and t.dtype == torch.float32:
+                    args[i] = t.to(dtype)
+            with torch.autocast(device_type, enabled=False):
+                return op(*args)
+
+        _autocast_lib.impl(name, kernel, key, with_keyset=True)
+
+
+_register_autocast("conv_forward", conv_forward, (0, 1, 2))  # x, weight, bias
+_register_autocast(
+    "conv_forward_cached", conv_forward_cached, (0, 2)
+)  # x, bias (not the kept weight spectrum)
+_register_autocast("conv_transpose", conv_transpose, (0, 1, 3))  # grad_output, weight, bias
+
+
+# torch.func transforms: the same formulas as autograd.Functions with setup_context and vmap
+# rules. Forward keeps x and w, not spectra: a spectrum's flat layout has no batch axis to map.
+#
+# vmap rules. A mapped input alone joins the batch axis (one call, the weight shared). Otherwise
+# (a mapped weight; per-sample gradients, where the weight gradient is wanted per mapped entry)
+# the mapped axis joins the channel axes and the groups: entry b's channels form groups of their
+# own, so one grouped call computes every entry exactly (the kept set depends only on the
+# spatial sizes). Shared (unmapped) tensors are repeated per entry.
+
+
+def _fold_channels(t: Optional[Tensor], dim: Optional[int], n: int) -> Optional[Tensor]:
+    """(N, C, ...) per entry, mapped at `dim` (None: shared) -> (N, n*C, ...), entry-major."""
+    if t is None:
+        return None
+    t = t.movedim(dim, 1) if dim is not None else t.unsqueeze(1).expand(-1, n, *t.shape[1:])
+    return t.flatten(1, 2)
+
+
+def _fold_leading(t: Optional[Tensor], dim: Optional[int], n: int) -> Optional[Tensor]:
+    """A weight (F, ...) or bias (F) per entry, mapped at `dim` (None: shared) -> (n*F, ...)."""
+    if t is None:
+        return None
+    t = t.movedim(dim, 0) if dim is not None else t.expand(n, *t.shape)
+    return t.flatten(0, 1)
+
+
+def _unfold(t: Tensor, axis: int, n: int) -> Tensor:
+    """The inverse for an output: (..., n*C at `axis`, ...) -> (n, ..., C, ...)."""
+    return t.unflatten(axis, (n, -1)).movedim(axis, 0)
+
+
+def _grouped(conf, n: int, x_shape=None, w_shape=None):
+    """A call's configuration with n times the channels and groups (conf: the ops' (stride,
+    padding, dilation, groups, rate, band) tail)."""
+    stride, padding, dilation, groups, rate, band = conf
+    tail = (stride, padding, dilation, groups * n, rate, band)
+    if x_shape is None:
+        return tail
+    x_shape = [x_shape[0], n * x_shape[1]] + list(x_shape[2:])
+    w_shape = [n * w_shape[0]] + list(w_shape[1:])
+    return (x_shape, w_shape) + tail
+
+
+class _ConvFunction(torch.autograd.Function):
+    """conv_forward for torch.func transforms."""
+
+    @staticmethod
+    def forward(x, weight, bias, conf):
+        return conv_forward(x, weight, bias, *conf, False, False)[0]
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, _, conf = inputs
+        _setup_forward(ctx, x, weight, conf, None, None)
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        return _forward_grads(ctx, grad_y) + (None,)
+
+    @staticmethod
+    def vmap(info, in_dims, x, weight, bias, conf):
+        xd, wd, bd, _ = in_dims
+        if xd is not None and wd is None and bd is None:
+            # Mapped over the input only: the mapped axis joins the batch, one call.
+            xb = x.movedim(xd, 0)
+            y = _ConvFunction.apply(xb.flatten(0, 1), weight, bias, conf)
+            return y.unflatten(0, xb.shape[:2]), 0
+        n = info.batch_size
+        x, weight, bias = (
+            _fold_channels(x, xd, n),
+            _fold_leading(weight, wd, n),
+            _fold_leading(bias, bd, n),
+        )
+        return _unfold(_ConvFunction.apply(x, weight, bias, _grouped(conf, n)), 1, n), 0
+
+
+class _ConvBackwardFunction(torch.autograd.Function):
+    """conv_backward for torch.func transforms."""
+
+    @staticmethod
+    def forward(g, x, xs, weight, ws, conf_full, needs):
+        return conv_backward(g, x, xs, weight, ws, *conf_full, *needs)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _setup_backward(ctx, tuple(inputs[:5]) + tuple(inputs[5]) + tuple(inputs[6]), output)
+
+    @staticmethod
+    def backward(ctx, ggx, ggw, ggb):
+        return _backward_grads(ctx, ggx, ggw, ggb) + (None, None)
+
+    @staticmethod
+    def vmap(info, in_dims, g, x, xs, weight, ws, conf_full, needs):
+        dims = in_dims[:5]
+        only_gx = tuple(needs) == (True, False, False)
+        if only_gx and dims[0] is not None and dims[1:] == (None,) * 4:
+            # The input gradient alone, for a mapped grad_output: the mapped axis joins the batch.
+            gb = g.movedim(dims[0], 0)
+            x_shape = [gb.shape[0] * conf_full[0][0]] + list(conf_full[0][1:])
+            full = (x_shape,) + tuple(conf_full[1:])
+            gx, e1, e2 = _ConvBackwardFunction.apply(
+                gb.flatten(0, 1), x, xs, weight, ws, full, needs
+            )
+            return (gx.unflatten(0, gb.shape[:2]), e1, e2), (0, None, None)
+        # (Under torch.func forward keeps no spectra: xs and ws are None here.)
+        n = info.batch_size
+        full = _grouped(conf_full[2:], n, conf_full[0], conf_full[1])
+        gx, gw, gb = _ConvBackwardFunction.apply(
+            _fold_channels(g, dims[0], n),
+            _fold_channels(x, dims[1], n),
+            None,
+            _fold_leading(weight, dims[3], n),
+            None,
+            full,
+            needs,
+        )
+        grads = zip((gx, gw, gb), (1, 0, 0), needs, strict=True)
+        outs = tuple(_unfold(t, axis, n) if asked else t for t, axis, asked in grads)
+        return outs, tuple(0 if asked else None for asked in needs)
+
+
+class _ConvTransposeFunction(torch.autograd.Function):
+    """conv_transpose for torch.func transforms."""
+
+    @staticmethod
+    def forward(g, weight, bias, conf_full):
+        return conv_transpose(g, weight, None, bias, *conf_full)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _setup_transpose(ctx, inputs[0], inputs[1], inputs[3])
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        need = ctx.needs_input_grad
+        return _transpose_grads(ctx, grad_y, *need[:3]) + (None,)
+
+    @staticmethod
+    def vmap(info, in_dims, g, weight, bias, conf_full):
+        gd, wd, bd, _ = in_dims
+        if gd is not None and wd is None and bd is None:
+            # Mapped over the input only: the mapped axis joins the batch, one call.
+            gb = g.movedim(gd, 0)
+            x_shape = [gb.shape[0] * conf_full[0][0]] + list(conf_full[0][1:])
+            full = (x_shape,) + tuple(conf_full[1:])
+            y = _ConvTransposeFunction.apply(gb.flatten(0, 1), weight, bias, full)
+            return y.unflatten(0, gb.shape[:2]), 0
+        n = info.batch_size
+        # conf_full's shapes are the convolution's: x (N, C_out, ...), weight (C_in, ...).
+        full = _grouped(conf_full[2:], n, conf_full[0], conf_full[1])
+        g, weight, bias = (
+            _fold_channels(g, gd, n),
+            _fold_leading(weight, wd, n),
+            _fold_leading(bias, bd, n),
+        )
+        return _unfold(_ConvTransposeFunction.apply(g, weight, bias, full), 1, n), 0
+
+
 # ------------------------------------------------------------------------------------------------
 # Energy-based selection (data-dependent: runs eagerly, outside any compiled graph)
 # ------------------------------------------------------------------------------------------------
 
 
-@eager_only
-def select_band(
+def _select_band(
     x: Tensor,
     w_shape: Sequence[int],
     stride: Sequence[int],
@@ -356,6 +863,7 @@ def select_band(
     For CUDA tensors the energy map is computed on the GPU (blfft::cuda::select_by_energy, which
     synchronises the current stream) and the selection made on the CPU, as for CPU tensors."""
     be, stream = backend_for(x, "input")
+    x = _up(x)  # half-precision inputs are looked at in float32, as they are computed
     if not bool(torch.isfinite(x).all()):
         # A NaN or Inf makes every bin's energy non-finite: no kept set can be chosen.
         raise ValueError(
@@ -365,3 +873,100 @@ def select_band(
     p, _, _ = geometry(x.shape, w_shape, stride, padding, dilation, groups, 0.0, ())
     sel = be.select_by_energy(p, dl(x), float(fraction), *stream)
     return [int(sel.limits[0]), int(sel.limits[1])], sel
+
+
+select_band = eager_only(_select_band)
+
+
+# ------------------------------------------------------------------------------------------------
+# Energy selection inside the graph (torch.compile)
+# ------------------------------------------------------------------------------------------------
+#
+# The selection is data-dependent, but the output's shape is not: one op selects and convolves,
+# so a compiled model in energy mode has no graph break. The choice leaves the op as `info`
+# (float64 [i_h, i_w, rate, energy_kept]), which backward reads. Forward keeps x and the weight
+# (a spectrum's size would depend on the choice). Eager calls select first and call conv_forward
+# with the chosen band instead (spectra kept, torch.func transforms).
+
+
+@torch.library.custom_op("blfft::conv_forward_energy", mutates_args=())
+def conv_forward_energy(
+    x: Tensor,
+    weight: Tensor,
+    bias: Optional[Tensor],
+    stride: List[int],
+    padding: List[int],
+    dilation: List[int],
+    groups: int,
+    energy: float,
+) -> Tuple[Tensor, Tensor]:
+    band, sel = _select_band(x, weight.shape, stride, padding, dilation, groups, energy)
+    conf = (stride, padding, dilation, groups, 0.0, band)
+    y = conv_forward(x, weight, bias, *conf, False, False)[0]
+    info = [float(band[0]), float(band[1]), float(sel.rate), float(sel.energy_kept)]
+    return y, torch.tensor(info, dtype=torch.float64, device=x.device)
+
+
+@conv_forward_energy.register_fake
+def _conv_forward_energy_fake(x, weight, bias, stride, padding, dilation, groups, energy):
+    _, _, g = geometry(x.shape, weight.shape, stride, padding, dilation, groups)
+    return x.new_empty(g.output_shape), x.new_empty((4,), dtype=torch.float64)
+
+
+@torch.library.custom_op("blfft::conv_backward_energy", mutates_args=())
+def conv_backward_energy(
+    grad_output: Tensor,
+    x: Optional[Tensor],
+    weight: Optional[Tensor],
+    info: Tensor,
+    x_shape: List[int],
+    w_shape: List[int],
+    stride: List[int],
+    padding: List[int],
+    dilation: List[int],
+    groups: int,
+    need_input_grad: bool,
+    need_weight_grad: bool,
+    need_bias_grad: bool,
+) -> Tuple[Tensor, Tensor, Tensor]:
+    """conv_backward at the kept set conv_forward_energy chose (`info`)."""
+    conf = (x_shape, w_shape, stride, padding, dilation, groups, 0.0, _band_of(info))
+    needs = (need_input_grad, need_weight_grad, need_bias_grad)
+    return conv_backward(grad_output, x, None, weight, None, *conf, *needs)
+
+
+def _band_of(info: Tensor) -> List[int]:
+    return [int(v) for v in info[:2].tolist()]
+
+
+@conv_backward_energy.register_fake
+def _conv_backward_energy_fake(grad_output, x, weight, info, *conf_and_needs):
+    *conf, need_x, need_w, need_b = conf_and_needs
+    return _conv_backward_fake(
+        grad_output, x, None, weight, None, *conf, 0.0, [], need_x, need_w, need_b
+    )
+
+
+def _energy_setup_context(ctx, inputs, output):
+    x, weight = inputs[0], inputs[1]
+    ctx.mark_non_differentiable(output[1])
+    need_x, need_w, need_b = (bool(v) for v in ctx.needs_input_grad[:3])
+    ctx.save_for_backward(x if need_w else None, weight if need_x else None, output[1])
+    ctx.conf = (list(x.shape), list(weight.shape)) + tuple(inputs[3:7])
+    ctx.needs = (need_x, need_w, need_b)
+
+
+def _energy_backward(ctx, grad_y, _grad_info):
+    x, weight, info = ctx.saved_tensors
+    need_x, need_w, need_b = ctx.needs
+    if torch.is_grad_enabled():  # create_graph=True (eager): the differentiable passes
+        conf = ctx.conf + (0.0, _band_of(info))
+        grads = conv_backward_diff(grad_y, x, None, weight, None, conf, ctx.needs)
+    else:
+        grads = conv_backward_energy(grad_y, x, weight, info, *ctx.conf, *ctx.needs)
+    gx, gw, gb = grads
+    return (gx if need_x else None, gw if need_w else None, gb if need_b else None) + (None,) * 5
+
+
+conv_forward_energy.register_autograd(_energy_backward, setup_context=_energy_setup_context)
+_register_autocast("conv_forward_energy", conv_forward_energy, (0, 1, 2))

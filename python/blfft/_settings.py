@@ -134,18 +134,27 @@ def saved_dtype_name() -> str:
 # ------------------------------------------------------------------------------------------------
 
 
-def keep_x_spectrum(g, saved_dtype: str = "", mode: str = "auto") -> bool:
-    """Whether forward keeps the compressed input spectrum of a call with geometry `g`.
+def _spectrum_ratio(saved_dtype: str, half: bool) -> float:
+    """Bytes of a saved spectrum element over bytes of a tensor element. Half-precision tensors
+    (float16, bfloat16) are computed in float32: their spectra take twice their bytes."""
+    return saved_ratio(saved_dtype) * (2.0 if half else 1.0)
+
+
+def keep_x_spectrum(g, saved_dtype: str = "", mode: str = "auto", half: bool = False) -> bool:
+    """Whether forward keeps the compressed input spectrum of a call with geometry `g` (`half`:
+    the tensors are float16 or bfloat16).
 
     By size (docs/design.md 2.6): in "auto" mode, only when it is not larger (in bytes) than the
     input itself; otherwise backward recomputes it from the input."""
     check_mode(mode, "x_spectrum_saving")
     if mode != "auto":
         return mode == "keep"
-    return g.x_spectrum_size * saved_ratio(saved_dtype) <= g.input_size
+    return g.x_spectrum_size * _spectrum_ratio(saved_dtype, half) <= g.input_size
 
 
-def keep_w_spectrum(g, mode: str = "auto", saved_dtype: str = "", x_mode: str = "auto") -> bool:
+def keep_w_spectrum(
+    g, mode: str = "auto", saved_dtype: str = "", x_mode: str = "auto", half: bool = False
+) -> bool:
     """Whether forward keeps the compressed weight spectrum of a call with geometry `g`.
 
     In "auto" mode, only while what the layer holds for backward (the input or its spectrum, and
@@ -153,8 +162,8 @@ def keep_w_spectrum(g, mode: str = "auto", saved_dtype: str = "", x_mode: str = 
     check_mode(mode, "w_spectrum_saving")
     if mode != "auto":
         return mode == "keep"
-    ratio = saved_ratio(saved_dtype)
-    keep_x = keep_x_spectrum(g, saved_dtype, x_mode)
+    ratio = _spectrum_ratio(saved_dtype, half)
+    keep_x = keep_x_spectrum(g, saved_dtype, x_mode, half)
     x_held = g.x_spectrum_size * ratio if keep_x else g.input_size
     return x_held + g.w_spectrum_size * ratio <= g.input_size + g.weight_size
 
@@ -166,12 +175,14 @@ def kept_spectrum_sizes(
     w_spectrum_saving: str,
     saved_dtype: str,
     x_spectrum_saving: str,
+    half: bool = False,
 ) -> Tuple[int, int]:
     """Elements of the input and weight spectra forward keeps (0: not kept). `save_*` say
-    whether backward will need them at all (a gradient that needs them is asked for)."""
-    keep_x = save_x_spectrum and keep_x_spectrum(g, saved_dtype, x_spectrum_saving)
+    whether backward will need them at all (a gradient that needs them is asked for); `half`:
+    the tensors are float16 or bfloat16 (their spectra are float32)."""
+    keep_x = save_x_spectrum and keep_x_spectrum(g, saved_dtype, x_spectrum_saving, half)
     keep_w = save_w_spectrum and keep_w_spectrum(
-        g, w_spectrum_saving, saved_dtype, x_spectrum_saving
+        g, w_spectrum_saving, saved_dtype, x_spectrum_saving, half
     )
     return (g.x_spectrum_size if keep_x else 0), (g.w_spectrum_size if keep_w else 0)
 

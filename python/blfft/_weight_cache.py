@@ -85,8 +85,10 @@ class WeightSpectrumCache:
         self.misses += 1
         self._entry = None  # let the old spectrum go before the new one is allocated
         p, c, g = geometry(shape, weight.shape, stride, padding, dilation, groups, rate, band)
-        ws = alloc(w, (g.w_spectrum_size,), "weight spectrum")
         snapshot = w.clone(memory_format=torch.contiguous_format)
-        be.weight_spectrum(p, c, dl(snapshot), dl(ws), *stream, **det)
+        # float16 / bfloat16 weights are transformed in float32, as every call computes them.
+        src = snapshot.float() if w.dtype in (torch.float16, torch.bfloat16) else snapshot
+        ws = alloc(src, (g.w_spectrum_size,), "weight spectrum")
+        be.weight_spectrum(p, c, dl(src), dl(ws), *stream, **det)
         self._entry = (key, snapshot, ws)
         return ws

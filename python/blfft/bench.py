@@ -1,11 +1,13 @@
 """Side-by-side benchmark: blfft against the convolutions people already use.
 
 ``python -m blfft.bench [--quick] [--out bench/results] [--repeats N] [--threads T]``
+(``--cuda-traffic``: the CUDA pipeline's emulated traffic instead, see blfft/cuda_traffic.py)
 
 For each layer shape and compression rate it measures, in one process and on the same threads:
 
-- blfft (``blfft.functional.conv1d/conv2d``),
-- ``torch.nn.functional.conv1d/conv2d`` (oneDNN on the CPU),
+- blfft (``blfft.functional.conv1d/conv2d``, ``conv_transpose2d`` for the U-Net's up-sampling
+  layers),
+- ``torch.nn.functional.conv1d/conv2d/conv_transpose2d`` (oneDNN on the CPU),
 - ``fft-conv-pytorch`` from PyPI (full-spectrum FFT convolution, rate 0 only),
 - a paper-style pipeline written here in pure torch (full FFT on the paper's power-of-two grid
   ``H + 2p + max(out, K) - 1``, slice the kept corners, multiply, zero-fill, inverse),
@@ -54,6 +56,7 @@ class Layer:
     kernel: int
     stride: int
     padding: object  # int, or "same"
+    transposed: bool = False  # a ConvTranspose (size: its input; weight (cin, cout, k, k))
 
     def explicit_padding(self) -> int:
         """Symmetric padding for the pure-torch pipelines ('same' with odd kernels only)."""
@@ -76,10 +79,17 @@ FCN = [
     Layer("fcn 128->256 k5 L500", 1, 16, 128, 256, 500, 5, 1, "same"),
     Layer("fcn 256->128 k3 L500", 1, 16, 256, 128, 500, 3, 1, "same"),
 ]
+# The up-sampling layers of a small U-Net (k2 s2) and a GAN generator's k4 s2 p1 layer.
+UNET = [
+    Layer("unet up 128->64 k2 s2 16x16", 2, 16, 128, 64, 16, 2, 2, 0, True),
+    Layer("unet up 64->32 k2 s2 32x32", 2, 16, 64, 32, 32, 2, 2, 0, True),
+    Layer("gan up 128->64 k4 s2 p1 16x16", 2, 16, 128, 64, 16, 4, 2, 1, True),
+]
 QUICK = [
     Layer("quick 16ch 16x16", 2, 4, 16, 16, 16, 3, 1, 1),
     Layer("quick 8->16 s2 16x16", 2, 4, 8, 16, 16, 3, 2, 1),
     Layer("quick fcn 8->16 k5 L64", 1, 4, 8, 16, 64, 5, 1, "same"),
+    Layer("quick up 16->8 k4 s2 p1 8x8", 2, 4, 16, 8, 8, 4, 2, 1, True),
 ]
 
 
@@ -89,11 +99,17 @@ QUICK = [
 
 
 def _blfft(x, w, layer: Layer, rate: float):
+    if layer.transposed:
+        return blfft.functional.conv_transpose2d(
+            x, w, None, layer.stride, layer.padding, compress_rate=rate
+        )
     conv = blfft.functional.conv2d if layer.ndim == 2 else blfft.functional.conv1d
     return conv(x, w, None, layer.stride, layer.padding, compress_rate=rate)
 
 
 def _torch(x, w, layer: Layer, rate: float):
+    if layer.transposed:
+        return F.conv_transpose2d(x, w, None, layer.stride, layer.padding)
     conv = F.conv2d if layer.ndim == 2 else F.conv1d
     return conv(x, w, None, layer.stride, layer.padding)
 
@@ -187,6 +203,8 @@ IMPLS: Dict[str, Callable] = {
 }
 # Baselines without a compression knob are measured once (rate 0) and compared at every rate.
 RATE_FREE = {"torch", "fft_conv_pytorch"}
+# Baselines without transposed convolutions.
+NO_TRANSPOSED = {"fft_conv_pytorch", "paper"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -198,7 +216,8 @@ def _inputs(layer: Layer, batch: Optional[int] = None, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     shape = (batch or layer.batch, layer.cin) + (layer.size,) * layer.ndim
     x = torch.randn(shape, generator=g, requires_grad=True)
-    w = torch.randn((layer.cout, layer.cin) + (layer.kernel,) * layer.ndim, generator=g)
+    channels = (layer.cin, layer.cout) if layer.transposed else (layer.cout, layer.cin)
+    w = torch.randn(channels + (layer.kernel,) * layer.ndim, generator=g)
     w = (w / math.sqrt(layer.cin * layer.kernel**layer.ndim)).requires_grad_(True)
     return x, w
 
@@ -233,6 +252,9 @@ def _held_bytes(impl: Callable, layer: Layer, rate: float) -> Tuple[int, int]:
     (grows with the batch, does not): the weight and weight spectra are the second kind, told
     apart by identity and by the size of the layer's weight spectrum."""
     x, w = _inputs(layer)
+    # An activation, as inside a network (blfft also keeps a leaf input by reference, for
+    # double backward: that costs nothing, the leaf's owner holds it).
+    x = x.clone()
     w_spectrum = _geometry(layer, rate).w_spectrum_size
     batch: Dict[int, int] = {}
     fixed: Dict[int, int] = {}
@@ -286,11 +308,16 @@ def _arithmetic(layer: Layer, rate: float) -> float:
 
 
 def _geometry(layer: Layer, rate: float):
-    """The core's geometry of a layer (at its benchmark batch)."""
+    """The core's geometry of a layer (at its benchmark batch); of a transposed layer, that of
+    the convolution it is the adjoint of (input: the transposed layer's output)."""
     pad = layer.explicit_padding() if layer.padding != "same" else (layer.kernel - 1) // 2
     sp = [layer.size] * layer.ndim
+    cin, cout = layer.cin, layer.cout
+    if layer.transposed:
+        sp = [(n - 1) * layer.stride - 2 * pad + layer.kernel for n in sp]
+        cin, cout = cout, cin
     return geometry(
-        (layer.batch, layer.cin, *sp), (layer.cout, layer.cin, *[layer.kernel] * layer.ndim),
+        (layer.batch, cin, *sp), (cout, cin, *[layer.kernel] * layer.ndim),
         [layer.stride] * layer.ndim, [pad] * layer.ndim, [1] * layer.ndim, 1, rate)[2]
 
 
@@ -416,6 +443,8 @@ def run(layers: List[Layer], rates, repeats: int, warmup: int, impls: List[str],
     results = []
     for layer in layers:
         for impl in impls:
+            if layer.transposed and impl in NO_TRANSPOSED:
+                continue
             for rate in ([0.0] if impl in RATE_FREE else rates):
                 fn = IMPLS[impl]
                 r = {"layer": layer.name, "impl": impl, "rate": rate, **asdict(layer)}
@@ -439,10 +468,19 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=None)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="threads for torch and blfft")
-    ap.add_argument("--layers", default="all", help="all | resnet | fcn | substring of a name")
+    ap.add_argument(
+        "--layers", default="all", help="all | resnet | fcn | unet | substring of a name"
+    )
     ap.add_argument("--rates", default=None, help="comma-separated (default 0,0.25,0.5,0.75)")
     ap.add_argument("--impls", default="blfft,blfft_keep,blfft_bf16,torch,fft_conv_pytorch,paper")
+    ap.add_argument("--cuda-traffic", action="store_true",
+                    help="CUDA launches and global traffic per pass, emulated (no GPU needed): "
+                         "writes <out>/cuda_traffic.json (blfft/cuda_traffic.py)")
     args = ap.parse_args(argv)
+    if args.cuda_traffic:
+        from blfft import cuda_traffic
+
+        return cuda_traffic.main(quick=args.quick, out=args.out)
 
     threads = args.threads or torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -450,11 +488,13 @@ def main(argv=None) -> int:
     if args.quick:
         layers, repeats = QUICK, args.repeats or 2
     else:
-        layers, repeats = RESNET18 + FCN, args.repeats or 7
+        layers, repeats = RESNET18 + FCN + UNET, args.repeats or 7
         if args.layers == "resnet":
             layers = RESNET18
         elif args.layers == "fcn":
             layers = FCN
+        elif args.layers == "unet":
+            layers = UNET
         elif args.layers != "all":
             layers = [la for la in layers if args.layers in la.name]
     if args.rates is None:

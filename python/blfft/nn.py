@@ -1,8 +1,10 @@
-"""Band-limited ``Conv1d`` / ``Conv2d`` modules.
+"""Band-limited ``Conv1d`` / ``Conv2d`` / ``ConvTranspose1d`` / ``ConvTranspose2d`` modules.
 
-They subclass ``torch.nn.Conv1d`` / ``Conv2d``: same constructor (plus the compression knobs),
-same parameters (``weight``, ``bias``) with the same shapes, so state_dicts load both ways and
-``isinstance(m, torch.nn.Conv2d)`` holds. Only the convolution itself changes.
+They subclass torch's classes: same constructor (plus the compression knobs), same parameters
+(``weight``, ``bias``) with the same shapes, so state_dicts load both ways and
+``isinstance(m, torch.nn.Conv2d)`` holds. Only the convolution itself changes. The transposed
+layers take ``compress_rate``, ``inference_compress_rate`` and ``cache_weight_spectrum``, not
+``energy`` (energy selection looks at a convolution's input, which a transposed layer has not).
 
 Compression knobs (keyword-only):
 
@@ -24,61 +26,25 @@ All three may be changed at any time (or with :func:`blfft.set_compression`); no
 rebuilt.
 """
 
-from typing import Optional, Tuple, Union
+from typing import List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from . import _core
-from ._conv import check_energy, check_rate, conv
+from ._conv import check_energy, check_rate, conv, conv_transpose
 from ._weight_cache import WeightSpectrumCache
 
-__all__ = ["Conv1d", "Conv2d"]
+__all__ = ["Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d"]
 
 
-class _BandLimitedConv:
-    """The compression knobs and the forward shared by Conv1d and Conv2d."""
+class _Knobs:
+    """The compression knobs shared by every blfft layer."""
 
     _blfft_ndim = 0
     _blfft_fn = ""
-
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        kernel_size: Union[int, Tuple[int, ...]],
-        stride: Union[int, Tuple[int, ...]] = 1,
-        padding: Union[str, int, Tuple[int, ...]] = 0,
-        dilation: Union[int, Tuple[int, ...]] = 1,
-        groups: int = 1,
-        bias: bool = True,
-        padding_mode: str = "zeros",
-        device: Optional[Union[torch.device, str, int]] = None,
-        dtype: Optional[torch.dtype] = None,
-        *,
-        compress_rate: float = 0.0,
-        inference_compress_rate: Optional[float] = None,
-        energy: Optional[float] = None,
-        cache_weight_spectrum: bool = False,
-    ) -> None:
-        # torch.nn.Conv1d's / Conv2d's constructor (the next class in the MRO): same arguments.
-        super().__init__(
-            in_channels,
-            out_channels,
-            kernel_size,
-            stride=stride,
-            padding=padding,
-            dilation=dilation,
-            groups=groups,
-            bias=bias,
-            padding_mode=padding_mode,
-            device=device,
-            dtype=dtype,
-        )
-        self._init_compression(
-            compress_rate, inference_compress_rate, energy, cache_weight_spectrum
-        )
+    _blfft_energy_ok = True  # whether energy selection applies (not to transposed layers)
 
     def _init_compression(
         self, compress_rate, inference_compress_rate, energy, cache_weight_spectrum=False
@@ -124,6 +90,11 @@ class _BandLimitedConv:
 
     @energy.setter
     def energy(self, value) -> None:
+        if value is not None and not self._blfft_energy_ok:
+            raise ValueError(
+                f"blfft.{type(self).__name__}: energy selection does not apply to transposed "
+                f"convolutions; use compress_rate"
+            )
         self._blfft_energy = check_energy(value, type(self).__name__)
 
     @property
@@ -146,6 +117,123 @@ class _BandLimitedConv:
         if self.cache_weight_spectrum:
             s += ", cache_weight_spectrum=True"
         return s
+
+    # --- conversion -------------------------------------------------------------------------------
+    _blfft_torch: type = torch.nn.Module  # the torch class a layer replaces
+
+    @classmethod
+    def _torch_kwargs(cls, module) -> dict:
+        """The constructor arguments of `module` after the channels and kernel size."""
+        return dict(
+            stride=module.stride,
+            padding=module.padding,
+            dilation=module.dilation,
+            groups=module.groups,
+            bias=module.bias is not None,
+            padding_mode=module.padding_mode,
+        )
+
+    @classmethod
+    def from_torch(
+        cls,
+        module: torch.nn.Module,
+        *,
+        compress_rate: float = 0.0,
+        inference_compress_rate: Optional[float] = None,
+        energy: Optional[float] = None,
+        cache_weight_spectrum: bool = False,
+    ):
+        """A band-limited module sharing `module`'s parameters (the same Parameter objects, so
+        device, dtype and optimizer state carry over), hooks and train/eval mode."""
+        base = cls._blfft_torch
+        if not isinstance(module, base):
+            raise TypeError(
+                f"blfft: {cls.__name__}.from_torch needs a {base.__name__}, got "
+                f"{type(module).__name__}"
+            )
+        if torch.nn.utils.parametrize.is_parametrized(module):
+            raise ValueError(
+                "blfft: cannot convert a parametrized convolution (torch.nn.utils.parametrize); "
+                "convert the model before registering parametrizations"
+            )
+        knobs = dict(
+            compress_rate=compress_rate,
+            inference_compress_rate=inference_compress_rate,
+            cache_weight_spectrum=cache_weight_spectrum,
+        )
+        if cls._blfft_energy_ok or energy is not None:
+            knobs["energy"] = energy
+        new = cls(
+            module.in_channels,
+            module.out_channels,
+            module.kernel_size,
+            **cls._torch_kwargs(module),
+            device="meta",
+            dtype=module.weight.dtype,
+            **knobs,
+        )
+        # Share parameters, buffers and hooks instead of copying them.
+        for attr in (
+            "_parameters",
+            "_buffers",
+            "_non_persistent_buffers_set",
+            "_forward_hooks",
+            "_forward_hooks_with_kwargs",
+            "_forward_hooks_always_called",
+            "_forward_pre_hooks",
+            "_forward_pre_hooks_with_kwargs",
+            "_backward_hooks",
+            "_backward_pre_hooks",
+            "_state_dict_hooks",
+            "_state_dict_pre_hooks",
+            "_load_state_dict_pre_hooks",
+            "_load_state_dict_post_hooks",
+        ):
+            if attr in module.__dict__:
+                new.__dict__[attr] = module.__dict__[attr].copy()
+        new.train(module.training)
+        return new
+
+
+class _BandLimitedConv(_Knobs):
+    """The forward and conversion shared by Conv1d and Conv2d."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: Union[int, Tuple[int, ...]],
+        stride: Union[int, Tuple[int, ...]] = 1,
+        padding: Union[str, int, Tuple[int, ...]] = 0,
+        dilation: Union[int, Tuple[int, ...]] = 1,
+        groups: int = 1,
+        bias: bool = True,
+        padding_mode: str = "zeros",
+        device: Optional[Union[torch.device, str, int]] = None,
+        dtype: Optional[torch.dtype] = None,
+        *,
+        compress_rate: float = 0.0,
+        inference_compress_rate: Optional[float] = None,
+        energy: Optional[float] = None,
+        cache_weight_spectrum: bool = False,
+    ) -> None:
+        # torch.nn.Conv1d's / Conv2d's constructor (the next class in the MRO): same arguments.
+        super().__init__(
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride=stride,
+            padding=padding,
+            dilation=dilation,
+            groups=groups,
+            bias=bias,
+            padding_mode=padding_mode,
+            device=device,
+            dtype=dtype,
+        )
+        self._init_compression(
+            compress_rate, inference_compress_rate, energy, cache_weight_spectrum
+        )
 
     # --- forward ----------------------------------------------------------------------------------
     def _conv_forward(self, input: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
@@ -196,69 +284,6 @@ class _BandLimitedConv:
                 f"more than blfft's limit of {cap} grid points; check the padding and input size"
             )
 
-    # --- conversion -------------------------------------------------------------------------------
-    @classmethod
-    def from_torch(
-        cls,
-        module: torch.nn.Module,
-        *,
-        compress_rate: float = 0.0,
-        inference_compress_rate: Optional[float] = None,
-        energy: Optional[float] = None,
-        cache_weight_spectrum: bool = False,
-    ):
-        """A band-limited module sharing `module`'s parameters (the same Parameter objects, so
-        device, dtype and optimizer state carry over), hooks and train/eval mode."""
-        base = torch.nn.Conv1d if cls._blfft_ndim == 1 else torch.nn.Conv2d
-        if not isinstance(module, base):
-            raise TypeError(
-                f"blfft: {cls.__name__}.from_torch needs a {base.__name__}, got "
-                f"{type(module).__name__}"
-            )
-        if torch.nn.utils.parametrize.is_parametrized(module):
-            raise ValueError(
-                "blfft: cannot convert a parametrized convolution (torch.nn.utils.parametrize); "
-                "convert the model before registering parametrizations"
-            )
-        new = cls(
-            module.in_channels,
-            module.out_channels,
-            module.kernel_size,
-            stride=module.stride,
-            padding=module.padding,
-            dilation=module.dilation,
-            groups=module.groups,
-            bias=module.bias is not None,
-            padding_mode=module.padding_mode,
-            device="meta",
-            dtype=module.weight.dtype,
-            compress_rate=compress_rate,
-            inference_compress_rate=inference_compress_rate,
-            energy=energy,
-            cache_weight_spectrum=cache_weight_spectrum,
-        )
-        # Share parameters, buffers and hooks instead of copying them.
-        for attr in (
-            "_parameters",
-            "_buffers",
-            "_non_persistent_buffers_set",
-            "_forward_hooks",
-            "_forward_hooks_with_kwargs",
-            "_forward_hooks_always_called",
-            "_forward_pre_hooks",
-            "_forward_pre_hooks_with_kwargs",
-            "_backward_hooks",
-            "_backward_pre_hooks",
-            "_state_dict_hooks",
-            "_state_dict_pre_hooks",
-            "_load_state_dict_pre_hooks",
-            "_load_state_dict_post_hooks",
-        ):
-            if attr in module.__dict__:
-                new.__dict__[attr] = module.__dict__[attr].copy()
-        new.train(module.training)
-        return new
-
 
 class Conv1d(_BandLimitedConv, torch.nn.Conv1d):
     """Band-limited ``torch.nn.Conv1d``. Extra keyword-only arguments: ``compress_rate``,
@@ -266,6 +291,7 @@ class Conv1d(_BandLimitedConv, torch.nn.Conv1d):
 
     _blfft_ndim = 1
     _blfft_fn = "Conv1d"
+    _blfft_torch = torch.nn.Conv1d
 
 
 class Conv2d(_BandLimitedConv, torch.nn.Conv2d):
@@ -274,3 +300,69 @@ class Conv2d(_BandLimitedConv, torch.nn.Conv2d):
 
     _blfft_ndim = 2
     _blfft_fn = "Conv2d"
+    _blfft_torch = torch.nn.Conv2d
+
+
+class _BandLimitedConvTranspose(_Knobs):
+    """The forward shared by ConvTranspose1d and ConvTranspose2d: the exact adjoint of the
+    band-limited convolution at the same rate (:func:`blfft.functional.conv_transpose2d`)."""
+
+    _blfft_energy_ok = False
+
+    def __init__(
+        self,
+        *args,
+        compress_rate: float = 0.0,
+        inference_compress_rate: Optional[float] = None,
+        cache_weight_spectrum: bool = False,
+        **kwargs,
+    ) -> None:
+        # torch's ConvTranspose1d / ConvTranspose2d constructor (the next class in the MRO) takes
+        # the other arguments: in_channels, out_channels, kernel_size, stride, padding,
+        # output_padding, groups, bias, dilation, padding_mode, device, dtype.
+        super().__init__(*args, **kwargs)
+        self._init_compression(compress_rate, inference_compress_rate, None, cache_weight_spectrum)
+
+    @classmethod
+    def _torch_kwargs(cls, module) -> dict:
+        return dict(super()._torch_kwargs(module), output_padding=module.output_padding)
+
+    def forward(self, input: Tensor, output_size: Optional[List[int]] = None) -> Tensor:
+        ndim = self._blfft_ndim
+        output_padding = self._output_padding(
+            input, output_size, self.stride, self.padding, self.kernel_size, ndim, self.dilation
+        )
+        y, record = conv_transpose(
+            ndim,
+            self._blfft_fn,
+            input,
+            self.weight,
+            self.bias,
+            self.stride,
+            self.padding,
+            output_padding,
+            self.groups,
+            self.dilation,
+            self.active_compress_rate,
+            self._blfft_weight_cache if self.cache_weight_spectrum else None,
+        )
+        self._blfft_last = (self.training, record)
+        return y
+
+
+class ConvTranspose1d(_BandLimitedConvTranspose, torch.nn.ConvTranspose1d):
+    """Band-limited ``torch.nn.ConvTranspose1d``. Extra keyword-only arguments:
+    ``compress_rate``, ``inference_compress_rate``, ``cache_weight_spectrum``."""
+
+    _blfft_ndim = 1
+    _blfft_fn = "ConvTranspose1d"
+    _blfft_torch = torch.nn.ConvTranspose1d
+
+
+class ConvTranspose2d(_BandLimitedConvTranspose, torch.nn.ConvTranspose2d):
+    """Band-limited ``torch.nn.ConvTranspose2d``. Extra keyword-only arguments:
+    ``compress_rate``, ``inference_compress_rate``, ``cache_weight_spectrum``."""
+
+    _blfft_ndim = 2
+    _blfft_fn = "ConvTranspose2d"
+    _blfft_torch = torch.nn.ConvTranspose2d

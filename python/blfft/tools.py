@@ -7,11 +7,16 @@ import torch
 
 from ._conv import check_energy, check_rate
 from ._geometry import geometry
-from .nn import Conv1d, Conv2d
+from .nn import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
 
 __all__ = ["convert", "set_compression", "compression_report", "CompressionReport"]
 
 _Filter = Union[None, str, Sequence[str], Callable[[str, torch.nn.Module], bool]]
+# The blfft layer for each torch layer it replaces.
+_BLFFT_OF = {c._blfft_torch: c for c in (Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d)}
+_TORCH_TYPES = tuple(_BLFFT_OF)
+_BLFFT_TYPES = tuple(_BLFFT_OF.values())
+_Layer = Union[Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d]
 _UNSET = object()
 
 
@@ -48,21 +53,23 @@ def convert(
     energy: Optional[float] = None,
     include: _Filter = None,
     exclude: _Filter = None,
-    types: Tuple[Type[torch.nn.Module], ...] = (torch.nn.Conv1d, torch.nn.Conv2d),
+    types: Tuple[Type[torch.nn.Module], ...] = _TORCH_TYPES,
     *,
     cache_weight_spectrum: bool = False,
 ) -> torch.nn.Module:
-    """Replace every ``torch.nn.Conv1d`` / ``Conv2d`` of `model` (in place) with its blfft
-    counterpart, sharing the parameters (same objects: device, dtype and optimizer state carry
-    over). Returns the model (the replacement when `model` itself is a convolution).
+    """Replace every ``torch.nn.Conv1d`` / ``Conv2d`` / ``ConvTranspose1d`` / ``ConvTranspose2d``
+    of `model` (in place) with its blfft counterpart, sharing the parameters (same objects:
+    device, dtype and optimizer state carry over). Returns the model (the replacement when
+    `model` itself is a convolution).
 
     `include` / `exclude` filter by qualified module name (glob patterns such as ``"layer1.*"``,
     or a callable ``(name, module) -> bool``); `types` lists the classes converted (each must be
-    ``torch.nn.Conv1d``, ``torch.nn.Conv2d`` or a subclass). Classes match exactly: a subclass of
+    one of those torch classes or a subclass). Classes match exactly: a subclass of
     ``Conv2d`` (which may override ``forward``, e.g. weight standardisation or QAT) is converted
     only when listed itself, and then its own forward is replaced. Layers that already are blfft
     modules (of a listed base class) get the new compression settings instead.
-    `cache_weight_spectrum` is passed to the modules (see :mod:`blfft.nn`).
+    `cache_weight_spectrum` is passed to the modules (see :mod:`blfft.nn`); `energy` applies to
+    the convolutions only (transposed layers keep `compress_rate`).
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(
@@ -72,10 +79,10 @@ def convert(
         types = (types,)
     types = tuple(types)
     for t in types:
-        if not (isinstance(t, type) and issubclass(t, (torch.nn.Conv1d, torch.nn.Conv2d))):
+        if not (isinstance(t, type) and issubclass(t, _TORCH_TYPES)):
             raise ValueError(
-                f"blfft.convert: types may only hold torch.nn.Conv1d, torch.nn.Conv2d or "
-                f"subclasses, got {t!r}"
+                f"blfft.convert: types may only hold torch.nn.Conv1d, Conv2d, ConvTranspose1d, "
+                f"ConvTranspose2d or subclasses, got {t!r}"
             )
     inc = _matcher(include, "include")
     exc = _matcher(exclude, "exclude")
@@ -83,26 +90,26 @@ def convert(
     _validate_settings(compress_rate, inference_compress_rate, energy)
 
     def matches(m: torch.nn.Module) -> bool:
-        if isinstance(m, (Conv1d, Conv2d)):
-            base = torch.nn.Conv1d if isinstance(m, torch.nn.Conv1d) else torch.nn.Conv2d
-            return base in types or type(m) in types
+        if isinstance(m, _BLFFT_TYPES):
+            return m._blfft_torch in types or type(m) in types
         return type(m) in types
 
     def replacement(name: str, m: torch.nn.Module):
         if not matches(m) or not _selected(name, m, inc, exc):
             return None
-        if isinstance(m, (Conv1d, Conv2d)):
+        if isinstance(m, _BLFFT_TYPES):
             m.compress_rate = compress_rate
             m.inference_compress_rate = inference_compress_rate
-            m.energy = energy
+            if m._blfft_energy_ok:
+                m.energy = energy
             m.cache_weight_spectrum = bool(cache_weight_spectrum)
             return None
-        cls = Conv1d if isinstance(m, torch.nn.Conv1d) else Conv2d
+        cls = next(c for t, c in _BLFFT_OF.items() if isinstance(m, t))
         return cls.from_torch(
             m,
             compress_rate=compress_rate,
             inference_compress_rate=inference_compress_rate,
-            energy=energy,
+            energy=energy if cls._blfft_energy_ok else None,
             cache_weight_spectrum=cache_weight_spectrum,
         )
 
@@ -131,9 +138,9 @@ def _validate_settings(rate, inference_rate, energy) -> None:
     check_energy(energy, "convert")
 
 
-def _blfft_layers(model: torch.nn.Module) -> Iterable[Tuple[str, Union[Conv1d, Conv2d]]]:
+def _blfft_layers(model: torch.nn.Module) -> Iterable[Tuple[str, _Layer]]:
     for name, m in model.named_modules():
-        if isinstance(m, (Conv1d, Conv2d)):
+        if isinstance(m, _BLFFT_TYPES):
             yield name, m
 
 
@@ -181,7 +188,9 @@ def set_compression(
             m.compress_rate = rate
         elif mode == "inference":
             m.inference_compress_rate = rate
-        if energy is not _UNSET:
+        if not m._blfft_energy_ok:  # a transposed layer: rates only
+            pass
+        elif energy is not _UNSET:
             m.energy = energy
         elif rate is not None:
             m.energy = None
@@ -279,7 +288,7 @@ def compression_report(model: torch.nn.Module) -> CompressionReport:
                 kept_cols=list(g.kept_cols),
                 grid=tuple(g.grid) if ndim == 2 else (int(g.grid[1]),),
                 limits=tuple(g.limits) if ndim == 2 else (int(g.limits[1]),),
-                energy_kept=rec.energy_kept,
+                energy_kept=None if rec.energy_kept is None else float(rec.energy_kept),
             )
         report.append(entry)
     return report

@@ -75,10 +75,9 @@ struct cpu_backend {
     f(plan);
   }
   template <class T>
-  static blfft::energy_selection select_by_energy(const blfft::conv_params& p,
-                                                  const blfft::tensor_view<const T>& x,
-                                                  double fraction, const device_policy&,
-                                                  std::uintptr_t) {
+  static blfft::energy_selection
+  select_by_energy(const blfft::conv_params& p, const blfft::tensor_view<const T>& x,
+                   double fraction, const device_policy&, std::uintptr_t) {
     return blfft::select_by_energy<T>(p, x, fraction);
   }
   template <class T>
@@ -221,8 +220,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("fast_size", &blfft::fast_size, py::arg("n"), py::call_guard<py::gil_scoped_release>(),
         "Smallest integer >= n whose prime factors are all in {2, 3, 5, 7}.");
   m.attr("max_grid_points") = blfft::max_grid_points;
-  m.def("band_limit", &blfft::band_limit, py::arg("grid_length"), py::arg("rate"),
-        py::arg("ndim"), "Per-axis band limit for a rate (docs/design.md 1.4).");
+  m.def("band_limit", &blfft::band_limit, py::arg("grid_length"), py::arg("rate"), py::arg("ndim"),
+        "Per-axis band limit for a rate (docs/design.md 1.4).");
 
   // --- energy -----------------------------------------------------------------------------------
   py::class_<blfft::energy_selection>(m, "EnergySelection")

@@ -12,7 +12,9 @@
 // explicitly by the caller on every call. Every tensor of a call must be device memory of one and
 // the same GPU; that GPU runs the call. Outputs and saved spectra are allocated by the caller
 // (torch.empty on the device); nothing here synchronises, except select_by_energy / energy_map,
-// which return host data. The GIL is released while the backend enqueues its work. Conversion of
+// which return host data. The GIL is released while the backend enqueues its work. A call's
+// temporaries come from the allocator registered with set_allocator (blfft._backends registers
+// torch's caching allocator), else from the backend's default (cudaMallocAsync). Conversion of
 // tensors, checks and error mapping: dlpack_adaptor.hpp, shared with blfft._core. The geometry
 // types (ConvParams, Compression, EnergySelection) are blfft._core's: this module imports it and
 // takes and returns its objects.
@@ -20,6 +22,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <atomic>
 #include <cstdint>
 #include <optional>
 #include <sstream>
@@ -65,9 +68,9 @@ class one_cuda_device {
     }
     const auto& f = first_->raw().dev;
     if (d.device_id != f.device_id) {
-      fail(error_code::type_mismatch, std::string(a.name()) + " is on " + device_name(d) +
-                                          " but " + first_->name() + " is on " +
-                                          device_name(f) + ": all tensors of a call must be on "
+      fail(error_code::type_mismatch, std::string(a.name()) + " is on " + device_name(d) + " but " +
+                                          first_->name() + " is on " + device_name(f) +
+                                          ": all tensors of a call must be on "
                                           "one device");
     }
   }
@@ -92,7 +95,84 @@ py::object consumer_stream(const py::handle& obj, const char* name, std::uintptr
   return py::int_(stream == 0 ? std::uintptr_t(1) : stream);
 }
 
-void* as_stream(std::uintptr_t s) { return reinterpret_cast<void*>(s); }
+void* as_stream(std::uintptr_t s) {
+  return reinterpret_cast<void*>(s);
+}
+
+// ---- temporaries from a Python allocator (torch's caching allocator) --------------------------
+
+/// alloc(nbytes, device, stream) -> address (int) and free(address), as
+/// torch.cuda.caching_allocator_alloc / caching_allocator_delete.
+struct python_allocator_fns {
+  py::object alloc, free;
+};
+
+/// The registered pair, read by calls without the GIL. A pair once registered is never freed
+/// (set_allocator is called once per process, by blfft._backends): a call that read it may still
+/// be running when another pair is registered.
+std::atomic<const python_allocator_fns*> registered_allocator{nullptr};
+
+/// Takes the GIL for each allocation (the calls run without it). Memory from torch's caching
+/// allocator is counted by torch.cuda.memory_allocated, reused by torch, and, during CUDA graph
+/// capture on `stream`, comes from the graph's private pool.
+class python_allocator final : public blfft::cuda::allocator {
+ public:
+  explicit python_allocator(const python_allocator_fns& f) : f_(f) {}
+  void* allocate(std::size_t bytes, int device, void* stream) override {
+    py::gil_scoped_acquire gil;
+    // A Python exception (torch.OutOfMemoryError) propagates as itself, through the backend.
+    const auto addr =
+        f_.alloc(bytes, device, reinterpret_cast<std::uintptr_t>(stream)).cast<std::uintptr_t>();
+    if (addr == 0)
+      fail(error_code::out_of_memory,
+           "blfft: the registered allocator returned 0 for " + std::to_string(bytes) + " bytes");
+    return reinterpret_cast<void*>(addr);
+  }
+  void deallocate(void* p, std::size_t, int, void*) noexcept override {
+    py::gil_scoped_acquire gil;
+    try {
+      f_.free(reinterpret_cast<std::uintptr_t>(p));
+    } catch (py::error_already_set& e) {
+      e.discard_as_unraisable("blfft: giving back a temporary to the registered allocator");
+    } catch (...) {  // deallocate must not throw
+    }
+  }
+
+ private:
+  const python_allocator_fns& f_;
+};
+
+/// f() with the registered allocator as the calling thread's scoped_allocator (when there is one),
+/// through an arena: a call's ~17 temporaries then cost one or two trips into Python (each takes
+/// the GIL) instead of ~34. The first slab is the previous call's peak on this thread, so that
+/// one slab usually serves a whole call.
+thread_local std::size_t last_peak = 0;  // the last call's arena peak on this thread
+
+template <class F>
+decltype(auto) with_registered_allocator(F&& f) {
+  const python_allocator_fns* fns = registered_allocator.load();
+  if (fns == nullptr) return f();
+  python_allocator a(*fns);
+  blfft::cuda::arena_allocator arena(a, last_peak);
+  blfft::cuda::scoped_allocator use(arena);
+  struct remember_peak {
+    const blfft::cuda::arena_allocator& arena;
+    ~remember_peak() { last_peak = arena.peak_bytes(); }
+  } remember{arena};
+  return f();
+}
+
+void set_allocator(const py::object& alloc, const py::object& free) {
+  if (alloc.is_none() != free.is_none())
+    throw py::type_error("blfft: set_allocator takes both alloc and free, or neither (None)");
+  if (alloc.is_none()) {
+    registered_allocator.store(nullptr);
+    return;
+  }
+  if (!PyCallable_Check(alloc.ptr()) || !PyCallable_Check(free.ptr()))
+    throw py::type_error("blfft: set_allocator's alloc and free must be callables");
+  registered_allocator.store(new python_allocator_fns{alloc, free});  // never freed, see above
+}
 
 /// The CUDA backend of the shared entry points (entry_points.hpp).
 struct cuda_backend {
@@ -112,37 +192,37 @@ struct cuda_backend {
   /// `deterministic` is accepted for the same signature as blfft._core's: the CUDA kernels
   /// reduce in a fixed order (no atomics), so results never depend on timing.
   template <class T>
-  static std::shared_ptr<const blfft::cuda::plan<T>> plan(const blfft::conv_params& p,
-                                                          const blfft::compression& c,
-                                                          const device_policy& dev, bool) {
+  static std::shared_ptr<const blfft::cuda::plan<T>>
+  plan(const blfft::conv_params& p, const blfft::compression& c, const device_policy& dev, bool) {
     return blfft::cuda::get_plan<T>(p, c, dev.device());
   }
   template <class P, class F>
   static void call(const P& plan, std::uintptr_t stream, F&& f) {
-    f(plan, as_stream(stream));
+    with_registered_allocator([&] { f(plan, as_stream(stream)); });
   }
   template <class T>
-  static blfft::energy_selection select_by_energy(const blfft::conv_params& p,
-                                                  const blfft::tensor_view<const T>& x,
-                                                  double fraction, const device_policy& dev,
-                                                  std::uintptr_t stream) {
-    return blfft::cuda::select_by_energy<T>(p, x, fraction, dev.device(), as_stream(stream));
+  static blfft::energy_selection
+  select_by_energy(const blfft::conv_params& p, const blfft::tensor_view<const T>& x,
+                   double fraction, const device_policy& dev, std::uintptr_t stream) {
+    return with_registered_allocator([&] {
+      return blfft::cuda::select_by_energy<T>(p, x, fraction, dev.device(), as_stream(stream));
+    });
   }
   template <class T>
   static std::vector<double> energy_map(const blfft::conv_params& p,
                                         const blfft::tensor_view<const T>& x,
                                         const device_policy& dev, std::uintptr_t stream) {
-    return blfft::cuda::energy_map<T>(p, x, dev.device(), as_stream(stream));
+    return with_registered_allocator(
+        [&] { return blfft::cuda::energy_map<T>(p, x, dev.device(), as_stream(stream)); });
   }
 };
 
-py::dict memory_pool_stats(int device) {
-  const auto st = blfft::cuda::memory_pool_stats(device);
+py::dict memory_stats(int device) {
+  const auto st = blfft::cuda::memory_stats(device);
   py::dict d;
-  d["reserved"] = st.reserved;
-  d["used"] = st.used;
-  d["reserved_peak"] = st.reserved_peak;
-  d["used_peak"] = st.used_peak;
+  d["in_use"] = st.in_use;
+  d["peak"] = st.peak;
+  d["allocations"] = st.allocations;
   return d;
 }
 
@@ -179,14 +259,22 @@ PYBIND11_MODULE(_cuda, m) {
   m.def("dlpack_info", &dlpack_info, py::arg("tensor"),
         "What the binding reads from a DLPack tensor (consumes a capsule).");
 
-  register_dlpack_buffer(
-      m, "A C++-owned host buffer; take it with torch.from_dlpack (no copy).");
+  register_dlpack_buffer(m, "A C++-owned host buffer; take it with torch.from_dlpack (no copy).");
 
   // --- runtime ----------------------------------------------------------------------------------
   m.def("plan_cache_size", &blfft::cuda::plan_cache_size);
   m.def("clear_plan_cache", &blfft::cuda::clear_plan_cache,
-        "Drops the cached CUDA plans and returns the memory pools' idle memory to the driver.");
-  m.def("memory_pool_stats", &memory_pool_stats, py::arg("device") = 0,
-        "Bytes in blfft's stream-ordered pool of one device: reserved, used and their peaks.");
-  m.def("reset_pool_peaks", &blfft::cuda::reset_pool_peaks, py::arg("device") = 0);
+        "Drops the cached CUDA plans and the idle cuFFT plans (temporaries are never kept).");
+  m.def("set_allocator", &set_allocator, py::arg("alloc"), py::arg("free"),
+        "Where the temporaries of every later call come from: alloc(nbytes, device, stream) -> "
+        "address and free(address), as torch.cuda.caching_allocator_alloc / "
+        "caching_allocator_delete (which blfft registers on import); None, None: the backend's "
+        "default, cudaMallocAsync on the call's stream.");
+  m.def(
+      "allocator_registered", [] { return registered_allocator.load() != nullptr; },
+      "Whether set_allocator registered a Python allocator.");
+  m.def("memory_stats", &memory_stats, py::arg("device") = 0,
+        "What blfft asked the allocator for on one device: in_use (bytes not given back yet; 0 "
+        "between calls), peak (since reset_memory_peak) and allocations (a count).");
+  m.def("reset_memory_peak", &blfft::cuda::reset_memory_peak, py::arg("device") = 0);
 }

@@ -63,12 +63,12 @@ struct data_type {
 };
 
 struct tensor {
-  void* data;            // base pointer; the first element is at data + byte_offset
+  void* data;  // base pointer; the first element is at data + byte_offset
   device dev;
   int32_t ndim;
   data_type dtype;
-  int64_t* shape;        // ndim entries
-  int64_t* strides;      // ndim entries, in elements; may be null: C-contiguous
+  int64_t* shape;    // ndim entries
+  int64_t* strides;  // ndim entries, in elements; may be null: C-contiguous
   uint64_t byte_offset;
 };
 
@@ -153,8 +153,7 @@ class imported {
   /// protocol: None for a CPU consumer; for a CUDA consumer the stream it will use, 1 for the
   /// legacy default stream): the producer makes its pending work visible to that stream. Unused
   /// for capsules, which were made already.
-  imported(py::handle obj, const char* name, const py::object& stream = py::none())
-      : name_(name) {
+  imported(py::handle obj, const char* name, const py::object& stream = py::none()) : name_(name) {
     py::object capsule;
     if (PyCapsule_CheckExact(obj.ptr())) {
       capsule = py::reinterpret_borrow<py::object>(obj);
@@ -163,7 +162,8 @@ class imported {
     } else {
       throw py::type_error(std::string("blfft: ") + name +
                            " must be a tensor (an object with __dlpack__) or a DLPack capsule, "
-                           "got " + std::string(py::str(py::type::of(obj))));
+                           "got " +
+                           std::string(py::str(py::type::of(obj))));
     }
     const char* cname = PyCapsule_GetName(capsule.ptr());
     if (cname == nullptr) throw py::error_already_set();
@@ -284,7 +284,9 @@ class imported {
   std::vector<int64_t> shape_, strides_;
 };
 
-[[noreturn]] inline void fail(error_code code, const std::string& msg) { throw error(code, "blfft: " + msg); }
+[[noreturn]] inline void fail(error_code code, const std::string& msg) {
+  throw error(code, "blfft: " + msg);
+}
 
 inline scalar scalar_of(const imported& a) {
   const auto& t = a.raw().dtype;
@@ -312,9 +314,9 @@ scalar check_common(std::initializer_list<const imported*> inputs,
       first = a;
       s = t;
     } else if (t != s) {
-      fail(error_code::type_mismatch, std::string(a->name()) + " is " +
-                                          dtype_name(a->raw().dtype) + " but " + first->name() +
-                                          " is " + dtype_name(first->raw().dtype));
+      fail(error_code::type_mismatch, std::string(a->name()) + " is " + dtype_name(a->raw().dtype) +
+                                          " but " + first->name() + " is " +
+                                          dtype_name(first->raw().dtype));
     }
   };
   for (const imported* a : inputs) visit(a);
@@ -332,7 +334,15 @@ scalar check_common(std::initializer_list<const imported*> inputs,
 
 template <class T>
 blfft::tensor_view<T> view_of(const imported& a) {
-  return blfft::tensor_view<T>(static_cast<T*>(a.data()), a.shape(), a.strides());
+  const auto& s = a.shape();
+  if (s.size() > static_cast<size_t>(blfft::max_rank))
+    fail(error_code::shape_mismatch, std::string(a.name()) + " has rank " +
+                                         std::to_string(s.size()) + "; blfft takes at most " +
+                                         std::to_string(blfft::max_rank));
+  const auto& st = a.strides();
+  return blfft::tensor_view<T>(static_cast<T*>(a.data()),
+                               blfft::dim_array(s.data(), s.data() + s.size()),
+                               blfft::dim_array(st.data(), st.data() + st.size()));
 }
 
 /// A flat buffer (a spectrum or a bias) of exactly `size` elements, contiguous.
@@ -354,7 +364,21 @@ inline void maybe_import(opt_imported& slot, const py::object& obj, const char* 
   if (!obj.is_none()) slot.emplace(obj, name);
 }
 
-inline const imported* ptr(const opt_imported& o) { return o ? &*o : nullptr; }
+inline const imported* ptr(const opt_imported& o) {
+  return o ? &*o : nullptr;
+}
+
+/// A spectrum as the plans take it: a flat buffer of exactly `size` scalars (flat_of), with its
+/// length, which the plan checks once more.
+template <class T>
+blfft::spectrum_view<T> spectrum_of(const imported& a, int64_t size) {
+  return {flat_of<T>(a, size), size};
+}
+/// An optional spectrum: None is "not given".
+template <class T>
+blfft::spectrum_view<T> spectrum_or_none(const opt_imported& a, int64_t size) {
+  return a ? spectrum_of<T>(*a, size) : blfft::spectrum_view<T>{};
+}
 
 /// What the binding reads from a DLPack tensor: for tests and debugging.
 inline py::dict dlpack_info(const py::object& obj) {
@@ -509,19 +533,6 @@ class exported {
   dl::data_type dtype_{};
 };
 
-inline const char* code_name(error_code c) {
-  switch (c) {
-    case error_code::invalid_argument: return "invalid_argument";
-    case error_code::shape_mismatch: return "shape_mismatch";
-    case error_code::overflow: return "overflow";
-    case error_code::type_mismatch: return "type_mismatch";
-    case error_code::unsupported: return "unsupported";
-    case error_code::backend: return "backend";
-    case error_code::out_of_memory: return "out_of_memory";
-  }
-  return "unknown";
-}
-
 // ------------------------------------------------------------------------------------------------
 // Errors: blfft::error -> ValueError (bad arguments, shapes, overflow), TypeError (dtype, device,
 // memory kind), MemoryError (out_of_memory: an allocation failed or a buffer would pass the size
@@ -547,12 +558,8 @@ inline void install_error_translator(py::handle blfft_error) {
       switch (err.code()) {
         case blfft::error_code::invalid_argument:
         case blfft::error_code::shape_mismatch:
-        case blfft::error_code::overflow:
-          PyErr_SetString(PyExc_ValueError, err.what());
-          return;
-        case blfft::error_code::type_mismatch:
-          PyErr_SetString(PyExc_TypeError, err.what());
-          return;
+        case blfft::error_code::overflow: PyErr_SetString(PyExc_ValueError, err.what()); return;
+        case blfft::error_code::type_mismatch: PyErr_SetString(PyExc_TypeError, err.what()); return;
         case blfft::error_code::out_of_memory:
           PyErr_SetString(PyExc_MemoryError, err.what());
           return;
@@ -560,7 +567,7 @@ inline void install_error_translator(py::handle blfft_error) {
           PyObject* type = error_type();
           PyObject* inst = PyObject_CallFunction(type, "s", err.what());
           if (inst == nullptr) return;  // the call's own error is set
-          PyObject* code = PyUnicode_FromString(code_name(err.code()));
+          PyObject* code = PyUnicode_FromString(blfft::error_code_name(err.code()));
           if (code != nullptr) {
             PyObject_SetAttrString(inst, "code", code);
             Py_DECREF(code);
@@ -579,7 +586,6 @@ inline void install_error_translator(py::handle blfft_error) {
     }
   });
 }
-
 
 /// Registers `exported` as <module>.DLPackBuffer. module_local: each binding module registers the
 /// same C++ type for itself.

@@ -44,15 +44,37 @@ T* out_flat_or_null(const opt_imported& a, int64_t size) {
   return a ? flat_of<T>(*a, size) : nullptr;
 }
 
+/// One tensor argument of a compute function: the Python object, its name in messages, and
+/// whether it is required.
+struct tensor_arg {
+  const py::object& obj;
+  const char* name;
+  bool required;
+};
+
 template <class B>
 struct entry_points {
   using policy = typename B::device_policy;
 
+  /// Imports the tensor arguments of a call, in order, into `slots` (None leaves a slot empty);
+  /// then refuses a missing required one with `missing`.
+  template <std::size_t N>
+  static void import_args(std::array<opt_imported, N>& slots, const tensor_arg (&args)[N],
+                          std::uintptr_t stream, const char* missing) {
+    for (std::size_t i = 0; i < N; ++i) {
+      if (args[i].required)
+        B::need(slots[i], args[i].obj, args[i].name, stream);
+      else
+        B::take(slots[i], args[i].obj, args[i].name, stream);
+    }
+    for (std::size_t i = 0; i < N; ++i)
+      if (args[i].required) B::present(missing, {&slots[i]});
+  }
+
   /// f(plan, T{}, stream args...) with the GIL released, on the cached plan for the call's dtype.
   template <class F>
-  static void with_plan(const blfft::conv_params& p, const blfft::compression& c,
-                        const policy& dev, bool deterministic, scalar s, std::uintptr_t stream,
-                        F&& f) {
+  static void with_plan(const blfft::conv_params& p, const blfft::compression& c, const policy& dev,
+                        bool deterministic, scalar s, std::uintptr_t stream, F&& f) {
     with_dtype(s, [&](auto tag) {
       py::gil_scoped_release nogil;
       auto pl = B::template plan<decltype(tag)>(p, c, dev, deterministic);
@@ -60,28 +82,29 @@ struct entry_points {
     });
   }
 
-  static void forward(const blfft::conv_params& p, const blfft::compression& c,
-                      const py::object& x, const py::object& w, const py::object& bias,
-                      const py::object& y, const py::object& x_spectrum,
-                      const py::object& w_spectrum, std::uintptr_t stream, bool deterministic) {
-    opt_imported X, W, Y, Bi, XS, WS;
-    B::need(X, x, "input", stream);
-    B::need(W, w, "weight", stream);
-    B::take(Bi, bias, "bias", stream);
-    B::need(Y, y, "output", stream);
-    B::take(XS, x_spectrum, "x_spectrum", stream);
-    B::take(WS, w_spectrum, "w_spectrum", stream);
-    B::present("input, weight and output are required", {&X, &W, &Y});
+  static void forward(const blfft::conv_params& p, const blfft::compression& c, const py::object& x,
+                      const py::object& w, const py::object& bias, const py::object& y,
+                      const py::object& x_spectrum, const py::object& w_spectrum,
+                      std::uintptr_t stream, bool deterministic) {
+    std::array<opt_imported, 6> a;
+    import_args(a,
+                {{x, "input", true},
+                 {w, "weight", true},
+                 {bias, "bias", false},
+                 {y, "output", true},
+                 {x_spectrum, "x_spectrum", false},
+                 {w_spectrum, "w_spectrum", false}},
+                stream, "input, weight and output are required");
+    const opt_imported &X = a[0], &W = a[1], &Bi = a[2], &Y = a[3], &XS = a[4], &WS = a[5];
     policy dev;
     const scalar s = check_common({ptr(X), ptr(W), ptr(Bi)}, {ptr(Y), ptr(XS), ptr(WS)}, dev);
     with_plan(p, c, dev, deterministic, s, stream, [&](const auto& plan, auto tag, auto... st) {
       using T = decltype(tag);
       const auto& g = plan.geometry();
-      const T* b = flat_or_null<T>(Bi, g.params.out_channels);
-      T* xs = out_flat_or_null<T>(XS, g.x_spectrum_size());
-      T* ws = out_flat_or_null<T>(WS, g.w_spectrum_size());
-      plan.forward(view_of<const T>(*X), view_of<const T>(*W), b, view_of<T>(*Y), xs, ws,
-                   st...);
+      plan.forward(view_of<const T>(*X), view_of<const T>(*W),
+                   flat_or_null<T>(Bi, g.params.out_channels), view_of<T>(*Y),
+                   spectrum_or_none<T>(XS, g.x_spectrum_size()),
+                   spectrum_or_none<T>(WS, g.w_spectrum_size()), st...);
     });
   }
 
@@ -90,20 +113,20 @@ struct entry_points {
   static void spectrum(const blfft::conv_params& p, const blfft::compression& c,
                        const py::object& t, const py::object& spectrum, std::uintptr_t stream,
                        bool deterministic) {
-    const char* name = weight ? "weight" : "input";
-    const char* spec_name = weight ? "w_spectrum" : "x_spectrum";
-    opt_imported X, XS;
-    B::need(X, t, name, stream);
-    B::need(XS, spectrum, spec_name, stream);
-    B::present(weight ? "weight and w_spectrum are required"
-                      : "input and x_spectrum are required",
-                {&X, &XS});
+    std::array<opt_imported, 2> a;
+    import_args(a,
+                {{t, weight ? "weight" : "input", true},
+                 {spectrum, weight ? "w_spectrum" : "x_spectrum", true}},
+                stream,
+                weight ? "weight and w_spectrum are required"
+                       : "input and x_spectrum are required");
+    const opt_imported &X = a[0], &XS = a[1];
     policy dev;
     const scalar s = check_common({ptr(X)}, {ptr(XS)}, dev);
     with_plan(p, c, dev, deterministic, s, stream, [&](const auto& plan, auto tag, auto... st) {
       using T = decltype(tag);
       const auto& g = plan.geometry();
-      T* xs = flat_of<T>(*XS, weight ? g.w_spectrum_size() : g.x_spectrum_size());
+      const auto xs = spectrum_or_none<T>(XS, weight ? g.w_spectrum_size() : g.x_spectrum_size());
       if constexpr (weight)
         plan.weight_spectrum(view_of<const T>(*X), xs, st...);
       else
@@ -115,21 +138,22 @@ struct entry_points {
                               const py::object& x_spectrum, const py::object& w_spectrum,
                               const py::object& bias, const py::object& y, std::uintptr_t stream,
                               bool deterministic) {
-    opt_imported XS, WS, Bi, Y;
-    B::need(XS, x_spectrum, "x_spectrum", stream);
-    B::need(WS, w_spectrum, "w_spectrum", stream);
-    B::take(Bi, bias, "bias", stream);
-    B::need(Y, y, "output", stream);
-    B::present("x_spectrum, w_spectrum and output are required", {&XS, &WS, &Y});
+    std::array<opt_imported, 4> a;
+    import_args(a,
+                {{x_spectrum, "x_spectrum", true},
+                 {w_spectrum, "w_spectrum", true},
+                 {bias, "bias", false},
+                 {y, "output", true}},
+                stream, "x_spectrum, w_spectrum and output are required");
+    const opt_imported &XS = a[0], &WS = a[1], &Bi = a[2], &Y = a[3];
     policy dev;
     const scalar s = check_common({ptr(XS), ptr(WS), ptr(Bi)}, {ptr(Y)}, dev);
     with_plan(p, c, dev, deterministic, s, stream, [&](const auto& plan, auto tag, auto... st) {
       using T = decltype(tag);
       const auto& g = plan.geometry();
-      const T* b = flat_or_null<T>(Bi, g.params.out_channels);
-      const T* xs = flat_of<T>(*XS, g.x_spectrum_size());
-      const T* ws = flat_of<T>(*WS, g.w_spectrum_size());
-      plan.forward_spectra(xs, ws, b, view_of<T>(*Y), st...);
+      plan.forward_spectra(spectrum_or_none<const T>(XS, g.x_spectrum_size()),
+                           spectrum_or_none<const T>(WS, g.w_spectrum_size()),
+                           flat_or_null<T>(Bi, g.params.out_channels), view_of<T>(*Y), st...);
     });
   }
 
@@ -138,15 +162,18 @@ struct entry_points {
                        const py::object& w_spectrum, const py::object& grad_input,
                        const py::object& grad_weight, const py::object& grad_bias,
                        const py::object& weight, std::uintptr_t stream, bool deterministic) {
-    opt_imported G, XS, WS, GI, GW, GB, W;
-    B::need(G, grad_output, "grad_output", stream);
-    B::take(XS, x_spectrum, "x_spectrum", stream);
-    B::take(WS, w_spectrum, "w_spectrum", stream);
-    B::take(GI, grad_input, "grad_input", stream);
-    B::take(GW, grad_weight, "grad_weight", stream);
-    B::take(GB, grad_bias, "grad_bias", stream);
-    B::take(W, weight, "weight", stream);
-    B::present("grad_output is required", {&G});
+    std::array<opt_imported, 7> a;
+    import_args(a,
+                {{grad_output, "grad_output", true},
+                 {x_spectrum, "x_spectrum", false},
+                 {w_spectrum, "w_spectrum", false},
+                 {grad_input, "grad_input", false},
+                 {grad_weight, "grad_weight", false},
+                 {grad_bias, "grad_bias", false},
+                 {weight, "weight", false}},
+                stream, "grad_output is required");
+    const opt_imported &G = a[0], &XS = a[1], &WS = a[2], &GI = a[3], &GW = a[4], &GB = a[5],
+                       &W = a[6];
     policy dev;
     const scalar s =
         check_common({ptr(G), ptr(XS), ptr(WS), ptr(W)}, {ptr(GI), ptr(GW), ptr(GB)}, dev);
@@ -156,50 +183,47 @@ struct entry_points {
     with_plan(p, c, dev, deterministic, s, stream, [&](const auto& plan, auto tag, auto... st) {
       using T = decltype(tag);
       const auto& g = plan.geometry();
-      const T* xs = flat_or_null<T>(XS, g.x_spectrum_size());
-      const T* ws = flat_or_null<T>(WS, g.w_spectrum_size());
+      const auto xs = spectrum_or_none<const T>(XS, g.x_spectrum_size());
+      const auto ws = spectrum_or_none<const T>(WS, g.w_spectrum_size());
       T* gb = out_flat_or_null<T>(GB, g.params.out_channels);
       std::optional<blfft::tensor_view<T>> gi, gw;
       if (GI) gi = view_of<T>(*GI);
       if (GW) gw = view_of<T>(*GW);
-      if (!ws && W)  // no spectrum kept: the plan mixes from the weight (taps or recomputed)
+      if (!ws.given() && W)  // no spectrum kept: the plan mixes from the weight
         plan.backward_with_weight(view_of<const T>(*G), xs, view_of<const T>(*W),
                                   gi ? &*gi : nullptr, gw ? &*gw : nullptr, gb, st...);
       else
-        plan.backward(view_of<const T>(*G), xs, ws, gi ? &*gi : nullptr, gw ? &*gw : nullptr,
-                      gb, st...);
+        plan.backward(view_of<const T>(*G), xs, ws, gi ? &*gi : nullptr, gw ? &*gw : nullptr, gb,
+                      st...);
     });
   }
 
-  static blfft::energy_selection select_by_energy(const blfft::conv_params& p,
-                                                  const py::object& x, double fraction,
-                                                  std::uintptr_t stream) {
-    opt_imported X;
-    B::need(X, x, "input", stream);
-    B::present("input is required", {&X});
+  static blfft::energy_selection select_by_energy(const blfft::conv_params& p, const py::object& x,
+                                                  double fraction, std::uintptr_t stream) {
+    std::array<opt_imported, 1> a;
+    import_args(a, {{x, "input", true}}, stream, "input is required");
     policy dev;
-    const scalar s = check_common({ptr(X)}, {}, dev);
+    const scalar s = check_common({ptr(a[0])}, {}, dev);
     py::gil_scoped_release nogil;
     return with_dtype(s, [&](auto tag) {
       using T = decltype(tag);
-      return B::template select_by_energy<T>(p, view_of<const T>(*X), fraction, dev, stream);
+      return B::template select_by_energy<T>(p, view_of<const T>(*a[0]), fraction, dev, stream);
     });
   }
 
   static exported energy_map(const blfft::conv_params& p, const py::object& x,
                              std::uintptr_t stream) {
-    opt_imported X;
-    B::need(X, x, "input", stream);
-    B::present("input is required", {&X});
+    std::array<opt_imported, 1> a;
+    import_args(a, {{x, "input", true}}, stream, "input is required");
     policy dev;
-    const scalar s = check_common({ptr(X)}, {}, dev);
+    const scalar s = check_common({ptr(a[0])}, {}, dev);
     std::vector<double> e;
     std::array<int64_t, 2> shape{};
     {
       py::gil_scoped_release nogil;
       e = with_dtype(s, [&](auto tag) {
         using T = decltype(tag);
-        return B::template energy_map<T>(p, view_of<const T>(*X), dev, stream);
+        return B::template energy_map<T>(p, view_of<const T>(*a[0]), dev, stream);
       });
       const auto g = blfft::make_geometry(p, blfft::compression::none());
       shape = {g.grid[0], g.bins_w};
@@ -223,19 +247,16 @@ void register_compute(py::module_& m, const StreamArg& stream) {
         "spectra into the caller's x_spectrum / w_spectrum. Every compute function takes "
         "`stream` (the CUDA stream to enqueue on, as an int) and `deterministic` (keyword: "
         "bitwise-reproducible results for any thread count, plan_options::deterministic).");
-  m.def("input_spectrum", &E::template spectrum<false>, py::arg("params"),
-        py::arg("compression"), py::arg("input"), py::arg("x_spectrum"), stream, py::kw_only(),
-        det);
-  m.def("weight_spectrum", &E::template spectrum<true>, py::arg("params"),
-        py::arg("compression"), py::arg("weight"), py::arg("w_spectrum"), stream, py::kw_only(),
-        det);
+  m.def("input_spectrum", &E::template spectrum<false>, py::arg("params"), py::arg("compression"),
+        py::arg("input"), py::arg("x_spectrum"), stream, py::kw_only(), det);
+  m.def("weight_spectrum", &E::template spectrum<true>, py::arg("params"), py::arg("compression"),
+        py::arg("weight"), py::arg("w_spectrum"), stream, py::kw_only(), det);
   m.def("forward_spectra", &E::forward_spectra, py::arg("params"), py::arg("compression"),
         py::arg("x_spectrum"), py::arg("w_spectrum"), py::arg("bias"), py::arg("output"), stream,
         py::kw_only(), det);
-  m.def("backward", &E::backward, py::arg("params"), py::arg("compression"),
-        py::arg("grad_output"), py::arg("x_spectrum"), py::arg("w_spectrum"),
-        py::arg("grad_input"), py::arg("grad_weight"), py::arg("grad_bias"),
-        py::arg("weight") = py::none(), stream, py::kw_only(), det,
+  m.def("backward", &E::backward, py::arg("params"), py::arg("compression"), py::arg("grad_output"),
+        py::arg("x_spectrum"), py::arg("w_spectrum"), py::arg("grad_input"), py::arg("grad_weight"),
+        py::arg("grad_bias"), py::arg("weight") = py::none(), stream, py::kw_only(), det,
         "All gradients from one transform of grad_output; each of grad_input, grad_weight, "
         "grad_bias may be None to skip it. grad_input needs w_spectrum or, when that is None, "
         "the weight itself.");

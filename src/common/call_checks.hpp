@@ -5,6 +5,8 @@
 // the plan's device" on CUDA. It is called on every non-null pointer a call reads or writes, after
 // the null and shape checks.
 
+#include <cstddef>
+#include <cstdint>
 #include <utility>
 #include <vector>
 
@@ -18,6 +20,18 @@ namespace blfft::detail {
 /// The CPU backend's pointer check: host memory needs none.
 struct any_pointer {
   void operator()(const void*, const char*) const {}
+};
+
+/// A spectrum argument: a spectrum_view (whose length is checked against the geometry), null
+/// ("not given"), or a bare pointer of unknown length, which is trusted (the CUDA plan's
+/// signatures until they take spectrum_view too).
+struct spectrum_arg {
+  const void* data = nullptr;
+  int64_t size = -1;                        ///< -1: a bare pointer
+  spectrum_arg(std::nullptr_t) {}           // NOLINT: implicit
+  spectrum_arg(const void* p) : data(p) {}  // NOLINT: implicit
+  template <class T>
+  spectrum_arg(spectrum_view<T> s) : data(s.data), size(s.size) {}  // NOLINT: implicit
 };
 
 /// T as a parameter that does not take part in deduction (so that nullptr may be passed).
@@ -40,34 +54,34 @@ class call_checks {
   }
 
   template <class T>
-  void input_spectrum(const tensor_view<const T>& x, const nd<T>* xs) const {
+  void input_spectrum(const tensor_view<const T>& x, spectrum_arg xs) const {
     input(x);
-    required(xs, "x_spectrum");
+    spectrum(xs, g_.x_spectrum_size(), "x_spectrum", true);
   }
 
   template <class T>
-  void weight_spectrum(const tensor_view<const T>& w, const nd<T>* ws) const {
+  void weight_spectrum(const tensor_view<const T>& w, spectrum_arg ws) const {
     view(w, g_.weight_shape(), "weight", false);
-    required(ws, "w_spectrum");
+    spectrum(ws, g_.w_spectrum_size(), "w_spectrum", true);
   }
 
   /// x, w, y are required; bias and the spectra to fill are optional.
   template <class T>
   void forward(const tensor_view<const T>& x, const tensor_view<const T>& w, const nd<T>* bias,
-               const tensor_view<nd<T>>& y, const nd<T>* xs, const nd<T>* ws) const {
+               const tensor_view<nd<T>>& y, spectrum_arg xs, spectrum_arg ws) const {
     input(x);
     view(w, g_.weight_shape(), "weight", false);
     view(y, g_.output_shape(), "output", true);
     optional(bias, "bias");
-    optional(xs, "x_spectrum");
-    optional(ws, "w_spectrum");
+    spectrum(xs, g_.x_spectrum_size(), "x_spectrum", false);
+    spectrum(ws, g_.w_spectrum_size(), "w_spectrum", false);
   }
 
   template <class T>
-  void forward_spectra(const nd<T>* xs, const nd<T>* ws, const nd<T>* bias,
+  void forward_spectra(spectrum_arg xs, spectrum_arg ws, const nd<T>* bias,
                        const tensor_view<T>& y) const {
-    required(xs, "x_spectrum");
-    required(ws, "w_spectrum");
+    spectrum(xs, g_.x_spectrum_size(), "x_spectrum", true);
+    spectrum(ws, g_.w_spectrum_size(), "w_spectrum", true);
     optional(bias, "bias");
     view(y, g_.output_shape(), "output", true);
   }
@@ -75,19 +89,18 @@ class call_checks {
   /// Each gradient may be skipped (null); grad_input needs the weight's spectrum or, where
   /// `weight` is given (backward_with_weight), the weight; grad_weight needs x_spectrum.
   template <class T>
-  void backward(const tensor_view<const T>& grad_out, const nd<T>* xs, const nd<T>* ws,
+  void backward(const tensor_view<const T>& grad_out, spectrum_arg xs, spectrum_arg ws,
                 const tensor_view<const nd<T>>* weight, const tensor_view<nd<T>>* grad_input,
                 const tensor_view<nd<T>>* grad_weight, const nd<T>* grad_bias) const {
     if (weight) view(*weight, g_.weight_shape(), "weight", false);
     view(grad_out, g_.output_shape(), "grad_output", false);
     if (grad_input) {
       view(*grad_input, g_.input_shape(), "grad_input", true);
-      if (!weight) required(ws, "w_spectrum");
     }
-    if (grad_weight) {
-      view(*grad_weight, g_.weight_shape(), "grad_weight", true);
-      required(xs, "x_spectrum");
-    }
+    if (grad_weight) view(*grad_weight, g_.weight_shape(), "grad_weight", true);
+    // A spectrum that is given is checked even where no gradient reads it.
+    spectrum(ws, g_.w_spectrum_size(), "w_spectrum", grad_input && !weight);
+    spectrum(xs, g_.x_spectrum_size(), "x_spectrum", grad_weight != nullptr);
     optional(grad_bias, "grad_bias");
   }
 
@@ -110,6 +123,14 @@ class call_checks {
   }
   void optional(const void* p, const char* name) const {
     if (p) pointer_(p, name);
+  }
+  /// Required: not null; given: the length the geometry says (where it is known).
+  void spectrum(spectrum_arg s, int64_t expected, const char* name, bool is_required) const {
+    if (!s.data && !is_required) return;
+    required(s.data, name);
+    BLFFT_EXPECTS(s.size < 0 || s.size == expected, error_code::invalid_argument, name, " has ",
+                  s.size, " scalars but the plan expects ", expected, " (geometry().", name,
+                  "_size())");
   }
 
   const geometry& g_;

@@ -36,7 +36,7 @@ inline int64_t checked_add(int64_t a, int64_t b, const char* what) {
 }  // namespace blfft::detail
 
 /// Throws blfft::error(code, "blfft: " + message) unless cond holds. Message parts are streamed.
-#define BLFFT_EXPECTS(cond, code, ...)                                         \
-  do {                                                                        \
-    if (!(cond)) ::blfft::detail::fail((code), ::blfft::detail::cat(__VA_ARGS__)); \
+#define BLFFT_EXPECTS(cond, code, ...)                                                             \
+  do {                                                                                             \
+    if (!(cond)) ::blfft::detail::fail((code), ::blfft::detail::cat(__VA_ARGS__));                 \
   } while (0)

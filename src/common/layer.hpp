@@ -29,8 +29,7 @@ struct layer_placements {
       : x_h{g.params.input[0], g.params.padding[0], 1},
         x_w{g.params.input[1], g.params.padding[1], 1},
         w_h{g.params.kernel[0], 0, g.params.dilation[0]},
-        w_w{g.params.kernel[1], 0, g.params.dilation[1]},
-        y_h{g.output[0], 0, g.params.stride[0]},
+        w_w{g.params.kernel[1], 0, g.params.dilation[1]}, y_h{g.output[0], 0, g.params.stride[0]},
         y_w{g.output[1], 0, g.params.stride[1]} {}
 };
 

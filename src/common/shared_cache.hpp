@@ -58,4 +58,20 @@ class shared_cache {
   std::map<std::vector<int64_t>, std::shared_ptr<const V>> values_;
 };
 
+/// A backend's process-wide plan caches, one per precision of its plan template (plan<float>,
+/// plan<double>), with the size and clear that cover both.
+template <template <class> class Plan>
+struct precision_caches {
+  template <class T>
+  static shared_cache<Plan<T>>& of() {
+    static shared_cache<Plan<T>> c;
+    return c;
+  }
+  static std::size_t size() { return of<float>().size() + of<double>().size(); }
+  static void clear() {
+    of<float>().clear();
+    of<double>().clear();
+  }
+};
+
 }  // namespace blfft::detail

@@ -3,7 +3,7 @@
 // backends so both refuse the same mistakes with the same messages.
 
 #include <algorithm>
-#include <numeric>
+#include <array>
 #include <string>
 #include <vector>
 
@@ -12,7 +12,9 @@
 
 namespace blfft::detail {
 
-inline std::string shape_str(const std::vector<int64_t>& s) {
+/// "[a, b, c]" for a shape or strides (a std::vector or a dim_array).
+template <class Dims>
+std::string shape_str(const Dims& s) {
   std::string out = "[";
   for (size_t i = 0; i < s.size(); ++i) out += (i ? ", " : "") + std::to_string(s[i]);
   return out + "]";
@@ -38,16 +40,21 @@ void check_view(const tensor_view<T>& v, const std::vector<int64_t>& expected, c
     extent = checked_add(extent, checked_mul(v.strides[i], v.shape[i] - 1, name), name);
   }
   if (!is_output) return;
-  std::vector<size_t> order(v.shape.size());
-  std::iota(order.begin(), order.end(), size_t(0));
-  std::sort(order.begin(), order.end(),
-            [&](size_t a, size_t b) { return v.strides[a] < v.strides[b]; });
+  // The dimensions by increasing stride: an insertion sort into inline storage (at most
+  // max_rank of them), so that checking a view allocates nothing, like the view itself.
+  const size_t rank = v.shape.size();
+  std::array<size_t, max_rank> order{};
+  for (size_t d = 0; d < rank; ++d) {
+    size_t k = d;
+    for (; k > 0 && v.strides[order[k - 1]] > v.strides[d]; --k) order[k] = order[k - 1];
+    order[k] = d;
+  }
   int64_t span = 1;  // elements covered by the dimensions visited so far
-  for (size_t i : order) {
+  for (size_t k = 0; k < rank; ++k) {
+    const size_t i = order[k];
     if (v.shape[i] == 1) continue;
     BLFFT_EXPECTS(v.strides[i] >= span, error_code::invalid_argument, name, " strides ",
-                  shape_str(v.strides), " make elements of shape ", shape_str(v.shape),
-                  " overlap");
+                  shape_str(v.strides), " make elements of shape ", shape_str(v.shape), " overlap");
     // Past int64 no later stride can reach it: the remaining dimensions all overlap, and the
     // extent check above has already refused a view that large.
     if (__builtin_mul_overflow(v.strides[i], v.shape[i], &span)) span = INT64_MAX;

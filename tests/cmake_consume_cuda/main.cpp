@@ -6,6 +6,7 @@
 #include <blfft/cuda.hpp>
 #include <blfft/error.hpp>
 
+#include <cstddef>
 #include <cstdio>
 
 int main() {
@@ -30,6 +31,23 @@ int main() {
       std::printf("FAIL: %s\n", e.what());
       return 1;
     }
+  }
+  // The allocator interface links from the installed library (exported symbols).
+  struct null_allocator final : blfft::cuda::allocator {
+    void* allocate(std::size_t, int, void*) override { return nullptr; }
+    void deallocate(void*, std::size_t, int, void*) noexcept override {}
+  } mine;
+  {
+    blfft::cuda::scoped_allocator use(mine);
+    if (blfft::cuda::detail::scoped_allocator_or_null() != &mine) {
+      std::printf("FAIL: scoped_allocator did not install the allocator\n");
+      return 1;
+    }
+  }
+  if (blfft::cuda::detail::scoped_allocator_or_null() != nullptr ||
+      &blfft::cuda::default_allocator() == static_cast<blfft::cuda::allocator*>(&mine)) {
+    std::printf("FAIL: scoped_allocator was not undone\n");
+    return 1;
   }
   std::printf("PASSED\n");
   return 0;

@@ -8,13 +8,20 @@
 /// backend's own cuFFT code (cuda/cufft_plans.hpp: the cufftMakePlanMany64 arguments, the plan
 /// cache, cufftSetStream / cufftSetWorkArea / cufftExec*) into the cuFFT stand-ins of
 /// standin_cufft.cpp, written from NVIDIA's documented semantics; so the backend's translation is
-/// what is tested. Without cufft.h, a reference DFT of fft_desc stands in (the older, weaker check).
+/// what is tested. Without cufft.h, a reference DFT of fft_desc stands in (the older, weaker
+/// check).
 ///
 /// Devices: an executor has a device id (default 0). The emulated current device and the devices
 /// of registered streams and buffers live in standin_runtime.hpp; every operation checks that its
 /// device is current (the pipeline must have called activate()), check_stream refuses a
 /// registered stream of another device, check_pointer refuses registered memory of another device
 /// with the GPU executor's message.
+///
+/// Traffic (issue #11), when measure_traffic() was called: every launch's global-memory footprint
+/// (the distinct addresses it reads plus the distinct addresses it writes, in bytes: reuse inside
+/// a launch is served by L2 and shared memory, so it is not counted twice), through the recorder
+/// hook of cuda/traffic.hpp that the kernels' gload / gstore and the stand-ins' operand accesses
+/// report to; per launch and summed in counters.
 ///
 /// It also checks what a GPU would not report: launch geometry within CUDA's limits and matching
 /// the kernel's block size, scratch buffers with guard zones (a write past either end fails the
@@ -23,6 +30,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <array>
 #include <cmath>
 #include <complex>
 #include <cstring>
@@ -30,11 +39,17 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "pipeline.hpp"
 #include "standin_runtime.hpp"
 #if defined(BLFFT_TEST_CUFFT_STANDIN)
+// The stand-ins' cuBLAS declarations first: cublas_handles.hpp then takes them.
+#include "standin_cublas.hpp"
+// (a separate include block, kept in this order)
+#include "cublas_handles.hpp"
 #include "cufft_plans.hpp"
 #endif
 
@@ -65,18 +80,88 @@ class emulated_device_guard {
   int previous_;
 };
 
+/// The footprint of one launch: distinct addresses read and distinct addresses written, each
+/// counted once with the size of its first access. Bitmaps of 4 KiB pages, one bit per 4-byte
+/// word (every global access is 4- or 8-byte aligned), looked up through the last page used.
+class footprint final : public cdx::traffic_recorder {
+ public:
+  void read(const void* p, std::size_t bytes) override { reads_.add(p, bytes); }
+  void write(const void* p, std::size_t bytes) override { writes_.add(p, bytes); }
+  int64_t read_bytes() const { return reads_.bytes; }
+  int64_t write_bytes() const { return writes_.bytes; }
+  /// The same footprints in whole 32-byte sectors (what DRAM moves at the least): equal to the
+  /// bytes when the accesses cover whole sectors, larger where they are scattered.
+  int64_t read_sector_bytes() const { return 32 * reads_.sectors; }
+  int64_t write_sector_bytes() const { return 32 * writes_.sectors; }
+  void clear() {
+    reads_.clear();
+    writes_.clear();
+  }
+
+ private:
+  struct address_set {
+    static constexpr int page_shift = 12, words = 1 << (page_shift - 2);
+    static constexpr int sector_cells = (1 << (page_shift - 5)) / 64;  // after the word bits
+    std::unordered_map<uint64_t, size_t> index;                        // page number -> pages[...]
+    std::vector<std::array<uint64_t, words / 64 + sector_cells>> pages;
+    uint64_t last = ~uint64_t(0);
+    size_t last_at = 0;
+    int64_t bytes = 0, sectors = 0;
+
+    void add(const void* p, std::size_t size) {
+      const auto a = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p));
+      const uint64_t page = a >> page_shift;
+      if (page != last) {
+        const auto [it, fresh] = index.emplace(page, pages.size());
+        if (fresh) pages.emplace_back().fill(0);
+        last = page;
+        last_at = it->second;
+      }
+      const uint64_t w = (a >> 2) & (words - 1), bit = uint64_t(1) << (w % 64);
+      uint64_t& cell = pages[last_at][w / 64];
+      if (cell & bit) return;
+      cell |= bit;
+      bytes += static_cast<int64_t>(size);
+      const uint64_t sector = (a >> 5) & ((uint64_t(1) << (page_shift - 5)) - 1);
+      uint64_t& sc = pages[last_at][words / 64 + sector / 64];
+      if (sc & (uint64_t(1) << (sector % 64))) return;
+      sc |= uint64_t(1) << (sector % 64);
+      ++sectors;
+    }
+    void clear() {
+      index.clear();
+      pages.clear();
+      last = ~uint64_t(0);
+      bytes = sectors = 0;
+    }
+  };
+  address_set reads_, writes_;
+};
+
 class host_executor {
  public:
-  /// What the pipeline asked for, for tests that count launches.
+  /// What the pipeline asked for, for tests that count launches (and, with measure_traffic(),
+  /// the global-memory footprints of the launches).
   struct counters {
-    int64_t kernels = 0, ffts = 0, temps = 0, temp_bytes = 0, max_live_bytes = 0, live_bytes = 0;
-    int64_t wrong_device = 0;  // operations run while another device was current
+    int64_t kernels = 0, ffts = 0, gemms = 0, temps = 0, temp_bytes = 0, max_live_bytes = 0,
+            live_bytes = 0;
+    int64_t wrong_device = 0;                 // operations run while another device was current
+    int64_t read_bytes = 0, write_bytes = 0;  // summed footprints (measure_traffic())
+    int64_t sector_bytes = 0;                 // the same in whole 32-byte sectors
+    struct launch_record {
+      std::string name;
+      int64_t read_bytes = 0, write_bytes = 0;
+    };
+    std::vector<launch_record> launch_log;  // per launch (measure_traffic())
+    int64_t launches() const { return kernels + ffts + gemms; }
+    int64_t global_bytes() const { return read_bytes + write_bytes; }
   };
 
-  explicit host_executor(int device = 0)
-      : device_(device), stats_(std::make_shared<counters>()) {}
+  explicit host_executor(int device = 0) : device_(device), stats_(std::make_shared<counters>()) {}
   counters& stats() const { return *stats_; }
   int device() const { return device_; }
+  /// From now on, every launch's footprint is measured (slower: a set of addresses per launch).
+  void measure_traffic() { meter_ = std::make_shared<footprint>(); }
 
   emulated_device_guard activate(bool nothrow = false) const {
     return emulated_device_guard(device_, nothrow);
@@ -84,24 +169,30 @@ class host_executor {
   void check_stream(void* stream) const {
     const int d = blfft_standin::stream_device(stream);
     BLFFT_EXPECTS(d < 0 || d == device_, blfft::error_code::type_mismatch,
-                  "the stream belongs to CUDA device ", d, " but the plan runs on device ",
-                  device_, " (pass a stream of the tensors' device, e.g. "
+                  "the stream belongs to CUDA device ", d, " but the plan runs on device ", device_,
+                  " (pass a stream of the tensors' device, e.g. "
                   "torch.cuda.current_stream(device))");
   }
 
-  /// A scratch array with guard zones on both sides, NaN-filled (floating types).
+  /// A scratch array with guard zones on both sides, NaN-filled (floating types). Scratch
+  /// (make_temp) takes its storage, guards included, from the calling thread's scoped_allocator
+  /// when one is installed, on the call's stream, as the GPU executor does; else (and for the
+  /// plan's tables) from the heap.
   template <class U>
   class temp {
    public:
     temp() = default;
-    temp(int64_t n, counters* c, int device) : n_(n), c_(c) {
-      data_.resize(static_cast<size_t>(n + 2 * guard));
-      blfft_standin::register_memory(data_.data() + guard, sizeof(U) * static_cast<size_t>(n),
-                                     device);
-      fill(data_.data(), data_.size());
+    temp(int64_t n, counters* c, int device, blfft::cuda::allocator* a = nullptr,
+         void* stream = nullptr)
+        : n_(n), c_(c), a_(a), device_(device), stream_(stream) {
+      const size_t count = static_cast<size_t>(n) + 2 * guard;
+      base_ = static_cast<U*>(a_ ? a_->allocate(storage_bytes(), device, stream)
+                                 : ::operator new(storage_bytes()));
+      blfft_standin::register_memory(base_ + guard, sizeof(U) * static_cast<size_t>(n), device);
+      fill(base_, count);
       for (size_t i = 0; i < guard; ++i) {
-        std::memcpy(&data_[i], &canary, std::min(sizeof(U), sizeof(canary)));
-        std::memcpy(&data_[static_cast<size_t>(n) + guard + i], &canary,
+        std::memcpy(&base_[i], &canary, std::min(sizeof(U), sizeof(canary)));
+        std::memcpy(&base_[static_cast<size_t>(n) + guard + i], &canary,
                     std::min(sizeof(U), sizeof(canary)));
       }
       c_->live_bytes += bytes();
@@ -109,32 +200,38 @@ class host_executor {
     }
     temp(temp&& o) noexcept { *this = std::move(o); }
     temp& operator=(temp&& o) noexcept {
-      std::swap(data_, o.data_);
+      std::swap(base_, o.base_);
       std::swap(n_, o.n_);
       std::swap(c_, o.c_);
+      std::swap(a_, o.a_);
+      std::swap(device_, o.device_);
+      std::swap(stream_, o.stream_);
       return *this;
     }
     ~temp() {
-      if (data_.empty()) return;
-      blfft_standin::unregister_memory(data_.data() + guard);
+      if (!base_) return;
+      blfft_standin::unregister_memory(base_ + guard);
       for (size_t i = 0; i < guard; ++i) {
-        EXPECT_EQ(std::memcmp(&data_[i], &canary, std::min(sizeof(U), sizeof(canary))), 0)
+        EXPECT_EQ(std::memcmp(&base_[i], &canary, std::min(sizeof(U), sizeof(canary))), 0)
             << "write before the start of a scratch buffer of " << n_ << " elements";
-        EXPECT_EQ(std::memcmp(&data_[static_cast<size_t>(n_) + guard + i], &canary,
+        EXPECT_EQ(std::memcmp(&base_[static_cast<size_t>(n_) + guard + i], &canary,
                               std::min(sizeof(U), sizeof(canary))),
                   0)
             << "write past the end of a scratch buffer of " << n_ << " elements";
       }
       c_->live_bytes -= bytes();
+      if (a_)
+        a_->deallocate(base_, storage_bytes(), device_, stream_);
+      else
+        ::operator delete(base_);
     }
-    U* get() const {
-      return data_.empty() ? nullptr : const_cast<U*>(data_.data()) + guard;
-    }
+    U* get() const { return base_ ? base_ + guard : nullptr; }
 
    private:
     static constexpr size_t guard = 64;
     static constexpr uint64_t canary = 0x5eed5eed5eed5eedull;
     int64_t bytes() const { return n_ * static_cast<int64_t>(sizeof(U)); }
+    size_t storage_bytes() const { return sizeof(U) * (static_cast<size_t>(n_) + 2 * guard); }
     static void fill(U* p, size_t n) {
       if constexpr (std::is_floating_point_v<U>) {
         for (size_t i = 0; i < n; ++i) p[i] = std::numeric_limits<U>::quiet_NaN();
@@ -142,18 +239,21 @@ class host_executor {
         std::memset(static_cast<void*>(p), 0xcd, n * sizeof(U));
       }
     }
-    std::vector<U> data_;
+    U* base_ = nullptr;
     int64_t n_ = 0;
     counters* c_ = nullptr;
+    blfft::cuda::allocator* a_ = nullptr;
+    int device_ = 0;
+    void* stream_ = nullptr;
   };
 
   template <class U>
-  temp<U> make_temp(int64_t n, void*) const {
+  temp<U> make_temp(int64_t n, void* stream) const {
     on_device("make_temp");
     if (n <= 0) return temp<U>();
     ++stats_->temps;
     stats_->temp_bytes += n * static_cast<int64_t>(sizeof(U));
-    return temp<U>(n, stats_.get(), device_);
+    return temp<U>(n, stats_.get(), device_, cdx::scoped_allocator_or_null(), stream);
   }
 
   using table = temp<int64_t>;
@@ -176,6 +276,7 @@ class host_executor {
     EXPECT_LE(d.grid.z, static_cast<unsigned>(cdx::max_grid_yz)) << K::name;
     EXPECT_EQ(d.block.x * d.block.y * d.block.z, K::threads) << K::name;
     ASSERT_GT(d.grid.x * d.grid.y * d.grid.z, 0u) << K::name << ": empty launch";
+    const metered m(*this, K::name);
     for (unsigned bz = 0; bz < d.grid.z; ++bz)
       for (unsigned by = 0; by < d.grid.y; ++by)
         for (unsigned bx = 0; bx < d.grid.x; ++bx) run_block(d, k, cdx::idx3{bx, by, bz});
@@ -184,6 +285,7 @@ class host_executor {
   void fft(const cdx::fft_desc& d, const void* in, void* out, void* stream) const {
     on_device("fft");
     ++stats_->ffts;
+    const metered m(*this, "cufft");
 #if defined(BLFFT_TEST_CUFFT_STANDIN)
     cdx::run_cufft(cufft_cache(), *this, device_, d, in, out, stream);
 #else
@@ -196,6 +298,19 @@ class host_executor {
   }
 
 #if defined(BLFFT_TEST_CUFFT_STANDIN)
+  /// One strided batched GEMM through the backend's cuBLAS code (cuda/cublas_handles.hpp) on the
+  /// cuBLAS stand-ins (standin_cublas.cpp), counted as one launch.
+  void gemm(const cdx::gemm_desc& d, const void* a, const void* b, void* c, void* stream) const {
+    on_device("gemm");
+    ++stats_->gemms;
+    const metered m(*this, "cublas");
+    cdx::run_cublas(cublas_cache(), *this, device_, d, a, b, c, stream);
+  }
+  static cdx::cublas_handle_cache<emulated_device_guard>& cublas_cache() {
+    static auto* c = new cdx::cublas_handle_cache<emulated_device_guard>;  // never destroyed
+    return *c;
+  }
+
   /// The backend's cuFFT plan cache (cuda/cufft_plans.hpp), over the stand-ins.
   static cdx::cufft_plan_cache<emulated_device_guard>& cufft_cache() {
     // Never destroyed (as in the backend): at exit the stand-ins' state may be gone already.
@@ -209,8 +324,7 @@ class host_executor {
   void check_pointer(const void* p, const char* what) const {
     const int d = blfft_standin::memory_device(p);
     BLFFT_EXPECTS(d < 0 || d == device_, blfft::error_code::type_mismatch, what,
-                  " is device memory of CUDA device ", d, " but the plan runs on device ",
-                  device_);
+                  " is device memory of CUDA device ", d, " but the plan runs on device ", device_);
   }
   void zero(void* p, std::size_t bytes, void*) const {
     on_device("zero");
@@ -222,6 +336,32 @@ class host_executor {
   }
 
  private:
+  /// Installs the footprint recorder for one launch (when traffic is measured) and adds the
+  /// launch's footprint to the counters at its end.
+  class metered {
+   public:
+    metered(const host_executor& ex, const char* name) : ex_(ex), name_(name) {
+      if (!ex_.meter_) return;
+      ex_.meter_->clear();
+      cdx::current_traffic_recorder() = ex_.meter_.get();
+    }
+    ~metered() {
+      if (!ex_.meter_) return;
+      cdx::current_traffic_recorder() = nullptr;
+      counters& c = *ex_.stats_;
+      c.read_bytes += ex_.meter_->read_bytes();
+      c.write_bytes += ex_.meter_->write_bytes();
+      c.sector_bytes += ex_.meter_->read_sector_bytes() + ex_.meter_->write_sector_bytes();
+      c.launch_log.push_back({name_, ex_.meter_->read_bytes(), ex_.meter_->write_bytes()});
+    }
+    metered(const metered&) = delete;
+    metered& operator=(const metered&) = delete;
+
+   private:
+    const host_executor& ex_;
+    const char* name_;
+  };
+
   void on_device(const char* what) const {
     if (blfft_standin::current_device() == device_) return;
     ++stats_->wrong_device;
@@ -325,6 +465,7 @@ class host_executor {
  private:
   int device_ = 0;
   std::shared_ptr<counters> stats_;
+  std::shared_ptr<footprint> meter_;  // set by measure_traffic()
 };
 
 }  // namespace bt

@@ -3,7 +3,8 @@
 /// Runs every entry point of a CUDA plan, or of the same pipeline under the CPU emulator, on one
 /// problem and checks the results against reference results and against the CPU backend.
 ///
-/// `Plan` has blfft::cuda::plan's methods (stream last, passed explicitly). `Mem` says where the
+/// `Plan` has blfft::cuda::plan's methods (spectra as spectrum_view, stream last, passed
+/// explicitly): the plan itself, or plan_calls over the emulated pipeline. `Mem` says where the
 /// plan's buffers live: host vectors for the emulator, device memory for a GPU. It provides
 ///   buffer upload(const std::vector<T>&), buffer nan_buffer(i64 n),
 ///   std::vector<T> download(const buffer&), void* stream(), and buffer::get().
@@ -39,17 +40,20 @@ void check_cuda_entry_points(const Plan& pl, Mem& mem, const problem<T>& pr, con
   const auto out = [](auto& buf, std::vector<i64> shape) {
     return view::contiguous(buf.get(), std::move(shape));
   };
+  // Spectra are passed with their lengths (spectrum_view), as to the CPU plan.
+  const auto xsv = [&](const auto& buf) { return blfft::spectrum_view<T>(buf.get(), xs_n); };
+  const auto wsv = [&](const auto& buf) { return blfft::spectrum_view<T>(buf.get(), ws_n); };
 
   // forward with bias, saving the spectra
   auto xs = mem.nan_buffer(xs_n), ws = mem.nan_buffer(ws_n);
   auto y = mem.nan_buffer(d.output_size());
-  pl.forward(xv, wv, b.get(), out(y, d.output_shape()), xs.get(), ws.get(), s);
+  pl.forward(xv, wv, b.get(), out(y, d.output_shape()), xsv(xs), wsv(ws), s);
   EXPECT_TRUE(rel_close("forward(bias)", mem.download(y), ref.y, tolerance));
 
   // the saved spectra equal the CPU backend's
   std::vector<T> cpu_xs(static_cast<size_t>(xs_n)), cpu_ws(static_cast<size_t>(ws_n));
-  cpu.input_spectrum(pr.xv(), cpu_xs.data());
-  cpu.weight_spectrum(pr.wv(), cpu_ws.data());
+  cpu.input_spectrum(pr.xv(), {cpu_xs.data(), xs_n});
+  cpu.weight_spectrum(pr.wv(), {cpu_ws.data(), ws_n});
   EXPECT_TRUE(rel_close("x_spectrum vs CPU", mem.download(xs), widen(cpu_xs), tolerance));
   EXPECT_TRUE(rel_close("w_spectrum vs CPU", mem.download(ws), widen(cpu_ws), tolerance));
 
@@ -64,7 +68,7 @@ void check_cuda_entry_points(const Plan& pl, Mem& mem, const problem<T>& pr, con
   {
     const auto dxv = out(dx, d.input_shape());
     const auto dwv = out(dw, d.weight_shape());
-    pl.backward(gv, xs.get(), ws.get(), &dxv, &dwv, db.get(), s);
+    pl.backward(gv, xsv(xs), wsv(ws), &dxv, &dwv, db.get(), s);
   }
   EXPECT_TRUE(rel_close("backward.grad_input", mem.download(dx), ref.dx, tolerance));
   EXPECT_TRUE(rel_close("backward.grad_weight", mem.download(dw), ref.dw, tolerance));
@@ -74,13 +78,13 @@ void check_cuda_entry_points(const Plan& pl, Mem& mem, const problem<T>& pr, con
   {
     auto dx1 = mem.nan_buffer(d.input_size());
     const auto dxv = out(dx1, d.input_shape());
-    pl.backward(gv, nullptr, ws.get(), &dxv, nullptr, nullptr, s);
+    pl.backward(gv, nullptr, wsv(ws), &dxv, nullptr, nullptr, s);
     EXPECT_TRUE(rel_close("backward(grad_input only)", mem.download(dx1), ref.dx, tolerance));
   }
   {
     auto dw1 = mem.nan_buffer(d.weight_size());
     const auto dwv = out(dw1, d.weight_shape());
-    pl.backward(gv, xs.get(), nullptr, nullptr, &dwv, nullptr, s);
+    pl.backward(gv, xsv(xs), nullptr, nullptr, &dwv, nullptr, s);
     EXPECT_TRUE(rel_close("backward(grad_weight only)", mem.download(dw1), ref.dw, tolerance));
   }
   {  // from the weight itself, its spectrum recomputed (as the CPU plan's backward_with_weight)
@@ -92,16 +96,16 @@ void check_cuda_entry_points(const Plan& pl, Mem& mem, const problem<T>& pr, con
 
   // separate entry points
   auto xs2 = mem.nan_buffer(xs_n), ws2 = mem.nan_buffer(ws_n);
-  pl.input_spectrum(xv, xs2.get(), s);
-  pl.weight_spectrum(wv, ws2.get(), s);
+  pl.input_spectrum(xv, xsv(xs2), s);
+  pl.weight_spectrum(wv, wsv(ws2), s);
   auto y2 = mem.nan_buffer(d.output_size());
-  pl.forward_spectra(xs2.get(), ws2.get(), b.get(), out(y2, d.output_shape()), s);
+  pl.forward_spectra(xsv(xs2), wsv(ws2), b.get(), out(y2, d.output_shape()), s);
   EXPECT_TRUE(rel_close("forward_spectra(bias)", mem.download(y2), ref.y, tolerance));
   auto dx2 = mem.nan_buffer(d.input_size());
-  pl.input_grad(gv, ws2.get(), out(dx2, d.input_shape()), s);
+  pl.input_grad(gv, wsv(ws2), out(dx2, d.input_shape()), s);
   EXPECT_TRUE(rel_close("input_grad", mem.download(dx2), ref.dx, tolerance));
   auto dw2 = mem.nan_buffer(d.weight_size());
-  pl.weight_grad(gv, xs2.get(), out(dw2, d.weight_shape()), s);
+  pl.weight_grad(gv, xsv(xs2), out(dw2, d.weight_shape()), s);
   EXPECT_TRUE(rel_close("weight_grad", mem.download(dw2), ref.dw, tolerance));
   auto db2 = mem.nan_buffer(d.F);
   pl.bias_grad(gv, db2.get(), s);
@@ -110,13 +114,13 @@ void check_cuda_entry_points(const Plan& pl, Mem& mem, const problem<T>& pr, con
   // spectra made by the CPU backend work here (one layout contract)
   const auto cxs = mem.upload(cpu_xs), cws = mem.upload(cpu_ws);
   auto y3 = mem.nan_buffer(d.output_size());
-  pl.forward_spectra(cxs.get(), cws.get(), b.get(), out(y3, d.output_shape()), s);
+  pl.forward_spectra(xsv(cxs), wsv(cws), b.get(), out(y3, d.output_shape()), s);
   EXPECT_TRUE(rel_close("forward_spectra(CPU spectra)", mem.download(y3), ref.y, tolerance));
   auto dx3 = mem.nan_buffer(d.input_size()), dw3 = mem.nan_buffer(d.weight_size());
   {
     const auto dxv = out(dx3, d.input_shape());
     const auto dwv = out(dw3, d.weight_shape());
-    pl.backward(gv, cxs.get(), cws.get(), &dxv, &dwv, nullptr, s);
+    pl.backward(gv, xsv(cxs), wsv(cws), &dxv, &dwv, nullptr, s);
   }
   EXPECT_TRUE(rel_close("backward(CPU spectra).grad_input", mem.download(dx3), ref.dx, tolerance));
   EXPECT_TRUE(

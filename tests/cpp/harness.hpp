@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <ostream>
 #include <string>
 #include <vector>
 
@@ -22,11 +24,41 @@ inline reference direct_reference(const conv_params& p, const vec& x, const vec&
           direct_input_grad(p, g, w), direct_weight_grad(p, g, x), direct_bias_grad(p, g)};
 }
 
-inline reference dense_results(const dense_reference& ref, const vec& x, const vec& w,
-                               const vec& b, const vec& g) {
+inline reference dense_results(const dense_reference& ref, const vec& x, const vec& w, const vec& b,
+                               const vec& g) {
   return {ref.forward(x, w, b.data()), ref.forward(x, w, nullptr), ref.input_grad(g, w),
           ref.weight_grad(g, x), ref.bias_grad(g)};
 }
+
+/// Which gradients a backward call writes (a bit mask).
+enum grad_bits : int { grad_x = 1, grad_w = 2, grad_b = 4, grad_all = 7 };
+
+/// NaN-filled buffers for the gradients of one call, with views; `expect` checks the ones the
+/// call wrote against `ref`.
+template <class T>
+struct gradients {
+  std::vector<T> dx, dw, db;
+  tensor_view<T> dxv, dwv;
+
+  explicit gradients(const dims& d)
+      : dx(nan_filled<T>(d.input_size())), dw(nan_filled<T>(d.weight_size())),
+        db(nan_filled<T>(d.F)), dxv(out_view(dx, d.input_shape())),
+        dwv(out_view(dw, d.weight_shape())) {}
+  gradients(const gradients&) = delete;  // the views point into this object's buffers
+
+  void expect(const std::string& call, int which, const reference& ref, double tolerance) const {
+    // Braces: EXPECT_TRUE is an if-else, which a bare `if` around it would make ambiguous.
+    if (which & grad_x) {
+      EXPECT_TRUE(rel_close(call + ".grad_input", dx, ref.dx, tolerance));
+    }
+    if (which & grad_w) {
+      EXPECT_TRUE(rel_close(call + ".grad_weight", dw, ref.dw, tolerance));
+    }
+    if (which & grad_b) {
+      EXPECT_TRUE(rel_close(call + ".grad_bias", db, ref.db, tolerance));
+    }
+  }
+};
 
 /// Runs forward (with and without bias; saving spectra), backward with all / each single
 /// output, and the separate entry points (input_spectrum, weight_spectrum, forward_spectra,
@@ -40,82 +72,63 @@ void check_all_entry_points(const blfft::plan<T>& pl, const problem<T>& pr, cons
   const i64 xs_n = geo.x_spectrum_size(), ws_n = geo.w_spectrum_size();
   ASSERT_GT(xs_n, 0);
   ASSERT_GT(ws_n, 0);
+  const auto forward = [&](const std::string& call, const vec& expected, auto&& run) {
+    auto y = nan_filled<T>(d.output_size());
+    run(out_view(y, d.output_shape()));
+    EXPECT_TRUE(rel_close(call, y, expected, tolerance));
+  };
 
-  // forward, saving the spectra (map reuse), with bias
+  // forward, saving the spectra (map reuse), with bias; without bias and saving nothing
   std::vector<T> xs = nan_filled<T>(xs_n), ws = nan_filled<T>(ws_n);
-  auto y = nan_filled<T>(d.output_size());
-  pl.forward(pr.xv(), pr.wv(), pr.bt.data(), out_view(y, d.output_shape()), xs.data(), ws.data());
-  EXPECT_TRUE(rel_close("forward(bias)", y, ref.y, tolerance));
+  forward("forward(bias)", ref.y,
+          [&](auto y) { pl.forward(pr.xv(), pr.wv(), pr.bt.data(), y, spec(xs), spec(ws)); });
+  forward("forward(no bias)", ref.y_nobias,
+          [&](auto y) { pl.forward(pr.xv(), pr.wv(), nullptr, y); });
 
-  // forward without bias and without saving spectra
-  auto y0 = nan_filled<T>(d.output_size());
-  pl.forward(pr.xv(), pr.wv(), nullptr, out_view(y0, d.output_shape()));
-  EXPECT_TRUE(rel_close("forward(no bias)", y0, ref.y_nobias, tolerance));
-
-  // backward with all three outputs from the saved spectra
-  auto dx = nan_filled<T>(d.input_size());
-  auto dw = nan_filled<T>(d.weight_size());
-  auto db = nan_filled<T>(d.F);
+  // backward with all three outputs from the saved spectra, then one output at a time (the
+  // others null)
   {
-    auto dxv = out_view(dx, d.input_shape());
-    auto dwv = out_view(dw, d.weight_shape());
-    pl.backward(pr.gv(), xs.data(), ws.data(), &dxv, &dwv, db.data());
-  }
-  EXPECT_TRUE(rel_close("backward.grad_input", dx, ref.dx, tolerance));
-  EXPECT_TRUE(rel_close("backward.grad_weight", dw, ref.dw, tolerance));
-  EXPECT_TRUE(rel_close("backward.grad_bias", db, ref.db, tolerance));
-
-  // backward with one output at a time (the others null)
-  {
-    auto dx1 = nan_filled<T>(d.input_size());
-    auto dxv = out_view(dx1, d.input_shape());
-    pl.backward(pr.gv(), nullptr, ws.data(), &dxv, nullptr, nullptr);
-    EXPECT_TRUE(rel_close("backward(grad_input only)", dx1, ref.dx, tolerance));
+    gradients<T> gr(d);
+    pl.backward(pr.gv(), spec(xs), spec(ws), &gr.dxv, &gr.dwv, gr.db.data());
+    gr.expect("backward", grad_all, ref, tolerance);
   }
   {
-    auto dw1 = nan_filled<T>(d.weight_size());
-    auto dwv = out_view(dw1, d.weight_shape());
-    pl.backward(pr.gv(), xs.data(), nullptr, nullptr, &dwv, nullptr);
-    EXPECT_TRUE(rel_close("backward(grad_weight only)", dw1, ref.dw, tolerance));
+    gradients<T> gr(d);
+    pl.backward(pr.gv(), nullptr, spec(ws), &gr.dxv, nullptr, nullptr);
+    gr.expect("backward(grad_input only)", grad_x, ref, tolerance);
   }
   {
-    auto db1 = nan_filled<T>(d.F);
-    pl.backward(pr.gv(), nullptr, nullptr, nullptr, nullptr, db1.data());
-    EXPECT_TRUE(rel_close("backward(grad_bias only)", db1, ref.db, tolerance));
+    gradients<T> gr(d);
+    pl.backward(pr.gv(), spec(xs), nullptr, nullptr, &gr.dwv, nullptr);
+    gr.expect("backward(grad_weight only)", grad_w, ref, tolerance);
+  }
+  {
+    gradients<T> gr(d);
+    pl.backward(pr.gv(), nullptr, nullptr, nullptr, nullptr, gr.db.data());
+    gr.expect("backward(grad_bias only)", grad_b, ref, tolerance);
   }
 
   // separate entry points, spectra computed on their own
   std::vector<T> xs2 = nan_filled<T>(xs_n), ws2 = nan_filled<T>(ws_n);
-  pl.input_spectrum(pr.xv(), xs2.data());
-  pl.weight_spectrum(pr.wv(), ws2.data());
-  auto y2 = nan_filled<T>(d.output_size());
-  pl.forward_spectra(xs2.data(), ws2.data(), pr.bt.data(), out_view(y2, d.output_shape()));
-  EXPECT_TRUE(rel_close("forward_spectra(bias)", y2, ref.y, tolerance));
-  auto y3 = nan_filled<T>(d.output_size());
-  pl.forward_spectra(xs2.data(), ws2.data(), nullptr, out_view(y3, d.output_shape()));
-  EXPECT_TRUE(rel_close("forward_spectra(no bias)", y3, ref.y_nobias, tolerance));
-
-  auto dx2 = nan_filled<T>(d.input_size());
-  pl.input_grad(pr.gv(), ws2.data(), out_view(dx2, d.input_shape()));
-  EXPECT_TRUE(rel_close("input_grad", dx2, ref.dx, tolerance));
-  auto dw2 = nan_filled<T>(d.weight_size());
-  pl.weight_grad(pr.gv(), xs2.data(), out_view(dw2, d.weight_shape()));
-  EXPECT_TRUE(rel_close("weight_grad", dw2, ref.dw, tolerance));
-  auto db2 = nan_filled<T>(d.F);
-  pl.bias_grad(pr.gv(), db2.data());
-  EXPECT_TRUE(rel_close("bias_grad", db2, ref.db, tolerance));
+  pl.input_spectrum(pr.xv(), spec(xs2));
+  pl.weight_spectrum(pr.wv(), spec(ws2));
+  forward("forward_spectra(bias)", ref.y,
+          [&](auto y) { pl.forward_spectra(spec(xs2), spec(ws2), pr.bt.data(), y); });
+  forward("forward_spectra(no bias)", ref.y_nobias,
+          [&](auto y) { pl.forward_spectra(spec(xs2), spec(ws2), nullptr, y); });
+  {
+    gradients<T> gr(d);
+    pl.input_grad(pr.gv(), spec(ws2), gr.dxv);
+    pl.weight_grad(pr.gv(), spec(xs2), gr.dwv);
+    pl.bias_grad(pr.gv(), gr.db.data());
+    gr.expect("input_grad, weight_grad, bias_grad", grad_all, ref, tolerance);
+  }
 
   // backward from the weight itself (no weight spectrum kept)
   {
-    auto dx4 = nan_filled<T>(d.input_size());
-    auto dw4 = nan_filled<T>(d.weight_size());
-    auto db4 = nan_filled<T>(d.F);
-    auto dxv = out_view(dx4, d.input_shape());
-    auto dwv = out_view(dw4, d.weight_shape());
-    pl.backward_with_weight(pr.gv(), xs.data(), pr.wv(), &dxv, &dwv, db4.data());
-    EXPECT_TRUE(rel_close("backward_with_weight.grad_input", dx4, ref.dx, tolerance));
-    EXPECT_TRUE(rel_close("backward_with_weight.grad_weight", dw4, ref.dw, tolerance));
-    EXPECT_TRUE(rel_close("backward_with_weight.grad_bias", db4, ref.db, tolerance));
+    gradients<T> gr(d);
+    pl.backward_with_weight(pr.gv(), spec(xs), pr.wv(), &gr.dxv, &gr.dwv, gr.db.data());
+    gr.expect("backward_with_weight", grad_all, ref, tolerance);
   }
 
   // The same geometry with the weight side mixed from the taps, and through whole spectra
@@ -126,34 +139,29 @@ void check_all_entry_points(const blfft::plan<T>& pl, const problem<T>& pr, cons
     blfft::plan_options o;
     o.mixing = mixing;
     const blfft::plan<T> alt(geo, o);
-    auto y5 = nan_filled<T>(d.output_size());
     std::vector<T> xs5 = nan_filled<T>(xs_n);
-    alt.forward(pr.xv(), pr.wv(), pr.bt.data(), out_view(y5, d.output_shape()), xs5.data());
-    EXPECT_TRUE(rel_close("forward(no w_spectrum)", y5, ref.y, tolerance));
-    auto dx5 = nan_filled<T>(d.input_size());
-    auto dw5 = nan_filled<T>(d.weight_size());
-    auto dxv = out_view(dx5, d.input_shape());
-    auto dwv = out_view(dw5, d.weight_shape());
-    alt.backward_with_weight(pr.gv(), xs5.data(), pr.wv(), &dxv, &dwv, nullptr);
-    EXPECT_TRUE(rel_close("backward_with_weight.grad_input", dx5, ref.dx, tolerance));
-    EXPECT_TRUE(rel_close("backward_with_weight.grad_weight", dw5, ref.dw, tolerance));
-    auto dw6 = nan_filled<T>(d.weight_size());
-    alt.weight_grad(pr.gv(), xs.data(), out_view(dw6, d.weight_shape()));
-    EXPECT_TRUE(rel_close("weight_grad", dw6, ref.dw, tolerance));
+    forward("forward(no w_spectrum)", ref.y,
+            [&](auto y) { alt.forward(pr.xv(), pr.wv(), pr.bt.data(), y, spec(xs5)); });
+    gradients<T> gr(d);
+    alt.backward_with_weight(pr.gv(), spec(xs5), pr.wv(), &gr.dxv, &gr.dwv, nullptr);
+    gr.expect("backward_with_weight", grad_x | grad_w, ref, tolerance);
+    gradients<T> gr2(d);
+    alt.weight_grad(pr.gv(), spec(xs), gr2.dwv);
+    gr2.expect("weight_grad", grad_w, ref, tolerance);
   }
 
   // spectra from forward and from the separate calls are interchangeable
-  auto dx3 = nan_filled<T>(d.input_size());
-  pl.input_grad(pr.gv(), ws.data(), out_view(dx3, d.input_shape()));
-  EXPECT_TRUE(rel_close("input_grad(forward's w_spectrum)", dx3, ref.dx, tolerance));
-  auto dw3 = nan_filled<T>(d.weight_size());
-  pl.weight_grad(pr.gv(), xs.data(), out_view(dw3, d.weight_shape()));
-  EXPECT_TRUE(rel_close("weight_grad(forward's x_spectrum)", dw3, ref.dw, tolerance));
+  gradients<T> gr(d);
+  pl.input_grad(pr.gv(), spec(ws), gr.dxv);
+  pl.weight_grad(pr.gv(), spec(xs), gr.dwv);
+  gr.expect("input_grad, weight_grad (forward's spectra)", grad_x | grad_w, ref, tolerance);
 }
 
 /// Parameter for the dtype-parametrized tests.
 enum class dtype { f32, f64 };
-inline const char* dtype_name(dtype t) { return t == dtype::f32 ? "f32" : "f64"; }
+inline const char* dtype_name(dtype t) {
+  return t == dtype::f32 ? "f32" : "f64";
+}
 
 /// The transform engines: every correctness test runs on both (automatic picks matmul for
 /// grids <= 64, so without this the FFTW path would hardly be tested).
@@ -173,6 +181,41 @@ inline blfft::plan_options options(transform_method m) {
   blfft::plan_options o;
   o.method = m;
   return o;
+}
+
+/// f(float{}) or f(double{}): runs a test template for the case's dtype.
+template <class F>
+void with_dtype(dtype t, F&& f) {
+  if (t == dtype::f32)
+    f(float{});
+  else
+    f(double{});
+}
+
+/// One case of the parametrized tests: a layer, a compression rate, a dtype, an engine.
+struct layer_case {
+  conv_params p;
+  double rate;
+  dtype t;
+  transform_method m;
+};
+/// Every combination of `layers` and `rates` with both dtypes and both engines.
+inline std::vector<layer_case> layer_cases(const std::vector<conv_params>& layers,
+                                           const std::vector<double>& rates) {
+  std::vector<layer_case> out;
+  for (const auto& p : layers)
+    for (double r : rates)
+      for (dtype t : {dtype::f32, dtype::f64})
+        for (auto m : methods()) out.push_back({p, r, t, m});
+  return out;
+}
+inline std::string case_name(const ::testing::TestParamInfo<layer_case>& info) {
+  const layer_case& c = info.param;
+  return name_of(c.p) + "_r" + std::to_string(std::lround(c.rate * 100)) + "_" + dtype_name(c.t) +
+         "_" + method_name(c.m);
+}
+inline void PrintTo(const layer_case& c, std::ostream* os) {
+  *os << name_of(c.p) << " rate " << c.rate << " " << dtype_name(c.t) << " " << method_name(c.m);
 }
 
 }  // namespace bt

@@ -23,6 +23,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "blfft/blfft.hpp"
@@ -31,6 +32,8 @@ namespace bt {
 
 using blfft::compression;
 using blfft::conv_params;
+using blfft::dim_array;
+using blfft::spectrum_view;
 using blfft::tensor_view;
 using cd = std::complex<double>;
 using i64 = int64_t;
@@ -65,39 +68,15 @@ struct tol<double> {
 // ---------------------------------------------------------------------------------------------
 // conv_params built field by field (not through the library's factories, which the accounting
 // tests check against these).
-inline conv_params make1d(i64 n, i64 c, i64 f, i64 l, i64 k, i64 s = 1, i64 pad = 0, i64 dil = 1,
-                          i64 groups = 1) {
-  conv_params p;
-  p.ndim = 1;
-  p.batch = n;
-  p.in_channels = c;
-  p.out_channels = f;
-  p.input = {1, l};
-  p.kernel = {1, k};
-  p.stride = {1, s};
-  p.padding = {0, pad};
-  p.dilation = {1, dil};
-  p.groups = groups;
-  p.grid = {0, 0};
-  return p;
-}
-
 inline conv_params make2d(i64 n, i64 c, i64 f, std::array<i64, 2> in, std::array<i64, 2> k,
                           std::array<i64, 2> s = {1, 1}, std::array<i64, 2> pad = {0, 0},
                           std::array<i64, 2> dil = {1, 1}, i64 groups = 1) {
-  conv_params p;
-  p.ndim = 2;
-  p.batch = n;
-  p.in_channels = c;
-  p.out_channels = f;
-  p.input = in;
-  p.kernel = k;
-  p.stride = s;
-  p.padding = pad;
-  p.dilation = dil;
-  p.groups = groups;
-  p.grid = {0, 0};
-  return p;
+  // Every field, in declaration order (conv_params is an aggregate).
+  return conv_params{2, n, c, f, in, k, s, pad, dil, groups, {0, 0}};
+}
+inline conv_params make1d(i64 n, i64 c, i64 f, i64 l, i64 k, i64 s = 1, i64 pad = 0, i64 dil = 1,
+                          i64 groups = 1) {
+  return conv_params{1, n, c, f, {1, l}, {1, k}, {1, s}, {0, pad}, {1, dil}, groups, {0, 0}};
 }
 
 inline conv_params with_grid(conv_params p, std::array<i64, 2> grid) {
@@ -110,12 +89,12 @@ inline std::string name_of(const conv_params& p) {
   std::ostringstream os;
   os << "d" << p.ndim << "_N" << p.batch << "C" << p.in_channels << "F" << p.out_channels << "_";
   if (p.ndim == 1) {
-    os << "L" << p.input[1] << "_K" << p.kernel[1] << "_s" << p.stride[1] << "_p"
-       << p.padding[1] << "_d" << p.dilation[1];
+    os << "L" << p.input[1] << "_K" << p.kernel[1] << "_s" << p.stride[1] << "_p" << p.padding[1]
+       << "_d" << p.dilation[1];
   } else {
     os << p.input[0] << "x" << p.input[1] << "_K" << p.kernel[0] << "x" << p.kernel[1] << "_s"
-       << p.stride[0] << "x" << p.stride[1] << "_p" << p.padding[0] << "x" << p.padding[1]
-       << "_d" << p.dilation[0] << "x" << p.dilation[1];
+       << p.stride[0] << "x" << p.stride[1] << "_p" << p.padding[0] << "x" << p.padding[1] << "_d"
+       << p.dilation[0] << "x" << p.dilation[1];
   }
   os << "_g" << p.groups;
   if (p.grid[0] != 0 || p.grid[1] != 0) os << "_grid" << p.grid[0] << "x" << p.grid[1];
@@ -142,13 +121,16 @@ struct dims {
   std::vector<i64> output_shape() const {
     return ndim == 1 ? std::vector<i64>{N, F, Wo} : std::vector<i64>{N, F, Ho, Wo};
   }
-  // Flat C-order indices of the (N, C, H, W) / (F, Cg, KH, KW) / (N, F, Ho, Wo) tensors (1D: H = 1).
+  // Flat C-order indices of the (N, C, H, W) / (F, Cg, KH, KW) / (N, F, Ho, Wo) tensors (1D: H =
+  // 1).
   i64 xi(i64 n, i64 c, i64 h, i64 w) const { return ((n * C + c) * H + h) * W + w; }
   i64 wi(i64 f, i64 c, i64 h, i64 w) const { return ((f * Cg + c) * KH + h) * KW + w; }
   i64 yi(i64 n, i64 f, i64 h, i64 w) const { return ((n * F + f) * Ho + h) * Wo + w; }
 };
 
-inline i64 ceil_div(i64 a, i64 b) { return a <= 0 ? 0 : 1 + (a - 1) / b; }  // no overflow
+inline i64 ceil_div(i64 a, i64 b) {
+  return a <= 0 ? 0 : 1 + (a - 1) / b;
+}  // no overflow
 
 inline dims dims_of(const conv_params& p) {
   dims d;
@@ -267,8 +249,8 @@ template <class T>
   const double e = rel_l2(g, ref);
   if (e <= tolerance) return ::testing::AssertionSuccess();
   auto fail = ::testing::AssertionFailure();
-  fail << what << ": relative l2 error " << e << " > tolerance " << tolerance << " (n = "
-       << ref.size() << ")";
+  fail << what << ": relative l2 error " << e << " > tolerance " << tolerance
+       << " (n = " << ref.size() << ")";
   if (g.size() == ref.size()) {
     // Point at the first bad element to make index errors easy to read.
     double scale = 0;
@@ -290,20 +272,22 @@ inline double dot(const vec& a, const vec& b) {
   for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
   return s;
 }
-inline double norm(const vec& a) { return std::sqrt(dot(a, a)); }
+inline double norm(const vec& a) {
+  return std::sqrt(dot(a, a));
+}
 
 // ---------------------------------------------------------------------------------------------
-// Direct convolution oracle (double, loops). x: (N, C, H, W), w: (F, C/g, KH, KW), y: (N, F, Ho, Wo);
-// 1D is the same with H = KH = 1.
-inline vec direct_forward(const conv_params& p, const vec& x, const vec& w, const double* bias) {
-  const dims d = dims_of(p);
-  vec y(static_cast<size_t>(d.output_size()), 0.0);
+// Direct convolution oracle (double, loops). x: (N, C, H, W), w: (F, C/g, KH, KW), y: (N, F, Ho,
+// Wo); 1D is the same with H = KH = 1.
+/// Calls tap(yi, xi, wi) for every (output, input, weight) index triple that direct convolution
+/// multiplies, output by output and in a fixed order within each output.
+template <class Tap>
+void for_each_tap(const dims& d, Tap&& tap) {
   for (i64 n = 0; n < d.N; ++n)
     for (i64 f = 0; f < d.F; ++f) {
       const i64 grp = f / d.Fg;
       for (i64 oh = 0; oh < d.Ho; ++oh)
-        for (i64 ow = 0; ow < d.Wo; ++ow) {
-          double s = bias ? bias[f] : 0.0;
+        for (i64 ow = 0; ow < d.Wo; ++ow)
           for (i64 c = 0; c < d.Cg; ++c)
             for (i64 kh = 0; kh < d.KH; ++kh) {
               const i64 ih = oh * d.sh + kh * d.dh - d.ph;
@@ -311,60 +295,32 @@ inline vec direct_forward(const conv_params& p, const vec& x, const vec& w, cons
               for (i64 kw = 0; kw < d.KW; ++kw) {
                 const i64 iw = ow * d.sw + kw * d.dw - d.pw;
                 if (iw < 0 || iw >= d.W) continue;
-                s += x[d.xi(n, grp * d.Cg + c, ih, iw)] * w[d.wi(f, c, kh, kw)];
+                tap(d.yi(n, f, oh, ow), d.xi(n, grp * d.Cg + c, ih, iw), d.wi(f, c, kh, kw));
               }
             }
-          y[d.yi(n, f, oh, ow)] = s;
-        }
     }
+}
+
+inline vec direct_forward(const conv_params& p, const vec& x, const vec& w, const double* bias) {
+  const dims d = dims_of(p);
+  vec y(static_cast<size_t>(d.output_size()), 0.0);
+  if (bias)
+    for (i64 i = 0; i < d.output_size(); ++i) y[i] = bias[(i / (d.Ho * d.Wo)) % d.F];
+  for_each_tap(d, [&](i64 yi, i64 xi, i64 wi) { y[yi] += x[xi] * w[wi]; });
   return y;
 }
 
 inline vec direct_input_grad(const conv_params& p, const vec& g, const vec& w) {
   const dims d = dims_of(p);
   vec dx(static_cast<size_t>(d.input_size()), 0.0);
-  for (i64 n = 0; n < d.N; ++n)
-    for (i64 f = 0; f < d.F; ++f) {
-      const i64 grp = f / d.Fg;
-      for (i64 oh = 0; oh < d.Ho; ++oh)
-        for (i64 ow = 0; ow < d.Wo; ++ow) {
-          const double go = g[d.yi(n, f, oh, ow)];
-          for (i64 c = 0; c < d.Cg; ++c)
-            for (i64 kh = 0; kh < d.KH; ++kh) {
-              const i64 ih = oh * d.sh + kh * d.dh - d.ph;
-              if (ih < 0 || ih >= d.H) continue;
-              for (i64 kw = 0; kw < d.KW; ++kw) {
-                const i64 iw = ow * d.sw + kw * d.dw - d.pw;
-                if (iw < 0 || iw >= d.W) continue;
-                dx[d.xi(n, grp * d.Cg + c, ih, iw)] += go * w[d.wi(f, c, kh, kw)];
-              }
-            }
-        }
-    }
+  for_each_tap(d, [&](i64 yi, i64 xi, i64 wi) { dx[xi] += g[yi] * w[wi]; });
   return dx;
 }
 
 inline vec direct_weight_grad(const conv_params& p, const vec& g, const vec& x) {
   const dims d = dims_of(p);
   vec dw(static_cast<size_t>(d.weight_size()), 0.0);
-  for (i64 n = 0; n < d.N; ++n)
-    for (i64 f = 0; f < d.F; ++f) {
-      const i64 grp = f / d.Fg;
-      for (i64 oh = 0; oh < d.Ho; ++oh)
-        for (i64 ow = 0; ow < d.Wo; ++ow) {
-          const double go = g[d.yi(n, f, oh, ow)];
-          for (i64 c = 0; c < d.Cg; ++c)
-            for (i64 kh = 0; kh < d.KH; ++kh) {
-              const i64 ih = oh * d.sh + kh * d.dh - d.ph;
-              if (ih < 0 || ih >= d.H) continue;
-              for (i64 kw = 0; kw < d.KW; ++kw) {
-                const i64 iw = ow * d.sw + kw * d.dw - d.pw;
-                if (iw < 0 || iw >= d.W) continue;
-                dw[d.wi(f, c, kh, kw)] += go * x[d.xi(n, grp * d.Cg + c, ih, iw)];
-              }
-            }
-        }
-    }
+  for_each_tap(d, [&](i64 yi, i64 xi, i64 wi) { dw[wi] += g[yi] * x[xi]; });
   return dw;
 }
 
@@ -428,8 +384,8 @@ class dft2d {
 };
 
 // ---------------------------------------------------------------------------------------------
-// Dense band-limited reference (docs/design.md 1.3-1.6) on grid Lh x Lw with the given kept rows and
-// rfft columns. Everything is done on the full complex spectrum: the rfft mask is expanded with
+// Dense band-limited reference (docs/design.md 1.3-1.6) on grid Lh x Lw with the given kept rows
+// and rfft columns. Everything is done on the full complex spectrum: the rfft mask is expanded with
 // conjugate symmetry (bin (kh, kw), kw > Lw/2, is the conjugate of bin (-kh mod Lh, Lw - kw), so
 // it is kept iff that bin is), and the real part of the full inverse DFT equals irfft2 of the
 // half spectrum.
@@ -444,8 +400,8 @@ class dense_reference {
     mask_.assign(static_cast<size_t>(lh_ * lw_), 0);
     for (i64 kh = 0; kh < lh_; ++kh)
       for (i64 kw = 0; kw < lw_; ++kw) {
-        const bool keep = kw <= lw_ / 2 ? (rk[kh] && ck[kw])
-                                        : (rk[(lh_ - kh) % lh_] && ck[lw_ - kw]);
+        const bool keep =
+            kw <= lw_ / 2 ? (rk[kh] && ck[kw]) : (rk[(lh_ - kh) % lh_] && ck[lw_ - kw]);
         mask_[kh * lw_ + kw] = keep ? 1 : 0;
       }
   }
@@ -457,121 +413,89 @@ class dense_reference {
 
   i64 plane() const { return lh_ * lw_; }
 
-  /// Full spectra of the zero-padded input, one Lh x Lw plane per (n, c).
-  std::vector<cd> x_spectra(const vec& x) const {
-    std::vector<cd> X(static_cast<size_t>(d_.N * d_.C * plane()), 0.0);
-    for (i64 n = 0; n < d_.N; ++n)
-      for (i64 c = 0; c < d_.C; ++c) {
-        std::vector<cd> a(static_cast<size_t>(plane()), 0.0);
-        for (i64 h = 0; h < d_.H; ++h)
-          for (i64 w = 0; w < d_.W; ++w)
-            a[(h + d_.ph) * lw_ + (w + d_.pw)] = x[d_.xi(n, c, h, w)];
-        dft_.apply(a, false);
-        std::copy(a.begin(), a.end(), X.begin() + (n * d_.C + c) * plane());
-      }
-    return X;
+  /// Where `images` C-order images of rows x cols samples sit on the grid: sample (r, s) of
+  /// each at grid row off_h + step_h r, column off_w + step_w s (docs/design.md 1.5-1.6).
+  struct placement {
+    i64 images, rows, cols, off_h, step_h, off_w, step_w;
+    i64 at(i64 r, i64 s, i64 lw) const { return (off_h + step_h * r) * lw + off_w + step_w * s; }
+  };
+  /// The zero-padded input, one image per (n, c); the dilated weight, one per (f, c/g); the
+  /// output (gradient) at [0:Ho1:stride], one per (n, f).
+  placement x_place() const { return {d_.N * d_.C, d_.H, d_.W, d_.ph, 1, d_.pw, 1}; }
+  placement w_place() const { return {d_.F * d_.Cg, d_.KH, d_.KW, 0, d_.dh, 0, d_.dw}; }
+  placement y_place() const { return {d_.N * d_.F, d_.Ho, d_.Wo, 0, d_.sh, 0, d_.sw}; }
+
+  /// Full Lh x Lw spectra of the images of `v` placed by `pl`, one plane each.
+  std::vector<cd> spectra(const vec& v, const placement& pl) const {
+    std::vector<cd> out(static_cast<size_t>(pl.images * plane()), 0.0);
+    for (i64 i = 0; i < pl.images; ++i) {
+      std::vector<cd> a(static_cast<size_t>(plane()), 0.0);
+      for (i64 r = 0; r < pl.rows; ++r)
+        for (i64 s = 0; s < pl.cols; ++s) a[pl.at(r, s, lw_)] = v[(i * pl.rows + r) * pl.cols + s];
+      dft_.apply(a, false);
+      std::copy(a.begin(), a.end(), out.begin() + i * plane());
+    }
+    return out;
   }
-  /// Full spectra of the dilated weight, one plane per (f, c/g).
-  std::vector<cd> w_spectra(const vec& w) const {
-    std::vector<cd> Wf(static_cast<size_t>(d_.F * d_.Cg * plane()), 0.0);
-    for (i64 f = 0; f < d_.F; ++f)
-      for (i64 c = 0; c < d_.Cg; ++c) {
-        std::vector<cd> a(static_cast<size_t>(plane()), 0.0);
-        for (i64 kh = 0; kh < d_.KH; ++kh)
-          for (i64 kw = 0; kw < d_.KW; ++kw)
-            a[(kh * d_.dh) * lw_ + kw * d_.dw] = w[d_.wi(f, c, kh, kw)];
-        dft_.apply(a, false);
-        std::copy(a.begin(), a.end(), Wf.begin() + (f * d_.Cg + c) * plane());
+  std::vector<cd> x_spectra(const vec& x) const { return spectra(x, x_place()); }
+  std::vector<cd> w_spectra(const vec& w) const { return spectra(w, w_place()); }
+  std::vector<cd> g_spectra(const vec& g) const { return spectra(g, y_place()); }
+
+  /// One term of a sum of spectra products: plane a times plane b, or times conj(b).
+  struct product {
+    i64 a, b;
+    bool conj_b;
+  };
+  /// The images placed by `pl`: image i is the inverse transform of M * sum_t A_a conj?(B_b) for
+  /// (a, b) = term(i, t), t < terms, sampled where `pl` places it (the crop, stride or dilation
+  /// of each pass).
+  template <class Term>
+  vec synthesise(const std::vector<cd>& A, const std::vector<cd>& B, const placement& pl, i64 terms,
+                 Term&& term) const {
+    vec out(static_cast<size_t>(pl.images * pl.rows * pl.cols), 0.0);
+    std::vector<cd> a(static_cast<size_t>(plane()));
+    for (i64 i = 0; i < pl.images; ++i) {
+      std::fill(a.begin(), a.end(), cd(0.0));
+      for (i64 t = 0; t < terms; ++t) {
+        const product pr = term(i, t);
+        const cd* pa = &A[pr.a * plane()];
+        const cd* pb = &B[pr.b * plane()];
+        for (i64 k = 0; k < plane(); ++k)
+          if (mask_[k]) a[k] += pa[k] * (pr.conj_b ? std::conj(pb[k]) : pb[k]);
       }
-    return Wf;
-  }
-  /// Full spectra of grad_out placed at [0:Ho1:stride] of a zero grid, one plane per (n, f).
-  std::vector<cd> g_spectra(const vec& g) const {
-    std::vector<cd> G(static_cast<size_t>(d_.N * d_.F * plane()), 0.0);
-    for (i64 n = 0; n < d_.N; ++n)
-      for (i64 f = 0; f < d_.F; ++f) {
-        std::vector<cd> a(static_cast<size_t>(plane()), 0.0);
-        for (i64 oh = 0; oh < d_.Ho; ++oh)
-          for (i64 ow = 0; ow < d_.Wo; ++ow)
-            a[(oh * d_.sh) * lw_ + ow * d_.sw] = g[d_.yi(n, f, oh, ow)];
-        dft_.apply(a, false);
-        std::copy(a.begin(), a.end(), G.begin() + (n * d_.F + f) * plane());
-      }
-    return G;
+      dft_.apply(a, true);
+      for (i64 r = 0; r < pl.rows; ++r)
+        for (i64 s = 0; s < pl.cols; ++s)
+          out[(i * pl.rows + r) * pl.cols + s] = a[pl.at(r, s, lw_)].real();
+    }
+    return out;
   }
 
   /// y = crop/stride(irfft2(M * sum_c X_c conj(W_fc))) + bias.
   vec forward(const vec& x, const vec& w, const double* bias) const {
-    const auto X = x_spectra(x);
-    const auto Wf = w_spectra(w);
-    vec y(static_cast<size_t>(d_.output_size()), 0.0);
-    std::vector<cd> a(static_cast<size_t>(plane()));
-    for (i64 n = 0; n < d_.N; ++n)
-      for (i64 f = 0; f < d_.F; ++f) {
-        const i64 grp = f / d_.Fg;
-        std::fill(a.begin(), a.end(), cd(0.0));
-        for (i64 c = 0; c < d_.Cg; ++c) {
-          const cd* xs = &X[(n * d_.C + grp * d_.Cg + c) * plane()];
-          const cd* ws = &Wf[(f * d_.Cg + c) * plane()];
-          for (i64 k = 0; k < plane(); ++k)
-            if (mask_[k]) a[k] += xs[k] * std::conj(ws[k]);
-        }
-        dft_.apply(a, true);
-        for (i64 oh = 0; oh < d_.Ho; ++oh)
-          for (i64 ow = 0; ow < d_.Wo; ++ow)
-            y[d_.yi(n, f, oh, ow)] =
-                a[(oh * d_.sh) * lw_ + ow * d_.sw].real() + (bias ? bias[f] : 0.0);
-      }
+    vec y = synthesise(x_spectra(x), w_spectra(w), y_place(), d_.Cg, [&](i64 nf, i64 c) {
+      const i64 n = nf / d_.F, f = nf % d_.F;
+      return product{n * d_.C + (f / d_.Fg) * d_.Cg + c, f * d_.Cg + c, true};
+    });
+    if (bias)
+      for (i64 i = 0; i < d_.output_size(); ++i) y[i] += bias[(i / (d_.Ho * d_.Wo)) % d_.F];
     return y;
   }
 
   /// dx = irfft2(M * sum_f G_f W_fc)[ph:ph+H, pw:pw+W].
   vec input_grad(const vec& g, const vec& w) const {
-    const auto G = g_spectra(g);
-    const auto Wf = w_spectra(w);
-    vec dx(static_cast<size_t>(d_.input_size()), 0.0);
-    std::vector<cd> a(static_cast<size_t>(plane()));
-    for (i64 n = 0; n < d_.N; ++n)
-      for (i64 c = 0; c < d_.C; ++c) {
-        const i64 grp = c / d_.Cg, cl = c % d_.Cg;
-        std::fill(a.begin(), a.end(), cd(0.0));
-        for (i64 fl = 0; fl < d_.Fg; ++fl) {
-          const i64 f = grp * d_.Fg + fl;
-          const cd* gs = &G[(n * d_.F + f) * plane()];
-          const cd* ws = &Wf[(f * d_.Cg + cl) * plane()];
-          for (i64 k = 0; k < plane(); ++k)
-            if (mask_[k]) a[k] += gs[k] * ws[k];
-        }
-        dft_.apply(a, true);
-        for (i64 h = 0; h < d_.H; ++h)
-          for (i64 w = 0; w < d_.W; ++w)
-            dx[d_.xi(n, c, h, w)] = a[(h + d_.ph) * lw_ + (w + d_.pw)].real();
-      }
-    return dx;
+    return synthesise(g_spectra(g), w_spectra(w), x_place(), d_.Fg, [&](i64 nc, i64 fl) {
+      const i64 n = nc / d_.C, c = nc % d_.C, f = (c / d_.Cg) * d_.Fg + fl;
+      return product{n * d_.F + f, f * d_.Cg + c % d_.Cg, false};
+    });
   }
 
   /// dw = irfft2(M * sum_n X_nc conj(G_nf))[0:KH', 0:KW'][::dh, ::dw].
   vec weight_grad(const vec& g, const vec& x) const {
-    const auto G = g_spectra(g);
-    const auto X = x_spectra(x);
-    vec dw(static_cast<size_t>(d_.weight_size()), 0.0);
-    std::vector<cd> a(static_cast<size_t>(plane()));
-    for (i64 f = 0; f < d_.F; ++f)
-      for (i64 c = 0; c < d_.Cg; ++c) {
-        const i64 grp = f / d_.Fg;
-        std::fill(a.begin(), a.end(), cd(0.0));
-        for (i64 n = 0; n < d_.N; ++n) {
-          const cd* xs = &X[(n * d_.C + grp * d_.Cg + c) * plane()];
-          const cd* gs = &G[(n * d_.F + f) * plane()];
-          for (i64 k = 0; k < plane(); ++k)
-            if (mask_[k]) a[k] += xs[k] * std::conj(gs[k]);
-        }
-        dft_.apply(a, true);
-        for (i64 kh = 0; kh < d_.KH; ++kh)
-          for (i64 kw = 0; kw < d_.KW; ++kw)
-            dw[d_.wi(f, c, kh, kw)] = a[(kh * d_.dh) * lw_ + kw * d_.dw].real();
-      }
-    return dw;
+    return synthesise(x_spectra(x), g_spectra(g), w_place(), d_.N, [&](i64 fc, i64 n) {
+      const i64 f = fc / d_.Cg, c = fc % d_.Cg;
+      return product{n * d_.C + (f / d_.Fg) * d_.Cg + c, n * d_.F + f, true};
+    });
   }
 
   vec bias_grad(const vec& g) const { return direct_bias_grad(p_, g); }
@@ -641,12 +565,18 @@ struct problem {
 };
 
 template <class T>
-tensor_view<T> out_view(std::vector<T>& v, std::vector<i64> shape) {
-  return tensor_view<T>::contiguous(v.data(), std::move(shape));
+tensor_view<T> out_view(std::vector<T>& v, const dim_array& shape) {
+  return tensor_view<T>::contiguous(v.data(), shape);
 }
 template <class T>
-tensor_view<const T> in_view(const std::vector<T>& v, std::vector<i64> shape) {
-  return tensor_view<const T>::contiguous(v.data(), std::move(shape));
+tensor_view<const T> in_view(const std::vector<T>& v, const dim_array& shape) {
+  return tensor_view<const T>::contiguous(v.data(), shape);
+}
+/// All of a buffer (a std::vector, or anything with data() and size()) as a spectrum argument.
+template <class Buffer>
+auto spec(Buffer& v) {
+  using T = std::remove_pointer_t<decltype(v.data())>;
+  return spectrum_view<T>(v.data(), static_cast<i64>(v.size()));
 }
 
 }  // namespace bt

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "standin_runtime.hpp"
+#include "traffic.hpp"  // cuda/: operands' footprints for the emulation's traffic counts
 
 // The opaque handle type: cublasHandle_t is a pointer to it.
 struct cublasContext {
@@ -39,7 +40,9 @@ cublasStatus_t failed(cublasStatus_t s, const std::string& why) {
   return s;
 }
 
-bool live(cublasHandle_t h) { return h != nullptr && g_handles.count(h) != 0; }
+bool live(cublasHandle_t h) {
+  return h != nullptr && g_handles.count(h) != 0;
+}
 
 /// Rounds a float to `bits` explicit mantissa bits, to nearest even (TF32: 10, bfloat16: 7).
 float round_mantissa(float x, int bits) {
@@ -67,8 +70,12 @@ bool kind_of(cudaDataType t, kind& k) {
     default: return false;
   }
 }
-bool is_complex(kind k) { return k == kind::c32 || k == kind::c64; }
-bool is_single(kind k) { return k == kind::r32 || k == kind::c32; }
+bool is_complex(kind k) {
+  return k == kind::c32 || k == kind::c64;
+}
+bool is_single(kind k) {
+  return k == kind::r32 || k == kind::c32;
+}
 
 /// Element i of an array of kind k, as complex double; `round_bits` > 0 rounds single values.
 cplx load(const void* p, kind k, long long i, int round_bits) {
@@ -100,6 +107,21 @@ void store(void* p, kind k, long long i, cplx v) {
       static_cast<double*>(p)[2 * i] = v.real();
       static_cast<double*>(p)[2 * i + 1] = v.imag();
   }
+}
+
+std::size_t bytes_of(kind k) {
+  return k == kind::r32 ? 4 : k == kind::c64 ? 16 : 8;
+}
+
+/// Reports element i of a matrix operand to the emulation's traffic recorder, if one is set.
+void note(bool write, const void* p, kind k, long long i) {
+  auto* const r = blfft::cuda::detail::current_traffic_recorder();
+  if (!r) return;
+  const void* at = static_cast<const char*>(p) + static_cast<long long>(bytes_of(k)) * i;
+  if (write)
+    r->write(at, bytes_of(k));
+  else
+    r->read(at, bytes_of(k));
 }
 
 bool valid_op(cublasOperation_t op) {
@@ -134,9 +156,11 @@ cublasStatus_t cublasSetWorkspace_v2(cublasHandle_t handle, void* workspace,
                                      size_t workspaceSizeInBytes) {
   std::lock_guard<std::mutex> lock(g_mutex);
   ++g_stats.set_workspace;
-  if (!live(handle)) return failed(CUBLAS_STATUS_NOT_INITIALIZED, "cublasSetWorkspace: not a handle");
+  if (!live(handle))
+    return failed(CUBLAS_STATUS_NOT_INITIALIZED, "cublasSetWorkspace: not a handle");
   if (workspace == nullptr && workspaceSizeInBytes != 0)
-    return failed(CUBLAS_STATUS_INVALID_VALUE, "cublasSetWorkspace: null workspace of non-zero size");
+    return failed(CUBLAS_STATUS_INVALID_VALUE,
+                  "cublasSetWorkspace: null workspace of non-zero size");
   handle->workspace = workspace;
   handle->workspace_bytes = workspace ? workspaceSizeInBytes : 0;
   return CUBLAS_STATUS_SUCCESS;
@@ -160,7 +184,8 @@ cublasStatus_t cublasGetStream_v2(cublasHandle_t handle, cudaStream_t* streamId)
 
 cublasStatus_t cublasSetPointerMode_v2(cublasHandle_t handle, cublasPointerMode_t mode) {
   std::lock_guard<std::mutex> lock(g_mutex);
-  if (!live(handle)) return failed(CUBLAS_STATUS_NOT_INITIALIZED, "cublasSetPointerMode: not a handle");
+  if (!live(handle))
+    return failed(CUBLAS_STATUS_NOT_INITIALIZED, "cublasSetPointerMode: not a handle");
   if (mode != CUBLAS_POINTER_MODE_HOST && mode != CUBLAS_POINTER_MODE_DEVICE)
     return failed(CUBLAS_STATUS_INVALID_VALUE, "cublasSetPointerMode: unknown mode");
   handle->pointer_mode = mode;  // emulated device memory is host memory: both read the same
@@ -169,20 +194,18 @@ cublasStatus_t cublasSetPointerMode_v2(cublasHandle_t handle, cublasPointerMode_
 
 cublasStatus_t cublasSetMathMode(cublasHandle_t handle, cublasMath_t mode) {
   std::lock_guard<std::mutex> lock(g_mutex);
-  if (!live(handle)) return failed(CUBLAS_STATUS_NOT_INITIALIZED, "cublasSetMathMode: not a handle");
+  if (!live(handle))
+    return failed(CUBLAS_STATUS_NOT_INITIALIZED, "cublasSetMathMode: not a handle");
   handle->math = mode;
   return CUBLAS_STATUS_SUCCESS;
 }
 
-cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation_t transa,
-                                          cublasOperation_t transb, int m, int n, int k,
-                                          const void* alpha, const void* A, cudaDataType Atype,
-                                          int lda, long long int strideA, const void* B,
-                                          cudaDataType Btype, int ldb, long long int strideB,
-                                          const void* beta, void* C, cudaDataType Ctype, int ldc,
-                                          long long int strideC, int batchCount,
-                                          cublasComputeType_t computeType,
-                                          cublasGemmAlgo_t /*algo: any algorithm computes the same*/) {
+cublasStatus_t cublasGemmStridedBatchedEx(
+    cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k,
+    const void* alpha, const void* A, cudaDataType Atype, int lda, long long int strideA,
+    const void* B, cudaDataType Btype, int ldb, long long int strideB, const void* beta, void* C,
+    cudaDataType Ctype, int ldc, long long int strideC, int batchCount,
+    cublasComputeType_t computeType, cublasGemmAlgo_t /*algo: any algorithm computes the same*/) {
   std::lock_guard<std::mutex> lock(g_mutex);
   ++g_stats.gemm;
   if (!live(handle)) return failed(CUBLAS_STATUS_NOT_INITIALIZED, "gemm: not a live handle");
@@ -210,10 +233,11 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
     case CUBLAS_COMPUTE_64F:
     case CUBLAS_COMPUTE_64F_PEDANTIC: break;
     default:
-      return failed(CUBLAS_STATUS_NOT_SUPPORTED, "gemm: compute type not supported by the stand-in");
+      return failed(CUBLAS_STATUS_NOT_SUPPORTED,
+                    "gemm: compute type not supported by the stand-in");
   }
-  const bool single_compute = computeType != CUBLAS_COMPUTE_64F &&
-                              computeType != CUBLAS_COMPUTE_64F_PEDANTIC;
+  const bool single_compute =
+      computeType != CUBLAS_COMPUTE_64F && computeType != CUBLAS_COMPUTE_64F_PEDANTIC;
   if (single_compute != is_single(kc))
     return failed(CUBLAS_STATUS_NOT_SUPPORTED, "gemm: compute type does not match the data type");
   const int dev = blfft_standin::current_device();
@@ -223,8 +247,8 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
                                                    std::to_string(dev) + " is current");
   const int sdev = blfft_standin::stream_device(handle->stream);
   if (sdev >= 0 && sdev != handle->device)
-    return failed(CUBLAS_STATUS_INVALID_VALUE, "gemm: the stream belongs to device " +
-                                                   std::to_string(sdev));
+    return failed(CUBLAS_STATUS_INVALID_VALUE,
+                  "gemm: the stream belongs to device " + std::to_string(sdev));
   if (m == 0 || n == 0 || batchCount == 0) return CUBLAS_STATUS_SUCCESS;
   if (batchCount > 1 && std::llabs(strideC) < static_cast<long long>(ldc) * (n - 1) + m)
     return failed(CUBLAS_STATUS_INVALID_VALUE,
@@ -239,14 +263,18 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
   if (handle->workspace) std::memset(handle->workspace, 0xff, handle->workspace_bytes);
   const auto a_at = [&](long long b, int i, int l) {  // op(A)[i][l]
     const char* base = static_cast<const char*>(A);
-    const long long off = b * strideA + (transa == CUBLAS_OP_N ? i + static_cast<long long>(l) * lda
-                                                                : l + static_cast<long long>(i) * lda);
+    const long long off =
+        b * strideA + (transa == CUBLAS_OP_N ? i + static_cast<long long>(l) * lda
+                                             : l + static_cast<long long>(i) * lda);
+    note(false, base, ka, off);
     cplx v = load(base, ka, off, round_bits);
     return transa == CUBLAS_OP_C ? std::conj(v) : v;
   };
   const auto b_at = [&](long long b, int l, int j) {  // op(B)[l][j]
-    const long long off = b * strideB + (transb == CUBLAS_OP_N ? l + static_cast<long long>(j) * ldb
-                                                                : j + static_cast<long long>(l) * ldb);
+    const long long off =
+        b * strideB + (transb == CUBLAS_OP_N ? l + static_cast<long long>(j) * ldb
+                                             : j + static_cast<long long>(l) * ldb);
+    note(false, B, kb, off);
     cplx v = load(B, kb, off, round_bits);
     return transb == CUBLAS_OP_C ? std::conj(v) : v;
   };
@@ -257,8 +285,12 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
         for (int l = 0; l < k; ++l) s += a_at(b, i, l) * b_at(b, l, j);
         const long long c = b * strideC + i + static_cast<long long>(j) * ldc;
         cplx r = al * s;
-        if (be != cplx(0)) r += be * load(C, kc, c, 0);  // beta == 0: C is not read
+        if (be != cplx(0)) {  // beta == 0: C is not read
+          note(false, C, kc, c);
+          r += be * load(C, kc, c, 0);
+        }
         if (!is_complex(kc)) r = r.real();
+        note(true, C, kc, c);
         store(C, kc, c, r);
       }
   return CUBLAS_STATUS_SUCCESS;
@@ -280,6 +312,8 @@ int cublas_live_handles() {
   std::lock_guard<std::mutex> lock(g_mutex);
   return static_cast<int>(g_handles.size());
 }
-std::string cublas_last_error() { return g_last_error; }
+std::string cublas_last_error() {
+  return g_last_error;
+}
 
 }  // namespace blfft_standin

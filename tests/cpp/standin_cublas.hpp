@@ -21,7 +21,8 @@
 ///   the handle) may round A and B to TF32: the stand-in always does (10-bit mantissa, to nearest
 ///   even), so tolerances meant for tensor cores are tested; _FAST_16BF rounds to bfloat16; the
 ///   _PEDANTIC types never round;
-/// - errors: CUBLAS_STATUS_NOT_INITIALIZED for a handle that is not live; CUBLAS_STATUS_INVALID_VALUE
+/// - errors: CUBLAS_STATUS_NOT_INITIALIZED for a handle that is not live;
+/// CUBLAS_STATUS_INVALID_VALUE
 ///   for m, n, k or batchCount < 0, a leading dimension too small, an unknown operation; and, the
 ///   stand-in being stricter than cuBLAS where cuBLAS leaves the result undefined: the handle used
 ///   with another device current than at cublasCreate, a stream of another device, C matrices of
@@ -128,6 +129,8 @@ cublasStatus_t cublasGemmStridedBatchedEx(cublasHandle_t handle, cublasOperation
 #define cublasGetStream cublasGetStream_v2
 #define cublasSetPointerMode cublasSetPointerMode_v2
 #endif
+// The backend's cuBLAS code (cuda/cublas_handles.hpp) then takes these declarations.
+#define BLFFT_CUBLAS_DECLARED 1
 
 namespace blfft_standin {
 

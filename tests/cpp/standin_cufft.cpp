@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "standin_runtime.hpp"
+#include "traffic.hpp"  // cuda/: operands' footprints for the emulation's traffic counts
 
 namespace {
 
@@ -40,9 +41,15 @@ cufftResult failed(cufftResult r, const std::string& why) {
   return r;
 }
 
-bool is_double(cufftType t) { return t == CUFFT_D2Z || t == CUFFT_Z2D || t == CUFFT_Z2Z; }
-bool real_input(cufftType t) { return t == CUFFT_R2C || t == CUFFT_D2Z; }
-bool real_output(cufftType t) { return t == CUFFT_C2R || t == CUFFT_Z2D; }
+bool is_double(cufftType t) {
+  return t == CUFFT_D2Z || t == CUFFT_Z2D || t == CUFFT_Z2Z;
+}
+bool real_input(cufftType t) {
+  return t == CUFFT_R2C || t == CUFFT_D2Z;
+}
+bool real_output(cufftType t) {
+  return t == CUFFT_C2R || t == CUFFT_Z2D;
+}
 bool known_type(cufftType t) {
   return t == CUFFT_R2C || t == CUFFT_C2R || t == CUFFT_C2C || t == CUFFT_D2Z || t == CUFFT_Z2D ||
          t == CUFFT_Z2Z;
@@ -99,12 +106,48 @@ layout side_layout(const cufft_plan_info& p, bool input, bool in_place) {
   return l;
 }
 
+/// out[k] = sum_j in[j * stride] w^(j k) for k < n, w = tw[N / n] (tw: the N-th roots of unity
+/// in the transform's direction, n divides N). Mixed-radix Cooley-Tukey on the smallest prime
+/// factor (the grids are 7-smooth), a plain O(n^2) sum for a prime n: in double precision,
+/// written for clarity, not speed, yet fast enough for the traffic tool's 500-sample signals.
+void line_dft(const cplx* in, long long stride, cplx* out, long long n, const std::vector<cplx>& tw,
+              std::vector<cplx>& scratch) {
+  const auto N = static_cast<long long>(tw.size());
+  const long long step = N / n;  // w_n^j = tw[j * step]
+  long long p = 2;
+  while (p * p <= n && n % p != 0) ++p;
+  if (p * p > n) p = n;  // prime (or 1)
+  if (p == n) {
+    for (long long k = 0; k < n; ++k) {
+      cplx s = 0;
+      for (long long j = 0; j < n; ++j) s += in[j * stride] * tw[((j * k) % n) * step];
+      out[k] = s;
+    }
+    return;
+  }
+  const long long m = n / p;
+  // p interleaved sub-sequences, each transformed into out[r * m, r * m + m).
+  for (long long r = 0; r < p; ++r)
+    line_dft(in + r * stride, stride * p, out + r * m, m, tw, scratch);
+  // Butterflies: X[k + q m] = sum_r w_n^(r (k + q m)) Y_r[k].
+  const size_t base = scratch.size();
+  scratch.resize(base + static_cast<size_t>(n));
+  for (long long k = 0; k < m; ++k)
+    for (long long q = 0; q < p; ++q) {
+      cplx s = 0;
+      for (long long r = 0; r < p; ++r) s += out[r * m + k] * tw[((r * (k + q * m)) % n) * step];
+      scratch[base + static_cast<size_t>(k + q * m)] = s;
+    }
+  std::copy(scratch.begin() + static_cast<std::ptrdiff_t>(base), scratch.end(), out);
+  scratch.resize(base);
+}
+
 /// Unnormalised DFT of `v` (row-major, dims n) along every axis; sign -1 forward, +1 inverse.
 void dft(std::vector<cplx>& v, long long off, const cufft_plan_info& p, int sign) {
   std::array<long long, 3> n{1, 1, 1};
   for (int a = 0; a < p.rank; ++a) n[a] = p.n[a];
   const long long total = n[0] * n[1] * n[2];
-  std::vector<cplx> line, res;
+  std::vector<cplx> line, res, scratch;
   for (int a = 0; a < p.rank; ++a) {
     const long long len = n[a];
     long long step = 1;
@@ -119,11 +162,7 @@ void dft(std::vector<cplx>& v, long long off, const cufft_plan_info& p, int sign
     for (long long start = 0; start < total; ++start) {
       if ((start / step) % len != 0) continue;  // first element of each line along axis a
       for (long long j = 0; j < len; ++j) line[j] = v[off + start + j * step];
-      for (long long k = 0; k < len; ++k) {
-        cplx s = 0;
-        for (long long j = 0; j < len; ++j) s += line[j] * tw[(k * j) % len];
-        res[k] = s;
-      }
+      line_dft(line.data(), 1, res.data(), len, tw, scratch);
       for (long long k = 0; k < len; ++k) v[off + start + k * step] = res[k];
     }
   }
@@ -144,12 +183,12 @@ cufftResult execute(cufftHandle h, cufftType expected, void* idata, void* odata,
     return failed(CUFFT_INVALID_VALUE, "exec: null data pointer");
   if ((expected == CUFFT_C2C || expected == CUFFT_Z2Z) && direction != CUFFT_FORWARD &&
       direction != CUFFT_INVERSE)
-    return failed(CUFFT_INVALID_VALUE, "exec: direction is neither CUFFT_FORWARD nor CUFFT_INVERSE");
+    return failed(CUFFT_INVALID_VALUE,
+                  "exec: direction is neither CUFFT_FORWARD nor CUFFT_INVERSE");
   if (blfft_standin::current_device() != p.device)
     return failed(CUFFT_INVALID_DEVICE,
-                  "exec: the plan was made on device " + std::to_string(p.device) +
-                      " but device " + std::to_string(blfft_standin::current_device()) +
-                      " is current");
+                  "exec: the plan was made on device " + std::to_string(p.device) + " but device " +
+                      std::to_string(blfft_standin::current_device()) + " is current");
   const int sdev = blfft_standin::stream_device(p.stream);
   if (sdev >= 0 && sdev != p.device)
     return failed(CUFFT_INVALID_VALUE, "exec: the plan's stream belongs to device " +
@@ -173,6 +212,16 @@ cufftResult execute(cufftHandle h, cufftType expected, void* idata, void* odata,
 
   T* ri = static_cast<T*>(idata);
   T* ro = static_cast<T*>(odata);
+  // Traffic: each input element read once, each output element written once (what a single-pass
+  // cuFFT kernel moves; the work area and multi-pass plans are not counted).
+  auto* const meter = blfft::cuda::detail::current_traffic_recorder();
+  const auto note = [meter](bool write, const T* at, std::size_t bytes) {
+    if (!meter) return;
+    if (write)
+      meter->write(at, bytes);
+    else
+      meter->read(at, bytes);
+  };
   long long full = 1;
   for (int a = 0; a < p.rank; ++a) full *= p.n[a];
   std::vector<cplx> v(static_cast<size_t>(full * p.batch));
@@ -182,10 +231,14 @@ cufftResult execute(cufftHandle h, cufftType expected, void* idata, void* odata,
   for (long long b = 0; b < p.batch; ++b) {
     const long long base = b * full;
     if (in.real) {
-      for (long long i = 0; i < in.count(); ++i) v[base + i] = ri[in.offset(b, i)];
+      for (long long i = 0; i < in.count(); ++i) {
+        note(false, ri + in.offset(b, i), sizeof(T));
+        v[base + i] = ri[in.offset(b, i)];
+      }
     } else if (!real_output(p.type)) {
       for (long long i = 0; i < in.count(); ++i) {
         const long long o = 2 * in.offset(b, i);
+        note(false, ri + o, 2 * sizeof(T));
         v[base + i] = cplx(ri[o], ri[o + 1]);
       }
     } else {
@@ -194,6 +247,7 @@ cufftResult execute(cufftHandle h, cufftType expected, void* idata, void* odata,
       double peak = tiny;
       for (long long i = 0; i < in.count(); ++i) {
         const long long o = 2 * in.offset(b, i);
+        note(false, ri + o, 2 * sizeof(T));
         half[i] = cplx(ri[o], ri[o + 1]);
         peak = std::max(peak, std::abs(half[i]));
       }
@@ -243,8 +297,10 @@ cufftResult execute(cufftHandle h, cufftType expected, void* idata, void* odata,
     dft(v, b * full, p, sign);
     const long long base = b * full;
     if (out.real) {
-      for (long long i = 0; i < out.count(); ++i)
+      for (long long i = 0; i < out.count(); ++i) {
+        note(true, ro + out.offset(b, i), sizeof(T));
         ro[out.offset(b, i)] = static_cast<T>(v[base + i].real());
+      }
     } else {
       // R2C: the first n_last/2 + 1 bins along the last axis; C2C: all.
       const int last = p.rank - 1;
@@ -254,6 +310,7 @@ cufftResult execute(cufftHandle h, cufftType expected, void* idata, void* odata,
         for (int a = last; a >= 0; --a) x[a] = r % out.dims[a], r /= out.dims[a];
         for (int a = last; a >= 0; --a) src += x[a] * mult, mult *= p.n[a];
         const long long o = 2 * out.offset(b, i);
+        note(true, ro + o, 2 * sizeof(T));
         ro[o] = static_cast<T>(v[base + src].real());
         ro[o + 1] = static_cast<T>(v[base + src].imag());
       }
@@ -290,7 +347,8 @@ cufftResult CUFFTAPI cufftSetAutoAllocation(cufftHandle plan, int autoAllocate) 
   std::lock_guard<std::mutex> lock(g_mutex);
   ++g_stats.set_auto_allocation;
   auto it = g_plans.find(plan);
-  if (it == g_plans.end()) return failed(CUFFT_INVALID_PLAN, "cufftSetAutoAllocation: unknown handle");
+  if (it == g_plans.end())
+    return failed(CUFFT_INVALID_PLAN, "cufftSetAutoAllocation: unknown handle");
   // Documented to take effect for the cufftMakePlan* calls that follow it.
   if (it->second.info.made)
     return failed(CUFFT_INVALID_PLAN, "cufftSetAutoAllocation after the plan was made (no effect "
@@ -302,9 +360,8 @@ cufftResult CUFFTAPI cufftSetAutoAllocation(cufftHandle plan, int autoAllocate) 
 cufftResult CUFFTAPI cufftMakePlanMany64(cufftHandle plan, int rank, long long int* n,
                                          long long int* inembed, long long int istride,
                                          long long int idist, long long int* onembed,
-                                         long long int ostride, long long int odist,
-                                         cufftType type, long long int batch,
-                                         size_t* workSize) {
+                                         long long int ostride, long long int odist, cufftType type,
+                                         long long int batch, size_t* workSize) {
   std::lock_guard<std::mutex> lock(g_mutex);
   ++g_stats.make_plan;
   auto it = g_plans.find(plan);
@@ -430,6 +487,8 @@ int cufft_live_plans() {
   return static_cast<int>(g_plans.size());
 }
 
-std::string cufft_last_error() { return g_last_error; }
+std::string cufft_last_error() {
+  return g_last_error;
+}
 
 }  // namespace blfft_standin

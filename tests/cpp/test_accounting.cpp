@@ -1,6 +1,6 @@
-// Shapes and kept-set accounting (docs/design.md 1.1, 1.2, 1.4; geometry.hpp): fast_size, band_limit,
-// default grid, kept rows/columns, kept/total/achieved rate, output shapes, spectrum sizes, the
-// conv1d/conv2d factories, and that plans report the same geometry.
+// Shapes and kept-set accounting (docs/design.md 1.1, 1.2, 1.4; geometry.hpp): fast_size,
+// band_limit, default grid, kept rows/columns, kept/total/achieved rate, output shapes, spectrum
+// sizes, the conv1d/conv2d factories, and that plans report the same geometry.
 
 #include <gtest/gtest.h>
 
@@ -17,7 +17,7 @@ using namespace bt;
 
 TEST(FastSize, KnownValues) {
   const std::vector<std::pair<i64, i64>> known = {
-      {1, 1},   {2, 2},   {7, 7},   {11, 12}, {13, 14}, {17, 18},  {19, 20},  {23, 24},
+      {1, 1},   {2, 2},   {7, 7},   {11, 12}, {13, 14}, {17, 18},   {19, 20},   {23, 24},
       {29, 30}, {31, 32}, {34, 35}, {37, 40}, {97, 98}, {121, 125}, {127, 128}, {211, 216}};
   for (auto [n, want] : known) EXPECT_EQ(blfft::fast_size(n), want) << "n = " << n;
 }
@@ -27,8 +27,9 @@ TEST(FastSize, SevenSmoothAndMinimalUpTo500) {
     const i64 f = blfft::fast_size(n);
     ASSERT_GE(f, n);
     EXPECT_TRUE(is_7smooth(f)) << "fast_size(" << n << ") = " << f;
-    for (i64 m = n; m < f; ++m) EXPECT_FALSE(is_7smooth(m)) << "fast_size(" << n << ") = " << f
-                                                            << " but " << m << " is 7-smooth";
+    for (i64 m = n; m < f; ++m)
+      EXPECT_FALSE(is_7smooth(m)) << "fast_size(" << n << ") = " << f << " but " << m
+                                  << " is 7-smooth";
   }
   EXPECT_EQ(blfft::fast_size(1000000), 1000000);
   EXPECT_EQ(blfft::fast_size(1000001), ref_fast_size(1000001));
@@ -74,14 +75,13 @@ TEST(Geometry, KeptSetsFollowDesign) {
     std::array<i64, 2> grid;
   };
   const std::vector<gc> cases = {
-      {make2d(1, 1, 1, {8, 8}, {3, 3}), {8, 8}},      // even x even
-      {make2d(1, 1, 1, {8, 8}, {3, 3}), {9, 9}},      // odd x odd
-      {make2d(1, 1, 1, {8, 8}, {3, 3}), {10, 15}},    // even x odd
-      {make2d(1, 1, 1, {8, 8}, {3, 3}), {21, 12}},    // odd x even
-      {make2d(1, 1, 1, {1, 8}, {1, 3}), {1, 8}},      // one row in 2D
-      {make2d(1, 1, 1, {2, 5}, {1, 3}), {2, 7}},      // two rows
-      {make1d(1, 1, 1, 16, 3), {1, 16}},
-      {make1d(1, 1, 1, 16, 3), {1, 27}},
+      {make2d(1, 1, 1, {8, 8}, {3, 3}), {8, 8}},    // even x even
+      {make2d(1, 1, 1, {8, 8}, {3, 3}), {9, 9}},    // odd x odd
+      {make2d(1, 1, 1, {8, 8}, {3, 3}), {10, 15}},  // even x odd
+      {make2d(1, 1, 1, {8, 8}, {3, 3}), {21, 12}},  // odd x even
+      {make2d(1, 1, 1, {1, 8}, {1, 3}), {1, 8}},    // one row in 2D
+      {make2d(1, 1, 1, {2, 5}, {1, 3}), {2, 7}},    // two rows
+      {make1d(1, 1, 1, 16, 3), {1, 16}},           {make1d(1, 1, 1, 16, 3), {1, 27}},
   };
   for (const auto& c : cases)
     for (double r : {0.0, 0.1, 0.3, 0.5, 0.75, 0.8, 0.9, 0.99}) {
@@ -124,8 +124,7 @@ TEST(Geometry, KeptRowsByHand) {
   // Lh = 9: i_h = 5 (= 9/2 + 1) -> all rows; 4 -> {0..3, 6..8}.
   p = with_grid(p, {9, 9});
   EXPECT_EQ(blfft::make_geometry(p, compression::band(5, 1)).kept_rows.size(), 9u);
-  EXPECT_EQ(blfft::make_geometry(p, compression::band(4, 1)).kept_rows,
-            v({0, 1, 2, 3, 6, 7, 8}));
+  EXPECT_EQ(blfft::make_geometry(p, compression::band(4, 1)).kept_rows, v({0, 1, 2, 3, 6, 7, 8}));
 }
 
 TEST(Geometry, BandAndIndicesReportTheirSets) {

@@ -32,33 +32,7 @@ std::vector<conv_params> geometries() {
   };
 }
 
-struct aparam {
-  conv_params p;
-  double rate;
-  dtype t;
-  transform_method m;
-};
-
-std::vector<aparam> aparams() {
-  std::vector<aparam> out;
-  for (const auto& p : geometries())
-    for (double r : {0.0, 0.5, 0.9})
-      for (dtype t : {dtype::f32, dtype::f64})
-        for (auto m : methods()) out.push_back({p, r, t, m});
-  return out;
-}
-
-std::string aname(const ::testing::TestParamInfo<aparam>& info) {
-  return name_of(info.param.p) + "_r" + std::to_string(std::lround(info.param.rate * 100)) + "_" +
-         dtype_name(info.param.t) + "_" + method_name(info.param.m);
-}
-
-void PrintTo(const aparam& prm, std::ostream* os) {
-  *os << name_of(prm.p) << " rate " << prm.rate << " " << dtype_name(prm.t) << " "
-      << method_name(prm.m);
-}
-
-class Adjoint : public ::testing::TestWithParam<aparam> {};
+class Adjoint : public ::testing::TestWithParam<layer_case> {};
 
 template <class T>
 void run_adjoint(const conv_params& p, double rate, transform_method m) {
@@ -69,12 +43,12 @@ void run_adjoint(const conv_params& p, double rate, transform_method m) {
 
   // A x and B w are the same forward call.
   auto y = nan_filled<T>(d.output_size());
-  pl->forward(pr.xv(), pr.wv(), nullptr, out_view(y, d.output_shape()), xs.data(), ws.data());
+  pl->forward(pr.xv(), pr.wv(), nullptr, out_view(y, d.output_shape()), spec(xs), spec(ws));
 
   auto aty = nan_filled<T>(d.input_size());
-  pl->input_grad(pr.gv(), ws.data(), out_view(aty, d.input_shape()));
+  pl->input_grad(pr.gv(), spec(ws), out_view(aty, d.input_shape()));
   auto btg = nan_filled<T>(d.weight_size());
-  pl->weight_grad(pr.gv(), xs.data(), out_view(btg, d.weight_shape()));
+  pl->weight_grad(pr.gv(), spec(xs), out_view(btg, d.weight_shape()));
 
   const vec Ax = widen(y), ATy = widen(aty), BTg = widen(btg);
   ASSERT_TRUE(std::isfinite(norm(Ax)) && std::isfinite(norm(ATy)) && std::isfinite(norm(BTg)));
@@ -93,12 +67,11 @@ void run_adjoint(const conv_params& p, double rate, transform_method m) {
 
 TEST_P(Adjoint, InputAndWeightGradientsAreAdjoints) {
   const auto& prm = GetParam();
-  if (prm.t == dtype::f32)
-    run_adjoint<float>(prm.p, prm.rate, prm.m);
-  else
-    run_adjoint<double>(prm.p, prm.rate, prm.m);
+  with_dtype(prm.t, [&](auto t) { run_adjoint<decltype(t)>(prm.p, prm.rate, prm.m); });
 }
 
-INSTANTIATE_TEST_SUITE_P(Rates, Adjoint, ::testing::ValuesIn(aparams()), aname);
+INSTANTIATE_TEST_SUITE_P(Rates, Adjoint,
+                         ::testing::ValuesIn(layer_cases(geometries(), {0.0, 0.5, 0.9})),
+                         case_name);
 
 }  // namespace

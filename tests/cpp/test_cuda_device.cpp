@@ -10,8 +10,12 @@
 
 #include <atomic>
 #include <cstring>
+#include <map>
+#include <mutex>
+#include <set>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "blfft/cuda.hpp"
@@ -129,7 +133,7 @@ TEST(CudaNoDevice, PlansAreRefusedCleanly) {
     EXPECT_NE(std::string(e.what()).find("no CUDA device"), std::string::npos) << e.what();
   }
   EXPECT_THROW(blfft::cuda::get_plan<float>(p, compression::rate(0.0)), blfft::error);
-  EXPECT_THROW(blfft::cuda::memory_pool_stats(), blfft::error);
+  EXPECT_THROW(blfft::cuda::memory_stats(), blfft::error);
   std::vector<float> x(2 * 3 * 9 * 7);
   EXPECT_THROW(blfft::cuda::energy_map<float>(
                    p, tensor_view<const float>::contiguous(x.data(), {2, 3, 9, 7})),
@@ -195,11 +199,11 @@ TEST(CudaDevice, ResNetLayerMatchesCpuBackend) {
     const blfft::plan<float> cpu(geo);
     std::vector<float> y(geo.output_size()), dx(geo.input_size()), dw(geo.weight_size()),
         db(p.out_channels), xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size());
-    cpu.forward(pr.xv(), pr.wv(), pr.bt.data(), out_view(y, pr.d.output_shape()), xs.data(),
-                ws.data());
+    cpu.forward(pr.xv(), pr.wv(), pr.bt.data(), out_view(y, pr.d.output_shape()), spec(xs),
+                spec(ws));
     auto dxv = out_view(dx, pr.d.input_shape());
     auto dwv = out_view(dw, pr.d.weight_shape());
-    cpu.backward(pr.gv(), xs.data(), ws.data(), &dxv, &dwv, db.data());
+    cpu.backward(pr.gv(), spec(xs), spec(ws), &dxv, &dwv, db.data());
     const reference ref{widen(y), {}, widen(dx), widen(dw), widen(db)};
 
     const blfft::cuda::plan<float> gpu(geo);
@@ -213,11 +217,12 @@ TEST(CudaDevice, ResNetLayerMatchesCpuBackend) {
     using v = tensor_view<float>;
     gpu.forward(cv::contiguous(x.get(), pr.d.input_shape()),
                 cv::contiguous(w.get(), pr.d.weight_shape()), b.get(),
-                v::contiguous(gy.get(), pr.d.output_shape()), gxs.get(), gws.get(), mem.s);
+                v::contiguous(gy.get(), pr.d.output_shape()), {gxs.get(), geo.x_spectrum_size()},
+                {gws.get(), geo.w_spectrum_size()}, mem.s);
     const auto gdxv = v::contiguous(gdx.get(), pr.d.input_shape());
     const auto gdwv = v::contiguous(gdw.get(), pr.d.weight_shape());
-    gpu.backward(cv::contiguous(g.get(), pr.d.output_shape()), gxs.get(), gws.get(), &gdxv,
-                 &gdwv, gdb.get(), mem.s);
+    gpu.backward(cv::contiguous(g.get(), pr.d.output_shape()), {gxs.get(), geo.x_spectrum_size()},
+                 {gws.get(), geo.w_spectrum_size()}, &gdxv, &gdwv, gdb.get(), mem.s);
     EXPECT_TRUE(rel_close("forward vs CPU", mem.download(gy), ref.y, tol<float>::direct));
     EXPECT_TRUE(rel_close("grad_input vs CPU", mem.download(gdx), ref.dx, tol<float>::direct));
     EXPECT_TRUE(rel_close("grad_weight vs CPU", mem.download(gdw), ref.dw, tol<float>::direct));
@@ -280,10 +285,12 @@ TEST(CudaDevice, StreamsAndThreadsGiveIdenticalResults) {
     for (int i = 0; i < iterations; ++i) {
       plan->forward(cv::contiguous(x.get(), pr.d.input_shape()),
                     cv::contiguous(w.get(), pr.d.weight_shape()), nullptr,
-                    v::contiguous(y.get(), pr.d.output_shape()), xs.get(), ws.get(), mem.s);
+                    v::contiguous(y.get(), pr.d.output_shape()), {xs.get(), geo.x_spectrum_size()},
+                    {ws.get(), geo.w_spectrum_size()}, mem.s);
       const auto dxv = v::contiguous(dx.get(), pr.d.input_shape());
       const auto dwv = v::contiguous(dw.get(), pr.d.weight_shape());
-      plan->backward(cv::contiguous(g.get(), pr.d.output_shape()), xs.get(), ws.get(), &dxv,
+      plan->backward(cv::contiguous(g.get(), pr.d.output_shape()),
+                     {xs.get(), geo.x_spectrum_size()}, {ws.get(), geo.w_spectrum_size()}, &dxv,
                      &dwv, nullptr, mem.s);
     }
     std::vector<T> out = mem.download(y);
@@ -367,13 +374,138 @@ TEST(CudaDevice, EnergyMapMatchesCpu) {
   }
 }
 
-TEST(CudaDevice, MemoryPoolStats) {
+// Issue #10 item 3: temporaries come from the caller's allocator (default: cudaMallocAsync from
+// the device's default pool, its attributes untouched) and nothing stays allocated between calls.
+
+/// The default pool's bytes in use and reserved, and cudaMemGetInfo's free bytes, after a
+/// device synchronisation (when a release threshold of 0 hands freed memory back).
+struct device_memory_state {
+  uint64_t pool_used = 0, pool_reserved = 0, threshold = 0;
+  size_t free = 0;
+  static device_memory_state now() {
+    device_memory_state m;
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    cudaMemPool_t pool = nullptr;
+    EXPECT_EQ(cudaDeviceGetDefaultMemPool(&pool, 0), cudaSuccess);
+    EXPECT_EQ(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrUsedMemCurrent, &m.pool_used),
+              cudaSuccess);
+    EXPECT_EQ(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReservedMemCurrent, &m.pool_reserved),
+              cudaSuccess);
+    EXPECT_EQ(cudaMemPoolGetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &m.threshold),
+              cudaSuccess);
+    size_t total = 0;
+    EXPECT_EQ(cudaMemGetInfo(&m.free, &total), cudaSuccess);
+    return m;
+  }
+};
+
+TEST(CudaDevice, NoDeviceMemoryHeldBetweenCalls) {
   REQUIRE_DEVICE();
-  blfft::cuda::reset_pool_peaks();
-  run_problem<float>(make2d(2, 3, 4, {9, 7}, {3, 3}, {1, 1}, {1, 1}), compression::rate(0.5));
-  const auto s = blfft::cuda::memory_pool_stats();
-  EXPECT_GT(s.used_peak, 0u);
-  EXPECT_GE(s.reserved_peak, s.used_peak);
+  const auto p = make2d(4, 16, 16, {20, 18}, {3, 3}, {1, 1}, {1, 1});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  const blfft::plan<float> cpu(geo);
+  problem<float> pr(p, 2);
+  const reference ref = [&] {
+    std::vector<float> y(geo.output_size()), dx(geo.input_size()), dw(geo.weight_size());
+    auto dxv = out_view(dx, pr.d.input_shape()), dwv = out_view(dw, pr.d.weight_shape());
+    cpu.forward(pr.xv(), pr.wv(), nullptr, out_view(y, pr.d.output_shape()));
+    cpu.backward_with_weight(pr.gv(), {}, pr.wv(), &dxv, nullptr, nullptr);
+    std::vector<float> xs(geo.x_spectrum_size());
+    cpu.input_spectrum(pr.xv(), spec(xs));
+    cpu.weight_grad(pr.gv(), spec(xs), dwv);
+    return reference{widen(y), {}, widen(dx), widen(dw), {}};
+  }();
+  const blfft::cuda::plan<float> gpu(geo);
+  device_memory<float> mem;
+  auto x = mem.upload(pr.xt), w = mem.upload(pr.wt), g = mem.upload(pr.gt);
+  auto y = mem.nan_buffer(geo.output_size()), dx = mem.nan_buffer(geo.input_size()),
+       dw = mem.nan_buffer(geo.weight_size());
+  using cv = tensor_view<const float>;
+  using v = tensor_view<float>;
+  const auto xv = cv::contiguous(x.get(), pr.d.input_shape());
+  const auto wv = cv::contiguous(w.get(), pr.d.weight_shape());
+  const auto gv = cv::contiguous(g.get(), pr.d.output_shape());
+  const auto dxv = v::contiguous(dx.get(), pr.d.input_shape());
+  const auto dwv = v::contiguous(dw.get(), pr.d.weight_shape());
+  // Every temporary here is the plan's: spectra not given, recomputed weight spectrum.
+  const auto calls = [&] {
+    gpu.forward(xv, wv, nullptr, v::contiguous(y.get(), pr.d.output_shape()), {}, {}, mem.s);
+    gpu.backward_with_weight(gv, {}, wv, &dxv, nullptr, nullptr, mem.s);
+    auto xs = mem.nan_buffer(geo.x_spectrum_size());
+    gpu.input_spectrum(xv, {xs.get(), geo.x_spectrum_size()}, mem.s);
+    gpu.weight_grad(gv, {xs.get(), geo.x_spectrum_size()}, dwv, mem.s);
+    ASSERT_EQ(cudaStreamSynchronize(mem.s), cudaSuccess);
+  };
+  calls();  // warm-up: cuFFT plans are made here and kept (plans may hold memory)
+  const auto before = device_memory_state::now();
+  EXPECT_EQ(before.threshold, 0u) << "the default pool's release threshold was changed";
+  blfft::cuda::reset_memory_peak(0);
+  const auto stats0 = blfft::cuda::memory_stats(0);
+  calls();
+  const auto after = device_memory_state::now();
+  const auto stats1 = blfft::cuda::memory_stats(0);
+  EXPECT_TRUE(rel_close("forward", mem.download(y), ref.y, tol<float>::dense));
+  EXPECT_TRUE(rel_close("grad_input", mem.download(dx), ref.dx, tol<float>::dense));
+  EXPECT_TRUE(rel_close("grad_weight", mem.download(dw), ref.dw, tol<float>::dense));
+  // blfft asked for temporaries and gave every byte back.
+  EXPECT_EQ(stats1.in_use, 0u);
+  EXPECT_GE(stats1.peak, static_cast<size_t>(sizeof(float) * geo.x_spectrum_size()));
+  EXPECT_GT(stats1.allocations, stats0.allocations);
+  // From the default pool, which holds no more than before, and the device neither.
+  EXPECT_EQ(after.pool_used, before.pool_used);
+  EXPECT_LE(after.pool_reserved, before.pool_reserved);
+  EXPECT_EQ(after.threshold, 0u);
+  const size_t slack = size_t(2) << 20;  // driver bookkeeping, not blfft's
+  EXPECT_GE(after.free + slack, before.free)
+      << "device memory free before the calls: " << before.free << ", after: " << after.free;
+}
+
+/// cudaMallocAsync with a ledger: what a caller's allocator sees.
+class ledger_allocator final : public blfft::cuda::allocator {
+ public:
+  void* allocate(std::size_t bytes, int device, void* stream) override {
+    int current = -1;
+    EXPECT_EQ(cudaGetDevice(&current), cudaSuccess);
+    EXPECT_EQ(current, device);
+    void* p = nullptr;
+    EXPECT_EQ(cudaMallocAsync(&p, bytes, static_cast<cudaStream_t>(stream)), cudaSuccess);
+    std::lock_guard<std::mutex> lock(mutex);
+    live[p] = {bytes, stream};
+    streams.insert(stream);
+    ++count;
+    return p;
+  }
+  void deallocate(void* p, std::size_t bytes, int, void* stream) noexcept override {
+    cudaFreeAsync(p, static_cast<cudaStream_t>(stream));
+    std::lock_guard<std::mutex> lock(mutex);
+    const auto it = live.find(p);
+    // Given back with the size and on the stream it was allocated with.
+    if (it == live.end() || it->second != std::make_pair(bytes, stream)) ++bad_frees;
+    if (it != live.end()) live.erase(it);
+  }
+  std::mutex mutex;
+  std::map<void*, std::pair<std::size_t, void*>> live;
+  std::set<void*> streams;
+  int64_t count = 0, bad_frees = 0;
+};
+
+TEST(CudaDevice, CallerAllocatorGetsEveryTemporaryBack) {
+  REQUIRE_DEVICE();
+  ledger_allocator a;
+  const auto before = blfft::cuda::memory_stats(0);
+  {
+    blfft::cuda::scoped_allocator use(a);
+    // Every entry point, against the oracle and the CPU backend, on the harness's own stream.
+    run_problem<float>(make2d(2, 3, 4, {9, 7}, {3, 3}, {1, 1}, {1, 1}), compression::rate(0.5));
+  }
+  EXPECT_GT(a.count, 0);
+  EXPECT_TRUE(a.live.empty()) << a.live.size() << " temporaries not given back";
+  EXPECT_EQ(a.bad_frees, 0);
+  EXPECT_EQ(a.streams.size(), 1u) << "temporaries on more than the call's stream";
+  EXPECT_EQ(a.streams.count(nullptr), 0u) << "temporaries on the legacy stream, not the call's";
+  const auto after = blfft::cuda::memory_stats(0);
+  EXPECT_EQ(after.allocations - before.allocations, static_cast<uint64_t>(a.count));
+  EXPECT_EQ(after.in_use, 0u);
 }
 
 }  // namespace

@@ -1,5 +1,5 @@
-// The CUDA backend's kernels and host pipeline, run on the CPU (docs/design.md section 3): no GPU and
-// no CUDA toolkit needed. cuda_emulator.hpp loops over each launch grid running the same
+// The CUDA backend's kernels and host pipeline, run on the CPU (docs/design.md section 3): no GPU
+// and no CUDA toolkit needed. cuda_emulator.hpp loops over each launch grid running the same
 // __host__ __device__ kernel code that kernels.cu wraps; the pipeline is the one the CUDA plan
 // runs. Checked here:
 // - launch geometry: every output element covered exactly once, no index out of range, shared
@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <limits>
 #include <map>
 #include <set>
 #include <string>
@@ -23,6 +24,7 @@
 #include "cuda_harness.hpp"
 #include "harness.hpp"
 #include "oracles.hpp"
+#include "plan_calls.hpp"
 
 namespace {
 
@@ -63,8 +65,13 @@ TEST(CudaLaunchGeometry, FlatCoversEveryElementOnce) {
 
 TEST(CudaLaunchGeometry, TileCopyCoversEveryElementOnce) {
   using K = cdx::tile_copy<float>;
-  for (auto [Z, U, V] : std::vector<std::tuple<uint32_t, uint32_t, uint32_t>>{
-           {1, 1, 1}, {1, 31, 33}, {3, 32, 32}, {2, 33, 65}, {5, 7, 100}, {1, 100, 3}, {4, 64, 1}}) {
+  for (auto [Z, U, V] : std::vector<std::tuple<uint32_t, uint32_t, uint32_t>>{{1, 1, 1},
+                                                                              {1, 31, 33},
+                                                                              {3, 32, 32},
+                                                                              {2, 33, 65},
+                                                                              {5, 7, 100},
+                                                                              {1, 100, 3},
+                                                                              {4, 64, 1}}) {
     K k;
     k.Z = Z;
     k.U = U;
@@ -192,13 +199,18 @@ struct host_memory {
 
 template <class T>
 using emulated = cdx::pipeline<T, host_executor>;
+/// The GPU plan's own call path (cuda/plan_calls.hpp: spectrum_view arguments) on the emulation.
+template <class T>
+using emulated_plan = cdx::plan_calls<T, host_executor>;
 
 template <class T>
 void run_problem(const conv_params& p, const compression& c,
                  const blfft::cuda::cuda_plan_options& o,
-                 int64_t chunk_scalars = cdx::default_chunk_scalars) {
+                 int64_t chunk_scalars = cdx::default_chunk_scalars,
+                 cdx::transform_engine engine = cdx::transform_engine::automatic) {
   const auto geo = blfft::make_geometry(p, c);
-  SCOPED_TRACE(name_of(p) + " " + geo.describe());
+  SCOPED_TRACE(name_of(p) + " " + geo.describe() + " engine " +
+               std::to_string(static_cast<int>(engine)));
   problem<T> pr(p, 7);
   reference ref;
   double tolerance;
@@ -212,7 +224,7 @@ void run_problem(const conv_params& p, const compression& c,
   }
   const blfft::plan<T> cpu(geo);
   host_executor ex;
-  const emulated<T> pl(ex, geo, o, chunk_scalars);
+  const emulated_plan<T> pl(ex, geo, o, chunk_scalars, engine);
   host_memory<T> mem;
   check_cuda_entry_points(pl, mem, pr, ref, tolerance, cpu);
 }
@@ -224,14 +236,23 @@ blfft::cuda::cuda_plan_options tile(mix_tile t) {
   return o;
 }
 
+using engine = cdx::transform_engine;
+
 template <class T>
 void run_rates() {
+  // Both transform engines: the fused kernels and the cuFFT chain.
   for (const auto& p : cuda_problems())
-    for (double r : {0.0, 0.5, 0.8}) run_problem<T>(p, compression::rate(r), {});
+    for (double r : {0.0, 0.5, 0.8})
+      for (auto e : {engine::fused, engine::cufft})
+        run_problem<T>(p, compression::rate(r), {}, cdx::default_chunk_scalars, e);
 }
 
-TEST(CudaEmulation, RatesFloat) { run_rates<float>(); }
-TEST(CudaEmulation, RatesDouble) { run_rates<double>(); }
+TEST(CudaEmulation, RatesFloat) {
+  run_rates<float>();
+}
+TEST(CudaEmulation, RatesDouble) {
+  run_rates<double>();
+}
 
 TEST(CudaEmulation, BothMixTiles) {
   for (const auto& p : {make2d(3, 6, 8, {9, 8}, {3, 3}, {1, 1}, {1, 1}),
@@ -257,9 +278,10 @@ TEST(CudaEmulation, ChunkedTransforms) {
   // Scratch limits of a few images force several chunks and a shorter last one.
   for (int64_t chunk_scalars : {int64_t(1), int64_t(700), int64_t(3000)}) {
     SCOPED_TRACE("chunk_scalars " + std::to_string(chunk_scalars));
-    run_problem<double>(make2d(3, 5, 4, {9, 7}, {3, 3}, {2, 1}, {1, 1}), compression::rate(0.5),
-                        {}, chunk_scalars);
-    run_problem<float>(make1d(5, 3, 4, 17, 3, 1, 1), compression::rate(0.0), {}, chunk_scalars);
+    run_problem<double>(make2d(3, 5, 4, {9, 7}, {3, 3}, {2, 1}, {1, 1}), compression::rate(0.5), {},
+                        chunk_scalars, engine::cufft);
+    run_problem<float>(make1d(5, 3, 4, 17, 3, 1, 1), compression::rate(0.0), {}, chunk_scalars,
+                       engine::cufft);
   }
 }
 
@@ -278,8 +300,8 @@ TEST(CudaEmulation, StridedViews) {
   const auto p = make2d(2, 3, 4, {6, 5}, {3, 3}, {1, 1}, {1, 1});
   const auto geo = blfft::make_geometry(p, compression::rate(0.5));
   problem<T> pr(p, 3);
-  const auto ref = dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols),
-                                 pr.x, pr.w, pr.b, pr.g);
+  const auto ref = dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols), pr.x,
+                                 pr.w, pr.b, pr.g);
   const dims& d = pr.d;
   host_executor ex;
   const emulated<T> pl(ex, geo);
@@ -290,8 +312,7 @@ TEST(CudaEmulation, StridedViews) {
       for (i64 h = 0; h < d.H; ++h)
         for (i64 w = 0; w < d.W; ++w)
           xcl[((n * d.H + h) * d.W + w) * d.C + c] = pr.xt[d.xi(n, c, h, w)];
-  const tensor_view<const T> xv(xcl.data(), d.input_shape(),
-                                {d.H * d.W * d.C, 1, d.W * d.C, d.C});
+  const tensor_view<const T> xv(xcl.data(), d.input_shape(), {d.H * d.W * d.C, 1, d.W * d.C, d.C});
   // y: every other element of a buffer twice the size
   std::vector<T> ybuf(static_cast<size_t>(2 * d.output_size()), T(-777));
   const auto yc = tensor_view<T>::contiguous(nullptr, d.output_shape());
@@ -338,8 +359,8 @@ TEST(CudaEmulation, ArgumentErrors) {
 // ---------------------------------------------------------------------------------------------
 
 TEST(CudaEmulation, EnergyMapMatchesCpu) {
-  for (const auto& p : {make2d(3, 4, 2, {9, 7}, {3, 3}, {1, 1}, {1, 1}),
-                        make1d(5, 2, 3, 20, 3, 1, 2)}) {
+  for (const auto& p :
+       {make2d(3, 4, 2, {9, 7}, {3, 3}, {1, 1}, {1, 1}), make1d(5, 2, 3, 20, 3, 1, 2)}) {
     SCOPED_TRACE(name_of(p));
     problem<double> pr(p, 11);
     const auto want = blfft::energy_map<double>(p, pr.xv());
@@ -349,33 +370,192 @@ TEST(CudaEmulation, EnergyMapMatchesCpu) {
       const auto got = cdx::energy_map<double>(ex, p, pr.xv(), nullptr, bytes);
       EXPECT_TRUE(rel_close("energy map", got, want, tol<double>::energy));
     }
-    const auto sel = blfft::select_by_energy(
-        p, cdx::energy_map<double>(ex, p, pr.xv(), nullptr), 0.9);
+    const auto sel =
+        blfft::select_by_energy(p, cdx::energy_map<double>(ex, p, pr.xv(), nullptr), 0.9);
     EXPECT_EQ(sel.limits, blfft::select_by_energy<double>(p, pr.xv(), 0.9).limits);
   }
 }
 
 TEST(CudaEmulation, FewLaunches) {
   // Forward: 2 analyses + mix + 1 synthesis; backward: 1 analysis + 2 (mix + synthesis) + bias.
-  // An analysis or synthesis is 3 kernels and 2 cuFFT executions (2D), 2 and 1 (1D).
+  // Fused engine: an analysis or synthesis is one kernel. cuFFT engine: 3 kernels and 2 cuFFT
+  // executions (2D).
   const auto p = make2d(4, 8, 8, {8, 8}, {3, 3}, {1, 1}, {1, 1});
-  host_executor ex;
-  const emulated<float> pl(ex, blfft::make_geometry(p, compression::rate(0.5)));
   problem<float> pr(p, 1);
-  const auto& g = pl.geo();
-  std::vector<float> xs(g.x_spectrum_size()), ws(g.w_spectrum_size()), y(g.output_size()),
-      dx(g.input_size()), dw(g.weight_size()), db(p.out_channels);
-  ex.stats() = {};
-  pl.forward(pr.xv(), pr.wv(), pr.bt.data(), tensor_view<float>::contiguous(y.data(), pr.d.output_shape()),
-             xs.data(), ws.data(), nullptr);
-  EXPECT_EQ(ex.stats().kernels, 3 * 3 + 1);
-  EXPECT_EQ(ex.stats().ffts, 3 * 2);
-  ex.stats() = {};
-  const auto dxv = tensor_view<float>::contiguous(dx.data(), pr.d.input_shape());
-  const auto dwv = tensor_view<float>::contiguous(dw.data(), pr.d.weight_shape());
-  pl.backward(pr.gv(), xs.data(), ws.data(), &dxv, &dwv, db.data(), nullptr);
-  EXPECT_EQ(ex.stats().kernels, 3 * 3 + 2 + 1);
-  EXPECT_EQ(ex.stats().ffts, 3 * 2);
+  for (auto e : {engine::fused, engine::cufft}) {
+    SCOPED_TRACE(static_cast<int>(e));
+    const int per_transform = e == engine::fused ? 1 : 3, ffts = e == engine::fused ? 0 : 2;
+    host_executor ex;
+    const emulated<float> pl(ex, blfft::make_geometry(p, compression::rate(0.5)), {},
+                             cdx::default_chunk_scalars, e);
+    const auto& g = pl.geo();
+    std::vector<float> xs(g.x_spectrum_size()), ws(g.w_spectrum_size()), y(g.output_size()),
+        dx(g.input_size()), dw(g.weight_size()), db(p.out_channels);
+    ex.stats() = {};
+    pl.forward(pr.xv(), pr.wv(), pr.bt.data(),
+               tensor_view<float>::contiguous(y.data(), pr.d.output_shape()), xs.data(), ws.data(),
+               nullptr);
+    EXPECT_EQ(ex.stats().kernels, 3 * per_transform + 1);
+    EXPECT_EQ(ex.stats().ffts, 3 * ffts);
+    ex.stats() = {};
+    const auto dxv = tensor_view<float>::contiguous(dx.data(), pr.d.input_shape());
+    const auto dwv = tensor_view<float>::contiguous(dw.data(), pr.d.weight_shape());
+    pl.backward(pr.gv(), xs.data(), ws.data(), &dxv, &dwv, db.data(), nullptr);
+    EXPECT_EQ(ex.stats().kernels, 3 * per_transform + 2 + 1);
+    EXPECT_EQ(ex.stats().ffts, 3 * ffts);
+    // Without a weight spectrum to keep, the mixing reads the taps: no weight analysis.
+    ex.stats() = {};
+    pl.forward(pr.xv(), pr.wv(), pr.bt.data(),
+               tensor_view<float>::contiguous(y.data(), pr.d.output_shape()), xs.data(), nullptr,
+               nullptr);
+    EXPECT_EQ(ex.stats().kernels, 2 * per_transform + 1);
+    EXPECT_EQ(ex.stats().ffts, 2 * ffts);
+    ex.stats() = {};
+    pl.backward_with_weight(pr.gv(), nullptr, pr.wv(), &dxv, nullptr, nullptr, nullptr);
+    EXPECT_EQ(ex.stats().kernels, 2 * per_transform + 1);
+    EXPECT_EQ(ex.stats().ffts, 2 * ffts);
+  }
+}
+
+TEST(CudaTraffic, TapsPathReadsTheWeightOnce) {
+  // forward() without a weight spectrum: analysis of x, the mixing (x's spectrum and the taps,
+  // read once each; the kept index lists), synthesis. No weight spectrum is written or read.
+  using T = float;
+  const auto p = make2d(3, 6, 5, {8, 7}, {3, 3}, {1, 1}, {1, 1}, {2, 1});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  problem<T> pr(p, 4);
+  host_executor ex;
+  ex.measure_traffic();
+  const emulated<T> pl(ex, geo, {}, cdx::default_chunk_scalars, engine::fused);
+  std::vector<T> xs(geo.x_spectrum_size()), y(geo.output_size());
+  pl.forward(pr.xv(), pr.wv(), nullptr, tensor_view<T>::contiguous(y.data(), pr.d.output_shape()),
+             xs.data(), nullptr, nullptr);
+  const auto& log = ex.stats().launch_log;
+  ASSERT_EQ(log.size(), 3u);
+  EXPECT_EQ(log[1].name, std::string("mix"));
+  const int64_t e = sizeof(T),
+                kept_lists = int64_t(sizeof(int64_t)) *
+                             static_cast<int64_t>(geo.kept_rows.size() + geo.kept_cols.size());
+  EXPECT_EQ(log[1].read_bytes, e * (geo.x_spectrum_size() + geo.weight_size()) + kept_lists);
+  EXPECT_EQ(log[1].write_bytes, e * geo.y_spectrum_size());
+  EXPECT_TRUE(rel_close("forward (taps)", y,
+                        dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols),
+                                      pr.x, pr.w, pr.b, pr.g)
+                            .y_nobias,
+                        tol<T>::dense));
+}
+
+TEST(CudaEmulation, TransformEngineRule) {
+  // Fused where a block's DFT matrices and one image fit in shared memory; cuFFT for the large
+  // grids (long 1D signals, large maps), which forcing the fused engine refuses clearly.
+  EXPECT_GT(cdx::fused_images_per_block<float>(32, 32, 34, 18, true), 0);   // r18 32x32, rate 0
+  EXPECT_GT(cdx::fused_images_per_block<double>(3, 3, 34, 18, true), 1);    // its weight
+  EXPECT_EQ(cdx::fused_images_per_block<float>(1, 500, 1, 253, true), 0);   // FCN L = 500
+  EXPECT_EQ(cdx::fused_images_per_block<float>(64, 64, 64, 33, false), 0);  // 64 x 64 maps
+  static_assert(sizeof(cdx::dft_analyse<double>::shared) <= 48 * 1024, "static shared memory");
+  static_assert(sizeof(cdx::dft_synthesise<float>::shared) <= 48 * 1024, "static shared memory");
+  const auto big = make1d(2, 2, 2, 500, 5, 1, 2);
+  const auto geo = blfft::make_geometry(big, compression::rate(0.0));
+  host_executor ex;
+  {
+    const emulated<float> automatic(ex, geo);
+    problem<float> pr(big, 2);
+    std::vector<float> xs(geo.x_spectrum_size());
+    ex.stats() = {};
+    automatic.input_spectrum(pr.xv(), xs.data(), nullptr);
+    EXPECT_EQ(ex.stats().ffts, 1) << "a 500-sample signal goes to cuFFT";
+  }
+  try {
+    const emulated<float> forced(ex, geo, {}, cdx::default_chunk_scalars, engine::fused);
+    FAIL() << "no error";
+  } catch (const blfft::error& e) {
+    EXPECT_EQ(e.code(), blfft::error_code::unsupported);
+    EXPECT_NE(std::string(e.what()).find("shared memory"), std::string::npos) << e.what();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Traffic: launch footprints (cuda/traffic.hpp, the emulator's footprint recorder)
+// ---------------------------------------------------------------------------------------------
+
+TEST(CudaTraffic, FootprintCountsDistinctAddressesOnce) {
+  footprint f;
+  float a[4] = {};
+  double d[2] = {};
+  f.read(&a[0], 4);
+  f.read(&a[0], 4);  // reuse inside a launch: not counted again
+  f.read(&a[3], 4);
+  f.write(&a[0], 4);  // a write is traffic of its own
+  f.read(&d[1], 8);
+  EXPECT_EQ(f.read_bytes(), 4 + 4 + 8);
+  EXPECT_EQ(f.write_bytes(), 4);
+  f.clear();
+  f.read(&a[0], 4);
+  EXPECT_EQ(f.read_bytes(), 4);
+  EXPECT_EQ(f.write_bytes(), 0);
+  // Many pages, far apart.
+  footprint g;
+  std::vector<float> big(100000);
+  for (int pass = 0; pass < 2; ++pass)
+    for (size_t i = 0; i < big.size(); i += 3) g.read(&big[i], 4);
+  EXPECT_EQ(g.read_bytes(), 4 * static_cast<int64_t>((big.size() + 2) / 3));
+  // Sectors: every third float touches every 32-byte sector; a float per 64 bytes half of them.
+  EXPECT_NEAR(static_cast<double>(g.read_sector_bytes()), 4.0 * static_cast<double>(big.size()),
+              64.0);
+  footprint h;
+  for (size_t i = 0; i < big.size(); i += 16) h.read(&big[i], 4);
+  EXPECT_EQ(h.read_bytes(), 4 * static_cast<int64_t>((big.size() + 15) / 16));
+  EXPECT_EQ(h.read_sector_bytes(), 32 * static_cast<int64_t>((big.size() + 15) / 16));
+}
+
+TEST(CudaTraffic, FootprintsOfTheAnalysisLaunches) {
+  // The launches of one input analysis, each against its hand count: pack reads x and writes
+  // the data rows; the r2c reads them and writes n/2 + 1 complex bins a row; the last gather
+  // writes the whole compressed spectrum once. Results are the same with the meter on.
+  using T = float;
+  const auto p = make2d(2, 3, 4, {9, 7}, {3, 3}, {1, 1}, {1, 1});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  problem<T> pr(p, 5);
+  host_executor plain, metered;
+  metered.measure_traffic();
+  const emulated<T> a(plain, geo, {}, cdx::default_chunk_scalars, engine::cufft),
+      b(metered, geo, {}, cdx::default_chunk_scalars, engine::cufft);
+  std::vector<T> xs_a(geo.x_spectrum_size()), xs_b(geo.x_spectrum_size());
+  a.input_spectrum(pr.xv(), xs_a.data(), nullptr);
+  b.input_spectrum(pr.xv(), xs_b.data(), nullptr);
+  EXPECT_EQ(xs_a, xs_b);
+  EXPECT_EQ(plain.stats().global_bytes(), 0) << "traffic counted without measure_traffic()";
+
+  const auto& log = metered.stats().launch_log;
+  ASSERT_EQ(log.size(), 5u);  // pack, r2c, gather, c2c, gather
+  const int64_t e = sizeof(T), J = p.batch * p.in_channels, rows = p.input[0];
+  const int64_t Lw = geo.grid[1], bins = geo.bins_w;
+  EXPECT_EQ(log[0].name, std::string("pack_rows"));
+  EXPECT_EQ(log[0].read_bytes, e * geo.input_size());
+  EXPECT_EQ(log[0].write_bytes, e * J * rows * Lw);
+  EXPECT_EQ(log[1].name, std::string("cufft"));
+  EXPECT_EQ(log[1].read_bytes, e * J * rows * Lw);
+  EXPECT_EQ(log[1].write_bytes, 2 * e * J * rows * bins);
+  EXPECT_EQ(log[4].name, std::string("tile_copy"));
+  EXPECT_EQ(log[4].write_bytes, e * geo.x_spectrum_size());
+  int64_t sum = 0;
+  for (const auto& l : log) sum += l.read_bytes + l.write_bytes;
+  EXPECT_EQ(sum, metered.stats().global_bytes());
+  EXPECT_EQ(metered.stats().launches(), 5);
+
+  // The fused engine: one launch reading x and the kept index tables once and writing the
+  // spectrum once, nothing in between.
+  host_executor fused;
+  fused.measure_traffic();
+  const emulated<T> c(fused, geo, {}, cdx::default_chunk_scalars, engine::fused);
+  std::vector<T> xs_c(geo.x_spectrum_size());
+  c.input_spectrum(pr.xv(), xs_c.data(), nullptr);
+  EXPECT_TRUE(rel_close("fused vs cuFFT analysis", xs_c, widen(xs_a), tol<T>::direct));
+  ASSERT_EQ(fused.stats().launch_log.size(), 1u);
+  const auto kept_tables =
+      int64_t(sizeof(int64_t)) * static_cast<int64_t>(geo.kept_rows.size() + geo.kept_cols.size());
+  EXPECT_EQ(fused.stats().read_bytes, e * geo.input_size() + kept_tables);
+  EXPECT_EQ(fused.stats().write_bytes, e * geo.x_spectrum_size());
 }
 
 }  // namespace
@@ -403,7 +583,8 @@ void check_translation(const cdx::fft_desc& d) {
                " odist " + std::to_string(d.odist));
   const bool real_in = d.type == cdx::fft_type::r2c, real_out = d.type == cdx::fft_type::c2r;
   const int64_t in_n = real_out ? d.n / 2 + 1 : d.n, out_n = real_in ? d.n / 2 + 1 : d.n;
-  const int64_t in_scalars = (real_in ? 1 : 2) * ((d.batch - 1) * d.idist + (in_n - 1) * d.istride + 1);
+  const int64_t in_scalars =
+      (real_in ? 1 : 2) * ((d.batch - 1) * d.idist + (in_n - 1) * d.istride + 1);
   const int64_t out_scalars =
       (real_out ? 1 : 2) * ((d.batch - 1) * d.odist + (out_n - 1) * d.ostride + 1);
   std::vector<T> in(static_cast<size_t>(in_scalars));
@@ -435,7 +616,8 @@ void check_translation(const cdx::fft_desc& d) {
 TEST(CudaCufftBoundary, TranslationMatchesTheFftDescContract) {
   using ft = cdx::fft_type;
   for (ft t : {ft::r2c, ft::c2r, ft::c2c_forward, ft::c2c_inverse})
-    for (int64_t n : {1, 2, 5, 8, 9})
+    // Mixed radices and primes too: the stand-in's FFT splits on the smallest prime factor.
+    for (int64_t n : {1, 2, 5, 8, 9, 12, 17, 30, 98})
       for (bool dbl : {false, true}) {
         cdx::fft_desc d;
         d.type = t;
@@ -468,14 +650,15 @@ TEST(CudaCufftBoundary, PipelineCallsRunOnTheStandIns) {
   const auto p = make2d(2, 3, 4, {9, 7}, {3, 3}, {1, 1}, {1, 1});
   const auto geo = blfft::make_geometry(p, compression::rate(0.5));
   host_executor ex;
-  const emulated<float> pl(ex, geo);
+  const emulated<float> pl(ex, geo, {}, cdx::default_chunk_scalars, cdx::transform_engine::cufft);
   problem<float> pr(p, 3);
   std::vector<float> y(geo.output_size()), xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size()),
       dx(geo.input_size()), dw(geo.weight_size());
   blfft_standin::reset_cufft_stats();
   ex.stats() = {};
-  pl.forward(pr.xv(), pr.wv(), nullptr, tensor_view<float>::contiguous(y.data(), pr.d.output_shape()),
-             xs.data(), ws.data(), nullptr);
+  pl.forward(pr.xv(), pr.wv(), nullptr,
+             tensor_view<float>::contiguous(y.data(), pr.d.output_shape()), xs.data(), ws.data(),
+             nullptr);
   const auto dxv = tensor_view<float>::contiguous(dx.data(), pr.d.input_shape());
   const auto dwv = tensor_view<float>::contiguous(dw.data(), pr.d.weight_shape());
   pl.backward(pr.gv(), xs.data(), ws.data(), &dxv, &dwv, nullptr, nullptr);
@@ -510,8 +693,9 @@ TEST(CudaCufftBoundary, PipelineCallsRunOnTheStandIns) {
   // Cached per (device, transform), not per stream: the same plan serves another stream.
   int other_stream = 0;
   const auto count = host_executor::cufft_cache().size();
-  pl.forward(pr.xv(), pr.wv(), nullptr, tensor_view<float>::contiguous(y.data(), pr.d.output_shape()),
-             nullptr, nullptr, &other_stream);
+  pl.forward(pr.xv(), pr.wv(), nullptr,
+             tensor_view<float>::contiguous(y.data(), pr.d.output_shape()), nullptr, nullptr,
+             &other_stream);
   EXPECT_EQ(host_executor::cufft_cache().size(), count);
   ASSERT_TRUE(blfft_standin::cufft_plan_info_of(plan->handle, &info));
   EXPECT_EQ(info.stream, reinterpret_cast<cudaStream_t>(&other_stream));
@@ -527,6 +711,114 @@ TEST(CudaCufftBoundary, MissingPlanDuringCaptureIsRefusedClearly) {
   std::vector<float> a(2 * 123 * 7), b(a.size());
   try {
     cdx::run_cufft(host_executor::cufft_cache(), ex, 0, d, a.data(), b.data(), nullptr, false);
+    FAIL() << "no error";
+  } catch (const blfft::error& e) {
+    EXPECT_EQ(e.code(), blfft::error_code::unsupported);
+    EXPECT_NE(std::string(e.what()).find("before capturing"), std::string::npos) << e.what();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The cuBLAS API boundary: the backend's own cuBLAS code (cuda/cublas_handles.hpp) over the
+// stand-ins (standin_cublas.cpp)
+// ---------------------------------------------------------------------------------------------
+
+/// The planar spectrum S[k][re|im][rows][cols] as interleaved complex S[k][rows][cols].
+template <class T>
+std::vector<T> interleaved(const std::vector<T>& planar, int64_t kept, int64_t plane) {
+  std::vector<T> out(planar.size());
+  for (int64_t k = 0; k < kept; ++k)
+    for (int64_t i = 0; i < plane; ++i) {
+      out[2 * (k * plane + i)] = planar[2 * k * plane + i];
+      out[2 * (k * plane + i) + 1] = planar[2 * k * plane + plane + i];
+    }
+  return out;
+}
+
+/// The forward mixing Y_k = X_k W_k^H of a layer (groups 1) as one complex strided batched GEMM
+/// over the kept frequencies, on interleaved copies of the spectra: column-major, Y_k^T (F x N)
+/// = conj(W_k) (F x C, W_k stored C x F: OP_C) times X_k^T (C x N, X_k stored row-major N x C).
+/// Against the pipeline's own mix kernel.
+template <class T>
+void check_forward_mix_gemm(bool tf32) {
+  const auto p = make2d(3, 5, 4, {7, 6}, {3, 3}, {1, 1}, {1, 1});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  problem<T> pr(p, 9);
+  host_executor ex;
+  const emulated<T> pl(ex, geo);
+  const int64_t N = p.batch, C = p.in_channels, F = p.out_channels, K = geo.kept;
+  std::vector<T> xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size()), ys(geo.y_spectrum_size());
+  pl.input_spectrum(pr.xv(), xs.data(), nullptr);
+  pl.weight_spectrum(pr.wv(), ws.data(), nullptr);
+  pl.mix_forward(xs.data(), ws.data(), ys.data(), nullptr);
+
+  const auto xi = interleaved(xs, K, N * C), wi = interleaved(ws, K, F * C);
+  std::vector<T> yi(ys.size(), std::numeric_limits<T>::quiet_NaN());
+  cdx::gemm_desc d;
+  d.complex = true;
+  d.double_precision = sizeof(T) == 8;
+  d.tf32 = tf32;
+  d.op_a = cdx::gemm_op::c;
+  d.op_b = cdx::gemm_op::n;
+  d.m = F, d.n = N, d.k = C;
+  d.lda = C, d.ldb = C, d.ldc = F;
+  d.stride_a = F * C, d.stride_b = N * C, d.stride_c = N * F, d.batch = K;
+  ex.measure_traffic();
+  ex.stats() = {};
+  const auto before = blfft_standin::cublas_stats();
+  ex.gemm(d, wi.data(), xi.data(), yi.data(), nullptr);
+  const auto after = blfft_standin::cublas_stats();
+  EXPECT_EQ(after.failed, before.failed) << blfft_standin::cublas_last_error();
+  EXPECT_EQ(after.gemm, before.gemm + 1);
+  EXPECT_EQ(after.tf32_rounded - before.tf32_rounded, tf32 && sizeof(T) == 4 ? 1 : 0);
+  EXPECT_EQ(ex.stats().gemms, 1);
+  // Footprint: every element of the three operands once, 2 scalars each.
+  EXPECT_EQ(ex.stats().read_bytes, int64_t(sizeof(T)) * 2 * K * (F * C + N * C));
+  EXPECT_EQ(ex.stats().write_bytes, int64_t(sizeof(T)) * 2 * K * N * F);
+  // TF32 keeps 10 mantissa bits: a few parts in 1e4 of the products' size, here of order 1.
+  const double tol = sizeof(T) == 8 ? 1e-12 : tf32 ? 3e-3 : 1e-5;
+  EXPECT_TRUE(rel_close("cuBLAS forward mixing", yi, widen(interleaved(ys, K, N * F)), tol));
+}
+
+TEST(CudaCublasBoundary, ForwardMixingAsOneStridedBatchedGemm) {
+  check_forward_mix_gemm<double>(false);
+  check_forward_mix_gemm<double>(true);  // no TF32 for double, whatever the flag
+  check_forward_mix_gemm<float>(false);
+  check_forward_mix_gemm<float>(true);
+}
+
+TEST(CudaCublasBoundary, ArgumentsAndHandles) {
+  cdx::gemm_desc d;
+  d.m = 3, d.n = 2, d.k = 4, d.lda = 3, d.ldb = 4, d.ldc = 3;
+  auto a = cdx::cublas_args_of(d);
+  EXPECT_EQ(a.type, CUDA_R_32F);
+  EXPECT_EQ(a.compute, CUBLAS_COMPUTE_32F);  // FP32 unless TF32 is allowed
+  d.tf32 = true;
+  EXPECT_EQ(cdx::cublas_args_of(d).compute, CUBLAS_COMPUTE_32F_FAST_TF32);
+  d.double_precision = true;
+  d.complex = true;
+  a = cdx::cublas_args_of(d);
+  EXPECT_EQ(a.type, CUDA_C_64F);
+  EXPECT_EQ(a.compute, CUBLAS_COMPUTE_64F);
+  d.m = int64_t(1) << 31;
+  EXPECT_THROW(cdx::cublas_args_of(d), blfft::error);
+
+  // One handle per device, kept; none made while capturing (may_create = false).
+  auto& cache = host_executor::cublas_cache();
+  const int live = blfft_standin::cublas_live_handles();
+  {
+    blfft_standin::device_scope on(5);
+    const auto h1 = cache.get(5), h2 = cache.get(5);
+    EXPECT_EQ(h1, h2);
+  }
+  EXPECT_EQ(blfft_standin::cublas_live_handles(), live + 1);
+  cdx::gemm_desc g;
+  g.m = g.n = g.k = g.lda = g.ldb = g.ldc = 2;
+  std::vector<float> x(4, 1.f), y(4);
+  host_executor ex(7);
+  blfft_standin::device_scope on(7);
+  try {
+    cdx::run_cublas(cache, ex, 7, g, x.data(), x.data(), y.data(), nullptr, false);
     FAIL() << "no error";
   } catch (const blfft::error& e) {
     EXPECT_EQ(e.code(), blfft::error_code::unsupported);
@@ -593,7 +885,7 @@ TEST(CudaDevices, EveryCallRunsOnThePlansDevice) {
     blfft_standin::device_scope current(caller);
     host_executor ex(1);
     {
-      const emulated<T> pl(ex, geo);
+      const emulated_plan<T> pl(ex, geo);
       EXPECT_EQ(blfft_standin::current_device(), caller);
       emulated_device_memory<T> mem(1);
       check_cuda_entry_points(pl, mem, pr, ref, tol<T>::dense, cpu);

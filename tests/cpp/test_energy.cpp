@@ -41,8 +41,7 @@ double kept_fraction(const vec& map, std::array<i64, 2> grid, std::array<i64, 2>
   const i64 bw = grid[1] / 2 + 1;
   double total = 0;
   for (double e : map) total += e;
-  return kept_energy(map, bw, ref_kept_rows(grid[0], limits[0]), ref_kept_cols(limits[1])) /
-         total;
+  return kept_energy(map, bw, ref_kept_rows(grid[0], limits[0]), ref_kept_cols(limits[1])) / total;
 }
 
 template <class T>
@@ -66,11 +65,11 @@ void check_energy_map(const conv_params& p) {
 
 const std::vector<conv_params>& energy_geometries() {
   static const std::vector<conv_params> g = {
-      make2d(2, 3, 4, {8, 8}, {3, 3}, {1, 1}, {1, 1}),    // grid 10 x 10 (even)
-      make2d(1, 2, 1, {7, 13}, {3, 3}, {1, 1}, {1, 1}),   // grid 9 x 15 (odd)
-      make2d(2, 1, 1, {16, 16}, {1, 1}),                  // grid 16 x 16, no padding
-      make1d(2, 3, 1, 20, 3, 1, 1),                       // grid 1 x 24
-      make1d(1, 2, 1, 13, 3, 1, 0),                       // grid 1 x 14
+      make2d(2, 3, 4, {8, 8}, {3, 3}, {1, 1}, {1, 1}),   // grid 10 x 10 (even)
+      make2d(1, 2, 1, {7, 13}, {3, 3}, {1, 1}, {1, 1}),  // grid 9 x 15 (odd)
+      make2d(2, 1, 1, {16, 16}, {1, 1}),                 // grid 16 x 16, no padding
+      make1d(2, 3, 1, 20, 3, 1, 1),                      // grid 1 x 24
+      make1d(1, 2, 1, 13, 3, 1, 0),                      // grid 1 x 14
       with_grid(make2d(1, 2, 1, {6, 6}, {3, 3}, {1, 1}, {1, 1}), {11, 12}),
   };
   return g;
@@ -123,8 +122,8 @@ TEST(SelectByEnergy, SmallestSetOfTheFamilyHoldingE) {
       }
       EXPECT_EQ(sel.chosen.kind, compression::kind_type::band);
       EXPECT_EQ(sel.chosen.limits, sel.limits);
-      const i64 kept_bins = static_cast<i64>(ref_kept_rows(grid[0], sel.limits[0]).size()) *
-                            sel.limits[1];
+      const i64 kept_bins =
+          static_cast<i64>(ref_kept_rows(grid[0], sel.limits[0]).size()) * sel.limits[1];
       const double total_bins = static_cast<double>(grid[0] * (grid[1] / 2 + 1));
       EXPECT_DOUBLE_EQ(sel.achieved_rate, 1.0 - kept_bins / total_bins);
       const auto geo_band = blfft::make_geometry(p, sel.chosen);

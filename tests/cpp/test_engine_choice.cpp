@@ -15,7 +15,9 @@ using blfft::detail::use_matmul;
 
 namespace {
 // 1D: one grid row. kept = bins kept along the axis.
-transform_shape line(int64_t L, int64_t samples, int64_t kept) { return {1, L, 1, samples, 1, kept}; }
+transform_shape line(int64_t L, int64_t samples, int64_t kept) {
+  return {1, L, 1, samples, 1, kept};
+}
 }  // namespace
 
 TEST(EngineChoice, OneDimensionalLayers) {
@@ -82,14 +84,14 @@ TEST(WeightMixingChoice, AutomaticRule) {
   using blfft::make_geometry;
   using blfft::detail::use_taps;
   const plan_options o;
-  const auto fcn = make_geometry(conv_params::conv1d(16, 256, 128, 500, 3, 1, 1),
-                                 compression::rate(0.5));
+  const auto fcn =
+      make_geometry(conv_params::conv1d(16, 256, 128, 500, 3, 1, 1), compression::rate(0.5));
   EXPECT_TRUE(use_taps(fcn, o, sizeof(float))) << "FCN k3: 33 MB spectrum, 3 taps";
-  const auto fcn_b1 = make_geometry(conv_params::conv1d(1, 256, 128, 500, 3, 1, 1),
-                                    compression::rate(0.5));
+  const auto fcn_b1 =
+      make_geometry(conv_params::conv1d(1, 256, 128, 500, 3, 1, 1), compression::rate(0.5));
   EXPECT_FALSE(use_taps(fcn_b1, o, sizeof(float))) << "batch 1: the taps outweigh the products";
-  const auto small = make_geometry(conv_params::conv1d(16, 8, 16, 64, 5, 1, 2),
-                                   compression::rate(0.5));
+  const auto small =
+      make_geometry(conv_params::conv1d(16, 8, 16, 64, 5, 1, 2), compression::rate(0.5));
   EXPECT_FALSE(use_taps(small, o, sizeof(float))) << "small spectrum: it stays in cache";
   const auto resnet = make_geometry(
       conv_params::conv2d(32, 64, 128, {32, 32}, {3, 3}, {2, 2}, {1, 1}), compression::rate(0.5));

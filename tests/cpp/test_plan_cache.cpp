@@ -44,9 +44,9 @@ TEST(PlanCache, SizeAndClear) {
   const std::size_t n = blfft::plan_cache_size();
   EXPECT_GE(n, 5u);
   EXPECT_LE(n, 6u);
-  EXPECT_EQ(f.get(),
-            blfft::get_plan<float>(p, compression::rate(0.5), options(transform_method::fft))
-                .get());
+  EXPECT_EQ(
+      f.get(),
+      blfft::get_plan<float>(p, compression::rate(0.5), options(transform_method::fft)).get());
   EXPECT_EQ(blfft::plan_cache_size(), n);
   blfft::clear_plan_cache();
   EXPECT_EQ(blfft::plan_cache_size(), 0u);
@@ -83,8 +83,8 @@ struct job {
       std::vector<double> y(static_cast<size_t>(pd.d.output_size()));
       std::vector<double> xs(pl->geometry().x_spectrum_size());
       std::vector<double> ws(pl->geometry().w_spectrum_size());
-      pl->forward(pd.xv(), pd.wv(), pd.bt.data(), out_view(y, pd.d.output_shape()), xs.data(),
-                  ws.data());
+      pl->forward(pd.xv(), pd.wv(), pd.bt.data(), out_view(y, pd.d.output_shape()), spec(xs),
+                  spec(ws));
       if (fill) yd = y;
       return y == yd;
     }
@@ -165,10 +165,10 @@ TEST(PlanCache, OnePlanManyThreads) {
   const auto& geo = pl->geometry();
   std::vector<double> xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size());
   std::vector<double> y0(pr.d.output_size()), dx0(pr.d.input_size()), dw0(pr.d.weight_size());
-  pl->forward(pr.xv(), pr.wv(), pr.bt.data(), out_view(y0, pr.d.output_shape()), xs.data(),
-              ws.data());
-  pl->input_grad(pr.gv(), ws.data(), out_view(dx0, pr.d.input_shape()));
-  pl->weight_grad(pr.gv(), xs.data(), out_view(dw0, pr.d.weight_shape()));
+  pl->forward(pr.xv(), pr.wv(), pr.bt.data(), out_view(y0, pr.d.output_shape()), spec(xs),
+              spec(ws));
+  pl->input_grad(pr.gv(), spec(ws), out_view(dx0, pr.d.input_shape()));
+  pl->weight_grad(pr.gv(), spec(xs), out_view(dw0, pr.d.weight_shape()));
 
   std::atomic<int> bad{0};
   std::vector<std::thread> threads;
@@ -177,11 +177,11 @@ TEST(PlanCache, OnePlanManyThreads) {
       for (int it = 0; it < 40; ++it) {
         std::vector<double> xs1(xs.size()), ws1(ws.size());
         std::vector<double> y(y0.size()), dx(dx0.size()), dw(dw0.size());
-        pl->forward(pr.xv(), pr.wv(), pr.bt.data(), out_view(y, pr.d.output_shape()), xs1.data(),
-                    ws1.data());
+        pl->forward(pr.xv(), pr.wv(), pr.bt.data(), out_view(y, pr.d.output_shape()), spec(xs1),
+                    spec(ws1));
         auto dxv = out_view(dx, pr.d.input_shape());
         auto dwv = out_view(dw, pr.d.weight_shape());
-        pl->backward(pr.gv(), xs1.data(), ws1.data(), &dxv, &dwv, nullptr);
+        pl->backward(pr.gv(), spec(xs1), spec(ws1), &dxv, &dwv, nullptr);
         if (y != y0 || dx != dx0 || dw != dw0) ++bad;
       }
     });
@@ -201,8 +201,8 @@ TEST(PlanCache, NumThreadsSetting) {
     auto pl = blfft::get_plan<double>(p, compression::none());
     auto y = nan_filled<double>(pr.d.output_size());
     pl->forward(pr.xv(), pr.wv(), pr.bt.data(), out_view(y, pr.d.output_shape()));
-    EXPECT_TRUE(rel_close("forward with " + std::to_string(n) + " threads", y, ref,
-                          tol<double>::direct));
+    EXPECT_TRUE(
+        rel_close("forward with " + std::to_string(n) + " threads", y, ref, tol<double>::direct));
   }
   blfft::set_num_threads(before);
 }

@@ -14,9 +14,9 @@
 #include <stdexcept>
 #include <thread>
 
+#include "fft.hpp"  // src/: fft_cache_size
 #include "harness.hpp"
 #include "oracles.hpp"
-#include "fft.hpp"       // src/: fft_cache_size
 #include "parallel.hpp"  // src/: parallel_for
 #include "workspace.hpp"
 
@@ -57,7 +57,9 @@ const bool blis_haswell = [] {
 namespace bt {
 namespace {
 
-bool is_code(const blfft::error& e, blfft::error_code c) { return e.code() == c; }
+bool is_code(const blfft::error& e, blfft::error_code c) {
+  return e.code() == c;
+}
 
 // ---- sizes ------------------------------------------------------------------------------------
 
@@ -109,8 +111,8 @@ TEST(Reliability, AllocationFailureAnywhereIsAnExceptionAndTheNextCallWorks) {
   GTEST_SKIP() << "ASan interposes aligned_alloc itself";
 #endif
   blfft::set_num_threads(2);
-  for (const auto& p : {make1d(4, 8, 8, 300, 5, 1, 2), make2d(4, 8, 8, {16, 16}, {3, 3}, {1, 1},
-                                                              {1, 1})}) {
+  for (const auto& p :
+       {make1d(4, 8, 8, 300, 5, 1, 2), make2d(4, 8, 8, {16, 16}, {3, 3}, {1, 1}, {1, 1})}) {
     problem<float> pr(p, 11);
     const dims d = pr.d;
     const reference ref = direct_reference(p, pr.x, pr.w, pr.b, pr.g);
@@ -124,8 +126,8 @@ TEST(Reliability, AllocationFailureAnywhereIsAnExceptionAndTheNextCallWorks) {
       auto dwv = out_view(dw, d.weight_shape());
       pl.backward_with_weight(pr.gv(), nullptr, pr.wv(), &dxv, nullptr, nullptr);
       std::vector<float> xs(static_cast<size_t>(pl.geometry().x_spectrum_size()));
-      pl.input_spectrum(pr.xv(), xs.data());
-      pl.weight_grad(pr.gv(), xs.data(), dwv);
+      pl.input_spectrum(pr.xv(), spec(xs));
+      pl.weight_grad(pr.gv(), spec(xs), dwv);
       return std::make_tuple(y, dx, dw);
     };
     int thrown = 0;
@@ -164,7 +166,8 @@ TEST(Reliability, ExceptionInAParallelRegionReachesTheCaller) {
   EXPECT_GT(ran.load(), 0);
 }
 
-// ---- caller buffers that end at a page boundary ---------------------------------------------------
+// ---- caller buffers that end at a page boundary
+// ---------------------------------------------------
 
 /// n elements of T whose last one ends exactly where an inaccessible page starts: reading or
 /// writing one element past the end faults.
@@ -175,8 +178,8 @@ class guarded {
     const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
     const size_t bytes = n_ * sizeof(T);
     pages_ = (bytes + page - 1) / page + 1;
-    base_ = static_cast<char*>(mmap(nullptr, pages_ * page, PROT_READ | PROT_WRITE,
-                                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+    base_ = static_cast<char*>(
+        mmap(nullptr, pages_ * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
     if (base_ == MAP_FAILED) throw std::runtime_error("mmap failed");
     char* guard = base_ + (pages_ - 1) * page;
     if (mprotect(guard, page, PROT_NONE) != 0) throw std::runtime_error("mprotect failed");
@@ -187,6 +190,7 @@ class guarded {
   ~guarded() { munmap(base_, pages_ * page_); }
   guarded(const guarded&) = delete;
   T* data() { return data_; }
+  size_t size() const { return n_; }
   std::vector<T> values() const { return std::vector<T>(data_, data_ + n_); }
   void fill(const std::vector<T>& v) { std::copy(v.begin(), v.end(), data_); }
 
@@ -202,9 +206,9 @@ class guarded {
 template <class T>
 void every_pass_into_guarded_buffers() {
   const std::vector<conv_params> layers = {
-      make1d(1, 1, 1, 40, 3),          make1d(2, 3, 2, 33, 2, 1, 1), make1d(3, 1, 1, 64, 1),
-      make1d(1, 2, 1, 17, 3, 2, 1, 2), make2d(1, 1, 1, {6, 6}, {3, 3}),
-      make2d(2, 2, 3, {7, 5}, {2, 3}, {2, 1}, {1, 1}),
+      make1d(1, 1, 1, 40, 3),          make1d(2, 3, 2, 33, 2, 1, 1),
+      make1d(3, 1, 1, 64, 1),          make1d(1, 2, 1, 17, 3, 2, 1, 2),
+      make2d(1, 1, 1, {6, 6}, {3, 3}), make2d(2, 2, 3, {7, 5}, {2, 3}, {2, 1}, {1, 1}),
   };
   for (const auto& p : layers)
     for (double rate : {0.0, 0.5}) {
@@ -230,9 +234,9 @@ void every_pass_into_guarded_buffers() {
         auto dxv = tensor_view<T>::contiguous(dx.data(), d.input_shape());
         auto dwv = tensor_view<T>::contiguous(dw.data(), d.weight_shape());
         auto dw2v = tensor_view<T>::contiguous(dw2.data(), d.weight_shape());
-        pl.forward(xv, wv, b.data(), yv, xs.data(), ws.data());
-        pl.backward(gv, xs.data(), ws.data(), &dxv, &dwv, db.data());
-        pl.weight_grad(gv, xs.data(), dw2v);
+        pl.forward(xv, wv, b.data(), yv, spec(xs), spec(ws));
+        pl.backward(gv, spec(xs), spec(ws), &dxv, &dwv, db.data());
+        pl.weight_grad(gv, spec(xs), dw2v);
         if (rate == 0.0) {
           const reference ref = direct_reference(p, pr.x, pr.w, pr.b, pr.g);
           EXPECT_TRUE(rel_close("forward", y.values(), ref.y, tol<T>::direct));
@@ -267,18 +271,22 @@ TEST(Reliability, SpectraOfManyChunksIntoBuffersEndingAtAPageBoundary) {
       blfft::plan<float> pl(p, compression::rate(0.995));
       const i64 n = pl.geometry().x_spectrum_size();
       std::vector<float> ref(static_cast<size_t>(n));
-      one.input_spectrum(pr.xv(), ref.data());
+      one.input_spectrum(pr.xv(), spec(ref));
       guarded<float> xs(n);
-      pl.input_spectrum(pr.xv(), xs.data());
-      EXPECT_TRUE(rel_close("input spectrum", xs.values(), widen(ref), 5e-5));  // float sums of 20000
+      pl.input_spectrum(pr.xv(), spec(xs));
+      EXPECT_TRUE(
+          rel_close("input spectrum", xs.values(), widen(ref), 5e-5));  // float sums of 20000
     }
   blfft::set_num_threads(0);
 }
 
-// ---- threads -------------------------------------------------------------------------------------
+// ---- threads
+// -------------------------------------------------------------------------------------
 
 // A 1D layer that mixes from the weight taps, large enough for its parallel regions.
-conv_params taps_layer() { return make1d(8, 32, 32, 250, 3, 1, 1); }
+conv_params taps_layer() {
+  return make1d(8, 32, 32, 250, 3, 1, 1);
+}
 blfft::plan_options taps_options(bool deterministic) {
   blfft::plan_options o;
   o.mixing = blfft::weight_mixing::taps;
@@ -295,10 +303,10 @@ TEST(Reliability, SetNumThreadsWhileOtherThreadsRunTheTapsPath) {
   const dims d = pr.d;
   const auto pl = blfft::get_plan<float>(p, compression::rate(0.5), taps_options(false));
   std::vector<float> xs(static_cast<size_t>(pl->geometry().x_spectrum_size()));
-  pl->input_spectrum(pr.xv(), xs.data());
+  pl->input_spectrum(pr.xv(), spec(xs));
   const auto weight_grad = [&]() {
     std::vector<float> dw(static_cast<size_t>(d.weight_size()));
-    pl->weight_grad(pr.gv(), xs.data(), out_view(dw, d.weight_shape()));
+    pl->weight_grad(pr.gv(), spec(xs), out_view(dw, d.weight_shape()));
     return dw;
   };
   blfft::set_num_threads(1);
@@ -338,10 +346,10 @@ void bitwise_for_any_thread_count(const conv_params& p, blfft::plan_options o) {
     std::vector<T> y(static_cast<size_t>(d.output_size())), dx(static_cast<size_t>(d.input_size())),
         dw(static_cast<size_t>(d.weight_size())), db(static_cast<size_t>(d.F));
     std::vector<T> xs(static_cast<size_t>(pl->geometry().x_spectrum_size()));
-    pl->forward(pr.xv(), pr.wv(), pr.bt.data(), out_view(y, d.output_shape()), xs.data());
+    pl->forward(pr.xv(), pr.wv(), pr.bt.data(), out_view(y, d.output_shape()), spec(xs));
     auto dxv = out_view(dx, d.input_shape());
     auto dwv = out_view(dw, d.weight_shape());
-    pl->backward_with_weight(pr.gv(), xs.data(), pr.wv(), &dxv, &dwv, db.data());
+    pl->backward_with_weight(pr.gv(), spec(xs), pr.wv(), &dxv, &dwv, db.data());
     std::vector<T> all;
     for (const auto* v : {&y, &dx, &dw, &db}) all.insert(all.end(), v->begin(), v->end());
     return all;
@@ -369,7 +377,8 @@ TEST(Reliability, DeterministicPlansGiveBitwiseIdenticalResultsForAnyThreadCount
   bitwise_for_any_thread_count<double>(make1d(16, 8, 8, 700, 9, 2, 4), fft);
 }
 
-// ---- grids and paddings ---------------------------------------------------------------------------
+// ---- grids and paddings
+// ---------------------------------------------------------------------------
 
 TEST(Reliability, FastSizeIsFoundDirectly) {
   for (i64 n = 1; n <= 20000; ++n) ASSERT_EQ(blfft::fast_size(n), ref_fast_size(n)) << n;
@@ -419,14 +428,15 @@ TEST(Reliability, HugeStridesGiveOneOutputPerAxis) {
   auto y = nan_filled<float>(d.output_size());
   pl.forward(pr.xv(), pr.wv(), pr.bt.data(), out_view(y, d.output_shape()));
   std::vector<float> ws(static_cast<size_t>(g.w_spectrum_size()));
-  pl.weight_spectrum(pr.wv(), ws.data());
+  pl.weight_spectrum(pr.wv(), spec(ws));
   const reference ref = direct_reference(p, pr.x, pr.w, pr.b, pr.g);
   EXPECT_TRUE(rel_close("forward", y, ref.y, tol<float>::direct));
   for (i64 s : {i64(2), huge / 2, huge - 1, huge})
     EXPECT_EQ(blfft::make_geometry(make1d(1, 1, 1, 7, 2, s)).output[1], s >= 6 ? 1 : 3) << s;
 }
 
-// ---- memory given back ----------------------------------------------------------------------------
+// ---- memory given back
+// ----------------------------------------------------------------------------
 
 TEST(Reliability, PoolKeepsBoundedIdleMemoryAndReleaseGivesEverythingBack) {
   const std::size_t limit = blfft::get_max_idle_bytes();
@@ -436,7 +446,8 @@ TEST(Reliability, PoolKeepsBoundedIdleMemoryAndReleaseGivesEverythingBack) {
   const dims d = pr.d;
   const auto run = [&]() {
     const auto pl = blfft::get_plan<float>(p, compression::none());
-    std::vector<float> y(static_cast<size_t>(d.output_size())), dx(static_cast<size_t>(d.input_size()));
+    std::vector<float> y(static_cast<size_t>(d.output_size())),
+        dx(static_cast<size_t>(d.input_size()));
     pl->forward(pr.xv(), pr.wv(), nullptr, out_view(y, d.output_shape()));
     auto dxv = out_view(dx, d.input_shape());
     pl->backward_with_weight(pr.gv(), nullptr, pr.wv(), &dxv, nullptr, nullptr);
@@ -477,12 +488,14 @@ TEST(Reliability, FftPlansOfDroppedPlansAreGivenBack) {
   EXPECT_EQ(blfft::detail::fft_cache_size(), 0u);
 }
 
-// ---- energy selection on non-finite inputs --------------------------------------------------------
+// ---- energy selection on non-finite inputs
+// --------------------------------------------------------
 
 TEST(Reliability, EnergySelectionOnANonFiniteInputSaysSo) {
   const conv_params p = make2d(1, 2, 2, {8, 8}, {3, 3}, {1, 1}, {1, 1});
   const dims d = dims_of(p);
-  for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
+  for (float bad :
+       {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity()}) {
     std::vector<float> x(static_cast<size_t>(d.input_size()), 1.0f);
     x[5] = bad;
     try {

@@ -18,62 +18,39 @@ using namespace bt;
 std::vector<conv_params> geometries() {
   return {
       // 1D: (N, C, F, L, K, stride, padding, dilation, groups)
-      make1d(2, 3, 4, 8, 3),                   // even length, plain
-      make1d(2, 3, 4, 9, 4, 2, 1),             // odd length, even kernel, stride 2
-      make1d(1, 2, 3, 16, 3, 3, 2, 2),         // stride 3, dilation 2
-      make1d(2, 2, 2, 7, 7),                   // kernel = input (one output)
-      make1d(2, 2, 3, 5, 9, 1, 2),             // kernel = padded input (5 + 2*2)
-      make1d(2, 4, 6, 11, 3, 2, 3, 3, 2),      // groups 2, dilation 3, padding = K
-      make1d(2, 4, 4, 10, 3, 1, 1, 1, 4),      // depthwise
-      make1d(1, 3, 6, 12, 5, 2, 2, 1, 3),      // depthwise, channel multiplier 2
-      make1d(1, 1, 1, 13, 4, 3, 0, 2),         // single channel, batch 1
-      make1d(3, 2, 3, 6, 1),                   // 1x1
-      make1d(2, 3, 2, 6, 3, 1, 3),             // padding = K
-      make1d(2, 2, 2, 17, 2, 3, 1, 3),         // prime length
+      make1d(2, 3, 4, 8, 3),               // even length, plain
+      make1d(2, 3, 4, 9, 4, 2, 1),         // odd length, even kernel, stride 2
+      make1d(1, 2, 3, 16, 3, 3, 2, 2),     // stride 3, dilation 2
+      make1d(2, 2, 2, 7, 7),               // kernel = input (one output)
+      make1d(2, 2, 3, 5, 9, 1, 2),         // kernel = padded input (5 + 2*2)
+      make1d(2, 4, 6, 11, 3, 2, 3, 3, 2),  // groups 2, dilation 3, padding = K
+      make1d(2, 4, 4, 10, 3, 1, 1, 1, 4),  // depthwise
+      make1d(1, 3, 6, 12, 5, 2, 2, 1, 3),  // depthwise, channel multiplier 2
+      make1d(1, 1, 1, 13, 4, 3, 0, 2),     // single channel, batch 1
+      make1d(3, 2, 3, 6, 1),               // 1x1
+      make1d(2, 3, 2, 6, 3, 1, 3),         // padding = K
+      make1d(2, 2, 2, 17, 2, 3, 1, 3),     // prime length
       // 2D: (N, C, F, {H, W}, {KH, KW}, stride, padding, dilation, groups)
       make2d(2, 3, 4, {8, 8}, {3, 3}, {1, 1}, {1, 1}),
       make2d(2, 3, 4, {7, 9}, {3, 2}, {2, 1}, {1, 0}, {1, 2}),
       make2d(2, 4, 6, {10, 6}, {2, 3}, {1, 3}, {0, 2}, {2, 1}, 2),
       make2d(1, 2, 3, {5, 11}, {5, 3}, {3, 2}, {2, 3}),
-      make2d(2, 4, 4, {9, 7}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, 4),     // depthwise
-      make2d(2, 3, 6, {6, 6}, {3, 3}, {1, 1}, {2, 2}, {2, 2}, 3),     // depthwise x2
-      make2d(2, 2, 3, {4, 5}, {6, 7}, {1, 1}, {1, 1}),                // kernel = padded input
-      make2d(1, 1, 1, {12, 13}, {4, 4}, {3, 3}, {3, 3}),              // single channel
-      make2d(2, 2, 3, {1, 9}, {1, 3}, {1, 2}, {0, 1}),                // one row
-      make2d(2, 2, 3, {7, 1}, {3, 1}, {1, 1}, {1, 0}),                // one column
-      make2d(1, 2, 2, {11, 10}, {3, 3}, {2, 2}, {3, 3}, {3, 3}),      // dilation 3
-      make2d(2, 3, 2, {16, 15}, {5, 4}, {1, 1}, {2, 2}),              // even x odd
-      make2d(3, 2, 2, {3, 3}, {1, 1}, {2, 2}),                        // strided 1x1
-      make2d(2, 2, 2, {5, 5}, {2, 2}, {1, 1}, {2, 2}),                // padding = K
-      make2d(2, 6, 4, {6, 7}, {3, 3}, {2, 3}, {1, 2}, {2, 1}, 2),     // groups 2, mixed
-      make2d(1, 2, 2, {13, 6}, {13, 2}, {1, 1}, {0, 0}, {1, 5}),      // KH = H, dilated KW = W
+      make2d(2, 4, 4, {9, 7}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, 4),  // depthwise
+      make2d(2, 3, 6, {6, 6}, {3, 3}, {1, 1}, {2, 2}, {2, 2}, 3),  // depthwise x2
+      make2d(2, 2, 3, {4, 5}, {6, 7}, {1, 1}, {1, 1}),             // kernel = padded input
+      make2d(1, 1, 1, {12, 13}, {4, 4}, {3, 3}, {3, 3}),           // single channel
+      make2d(2, 2, 3, {1, 9}, {1, 3}, {1, 2}, {0, 1}),             // one row
+      make2d(2, 2, 3, {7, 1}, {3, 1}, {1, 1}, {1, 0}),             // one column
+      make2d(1, 2, 2, {11, 10}, {3, 3}, {2, 2}, {3, 3}, {3, 3}),   // dilation 3
+      make2d(2, 3, 2, {16, 15}, {5, 4}, {1, 1}, {2, 2}),           // even x odd
+      make2d(3, 2, 2, {3, 3}, {1, 1}, {2, 2}),                     // strided 1x1
+      make2d(2, 2, 2, {5, 5}, {2, 2}, {1, 1}, {2, 2}),             // padding = K
+      make2d(2, 6, 4, {6, 7}, {3, 3}, {2, 3}, {1, 2}, {2, 1}, 2),  // groups 2, mixed
+      make2d(1, 2, 2, {13, 6}, {13, 2}, {1, 1}, {0, 0}, {1, 5}),   // KH = H, dilated KW = W
   };
 }
 
-struct r0_param {
-  conv_params p;
-  dtype t;
-  transform_method m;
-};
-
-std::vector<r0_param> r0_params() {
-  std::vector<r0_param> out;
-  for (const auto& p : geometries())
-    for (dtype t : {dtype::f32, dtype::f64})
-      for (auto m : methods()) out.push_back({p, t, m});
-  return out;
-}
-
-std::string r0_name(const ::testing::TestParamInfo<r0_param>& info) {
-  return name_of(info.param.p) + "_" + dtype_name(info.param.t) + "_" +
-         method_name(info.param.m);
-}
-
-void PrintTo(const r0_param& prm, std::ostream* os) {
-  *os << name_of(prm.p) << " " << dtype_name(prm.t) << " " << method_name(prm.m);
-}
-
-class Uncompressed : public ::testing::TestWithParam<r0_param> {};
+class Uncompressed : public ::testing::TestWithParam<layer_case> {};
 
 template <class T>
 void run_against_direct(const conv_params& p, transform_method m, uint64_t seed) {
@@ -87,10 +64,7 @@ void run_against_direct(const conv_params& p, transform_method m, uint64_t seed)
 
 TEST_P(Uncompressed, AllEntryPointsMatchDirectConvolution) {
   const auto& prm = GetParam();
-  if (prm.t == dtype::f32)
-    run_against_direct<float>(prm.p, prm.m, 7);
-  else
-    run_against_direct<double>(prm.p, prm.m, 7);
+  with_dtype(prm.t, [&](auto t) { run_against_direct<decltype(t)>(prm.p, prm.m, 7); });
 }
 
 // The same problem with an explicitly built plan (not from the cache) and a moved plan.
@@ -107,28 +81,22 @@ void run_owned_plan(const conv_params& p, transform_method m) {
 
 TEST_P(Uncompressed, OwnedAndMovedPlans) {
   const auto& prm = GetParam();
-  if (prm.t == dtype::f32)
-    run_owned_plan<float>(prm.p, prm.m);
-  else
-    run_owned_plan<double>(prm.p, prm.m);
+  with_dtype(prm.t, [&](auto t) { run_owned_plan<decltype(t)>(prm.p, prm.m); });
 }
 
-INSTANTIATE_TEST_SUITE_P(Grid, Uncompressed, ::testing::ValuesIn(r0_params()), r0_name);
+INSTANTIATE_TEST_SUITE_P(Grid, Uncompressed, ::testing::ValuesIn(layer_cases(geometries(), {0.0})),
+                         case_name);
 
 // Realistic channel counts and map sizes: the paths (blocked GEMMs, threaded loops) that tiny
 // problems may not reach.
-std::vector<r0_param> larger_params() {
-  std::vector<r0_param> out;
-  for (const auto& p : {make2d(4, 16, 32, {16, 16}, {3, 3}, {1, 1}, {1, 1}),
-                        make2d(3, 32, 32, {15, 12}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, 32),
-                        make2d(2, 24, 16, {20, 18}, {5, 5}, {1, 2}, {2, 2}, {1, 1}, 4),
-                        make1d(4, 16, 16, 100, 5, 1, 2),
-                        make1d(3, 8, 24, 64, 7, 2, 3, 2, 8)})
-    for (dtype t : {dtype::f32, dtype::f64})
-      for (auto m : methods()) out.push_back({p, t, m});
-  return out;
+std::vector<conv_params> larger_geometries() {
+  return {make2d(4, 16, 32, {16, 16}, {3, 3}, {1, 1}, {1, 1}),
+          make2d(3, 32, 32, {15, 12}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, 32),
+          make2d(2, 24, 16, {20, 18}, {5, 5}, {1, 2}, {2, 2}, {1, 1}, 4),
+          make1d(4, 16, 16, 100, 5, 1, 2), make1d(3, 8, 24, 64, 7, 2, 3, 2, 8)};
 }
-INSTANTIATE_TEST_SUITE_P(Larger, Uncompressed, ::testing::ValuesIn(larger_params()), r0_name);
+INSTANTIATE_TEST_SUITE_P(Larger, Uncompressed,
+                         ::testing::ValuesIn(layer_cases(larger_geometries(), {0.0})), case_name);
 
 // A larger-than-default grid changes nothing at r = 0 (no wrap-around either way).
 template <class T>
@@ -147,8 +115,12 @@ void run_large_grid() {
     }
   }
 }
-TEST(UncompressedGrid, LargerGridF32) { run_large_grid<float>(); }
-TEST(UncompressedGrid, LargerGridF64) { run_large_grid<double>(); }
+TEST(UncompressedGrid, LargerGridF32) {
+  run_large_grid<float>();
+}
+TEST(UncompressedGrid, LargerGridF64) {
+  run_large_grid<double>();
+}
 
 // The default engine choice (automatic) on both sides of matmul_max_grid, and the threshold
 // moved both ways.
@@ -170,8 +142,12 @@ void run_automatic() {
     check_all_entry_points(*pl, pr, ref, tol<T>::direct);
   }
 }
-TEST(UncompressedGrid, AutomaticMethodF32) { run_automatic<float>(); }
-TEST(UncompressedGrid, AutomaticMethodF64) { run_automatic<double>(); }
+TEST(UncompressedGrid, AutomaticMethodF32) {
+  run_automatic<float>();
+}
+TEST(UncompressedGrid, AutomaticMethodF64) {
+  run_automatic<double>();
+}
 
 // Scale: results are linear in the data, so a large dynamic range must not hurt relative error
 // (catches accidental absolute epsilons).

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -114,38 +115,57 @@ void check_inputs_not_modified(const conv_params& p, double rate, transform_meth
   std::vector<T> xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size());
   std::vector<T> y(d.output_size()), dx(d.input_size()), dw(d.weight_size()), db(d.F);
 
-  pl->forward(pr.xv(), pr.wv(), pr.bt.data(), out_view(y, d.output_shape()), xs.data(),
-              ws.data());
+  pl->forward(pr.xv(), pr.wv(), pr.bt.data(), out_view(y, d.output_shape()), spec(xs), spec(ws));
   EXPECT_TRUE(same_bytes(pr.xt, x0) && same_bytes(pr.wt, w0) && same_bytes(pr.bt, b0))
       << "forward modified an input";
   const auto xs0 = xs, ws0 = ws;
 
   auto dxv = out_view(dx, d.input_shape());
   auto dwv = out_view(dw, d.weight_shape());
-  pl->backward(pr.gv(), xs.data(), ws.data(), &dxv, &dwv, db.data());
+  pl->backward(pr.gv(), spec(xs), spec(ws), &dxv, &dwv, db.data());
   EXPECT_TRUE(same_bytes(pr.gt, g0)) << "backward modified grad_out";
   EXPECT_TRUE(same_bytes(xs, xs0) && same_bytes(ws, ws0)) << "backward modified the spectra";
 
-  pl->input_grad(pr.gv(), ws.data(), dxv);
-  pl->weight_grad(pr.gv(), xs.data(), dwv);
+  pl->input_grad(pr.gv(), spec(ws), dxv);
+  pl->weight_grad(pr.gv(), spec(xs), dwv);
   pl->bias_grad(pr.gv(), db.data());
-  pl->forward_spectra(xs.data(), ws.data(), pr.bt.data(), out_view(y, d.output_shape()));
+  pl->forward_spectra(spec(xs), spec(ws), pr.bt.data(), out_view(y, d.output_shape()));
   EXPECT_TRUE(same_bytes(pr.gt, g0)) << "a gradient call modified grad_out";
   EXPECT_TRUE(same_bytes(xs, xs0) && same_bytes(ws, ws0)) << "a call modified the spectra";
   EXPECT_TRUE(same_bytes(pr.bt, b0)) << "forward_spectra modified the bias";
 
   std::vector<T> xs2(xs.size()), ws2(ws.size());
-  pl->input_spectrum(pr.xv(), xs2.data());
-  pl->weight_spectrum(pr.wv(), ws2.data());
+  pl->input_spectrum(pr.xv(), spec(xs2));
+  pl->weight_spectrum(pr.wv(), spec(ws2));
   (void)blfft::energy_map<T>(p, pr.xv());
   EXPECT_TRUE(same_bytes(pr.xt, x0) && same_bytes(pr.wt, w0)) << "a spectrum call modified x/w";
+}
+
+// A view holds its shape and strides inline: making, copying and checking one allocates nothing
+// (they were std::vectors, two allocations a view, on every call). More axes than fit are refused.
+TEST(Views, ShapeAndStridesAreInline) {
+  static_assert(std::is_trivially_copyable_v<tensor_view<float>>, "a view owns no heap memory");
+  static_assert(std::is_trivially_copyable_v<spectrum_view<const double>>);
+  float data[1] = {};
+  const auto v = tensor_view<float>::contiguous(data, {2, 3, 4, 5, 6});
+  EXPECT_EQ(v.rank(), 5);
+  EXPECT_EQ(v.strides.to_vector(), (std::vector<i64>{360, 120, 30, 6, 1}));
+  const tensor_view<const float> c = v;  // read-only view of the same memory
+  EXPECT_TRUE(c.shape == v.shape && c.strides == v.strides && c.data == v.data);
+  try {
+    (void)tensor_view<float>::contiguous(data, {1, 2, 3, 4, 5, 6});
+    ADD_FAILURE() << "a rank-6 view was accepted";
+  } catch (const blfft::error& e) {
+    EXPECT_EQ(e.code(), blfft::error_code::invalid_argument);
+    EXPECT_NE(std::string(e.what()).find("rank 6"), std::string::npos) << e.what();
+  }
 }
 
 TEST(Views, InputsNotModified) {
   for (auto m : methods())
     for (double r : {0.0, 0.5}) {
-      check_inputs_not_modified<float>(
-          make2d(2, 4, 6, {9, 8}, {3, 3}, {1, 2}, {1, 1}, {1, 1}, 2), r, m);
+      check_inputs_not_modified<float>(make2d(2, 4, 6, {9, 8}, {3, 3}, {1, 2}, {1, 1}, {1, 1}, 2),
+                                       r, m);
       check_inputs_not_modified<double>(make2d(2, 3, 2, {7, 10}, {2, 3}, {2, 1}, {0, 1}), r, m);
       check_inputs_not_modified<double>(make1d(2, 3, 4, 12, 3, 2, 1, 2), r, m);
     }
@@ -171,23 +191,44 @@ results<T> run(const blfft::plan<T>& pl, const conv_params& p, const tensor_view
   r.dx = nan_filled<T>(d.input_size());
   r.dw = nan_filled<T>(d.weight_size());
   r.db = nan_filled<T>(d.F);
-  pl.forward(x, w, bias, out_view(r.y, d.output_shape()), xs.data(), ws.data());
+  pl.forward(x, w, bias, out_view(r.y, d.output_shape()), spec(xs), spec(ws));
   auto dxv = out_view(r.dx, d.input_shape());
   auto dwv = out_view(r.dw, d.weight_shape());
-  pl.backward(g, xs.data(), ws.data(), &dxv, &dwv, r.db.data());
+  pl.backward(g, spec(xs), spec(ws), &dxv, &dwv, r.db.data());
   // Separate entry points, spectra from input_spectrum / weight_spectrum.
   std::vector<T> xs2(xs.size()), ws2(ws.size());
-  pl.input_spectrum(x, xs2.data());
-  pl.weight_spectrum(w, ws2.data());
+  pl.input_spectrum(x, spec(xs2));
+  pl.weight_spectrum(w, spec(ws2));
   r.dx2 = nan_filled<T>(d.input_size());
   r.dw2 = nan_filled<T>(d.weight_size());
   r.db2 = nan_filled<T>(d.F);
-  pl.input_grad(g, ws2.data(), out_view(r.dx2, d.input_shape()));
-  pl.weight_grad(g, xs2.data(), out_view(r.dw2, d.weight_shape()));
+  pl.input_grad(g, spec(ws2), out_view(r.dx2, d.input_shape()));
+  pl.weight_grad(g, spec(xs2), out_view(r.dw2, d.weight_shape()));
   pl.bias_grad(g, r.db2.data());
   r.energy = blfft::energy_map<T>(p, x);
   return r;
 }
+
+/// The setup of a layout check: the trace, the problem, its plan and the results from contiguous
+/// views, which every other layout must reproduce.
+template <class T>
+struct layout_case {
+  ::testing::ScopedTrace trace;
+  conv_params p;
+  double rate;
+  problem<T> pr;
+  const dims& d = pr.d;
+  std::shared_ptr<const blfft::plan<T>> pl;
+  results<T> base;
+  layout_case(const conv_params& prm, double r, transform_method m, uint64_t seed)
+      : trace(__FILE__, __LINE__, name_of(prm) + " r=" + std::to_string(r) + " " + method_name(m)),
+        p(prm), rate(r), pr(prm, seed),
+        pl(blfft::get_plan<T>(prm, compression::rate(r), options(m))),
+        base(run(*pl, prm, pr.xv(), pr.wv(), pr.bt.data(), pr.gv())) {}
+
+  void check_noncontiguous_inputs() const;
+  void check_noncontiguous_outputs() const;
+};
 
 /// Non-contiguous views must give the results of contiguous ones. The data are the same, so the
 /// only admissible difference is rounding from another evaluation order: relative l2 1e-6
@@ -211,17 +252,10 @@ void expect_same(const results<T>& a, const results<T>& b, const std::string& wh
 }
 
 template <class T>
-void check_noncontiguous_inputs(const conv_params& p, double rate, transform_method m) {
-  SCOPED_TRACE(name_of(p) + " r=" + std::to_string(rate) + " " + method_name(m));
-  problem<T> pr(p, 301);
-  const dims& d = pr.d;
-  auto pl = blfft::get_plan<T>(p, compression::rate(rate), options(m));
-  const auto base = run(*pl, p, pr.xv(), pr.wv(), pr.bt.data(), pr.gv());
-  {  // base is right in the first place
-    const auto ref = direct_forward(p, pr.x, pr.w, pr.b.data());
-    if (rate == 0.0) {
-      EXPECT_TRUE(rel_close("contiguous forward", base.y, ref, tol<T>::direct));
-    }
+void layout_case<T>::check_noncontiguous_inputs() const {
+  if (rate == 0.0) {  // base is right in the first place
+    EXPECT_TRUE(rel_close("contiguous forward", base.y, direct_forward(p, pr.x, pr.w, pr.b.data()),
+                          tol<T>::direct));
   }
   const size_t rank = d.input_shape().size();
   const auto xs = d.input_shape(), ws = d.weight_shape(), gs = d.output_shape();
@@ -250,8 +284,8 @@ void check_noncontiguous_inputs(const conv_params& p, double rate, transform_met
     for (size_t k = 2; k < rank; ++k) wo.push_back(static_cast<int>(k));
     wo.push_back(1);
     wo.push_back(0);
-    vs.push_back({"weight_kernel_major", layout(pr.xt, xs, iota_order(rank)),
-                  layout(pr.wt, ws, wo), layout(pr.gt, gs, iota_order(rank))});
+    vs.push_back({"weight_kernel_major", layout(pr.xt, xs, iota_order(rank)), layout(pr.wt, ws, wo),
+                  layout(pr.gt, gs, iota_order(rank))});
   }
   for (auto& v : vs) {
     SCOPED_TRACE(v.name);
@@ -274,37 +308,30 @@ void check_noncontiguous_inputs(const conv_params& p, double rate, transform_met
 
 TEST(Views, NonContiguousInputsF32) {
   for (auto m : methods())
-    for (double r : {0.0, 0.5}) {
-      check_noncontiguous_inputs<float>(
-          make2d(2, 4, 6, {9, 8}, {3, 2}, {1, 2}, {1, 1}, {1, 1}, 2), r, m);
-      check_noncontiguous_inputs<float>(make1d(2, 3, 4, 12, 3, 2, 1, 2), r, m);
-    }
+    for (double r : {0.0, 0.5})
+      for (const auto& p : {make2d(2, 4, 6, {9, 8}, {3, 2}, {1, 2}, {1, 1}, {1, 1}, 2),
+                            make1d(2, 3, 4, 12, 3, 2, 1, 2)})
+        layout_case<float>(p, r, m, 301).check_noncontiguous_inputs();
 }
 TEST(Views, NonContiguousInputsF64) {
   for (auto m : methods())
-    for (double r : {0.0, 0.75}) {
-      check_noncontiguous_inputs<double>(make2d(3, 2, 4, {7, 10}, {2, 3}, {2, 1}, {0, 1}), r, m);
-      check_noncontiguous_inputs<double>(make1d(2, 4, 2, 11, 4, 1, 2, 1, 2), r, m);
-    }
+    for (double r : {0.0, 0.75})
+      for (const auto& p :
+           {make2d(3, 2, 4, {7, 10}, {2, 3}, {2, 1}, {0, 1}), make1d(2, 4, 2, 11, 4, 1, 2, 1, 2)})
+        layout_case<double>(p, r, m, 301).check_noncontiguous_inputs();
 }
 
 template <class T>
-void check_noncontiguous_outputs(const conv_params& p, double rate, transform_method m) {
-  SCOPED_TRACE(name_of(p) + " r=" + std::to_string(rate) + " " + method_name(m));
-  problem<T> pr(p, 401);
-  const dims& d = pr.d;
-  auto pl = blfft::get_plan<T>(p, compression::rate(rate), options(m));
-  const auto base = run(*pl, p, pr.xv(), pr.wv(), pr.bt.data(), pr.gv());
+void layout_case<T>::check_noncontiguous_outputs() const {
   const size_t rank = d.input_shape().size();
   const T fill = T(-777);
   const double t = same_results_tol<T>();
   std::vector<i64> chan_extra(rank, 0);
   chan_extra[1] = 2;
-  const std::vector<T> none;
 
   std::vector<T> xs(pl->geometry().x_spectrum_size()), ws(pl->geometry().w_spectrum_size());
-  pl->input_spectrum(pr.xv(), xs.data());
-  pl->weight_spectrum(pr.wv(), ws.data());
+  pl->input_spectrum(pr.xv(), spec(xs));
+  pl->weight_spectrum(pr.wv(), spec(ws));
 
   struct lay {
     std::string name;
@@ -317,26 +344,30 @@ void check_noncontiguous_outputs(const conv_params& p, double rate, transform_me
                        lay{"channel_slice", iota_order(rank), chan_extra, 1, 4},
                        lay{"every_other_element", iota_order(rank), {}, 2, 1}}) {
     SCOPED_TRACE(L.name);
-    auto y = layout(none, d.output_shape(), L.order, L.extra, L.step, L.offset, fill);
-    auto dx = layout(none, d.input_shape(), L.order, L.extra, L.step, L.offset, fill);
-    auto dw = layout(none, d.weight_shape(), L.order, L.extra, L.step, L.offset, fill);
+    // An output buffer of `shape` in this layout, every element (and gap) `fill`.
+    const auto blank = [&](const std::vector<i64>& shape) {
+      return layout(std::vector<T>{}, shape, L.order, L.extra, L.step, L.offset, fill);
+    };
+    auto y = blank(d.output_shape());
+    auto dx = blank(d.input_shape());
+    auto dw = blank(d.weight_shape());
     pl->forward(pr.xv(), pr.wv(), pr.bt.data(), y.view());
     EXPECT_TRUE(rel_close("forward into a strided y", y.gather(), widen(base.y), t));
     EXPECT_TRUE(y.gaps_hold(fill)) << "forward wrote outside y's elements";
 
     auto dxv = dx.view();
     auto dwv = dw.view();
-    pl->backward(pr.gv(), xs.data(), ws.data(), &dxv, &dwv, nullptr);
+    pl->backward(pr.gv(), spec(xs), spec(ws), &dxv, &dwv, nullptr);
     EXPECT_TRUE(rel_close("backward grad_input", dx.gather(), widen(base.dx), t));
     EXPECT_TRUE(rel_close("backward grad_weight", dw.gather(), widen(base.dw), t));
     EXPECT_TRUE(dx.gaps_hold(fill) && dw.gaps_hold(fill)) << "backward wrote into gaps";
 
-    auto y2 = layout(none, d.output_shape(), L.order, L.extra, L.step, L.offset, fill);
-    auto dx2 = layout(none, d.input_shape(), L.order, L.extra, L.step, L.offset, fill);
-    auto dw2 = layout(none, d.weight_shape(), L.order, L.extra, L.step, L.offset, fill);
-    pl->forward_spectra(xs.data(), ws.data(), pr.bt.data(), y2.view());
-    pl->input_grad(pr.gv(), ws.data(), dx2.view());
-    pl->weight_grad(pr.gv(), xs.data(), dw2.view());
+    auto y2 = blank(d.output_shape());
+    auto dx2 = blank(d.input_shape());
+    auto dw2 = blank(d.weight_shape());
+    pl->forward_spectra(spec(xs), spec(ws), pr.bt.data(), y2.view());
+    pl->input_grad(pr.gv(), spec(ws), dx2.view());
+    pl->weight_grad(pr.gv(), spec(xs), dw2.view());
     EXPECT_TRUE(rel_close("forward_spectra", y2.gather(), widen(base.y), t));
     EXPECT_TRUE(rel_close("input_grad", dx2.gather(), widen(base.dx2), t));
     EXPECT_TRUE(rel_close("weight_grad", dw2.gather(), widen(base.dw2), t));
@@ -347,15 +378,17 @@ void check_noncontiguous_outputs(const conv_params& p, double rate, transform_me
 
 TEST(Views, NonContiguousOutputsF32) {
   for (auto m : methods()) {
-    check_noncontiguous_outputs<float>(
-        make2d(2, 4, 6, {9, 8}, {3, 2}, {1, 2}, {1, 1}, {1, 1}, 2), 0.5, m);
-    check_noncontiguous_outputs<float>(make1d(2, 3, 4, 12, 3, 2, 1, 2), 0.0, m);
+    layout_case<float>(make2d(2, 4, 6, {9, 8}, {3, 2}, {1, 2}, {1, 1}, {1, 1}, 2), 0.5, m, 401)
+        .check_noncontiguous_outputs();
+    layout_case<float>(make1d(2, 3, 4, 12, 3, 2, 1, 2), 0.0, m, 401).check_noncontiguous_outputs();
   }
 }
 TEST(Views, NonContiguousOutputsF64) {
   for (auto m : methods()) {
-    check_noncontiguous_outputs<double>(make2d(3, 2, 4, {7, 10}, {2, 3}, {2, 1}, {0, 1}), 0.0, m);
-    check_noncontiguous_outputs<double>(make1d(2, 4, 2, 11, 4, 1, 2, 1, 2), 0.75, m);
+    layout_case<double>(make2d(3, 2, 4, {7, 10}, {2, 3}, {2, 1}, {0, 1}), 0.0, m, 401)
+        .check_noncontiguous_outputs();
+    layout_case<double>(make1d(2, 4, 2, 11, 4, 1, 2, 1, 2), 0.75, m, 401)
+        .check_noncontiguous_outputs();
   }
 }
 

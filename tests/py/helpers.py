@@ -68,3 +68,26 @@ def conv_backward_args(g, x, w):
     weight w of a stride-1, padding-1 call at rate 0.5, no spectra kept, every gradient asked."""
     shapes = ([2, 3, 8, 7], [4, 3, 3, 3], [1, 1], [1, 1], [1, 1], 1, 0.5, [])
     return (g, x.detach(), None, w.detach(), None) + shapes + (True, True, True)
+
+
+def torch_op_samples(name, dtype=torch.float64):
+    """torch's own OpInfo sample inputs of `name` (e.g. "nn.functional.conv_transpose2d") on the
+    CPU: (input, args, kwargs) triples. torch's test package imports `expecttest` (a test-only
+    dependency, not installed with torch) for its TestCase base class only; a stand-in with
+    unittest's TestCase is installed when it is missing."""
+    import sys
+    import types
+    import unittest
+
+    if "expecttest" not in sys.modules:
+        try:
+            import expecttest  # noqa: F401
+        except ImportError:
+            stub = types.ModuleType("expecttest")
+            stub.TestCase = unittest.TestCase
+            sys.modules["expecttest"] = stub
+    from torch.testing._internal.common_methods_invocations import op_db
+
+    ops = [op for op in op_db if op.name == name]
+    assert ops, f"torch has no OpInfo named {name}"
+    return [(s.input, s.args, s.kwargs) for s in ops[0].sample_inputs("cpu", dtype)]

@@ -26,6 +26,23 @@ def test_quick_bench_writes_reports(tmp_path, impls):
     assert all(r["gflops"] > 0 for r in results if r["impl"] == "blfft")
     md = (tmp_path / "bench.md").read_text()
     assert "blfft/torch" in md and "quick 16ch 16x16" in md
+    # The transposed layer: blfft and torch measured, the paper's pipeline (none) skipped.
+    up = {r["impl"] for r in results if r["layer"] == "quick up 16->8 k4 s2 p1 8x8"}
+    assert up == {"blfft", "torch"}
+
+
+@pytest.mark.parametrize("layer", bench.UNET + [la for la in bench.QUICK if la.transposed])
+def test_transposed_layers_match_torch_at_rate_zero(layer):
+    import torch
+
+    x, w = bench._inputs(layer, batch=2)
+    x, w = x.double(), w.double()
+    ref = bench._torch(x, w, layer, 0.0)
+    assert ref.shape[-1] == 2 * layer.size  # up-sampling by 2
+    torch.testing.assert_close(bench._blfft(x, w, layer, 0.0), ref, rtol=1e-9, atol=1e-9)
+    # The geometry the report uses is that of the convolution it is the adjoint of.
+    g = bench._geometry(layer, 0.5)
+    assert tuple(g.input_shape[2:]) == tuple(ref.shape[2:])
 
 
 def test_paper_pipeline_matches_torch_at_rate_zero():
@@ -34,6 +51,8 @@ def test_paper_pipeline_matches_torch_at_rate_zero():
     import torch.nn.functional as F
 
     for layer in bench.QUICK:
+        if layer.transposed:  # the paper's pipeline has no transposed convolution
+            continue
         x, w = bench._inputs(layer)
         x, w = x.double(), w.double()
         ref = (F.conv2d if layer.ndim == 2 else F.conv1d)(x, w, None, layer.stride, layer.padding)

@@ -10,8 +10,9 @@ this file and counts a skip as a failure): forward and every gradient on CUDA ag
 torch.nn.functional and the CPU backend at rate 0 (the cases of test_exact.py), against the CPU
 backend at rate 0.5 and in energy mode; non-contiguous inputs; a non-default current stream;
 torch.compile (also mode="reduce-overhead"); a forward + backward captured in a CUDA graph and
-replayed; tensors on a device other than the current one (with two GPUs); the modules on .cuda();
-torch.library.opcheck.
+replayed, and a clear refusal to make plans during capture; tensors on a device other than the
+current one (with two GPUs); the modules on .cuda(); torch.library.opcheck; temporaries from
+torch's caching allocator, nothing kept between calls (issue #10 item 3).
 """
 
 import os
@@ -96,6 +97,29 @@ def test_cuda_module_imports_without_a_gpu():
     assert _cuda.__version__ == blfft.__version__
     assert tuple(_cuda.dlpack_version) == tuple(_core.dlpack_version)
     assert _cuda.plan_cache_size() >= 0
+
+
+@needs_module
+def test_torch_allocator_is_registered_on_import():
+    """blfft._backends registers torch's caching allocator with blfft._cuda on import, so that a
+    call's temporaries are torch's (checked on a GPU below); set_allocator checks its arguments."""
+    from blfft import _cuda
+
+    assert _cuda.allocator_registered() is True
+    with pytest.raises(TypeError, match="both alloc and free, or neither"):
+        _cuda.set_allocator(torch.cuda.caching_allocator_alloc, None)
+    with pytest.raises(TypeError, match="must be callables"):
+        _cuda.set_allocator(1, 2)
+    assert _cuda.allocator_registered() is True  # a refused call changes nothing
+    try:
+        _cuda.set_allocator(None, None)
+        assert _cuda.allocator_registered() is False
+    finally:
+        assert _backends.use_torch_allocator() is True
+    assert _cuda.allocator_registered() is True
+    # No device: BlfftError ("unsupported"); with one, device 99 is out of range: ValueError.
+    with pytest.raises((blfft.BlfftError, ValueError), match="no CUDA device|out of range"):
+        _cuda.memory_stats(99)
 
 
 def _expect_unsupported(match, fn):
@@ -325,12 +349,12 @@ def _compare_cuda(ndim, case, dtype, rate=0.0, energy=None, against_torch=True):
     names = ("grad_input", "grad_weight", "grad_bias")
     # Against the CPU backend, same dtype (a float32 pair may differ by both rounding errors).
     assert_close(y_gpu.cpu(), y_cpu, dtype, "output vs CPU backend")
-    for name, a, r in zip(names, g_gpu, g_cpu):
+    for name, a, r in zip(names, g_gpu, g_cpu, strict=False):  # no grad_bias without bias
         assert_close(a.cpu(), r, dtype, f"{name} vs CPU backend")
     if against_torch:
         _, g_ref = _grads(ft, x, w, b, g, **kw)
         assert_close(y_gpu.cpu(), y_ref, dtype, "output vs torch")
-        for name, a, r in zip(names, g_gpu, g_ref):
+        for name, a, r in zip(names, g_gpu, g_ref, strict=False):
             assert_close(a.cpu(), r, dtype, f"{name} vs torch")
 
 
@@ -417,7 +441,7 @@ def test_cuda_non_contiguous_inputs(dtype):
             yr = BF.conv2d(*ref, padding=1, stride=(1, 2), compress_rate=rate)
         yr.sum().backward()
         assert_close(y.cpu(), yr, dtype, f"output, rate {rate}")
-        for t, tr, name in zip((x, w, b), ref, "xwb"):
+        for t, tr, name in zip((x, w, b), ref, "xwb", strict=True):
             assert_close(t.grad.cpu(), tr.grad, dtype, f"grad {name}, rate {rate}")
     xc = torch.randn(2, 4, 9, 9, dtype=dtype, device=DEV).to(memory_format=torch.channels_last)
     wc = torch.randn(5, 4, 3, 3, dtype=dtype, device=DEV).to(memory_format=torch.channels_last)
@@ -628,6 +652,109 @@ def test_cuda_binding_direct_call_and_pool():
     )
     torch.cuda.synchronize()
     assert rel_l2(y.cpu(), F.conv2d(x, w, padding=1)) < REL_TOL[torch.float32]
-    st = _cuda.memory_pool_stats(torch.cuda.current_device())
-    assert set(st) == {"reserved", "used", "reserved_peak", "used_peak"}
+    st = _cuda.memory_stats(torch.cuda.current_device())
+    assert set(st) == {"in_use", "peak", "allocations"}
+    assert st["in_use"] == 0 and st["peak"] > 0 and st["allocations"] > 0
     assert _cuda.plan_cache_size() >= 1
+
+
+# --- memory: torch's caching allocator, nothing kept between calls (issue #10 item 3) -----------
+
+
+def _direct_forward(x, w, p, comp, y):
+    """blfft._cuda.forward with no spectra given: the call makes both as temporaries."""
+    from blfft import _cuda
+
+    _cuda.forward(p, comp, x, w, None, y, None, None, torch.cuda.current_stream().cuda_stream)
+
+
+@pytest.mark.cuda
+def test_cuda_temporaries_come_from_torch_and_go_back():
+    """A call's temporaries are allocated by torch's caching allocator (max_memory_allocated rises
+    during the call by at least what blfft asked for) and all given back by its end
+    (memory_allocated is back to the baseline); with the allocator unregistered they come from
+    cudaMallocAsync instead, which torch does not see."""
+    from blfft import _cuda
+
+    dev = torch.cuda.current_device()
+    p = _core.ConvParams.conv2d(8, 32, 32, (24, 24), (3, 3), padding=(1, 1))
+    comp = _core.Compression.rate(0.5)
+    x = torch.randn(8, 32, 24, 24, device=DEV)
+    w = torch.randn(32, 32, 3, 3, device=DEV)
+    y = torch.empty(8, 32, 24, 24, device=DEV)
+    _direct_forward(x, w, p, comp, y)  # plans made (their tables are not temporaries)
+    want = y.clone()
+    torch.cuda.synchronize()
+
+    def measured():
+        y.fill_(float("nan"))
+        torch.cuda.synchronize()
+        base = torch.cuda.memory_allocated()
+        torch.cuda.reset_peak_memory_stats()
+        _cuda.reset_memory_peak(dev)
+        _direct_forward(x, w, p, comp, y)
+        torch.cuda.synchronize()
+        torch.testing.assert_close(y, want, rtol=1e-4, atol=1e-4)
+        st = _cuda.memory_stats(dev)
+        assert st["in_use"] == 0, st
+        return torch.cuda.max_memory_allocated() - base, torch.cuda.memory_allocated() - base, st
+
+    rise, left, st = measured()
+    assert st["peak"] > 0
+    assert rise >= st["peak"], (rise, st)  # every temporary was torch's (rounded up by torch)
+    assert left == 0, f"{left} bytes still allocated after the call"
+    try:
+        _cuda.set_allocator(None, None)  # the backend's default: cudaMallocAsync
+        rise0, left0, st0 = measured()
+        assert st0["peak"] == st["peak"] and rise0 == 0 and left0 == 0
+    finally:
+        _backends.use_torch_allocator()
+
+
+@pytest.mark.cuda
+def test_cuda_keeps_nothing_between_calls():
+    """Training steps through the public ops: after each step (its tensors gone) torch's
+    allocated memory is back where it started, and blfft holds no temporary."""
+    from blfft import _cuda
+
+    torch.manual_seed(1)
+    model = _Net().to(DEV)
+    x = torch.randn(4, 3, 12, 12, device=DEV)
+    _step(model, model, x)  # plans, and torch's own lazily made state (grads)
+    torch.cuda.synchronize()
+    base = torch.cuda.memory_allocated()
+    for _ in range(3):
+        torch.cuda.reset_peak_memory_stats()
+        out, grads = _step(model, model, x)
+        del out, grads
+        torch.cuda.synchronize()
+        assert torch.cuda.max_memory_allocated() > base
+        assert torch.cuda.memory_allocated() == base
+        assert _cuda.memory_stats(torch.cuda.current_device())["in_use"] == 0
+
+
+@pytest.mark.cuda
+def test_cuda_graph_capture_refuses_new_plans_clearly():
+    """Issue #10 item 4: a layer whose plans were not made before capture is refused with an error
+    that says what to do (plans and their tables are made outside capture), not a bare CUDA error.
+    Last in this file: the failed capture is torch's to clean up."""
+    x = torch.randn(3, 5, 11, 13, device=DEV)
+    w = torch.randn(7, 5, 3, 3, device=DEV)
+    torch.cuda.synchronize()
+    g = torch.cuda.CUDAGraph()
+    with pytest.raises(Exception) as e:
+        with torch.cuda.graph(g):
+            BF.conv2d(x, w, padding=1, compress_rate=0.37)  # a geometry no test made before
+    # Ending the invalidated capture may raise torch's own error, with blfft's as its context.
+    chain, err = [], e.value
+    while err is not None and len(chain) < 5:
+        chain.append(err)
+        err = err.__context__ or err.__cause__
+    texts = " | ".join(f"{type(c).__name__}: {c}" for c in chain)
+    assert any(isinstance(c, blfft.BlfftError) for c in chain), texts
+    assert "run the layer once with the same shapes before capturing" in texts, texts
+    torch.cuda.synchronize()
+    # Made outside capture, the same layer then works.
+    y = BF.conv2d(x, w, padding=1, compress_rate=0.37)
+    ref = BF.conv2d(x.cpu(), w.cpu(), padding=1, compress_rate=0.37)
+    assert_close(y.cpu(), ref, torch.float32, "after the refused capture")

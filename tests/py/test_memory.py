@@ -41,7 +41,9 @@ def test_batch_dependent_saved_bytes_are_smaller_than_input_at_rate_075(dtype, k
     b = torch.randn(f, dtype=dtype, requires_grad=True)
     per_batch = {}
     for n in (2, 4):
-        x = torch.randn(n, c, hw, hw, dtype=dtype, requires_grad=True)
+        # An intermediate activation (not a leaf: a leaf input is kept by reference for double
+        # backward, at no cost, see test_leaf_input_is_kept_by_reference).
+        x = torch.randn(n, c, hw, hw, dtype=dtype, requires_grad=True).clone()
         y, saved = _saved(lambda x=x: BF.conv2d(x, w, b, padding=1, compress_rate=0.75))
         _, _, g = _ops.geometry(x.shape, w.shape, (1, 1), (1, 1), (1, 1), 1, 0.75)
         # Weight spectra are counted separately: they do not grow with the batch.
@@ -56,6 +58,19 @@ def test_batch_dependent_saved_bytes_are_smaller_than_input_at_rate_075(dtype, k
     growth = per_batch[4][0] - per_batch[2][0]
     input_growth = per_batch[4][1] - per_batch[2][1]
     assert 0 < growth < 0.5 * input_growth
+
+
+def test_leaf_input_is_kept_by_reference():
+    # A leaf input that requires grad (a gradient penalty's input, gradcheck's) is held by its
+    # creator anyway; forward keeps a reference to it beside its spectrum, so that a create_graph
+    # backward can differentiate the weight gradient toward it (docs/design.md 1.6).
+    x = torch.randn(2, 8, 32, 32, requires_grad=True)
+    w = torch.randn(8, 8, 3, 3, requires_grad=True)
+    _, _, g = _ops.geometry(x.shape, w.shape, (1, 1), (1, 1), (1, 1), 1, 0.75)
+    assert g.x_spectrum_size < g.input_size
+    _, saved = _saved(lambda: BF.conv2d(x, w, padding=1, compress_rate=0.75))
+    assert any(t is x for t in saved)
+    assert any(t.numel() == g.x_spectrum_size for t in saved)
 
 
 def test_input_is_kept_when_its_spectrum_is_larger():
@@ -106,7 +121,8 @@ def _weight_spectra(saved, g):
 )
 def test_weight_spectrum_saving_modes(mode, n, c, f, hw, rate):
     torch.manual_seed(0)
-    x = torch.randn(n, c, hw, hw, dtype=torch.float64, requires_grad=True)
+    # An intermediate activation: a leaf input would also be kept by reference (at no cost).
+    x = torch.randn(n, c, hw, hw, dtype=torch.float64, requires_grad=True).clone()
     w = torch.randn(f, c, 3, 3, dtype=torch.float64, requires_grad=True)
     b = torch.randn(f, dtype=torch.float64, requires_grad=True)
     gy = torch.randn(n, f, hw, hw, dtype=torch.float64)
@@ -169,7 +185,7 @@ def test_bfloat16_saved_spectra_halve_what_backward_holds(hw, bfloat16_spectra):
     held = {}
     blfft.set_weight_spectrum_saving("recompute")  # only the batch-dependent part here
     for n in (4, 8):
-        x = torch.randn(n, c, hw, hw, requires_grad=True)
+        x = torch.randn(n, c, hw, hw, requires_grad=True).clone()  # an intermediate activation
         _, _, g = _ops.geometry(x.shape, w.shape, (1, 1), (1, 1), (1, 1), 1, 0.5)
         y, saved = _saved(lambda x=x: BF.conv2d(x, w, padding=1, compress_rate=0.5))
         spectra = [t for t in saved if t.dim() == 1]
@@ -233,7 +249,8 @@ def test_large_1d_layer_mixes_from_the_weight_taps():
 @pytest.mark.parametrize("mode", ["auto", "keep", "recompute"])
 def test_input_spectrum_saving_modes(mode):
     torch.manual_seed(4)
-    x = torch.randn(4, 8, 16, 16, dtype=torch.float64, requires_grad=True)
+    # An intermediate activation (a leaf input is also kept by reference, at no cost).
+    x = torch.randn(4, 8, 16, 16, dtype=torch.float64, requires_grad=True).clone()
     w = torch.randn(8, 8, 3, 3, dtype=torch.float64, requires_grad=True)
     gy = torch.randn(4, 8, 16, 16, dtype=torch.float64)
     _, _, g = _ops.geometry(x.shape, w.shape, (1, 1), (1, 1), (1, 1), 1, 0.5)

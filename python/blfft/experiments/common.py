@@ -520,15 +520,45 @@ def pyplot():
     return plt
 
 
-def model_panels(rows, nrows: int, height: float):
-    """``(figure, axes, panels)``: one column of `nrows` axes per (model, dataset) pair of `rows`
-    (``panels``, in order of appearance); None without matplotlib."""
+def plot_model_panels(rows, path: Path, nrows: int, height: float, draw: Callable) -> bool:
+    """One column of `nrows` axes per (model, dataset) pair of `rows` (in order of appearance),
+    each drawn by ``draw(axes_column, model, dataset, rows_of_that_pair)``; written to `path`.
+    False (nothing written) without matplotlib."""
     plt = pyplot()
     if plt is None:
-        return None
+        return False
     panels = list(dict.fromkeys((r["model"], r["dataset"]) for r in rows))
     fig, axes = plt.subplots(nrows, len(panels), figsize=(4.4 * len(panels), height), squeeze=False)
-    return fig, axes, panels
+    for j, (model, ds) in enumerate(panels):
+        sel = [r for r in rows if r["model"] == model and r["dataset"] == ds]
+        draw([axes[i][j] for i in range(nrows)], model, ds, sel)
+    return save_figure(fig, path)
+
+
+def add_model_arguments(p, fcn_dataset: str) -> None:
+    """--models and --dataset, as the experiments on one FCN data set and the image models take
+    them."""
+    p.add_argument("--models", default="fcn,resnet", help="fcn, resnet, densenet (comma-separated)")
+    p.add_argument("--dataset", default=None, help=f"UCR data set for the FCN ({fcn_dataset})")
+
+
+def accuracy_row(kind: str, data, rec: dict, ev: dict, **setting) -> dict:
+    """One result row of an accuracy experiment: model, dataset, the `setting` (rates, noise),
+    the test accuracy and the training's epochs and seconds."""
+    return {
+        "model": kind,
+        "dataset": data.name,
+        **setting,
+        "test_acc": ev["acc"],
+        "epochs": rec["config"].epochs,
+        "train_seconds": rec["train_seconds"],
+    }
+
+
+def print_accuracies(prefix: str, label: str, settings, accs) -> None:
+    """``<prefix>: <label> <setting>: <acc>, ...`` on one line (progress of a long run)."""
+    pairs = ", ".join(f"{label} {s}: {a:.4f}" for s, a in zip(settings, accs, strict=True))
+    print(f"{prefix}: {pairs}", flush=True)
 
 
 def save_figure(fig, path: Path) -> bool:

@@ -22,8 +22,7 @@ QUICK = dict(dataset="Chinatown", sigmas=(0.0, 0.5))
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", default="fcn,resnet", help="fcn, resnet, densenet (comma-separated)")
-    p.add_argument("--dataset", default=None, help=f"UCR data set for the FCN ({FCN_DATASET})")
+    common.add_model_arguments(p, FCN_DATASET)
 
 
 def run(args, out: Path) -> dict:
@@ -45,22 +44,8 @@ def run(args, out: Path) -> dict:
                     noise_seed=common.model_seed(args.seed, "noise", sigma),
                 )
                 accs.append(ev["acc"])
-                rows.append(
-                    {
-                        "model": kind,
-                        "dataset": d.name,
-                        "rate": rate,
-                        "sigma": sigma,
-                        "test_acc": ev["acc"],
-                        "epochs": rec["config"].epochs,
-                        "train_seconds": rec["train_seconds"],
-                    }
-                )
-            print(
-                f"{kind} {d.name} rate {rate}: "
-                + ", ".join(f"sigma {s}: {a:.4f}" for s, a in zip(sigmas, accs)),
-                flush=True,
-            )
+                rows.append(common.accuracy_row(kind, d, rec, ev, rate=rate, sigma=sigma))
+            common.print_accuracies(f"{kind} {d.name} rate {rate}", "sigma", sigmas, accs)
     files = common.write_outputs(
         out, NAME, rows, _markdown(rows, sigmas), lambda path: _plot(rows, path)
     )
@@ -90,21 +75,15 @@ def _markdown(rows, sigmas) -> str:
 
 
 def _plot(rows, path: Path) -> bool:
-    figure = common.model_panels(rows, 1, 3.4)
-    if figure is None:
-        return False
-    fig, axes, panels = figure
-    for ax, (model, ds) in zip(axes.flat, panels):
+    def draw(axes, model, ds, sel):
+        ax = axes[0]
         for rate in RATES:
-            pts = sorted(
-                (r["sigma"], 100 * r["test_acc"])
-                for r in rows
-                if r["model"] == model and r["dataset"] == ds and r["rate"] == rate
-            )
-            ax.plot(*zip(*pts), "o-", label=f"rate {rate:g}")
+            pts = sorted((r["sigma"], 100 * r["test_acc"]) for r in sel if r["rate"] == rate)
+            ax.plot(*zip(*pts, strict=True), "o-", label=f"rate {rate:g}")
         ax.set_title(f"{model}: {ds}", fontsize=9)
         ax.set_xlabel("noise sigma")
         ax.set_ylabel("test accuracy %")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return common.save_figure(fig, path)
+
+    return common.plot_model_panels(rows, path, 1, 3.4, draw)

@@ -36,8 +36,7 @@ QUICK = dict(
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", default="fcn,resnet", help="fcn, resnet, densenet (comma-separated)")
-    p.add_argument("--dataset", default=None, help=f"UCR data set for the FCN ({FCN_DATASET})")
+    common.add_model_arguments(p, FCN_DATASET)
     p.add_argument("--repeats", type=int, default=None, help="timed epochs (median; 3, quick 1)")
 
 
@@ -176,38 +175,35 @@ def _markdown(rows) -> str:
 
 
 def _plot(rows, path: Path) -> bool:
-    figure = common.model_panels(rows, 2, 6.4)
-    if figure is None:
-        return False
-    fig, axes, panels = figure
-    for j, (model, ds) in enumerate(panels):
-        sel = [r for r in rows if r["model"] == model and r["dataset"] == ds]
-        base = next(r for r in sel if r["impl"] == "torch")
-        bl = sorted((r for r in sel if r["impl"] == "blfft"), key=lambda r: r["rate"])
-        rates = [r["rate"] for r in bl]
-        ax = axes[0][j]
-        ax.plot(rates, [r["epoch_seconds"] for r in bl], "o-", label="blfft")
-        ax.axhline(base["epoch_seconds"], ls="--", color="C1", label="torch conv")
-        ax.set_title(f"{model}: {ds}, {base['samples']} samples", fontsize=9)
-        ax.set_ylabel("seconds per epoch")
-        ax.set_ylim(bottom=0)
-        ax.legend(fontsize=8)
-        ax.grid(alpha=0.3)
-        ax = axes[1][j]
-        mib = 2.0**20
-        ax.plot(rates, [r["held_bytes"] / mib for r in bl], "o-", label="blfft: held, all")
-        ax.plot(rates, [r["held_conv_bytes"] / mib for r in bl], "s-", label="blfft: held by convs")
-        ax.plot(
-            rates,
-            [r["held_conv_batch_bytes"] / mib for r in bl],
-            "^-",
-            label="blfft: convs, part growing with batch",
-        )
-        ax.axhline(base["held_bytes"] / mib, ls="--", color="C2", label="torch: held, all")
-        ax.axhline(base["held_conv_bytes"] / mib, ls=":", color="C3", label="torch: held by convs")
-        ax.set_xlabel("compression rate")
-        ax.set_ylabel("MiB held for backward (1 batch)")
-        ax.set_ylim(bottom=0)
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-    return common.save_figure(fig, path)
+    return common.plot_model_panels(rows, path, 2, 6.4, _draw)
+
+
+def _draw(axes, model, ds, sel) -> None:
+    base = next(r for r in sel if r["impl"] == "torch")
+    bl = sorted((r for r in sel if r["impl"] == "blfft"), key=lambda r: r["rate"])
+    rates = [r["rate"] for r in bl]
+    ax = axes[0]
+    ax.plot(rates, [r["epoch_seconds"] for r in bl], "o-", label="blfft")
+    ax.axhline(base["epoch_seconds"], ls="--", color="C1", label="torch conv")
+    ax.set_title(f"{model}: {ds}, {base['samples']} samples", fontsize=9)
+    ax.set_ylabel("seconds per epoch")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    ax = axes[1]
+    mib = 2.0**20
+    ax.plot(rates, [r["held_bytes"] / mib for r in bl], "o-", label="blfft: held, all")
+    ax.plot(rates, [r["held_conv_bytes"] / mib for r in bl], "s-", label="blfft: held by convs")
+    ax.plot(
+        rates,
+        [r["held_conv_batch_bytes"] / mib for r in bl],
+        "^-",
+        label="blfft: convs, part growing with batch",
+    )
+    ax.axhline(base["held_bytes"] / mib, ls="--", color="C2", label="torch: held, all")
+    ax.axhline(base["held_conv_bytes"] / mib, ls=":", color="C3", label="torch: held by convs")
+    ax.set_xlabel("compression rate")
+    ax.set_ylabel("MiB held for backward (1 batch)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)

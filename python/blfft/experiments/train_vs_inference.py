@@ -23,8 +23,7 @@ QUICK = dict(dataset="Chinatown", train_rates=(0.0, 0.5), infer_rates=(0.0, 0.5,
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--models", default="fcn,resnet", help="fcn, resnet, densenet (comma-separated)")
-    p.add_argument("--dataset", default=None, help=f"UCR data set for the FCN ({FCN_DATASET})")
+    common.add_model_arguments(p, FCN_DATASET)
 
 
 def run(args, out: Path) -> dict:
@@ -43,23 +42,11 @@ def run(args, out: Path) -> dict:
                 blfft.set_compression(model, ir, mode="inference")
                 ev = common.evaluate(model, d.x_test, d.y_test)
                 line.append(ev["acc"])
-                rows.append(
-                    {
-                        "model": kind,
-                        "dataset": d.name,
-                        "train_rate": tr,
-                        "inference_rate": ir,
-                        "achieved_inference_rate": ev["achieved_rate"],
-                        "test_acc": ev["acc"],
-                        "epochs": rec["config"].epochs,
-                        "train_seconds": rec["train_seconds"],
-                    }
+                setting = dict(
+                    train_rate=tr, inference_rate=ir, achieved_inference_rate=ev["achieved_rate"]
                 )
-            print(
-                f"{kind} {d.name} train rate {tr}: "
-                + ", ".join(f"infer {ir}: {a:.4f}" for ir, a in zip(infer_rates, line)),
-                flush=True,
-            )
+                rows.append(common.accuracy_row(kind, d, rec, ev, **setting))
+            common.print_accuracies(f"{kind} {d.name} train rate {tr}", "infer", infer_rates, line)
             matrix.append(line)
         matrices.append(
             {
