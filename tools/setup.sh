@@ -111,13 +111,19 @@ if ! "$VENV/bin/python" -c 'import fft_conv_pytorch' >/dev/null 2>&1; then
   "$VENV/bin/pip" install --no-deps fft-conv-pytorch
 fi
 
-# CUDA backend: cuFFT from the nvidia-cufft wheel (headers and libcufft.so.12 under
-# .venv/lib/python3*/site-packages/nvidia/cu13, where cmake/blfftCuda.cmake looks), so that the
-# backend compiles and links wherever nvcc is; no GPU is needed for that or for its CPU tests.
+# CUDA backend: cuFFT and cuBLAS from the nvidia-cufft / nvidia-cublas wheels (headers and
+# libraries under .venv/lib/python3*/site-packages/nvidia/cu13, where cmake/blfftCuda.cmake
+# looks), so that the backend compiles and links wherever nvcc is; no GPU is needed for that or for
+# its CPU tests.
 if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null 2>&1 || [ -n "${CUDACXX:-}" ]; then
   if ! compgen -G "$VENV/lib/python3*/site-packages/nvidia/cu13/lib/libcufft.so.12" >/dev/null; then
     log "installing nvidia-cufft 12.0.0.61 (cuFFT for the CUDA backend)"
     "$VENV/bin/pip" install --no-deps nvidia-cufft==12.0.0.61
+  fi
+  # cuBLAS (13.x, from PyPI) for the mixing GEMMs: headers for the backend and the stand-in tests.
+  if ! compgen -G "$VENV/lib/python3*/site-packages/nvidia/cu13/include/cublas_v2.h" >/dev/null; then
+    log "installing nvidia-cublas 13.x (cuBLAS for the CUDA backend)"
+    "$VENV/bin/pip" install --no-deps 'nvidia-cublas>=13,<14'
   fi
 fi
 
