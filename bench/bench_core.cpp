@@ -34,8 +34,7 @@ std::vector<layer> layers(bool quick) {
       {"r18 128ch 16x16", conv_params::conv2d(32, 128, 128, {16, 16}, {3, 3}, {1, 1}, {1, 1})},
       {"r18 256ch 8x8", conv_params::conv2d(32, 256, 256, {8, 8}, {3, 3}, {1, 1}, {1, 1})},
       {"r18 512ch 4x4", conv_params::conv2d(32, 512, 512, {4, 4}, {3, 3}, {1, 1}, {1, 1})},
-      {"r18 64->128 s2 32x32",
-       conv_params::conv2d(32, 64, 128, {32, 32}, {3, 3}, {2, 2}, {1, 1})},
+      {"r18 64->128 s2 32x32", conv_params::conv2d(32, 64, 128, {32, 32}, {3, 3}, {2, 2}, {1, 1})},
       {"r18 128->256 s2 16x16",
        conv_params::conv2d(32, 128, 256, {16, 16}, {3, 3}, {2, 2}, {1, 1})},
       {"r18 256->512 s2 8x8", conv_params::conv2d(32, 256, 512, {8, 8}, {3, 3}, {2, 2}, {1, 1})},
@@ -54,12 +53,9 @@ double median(std::vector<double> v) {
 
 const char* method_name(blfft::transform_method m) {
   switch (m) {
-    case blfft::transform_method::fft:
-      return "fft";
-    case blfft::transform_method::matmul:
-      return "matmul";
-    default:
-      return "auto";
+    case blfft::transform_method::fft: return "fft";
+    case blfft::transform_method::matmul: return "matmul";
+    default: return "auto";
   }
 }
 
@@ -71,9 +67,9 @@ std::string measure(const layer& l, double rate, blfft::transform_method method,
   const auto& g = plan.geometry();
   std::mt19937 rng(0);
   std::normal_distribution<float> normal;
-  std::vector<float> x(g.input_size()), w(g.weight_size()), y(g.output_size()),
-      go(g.output_size()), dx(g.input_size()), dw(g.weight_size()), db(l.params.out_channels),
-      xs(g.x_spectrum_size()), ws(g.w_spectrum_size());
+  std::vector<float> x(g.input_size()), w(g.weight_size()), y(g.output_size()), go(g.output_size()),
+      dx(g.input_size()), dw(g.weight_size()), db(l.params.out_channels), xs(g.x_spectrum_size()),
+      ws(g.w_spectrum_size());
   for (auto* v : {&x, &w, &go})
     for (auto& e : *v) e = normal(rng);
   const auto xv = blfft::tensor_view<const float>::contiguous(x.data(), g.input_shape());
@@ -146,7 +142,8 @@ int main(int argc, char** argv) {
   std::ostringstream json;
   json << "{\"threads\": " << blfft::get_num_threads() << ", \"repeats\": " << repeats
        << ", \"version\": \"" << BLFFT_VERSION_STRING << "\", \"results\": [\n";
-  for (size_t i = 0; i < rows.size(); ++i) json << "  " << rows[i] << (i + 1 < rows.size() ? ",\n" : "\n");
+  for (size_t i = 0; i < rows.size(); ++i)
+    json << "  " << rows[i] << (i + 1 < rows.size() ? ",\n" : "\n");
   json << "]}\n";
   if (out.empty()) {
     std::cout << json.str();

@@ -5,6 +5,13 @@
 // cuBLAS stand-ins' operand accesses. Float32 throughout.
 //
 //   blfft_cuda_traffic [--quick] [--full-batch] [--layers SUBSTRING] [--detail] [--out FILE]
+//                      [--tf32 on|off] [--out-cublas FILE] [--batch N]
+//
+// Mixing engines (blfft::cuda::mix_engine): every case is emulated with the mixing forced onto
+// the own kernel and forced onto cuBLAS; the records of --out are, pass by pass, those of the
+// engine the plan's rule picks at the layer's batch (pipeline::use_cublas / taps_path, with
+// TF32 as --tf32 says: default on, torch's default for torch.backends.cudnn.allow_tf32), and
+// --out-cublas writes the cuBLAS-forced ones. "engine" says which ran.
 //
 // Prints (or writes) a JSON list of records {layer, rate, pass, weight, launches, global_bytes,
 // compulsory_bytes, ...} for the ResNet-18 CIFAR layers (batch 32) and the FCN layers (batch 16)
@@ -81,9 +88,10 @@ std::vector<layer_spec> layers(bool quick) {
 struct cost {
   int64_t launches = 0, kernels = 0, ffts = 0, bytes = 0;
   int64_t sector_bytes = 0;  // the footprint in whole 32-byte sectors
+  int64_t gemms = 0;         // cuBLAS launches (in `launches`)
   cost operator+(const cost& o) const {
-    return {launches + o.launches, kernels + o.kernels, ffts + o.ffts, bytes + o.bytes,
-            sector_bytes + o.sector_bytes};
+    return {launches + o.launches, kernels + o.kernels,           ffts + o.ffts,
+            bytes + o.bytes,       sector_bytes + o.sector_bytes, gemms + o.gemms};
   }
 };
 
@@ -100,13 +108,19 @@ struct pass_costs {
   std::vector<std::string> detail;  // per launch: "pass: name read ... write ..."
 };
 
+blfft::cuda::cuda_plan_options with_engine(blfft::cuda::mix_engine e) {
+  blfft::cuda::cuda_plan_options o;
+  o.engine = e;
+  return o;
+}
+
 pass_costs measure(const conv_params& p, const compression& c, bool with_weight, bool whole,
-                   bool detail) {
+                   bool detail, blfft::cuda::mix_engine engine) {
   using T = float;
   const geometry g = blfft::make_geometry(p, c);
   bt::host_executor ex;
   ex.measure_traffic();
-  const cdx::pipeline<T, bt::host_executor> pl(ex, g);
+  const cdx::pipeline<T, bt::host_executor> pl(ex, g, with_engine(engine));
   // Values do not matter for the traffic; finite ones keep the stand-ins' checks quiet.
   const auto filled = [](int64_t n) {
     std::vector<T> v(static_cast<size_t>(n));
@@ -139,7 +153,7 @@ pass_costs measure(const conv_params& p, const compression& c, bool with_weight,
         r.detail.push_back(std::string(what) + ": " + l.name + " read " +
                            std::to_string(l.read_bytes) + " write " +
                            std::to_string(l.write_bytes));
-    return cost{s.launches(), s.kernels, s.ffts, s.global_bytes(), s.sector_bytes};
+    return cost{s.launches(), s.kernels, s.ffts, s.global_bytes(), s.sector_bytes, s.gemms};
   };
   if (with_weight)
     r.w_analysis = run("weight_spectrum", [&] { pl.weight_spectrum(wv, ws.data(), nullptr); });
@@ -172,21 +186,25 @@ int64_t extrapolate(int64_t a, int64_t b, int64_t n1, int64_t n2, int64_t n) {
 cost extrapolate(const cost& a, const cost& b, int64_t n1, int64_t n2, int64_t n) {
   if (a.launches != b.launches || a.kernels != b.kernels || a.ffts != b.ffts)
     throw std::runtime_error("launch counts depend on the batch: extrapolation does not hold");
-  return {a.launches, a.kernels, a.ffts, extrapolate(a.bytes, b.bytes, n1, n2, n),
-          extrapolate(a.sector_bytes, b.sector_bytes, n1, n2, n)};
+  return {a.launches,
+          a.kernels,
+          a.ffts,
+          extrapolate(a.bytes, b.bytes, n1, n2, n),
+          extrapolate(a.sector_bytes, b.sector_bytes, n1, n2, n),
+          a.gemms};
 }
 
 pass_costs at_batch(conv_params p, const compression& c, bool full, bool whole, bool detail,
-                    std::string& measured_at) {
+                    std::string& measured_at, blfft::cuda::mix_engine engine) {
   if (full) {
     measured_at = std::to_string(p.batch);
-    return measure(p, c, true, whole, detail);
+    return measure(p, c, true, whole, detail, engine);
   }
   const int64_t n = p.batch;
   p.batch = 1;
-  const pass_costs a = measure(p, c, true, whole, false);
+  const pass_costs a = measure(p, c, true, whole, false, engine);
   p.batch = 2;
-  pass_costs b = measure(p, c, false, whole, detail);
+  pass_costs b = measure(p, c, false, whole, detail, engine);
   measured_at = "1,2 (extrapolated)";
   pass_costs r;
   r.w_analysis = a.w_analysis;
@@ -200,6 +218,30 @@ pass_costs at_batch(conv_params p, const compression& c, bool full, bool whole, 
   return r;
 }
 
+/// Pass by pass, the costs of the engine the plan's rule picks at the layer's own batch (the
+/// emulated batches 1 and 2 would pick by their own sizes): `own` and `blas` are the two forced
+/// runs; `used_blas` says, per record of pass_costs (forward cached / with w, input grad cached /
+/// with w, weight grad), which was taken.
+pass_costs by_rule(const conv_params& p, const compression& c, const pass_costs& own,
+                   const pass_costs& blas, bool used_blas[5]) {
+  const geometry g = blfft::make_geometry(p, c);
+  bt::host_executor ex;
+  const cdx::pipeline<float, bt::host_executor> pl(ex, g);  // the rule only; nothing runs
+  using cdx::mix_pass;
+  used_blas[0] = pl.use_cublas(mix_pass::forward, false);
+  used_blas[1] = !pl.taps_path(mix_pass::forward) && pl.use_cublas(mix_pass::forward, false);
+  used_blas[2] = pl.use_cublas(mix_pass::input_grad, false);
+  used_blas[3] = !pl.taps_path(mix_pass::input_grad) && pl.use_cublas(mix_pass::input_grad, false);
+  used_blas[4] = pl.use_cublas(mix_pass::weight_grad, false);
+  pass_costs r = own;
+  r.forward_cached_w = used_blas[0] ? blas.forward_cached_w : own.forward_cached_w;
+  r.forward_with_w = used_blas[1] ? blas.forward_with_w : own.forward_with_w;
+  r.input_grad_cached_w = used_blas[2] ? blas.input_grad_cached_w : own.input_grad_cached_w;
+  r.input_grad_with_w = used_blas[3] ? blas.input_grad_with_w : own.input_grad_with_w;
+  r.weight_grad = used_blas[4] ? blas.weight_grad : own.weight_grad;
+  return r;
+}
+
 std::string json_string(const std::string& s) {
   std::string o = "\"";
   for (char ch : s) {
@@ -210,8 +252,9 @@ std::string json_string(const std::string& s) {
 }
 
 int run_main(int argc, char** argv) {
-  bool quick = false, full = false, detail = false, check_scaling = false;
-  std::string only, out;
+  bool quick = false, full = false, detail = false, check_scaling = false, tf32 = true;
+  std::string only, out, out_cublas;
+  int64_t batch = 0;  // --batch: every layer at this batch instead of its own
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     const auto value = [&]() -> std::string {
@@ -230,16 +273,29 @@ int run_main(int argc, char** argv) {
       only = value();
     else if (a == "--out")
       out = value();
-    else
-      throw std::runtime_error(
-          "unknown argument " + a +
-          " (--quick --full-batch --check-scaling --layers S --detail --out F)");
+    else if (a == "--out-cublas")
+      out_cublas = value();
+    else if (a == "--batch")
+      batch = std::stoll(value());
+    else if (a == "--tf32") {
+      const std::string v = value();
+      if (v != "on" && v != "off") throw std::runtime_error("--tf32 takes on or off");
+      tf32 = v == "on";
+    } else
+      throw std::runtime_error("unknown argument " + a +
+                               " (--quick --full-batch --check-scaling --layers S --detail --out F "
+                               "--out-cublas F --tf32 on|off --batch N)");
   }
+  // The rule and the GEMMs' compute type read the calling thread's TF32 scope, as in a call.
+  const blfft::cuda::scoped_tf32 tf32_scope(tf32);
+  using blfft::cuda::mix_engine;
   if (!bt::cufft_standins_linked)
     throw std::runtime_error("built without the cuFFT stand-ins (cufft.h not found): the cuFFT "
                              "executions' traffic would not be counted");
 
   auto list = layers(quick);
+  if (batch > 0)
+    for (auto& l : list) l.p.batch = batch;
   if (!only.empty()) {
     std::vector<layer_spec> keep;
     for (auto& l : list)
@@ -251,8 +307,8 @@ int run_main(int argc, char** argv) {
     // and the whole calls (forward(), backward_with_weight()) against the sums of their parts.
     std::string m1, m2;
     const auto c = compression::rate(0.5);
-    const auto e = at_batch(list[0].p, c, false, true, false, m1);
-    const auto f = at_batch(list[0].p, c, true, true, false, m2);
+    const auto e = at_batch(list[0].p, c, false, true, false, m1, mix_engine::cublas);
+    const auto f = at_batch(list[0].p, c, true, true, false, m2, mix_engine::cublas);
     const auto same = [](const cost& a, const cost& b) {
       return a.launches == b.launches && a.bytes == b.bytes;
     };
@@ -273,51 +329,87 @@ int run_main(int argc, char** argv) {
     if (!scaled || !parts) return 1;
   }
 
-  std::ostringstream js;
+  std::ostringstream js, jb;
   js << "[";
+  jb << "[";
   bool first = true;
   for (const auto& l : list) {
     for (double rate : {0.0, 0.5, 0.75}) {
       const auto t0 = std::chrono::steady_clock::now();
       std::string measured_at;
       const auto c = compression::rate(rate);
-      const pass_costs pc = at_batch(l.p, c, full, false, detail, measured_at);
+      const pass_costs own = at_batch(l.p, c, full, false, detail, measured_at, mix_engine::own);
+      const pass_costs blas = at_batch(l.p, c, full, false, false, measured_at, mix_engine::cublas);
+      bool used[5];
+      const pass_costs pc = by_rule(l.p, c, own, blas, used);
       const geometry g = blfft::make_geometry(l.p, c);
       const int64_t e = sizeof(float);
       const int64_t xb = e * g.input_size(), wb = e * g.weight_size(), yb = e * g.output_size();
+      // Flops per pass, for bench/cuda_model.py: the fused transforms (per image, Rh x Rw samples
+      // <-> nr x nc kept bins: a real x complex product along the width, a complex one along
+      // the height) and the mixing (Gauss: 3 real multiply-adds per complex one; cuBLAS: 4).
+      const double nr = static_cast<double>(g.kept_rows.size()),
+                   nc = static_cast<double>(g.kept_cols.size());
+      const auto tf = [&](int64_t images, int64_t rh, int64_t rw) {
+        return static_cast<double>(images) *
+               (4.0 * double(rh) * double(rw) * nc + 8.0 * nr * nc * double(rh));
+      };
+      const auto& q = l.p;  // 1D: input {1, L}, kernel {1, K}
+      const double t_x = tf(q.batch * q.in_channels, q.input[0], q.input[1]),
+                   t_y = tf(q.batch * q.out_channels, g.output[0], g.output[1]),
+                   t_w = tf(q.out_channels * g.in_per_group, q.kernel[0], q.kernel[1]);
+      const double products =
+          double(g.kept) * double(q.batch) * double(q.out_channels) * double(g.in_per_group);
       struct rec {
         const char* pass;
         const char* weight;
         cost k;
         int64_t compulsory;
         const char* path;
+        bool blas;
       };
-      // Weight unchanged: the cheaper of mixing from a cached spectrum and from the taps.
-      const bool cached_f = pc.forward_cached_w.bytes < pc.forward_with_w.bytes;
-      const bool cached_i = pc.input_grad_cached_w.bytes < pc.input_grad_with_w.bytes;
-      const rec recs[] = {
-          {"forward", "changed", pc.forward_with_w, xb + wb + yb, "weight"},
-          {"forward", "unchanged", cached_f ? pc.forward_cached_w : pc.forward_with_w, xb + wb + yb,
-           cached_f ? "cached spectrum" : "weight"},
-          {"input_grad", "changed", pc.input_grad_with_w, yb + wb + xb, "weight"},
-          {"input_grad", "unchanged", cached_i ? pc.input_grad_cached_w : pc.input_grad_with_w,
-           yb + wb + xb, cached_i ? "cached spectrum" : "weight"},
-          {"weight_grad", "changed", pc.weight_grad, yb + xb + wb, "x spectrum"},
-          {"weight_grad", "unchanged", pc.weight_grad, yb + xb + wb, "x spectrum"},
+      const auto write = [&](std::ostringstream& o, const pass_costs& q, const bool* blas) {
+        // Weight unchanged: the cheaper of mixing from a cached spectrum and from the taps.
+        const bool cached_f = q.forward_cached_w.bytes < q.forward_with_w.bytes;
+        const bool cached_i = q.input_grad_cached_w.bytes < q.input_grad_with_w.bytes;
+        const rec recs[] = {
+            {"forward", "changed", q.forward_with_w, xb + wb + yb, "weight", blas[1]},
+            {"forward", "unchanged", cached_f ? q.forward_cached_w : q.forward_with_w, xb + wb + yb,
+             cached_f ? "cached spectrum" : "weight", blas[cached_f ? 0 : 1]},
+            {"input_grad", "changed", q.input_grad_with_w, yb + wb + xb, "weight", blas[3]},
+            {"input_grad", "unchanged", cached_i ? q.input_grad_cached_w : q.input_grad_with_w,
+             yb + wb + xb, cached_i ? "cached spectrum" : "weight", blas[cached_i ? 2 : 3]},
+            {"weight_grad", "changed", q.weight_grad, yb + xb + wb, "x spectrum", blas[4]},
+            {"weight_grad", "unchanged", q.weight_grad, yb + xb + wb, "x spectrum", blas[4]},
+        };
+        bool lead = first;  // the file's first record: no comma before it
+        for (const auto& r : recs) {
+          const std::string ps = r.pass;
+          // A weight analysis where the pass mixes from the weight on cuBLAS (own: the taps).
+          const double w_an = std::string(r.path) == "weight" && r.blas ? t_w : 0.0;
+          const double t_flops = ps == "forward"      ? t_x + t_y + w_an
+                                 : ps == "input_grad" ? t_y + t_x + w_an
+                                                      : t_y + t_w;
+          const double m_flops = (r.blas ? 8.0 : 6.0) * products;
+          o << (lead ? "\n" : ",\n") << "  {\"layer\": " << json_string(l.name)
+            << ", \"rate\": " << rate << ", \"pass\": \"" << r.pass << "\", \"weight\": \""
+            << r.weight << "\", \"launches\": " << r.k.launches << ", \"kernels\": " << r.k.kernels
+            << ", \"cufft_execs\": " << r.k.ffts << ", \"cublas_gemms\": " << r.k.gemms
+            << ", \"global_bytes\": " << r.k.bytes << ", \"sector_bytes\": " << r.k.sector_bytes
+            << ", \"compulsory_bytes\": " << r.compulsory
+            << ", \"ratio\": " << double(r.k.bytes) / double(r.compulsory)
+            << ", \"batch\": " << l.p.batch << ", \"kept\": " << g.kept
+            << ", \"total_bins\": " << g.total << ", \"measured_at\": " << json_string(measured_at)
+            << ", \"mixed_from\": " << json_string(r.path) << ", \"engine\": \""
+            << (r.blas ? "cublas" : "own") << "\", \"tf32\": " << (tf32 ? "true" : "false")
+            << ", \"transform_flops\": " << t_flops << ", \"mix_flops\": " << m_flops << "}";
+          lead = false;
+        }
       };
-      for (const auto& r : recs) {
-        js << (first ? "\n" : ",\n") << "  {\"layer\": " << json_string(l.name)
-           << ", \"rate\": " << rate << ", \"pass\": \"" << r.pass << "\", \"weight\": \""
-           << r.weight << "\", \"launches\": " << r.k.launches << ", \"kernels\": " << r.k.kernels
-           << ", \"cufft_execs\": " << r.k.ffts << ", \"global_bytes\": " << r.k.bytes
-           << ", \"sector_bytes\": " << r.k.sector_bytes
-           << ", \"compulsory_bytes\": " << r.compulsory
-           << ", \"ratio\": " << double(r.k.bytes) / double(r.compulsory)
-           << ", \"batch\": " << l.p.batch << ", \"kept\": " << g.kept
-           << ", \"total_bins\": " << g.total << ", \"measured_at\": " << json_string(measured_at)
-           << ", \"mixed_from\": " << json_string(r.path) << "}";
-        first = false;
-      }
+      const bool all_blas[5] = {true, true, true, true, true};
+      write(js, pc, used);
+      write(jb, blas, all_blas);
+      first = false;
       const double secs =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       std::fprintf(stderr,
@@ -329,14 +421,18 @@ int run_main(int argc, char** argv) {
     }
   }
   js << "\n]\n";
-  if (out.empty()) {
-    std::cout << js.str();
-  } else {
-    FILE* f = std::fopen(out.c_str(), "w");
-    if (!f) throw std::runtime_error("cannot write " + out);
-    std::fputs(js.str().c_str(), f);
+  jb << "\n]\n";
+  const auto save = [](const std::string& path, const std::string& text) {
+    FILE* f = std::fopen(path.c_str(), "w");
+    if (!f) throw std::runtime_error("cannot write " + path);
+    std::fputs(text.c_str(), f);
     std::fclose(f);
-  }
+  };
+  if (out.empty())
+    std::cout << js.str();
+  else
+    save(out, js.str());
+  if (!out_cublas.empty()) save(out_cublas, jb.str());
   return 0;
 }
 

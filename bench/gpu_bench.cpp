@@ -23,14 +23,14 @@
 
 namespace {
 
-#define CHECK(call)                                                                   \
-  do {                                                                                \
-    const cudaError_t e_ = (call);                                                    \
-    if (e_ != cudaSuccess) {                                                          \
-      std::fprintf(stderr, "%s failed: %s (%s:%d)\n", #call, cudaGetErrorString(e_), \
-                   __FILE__, __LINE__);                                               \
-      std::exit(2);                                                                   \
-    }                                                                                 \
+#define CHECK(call)                                                                                \
+  do {                                                                                             \
+    const cudaError_t e_ = (call);                                                                 \
+    if (e_ != cudaSuccess) {                                                                       \
+      std::fprintf(stderr, "%s failed: %s (%s:%d)\n", #call, cudaGetErrorString(e_), __FILE__,     \
+                   __LINE__);                                                                      \
+      std::exit(2);                                                                                \
+    }                                                                                              \
   } while (0)
 
 struct device_array {
@@ -70,18 +70,28 @@ struct layer {
 int main(int argc, char** argv) {
   std::string out_path;
   int iters = 30, warmup = 5;
-  bool quick = false;
+  bool quick = false, tf32 = true;  // TF32: torch's default for convolutions (cudnn_tf32 rows)
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if (a == "--out" && i + 1 < argc) out_path = argv[++i];
-    else if (a == "--iters" && i + 1 < argc) iters = std::atoi(argv[++i]);
-    else if (a == "--warmup" && i + 1 < argc) warmup = std::atoi(argv[++i]);
-    else if (a == "--quick") quick = true;
+    if (a == "--out" && i + 1 < argc)
+      out_path = argv[++i];
+    else if (a == "--iters" && i + 1 < argc)
+      iters = std::atoi(argv[++i]);
+    else if (a == "--warmup" && i + 1 < argc)
+      warmup = std::atoi(argv[++i]);
+    else if (a == "--quick")
+      quick = true;
+    else if (a == "--tf32" && i + 1 < argc)
+      tf32 = std::string(argv[++i]) != "off";
     else {
-      std::fprintf(stderr, "usage: %s [--out FILE] [--iters N] [--warmup N] [--quick]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--out FILE] [--iters N] [--warmup N] [--quick] [--tf32 on|off]\n",
+                   argv[0]);
       return 2;
     }
   }
+  // The mixing may use TF32 (cuBLAS) exactly as the cuDNN rows it is compared with do.
+  const blfft::cuda::scoped_tf32 tf32_scope(tf32);
   if (blfft::cuda::device_count() == 0) {
     std::fprintf(stderr, "blfft_gpu_bench: no CUDA device\n");
     return 3;
@@ -100,8 +110,10 @@ int main(int argc, char** argv) {
   CHECK(cudaEventCreate(&e1));
   CHECK(cudaEventCreate(&e2));
 
-  std::vector<layer> layers{{"64ch@32x32", 64, 32}, {"128ch@16x16", 128, 16},
-                            {"256ch@8x8", 256, 8}, {"512ch@4x4", 512, 4}};
+  std::vector<layer> layers{{"64ch@32x32", 64, 32},
+                            {"128ch@16x16", 128, 16},
+                            {"256ch@8x8", 256, 8},
+                            {"512ch@4x4", 512, 4}};
   std::vector<int64_t> batches{32, 128};
   std::vector<double> rates{0.0, 0.5, 0.75};
   if (quick) {  // the GPU check (tools/gpu_check.sh): every layer shape, batch 32
@@ -177,22 +189,23 @@ int main(int argc, char** argv) {
           const double t_db = part([&] { plan->bias_grad(dyv, db.p, stream); });
           const size_t tensors = x.bytes() + w.bytes() + b.bytes() + y.bytes() + dy.bytes() +
                                  dx.bytes() + dw.bytes() + db.bytes() + xs.bytes() + ws.bytes();
-          std::fprintf(
-              out,
-              "{\"impl\": \"blfft\", \"device\": \"%s\", \"layer\": \"%s\", "
-              "\"channels\": %lld, \"size\": %lld, \"batch\": %lld, \"rate\": %.2f, "
-              "\"achieved_rate\": %.4f, \"grid\": [%lld, %lld], \"kept\": %lld, "
-              "\"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"total_ms\": %.4f, "
-              "\"min_total_ms\": %.4f, \"iters\": %d, \"peak_bytes\": %zu, "
-              "\"tensor_bytes\": %zu, \"pool_peak_bytes\": %zu, \"parts_ms\": "
-              "{\"input_spectrum\": %.4f, \"weight_spectrum\": %.4f, "
-              "\"forward_spectra\": %.4f, \"input_grad\": %.4f, "
-              "\"weight_grad\": %.4f, \"bias_grad\": %.4f}}\n",
-              prop.name, L.name, static_cast<long long>(L.channels), static_cast<long long>(L.size),
-              static_cast<long long>(N), r, g.achieved_rate, static_cast<long long>(g.grid[0]),
-              static_cast<long long>(g.grid[1]), static_cast<long long>(g.kept), median(fwd),
-              median(bwd), median(tot), *std::min_element(tot.begin(), tot.end()), iters,
-              tensors + pool.peak, tensors, pool.peak, t_xs, t_ws, t_fs, t_dx, t_dw, t_db);
+          std::fprintf(out,
+                       "{\"impl\": \"blfft\", \"tf32\": %s, \"device\": \"%s\", \"layer\": \"%s\", "
+                       "\"channels\": %lld, \"size\": %lld, \"batch\": %lld, \"rate\": %.2f, "
+                       "\"achieved_rate\": %.4f, \"grid\": [%lld, %lld], \"kept\": %lld, "
+                       "\"fwd_ms\": %.4f, \"bwd_ms\": %.4f, \"total_ms\": %.4f, "
+                       "\"min_total_ms\": %.4f, \"iters\": %d, \"peak_bytes\": %zu, "
+                       "\"tensor_bytes\": %zu, \"pool_peak_bytes\": %zu, \"parts_ms\": "
+                       "{\"input_spectrum\": %.4f, \"weight_spectrum\": %.4f, "
+                       "\"forward_spectra\": %.4f, \"input_grad\": %.4f, "
+                       "\"weight_grad\": %.4f, \"bias_grad\": %.4f}}\n",
+                       tf32 ? "true" : "false", prop.name, L.name,
+                       static_cast<long long>(L.channels), static_cast<long long>(L.size),
+                       static_cast<long long>(N), r, g.achieved_rate,
+                       static_cast<long long>(g.grid[0]), static_cast<long long>(g.grid[1]),
+                       static_cast<long long>(g.kept), median(fwd), median(bwd), median(tot),
+                       *std::min_element(tot.begin(), tot.end()), iters, tensors + pool.peak,
+                       tensors, pool.peak, t_xs, t_ws, t_fs, t_dx, t_dw, t_db);
           std::fflush(out);
         } catch (const blfft::error& e) {
           std::fprintf(stderr, "blfft_gpu_bench: %s N=%lld r=%.2f: %s\n", L.name,

@@ -5,9 +5,10 @@
 # toolkit, or from the `nvidia-cufft` pip wheel, whose headers and libcufft.so.12 lie under
 # site-packages/nvidia/cu13/; where it is looked for: below).
 #
-# Out: BLFFT_CUDA_ENABLED  ON when both were found (and BLFFT_CUDA is not OFF)
+# Out: BLFFT_CUDA_ENABLED  ON when all were found (and BLFFT_CUDA is not OFF)
 #      BLFFT_CUDA_REASON   one line for the summary
 #      BLFFT_CUFFT_INCLUDE_DIR, BLFFT_CUFFT_LIBRARY (cache)  where cuFFT was found
+#      BLFFT_CUBLAS_INCLUDE_DIR, BLFFT_CUBLAS_LIBRARY (cache)  where cuBLAS was found
 #      target blfft_deps::cufft (when found)
 
 set(BLFFT_CUDA_ENABLED OFF)
@@ -109,6 +110,48 @@ if(NOT BLFFT_CUFFT_INCLUDE_DIR OR NOT BLFFT_CUFFT_LIBRARY)
   list(APPEND _blfft_cuda_missing
        "cuFFT (a CUDA toolkit with cuFFT, nvidia-cufft in the build environment, or set BLFFT_CUFFT_ROOT)")
 endif()
+# cuBLAS (the mixing on tensor cores): the same places, the nvidia-cublas wheel next to
+# nvidia-cufft (site-packages/nvidia/cu13: cublas_v2.h, libcublas.so.13; CUDA 12's wheel:
+# nvidia/cublas, libcublas.so.12), or the toolkit.
+foreach(_var IN ITEMS BLFFT_CUBLAS_INCLUDE_DIR BLFFT_CUBLAS_LIBRARY)
+  if(DEFINED SKBUILD OR (${_var} AND NOT EXISTS "${${_var}}"))
+    unset(${_var} CACHE)
+  endif()
+endforeach()
+set(_blfft_cublas_hints ${_blfft_cufft_hints})
+if(Python_EXECUTABLE AND NOT _blfft_cufft_root)
+  execute_process(COMMAND "${Python_EXECUTABLE}" -c [=[
+import os, sys
+for p in sys.path:
+    for sub in ("cu13", "cublas"):
+        d = os.path.join(p or ".", "nvidia", sub)
+        if os.path.isfile(os.path.join(d, "include", "cublas_v2.h")):
+            print(os.path.realpath(d)); sys.exit(0)
+]=]
+                  OUTPUT_VARIABLE _blfft_env_cublas OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+  if(_blfft_env_cublas)
+    list(APPEND _blfft_cublas_hints "${_blfft_env_cublas}")
+  endif()
+endif()
+if(NOT DEFINED SKBUILD AND NOT _blfft_cufft_root)
+  foreach(_venv IN ITEMS "${PROJECT_SOURCE_DIR}/.venv" "$ENV{VIRTUAL_ENV}")
+    if(_venv)
+      file(GLOB _blfft_wheel_dirs LIST_DIRECTORIES true
+           "${_venv}/lib/python3*/site-packages/nvidia/cublas")
+      list(APPEND _blfft_cublas_hints ${_blfft_wheel_dirs})
+    endif()
+  endforeach()
+endif()
+find_path(BLFFT_CUBLAS_INCLUDE_DIR NAMES cublas_v2.h HINTS ${_blfft_cublas_hints}
+          PATH_SUFFIXES include targets/x86_64-linux/include targets/sbsa-linux/include
+          DOC "cuBLAS headers")
+find_library(BLFFT_CUBLAS_LIBRARY NAMES cublas libcublas.so.13 libcublas.so.12
+             HINTS ${_blfft_cublas_hints} PATH_SUFFIXES lib64 lib
+             DOC "cuBLAS library")
+if(NOT BLFFT_CUBLAS_INCLUDE_DIR OR NOT BLFFT_CUBLAS_LIBRARY)
+  list(APPEND _blfft_cuda_missing
+       "cuBLAS (a CUDA toolkit with cuBLAS, nvidia-cublas in the build environment, or set BLFFT_CUFFT_ROOT to a folder with both)")
+endif()
 
 if(_blfft_cuda_missing)
   list(JOIN _blfft_cuda_missing "; " _blfft_missing_text)
@@ -125,7 +168,8 @@ else()
                           INTERFACE_INCLUDE_DIRECTORIES "${BLFFT_CUFFT_INCLUDE_DIR}"
                           INTERFACE_LINK_LIBRARIES "${BLFFT_CUFFT_LIBRARY}")
   endif()
-  set(BLFFT_CUDA_REASON "available: nvcc ${CMAKE_CUDA_COMPILER}, cuFFT ${BLFFT_CUFFT_LIBRARY}")
+  string(CONCAT BLFFT_CUDA_REASON "available: nvcc ${CMAKE_CUDA_COMPILER}, "
+                "cuFFT ${BLFFT_CUFFT_LIBRARY}, cuBLAS ${BLFFT_CUBLAS_LIBRARY}")
 endif()
 
 # Reproducible wheels: nvcc names anonymous namespaces and some symbols from random numbers, so

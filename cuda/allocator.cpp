@@ -6,6 +6,7 @@
 #include "blfft/cuda.hpp"
 
 #include <algorithm>
+#include <limits>
 
 namespace blfft::cuda {
 namespace {
@@ -23,6 +24,22 @@ scoped_allocator::~scoped_allocator() {
 
 allocator* detail::scoped_allocator_or_null() noexcept {
   return current;
+}
+
+namespace {
+thread_local bool tf32 = false;  // scoped_tf32: per thread, like the allocator slot
+}  // namespace
+
+scoped_tf32::scoped_tf32(bool allow) noexcept : previous_(tf32) {
+  tf32 = allow;
+}
+
+scoped_tf32::~scoped_tf32() {
+  tf32 = previous_;
+}
+
+bool tf32_allowed() noexcept {
+  return tf32;
 }
 
 namespace {
@@ -46,8 +63,17 @@ void* arena_allocator::allocate(std::size_t bytes, int device, void* stream) {
     device_ = device;
     stream_ = stream;
   }
-  const std::size_t need = aligned(bytes);
-  if (device != device_ || stream != stream_) {  // not ours to order: straight from base
+  // Every block takes at least one 256-byte unit (a 0-byte request once took none and shared
+  // its address with the next block, which deallocate could then mistake for it). A request too
+  // large to round up is not served from a slab either: the base allocator refuses it (rounding
+  // it up wrapped to 0 bytes, and a slab "served" it).
+  // Room for the bookkeeping first: a bad_alloc after the base allocator handed out memory
+  // would leak it.
+  if (blocks_.size() == blocks_.capacity()) blocks_.reserve(2 * blocks_.size() + 16);
+  if (slabs_.size() == slabs_.capacity()) slabs_.reserve(2 * slabs_.size() + 4);
+  const bool huge = bytes > std::numeric_limits<std::size_t>::max() - block_align;
+  const std::size_t need = huge ? 0 : aligned(std::max<std::size_t>(bytes, 1));
+  if (huge || device != device_ || stream != stream_) {  // not ours to order: straight from base
     blocks_.push_back({static_cast<char*>(base_.allocate(bytes, device, stream)), bytes, -1, 0,
                        device, stream, false});
   } else {
@@ -84,7 +110,7 @@ void arena_allocator::deallocate(void* p, std::size_t, int, void*) noexcept {
     const block& b = blocks_.back();
     if (b.slab >= 0) {
       slabs_[b.slab].top = b.offset;
-      stack_ -= aligned(b.bytes);
+      stack_ -= aligned(std::max<std::size_t>(b.bytes, 1));
     }
     blocks_.pop_back();
   }

@@ -157,9 +157,11 @@ class cublas_handle_cache {
 /// workspace from the executor (`ex.make_temp<unsigned char>(bytes, stream)`, stream-ordered),
 /// cublasSetStream and cublasSetWorkspace, then cublasGemmStridedBatchedEx, under the handle's
 /// mutex. Alpha and beta go by host pointer, in the type of the data (complex: imaginary 0).
+/// `workspace_bytes`: the CPU emulation passes less (a workspace is filled on every call there).
 template <class Cache, class Exec>
 void run_cublas(Cache& cache, const Exec& ex, int device, const gemm_desc& d, const void* a,
-                const void* b, void* c, void* stream, bool may_create = true) {
+                const void* b, void* c, void* stream, bool may_create = true,
+                std::size_t workspace_bytes = cublas_workspace_bytes) {
   const cublas_gemm_args g = cublas_args_of(d);
   if (g.m == 0 || g.n == 0 || g.batch == 0) return;
   const auto p = cache.get(device, may_create);
@@ -173,10 +175,9 @@ void run_cublas(Cache& cache, const Exec& ex, int device, const gemm_desc& d, co
   const void* alpha = d.double_precision ? static_cast<const void*>(al) : alf;
   const void* beta = d.double_precision ? static_cast<const void*>(be) : bef;
   std::lock_guard<std::mutex> lock(p->mutex);
-  auto work =
-      ex.template make_temp<unsigned char>(static_cast<int64_t>(cublas_workspace_bytes), stream);
+  auto work = ex.template make_temp<unsigned char>(static_cast<int64_t>(workspace_bytes), stream);
   BLFFT_CUBLAS_CHECK(cublasSetStream(p->h, static_cast<cudaStream_t>(stream)));
-  BLFFT_CUBLAS_CHECK(cublasSetWorkspace(p->h, work.get(), cublas_workspace_bytes));
+  BLFFT_CUBLAS_CHECK(cublasSetWorkspace(p->h, work.get(), workspace_bytes));
   BLFFT_CUBLAS_CHECK(cublasGemmStridedBatchedEx(
       p->h, g.op_a, g.op_b, g.m, g.n, g.k, alpha, a, g.type, g.lda, g.stride_a, b, g.type, g.ldb,
       g.stride_b, beta, c, g.type, g.ldc, g.stride_c, g.batch, g.compute, CUBLAS_GEMM_DEFAULT));

@@ -39,5 +39,5 @@ inline void check_cufft(cufftResult r, const char* call, const char* file, int l
 }  // namespace blfft::cuda::detail
 
 /// Checks a cuFFT call: throws blfft::error naming the call, the result and file:line.
-#define BLFFT_CUFFT_CHECK(call) \
+#define BLFFT_CUFFT_CHECK(call)                                                                    \
   ::blfft::cuda::detail::check_cufft((call), #call, __FILE__, __LINE__)

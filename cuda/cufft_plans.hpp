@@ -67,8 +67,8 @@ inline std::size_t make_cufft_plan(cufftHandle h, const fft_desc& d) {
   BLFFT_CUFFT_CHECK(cufftSetAutoAllocation(h, 0));
   cufft_plan_args a = cufft_args_of(d);
   std::size_t work = 0;
-  BLFFT_CUFFT_CHECK(cufftMakePlanMany64(h, a.rank, &a.n, &a.inembed, a.istride, a.idist,
-                                        &a.onembed, a.ostride, a.odist, a.type, a.batch, &work));
+  BLFFT_CUFFT_CHECK(cufftMakePlanMany64(h, a.rank, &a.n, &a.inembed, a.istride, a.idist, &a.onembed,
+                                        a.ostride, a.odist, a.type, a.batch, &work));
   return work;
 }
 
@@ -99,8 +99,8 @@ inline void exec_cufft_plan(cufftHandle h, const fft_desc& d, const void* in, vo
         BLFFT_CUFFT_CHECK(cufftExecZ2Z(h, static_cast<cufftDoubleComplex*>(i),
                                        static_cast<cufftDoubleComplex*>(out), dir));
       else
-        BLFFT_CUFFT_CHECK(cufftExecC2C(h, static_cast<cufftComplex*>(i),
-                                       static_cast<cufftComplex*>(out), dir));
+        BLFFT_CUFFT_CHECK(
+            cufftExecC2C(h, static_cast<cufftComplex*>(i), static_cast<cufftComplex*>(out), dir));
       break;
     }
   }
@@ -184,8 +184,8 @@ template <class Cache, class Exec>
 void run_cufft(Cache& cache, const Exec& ex, int device, const fft_desc& d, const void* in,
                void* out, void* stream, bool may_create = true) {
   const auto p = cache.get(device, d, may_create);
-  BLFFT_EXPECTS(p != nullptr, error_code::unsupported,
-                "blfft: a new cuFFT plan (a ", d.n, "-point transform, batch ", d.batch,
+  BLFFT_EXPECTS(p != nullptr, error_code::unsupported, "blfft: a new cuFFT plan (a ", d.n,
+                "-point transform, batch ", d.batch,
                 ") is needed while a CUDA graph is being captured; blfft makes its plans outside "
                 "capture: run the layer once with the same shapes before capturing");
   std::lock_guard<std::mutex> lock(p->mutex);

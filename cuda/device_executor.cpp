@@ -12,6 +12,7 @@
 #include <mutex>
 #include <tuple>
 
+#include "cublas_handles.hpp"
 #include "cufft_plans.hpp"
 #include "error.hpp"
 
@@ -81,6 +82,11 @@ cufft_plan_cache<device_guard>& cufft_cache() {
   return *c;
 }
 
+cublas_handle_cache<device_guard>& cublas_cache() {
+  static auto* c = new cublas_handle_cache<device_guard>;  // never destroyed, as cufft_cache
+  return *c;
+}
+
 bool capturing(void* stream) {
   cudaStreamCaptureStatus st = cudaStreamCaptureStatusNone;
   if (cudaStreamIsCapturing(static_cast<cudaStream_t>(stream), &st) != cudaSuccess) {
@@ -134,6 +140,12 @@ void device_executor::fft(const fft_desc& d, const void* in, void* out, void* st
   // A new plan allocates device memory (cuFFT's tables): not possible while the stream is being
   // captured into a CUDA graph, so then only cached plans are used (a clear error otherwise).
   run_cufft(cufft_cache(), *this, device_, d, in, out, stream, !capturing(stream));
+}
+
+void device_executor::gemm(const gemm_desc& d, const void* a, const void* b, void* c,
+                           void* stream) const {
+  // A handle is made outside capture only (cublasCreate allocates), as cuFFT plans are.
+  run_cublas(cublas_cache(), *this, device_, d, a, b, c, stream, !capturing(stream));
 }
 
 void device_executor::check_stream(void* stream) const {
@@ -208,6 +220,7 @@ void validate_device(int device) {
 
 void clear_device_caches() noexcept {
   cufft_cache().drop_idle();
+  cublas_cache().drop_idle();
 }
 
 std::size_t cufft_plan_count() {

@@ -110,6 +110,9 @@ class device_executor {
   void launch(const launch_dims& d, const K& k, void* stream) const;
 
   void fft(const fft_desc& desc, const void* in, void* out, void* stream) const;
+  /// One strided batched GEMM on cuBLAS (cublas_handles.hpp: the device's handle, the stream and
+  /// a workspace of the call set on it).
+  void gemm(const gemm_desc& desc, const void* a, const void* b, void* c, void* stream) const;
   /// Throws error_code::type_mismatch unless p is device (or managed) memory of this device.
   void check_pointer(const void* p, const char* what) const;
   void zero(void* p, std::size_t bytes, void* stream) const;
@@ -139,7 +142,7 @@ inline device_guard device_executor::activate(bool nothrow) const {
   return device_guard(device_, nothrow);
 }
 
-/// Drops the cached cuFFT plans that are not executing right now.
+/// Drops the cached cuFFT plans (and cuBLAS handles) that are not in use right now.
 void clear_device_caches() noexcept;
 std::size_t cufft_plan_count();
 

@@ -219,6 +219,72 @@ bool tile_copy_dims(tile_copy<T>& k, launch_dims& d) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Stacked real forms of a spectrum, for the mixing on cuBLAS (pipeline.hpp: cublas_forward ...)
+// ---------------------------------------------------------------------------------------------
+
+/// Per kept frequency k, a spectrum of J = R x CH images (j = r * CH + ch; R images of CH
+/// channels) as one real (2R) x (2CH) row-major matrix of 4J scalars. Entry (pr, r; pc, ch) sits
+/// at k * 4J + (pr * R + r) * 2CH + pc * CH + ch = stacked_offset(k, j) + pr * 2J + pc * CH.
+BLFFT_HD_INLINE int64_t stacked_offset(uint32_t J, uint32_t CH, uint32_t k, uint32_t j) {
+  const uint32_t r = j / CH;
+  return int64_t(k) * 4 * J + int64_t(j) + int64_t(r) * CH;
+}
+
+/// Block form of a complex matrix Z (R x CH): [[Re Z, -Im Z], [Im Z, Re Z]]. With G the grad's
+/// spectrum (B x F), Gb = block(G) gives dX = G W as Gb [Wr; Wi] and dW = G^H X as
+/// Gb^T [Xr; Xi], both straight into the planar layout: one real GEMM per pass.
+template <class T>
+BLFFT_HD_INLINE void stacked_store(T* s, uint32_t J, uint32_t CH, uint32_t k, uint32_t j, T re,
+                                   T im) {
+  T* o = s + stacked_offset(J, CH, k, j);
+  gstore(o, re);
+  gstore(o + CH, -im);
+  gstore(o + 2 * int64_t(J), im);
+  gstore(o + 2 * int64_t(J) + CH, re);
+}
+
+/// The forward's stacked products P = [Xr; Xi] [Wr; Wi]^T (rows (p_x, b), columns (p_w, f)) ->
+/// Y = X W^H: Re Y = Xr Wr^T + Xi Wi^T, Im Y = Xi Wr^T - Xr Wi^T (the consumer's combine).
+template <class T>
+BLFFT_HD_INLINE void stacked_load(const T* s, uint32_t J, uint32_t CH, uint32_t k, uint32_t j,
+                                  T& re, T& im) {
+  const T* o = s + stacked_offset(J, CH, k, j);
+  re = gload(o) + gload(o + 2 * int64_t(J) + CH);
+  im = gload(o + 2 * int64_t(J)) - gload(o + CH);
+}
+
+/// Between the planar spectrum S[k][re|im][j] and a stacked form, for the cuFFT transform chain
+/// (the fused kernels read and write the stacked forms themselves): `to_block`: S -> block form
+/// (stacked_store); else stacked products -> S (stacked_load). One thread per (k, j).
+template <class T>
+struct restack {
+  static constexpr bool phased = false;
+  static constexpr unsigned threads = flat_threads, min_blocks = 1;
+  static constexpr const char* name = "restack";
+
+  const T* src = nullptr;
+  T* dst = nullptr;
+  uint32_t n = 0;  ///< kept * J
+  uint32_t J = 1, CH = 1;
+  bool to_block = true;
+
+  BLFFT_HD_INLINE void operator()(idx3 b, idx3 t) const {
+    uint32_t i;
+    if (!flat_item(b, t, n, i)) return;
+    const uint32_t k = i / J, j = i - k * J;
+    const int64_t planar = int64_t(k) * 2 * J + j;
+    if (to_block) {
+      stacked_store(dst, J, CH, k, j, gload(src + planar), gload(src + planar + J));
+    } else {
+      T re, im;
+      stacked_load(src, J, CH, k, j, re, im);
+      gstore(dst + planar, re);
+      gstore(dst + planar + J, im);
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
 // Fused pruned transforms: samples <-> kept bins in one kernel, DFT matrices in shared memory
 // ---------------------------------------------------------------------------------------------
 
@@ -304,6 +370,7 @@ struct dft_analyse {
   T* spectrum = nullptr;
   fused_shape f;
   uint32_t j0 = 0, images = 0;  ///< this launch: images [j0, j0 + images)
+  bool block_form = false;      ///< write the 2 x 2 real block form (stacked_offset) instead
 
   BLFFT_HD_INLINE int phase_count(idx3) const { return 3; }
   BLFFT_HD_INLINE void phase(int p, shared& sh, regs&, idx3 b, idx3 t) const {
@@ -347,6 +414,10 @@ struct dft_analyse {
           re += hr * zr - hi * zi;
           im += hr * zi + hi * zr;
         }
+        if (block_form) {
+          stacked_store(spectrum, f.J, f.CH, k, first + g, re, im);
+          continue;
+        }
         T* out = spectrum + int64_t(k) * per_k + first + g;
         gstore(out, re);
         gstore(out + f.J, im);
@@ -378,6 +449,7 @@ struct dft_synthesise {
   T scale = T(1);
   fused_shape f;
   uint32_t j0 = 0, images = 0;
+  bool stacked = false;  ///< spectrum holds the forward's stacked products (stacked_load)
 
   BLFFT_HD_INLINE int phase_count(idx3) const { return 3; }
   BLFFT_HD_INLINE void phase(int p, shared& sh, regs&, idx3 b, idx3 t) const {
@@ -393,6 +465,11 @@ struct dft_synthesise {
       const int64_t per_k = 2 * int64_t(f.J);
       for (uint32_t e = t.x; e < f.nr * f.nc * G; e += threads) {
         const uint32_t k = e / G, g = e - k * G;
+        if (stacked) {
+          stacked_load(spectrum, f.J, f.CH, k, first + g, sp[2 * (k * f.G + g)],
+                       sp[2 * (k * f.G + g) + 1]);
+          continue;
+        }
         const T* in = spectrum + int64_t(k) * per_k + first + g;
         sp[2 * (k * f.G + g)] = gload(in);
         sp[2 * (k * f.G + g) + 1] = gload(in + f.J);

@@ -9,7 +9,9 @@
 //   analyse     pack placed rows -> batched r2c rows -> gather the kept columns into contiguous
 //               columns -> batched c2c columns -> gather the kept rows into the frequency-major
 //               planar spectrum S[k][re|im][image];
-//   mix         per kept frequency and group, one complex GEMM (kernels.hpp: mix_kernel);
+//   mix         per kept frequency and group, one complex GEMM: the own kernel (kernels.hpp:
+//               mix_kernel) or one strided batched real GEMM on cuBLAS in the stacked form
+//               (cublas_forward / _input_grad / _weight_grad), by the rule of mix_cost;
 //   synthesise  scatter the kept bins onto zeroed columns -> c2c inverse -> scatter the rows the
 //               output needs onto zeroed half-spectrum rows -> c2r -> crop, stride, scale, bias.
 // The all-zero rows of the padded grid are never transformed, only kept columns go through the
@@ -29,6 +31,7 @@
 //   table upload(const std::vector<int64_t>&)                        persistent index table, .get()
 //   template <class K> void launch(const launch_dims&, const K&, void* stream)
 //   void fft(const fft_desc&, const void* in, void* out, void* stream)
+//   void gemm(const gemm_desc&, const void* a, const void* b, void* c, void* stream)  (cuBLAS)
 //   void check_pointer(const void* p, const char* what)      throws unless p is usable memory
 //   void zero(void* p, std::size_t bytes, void* stream)
 //   void copy_to_host(void* dst, const void* src, std::size_t bytes, void* stream)  (synchronous)
@@ -48,6 +51,7 @@
 #include "call_checks.hpp"  // src/common/: the plan skeleton and checks shared with the CPU plan
 #include "check.hpp"
 #include "fft_desc.hpp"
+#include "gemm_desc.hpp"
 #include "kernels.hpp"
 #include "layer.hpp"
 
@@ -168,13 +172,22 @@ class transform_stage {
   int64_t chunk() const { return chunk_; }
   int64_t images() const { return J_; }
 
-  /// spectrum[k][plane][j] for all kept k and the J images of src.
-  void analyse(const Exec& ex, const image_view<const T>& src, T* spectrum, void* stream) const {
+  /// spectrum[k][plane][j] for all kept k and the J images of src; with `block_form`, the
+  /// 2 x 2 real block form of each frequency's (B x CH) matrix instead (stacked_store: twice the
+  /// size), for the backward's mixing on cuBLAS.
+  void analyse(const Exec& ex, const image_view<const T>& src, T* spectrum, void* stream,
+               bool block_form = false) const {
     if (fused_) {
       dft_analyse<T> k;
       k.src = src;
       k.spectrum = spectrum;
+      k.block_form = block_form;
       return launch_fused(ex, k, stream);
+    }
+    if (block_form) {  // the cuFFT chain writes the planar form: restack it
+      auto planar = ex.template make_temp<T>(2 * nr_ * nc_ * J_, stream);
+      analyse(ex, src, planar.get(), stream);
+      return launch_restack(ex, planar.get(), spectrum, true, stream);
     }
     const auto [rows, half, cols] = make_scratch(ex, stream);
     const int64_t* tab = tables_.get();
@@ -239,15 +252,22 @@ class transform_stage {
   }
 
   /// dst = scale * inverse(spectrum) at the placed samples, plus bias[ch] when bias is non-null.
+  /// `stacked`: the spectrum is the forward's stacked products (stacked_load combines them).
   void synthesise(const Exec& ex, const T* spectrum, const image_view<T>& dst, T scale,
-                  const T* bias, void* stream) const {
+                  const T* bias, void* stream, bool stacked = false) const {
     if (fused_) {
       dft_synthesise<T> k;
       k.spectrum = spectrum;
       k.dst = dst;
       k.bias = bias;
       k.scale = scale;
+      k.stacked = stacked;
       return launch_fused(ex, k, stream);
+    }
+    if (stacked) {  // the cuFFT chain reads the planar form: combine into it first
+      auto planar = ex.template make_temp<T>(2 * nr_ * nc_ * J_, stream);
+      launch_restack(ex, spectrum, planar.get(), false, stream);
+      return synthesise(ex, planar.get(), dst, scale, bias, stream);
     }
     const auto [rows, half, cols] = make_scratch(ex, stream);
     const int64_t* tab = tables_.get();
@@ -325,6 +345,20 @@ class transform_stage {
             ex.template make_temp<T>(Lh_ > 1 ? 2 * chunk_ * nc_ * Lh_ : 0, stream)};
   }
 
+  void launch_restack(const Exec& ex, const T* src, T* dst, bool to_block, void* stream) const {
+    const int64_t n = nr_ * nc_ * J_;
+    BLFFT_EXPECTS(4 * n < max_flat_index, error_code::unsupported, "CUDA backend: a stacked ",
+                  "spectrum of ", 4 * n, " scalars exceeds the 32-bit index limits");
+    restack<T> k;
+    k.src = src;
+    k.dst = dst;
+    k.n = static_cast<uint32_t>(n);
+    k.J = static_cast<uint32_t>(J_);
+    k.CH = static_cast<uint32_t>(CH_);
+    k.to_block = to_block;
+    ex.launch(flat_dims(n), k, stream);
+  }
+
   /// One launch of a fused kernel over all images (no scratch, no chunks).
   template <class K>
   void launch_fused(const Exec& ex, K& k, void* stream) const {
@@ -398,6 +432,79 @@ class transform_stage {
 };
 
 // ---------------------------------------------------------------------------------------------
+// The mixing engines' cost model
+// ---------------------------------------------------------------------------------------------
+
+enum class mix_pass { forward, input_grad, weight_grad };
+
+/// What the engine rule needs to know about one mixing pass.
+struct mix_cost_inputs {
+  mix_pass pass = mix_pass::forward;
+  int64_t kept = 1, batch = 1, in_channels = 1, out_channels = 1, in_per_group = 1, groups = 1;
+  int64_t taps = 0;  ///< KH KW when the own kernel would mix from the taps, else 0
+  int64_t scalar_bytes = 4;
+  bool tf32 = false;
+};
+
+/// The H200 figures the rule models with (NVIDIA's H200 datasheet, dense): HBM3e 4.8 TB/s peak,
+/// 4.0 TB/s taken as reachable; FP32 on CUDA cores 67 TFLOP/s (the own kernel, and cuBLAS with
+/// CUBLAS_COMPUTE_32F); TF32 tensor cores 495 TFLOP/s; FP64 34 TFLOP/s on CUDA cores, 67 on
+/// tensor cores (cuBLAS DGEMM); about 4 us per launch.
+struct gpu_model {
+  static constexpr double bytes_per_s = 4.0e12, fp32 = 67e12, tf32 = 495e12, fp64 = 34e12,
+                          fp64_tensor = 67e12, launch_s = 4e-6;
+};
+
+/// Modelled seconds of one pass's mixing on an engine, counting what the choice changes: its
+/// operands' global traffic (the output spectrum written and read back by the synthesis; for
+/// cuBLAS the forward's stacked products are twice the output spectrum, and the grad's block
+/// form doubles what its analysis writes and the mixing reads; mixing from the taps reads no
+/// weight spectrum, while cuBLAS then makes one: the weight read, its spectrum written),
+/// max(bytes / bandwidth, flops / rate) plus the launches (cuBLAS with groups: 2 per group).
+/// Own kernel: 3 real multiply-adds per complex one (Gauss), plus the taps' twiddling; cuBLAS:
+/// 4, at the tensor-core rate when TF32 is allowed.
+inline double mix_cost(const mix_cost_inputs& in, bool cublas) {
+  const double k = static_cast<double>(in.kept), n = static_cast<double>(in.batch),
+               c = static_cast<double>(in.in_channels), f = static_cast<double>(in.out_channels),
+               cg = static_cast<double>(in.in_per_group);
+  const double sx = 2 * k * n * c, sw = 2 * k * f * cg, sy = 2 * k * n * f;  // spectra, scalars
+  const double products = k * n * f * cg;                                    // complex MACs
+  double scalars = 0, flops = 0, launches = 1;
+  const bool taps = in.taps > 0;
+  const double w = f * cg * static_cast<double>(in.taps);  // the weight's taps
+  const double s_out = in.pass == mix_pass::forward      ? sy
+                       : in.pass == mix_pass::input_grad ? sx
+                                                         : sw;
+  if (!cublas) {
+    const double operands = in.pass == mix_pass::forward      ? sx + (taps ? w : sw)
+                            : in.pass == mix_pass::input_grad ? sy + (taps ? w : sw)
+                                                              : sy + sx;
+    scalars = operands + 2 * s_out;
+    flops = 6 * products;
+    // The taps path twiddles the weight per block row (64 outputs per block).
+    if (taps) flops += 8 * static_cast<double>((in.batch + 63) / 64) * k * f * cg * in.taps;
+  } else {
+    const double made_w = taps ? w + sw : 0;  // the weight spectrum the taps path avoided
+    if (in.pass == mix_pass::forward)
+      scalars = sx + sw + made_w + 2 * (2 * s_out);
+    else if (in.pass == mix_pass::input_grad)
+      scalars = 3 * sy + sw + made_w + 2 * s_out;
+    else
+      scalars = 3 * sy + sx + 2 * s_out;
+    flops = 8 * products;
+    if (in.groups > 1) launches = 2 * static_cast<double>(in.groups);
+    if (taps) launches += 1;
+  }
+  const bool dbl = in.scalar_bytes == 8;
+  const double rate = cublas ? (dbl       ? gpu_model::fp64_tensor
+                                : in.tf32 ? gpu_model::tf32
+                                          : gpu_model::fp32)
+                             : (dbl ? gpu_model::fp64 : gpu_model::fp32);
+  const double bytes = scalars * static_cast<double>(in.scalar_bytes);
+  return std::max(bytes / gpu_model::bytes_per_s, flops / rate) + launches * gpu_model::launch_s;
+}
+
+// ---------------------------------------------------------------------------------------------
 // The plan pipeline
 // ---------------------------------------------------------------------------------------------
 
@@ -428,7 +535,7 @@ class pipeline {
   pipeline(const Exec& ex, const geometry& geo, const cuda_plan_options& o = {},
            int64_t chunk_scalars = default_chunk_scalars,
            transform_engine engine = transform_engine::automatic)
-      : ex_(ex), g_(checked_counts(geo)), tile_(o.tile),
+      : ex_(ex), g_(checked_counts(geo)), tile_(o.tile), engine_(o.engine),
         stages_(make_stages(ex_, g_, chunk_scalars, engine)), kept_(upload_kept(ex_, g_)),
         scale_(T(1) / static_cast<T>(g_.grid[0] * g_.grid[1])) {}
 
@@ -469,7 +576,7 @@ class pipeline {
     auto x_tmp = ex_.template make_temp<T>(xs ? 0 : g_.x_spectrum_size(), stream);
     if (!xs) xs = x_tmp.get();
     stages_.x_in->analyse(ex_, as_image(x), xs, stream);
-    if (!ws && taps_usable()) {  // the weight spectrum is not asked for: mix from the taps
+    if (!ws && taps_path(mix_pass::forward)) {  // no weight spectrum asked for: mix from the taps
       auto ys = ex_.template make_temp<T>(g_.y_spectrum_size(), stream);
       mix_forward(xs, nullptr, ys.get(), stream, &w);
       stages_.y_out->synthesise(ex_, ys.get(), as_image(y), scale_, bias, stream);
@@ -498,8 +605,8 @@ class pipeline {
     run_backward(grad_out, xs, ws, nullptr, grad_input, grad_weight, grad_bias, stream);
   }
 
-  /// backward() with the weight instead of its spectrum: the spectrum is recomputed for the call
-  /// (the CUDA backend has no taps path).
+  /// backward() with the weight instead of its spectrum: the input gradient's mixing reads the
+  /// taps (taps_path), or the spectrum is made for the call.
   void backward_with_weight(const tensor_view<const T>& grad_out, const T* xs,
                             const tensor_view<const T>& weight, const tensor_view<T>* grad_input,
                             const tensor_view<T>* grad_weight, T* grad_bias, void* stream) const {
@@ -551,11 +658,13 @@ class pipeline {
             stream);
   }
 
+  /// `g_block`: dys holds the block form (stacked_store) rather than the planar spectrum.
   void mix_input_grad(const T* dys, const T* ws, T* dxs, void* stream,
-                      const tensor_view<const T>* weight = nullptr) const {
+                      const tensor_view<const T>* weight = nullptr, bool g_block = false) const {
     const auto [N, C, F, Cg, Fg] = counts();
     const auto taps = weight ? taps_of(*weight) : mix_taps<T>{};
-    run_mix({{dys, F, 1, N * F, 2 * N * F, Fg, T(1)},
+    const int64_t gb = g_block ? 2 : 1;
+    run_mix({{dys, gb * F, 1, gb * N * F, gb * 2 * N * F, Fg, T(1)},
              {ws, 1, Cg, F * Cg, 2 * F * Cg, Fg * Cg, T(1)},
              dxs,
              C,
@@ -570,9 +679,11 @@ class pipeline {
             stream);
   }
 
-  void mix_weight_grad(const T* dys, const T* xs, T* dws, void* stream) const {
+  void mix_weight_grad(const T* dys, const T* xs, T* dws, void* stream,
+                       bool g_block = false) const {
     const auto [N, C, F, Cg, Fg] = counts();
-    run_mix({{dys, 1, F, N * F, 2 * N * F, Fg, T(-1)},
+    const int64_t gb = g_block ? 2 : 1;
+    run_mix({{dys, 1, gb * F, gb * N * F, gb * 2 * N * F, Fg, T(-1)},
              {xs, 1, C, N * C, 2 * N * C, Cg, T(1)},
              dws,
              Cg,
@@ -586,31 +697,154 @@ class pipeline {
             stream);
   }
 
+  // ---- the same passes on cuBLAS: one strided batched real GEMM each (groups > 1: one per
+  // group and plane), batched over the kept frequencies ------------------------------------
+  //
+  // Per kept frequency, with the planar spectra read as real matrices: X_st = [Xr; Xi] (2N x C,
+  // the two planes are adjacent), W_st = [Wr; Wi] (2F x Cg), and Gb = [[Gr, -Gi], [Gi, Gr]]
+  // (2N x 2F, the grad's block form that its analysis writes: stacked_store):
+  //   forward      P = X_st W_st^T (2N x 2F: Xr Wr^T, Xr Wi^T; Xi Wr^T, Xi Wi^T), combined by
+  //                the synthesis as it loads (stacked_load): Y = X W^H;
+  //   input grad   [dXr; dXi] = Gb W_st       (dX = G W, planar as it comes out);
+  //   weight grad  [dWr; dWi] = Gb^T X_st     (dW = G^H X, planar as it comes out).
+  // 4 real products per complex one (Gauss's kernel: 3), on tensor cores (TF32 when the call
+  // allows it: scoped_tf32). With groups, W_st and Gb's columns are not one strided matrix per
+  // group (the planes of a group are F rows apart): one GEMM per group and plane.
+
+  /// ys: 2 y_spectrum_size() scalars (the stacked products).
+  void cublas_forward(const T* xs, const T* ws, T* ys, void* stream) const {
+    const auto [N, C, F, Cg, Fg] = counts();
+    const int64_t groups = g_.params.groups;
+    if (groups == 1)
+      return rm_gemm(2 * N, 2 * F, C, {xs, C, false, 2 * N * C}, {ws, C, true, 2 * F * C}, ys,
+                     2 * F, 4 * N * F, 0, stream);
+    for (int64_t grp = 0; grp < groups; ++grp)
+      for (int64_t pw = 0; pw < 2; ++pw)
+        rm_gemm(2 * N, Fg, Cg, {xs + grp * Cg, C, false, 2 * N * C},
+                {ws + pw * F * Cg + grp * Fg * Cg, Cg, true, 2 * F * Cg}, ys + pw * F + grp * Fg,
+                2 * F, 4 * N * F, 0, stream);
+  }
+
+  /// dys: the block form (2 y_spectrum_size() scalars).
+  void cublas_input_grad(const T* dys, const T* ws, T* dxs, void* stream) const {
+    const auto [N, C, F, Cg, Fg] = counts();
+    const int64_t groups = g_.params.groups;
+    if (groups == 1)
+      return rm_gemm(2 * N, C, 2 * F, {dys, 2 * F, false, 4 * N * F}, {ws, C, false, 2 * F * C},
+                     dxs, C, 2 * N * C, 0, stream);
+    for (int64_t grp = 0; grp < groups; ++grp)
+      for (int64_t pw = 0; pw < 2; ++pw)  // the second plane accumulates onto the first
+        rm_gemm(2 * N, Cg, Fg, {dys + pw * F + grp * Fg, 2 * F, false, 4 * N * F},
+                {ws + pw * F * Cg + grp * Fg * Cg, Cg, false, 2 * F * Cg}, dxs + grp * Cg, C,
+                2 * N * C, pw, stream);
+  }
+
+  /// dys: the block form (2 y_spectrum_size() scalars).
+  void cublas_weight_grad(const T* dys, const T* xs, T* dws, void* stream) const {
+    const auto [N, C, F, Cg, Fg] = counts();
+    const int64_t groups = g_.params.groups;
+    if (groups == 1)
+      return rm_gemm(2 * F, C, 2 * N, {dys, 2 * F, true, 4 * N * F}, {xs, C, false, 2 * N * C}, dws,
+                     C, 2 * F * C, 0, stream);
+    for (int64_t grp = 0; grp < groups; ++grp)
+      for (int64_t t = 0; t < 2; ++t)
+        rm_gemm(Fg, Cg, 2 * N, {dys + t * F + grp * Fg, 2 * F, true, 4 * N * F},
+                {xs + grp * Cg, C, false, 2 * N * C}, dws + t * F * Cg + grp * Fg * Cg, Cg,
+                2 * F * Cg, 0, stream);
+  }
+
+  /// Which engine a pass's mixing takes (mix_engine): forced by the plan's options, else the
+  /// smaller modelled time (mix_cost). `taps`: the own kernel would mix from the weight's taps
+  /// (then cuBLAS also pays for making the weight spectrum).
+  bool use_cublas(mix_pass pass, bool taps) const {
+    if (engine_ != mix_engine::automatic) return engine_ == mix_engine::cublas;
+    const auto [N, C, F, Cg, Fg] = counts();
+    mix_cost_inputs in;
+    in.pass = pass;
+    in.kept = g_.kept;
+    in.batch = N;
+    in.in_channels = C;
+    in.out_channels = F;
+    in.in_per_group = Cg;
+    in.groups = g_.params.groups;
+    in.taps = taps ? g_.params.kernel[0] * g_.params.kernel[1] : 0;
+    in.scalar_bytes = sizeof(T);
+    in.tf32 = sizeof(T) == 4 && tf32_allowed();
+    return mix_cost(in, true) < mix_cost(in, false);
+  }
+
+  /// The taps path for this pass: usable, not forced onto cuBLAS, and not slower by the model.
+  bool taps_path(mix_pass pass) const {
+    return taps_usable() && engine_ != mix_engine::cublas && !use_cublas(pass, true);
+  }
+
  private:
   auto checks() const { return checks_for(ex_, g_); }
+
+  struct rm_operand {
+    const T* p;
+    int64_t ld;     ///< row-major leading dimension
+    bool trans;     ///< the operand is stored transposed (row-major K x M, or N x K)
+    int64_t batch;  ///< stride between kept frequencies
+  };
+
+  /// Row-major C (M x N, ldc) = op(A) (M x K) op(B) (K x N) + beta C, per kept frequency. cuBLAS
+  /// is column-major: a row-major matrix is the column-major transpose with the same leading
+  /// dimension, so cuBLAS computes C^T = op(B)^T op(A)^T, with the operands swapped.
+  void rm_gemm(int64_t M, int64_t N, int64_t K, const rm_operand& a, const rm_operand& b, T* c,
+               int64_t ldc, int64_t batch_c, int64_t beta, void* stream) const {
+    gemm_desc d;
+    d.double_precision = sizeof(T) == 8;
+    d.tf32 = sizeof(T) == 4 && tf32_allowed();
+    d.m = N;
+    d.n = M;
+    d.k = K;
+    d.op_a = b.trans ? gemm_op::t : gemm_op::n;
+    d.lda = b.ld;
+    d.stride_a = b.batch;
+    d.op_b = a.trans ? gemm_op::t : gemm_op::n;
+    d.ldb = a.ld;
+    d.stride_b = a.batch;
+    d.ldc = ldc;
+    d.stride_c = batch_c;
+    d.batch = g_.kept;
+    d.beta = static_cast<double>(beta);
+    ex_.gemm(d, b.p, a.p, c, stream);
+  }
 
   /// `ws` or, where it is null, `weight` for the input gradient.
   void run_backward(const tensor_view<const T>& grad_out, const T* xs, const T* ws,
                     const tensor_view<const T>* weight, const tensor_view<T>* grad_input,
                     const tensor_view<T>* grad_weight, T* grad_bias, void* stream) const {
     if (grad_input || grad_weight) {
+      // Engines first: the grad's spectrum is written in the block form when either mixing runs
+      // on cuBLAS (the own kernel reads either form).
+      const bool from_taps = grad_input && !ws && taps_path(mix_pass::input_grad);
+      const bool ig_blas = grad_input && !from_taps && use_cublas(mix_pass::input_grad, false);
+      const bool wg_blas = grad_weight && use_cublas(mix_pass::weight_grad, false);
+      const bool block = ig_blas || wg_blas;
       // The one new transform of the backward pass (docs/design.md 1.6).
-      auto dys = ex_.template make_temp<T>(g_.y_spectrum_size(), stream);
-      stages_.g_in->analyse(ex_, as_image(grad_out), dys.get(), stream);
+      auto dys = ex_.template make_temp<T>((block ? 2 : 1) * g_.y_spectrum_size(), stream);
+      stages_.g_in->analyse(ex_, as_image(grad_out), dys.get(), stream, block);
       if (grad_input) {
-        const bool from_taps = !ws && taps_usable();
         auto w_tmp = ex_.template make_temp<T>(ws || from_taps ? 0 : g_.w_spectrum_size(), stream);
         if (!ws && !from_taps) {
           stages_.w_in->analyse(ex_, as_image(*weight), w_tmp.get(), stream);
           ws = w_tmp.get();
         }
         auto dxs = ex_.template make_temp<T>(g_.x_spectrum_size(), stream);
-        mix_input_grad(dys.get(), ws, dxs.get(), stream, from_taps ? weight : nullptr);
+        if (ig_blas)
+          cublas_input_grad(dys.get(), ws, dxs.get(), stream);
+        else
+          mix_input_grad(dys.get(), ws, dxs.get(), stream, from_taps ? weight : nullptr, block);
         stages_.dx_out->synthesise(ex_, dxs.get(), as_image(*grad_input), scale_, nullptr, stream);
       }
       if (grad_weight) {
         auto dws = ex_.template make_temp<T>(g_.w_spectrum_size(), stream);
-        mix_weight_grad(dys.get(), xs, dws.get(), stream);
+        if (wg_blas)
+          cublas_weight_grad(dys.get(), xs, dws.get(), stream);
+        else
+          mix_weight_grad(dys.get(), xs, dws.get(), stream, block);
         stages_.dw_out->synthesise(ex_, dws.get(), as_image(*grad_weight), scale_, nullptr, stream);
       }
     }
@@ -700,9 +934,13 @@ class pipeline {
 
   void run_forward_spectra(const T* xs, const T* ws, const T* bias, const tensor_view<T>& y,
                            void* stream) const {
-    auto ys = ex_.template make_temp<T>(g_.y_spectrum_size(), stream);
-    mix_forward(xs, ws, ys.get(), stream);
-    stages_.y_out->synthesise(ex_, ys.get(), as_image(y), scale_, bias, stream);
+    const bool blas = use_cublas(mix_pass::forward, false);
+    auto ys = ex_.template make_temp<T>((blas ? 2 : 1) * g_.y_spectrum_size(), stream);
+    if (blas)
+      cublas_forward(xs, ws, ys.get(), stream);
+    else
+      mix_forward(xs, ws, ys.get(), stream);
+    stages_.y_out->synthesise(ex_, ys.get(), as_image(y), scale_, bias, stream, blas);
   }
 
   void run_bias_grad(const tensor_view<const T>& grad_out, T* grad_bias, void* stream) const {
@@ -720,6 +958,7 @@ class pipeline {
   Exec ex_;
   geometry g_;
   mix_tile tile_;
+  mix_engine engine_;
   layer_transforms<stage> stages_;
   typename Exec::table kept_;  // kept rows, then kept columns (taps path)
   T scale_ = T(1);

@@ -42,6 +42,23 @@ conv_params conv_params::conv2d(int64_t batch, int64_t in_channels, int64_t out_
   return p;
 }
 
+conv_params conv_params::conv3d(int64_t batch, int64_t in_channels, int64_t out_channels,
+                                std::array<int64_t, 3> input, std::array<int64_t, 3> kernel,
+                                std::array<int64_t, 3> stride, std::array<int64_t, 3> padding,
+                                std::array<int64_t, 3> dilation, int64_t groups) {
+  // The depth axis sits outside the two of a 2D layer (geometry.hpp).
+  conv_params p =
+      conv2d(batch, in_channels, out_channels, {input[1], input[2]}, {kernel[1], kernel[2]},
+             {stride[1], stride[2]}, {padding[1], padding[2]}, {dilation[1], dilation[2]}, groups);
+  p.ndim = 3;
+  p.depth.input = input[0];
+  p.depth.kernel = kernel[0];
+  p.depth.stride = stride[0];
+  p.depth.padding = padding[0];
+  p.depth.dilation = dilation[0];
+  return p;
+}
+
 int64_t fast_size(int64_t n) {
   BLFFT_EXPECTS(n >= 1, error_code::invalid_argument, "fast_size: n must be >= 1, got ", n);
   BLFFT_EXPECTS(n <= (int64_t(1) << 60), error_code::overflow, "fast_size: n (", n,
@@ -64,12 +81,15 @@ int64_t fast_size(int64_t n) {
 int64_t band_limit(int64_t grid_length, double rate, int ndim) {
   BLFFT_EXPECTS(grid_length >= 1, error_code::invalid_argument,
                 "band_limit: grid length must be >= 1, got ", grid_length);
-  BLFFT_EXPECTS(ndim == 1 || ndim == 2, error_code::invalid_argument,
-                "band_limit: ndim must be 1 or 2, got ", ndim);
+  BLFFT_EXPECTS(ndim >= 1 && ndim <= 3, error_code::invalid_argument,
+                "band_limit: ndim must be 1, 2 or 3, got ", ndim);
   BLFFT_EXPECTS(std::isfinite(rate) && rate >= 0.0 && rate < 1.0, error_code::invalid_argument,
                 "compress rate must be in [0, 1), got ", rate);
   const int64_t half = grid_length / 2 + 1;
-  const double keep = ndim == 1 ? (1.0 - rate) : std::sqrt(1.0 - rate);
+  // 3D: pow(1 - r, 1/3), as Python's (1 - r) ** (1 / 3) computes it.
+  const double keep = ndim == 1   ? (1.0 - rate)
+                      : ndim == 2 ? std::sqrt(1.0 - rate)
+                                  : std::pow(1.0 - rate, 1.0 / 3.0);
   const auto i = static_cast<int64_t>(std::floor(static_cast<double>(half) * keep + 1e-9));
   return std::clamp<int64_t>(i, 1, half);
 }
@@ -83,7 +103,7 @@ const char* axis_name(int ndim, int axis) {
 
 void validate_params(const conv_params& p) {
   using E = error_code;
-  BLFFT_EXPECTS(p.ndim == 1 || p.ndim == 2, E::invalid_argument, "ndim must be 1 or 2, got ",
+  BLFFT_EXPECTS(p.ndim >= 1 && p.ndim <= 3, E::invalid_argument, "ndim must be 1, 2 or 3, got ",
                 p.ndim);
   BLFFT_EXPECTS(p.batch >= 1, E::invalid_argument, "batch must be >= 1, got ", p.batch);
   BLFFT_EXPECTS(p.in_channels >= 1, E::invalid_argument, "in_channels must be >= 1, got ",
@@ -102,6 +122,25 @@ void validate_params(const conv_params& p) {
                   E::invalid_argument,
                   "a 1D conv_params must have input[0] = kernel[0] = stride[0] = dilation[0] = "
                   "1, padding[0] = 0 and grid[0] in {0, 1} (use conv_params::conv1d)");
+  }
+  const depth_axis& d = p.depth;
+  if (p.ndim != 3) {
+    BLFFT_EXPECTS(d.input == 1 && d.kernel == 1 && d.stride == 1 && d.padding == 0 &&
+                      d.dilation == 1 && d.grid <= 1,
+                  E::invalid_argument,
+                  "a 1D or 2D conv_params must have the trivial depth axis (depth.input = "
+                  "kernel = stride = dilation = 1, padding = 0, grid in {0, 1}; use "
+                  "conv_params::conv3d for 3D)");
+  } else {
+    BLFFT_EXPECTS(d.input >= 1, E::invalid_argument, "input depth must be >= 1, got ", d.input);
+    BLFFT_EXPECTS(d.kernel >= 1, E::invalid_argument, "kernel depth must be >= 1, got ", d.kernel);
+    BLFFT_EXPECTS(d.stride >= 1, E::invalid_argument, "stride depth must be >= 1, got ", d.stride);
+    BLFFT_EXPECTS(d.padding >= 0, E::invalid_argument, "padding depth must be >= 0, got ",
+                  d.padding);
+    BLFFT_EXPECTS(d.dilation >= 1, E::invalid_argument, "dilation depth must be >= 1, got ",
+                  d.dilation);
+    BLFFT_EXPECTS(d.grid >= 0, E::invalid_argument, "grid depth must be >= 0 (0: default), got ",
+                  d.grid);
   }
   for (int a = 0; a < 2; ++a) {
     const char* ax = axis_name(p.ndim, a);
@@ -177,14 +216,41 @@ geometry make_geometry(const conv_params& params, const compression& c) {
     }
   }
   g.params.grid = g.grid;
-  const int64_t Lh = g.grid[0], Lw = g.grid[1];
-  BLFFT_EXPECTS(Lh <= max_grid_points / Lw, E::invalid_argument, "the FFT grid (",
-                p.ndim == 2 ? cat(Lh, " x ", Lw) : cat(Lw), " points, from the padded input ",
-                p.ndim == 2 ? cat(g.padded[0], " x ", g.padded[1]) : cat(g.padded[1]),
-                ") exceeds blfft's limit of ", max_grid_points,
+  if (p.ndim == 3) {
+    const depth_axis& d = p.depth;
+    g.depth_padded = checked_add(d.input, checked_mul(2, d.padding, "padding"), "padded input");
+    g.depth_dilated =
+        checked_add(checked_mul(d.dilation, d.kernel - 1, "dilated kernel"), 1, "dilated kernel");
+    BLFFT_EXPECTS(g.depth_dilated <= g.depth_padded, E::invalid_argument,
+                  "kernel depth (dilated extent ", g.depth_dilated,
+                  ") is larger than the padded input depth (", g.depth_padded, ")");
+    g.depth_full_out = g.depth_padded - g.depth_dilated + 1;
+    g.depth_output = 1 + (g.depth_full_out - 1) / d.stride;
+    if (d.grid == 0) {
+      g.depth_grid = fast_size(g.depth_padded);
+    } else {
+      BLFFT_EXPECTS(d.grid >= g.depth_padded, E::invalid_argument, "grid depth (", d.grid,
+                    ") must be >= the padded input depth (", g.depth_padded, ")");
+      g.depth_grid = d.grid;
+    }
+    g.params.depth.grid = g.depth_grid;
+  }
+  const int64_t Ld = g.depth_grid, Lh = g.grid[0], Lw = g.grid[1];
+  const auto grid_text = [&] {
+    return p.ndim == 3 ? cat(Ld, " x ", Lh, " x ", Lw) : p.ndim == 2 ? cat(Lh, " x ", Lw) : cat(Lw);
+  };
+  const auto padded_text = [&] {
+    return p.ndim == 3   ? cat(g.depth_padded, " x ", g.padded[0], " x ", g.padded[1])
+           : p.ndim == 2 ? cat(g.padded[0], " x ", g.padded[1])
+                         : cat(g.padded[1]);
+  };
+  BLFFT_EXPECTS(Lh <= max_grid_points / Lw && Ld <= max_grid_points / (Lh * Lw),
+                E::invalid_argument, "the FFT grid (", grid_text(),
+                " points, from the padded input ", padded_text(), ") exceeds blfft's limit of ",
+                max_grid_points,
                 " points (blfft::max_grid_points); check the padding and input size");
   g.bins_w = Lw / 2 + 1;
-  g.total = checked_mul(Lh, g.bins_w, "spectrum size");
+  g.total = checked_mul(Ld, checked_mul(Lh, g.bins_w, "spectrum size"), "spectrum size");
 
   switch (c.kind) {
     case compression::kind_type::rate: {
@@ -192,6 +258,7 @@ geometry make_geometry(const conv_params& params, const compression& c) {
                     E::invalid_argument, "compress rate must be in [0, 1), got ", c.rate_value);
       g.limits = {p.ndim == 1 ? 1 : band_limit(Lh, c.rate_value, p.ndim),
                   band_limit(Lw, c.rate_value, p.ndim)};
+      if (p.ndim == 3) g.depth_limit = band_limit(Ld, c.rate_value, p.ndim);
       break;
     }
     case compression::kind_type::band: {
@@ -203,9 +270,19 @@ geometry make_geometry(const conv_params& params, const compression& c) {
                     "band limit i_w must be in [1, ", g.bins_w, "] for grid width ", Lw, ", got ",
                     c.limits[1]);
       g.limits = c.limits;
+      if (p.ndim == 3) {
+        const int64_t max_d = Ld / 2 + 1;
+        BLFFT_EXPECTS(c.depth_limit >= 1 && c.depth_limit <= max_d, E::invalid_argument,
+                      "band limit i_d must be in [1, ", max_d, "] for grid depth ", Ld, ", got ",
+                      c.depth_limit, " (3D layers: compression::band3)");
+        g.depth_limit = c.depth_limit;
+      }
       break;
     }
     case compression::kind_type::indices: {
+      BLFFT_EXPECTS(p.ndim != 3, E::unsupported,
+                    "explicit kept indices are not supported for 3D convolutions; use a rate or "
+                    "compression::band3");
       check_index_list(c.rows, Lh, "rows");
       check_index_list(c.cols, g.bins_w, "cols");
       // The set must be closed under k -> -k so the masked operator stays real
@@ -226,17 +303,25 @@ geometry make_geometry(const conv_params& params, const compression& c) {
     g.kept_rows = band_rows(Lh, g.limits[0]);
     g.kept_cols = prefix(g.limits[1]);
   }
-  g.kept = static_cast<int64_t>(g.kept_rows.size() * g.kept_cols.size());
+  if (p.ndim == 3) g.kept_depth = band_rows(Ld, g.depth_limit);
+  g.kept = static_cast<int64_t>(g.kept_depth.size() * g.kept_rows.size() * g.kept_cols.size());
   g.achieved_rate = 1.0 - static_cast<double>(g.kept) / static_cast<double>(g.total);
   g.requested_rate = c.kind == compression::kind_type::rate ? c.rate_value : g.achieved_rate;
 
-  const int64_t spatial_in = checked_mul(p.input[0], p.input[1], "input size");
+  const int64_t spatial_in =
+      checked_mul(p.depth.input, checked_mul(p.input[0], p.input[1], "input size"), "input size");
   g.input_size_ =
       checked_mul(checked_mul(p.batch, p.in_channels, "input size"), spatial_in, "input size");
-  g.weight_size_ = checked_mul(checked_mul(p.out_channels, g.in_per_group, "weight size"),
-                               checked_mul(p.kernel[0], p.kernel[1], "weight size"), "weight size");
-  g.output_size_ = checked_mul(checked_mul(p.batch, p.out_channels, "output size"),
-                               checked_mul(g.output[0], g.output[1], "output size"), "output size");
+  g.weight_size_ =
+      checked_mul(checked_mul(p.out_channels, g.in_per_group, "weight size"),
+                  checked_mul(p.depth.kernel, checked_mul(p.kernel[0], p.kernel[1], "weight size"),
+                              "weight size"),
+                  "weight size");
+  g.output_size_ =
+      checked_mul(checked_mul(p.batch, p.out_channels, "output size"),
+                  checked_mul(g.depth_output, checked_mul(g.output[0], g.output[1], "output size"),
+                              "output size"),
+                  "output size");
   const int64_t two_kept = checked_mul(2, g.kept, "spectrum size");
   g.x_spectrum_size_ = checked_mul(two_kept, checked_mul(p.batch, p.in_channels, "x spectrum size"),
                                    "x spectrum size");
@@ -246,25 +331,29 @@ geometry make_geometry(const conv_params& params, const compression& c) {
       two_kept, checked_mul(p.batch, p.out_channels, "y spectrum size"), "y spectrum size");
   // Work buffers index with int64 too; the full padded grid per image must also fit.
   checked_mul(checked_mul(p.batch, std::max(p.in_channels, p.out_channels), "grid size"),
-              checked_mul(Lh, Lw, "grid size"), "grid size");
+              checked_mul(Ld, checked_mul(Lh, Lw, "grid size"), "grid size"), "grid size");
   return g;
 }
 
 namespace {
-std::vector<int64_t> spatial_shape(int ndim, int64_t a, int64_t b, std::array<int64_t, 2> s) {
+std::vector<int64_t> spatial_shape(int ndim, int64_t a, int64_t b, int64_t d,
+                                   std::array<int64_t, 2> s) {
   if (ndim == 1) return {a, b, s[1]};
+  if (ndim == 3) return {a, b, d, s[0], s[1]};
   return {a, b, s[0], s[1]};
 }
 }  // namespace
 
 std::vector<int64_t> geometry::input_shape() const {
-  return spatial_shape(params.ndim, params.batch, params.in_channels, params.input);
+  return spatial_shape(params.ndim, params.batch, params.in_channels, params.depth.input,
+                       params.input);
 }
 std::vector<int64_t> geometry::weight_shape() const {
-  return spatial_shape(params.ndim, params.out_channels, in_per_group, params.kernel);
+  return spatial_shape(params.ndim, params.out_channels, in_per_group, params.depth.kernel,
+                       params.kernel);
 }
 std::vector<int64_t> geometry::output_shape() const {
-  return spatial_shape(params.ndim, params.batch, params.out_channels, output);
+  return spatial_shape(params.ndim, params.batch, params.out_channels, depth_output, output);
 }
 
 std::string geometry::describe() const {
@@ -272,14 +361,18 @@ std::string geometry::describe() const {
   const auto& p = params;
   os << "conv" << p.ndim << "d N=" << p.batch << " C=" << p.in_channels << " F=" << p.out_channels
      << " groups=" << p.groups << " input=";
-  if (p.ndim == 2) os << p.input[0] << "x";
+  if (p.ndim == 3) os << p.depth.input << "x";
+  if (p.ndim >= 2) os << p.input[0] << "x";
   os << p.input[1] << " kernel=";
-  if (p.ndim == 2) os << p.kernel[0] << "x";
+  if (p.ndim == 3) os << p.depth.kernel << "x";
+  if (p.ndim >= 2) os << p.kernel[0] << "x";
   os << p.kernel[1] << " grid=";
-  if (p.ndim == 2) os << grid[0] << "x";
-  os << grid[1] << " kept=" << kept << "/" << total << " (" << kept_rows.size() << " rows x "
-     << kept_cols.size() << " cols) rate requested=" << requested_rate
-     << " achieved=" << achieved_rate;
+  if (p.ndim == 3) os << depth_grid << "x";
+  if (p.ndim >= 2) os << grid[0] << "x";
+  os << grid[1] << " kept=" << kept << "/" << total << " (";
+  if (p.ndim == 3) os << kept_depth.size() << " depths x ";
+  os << kept_rows.size() << " rows x " << kept_cols.size()
+     << " cols) rate requested=" << requested_rate << " achieved=" << achieved_rate;
   return os.str();
 }
 

@@ -8,6 +8,8 @@
 #include "aligned_buffer.hpp"
 #include "call_checks.hpp"
 #include "check.hpp"
+#include "depth_mix.hpp"
+#include "depth_transform.hpp"
 #include "layer.hpp"
 #include "mix.hpp"
 #include "mix_taps.hpp"
@@ -20,15 +22,18 @@ namespace detail {
 
 template <class T>
 class plan_impl {
-  using transform = pruned_transform<T>;
+  using transform = volume_transform<T>;  // the pruned 2D transform, per depth slice in 3D
 
  public:
   plan_impl(const geometry& geo, const plan_options& o)
       : g(geo),
-        stages(g, [&](transform_direction d, int64_t B, int64_t CH, placement h,
-                      placement w) { return std::make_unique<transform>(g, d, B, CH, h, w, o); }),
-        scale(T(1) / static_cast<T>(g.grid[0] * g.grid[1])), deterministic(o.deterministic) {
-    if (use_taps(geo, o, sizeof(T))) twiddles.emplace(geo);
+        stages(g,
+               [&](transform_direction d, int64_t B, int64_t CH, placement pd, placement h,
+                   placement w) { return std::make_unique<transform>(g, d, B, CH, pd, h, w, o); }),
+        scale(T(1) / static_cast<T>(g.depth_grid * g.grid[0] * g.grid[1])),
+        deterministic(o.deterministic) {
+    // The taps path (mix_taps.hpp) is 1D/2D only.
+    if (g.params.ndim != 3 && use_taps(geo, o, sizeof(T))) twiddles.emplace(geo);
   }
 
   /// Refuses, before anything is allocated, a layer whose spectra could not all be in memory
@@ -38,7 +43,13 @@ class plan_impl {
       return checked_bytes(static_cast<std::size_t>(n), sizeof(T), what);
     };
     const std::size_t x = bytes(g.x_spectrum_size(), "the input spectrum");
-    const std::size_t w = bytes(g.w_spectrum_size(), "the weight spectrum");
+    // 3D: the plan itself never makes a whole weight spectrum, only the 2D spectra of the
+    // weight's KD depth slices (depth_mix.hpp); a caller that wants one passes its own memory.
+    const int64_t per_depth = g.w_spectrum_size() / static_cast<int64_t>(g.kept_depth.size());
+    const int64_t w_scalars =
+        g.params.ndim == 3 ? checked_mul(g.params.depth.kernel, per_depth, "weight slice spectra")
+                           : g.w_spectrum_size();
+    const std::size_t w = bytes(w_scalars, "the weight spectrum");
     const std::size_t y = bytes(g.y_spectrum_size(), "the output spectrum");
     check_buffer_bytes(x, "the input spectrum");
     check_buffer_bytes(w, "the weight spectrum");
@@ -57,16 +68,23 @@ class plan_impl {
     // Spectra the caller does not keep live in pooled buffers for the duration of the call.
     auto x_tmp = take_workspace<T>(x_spectrum ? 0 : g.x_spectrum_size(), "input spectrum");
     if (!x_spectrum) x_spectrum = x_tmp.data();
-    stages.x_in->analyse(as_image(x), x_spectrum);
+    stages.x_in->analyse(x, x_spectrum);
     if (!w_spectrum && twiddles) {  // no weight spectrum at all
       auto y_spec = take_workspace<T>(g.y_spectrum_size(), "output spectrum");
       mix_forward_taps(g, *twiddles, x_spectrum, as_image(w), y_spec.data());
-      stages.y_out->synthesise(y_spec.data(), as_image(y), scale, bias);
+      stages.y_out->synthesise(y_spec.data(), y, scale, bias);
+      return;
+    }
+    if (!w_spectrum && volume) {  // 3D: the weight's depth slices only (depth_mix.hpp)
+      auto w_slices = weight_slices(w);
+      auto y_spec = take_workspace<T>(g.y_spectrum_size(), "output spectrum");
+      depth_taps_mix(g, *stages.w_in, w_slices.data(), x_spectrum, y_spec.data(), true);
+      stages.y_out->synthesise(y_spec.data(), y, scale, bias);
       return;
     }
     auto w_tmp = take_workspace<T>(w_spectrum ? 0 : g.w_spectrum_size(), "weight spectrum");
     if (!w_spectrum) w_spectrum = w_tmp.data();
-    stages.w_in->analyse(as_image(w), w_spectrum);
+    stages.w_in->analyse(w, w_spectrum);
     forward_spectra(x_spectrum, w_spectrum, bias, y);
   }
 
@@ -74,7 +92,7 @@ class plan_impl {
                        const tensor_view<T>& y) const {
     auto y_spec = take_workspace<T>(g.y_spectrum_size(), "output spectrum");
     mix_forward(g, x_spectrum, w_spectrum, y_spec.data());
-    stages.y_out->synthesise(y_spec.data(), as_image(y), scale, bias);
+    stages.y_out->synthesise(y_spec.data(), y, scale, bias);
   }
 
   /// `w_spectrum` or, where it is null, `weight` for the input gradient.
@@ -84,42 +102,66 @@ class plan_impl {
     if (grad_input || grad_weight) {
       // The one new transform of the backward pass (docs/design.md 1.6).
       auto dy_spec = take_workspace<T>(g.y_spectrum_size(), "output gradient spectrum");
-      stages.g_in->analyse(as_image(grad_out), dy_spec.data());
+      stages.g_in->analyse(grad_out, dy_spec.data());
       if (grad_input) {
         auto dx_spec = take_workspace<T>(g.x_spectrum_size(), "input gradient spectrum");
         if (w_spectrum) {
           mix_input_grad(g, dy_spec.data(), w_spectrum, dx_spec.data());
         } else if (twiddles) {
           mix_input_grad_taps(g, *twiddles, dy_spec.data(), as_image(*weight), dx_spec.data());
+        } else if (volume) {
+          auto w_slices = weight_slices(*weight);
+          depth_taps_mix(g, *stages.w_in, w_slices.data(), dy_spec.data(), dx_spec.data(), false);
         } else {
           auto w_spec = take_workspace<T>(g.w_spectrum_size(), "weight spectrum");
-          stages.w_in->analyse(as_image(*weight), w_spec.data());
+          stages.w_in->analyse(*weight, w_spec.data());
           mix_input_grad(g, dy_spec.data(), w_spec.data(), dx_spec.data());
         }
-        stages.dx_out->synthesise(dx_spec.data(), as_image(*grad_input), scale, nullptr);
+        stages.dx_out->synthesise(dx_spec.data(), *grad_input, scale, nullptr);
       }
       if (grad_weight && twiddles) {
         weight_grad_taps(g, *twiddles, dy_spec.data(), x_spectrum, scale, as_image(*grad_weight),
                          deterministic);
+      } else if (grad_weight && volume) {
+        auto dw_slices = take_workspace<T>(g.params.depth.kernel * stages.dw_out->slice_size(),
+                                           "weight gradient slices");
+        depth_taps_weight_grad(g, *stages.dw_out, dy_spec.data(), x_spectrum, dw_slices.data());
+        stages.dw_out->synthesise_slices(dw_slices.data(), *grad_weight, scale, nullptr);
       } else if (grad_weight) {
         auto dw_spec = take_workspace<T>(g.w_spectrum_size(), "weight gradient spectrum");
         mix_weight_grad(g, dy_spec.data(), x_spectrum, dw_spec.data());
-        stages.dw_out->synthesise(dw_spec.data(), as_image(*grad_weight), scale, nullptr);
+        stages.dw_out->synthesise(dw_spec.data(), *grad_weight, scale, nullptr);
       }
     }
     if (grad_bias) bias_grad(grad_out, grad_bias);
   }
 
+  /// 3D: the 2D spectra of the weight's depth slices (depth_mix.hpp).
+  lease<T> weight_slices(const tensor_view<const T>& w) const {
+    auto slices = take_workspace<T>(g.params.depth.kernel * stages.w_in->slice_size(),
+                                    "weight slice spectra");
+    stages.w_in->analyse_slices(w, slices.data());
+    return slices;
+  }
+
   void bias_grad(const tensor_view<const T>& grad_out, T* grad_bias) const {
-    const auto img = as_image(grad_out);
+    const bool rank5 = grad_out.rank() == 5;
+    // 3D: depth slices are more rows of each (n, f) image, at stride_d.
+    const auto img =
+        rank5 ? image_view<const T>{grad_out.data, grad_out.strides[0], grad_out.strides[1],
+                                    grad_out.strides[3], grad_out.strides[4]}
+              : as_image(grad_out);
+    const int64_t stride_d = rank5 ? grad_out.strides[2] : 0;
     const int64_t N = g.params.batch, F = g.params.out_channels;
-    const int64_t Ho = g.output[0], Wo = g.output[1];
-    const bool parallel = N * Ho * Wo * F >= 32768;
+    const int64_t Do = g.depth_output, Ho = g.output[0], Wo = g.output[1];
+    const bool parallel = N * Do * Ho * Wo * F >= 32768;
     parallel_for(F, parallel ? thread_count() : 1, parallel, [&](int64_t f) {
       double sum = 0;  // double accumulation over rows; each row in T, vectorised
       for (int64_t n = 0; n < N; ++n)
-        for (int64_t h = 0; h < Ho; ++h) {
-          const T* row = img.data + n * img.stride_b + f * img.stride_ch + h * img.stride_h;
+        for (int64_t dh = 0; dh < Do * Ho; ++dh) {
+          const int64_t d = dh / Ho, h = dh % Ho;
+          const T* row =
+              img.data + n * img.stride_b + f * img.stride_ch + d * stride_d + h * img.stride_h;
           T row_sum = 0;
           if (img.stride_w == 1) {
 #pragma omp simd reduction(+ : row_sum)
@@ -137,6 +179,7 @@ class plan_impl {
   layer_transforms<transform> stages;
   T scale;
   bool deterministic = false;
+  bool volume = g.params.ndim == 3;  // 3D: mixing from the weight's depth slices
   /// Mix from the weight taps (mix_taps.hpp) where no weight spectrum is given, and fold the
   /// weight gradient into the taps directly; else through whole weight spectra.
   std::optional<tap_twiddles<T>> twiddles;  // set where the plan mixes from the taps
@@ -182,14 +225,14 @@ template <class T>
 void plan<T>::input_spectrum(const tensor_view<const T>& x, spectrum_view<T> x_spectrum) const {
   geometry();
   impl_->checks().input_spectrum(x, x_spectrum);
-  impl_->stages.x_in->analyse(detail::as_image(x), x_spectrum.data);
+  impl_->stages.x_in->analyse(x, x_spectrum.data);
 }
 
 template <class T>
 void plan<T>::weight_spectrum(const tensor_view<const T>& w, spectrum_view<T> w_spectrum) const {
   geometry();
   impl_->checks().weight_spectrum(w, w_spectrum);
-  impl_->stages.w_in->analyse(detail::as_image(w), w_spectrum.data);
+  impl_->stages.w_in->analyse(w, w_spectrum.data);
 }
 
 template <class T>

@@ -5,9 +5,9 @@
 #include <cstring>
 
 #include "blas.hpp"
+#include "dft_matrix.hpp"  // common/: the entries, shared with the CUDA fused kernels
 #include "pruned_transform.hpp"
 #include "sample_io.hpp"
-#include "dft_matrix.hpp"  // common/: the entries, shared with the CUDA fused kernels
 #include "workspace.hpp"
 
 namespace blfft::detail {

@@ -4,9 +4,10 @@
 # with FFTW, BLIS and libgomp grafted in by `auditwheel repair` (blfft.libs/, RUNPATH relative to
 # the extension modules), so that it installs and computes where none of Debian's packages are
 # (tools/test_wheel.sh checks that). Where nvcc is found the wheel also holds blfft._cuda, built
-# against the pinned nvidia-cufft build requirement (tools/build_backend/blfft_build_backend.py)
-# and loading libcufft.so.12 at run time from the nvidia-cufft wheel next to blfft
-# (site-packages/nvidia/cu13/lib; `pip install blfft[cuda]`). cuFFT is never grafted.
+# against the pinned nvidia-cufft and nvidia-cublas build requirements
+# (tools/build_backend/blfft_build_backend.py) and loading libcufft.so.12 and libcublas.so.13 at
+# run time from those wheels next to blfft (site-packages/nvidia/cu13/lib; `pip install
+# blfft[cuda]`). cuFFT and cuBLAS are never grafted.
 #
 #   bash tools/build_wheel.sh
 #
@@ -67,9 +68,10 @@ grep -E "CUDA backend|  CUDA  " "$WORK/build.log" | tail -n 2 || true
 log "built in $(( $(date +%s) - start )) s: $(ls "$WORK"/raw/*.whl)"
 
 # --- repair: graft FFTW, BLIS, libgomp; never cuFFT / cuBLAS / the driver ------------------------
-# auditwheel finds BLIS through the modules' RUNPATH (Debian's blis-serial folder). cuFFT is left
-# out (--exclude): it comes from the user's nvidia-cufft wheel, through the RUNPATH entry
-# $ORIGIN/../nvidia/cu13/lib that python/CMakeLists.txt gives blfft._cuda.
+# auditwheel finds BLIS through the modules' RUNPATH (Debian's blis-serial folder). cuFFT and
+# cuBLAS are left out (--exclude): they come from the user's nvidia-cufft / nvidia-cublas wheels,
+# through the RUNPATH entry $ORIGIN/../nvidia/cu13/lib that python/CMakeLists.txt gives
+# blfft._cuda.
 log "auditwheel repair"
 RAW="$(ls "$WORK"/raw/blfft-*.whl)"
 auditwheel repair --exclude 'libcufft.so.*' --exclude 'libcublas.so.*' \

@@ -15,7 +15,8 @@
 #   lib/fallback/  libgomp.so.1, used only where the machine has no GCC OpenMP runtime;
 #   scripts/ bench/cudnn_bench.py and tools/gpu_report.py, as built;
 #   MANIFEST.json  commit, whether the tree was dirty, date, architectures, sizes.
-# cuFFT (libcufft.so.12) is not bundled: the device has it from torch's nvidia-cufft wheel.
+# cuFFT (libcufft.so.12) and cuBLAS (libcublas.so.13) are not bundled: the device has them from
+# torch's nvidia-cufft / nvidia-cublas wheels.
 # Incremental: the build folder build-bundle/ (git-ignored) is kept, and a second run rebuilds only
 # what changed. Every compile runs under `nice -n 10` with BLFFT_BUNDLE_JOBS jobs (default 2).
 #
@@ -129,10 +130,11 @@ cp bench/cudnn_bench.py tools/gpu_report.py "$BUNDLE/scripts/"
 
 # --- checks: nothing the device lacks is needed ----------------------------------------------------
 CUFFT_DIR="$(dirname "$(ls "$ROOT"/.venv/lib/python3*/site-packages/nvidia/cu13/lib/libcufft.so.12 | head -n1)")"
+CUBLAS_DIR="$(dirname "$(ls "$ROOT"/.venv/lib/python3*/site-packages/nvidia/cu13/lib/libcublas.so.13 | head -n1)")"
 missing=""
 for f in "$BUNDLE"/bin/* "$BUNDLE"/python/blfft/*.so "$BUNDLE"/lib/*.so*; do
   [ -e "$f" ] || continue
-  deps="$(LD_LIBRARY_PATH="$BUNDLE/lib:$CUFFT_DIR" ldd "$f" 2>/dev/null)"
+  deps="$(LD_LIBRARY_PATH="$BUNDLE/lib:$CUFFT_DIR:$CUBLAS_DIR" ldd "$f" 2>/dev/null)"
   m="$(grep 'not found' <<<"$deps" || true)"
   [ -n "$m" ] && missing+="$f: $m"$'\n'
   grep -E -q 'libgtest|libcudart\.so' <<<"$deps" && missing+="$f links GoogleTest or libcudart dynamically"$'\n'

@@ -99,15 +99,21 @@ SLUG="$(printf '%s' "$GPU_NAME" | tr -c 'A-Za-z0-9' '_' | sed 's/__*/_/g; s/^_//
 [ "$RUN_GPU" -eq 0 ] && SLUG="no_gpu"
 REPORT="$OUT_DIR/gpu_check_${SLUG}_${DATE}"
 
-# cuFFT: torch's nvidia-cufft wheel on the device (or .venv's here); FFTW and BLIS: the bundle's
-# lib/ (first); libgomp: the machine's, else the bundle's lib/fallback/ (last).
-CUFFT_DIR="$(for p in $( [ -n "$PY" ] && "$PY" -c 'import sys; print(" ".join(sys.path))' 2>/dev/null) \
-                       "$ROOT"/.venv/lib/python3*/site-packages; do
-               for d in "$p/nvidia/cu13/lib" "$p/nvidia/cufft/lib"; do
-                 ls "$d"/libcufft.so.* >/dev/null 2>&1 && { echo "$d"; break 2; }
-               done
-             done)"
-export LD_LIBRARY_PATH="$BUNDLE/lib:${CUFFT_DIR:+$CUFFT_DIR:}${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$BUNDLE/lib/fallback"
+# cuFFT and cuBLAS: torch's nvidia-cufft / nvidia-cublas wheels on the device (or .venv's here);
+# FFTW and BLIS: the bundle's lib/ (first); libgomp: the machine's, else the bundle's
+# lib/fallback/ (last).
+nvidia_lib_dir() {  # nvidia_lib_dir LIBNAME SUBDIR: the first wheel folder holding LIBNAME.so.*
+  for p in $( [ -n "$PY" ] && "$PY" -c 'import sys; print(" ".join(sys.path))' 2>/dev/null) \
+           "$ROOT"/.venv/lib/python3*/site-packages; do
+    for d in "$p/nvidia/cu13/lib" "$p/nvidia/$2/lib"; do
+      ls "$d/$1".so.* >/dev/null 2>&1 && { echo "$d"; return; }
+    done
+  done
+}
+CUFFT_DIR="$(nvidia_lib_dir libcufft cufft)"
+CUBLAS_DIR="$(nvidia_lib_dir libcublas cublas)"
+[ "$CUBLAS_DIR" = "$CUFFT_DIR" ] && CUBLAS_DIR=""
+export LD_LIBRARY_PATH="$BUNDLE/lib:${CUFFT_DIR:+$CUFFT_DIR:}${CUBLAS_DIR:+$CUBLAS_DIR:}${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$BUNDLE/lib/fallback"
 
 json_str() { printf '%s' "$1" | sed 's/\\/\\\\/g; s/"/\\"/g' | tr '\n\t' '  '; }
 write_report() {  # the report as it stands (rewritten after every step)
@@ -186,7 +192,8 @@ bundle_loads() {  # every executable and module resolves its libraries; note wha
     fi
   done
   [ -e "$BUNDLE/bin/blfft_test_cuda_device" ] || { echo "bin/blfft_test_cuda_device missing"; bad=1; }
-  echo "cuFFT: $(ldd "$BUNDLE/bin/blfft_test_cuda_device" | sed -n 's/.*libcufft.so.[0-9]* => \([^ ]*\).*/\1/p')" > "$WORK/note"
+  echo "cuFFT: $(ldd "$BUNDLE/bin/blfft_test_cuda_device" | sed -n 's/.*libcufft.so.[0-9]* => \([^ ]*\).*/\1/p')," \
+    "cuBLAS: $(ldd "$BUNDLE/bin/blfft_test_cuda_device" | sed -n 's/.*libcublas.so.[0-9]* => \([^ ]*\).*/\1/p')" > "$WORK/note"
   return "$bad"
 }
 export -f bundle_loads

@@ -5,7 +5,8 @@
 # over by /dev/null and their folders by empty ones. It then compares blfft's forward and both
 # backward passes at compression rate 0 with torch's conv1d/conv2d. Where the wheel holds
 # blfft._cuda it also checks that the module reports why it cannot load without the nvidia-cufft
-# wheel, and that it loads (device_count() 0 without a GPU) once nvidia-cufft is installed.
+# and nvidia-cublas wheels, and that it loads (device_count() 0 without a GPU) once both are
+# installed.
 #
 #   bash tools/test_wheel.sh [WHEEL]        (default: the newest dist/blfft-*.whl)
 #
@@ -13,7 +14,7 @@
 # TORCH_SPEC (default torch==2.13.0, the CPU build on this machine's disk), BLFFT_WHEEL_TEST_DIR
 # (default /tmp/blfft-wheel-test: venv and work folder, made anew at each run),
 # BLFFT_WHEEL_TEST_CUFFT (default 1 when the wheel holds blfft._cuda: install nvidia-cufft and
-# import blfft._cuda; 0 skips that).
+# nvidia-cublas and import blfft._cuda; 0 skips that).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -128,8 +129,11 @@ keys = ("version", "cuda_built", "cuda_build", "cuda_import_error", "cuda_device
 print("build_info:", {k: info[k] for k in keys if k in info})
 expect = os.environ.get("BLFFT_TEST_EXPECT_CUDA", "")
 if expect == "missing-cufft":
-    assert not info["cuda_built"] and "libcufft" in str(info["cuda_import_error"]), info
-    print("ok: without nvidia-cufft, blfft._cuda does not load and build_info() says why")
+    # (the loader names the first of libcufft / libcublas it misses)
+    err = str(info["cuda_import_error"])
+    assert not info["cuda_built"] and ("libcufft" in err or "libcublas" in err), info
+    print("ok: without nvidia-cufft / nvidia-cublas, blfft._cuda does not load and build_info() "
+          "says why")
 elif expect == "loads":
     assert info["cuda_built"] and info["cuda_import_error"] is None, info
     import blfft._cuda as c
@@ -137,8 +141,10 @@ elif expect == "loads":
         l.split()[-1] for l in open("/proc/self/maps").read().splitlines()]
     cufft = sorted({l for l in libs if "libcufft" in l})
     assert cufft and all(os.path.join(venv, "lib") in l for l in cufft), cufft
-    print("ok: blfft._cuda loads libcufft from the venv's nvidia-cufft:", cufft[0],
-          "; device_count() =", c.device_count())
+    cublas = sorted({l for l in libs if "libcublas.so" in l})
+    assert cublas and all(os.path.join(venv, "lib") in l for l in cublas), cublas
+    print("ok: blfft._cuda loads libcufft and libcublas from the venv's nvidia wheels:", cufft[0],
+          cublas[0], "; device_count() =", c.device_count())
 print("test_wheel: all checks passed")
 PY
 
@@ -159,12 +165,12 @@ export HIDE_FILES_LIST="${HIDE_FILES[*]:-}"
 log "hiding ${#HIDE_FILES[@]} library files and ${#HIDE_DIRS[@]} folders (unshare -m)"
 
 if [ "$HAS_CUDA" = 1 ]; then
-  log "check 1/2: the CPU backend, blfft._cuda without nvidia-cufft"
+  log "check 1/2: the CPU backend, blfft._cuda without nvidia-cufft / nvidia-cublas"
   run_isolated BLFFT_TEST_EXPECT_CUDA=missing-cufft
   if [ "${BLFFT_WHEEL_TEST_CUFFT:-1}" = 1 ]; then
-    log "check 2/2: with nvidia-cufft (blfft[cuda]'s cuFFT) installed"
-    "$VPY" -m pip install --quiet --no-deps 'nvidia-cufft==12.0.0.61' 2>&1 |
-      grep -v '^WARNING: Location' || true
+    log "check 2/2: with nvidia-cufft and nvidia-cublas (blfft[cuda]'s) installed"
+    "$VPY" -m pip install --quiet --no-deps 'nvidia-cufft==12.0.0.61' \
+      'nvidia-cublas==13.10.0.20' 2>&1 | grep -v '^WARNING: Location' || true
     run_isolated BLFFT_TEST_EXPECT_CUDA=loads
   fi
 else

@@ -46,13 +46,40 @@ enum class mix_tile {
   large,      ///< 64 x 64 outputs per block
 };
 
+/// Engine of the channel mixing (one product per kept frequency and group).
+enum class mix_engine {
+  automatic,  ///< per call, the faster by a traffic and flop model (own kernel for the taps path)
+  own,        ///< blfft's kernel (Gauss's 3 real products per complex one, CUDA cores)
+  cublas,     ///< one strided batched real GEMM per pass (cuBLAS, tensor cores with TF32)
+};
+
 /// Options of a CUDA plan (the CPU plan's are blfft::plan_options).
 struct cuda_plan_options {
   mix_tile tile = mix_tile::automatic;
+  mix_engine engine = mix_engine::automatic;
 
   /// Every field, for the plan cache's key: a field missing here would share cache entries.
-  std::vector<int64_t> key() const { return {static_cast<int64_t>(tile)}; }
+  std::vector<int64_t> key() const {
+    return {static_cast<int64_t>(tile), static_cast<int64_t>(engine)};
+  }
 };
+
+/// TF32 for the calls of the calling thread while it lives: float mixing on cuBLAS may round its
+/// inputs to TF32 (tensor cores) when `allow` is true, as torch does for convolutions under
+/// torch.backends.cudnn.allow_tf32 (blfft's Python layer passes that flag per call). Without a
+/// scope, FP32. Double is never rounded.
+class BLFFT_CUDA_API scoped_tf32 {
+ public:
+  explicit scoped_tf32(bool allow) noexcept;
+  ~scoped_tf32();
+  scoped_tf32(const scoped_tf32&) = delete;
+  scoped_tf32& operator=(const scoped_tf32&) = delete;
+
+ private:
+  bool previous_;
+};
+/// Whether the calling thread's innermost scoped_tf32 allows TF32 (false without one).
+BLFFT_CUDA_API bool tf32_allowed() noexcept;
 
 /// Where a call's temporaries come from. Implementations must be thread-safe when calls run on
 /// several threads at once, and, for calls captured into a CUDA graph, legal during capture on
@@ -102,7 +129,9 @@ class BLFFT_CUDA_API scoped_allocator {
 /// reached through the GIL, in one arena per call). Make one per call, on the call's thread;
 /// every block must be given back before the arena is destroyed, which gives the slabs back to
 /// `base`. A block freed out of order is reused once the blocks above it are freed. Requests for
-/// another device or stream than the arena's first go straight to `base`.
+/// another device or stream than the arena's first go straight to `base`. The destructor gives
+/// the slabs back with the arena's device and stream as arguments, but that device need not be
+/// current then (a call restores the caller's device before its arena goes).
 class BLFFT_CUDA_API arena_allocator final : public allocator {
  public:
   /// `slab_bytes`: the first slab's size when larger than the first request (for example the

@@ -4,7 +4,8 @@ CPU tensors go to ``blfft._core`` (the C++ core's module), CUDA tensors to ``blf
 CUDA backend's own module, built only where nvcc and cuFFT were found; docs/design.md 2 and 3).
 ``blfft._cuda`` is optional: ``import blfft`` works without it, and CUDA tensors then raise
 ``blfft.BlfftError`` (code ``"unsupported"``) saying why. Every ``_cuda`` call gets torch's
-current stream of the tensors' device, so the work is ordered with torch's own on that stream.
+current stream of the tensors' device, so the work is ordered with torch's own on that stream,
+and ``tf32=torch.backends.cudnn.allow_tf32`` (:func:`tf32_kw`).
 Tensors cross to C++ as DLPack capsules (:func:`dl`), without copies. The temporaries of a
 ``_cuda`` call (spectra it is not given, transform scratch, cuFFT work areas) come from torch's
 caching allocator (:func:`use_torch_allocator`, done on import): torch counts them in
@@ -115,6 +116,14 @@ def backend_for(t: Tensor, name: str, *others: Tuple[str, Optional[Tensor]]):
 def is_cpu(backend) -> bool:
     """Whether `backend` (from :func:`backend_for`) is the CPU core."""
     return backend is _core
+
+
+def tf32_kw(backend) -> dict:
+    """The ``tf32=`` keyword for a compute call of `backend`: for the CUDA module,
+    ``torch.backends.cudnn.allow_tf32`` read at the call (the flag torch's own convolutions
+    follow), so float mixing on cuBLAS uses TF32 tensor cores exactly when torch would; nothing
+    for the CPU core (which accepts the keyword and ignores it)."""
+    return {} if backend is _core else {"tf32": bool(torch.backends.cudnn.allow_tf32)}
 
 
 _to_dlpack = torch.utils.dlpack.to_dlpack

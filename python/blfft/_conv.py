@@ -3,7 +3,6 @@ torch's conventions (padding modes, unbatched inputs, empty batches, 1x1 kernels
 energy-based selection, and the call of the ops (``blfft._ops``).
 """
 
-import math
 import numbers
 from typing import List, NamedTuple, Optional, Sequence, Tuple, Union
 
@@ -60,7 +59,9 @@ def check_rate(rate, fn: str) -> float:
     if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
         raise TypeError(f"blfft.{fn}: compress_rate must be a float in [0, 1), got {rate!r}")
     rate = float(rate)
-    if not (math.isfinite(rate) and 0.0 <= rate < 1.0):
+    # (The comparisons refuse NaN and infinities too; math.isfinite would stop torch.compile's
+    # dynamic=True, which traces a module's float attributes as symbolic floats.)
+    if not (0.0 <= rate < 1.0):
         raise ValueError(f"blfft.{fn}: compress_rate must be in [0, 1), got {rate!r}")
     return rate
 
@@ -71,7 +72,7 @@ def check_energy(energy, fn: str) -> Optional[float]:
     if isinstance(energy, bool) or not isinstance(energy, numbers.Real):
         raise TypeError(f"blfft.{fn}: energy must be None or a float in (0, 1], got {energy!r}")
     energy = float(energy)
-    if not (math.isfinite(energy) and 0.0 < energy <= 1.0):
+    if not (0.0 < energy <= 1.0):  # (NaN and infinities too, as in check_rate)
         raise ValueError(f"blfft.{fn}: energy must be in (0, 1], got {energy!r}")
     return energy
 
@@ -156,12 +157,22 @@ def _autocast_casts(input: Tensor, t: Tensor) -> bool:
     kind = input.device.type
     if kind not in ("cpu", "cuda") or not torch.is_autocast_enabled(kind):
         return False
-    low = torch.get_autocast_dtype(kind)
-    return {input.dtype, t.dtype} <= {low, torch.float32}
+    # torch casts every floating tensor but a float64 one (autocast's is_eligible).
+    return {input.dtype, t.dtype} <= {torch.float32, torch.float16, torch.bfloat16}
+
+
+def _output_dtype(input: Tensor) -> torch.dtype:
+    """The dtype of the ops' output for `input`: an autocast region's on input's device (float64
+    excepted, as torch does), else input's (for the empty-batch results made here)."""
+    kind = input.device.type
+    if kind in ("cpu", "cuda") and torch.is_autocast_enabled(kind):
+        if input.dtype in (torch.float32, torch.float16, torch.bfloat16):
+            return torch.get_autocast_dtype(kind)
+    return input.dtype
 
 
 def _spatial(ndim: int) -> str:
-    return "L" if ndim == 1 else "H, W"
+    return ("L", "H, W", "D, H, W")[ndim - 1]
 
 
 def conv(
@@ -187,6 +198,11 @@ def conv(
     dilation_t = _as_tuple(dilation, ndim, "dilation", fn, 1)
     rate = check_rate(compress_rate, fn)
     energy = check_energy(energy, fn)
+    if energy is not None and ndim == 3:
+        raise NotImplementedError(
+            f"blfft.{fn}: energy-based compression is not supported for 3D convolutions; use "
+            f"compress_rate"
+        )
     if energy is not None and rate != 0.0:
         raise ValueError(
             f"blfft.{fn}: give either compress_rate ({rate}) or energy ({energy}), not both"
@@ -242,7 +258,7 @@ def conv(
         # A 1x1 kernel at rate 0: nothing is dropped, so the band-limited convolution is the
         # exact one, a plain matrix product over channels, which torch runs without any
         # transform (a transform is pure overhead here; DenseNet-style models are full of these).
-        conv = F.conv1d if ndim == 1 else F.conv2d
+        conv = (F.conv1d, F.conv2d, F.conv3d)[ndim - 1]
         # The same checks and limits as every other path (the grid cap: a padding that large is
         # refused at once here too, not handed to a direct convolution that runs for seconds).
         geometry(x.shape, weight.shape, stride_t, padding_t, dilation_t, groups)
@@ -300,7 +316,7 @@ def _empty_batch(x, weight, bias, stride, padding, dilation, groups) -> Tensor:
     # zero gradients, as in torch.
     shape = (1,) + tuple(x.shape[1:])
     _, _, g = geometry(shape, weight.shape, stride, padding, dilation, groups)
-    y = x.new_zeros((0,) + tuple(g.output_shape[1:]))
+    y = x.new_zeros((0,) + tuple(g.output_shape[1:]), dtype=_output_dtype(x))
     # Autograd links to x, weight and bias through empty slices: O(1) in the forward however
     # large a broadcast (expanded) weight is (a full weight.sum() hung on a 2**40-element one).
     link = (x.sum() + weight.narrow(0, 0, 0).sum()) * 0
@@ -371,9 +387,10 @@ def conv_transpose(
     x_shape = (g.shape[0], out_per_group * groups) + out_spatial
     conf = (list(stride_t), list(padding_t), list(dilation_t), groups, rate, [])
     if g.shape[0] == 0:
-        y = g.new_zeros(x_shape) + (g.sum() + weight.narrow(0, 0, 0).sum()) * 0
+        link = (g.sum() + weight.narrow(0, 0, 0).sum()) * 0  # (a 0-dim link: y keeps its dtype)
+        y = g.new_zeros(x_shape, dtype=_output_dtype(g)) + link
         if bias is not None:
-            y = y + bias.reshape((1, -1) + (1,) * ndim)
+            y = y + bias.reshape((1, -1) + (1,) * ndim).to(y.dtype)
     else:
         # With output_padding >= stride (allowed when below the dilation) that convolution's
         # output is longer than this input: its gradient there is zero. (Its length is torch's

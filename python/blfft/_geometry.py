@@ -34,9 +34,15 @@ def make_geometry(
         p = _core.ConvParams.conv2d(
             n, c, f, tuple(x_shape[2:]), tuple(w_shape[2:]), stride, padding, dilation, groups
         )
+    elif ndim == 3:
+        p = _core.ConvParams.conv3d(
+            n, c, f, tuple(x_shape[2:]), tuple(w_shape[2:]), stride, padding, dilation, groups
+        )
     else:
-        raise ValueError(f"blfft: input must have 1 or 2 spatial dimensions, got {ndim}")
-    if band:
+        raise ValueError(f"blfft: input must have 1, 2 or 3 spatial dimensions, got {ndim}")
+    if band and len(band) == 3:  # 3D: [i_d, i_h, i_w]
+        comp = _core.Compression.band3(band[0], band[1], band[2])
+    elif band:
         comp = _core.Compression.band(band[0], band[1])
     else:
         comp = _core.Compression.rate(rate)
@@ -69,7 +75,8 @@ class GeometryCache:
     @staticmethod
     def _cost(g) -> int:
         grid = g.grid
-        return 8 * (int(grid[0]) + int(g.bins_w)) + GeometryCache.ENTRY_OVERHEAD
+        depth = int(g.depth_grid)  # 3D: the kept depths (1 for 1D and 2D)
+        return 8 * (int(grid[0]) + int(g.bins_w) + depth) + GeometryCache.ENTRY_OVERHEAD
 
     def __call__(self, *key):
         d = self._d

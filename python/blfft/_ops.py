@@ -445,12 +445,13 @@ def _conv_forward_from_x_spectrum_fake(x_spectrum, weight, x_shape, *conf):
 #   d/dg = conv(ggx, w) + conv(x, ggw) + ggb, d/dx = input_grad(g, ggw), d/dw = weight_grad(ggx, g)
 # (the masked transforms are a real orthogonal projection, so each pass is the exact adjoint of
 # another). Spectra: a create_graph backward (torch.is_grad_enabled() inside it) computes from x
-# and w themselves wherever forward kept them, so its result is differentiable in them and never
-# reads a bfloat16-rounded spectrum; forward keeps them beside their spectra when that costs no
-# memory (a leaf input: gradient penalties, gradcheck; a weight that requires grad). An
+# and w themselves wherever forward kept them, so its result is differentiable in them and does
+# not read a bfloat16-rounded spectrum; forward keeps them beside their spectra when that costs
+# no memory (a leaf input: gradient penalties, gradcheck; a weight that requires grad). An
 # intermediate activation whose spectrum replaced it is not kept: the second-order graph reads
-# that spectrum (the exact derivative of the first derivative as computed from it), and
-# differentiating its weight gradient toward that activation raises (_InputUnreachable).
+# that spectrum (the exact derivative of the first derivative as computed from it), and only a
+# derivative of its weight gradient toward that activation raises (_InputUnreachable); toward
+# anything else (the weight: Hessian-vector products) it is exact.
 
 
 def _functorch_active() -> bool:
@@ -480,7 +481,10 @@ def conv_diff(x: Tensor, weight: Tensor, bias: Optional[Tensor], conf, modes=Non
     modes = _current_modes() if modes is None else modes
     # The input spectrum serves the weight gradient, the weight spectrum the input gradient.
     save_x, save_w = grad and weight.requires_grad, grad and x.requires_grad
-    return conv_forward(x, weight, bias, *conf, save_x, save_w, *modes)[0]
+    y = conv_forward(x, weight, bias, *conf, save_x, save_w, *modes)[0]
+    if save_x and save_w and not x.is_leaf:
+        _link_input(y, x)
+    return y
 
 
 def conv_backward_diff(g, x, xs, w, ws, conf_full, needs):
@@ -508,6 +512,7 @@ def _setup_forward(ctx, x, weight, conf, xs, ws) -> None:
     ctx.conf = (list(x.shape), list(weight.shape)) + tuple(conf)
     ctx.needs = (need_x, need_w, need_b)
     ctx.x_unreachable = need_w and need_x and not keep_x
+    ctx.x_link = None  # set by conv_diff (see _InputUnreachable)
 
 
 def _forward_grads(ctx, grad_y) -> Tuple[Optional[Tensor], ...]:
@@ -520,8 +525,10 @@ def _forward_grads(ctx, grad_y) -> Tuple[Optional[Tensor], ...]:
         ws = None if w is not None else ws
         guard = ctx.x_unreachable
     gx, gw, gb = conv_backward_diff(grad_y, x, xs, w, ws, ctx.conf, ctx.needs)
-    if guard:
-        gw = _InputUnreachable.apply(gw)
+    if guard and ctx.x_link is not None:
+        gw = gw + _InputUnreachable.apply(ctx.x_link, (tuple(gw.shape), gw.dtype))
+    elif guard:  # (an op called directly: no link, the whole weight gradient raises)
+        gw = _InputUnreachable.apply(gw, None)
     return (gx if need_x else None, gw if need_w else None, gb if need_b else None)
 
 
@@ -565,13 +572,32 @@ def _backward_grads(ctx, ggx, ggw, ggb) -> Tuple[Optional[Tensor], ...]:
     return dg, dx, None, dw, None
 
 
+def _link_input(y: Tensor, x: Tensor) -> None:
+    """Gives conv_forward's autograd node of output `y` the link to its input x that
+    _InputUnreachable needs, where forward kept x's spectrum but not x: an empty tensor whose
+    history leads to x (x's place in the graph, not its data: a clone of an empty slice, whose
+    backward saves only sizes). Made here, not in setup_context, which runs below autograd. Eager
+    only: a compiled graph has no second-order backward (aot_autograd refuses double backward)."""
+    if torch.compiler.is_compiling():
+        return
+    node = y.grad_fn
+    if getattr(node, "x_unreachable", False):
+        node.x_link = x.narrow(0, 0, 0).clone()
+
+
 class _InputUnreachable(torch.autograd.Function):
-    """Marks a weight gradient computed under create_graph from a kept input spectrum whose input
-    requires grad: its derivative toward that input cannot be formed (the input was not kept)."""
+    """A zero added, under create_graph, to a weight gradient computed from a kept input spectrum
+    whose input requires grad (an activation that forward did not keep). It hangs from the input
+    alone (`src`: the link made by :func:`_link_input`), so autograd runs its backward only when
+    a derivative toward that input is asked for, which cannot be formed: that raises. Derivatives
+    toward anything else (the layer's weight: Hessian-vector products) go through the weight
+    gradient's own graph, which is exact; `like`: (shape, dtype) of that gradient (the link has
+    the input's dtype, which autocast may have changed). Without a link (`like` None) it is the
+    weight gradient itself (`src`), and any derivative of it raises."""
 
     @staticmethod
-    def forward(gw):
-        return gw.clone()
+    def forward(src, like):
+        return src.clone() if like is None else src.new_zeros(like[0], dtype=like[1])
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -650,15 +676,18 @@ conv_transpose.register_autograd(_transpose_backward, setup_context=_transpose_s
 # ------------------------------------------------------------------------------------------------
 #
 # Under torch.autocast the convolutions run in the region's lower precision, as torch's do
-# (conv1d/conv2d/conv_transpose* are on autocast's lower-precision list): float32 tensor arguments
-# of the region's device are cast to its dtype (float64 ones are left alone, as torch does), then
-# the op runs with autocast off; it computes half types in float32 and returns that dtype. This is
+# (conv1d/conv2d/conv_transpose* are on autocast's lower-precision list): floating tensor arguments
+# of the region's device are cast to its dtype (float32 and the other half type; float64 ones are
+# left alone, as torch does), then the op runs with autocast off; it computes half types in
+# float32 and returns that dtype. This is
 # the rule torch.library.register_autocast registers at the Autocast<device> dispatch key, except
 # that the dtype is the region's (torch.get_autocast_dtype), not one fixed at registration:
 # torch.autocast("cuda", dtype=torch.bfloat16) gives bfloat16 as F.conv2d does. Kept spectra
 # (w_spectrum arguments) are not cast: they are float32 data that the op uses as it is.
 
 _autocast_lib = torch.library.Library("blfft", "FRAGMENT")
+# What autocast casts (torch's is_eligible: floating, not float64): the other half type too.
+_CASTABLE = (torch.float32, torch.float16, torch.bfloat16)
 
 
 def _register_autocast(name: str, op, cast_positions) -> None:
@@ -671,7 +700,7 @@ def _register_autocast(name: str, op, cast_positions) -> None:
             args = list(args)
             for i in cast_positions:
                 t = args[i]
-                if t is not None and t.device.type == device_type and t.dtype == torch.float32:
+                if t is not None and t.device.type == device_type and t.dtype in _CASTABLE:
                     args[i] = t.to(dtype)
             with torch.autocast(device_type, enabled=False):
                 return op(*args)

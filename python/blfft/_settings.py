@@ -102,7 +102,8 @@ def saved_ratio(saved_dtype: str) -> float:
 def set_saved_spectrum_dtype(dtype: Optional[torch.dtype]) -> None:
     """How the compressed spectra kept for backward are stored.
 
-    - ``None`` (default): in the dtype of the layer's tensors; backward is exact (to rounding).
+    - ``None`` (default): in the dtype the layer computes in (its tensors' dtype; float32 for
+      float16 and bfloat16 layers); backward is exact (to rounding).
     - ``torch.bfloat16``: rounded to bfloat16 (8 significant bits), as mixed-precision training
       stores activations: half the bytes held for backward, for a relative error of about 0.4%
       in each kept coefficient of the gradients computed from them. Forward is unaffected, and
@@ -221,6 +222,8 @@ def deterministic_now() -> bool:
 
 
 def deterministic_kw(backend) -> dict:
-    """The ``deterministic=`` keyword for a call of `backend` (the CUDA module has no such
-    option)."""
-    return {"deterministic": deterministic_now()} if _backends.is_cpu(backend) else {}
+    """The keywords of a compute call of `backend`: ``deterministic=`` for the CPU core (the CUDA
+    module has no such option), ``tf32=`` for the CUDA module (:func:`_backends.tf32_kw`)."""
+    if _backends.is_cpu(backend):
+        return {"deterministic": deterministic_now()}
+    return _backends.tf32_kw(backend)

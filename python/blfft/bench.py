@@ -6,8 +6,8 @@
 For each layer shape and compression rate it measures, in one process and on the same threads:
 
 - blfft (``blfft.functional.conv1d/conv2d``, ``conv_transpose2d`` for the U-Net's up-sampling
-  layers),
-- ``torch.nn.functional.conv1d/conv2d/conv_transpose2d`` (oneDNN on the CPU),
+  layers, ``conv3d`` for the video model's layer),
+- ``torch.nn.functional.conv1d/conv2d/conv_transpose2d/conv3d`` (oneDNN on the CPU),
 - ``fft-conv-pytorch`` from PyPI (full-spectrum FFT convolution, rate 0 only),
 - a paper-style pipeline written here in pure torch (full FFT on the paper's power-of-two grid
   ``H + 2p + max(out, K) - 1``, slice the kept corners, multiply, zero-fill, inverse),
@@ -57,6 +57,11 @@ class Layer:
     stride: int
     padding: object  # int, or "same"
     transposed: bool = False  # a ConvTranspose (size: its input; weight (cin, cout, k, k))
+    depth: int = 0  # 3D layers: the depth D (size: H = W)
+
+    def spatial(self) -> Tuple[int, ...]:
+        """The input's spatial shape."""
+        return ((self.depth,) if self.ndim == 3 else ()) + (self.size,) * min(self.ndim, 2)
 
     def explicit_padding(self) -> int:
         """Symmetric padding for the pure-torch pipelines ('same' with odd kernels only)."""
@@ -85,6 +90,11 @@ UNET = [
     Layer("unet up 64->32 k2 s2 32x32", 2, 16, 64, 32, 32, 2, 2, 0, True),
     Layer("gan up 128->64 k4 s2 p1 16x16", 2, 16, 128, 64, 16, 4, 2, 1, True),
 ]
+# A video model's 3x3x3 layer (C3D / R3D-style 16-frame clips of 56x56 maps). Batch 2 keeps a
+# fwd+bwd within seconds on 2 cores.
+VIDEO = [
+    Layer("video 64ch 16x56x56 k3", 3, 2, 64, 64, 56, 3, 1, 1, depth=16),
+]
 QUICK = [
     Layer("quick 16ch 16x16", 2, 4, 16, 16, 16, 3, 1, 1),
     Layer("quick 8->16 s2 16x16", 2, 4, 8, 16, 16, 3, 2, 1),
@@ -103,14 +113,14 @@ def _blfft(x, w, layer: Layer, rate: float):
         return blfft.functional.conv_transpose2d(
             x, w, None, layer.stride, layer.padding, compress_rate=rate
         )
-    conv = blfft.functional.conv2d if layer.ndim == 2 else blfft.functional.conv1d
-    return conv(x, w, None, layer.stride, layer.padding, compress_rate=rate)
+    fns = (blfft.functional.conv1d, blfft.functional.conv2d, blfft.functional.conv3d)
+    return fns[layer.ndim - 1](x, w, None, layer.stride, layer.padding, compress_rate=rate)
 
 
 def _torch(x, w, layer: Layer, rate: float):
     if layer.transposed:
         return F.conv_transpose2d(x, w, None, layer.stride, layer.padding)
-    conv = F.conv2d if layer.ndim == 2 else F.conv1d
+    conv = (F.conv1d, F.conv2d, F.conv3d)[layer.ndim - 1]
     return conv(x, w, None, layer.stride, layer.padding)
 
 
@@ -205,6 +215,8 @@ IMPLS: Dict[str, Callable] = {
 RATE_FREE = {"torch", "fft_conv_pytorch"}
 # Baselines without transposed convolutions.
 NO_TRANSPOSED = {"fft_conv_pytorch", "paper"}
+# Baselines without 3D convolutions (the paper's pipeline here is 1D/2D).
+NO_3D = {"paper"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -214,7 +226,7 @@ NO_TRANSPOSED = {"fft_conv_pytorch", "paper"}
 
 def _inputs(layer: Layer, batch: Optional[int] = None, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
-    shape = (batch or layer.batch, layer.cin) + (layer.size,) * layer.ndim
+    shape = (batch or layer.batch, layer.cin) + layer.spatial()
     x = torch.randn(shape, generator=g, requires_grad=True)
     channels = (layer.cin, layer.cout) if layer.transposed else (layer.cout, layer.cin)
     w = torch.randn(channels + (layer.kernel,) * layer.ndim, generator=g)
@@ -276,7 +288,7 @@ def _held_bytes(impl: Callable, layer: Layer, rate: float) -> Tuple[int, int]:
 
 def _memory(impl: Callable, layer: Layer, rate: float) -> dict:
     held_batch, held_fixed = _held_bytes(impl, layer, rate)
-    input_bytes = layer.batch * layer.cin * layer.size**layer.ndim * 4
+    input_bytes = layer.batch * layer.cin * math.prod(layer.spatial()) * 4
     return {
         "held_batch_bytes": held_batch,
         "held_fixed_bytes": held_fixed,
@@ -311,7 +323,7 @@ def _geometry(layer: Layer, rate: float):
     """The core's geometry of a layer (at its benchmark batch); of a transposed layer, that of
     the convolution it is the adjoint of (input: the transposed layer's output)."""
     pad = layer.explicit_padding() if layer.padding != "same" else (layer.kernel - 1) // 2
-    sp = [layer.size] * layer.ndim
+    sp = list(layer.spatial())
     cin, cout = layer.cin, layer.cout
     if layer.transposed:
         sp = [(n - 1) * layer.stride - 2 * pad + layer.kernel for n in sp]
@@ -445,6 +457,8 @@ def run(layers: List[Layer], rates, repeats: int, warmup: int, impls: List[str],
         for impl in impls:
             if layer.transposed and impl in NO_TRANSPOSED:
                 continue
+            if layer.ndim == 3 and impl in NO_3D:
+                continue
             for rate in ([0.0] if impl in RATE_FREE else rates):
                 fn = IMPLS[impl]
                 r = {"layer": layer.name, "impl": impl, "rate": rate, **asdict(layer)}
@@ -469,7 +483,7 @@ def main(argv=None) -> int:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=None, help="threads for torch and blfft")
     ap.add_argument(
-        "--layers", default="all", help="all | resnet | fcn | unet | substring of a name"
+        "--layers", default="all", help="all | resnet | fcn | unet | video | substring of a name"
     )
     ap.add_argument("--rates", default=None, help="comma-separated (default 0,0.25,0.5,0.75)")
     ap.add_argument("--impls", default="blfft,blfft_keep,blfft_bf16,torch,fft_conv_pytorch,paper")
@@ -488,13 +502,15 @@ def main(argv=None) -> int:
     if args.quick:
         layers, repeats = QUICK, args.repeats or 2
     else:
-        layers, repeats = RESNET18 + FCN + UNET, args.repeats or 7
+        layers, repeats = RESNET18 + FCN + UNET + VIDEO, args.repeats or 7
         if args.layers == "resnet":
             layers = RESNET18
         elif args.layers == "fcn":
             layers = FCN
         elif args.layers == "unet":
             layers = UNET
+        elif args.layers == "video":
+            layers = VIDEO
         elif args.layers != "all":
             layers = [la for la in layers if args.layers in la.name]
     if args.rates is None:

@@ -8,8 +8,11 @@ the bytes of the distinct global addresses read and written (issue #11), for the
 layers at rates 0 / 0.5 / 0.75, passes forward / input_grad / weight_grad, with the weight changed
 since its spectrum was made and unchanged. Writes ``<out>/cuda_traffic.json`` (a list of records
 with ``layer``, ``rate``, ``pass``, ``weight``, ``launches``, ``global_bytes``,
-``compulsory_bytes``, ...) and ``<out>/cuda_traffic.md`` (the table); ``--quick`` writes
-``cuda_traffic_quick.*`` instead.
+``compulsory_bytes``, ``engine``, ...) and ``<out>/cuda_traffic.md`` (the table); ``--quick``
+writes ``cuda_traffic_quick.*`` instead. The mixing engine of each pass is the one the plan's rule
+picks at the layer's batch with TF32 allowed (torch's default ``cudnn.allow_tf32``); the same
+cases with the mixing forced onto cuBLAS go to ``<out>/cuda_traffic_cublas.json`` and a second
+table in the .md.
 """
 
 from __future__ import annotations
@@ -58,8 +61,8 @@ def markdown(records: List[dict]) -> str:
         rows.setdefault(key, {})[r.get("weight", "changed")] = r
     lines = [
         "| layer | rate | pass | launches | global MB | compulsory MB | ratio "
-        "| launches (w unchanged) | global MB (w unchanged) | ratio (w unchanged) |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| launches (w unchanged) | global MB (w unchanged) | ratio (w unchanged) | engine |",
+        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for (layer, rate, pas), by in rows.items():
         c, u = by.get("changed"), by.get("unchanged") or by.get("changed")
@@ -67,7 +70,8 @@ def markdown(records: List[dict]) -> str:
         lines.append(
             f"| {layer} | {rate:g} | {pas} | {c['launches']} | {mb:.1f} | {cmb:.1f} "
             f"| {mb / cmb:.1f} | {u['launches']} | {u['global_bytes'] / 1e6:.1f} "
-            f"| {u['global_bytes'] / u['compulsory_bytes']:.1f} |"
+            f"| {u['global_bytes'] / u['compulsory_bytes']:.1f} "
+            f"| {c.get('engine', 'own')} / {u.get('engine', 'own')} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -96,7 +100,9 @@ def main(quick: bool = False, out: str = "bench/results", extra: Optional[List[s
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
     stem = "cuda_traffic_quick" if quick else "cuda_traffic"
-    cmd = [str(exe), "--out", str(folder / f"{stem}.json")] + (["--quick"] if quick else [])
+    blas_json = folder / f"{stem}_cublas.json"
+    cmd = [str(exe), "--out", str(folder / f"{stem}.json"), "--out-cublas", str(blas_json)]
+    cmd += ["--quick"] if quick else []
     cmd += extra or []
     print("running", " ".join(cmd), flush=True)
     done = subprocess.run(cmd)
@@ -105,9 +111,16 @@ def main(quick: bool = False, out: str = "bench/results", extra: Optional[List[s
         return done.returncode
     records = json.loads((folder / f"{stem}.json").read_text())
     (folder / f"{stem}.json").write_text(json.dumps(records, indent=1) + "\n")
+    blas = json.loads(blas_json.read_text())
+    blas_json.write_text(json.dumps(blas, indent=1) + "\n")
     table = markdown(records)
-    (folder / f"{stem}.md").write_text(table)
-    print(table)
+    text = (
+        "Mixing engine per pass by the plan's rule (TF32 allowed; engine column: weight changed /"
+        " unchanged):\n\n" + table + "\nThe same with the mixing forced onto cuBLAS (stacked "
+        "real GEMMs):\n\n" + markdown(blas)
+    )
+    (folder / f"{stem}.md").write_text(text)
+    print(text)
     misses = target_misses(records)
     print(
         f"issue #11 targets (<= {TARGET_LAUNCHES} launches, <= {TARGET_RATIO:g}x compulsory, "
@@ -115,5 +128,5 @@ def main(quick: bool = False, out: str = "bench/results", extra: Optional[List[s
     )
     for m in misses:
         print("  missed:", m)
-    print(f"wrote {folder / (stem + '.json')}, {folder / (stem + '.md')}")
+    print(f"wrote {folder / (stem + '.json')}, {blas_json}, {folder / (stem + '.md')}")
     return 0

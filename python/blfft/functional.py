@@ -1,4 +1,5 @@
-"""Band-limited convolutions with the conventions of ``torch.nn.functional.conv1d`` / ``conv2d``.
+"""Band-limited convolutions with the conventions of ``torch.nn.functional.conv1d`` / ``conv2d`` /
+``conv3d`` (``conv3d``: CPU backend, ``compress_rate`` only).
 
 ``conv1d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1, *,
 compress_rate=0.0, energy=None)`` (and ``conv2d`` alike) compute the cross-correlation of
@@ -28,7 +29,7 @@ from torch import Tensor
 from ._conv import conv as _conv
 from ._conv import conv_transpose as _conv_transpose
 
-__all__ = ["conv1d", "conv2d", "conv_transpose1d", "conv_transpose2d"]
+__all__ = ["conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d"]
 
 _IntOrTuple = Union[int, Sequence[int]]
 
@@ -80,6 +81,14 @@ conv2d = _functional(
     """Band-limited ``torch.nn.functional.conv2d``: input (N, C, H, W) or (C, H, W), weight
     (F, C/groups, KH, KW). ``compress_rate`` in [0, 1) or ``energy`` in (0, 1] set the
     compression.""",
+)
+
+conv3d = _functional(
+    3,
+    "conv3d",
+    """Band-limited ``torch.nn.functional.conv3d``: input (N, C, D, H, W) or (C, D, H, W), weight
+    (F, C/groups, KD, KH, KW). ``compress_rate`` in [0, 1) sets the compression (per-axis band
+    limits with exponent 1/3). CPU backend only for now; ``energy`` is not supported in 3D.""",
 )
 
 

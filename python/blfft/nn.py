@@ -1,4 +1,5 @@
-"""Band-limited ``Conv1d`` / ``Conv2d`` / ``ConvTranspose1d`` / ``ConvTranspose2d`` modules.
+"""Band-limited ``Conv1d`` / ``Conv2d`` / ``Conv3d`` / ``ConvTranspose1d`` / ``ConvTranspose2d``
+modules (``Conv3d``: CPU backend, no energy selection).
 
 They subclass torch's classes: same constructor (plus the compression knobs), same parameters
 (``weight``, ``bias``) with the same shapes, so state_dicts load both ways and
@@ -36,7 +37,7 @@ from . import _core
 from ._conv import check_energy, check_rate, conv, conv_transpose
 from ._weight_cache import WeightSpectrumCache
 
-__all__ = ["Conv1d", "Conv2d", "ConvTranspose1d", "ConvTranspose2d"]
+__all__ = ["Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d"]
 
 
 class _Knobs:
@@ -301,6 +302,26 @@ class Conv2d(_BandLimitedConv, torch.nn.Conv2d):
     _blfft_ndim = 2
     _blfft_fn = "Conv2d"
     _blfft_torch = torch.nn.Conv2d
+
+
+class Conv3d(_BandLimitedConv, torch.nn.Conv3d):
+    """Band-limited ``torch.nn.Conv3d`` (CPU backend only for now). Extra keyword-only
+    arguments: ``compress_rate``, ``inference_compress_rate`` (see the module docstring); energy
+    selection is not supported for 3D layers."""
+
+    _blfft_ndim = 3
+    _blfft_fn = "Conv3d"
+    _blfft_torch = torch.nn.Conv3d
+    _blfft_energy_ok = False  # blfft.convert(energy=...) leaves 3D layers on compress_rate
+
+    @_Knobs.energy.setter
+    def energy(self, value) -> None:
+        if value is not None:
+            raise NotImplementedError(
+                "blfft.Conv3d: energy-based compression is not supported for 3D convolutions; "
+                "use compress_rate"
+            )
+        _Knobs.energy.fset(self, value)
 
 
 class _BandLimitedConvTranspose(_Knobs):

@@ -7,16 +7,18 @@ import torch
 
 from ._conv import check_energy, check_rate
 from ._geometry import geometry
-from .nn import Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d
+from .nn import Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d
 
 __all__ = ["convert", "set_compression", "compression_report", "CompressionReport"]
 
 _Filter = Union[None, str, Sequence[str], Callable[[str, torch.nn.Module], bool]]
 # The blfft layer for each torch layer it replaces.
-_BLFFT_OF = {c._blfft_torch: c for c in (Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d)}
+_BLFFT_OF = {
+    c._blfft_torch: c for c in (Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d)
+}
 _TORCH_TYPES = tuple(_BLFFT_OF)
 _BLFFT_TYPES = tuple(_BLFFT_OF.values())
-_Layer = Union[Conv1d, Conv2d, ConvTranspose1d, ConvTranspose2d]
+_Layer = Union[Conv1d, Conv2d, Conv3d, ConvTranspose1d, ConvTranspose2d]
 _UNSET = object()
 
 
@@ -57,10 +59,10 @@ def convert(
     *,
     cache_weight_spectrum: bool = False,
 ) -> torch.nn.Module:
-    """Replace every ``torch.nn.Conv1d`` / ``Conv2d`` / ``ConvTranspose1d`` / ``ConvTranspose2d``
-    of `model` (in place) with its blfft counterpart, sharing the parameters (same objects:
-    device, dtype and optimizer state carry over). Returns the model (the replacement when
-    `model` itself is a convolution).
+    """Replace every ``torch.nn.Conv1d`` / ``Conv2d`` / ``Conv3d`` / ``ConvTranspose1d`` /
+    ``ConvTranspose2d`` of `model` (in place) with its blfft counterpart, sharing the parameters
+    (same objects: device, dtype and optimizer state carry over). Returns the model (the
+    replacement when `model` itself is a convolution).
 
     `include` / `exclude` filter by qualified module name (glob patterns such as ``"layer1.*"``,
     or a callable ``(name, module) -> bool``); `types` lists the classes converted (each must be
@@ -69,7 +71,7 @@ def convert(
     only when listed itself, and then its own forward is replaced. Layers that already are blfft
     modules (of a listed base class) get the new compression settings instead.
     `cache_weight_spectrum` is passed to the modules (see :mod:`blfft.nn`); `energy` applies to
-    the convolutions only (transposed layers keep `compress_rate`).
+    the 1D and 2D convolutions only (transposed and 3D layers keep `compress_rate`).
     """
     if not isinstance(model, torch.nn.Module):
         raise TypeError(
@@ -81,8 +83,8 @@ def convert(
     for t in types:
         if not (isinstance(t, type) and issubclass(t, _TORCH_TYPES)):
             raise ValueError(
-                f"blfft.convert: types may only hold torch.nn.Conv1d, Conv2d, ConvTranspose1d, "
-                f"ConvTranspose2d or subclasses, got {t!r}"
+                f"blfft.convert: types may only hold torch.nn.Conv1d, Conv2d, Conv3d, "
+                f"ConvTranspose1d, ConvTranspose2d or subclasses, got {t!r}"
             )
     inc = _matcher(include, "include")
     exc = _matcher(exclude, "exclude")
@@ -161,7 +163,8 @@ def set_compression(
     - ``mode='inference'``: only the inference rate (``rate=None``: follow the training rate).
 
     Setting a rate switches the layers to rate-based compression (energy off) unless `energy` is
-    also given; ``energy=<fraction>`` switches them to energy-based selection.
+    also given; ``energy=<fraction>`` switches them to energy-based selection. Transposed layers
+    take rates only: `energy` leaves them as they are (and alone, does not count them).
     """
     if mode not in ("both", "train", "inference"):
         raise ValueError(
@@ -179,6 +182,8 @@ def set_compression(
     for name, m in _blfft_layers(model):
         if not _selected(name, m, inc, exc):
             continue
+        if not m._blfft_energy_ok and rate is None and mode != "inference":
+            continue  # a transposed layer given only energy: nothing changes
         if mode == "both" and rate is not None:
             m.compress_rate = rate
             m.inference_compress_rate = None
@@ -238,7 +243,8 @@ def compression_report(model: torch.nn.Module) -> CompressionReport:
     Each entry: name, type, compress_rate, inference_compress_rate, energy, and from the last
     forward (None before the first): mode ('train'/'eval'), input_shape, requested_rate (the rate
     asked for, or the rate energy selection chose), achieved_rate (1 - kept/total), kept, total,
-    kept_rows, kept_cols, grid, limits, energy_kept.
+    kept_rows, kept_cols, grid, limits, energy_kept. For a transposed layer these describe the
+    convolution it is the adjoint of: its input_shape is the transposed layer's output shape.
     """
     report = CompressionReport()
     for name, m in _blfft_layers(model):

@@ -112,6 +112,14 @@ PYBIND11_MODULE(_core, m) {
   m.attr("dlpack_version") = py::make_tuple(dl::abi_major, dl::abi_minor);
 
   // --- geometry ---------------------------------------------------------------------------------
+  py::class_<blfft::depth_axis>(m, "DepthAxis", "The depth axis of a 3D layer (ConvParams.depth).")
+      .def(py::init<>())
+      .def_readwrite("input", &blfft::depth_axis::input)
+      .def_readwrite("kernel", &blfft::depth_axis::kernel)
+      .def_readwrite("stride", &blfft::depth_axis::stride)
+      .def_readwrite("padding", &blfft::depth_axis::padding)
+      .def_readwrite("dilation", &blfft::depth_axis::dilation)
+      .def_readwrite("grid", &blfft::depth_axis::grid);
   py::class_<blfft::conv_params>(m, "ConvParams",
                                  "One convolution layer (PyTorch conventions); 1D is stored as 2D "
                                  "with a height-1 input and kernel.")
@@ -127,6 +135,7 @@ PYBIND11_MODULE(_core, m) {
       .def_readwrite("dilation", &blfft::conv_params::dilation)
       .def_readwrite("groups", &blfft::conv_params::groups)
       .def_readwrite("grid", &blfft::conv_params::grid)
+      .def_readwrite("depth", &blfft::conv_params::depth)
       .def_static("conv1d", &blfft::conv_params::conv1d, py::arg("batch"), py::arg("in_channels"),
                   py::arg("out_channels"), py::arg("length"), py::arg("kernel"),
                   py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1,
@@ -136,6 +145,11 @@ PYBIND11_MODULE(_core, m) {
                   py::arg("stride") = std::array<int64_t, 2>{1, 1},
                   py::arg("padding") = std::array<int64_t, 2>{0, 0},
                   py::arg("dilation") = std::array<int64_t, 2>{1, 1}, py::arg("groups") = 1)
+      .def_static("conv3d", &blfft::conv_params::conv3d, py::arg("batch"), py::arg("in_channels"),
+                  py::arg("out_channels"), py::arg("input"), py::arg("kernel"),
+                  py::arg("stride") = std::array<int64_t, 3>{1, 1, 1},
+                  py::arg("padding") = std::array<int64_t, 3>{0, 0, 0},
+                  py::arg("dilation") = std::array<int64_t, 3>{1, 1, 1}, py::arg("groups") = 1)
       .def("__repr__", [](const blfft::conv_params& p) {
         std::ostringstream os;
         os << "ConvParams(ndim=" << p.ndim << ", batch=" << p.batch
@@ -143,7 +157,14 @@ PYBIND11_MODULE(_core, m) {
            << ", input=" << arr_str(p.input) << ", kernel=" << arr_str(p.kernel)
            << ", stride=" << arr_str(p.stride) << ", padding=" << arr_str(p.padding)
            << ", dilation=" << arr_str(p.dilation) << ", groups=" << p.groups
-           << ", grid=" << arr_str(p.grid) << ")";
+           << ", grid=" << arr_str(p.grid);
+        if (p.ndim == 3) {
+          const auto& d = p.depth;
+          os << ", depth=(input=" << d.input << ", kernel=" << d.kernel << ", stride=" << d.stride
+             << ", padding=" << d.padding << ", dilation=" << d.dilation << ", grid=" << d.grid
+             << ")";
+        }
+        os << ")";
         return os.str();
       });
 
@@ -157,6 +178,9 @@ PYBIND11_MODULE(_core, m) {
   comp.def_static("none", &blfft::compression::none)
       .def_static("rate", &blfft::compression::rate, py::arg("rate"))
       .def_static("band", &blfft::compression::band, py::arg("i_h"), py::arg("i_w"))
+      .def_static("band3", &blfft::compression::band3, py::arg("i_d"), py::arg("i_h"),
+                  py::arg("i_w"))
+      .def_readonly("depth_limit", &blfft::compression::depth_limit)
       .def_static("indices", &blfft::compression::indices, py::arg("rows"), py::arg("cols"))
       .def_readonly("kind", &blfft::compression::kind)
       .def_readonly("rate_value", &blfft::compression::rate_value)
@@ -170,7 +194,11 @@ PYBIND11_MODULE(_core, m) {
             os << "Compression.rate(" << c.rate_value << ")";
             break;
           case blfft::compression::kind_type::band:
-            os << "Compression.band(" << c.limits[0] << ", " << c.limits[1] << ")";
+            if (c.depth_limit > 0)
+              os << "Compression.band3(" << c.depth_limit << ", " << c.limits[0] << ", "
+                 << c.limits[1] << ")";
+            else
+              os << "Compression.band(" << c.limits[0] << ", " << c.limits[1] << ")";
             break;
           case blfft::compression::kind_type::indices:
             os << "Compression.indices(<" << c.rows.size() << " rows>, <" << c.cols.size()
@@ -199,6 +227,13 @@ PYBIND11_MODULE(_core, m) {
       .def_readonly("kept", &blfft::geometry::kept)
       .def_readonly("total", &blfft::geometry::total)
       .def_readonly("achieved_rate", &blfft::geometry::achieved_rate)
+      .def_readonly("depth_padded", &blfft::geometry::depth_padded)
+      .def_readonly("depth_dilated", &blfft::geometry::depth_dilated)
+      .def_readonly("depth_full_out", &blfft::geometry::depth_full_out)
+      .def_readonly("depth_output", &blfft::geometry::depth_output)
+      .def_readonly("depth_grid", &blfft::geometry::depth_grid)
+      .def_readonly("depth_limit", &blfft::geometry::depth_limit)
+      .def_readonly("kept_depth", &blfft::geometry::kept_depth)
       .def_property_readonly("x_spectrum_size", &blfft::geometry::x_spectrum_size)
       .def_property_readonly("w_spectrum_size", &blfft::geometry::w_spectrum_size)
       .def_property_readonly("y_spectrum_size", &blfft::geometry::y_spectrum_size)

@@ -200,6 +200,9 @@ struct cuda_backend {
   static void call(const P& plan, std::uintptr_t stream, F&& f) {
     with_registered_allocator([&] { f(plan, as_stream(stream)); });
   }
+  /// The `tf32` keyword of every compute call (blfft._backends passes
+  /// torch.backends.cudnn.allow_tf32): TF32 for the call's float mixing on cuBLAS.
+  static blfft::cuda::scoped_tf32 tf32_scope(bool allow) { return blfft::cuda::scoped_tf32(allow); }
   template <class T>
   static blfft::energy_selection
   select_by_energy(const blfft::conv_params& p, const blfft::tensor_view<const T>& x,

@@ -10,6 +10,9 @@
 //   present(what, {slots...})      refuse missing required arguments (after all were taken)
 //   plan<T>(p, c, policy, deterministic)         the cached plan
 //   call(plan, stream, f)          f(plan, stream args...): the stream, where the backend has one
+//   tf32_scope(allow)              optional (the CUDA module's): an RAII object under which the
+//                                  plan calls may use TF32 (blfft::cuda::scoped_tf32); without
+//                                  it the `tf32` keyword is accepted and unused (the CPU core)
 //   select_by_energy<T>(p, view, fraction, policy, stream), energy_map<T>(p, view, policy, stream)
 //
 // and both modules register them with the same signatures (register_compute).
@@ -20,6 +23,7 @@
 #include <cstdint>
 #include <initializer_list>
 #include <optional>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -52,6 +56,12 @@ struct tensor_arg {
   bool required;
 };
 
+/// Whether the backend has tf32_scope(bool).
+template <class B, class = void>
+struct has_tf32_scope : std::false_type {};
+template <class B>
+struct has_tf32_scope<B, std::void_t<decltype(B::tf32_scope(true))>> : std::true_type {};
+
 template <class B>
 struct entry_points {
   using policy = typename B::device_policy;
@@ -72,20 +82,30 @@ struct entry_points {
   }
 
   /// f(plan, T{}, stream args...) with the GIL released, on the cached plan for the call's dtype.
+  /// `tf32`: the call may round float mixing inputs to TF32 (backends with tf32_scope).
   template <class F>
   static void with_plan(const blfft::conv_params& p, const blfft::compression& c, const policy& dev,
-                        bool deterministic, scalar s, std::uintptr_t stream, F&& f) {
+                        bool deterministic, bool tf32, scalar s, std::uintptr_t stream, F&& f) {
     with_dtype(s, [&](auto tag) {
       py::gil_scoped_release nogil;
       auto pl = B::template plan<decltype(tag)>(p, c, dev, deterministic);
-      B::call(*pl, stream, [&](const auto& plan, auto... st) { f(plan, tag, st...); });
+      const auto run = [&] {
+        B::call(*pl, stream, [&](const auto& plan, auto... st) { f(plan, tag, st...); });
+      };
+      if constexpr (has_tf32_scope<B>::value) {
+        const auto scope = B::tf32_scope(tf32);
+        run();
+      } else {
+        (void)tf32;
+        run();
+      }
     });
   }
 
   static void forward(const blfft::conv_params& p, const blfft::compression& c, const py::object& x,
                       const py::object& w, const py::object& bias, const py::object& y,
                       const py::object& x_spectrum, const py::object& w_spectrum,
-                      std::uintptr_t stream, bool deterministic) {
+                      std::uintptr_t stream, bool deterministic, bool tf32) {
     std::array<opt_imported, 6> a;
     import_args(a,
                 {{x, "input", true},
@@ -98,21 +118,22 @@ struct entry_points {
     const opt_imported &X = a[0], &W = a[1], &Bi = a[2], &Y = a[3], &XS = a[4], &WS = a[5];
     policy dev;
     const scalar s = check_common({ptr(X), ptr(W), ptr(Bi)}, {ptr(Y), ptr(XS), ptr(WS)}, dev);
-    with_plan(p, c, dev, deterministic, s, stream, [&](const auto& plan, auto tag, auto... st) {
-      using T = decltype(tag);
-      const auto& g = plan.geometry();
-      plan.forward(view_of<const T>(*X), view_of<const T>(*W),
-                   flat_or_null<T>(Bi, g.params.out_channels), view_of<T>(*Y),
-                   spectrum_or_none<T>(XS, g.x_spectrum_size()),
-                   spectrum_or_none<T>(WS, g.w_spectrum_size()), st...);
-    });
+    with_plan(p, c, dev, deterministic, tf32, s, stream,
+              [&](const auto& plan, auto tag, auto... st) {
+                using T = decltype(tag);
+                const auto& g = plan.geometry();
+                plan.forward(view_of<const T>(*X), view_of<const T>(*W),
+                             flat_or_null<T>(Bi, g.params.out_channels), view_of<T>(*Y),
+                             spectrum_or_none<T>(XS, g.x_spectrum_size()),
+                             spectrum_or_none<T>(WS, g.w_spectrum_size()), st...);
+              });
   }
 
   /// input_spectrum (`weight` false) or weight_spectrum (true).
   template <bool weight>
   static void spectrum(const blfft::conv_params& p, const blfft::compression& c,
                        const py::object& t, const py::object& spectrum, std::uintptr_t stream,
-                       bool deterministic) {
+                       bool deterministic, bool tf32) {
     std::array<opt_imported, 2> a;
     import_args(a,
                 {{t, weight ? "weight" : "input", true},
@@ -123,21 +144,23 @@ struct entry_points {
     const opt_imported &X = a[0], &XS = a[1];
     policy dev;
     const scalar s = check_common({ptr(X)}, {ptr(XS)}, dev);
-    with_plan(p, c, dev, deterministic, s, stream, [&](const auto& plan, auto tag, auto... st) {
-      using T = decltype(tag);
-      const auto& g = plan.geometry();
-      const auto xs = spectrum_or_none<T>(XS, weight ? g.w_spectrum_size() : g.x_spectrum_size());
-      if constexpr (weight)
-        plan.weight_spectrum(view_of<const T>(*X), xs, st...);
-      else
-        plan.input_spectrum(view_of<const T>(*X), xs, st...);
-    });
+    with_plan(p, c, dev, deterministic, tf32, s, stream,
+              [&](const auto& plan, auto tag, auto... st) {
+                using T = decltype(tag);
+                const auto& g = plan.geometry();
+                const auto xs =
+                    spectrum_or_none<T>(XS, weight ? g.w_spectrum_size() : g.x_spectrum_size());
+                if constexpr (weight)
+                  plan.weight_spectrum(view_of<const T>(*X), xs, st...);
+                else
+                  plan.input_spectrum(view_of<const T>(*X), xs, st...);
+              });
   }
 
   static void forward_spectra(const blfft::conv_params& p, const blfft::compression& c,
                               const py::object& x_spectrum, const py::object& w_spectrum,
                               const py::object& bias, const py::object& y, std::uintptr_t stream,
-                              bool deterministic) {
+                              bool deterministic, bool tf32) {
     std::array<opt_imported, 4> a;
     import_args(a,
                 {{x_spectrum, "x_spectrum", true},
@@ -148,20 +171,22 @@ struct entry_points {
     const opt_imported &XS = a[0], &WS = a[1], &Bi = a[2], &Y = a[3];
     policy dev;
     const scalar s = check_common({ptr(XS), ptr(WS), ptr(Bi)}, {ptr(Y)}, dev);
-    with_plan(p, c, dev, deterministic, s, stream, [&](const auto& plan, auto tag, auto... st) {
-      using T = decltype(tag);
-      const auto& g = plan.geometry();
-      plan.forward_spectra(spectrum_or_none<const T>(XS, g.x_spectrum_size()),
-                           spectrum_or_none<const T>(WS, g.w_spectrum_size()),
-                           flat_or_null<T>(Bi, g.params.out_channels), view_of<T>(*Y), st...);
-    });
+    with_plan(
+        p, c, dev, deterministic, tf32, s, stream, [&](const auto& plan, auto tag, auto... st) {
+          using T = decltype(tag);
+          const auto& g = plan.geometry();
+          plan.forward_spectra(spectrum_or_none<const T>(XS, g.x_spectrum_size()),
+                               spectrum_or_none<const T>(WS, g.w_spectrum_size()),
+                               flat_or_null<T>(Bi, g.params.out_channels), view_of<T>(*Y), st...);
+        });
   }
 
   static void backward(const blfft::conv_params& p, const blfft::compression& c,
                        const py::object& grad_output, const py::object& x_spectrum,
                        const py::object& w_spectrum, const py::object& grad_input,
                        const py::object& grad_weight, const py::object& grad_bias,
-                       const py::object& weight, std::uintptr_t stream, bool deterministic) {
+                       const py::object& weight, std::uintptr_t stream, bool deterministic,
+                       bool tf32) {
     std::array<opt_imported, 7> a;
     import_args(a,
                 {{grad_output, "grad_output", true},
@@ -180,22 +205,23 @@ struct entry_points {
     if (GI && !WS && !W)
       fail(error_code::invalid_argument, "grad_input needs w_spectrum or weight (got None)");
     if (GW && !XS) fail(error_code::invalid_argument, "grad_weight needs x_spectrum (got None)");
-    with_plan(p, c, dev, deterministic, s, stream, [&](const auto& plan, auto tag, auto... st) {
-      using T = decltype(tag);
-      const auto& g = plan.geometry();
-      const auto xs = spectrum_or_none<const T>(XS, g.x_spectrum_size());
-      const auto ws = spectrum_or_none<const T>(WS, g.w_spectrum_size());
-      T* gb = out_flat_or_null<T>(GB, g.params.out_channels);
-      std::optional<blfft::tensor_view<T>> gi, gw;
-      if (GI) gi = view_of<T>(*GI);
-      if (GW) gw = view_of<T>(*GW);
-      if (!ws.given() && W)  // no spectrum kept: the plan mixes from the weight
-        plan.backward_with_weight(view_of<const T>(*G), xs, view_of<const T>(*W),
-                                  gi ? &*gi : nullptr, gw ? &*gw : nullptr, gb, st...);
-      else
-        plan.backward(view_of<const T>(*G), xs, ws, gi ? &*gi : nullptr, gw ? &*gw : nullptr, gb,
-                      st...);
-    });
+    with_plan(p, c, dev, deterministic, tf32, s, stream,
+              [&](const auto& plan, auto tag, auto... st) {
+                using T = decltype(tag);
+                const auto& g = plan.geometry();
+                const auto xs = spectrum_or_none<const T>(XS, g.x_spectrum_size());
+                const auto ws = spectrum_or_none<const T>(WS, g.w_spectrum_size());
+                T* gb = out_flat_or_null<T>(GB, g.params.out_channels);
+                std::optional<blfft::tensor_view<T>> gi, gw;
+                if (GI) gi = view_of<T>(*GI);
+                if (GW) gw = view_of<T>(*GW);
+                if (!ws.given() && W)  // no spectrum kept: the plan mixes from the weight
+                  plan.backward_with_weight(view_of<const T>(*G), xs, view_of<const T>(*W),
+                                            gi ? &*gi : nullptr, gw ? &*gw : nullptr, gb, st...);
+                else
+                  plan.backward(view_of<const T>(*G), xs, ws, gi ? &*gi : nullptr,
+                                gw ? &*gw : nullptr, gb, st...);
+              });
   }
 
   static blfft::energy_selection select_by_energy(const blfft::conv_params& p, const py::object& x,
@@ -240,23 +266,26 @@ template <class B, class StreamArg>
 void register_compute(py::module_& m, const StreamArg& stream) {
   using E = entry_points<B>;
   const auto det = py::arg("deterministic") = false;
+  const auto tf32 = py::arg("tf32") = false;
   m.def("forward", &E::forward, py::arg("params"), py::arg("compression"), py::arg("input"),
         py::arg("weight"), py::arg("bias"), py::arg("output"), py::arg("x_spectrum") = py::none(),
-        py::arg("w_spectrum") = py::none(), stream, py::kw_only(), det,
+        py::arg("w_spectrum") = py::none(), stream, py::kw_only(), det, tf32,
         "output = band-limited conv(input, weight) + bias; optionally stores the compressed "
         "spectra into the caller's x_spectrum / w_spectrum. Every compute function takes "
-        "`stream` (the CUDA stream to enqueue on, as an int) and `deterministic` (keyword: "
-        "bitwise-reproducible results for any thread count, plan_options::deterministic).");
+        "`stream` (the CUDA stream to enqueue on, as an int), `deterministic` (keyword: "
+        "bitwise-reproducible results for any thread count, plan_options::deterministic) and "
+        "`tf32` (keyword: CUDA only, float mixing may use TF32 tensor cores, as torch under "
+        "torch.backends.cudnn.allow_tf32; the CPU core ignores it).");
   m.def("input_spectrum", &E::template spectrum<false>, py::arg("params"), py::arg("compression"),
-        py::arg("input"), py::arg("x_spectrum"), stream, py::kw_only(), det);
+        py::arg("input"), py::arg("x_spectrum"), stream, py::kw_only(), det, tf32);
   m.def("weight_spectrum", &E::template spectrum<true>, py::arg("params"), py::arg("compression"),
-        py::arg("weight"), py::arg("w_spectrum"), stream, py::kw_only(), det);
+        py::arg("weight"), py::arg("w_spectrum"), stream, py::kw_only(), det, tf32);
   m.def("forward_spectra", &E::forward_spectra, py::arg("params"), py::arg("compression"),
         py::arg("x_spectrum"), py::arg("w_spectrum"), py::arg("bias"), py::arg("output"), stream,
-        py::kw_only(), det);
+        py::kw_only(), det, tf32);
   m.def("backward", &E::backward, py::arg("params"), py::arg("compression"), py::arg("grad_output"),
         py::arg("x_spectrum"), py::arg("w_spectrum"), py::arg("grad_input"), py::arg("grad_weight"),
-        py::arg("grad_bias"), py::arg("weight") = py::none(), stream, py::kw_only(), det,
+        py::arg("grad_bias"), py::arg("weight") = py::none(), stream, py::kw_only(), det, tf32,
         "All gradients from one transform of grad_output; each of grad_input, grad_weight, "
         "grad_bias may be None to skip it. grad_input needs w_spectrum or, when that is None, "
         "the weight itself.");

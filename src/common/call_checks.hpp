@@ -24,14 +24,16 @@ struct any_pointer {
 
 /// A spectrum argument: a spectrum_view (whose length is checked against the geometry), null
 /// ("not given"), or a bare pointer of unknown length, which is trusted (the CUDA plan's
-/// signatures until they take spectrum_view too).
+/// signatures until they take spectrum_view too). A view's length is always checked, a negative
+/// one too (it is no "unknown length" marker: a view of -1 scalars is refused like any other).
 struct spectrum_arg {
   const void* data = nullptr;
-  int64_t size = -1;                        ///< -1: a bare pointer
+  int64_t size = 0;
+  bool sized = false;                       ///< false: a bare pointer, length unknown
   spectrum_arg(std::nullptr_t) {}           // NOLINT: implicit
   spectrum_arg(const void* p) : data(p) {}  // NOLINT: implicit
   template <class T>
-  spectrum_arg(spectrum_view<T> s) : data(s.data), size(s.size) {}  // NOLINT: implicit
+  spectrum_arg(spectrum_view<T> s) : data(s.data), size(s.size), sized(true) {}  // NOLINT
 };
 
 /// T as a parameter that does not take part in deduction (so that nullptr may be passed).
@@ -128,7 +130,7 @@ class call_checks {
   void spectrum(spectrum_arg s, int64_t expected, const char* name, bool is_required) const {
     if (!s.data && !is_required) return;
     required(s.data, name);
-    BLFFT_EXPECTS(s.size < 0 || s.size == expected, error_code::invalid_argument, name, " has ",
+    BLFFT_EXPECTS(!s.sized || s.size == expected, error_code::invalid_argument, name, " has ",
                   s.size, " scalars but the plan expects ", expected, " (geometry().", name,
                   "_size())");
   }

@@ -21,6 +21,11 @@ inline void append_geometry_key(std::vector<int64_t>& k, const geometry& g) {
   k.insert(k.end(), g.kept_rows.begin(), g.kept_rows.end());
   k.push_back(static_cast<int64_t>(g.kept_cols.size()));
   k.insert(k.end(), g.kept_cols.begin(), g.kept_cols.end());
+  // The depth axis of 3D layers (trivial for 1D and 2D).
+  const auto& d = p.depth;
+  k.insert(k.end(), {d.input, d.kernel, d.stride, d.padding, d.dilation, g.depth_grid});
+  k.push_back(static_cast<int64_t>(g.kept_depth.size()));
+  k.insert(k.end(), g.kept_depth.begin(), g.kept_depth.end());
 }
 
 template <class V>

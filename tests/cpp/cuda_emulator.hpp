@@ -304,7 +304,8 @@ class host_executor {
     on_device("gemm");
     ++stats_->gemms;
     const metered m(*this, "cublas");
-    cdx::run_cublas(cublas_cache(), *this, device_, d, a, b, c, stream);
+    // A 64 KiB workspace: filled by the emulator and the stand-in on every call (32 MiB on a GPU).
+    cdx::run_cublas(cublas_cache(), *this, device_, d, a, b, c, stream, true, 64 << 10);
   }
   static cdx::cublas_handle_cache<emulated_device_guard>& cublas_cache() {
     static auto* c = new cdx::cublas_handle_cache<emulated_device_guard>;  // never destroyed
@@ -316,6 +317,38 @@ class host_executor {
     // Never destroyed (as in the backend): at exit the stand-ins' state may be gone already.
     static auto* c = new cdx::cufft_plan_cache<emulated_device_guard>;
     return *c;
+  }
+#else
+  /// Without the stand-ins: gemm_desc's contract written out (real, column-major, FP32/FP64).
+  void gemm(const cdx::gemm_desc& d, const void* a, const void* b, void* c, void* stream) const {
+    (void)stream;
+    on_device("gemm");
+    ++stats_->gemms;
+    const metered m(*this, "cublas");
+    EXPECT_FALSE(d.complex) << "reference GEMM: real only";
+    if (d.double_precision)
+      reference_gemm<double>(d, a, b, c);
+    else
+      reference_gemm<float>(d, a, b, c);
+  }
+  template <class T>
+  static void reference_gemm(const cdx::gemm_desc& d, const void* a, const void* b, void* c) {
+    const auto at = [&](const T* p, cdx::gemm_op op, int64_t ld, int64_t i, int64_t j) {
+      return op == cdx::gemm_op::n ? p[i + j * ld] : p[j + i * ld];  // element (i, j) of op(X)
+    };
+    for (int64_t z = 0; z < d.batch; ++z) {
+      const T* A = static_cast<const T*>(a) + z * d.stride_a;
+      const T* B = static_cast<const T*>(b) + z * d.stride_b;
+      T* C = static_cast<T*>(c) + z * d.stride_c;
+      for (int64_t j = 0; j < d.n; ++j)
+        for (int64_t i = 0; i < d.m; ++i) {
+          double s = 0;
+          for (int64_t l = 0; l < d.k; ++l)
+            s += static_cast<double>(at(A, d.op_a, d.lda, i, l)) * at(B, d.op_b, d.ldb, l, j);
+          T& out = C[i + j * d.ldc];
+          out = static_cast<T>(d.alpha * s + (d.beta != 0 ? d.beta * out : 0));
+        }
+    }
   }
 #endif
 

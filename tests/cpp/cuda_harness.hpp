@@ -33,10 +33,8 @@ void check_cuda_entry_points(const Plan& pl, Mem& mem, const problem<T>& pr, con
   using cview = tensor_view<const T>;
   using view = tensor_view<T>;
   const cview xv(x.get(), d.input_shape(), cview::contiguous(nullptr, d.input_shape()).strides);
-  const cview wv(w.get(), d.weight_shape(),
-                 cview::contiguous(nullptr, d.weight_shape()).strides);
-  const cview gv(g.get(), d.output_shape(),
-                 cview::contiguous(nullptr, d.output_shape()).strides);
+  const cview wv(w.get(), d.weight_shape(), cview::contiguous(nullptr, d.weight_shape()).strides);
+  const cview gv(g.get(), d.output_shape(), cview::contiguous(nullptr, d.output_shape()).strides);
   const auto out = [](auto& buf, std::vector<i64> shape) {
     return view::contiguous(buf.get(), std::move(shape));
   };
@@ -123,8 +121,7 @@ void check_cuda_entry_points(const Plan& pl, Mem& mem, const problem<T>& pr, con
     pl.backward(gv, xsv(cxs), wsv(cws), &dxv, &dwv, nullptr, s);
   }
   EXPECT_TRUE(rel_close("backward(CPU spectra).grad_input", mem.download(dx3), ref.dx, tolerance));
-  EXPECT_TRUE(
-      rel_close("backward(CPU spectra).grad_weight", mem.download(dw3), ref.dw, tolerance));
+  EXPECT_TRUE(rel_close("backward(CPU spectra).grad_weight", mem.download(dw3), ref.dw, tolerance));
 }
 
 /// The problems every CUDA correctness test runs (emulated, and on a GPU): 1D and 2D; stride,

@@ -72,11 +72,11 @@ inline conv_params make2d(i64 n, i64 c, i64 f, std::array<i64, 2> in, std::array
                           std::array<i64, 2> s = {1, 1}, std::array<i64, 2> pad = {0, 0},
                           std::array<i64, 2> dil = {1, 1}, i64 groups = 1) {
   // Every field, in declaration order (conv_params is an aggregate).
-  return conv_params{2, n, c, f, in, k, s, pad, dil, groups, {0, 0}};
+  return conv_params{2, n, c, f, in, k, s, pad, dil, groups, {0, 0}, {}};
 }
 inline conv_params make1d(i64 n, i64 c, i64 f, i64 l, i64 k, i64 s = 1, i64 pad = 0, i64 dil = 1,
                           i64 groups = 1) {
-  return conv_params{1, n, c, f, {1, l}, {1, k}, {1, s}, {0, pad}, {1, dil}, groups, {0, 0}};
+  return conv_params{1, n, c, f, {1, l}, {1, k}, {1, s}, {0, pad}, {1, dil}, groups, {0, 0}, {}};
 }
 
 inline conv_params with_grid(conv_params p, std::array<i64, 2> grid) {

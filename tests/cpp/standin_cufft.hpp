@@ -37,11 +37,11 @@ namespace blfft_standin {
 
 /// What a stand-in plan holds (for tests).
 struct cufft_plan_info {
-  bool made = false;        // cufftMakePlan* succeeded
-  int device = -1;          // the device current at cufftMakePlanMany64
+  bool made = false;  // cufftMakePlan* succeeded
+  int device = -1;    // the device current at cufftMakePlanMany64
   int rank = 0;
   std::array<long long, 3> n{}, inembed{}, onembed{};
-  bool advanced = false;    // both embed arrays were given
+  bool advanced = false;  // both embed arrays were given
   long long istride = 0, idist = 0, ostride = 0, odist = 0, batch = 0;
   cufftType type = CUFFT_C2C;
   std::size_t work_size = 0;

@@ -19,13 +19,17 @@ namespace blfft_standin {
 namespace state {
 inline thread_local int current_device = 0;
 inline std::mutex mutex;
-inline std::map<const void*, int> streams;                                 // stream -> device
-inline std::map<uintptr_t, std::pair<std::size_t, int>> memory;             // begin -> (bytes, dev)
+inline std::map<const void*, int> streams;                       // stream -> device
+inline std::map<uintptr_t, std::pair<std::size_t, int>> memory;  // begin -> (bytes, dev)
 }  // namespace state
 
 /// The calling thread's current device (cudaGetDevice); 0 until set, as in CUDA.
-inline int current_device() { return state::current_device; }
-inline void set_current_device(int device) { state::current_device = device; }
+inline int current_device() {
+  return state::current_device;
+}
+inline void set_current_device(int device) {
+  state::current_device = device;
+}
 
 /// Makes `device` current for the lifetime of the object, then restores the previous one (what
 /// the backend's device_guard does with cudaSetDevice).

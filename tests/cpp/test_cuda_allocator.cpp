@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <new>
@@ -285,6 +286,11 @@ TEST(CudaPlanSpectra, WrongLengthsAreRefusedAsByTheCpuPlan) {
   same_error(
       "forward_spectra", [&] { gpu.forward_spectra(xs_long, ws_ok, nullptr, yv, nullptr); },
       [&] { cpu.forward_spectra(xs_long, ws_ok, nullptr, yv); });
+  // A negative length is a wrong length on both (the CPU plan once read it as "unknown").
+  const blfft::spectrum_view<const float> ws_negative(ws.data(), -1);
+  same_error(
+      "input_grad, negative length", [&] { gpu.input_grad(l.pr.gv(), ws_negative, dxv, nullptr); },
+      [&] { cpu.input_grad(l.pr.gv(), ws_negative, dxv); });
   same_error(
       "input_grad", [&] { gpu.input_grad(l.pr.gv(), ws_short, dxv, nullptr); },
       [&] { cpu.input_grad(l.pr.gv(), ws_short, dxv); });
@@ -332,6 +338,60 @@ TEST(CudaArena, ServesBlocksLastInFirstOutAndGivesEverySlabBack) {
   }
   EXPECT_EQ(base.live_count(), 0u);
   EXPECT_EQ(base.allocated_bytes(), base.freed_bytes());
+}
+
+// Every block has an address of its own: a 0-byte request once took no room in the slab, shared
+// its address with the next block, and giving it back gave back that block instead (which the
+// next request was then handed while still in use). A request too large to round up to 256
+// bytes once wrapped to 0 bytes and was "served" from the slab; it is the base allocator's to
+// refuse.
+TEST(CudaArena, EveryBlockHasItsOwnAddress) {
+  tracking_allocator base;
+  {
+    blfft::cuda::arena_allocator arena(base, 4096);
+    void* empty = arena.allocate(0, 0, nullptr);
+    void* live = arena.allocate(512, 0, nullptr);
+    EXPECT_NE(empty, live);
+    arena.deallocate(empty, 0, 0, nullptr);
+    void* next = arena.allocate(512, 0, nullptr);
+    EXPECT_NE(next, live) << "a block still in use was handed out again";
+    EXPECT_GE(static_cast<char*>(next) - static_cast<char*>(live), 512);
+    base.fail_after(base.allocations());  // the base allocator refuses from now on
+    EXPECT_THROW(arena.allocate(std::numeric_limits<std::size_t>::max() - 10, 0, nullptr),
+                 blfft::error);
+    arena.deallocate(next, 512, 0, nullptr);
+    arena.deallocate(live, 512, 0, nullptr);
+  }
+  base.expect_balanced("after the arena");
+}
+
+// A slab that cannot be had half-way through a call (the Python module's arena over torch's
+// allocator raising torch.OutOfMemoryError): the error reaches the caller, the blocks the call
+// had are given back to the arena as the stack unwinds, and the arena gives back every slab.
+TEST(CudaArena, ASlabFailingMidCallGivesEverythingBack) {
+  const layer l;
+  host_executor ex;
+  const plan_f pl(ex, l.geo);
+  int64_t slabs = 0;
+  {
+    tracking_allocator base;
+    blfft::cuda::arena_allocator arena(base, 256);  // small: the call needs several slabs
+    scoped_allocator use(arena);
+    run_calls(pl, l, nullptr);
+    slabs = base.allocations();
+  }
+  ASSERT_GT(slabs, 1);
+  for (int64_t n = 1; n < slabs; ++n) {
+    SCOPED_TRACE("slab " + std::to_string(n) + " fails");
+    tracking_allocator base;
+    base.fail_after(n);
+    {
+      blfft::cuda::arena_allocator arena(base, 256);
+      scoped_allocator use(arena);
+      EXPECT_THROW(run_calls(pl, l, nullptr), blfft::error);
+    }
+    base.expect_balanced("after the arena");
+  }
 }
 
 TEST(CudaArena, ACallSizedByThePreviousPeakTakesOneSlab) {

@@ -28,11 +28,13 @@ namespace {
 using namespace bt;
 using blfft::cuda::mix_tile;
 
-bool have_device() { return blfft::cuda::device_count() > 0; }
+bool have_device() {
+  return blfft::cuda::device_count() > 0;
+}
 
-#define REQUIRE_DEVICE()                                                                  \
-  do {                                                                                    \
-    if (!have_device()) GTEST_SKIP() << "no CUDA device: GPU test skipped (not a pass)"; \
+#define REQUIRE_DEVICE()                                                                           \
+  do {                                                                                             \
+    if (!have_device()) GTEST_SKIP() << "no CUDA device: GPU test skipped (not a pass)";           \
   } while (0)
 
 #define CUDA_OK(call) ASSERT_EQ((call), cudaSuccess) << #call
@@ -47,8 +49,7 @@ struct device_memory {
     T* p = nullptr;
     buffer() = default;
     explicit buffer(i64 n) {
-      EXPECT_EQ(cudaMalloc(&p, sizeof(T) * static_cast<size_t>(std::max<i64>(n, 1))),
-                cudaSuccess);
+      EXPECT_EQ(cudaMalloc(&p, sizeof(T) * static_cast<size_t>(std::max<i64>(n, 1))), cudaSuccess);
     }
     buffer(buffer&& o) noexcept : p(o.p) { o.p = nullptr; }
     buffer& operator=(buffer&& o) noexcept {
@@ -179,6 +180,22 @@ TEST(CudaDevice, BothMixTilesAndLargerChannels) {
   }
 }
 
+TEST(CudaDevice, MixingOnCublas) {
+  // The mixing forced onto cuBLAS (stacked real GEMMs, FP32 / FP64: no scoped_tf32), every
+  // problem, and the own kernel forced, for the engine rule's other side.
+  REQUIRE_DEVICE();
+  blfft::cuda::cuda_plan_options blas, own;
+  blas.engine = blfft::cuda::mix_engine::cublas;
+  own.engine = blfft::cuda::mix_engine::own;
+  for (const auto& p : cuda_problems()) {
+    run_problem<double>(p, compression::rate(0.5), blas);
+    run_problem<float>(p, compression::rate(0.0), blas);
+    run_problem<float>(p, compression::rate(0.5), own);
+  }
+  run_problem<float>(make2d(3, 70, 40, {6, 5}, {3, 3}, {1, 1}, {1, 1}), compression::rate(0.5),
+                     blas);
+}
+
 TEST(CudaDevice, ExplicitKeptSets) {
   REQUIRE_DEVICE();
   const auto p = make2d(2, 3, 4, {9, 12}, {3, 4}, {2, 1}, {1, 2});
@@ -208,8 +225,7 @@ TEST(CudaDevice, ResNetLayerMatchesCpuBackend) {
 
     const blfft::cuda::plan<float> gpu(geo);
     device_memory<float> mem;
-    auto x = mem.upload(pr.xt), w = mem.upload(pr.wt), b = mem.upload(pr.bt),
-         g = mem.upload(pr.gt);
+    auto x = mem.upload(pr.xt), w = mem.upload(pr.wt), b = mem.upload(pr.bt), g = mem.upload(pr.gt);
     auto gy = mem.nan_buffer(geo.output_size()), gdx = mem.nan_buffer(geo.input_size()),
          gdw = mem.nan_buffer(geo.weight_size()), gdb = mem.nan_buffer(p.out_channels),
          gxs = mem.nan_buffer(geo.x_spectrum_size()), gws = mem.nan_buffer(geo.w_spectrum_size());
@@ -237,8 +253,8 @@ TEST(CudaDevice, StridedViews) {
   const auto p = make2d(2, 3, 4, {6, 5}, {3, 3}, {1, 1}, {1, 1});
   const auto geo = blfft::make_geometry(p, compression::rate(0.5));
   problem<T> pr(p, 3);
-  const auto ref = dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols),
-                                 pr.x, pr.w, pr.b, pr.g);
+  const auto ref = dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols), pr.x,
+                                 pr.w, pr.b, pr.g);
   const dims& d = pr.d;
   std::vector<T> xcl(pr.xt.size());
   for (i64 n = 0; n < d.N; ++n)
@@ -359,16 +375,16 @@ TEST(CudaDevice, HostPointersAreRejected) {
 
 TEST(CudaDevice, EnergyMapMatchesCpu) {
   REQUIRE_DEVICE();
-  for (const auto& p : {make2d(3, 4, 2, {9, 7}, {3, 3}, {1, 1}, {1, 1}),
-                        make1d(5, 2, 3, 20, 3, 1, 2)}) {
+  for (const auto& p :
+       {make2d(3, 4, 2, {9, 7}, {3, 3}, {1, 1}, {1, 1}), make1d(5, 2, 3, 20, 3, 1, 2)}) {
     SCOPED_TRACE(name_of(p));
     problem<double> pr(p, 11);
     device_memory<double> mem;
     auto x = mem.upload(pr.xt);
     const auto xv = tensor_view<const double>::contiguous(x.get(), pr.d.input_shape());
     const auto got = blfft::cuda::energy_map<double>(p, xv, 0, mem.s);
-    EXPECT_TRUE(rel_close("energy map", got, blfft::energy_map<double>(p, pr.xv()),
-                          tol<double>::energy));
+    EXPECT_TRUE(
+        rel_close("energy map", got, blfft::energy_map<double>(p, pr.xv()), tol<double>::energy));
     EXPECT_EQ(blfft::cuda::select_by_energy<double>(p, xv, 0.9, 0, mem.s).limits,
               blfft::select_by_energy<double>(p, pr.xv(), 0.9).limits);
   }

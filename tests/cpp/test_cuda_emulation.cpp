@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <map>
@@ -564,6 +565,173 @@ TEST(CudaTraffic, FootprintsOfTheAnalysisLaunches) {
 // The cuFFT API boundary: the backend's own cuFFT code over the stand-ins (standin_cufft.cpp)
 // ---------------------------------------------------------------------------------------------
 
+// ---------------------------------------------------------------------------------------------
+// Mixing on cuBLAS: the stacked real form (pipeline.hpp: cublas_forward / _input_grad /
+// _weight_grad), and the engine rule. On the cuBLAS stand-ins where they are built, else on the
+// emulator's reference GEMM.
+// ---------------------------------------------------------------------------------------------
+
+using blfft::cuda::mix_engine;
+blfft::cuda::cuda_plan_options with_engine(mix_engine e) {
+  blfft::cuda::cuda_plan_options o;
+  o.engine = e;
+  return o;
+}
+
+TEST(CudaCublasMixing, OraclesDouble) {
+  // Every problem (1D / 2D, odd sizes, stride, padding, dilation, groups and depthwise) through
+  // every entry point, both transform engines (the cuFFT chain restacks in a kernel of its own).
+  for (const auto& p : cuda_problems())
+    for (double r : {0.0, 0.5})
+      for (auto e : {engine::fused, engine::cufft})
+        run_problem<double>(p, compression::rate(r), with_engine(mix_engine::cublas),
+                            cdx::default_chunk_scalars, e);
+}
+
+TEST(CudaCublasMixing, OraclesFloat) {
+  for (const auto& p : cuda_problems())
+    for (double r : {0.0, 0.8})
+      run_problem<float>(p, compression::rate(r), with_engine(mix_engine::cublas));
+  run_problem<float>(make2d(3, 70, 40, {6, 5}, {3, 3}, {1, 1}, {1, 1}), compression::rate(0.5),
+                     with_engine(mix_engine::cublas));
+  run_problem<float>(make2d(2, 36, 66, {5, 5}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, 3),
+                     compression::rate(0.3), with_engine(mix_engine::cublas), 700, engine::cufft);
+}
+
+/// <A x, g> = <x, A^T g> for the operator in x and in w (no bias): the backward is the adjoint
+/// of the forward on either mixing engine.
+template <class T>
+void check_adjoint(const conv_params& p, const compression& c, mix_engine me) {
+  const auto geo = blfft::make_geometry(p, c);
+  SCOPED_TRACE(name_of(p) + " " + geo.describe() + " mix engine " +
+               std::to_string(static_cast<int>(me)));
+  problem<T> pr(p, 11);
+  host_executor ex;
+  const emulated<T> pl(ex, geo, with_engine(me));
+  std::vector<T> xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size()), y(geo.output_size()),
+      dx(geo.input_size()), dw(geo.weight_size());
+  pl.forward(pr.xv(), pr.wv(), nullptr, tensor_view<T>::contiguous(y.data(), pr.d.output_shape()),
+             xs.data(), ws.data(), nullptr);
+  const auto dxv = tensor_view<T>::contiguous(dx.data(), pr.d.input_shape());
+  const auto dwv = tensor_view<T>::contiguous(dw.data(), pr.d.weight_shape());
+  pl.backward(pr.gv(), xs.data(), ws.data(), &dxv, &dwv, nullptr, nullptr);
+  const auto dot = [](const std::vector<T>& a, const std::vector<T>& b) {
+    double s = 0;
+    for (size_t i = 0; i < a.size(); ++i) s += static_cast<double>(a[i]) * b[i];
+    return s;
+  };
+  const auto norm = [&](const std::vector<T>& a) { return std::sqrt(dot(a, a)); };
+  const double yg = dot(y, pr.gt), xdx = dot(pr.xt, dx), wdw = dot(pr.wt, dw);
+  const double scale_x = norm(y) * norm(pr.gt) + norm(pr.xt) * norm(dx);
+  const double scale_w = norm(y) * norm(pr.gt) + norm(pr.wt) * norm(dw);
+  EXPECT_LE(std::abs(yg - xdx) / scale_x, 4 * tol<T>::adjoint) << yg << " vs " << xdx;
+  EXPECT_LE(std::abs(yg - wdw) / scale_w, 4 * tol<T>::adjoint) << yg << " vs " << wdw;
+}
+
+TEST(CudaCublasMixing, Adjointness) {
+  for (const auto& p : cuda_problems())
+    for (auto me : {mix_engine::own, mix_engine::cublas}) {
+      check_adjoint<double>(p, compression::rate(0.5), me);
+      check_adjoint<float>(p, compression::rate(0.0), me);
+    }
+}
+
+TEST(CudaCublasMixing, GemmsPerPass) {
+  // One GEMM a pass (batched over the kept frequencies); with groups, one per group and plane.
+  // The own engine launches none. Forward keeping the spectra: 2 analyses, the GEMM, 1 synthesis.
+  for (int64_t groups : {1, 2}) {
+    const auto p = make2d(2, 4, 6, {7, 8}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, groups);
+    problem<float> pr(p, 1);
+    for (auto me : {mix_engine::own, mix_engine::cublas}) {
+      SCOPED_TRACE("groups " + std::to_string(groups) + " engine " +
+                   std::to_string(static_cast<int>(me)));
+      host_executor ex;
+      const emulated<float> pl(ex, blfft::make_geometry(p, compression::rate(0.5)), with_engine(me),
+                               cdx::default_chunk_scalars, engine::fused);
+      const auto& g = pl.geo();
+      std::vector<float> xs(g.x_spectrum_size()), ws(g.w_spectrum_size()), y(g.output_size()),
+          dx(g.input_size()), dw(g.weight_size());
+      const int64_t per_pass = me == mix_engine::own ? 0 : (groups == 1 ? 1 : 2 * groups);
+      ex.stats() = {};
+      pl.forward(pr.xv(), pr.wv(), nullptr,
+                 tensor_view<float>::contiguous(y.data(), pr.d.output_shape()), xs.data(),
+                 ws.data(), nullptr);
+      EXPECT_EQ(ex.stats().gemms, per_pass);
+      EXPECT_EQ(ex.stats().launches(), 3 + (me == mix_engine::own ? 1 : per_pass));
+      const auto dxv = tensor_view<float>::contiguous(dx.data(), pr.d.input_shape());
+      const auto dwv = tensor_view<float>::contiguous(dw.data(), pr.d.weight_shape());
+      ex.stats() = {};
+      pl.backward(pr.gv(), xs.data(), ws.data(), &dxv, &dwv, nullptr, nullptr);
+      EXPECT_EQ(ex.stats().gemms, 2 * per_pass);
+      // Forced onto cuBLAS, forward() without a weight spectrum makes one (no taps path).
+      ex.stats() = {};
+      pl.forward(pr.xv(), pr.wv(), nullptr,
+                 tensor_view<float>::contiguous(y.data(), pr.d.output_shape()), xs.data(), nullptr,
+                 nullptr);
+      EXPECT_EQ(ex.stats().kernels, 3);
+      EXPECT_EQ(ex.stats().gemms, per_pass);
+    }
+  }
+}
+
+TEST(CudaCublasMixing, EngineRule) {
+  // The model (cdx::mix_cost): cuBLAS where the mixing is compute-bound and TF32 is allowed;
+  // the own kernel where bytes dominate (the stacked products and the grad's block form are
+  // twice the planar spectra), without TF32 (then both run on CUDA cores and cuBLAS does 4 real
+  // products where Gauss does 3), and with groups (2 GEMMs per group).
+  const auto inputs = [](const conv_params& p, double rate, cdx::mix_pass pass, bool tf32) {
+    const auto g = blfft::make_geometry(p, compression::rate(rate));
+    cdx::mix_cost_inputs in;
+    in.pass = pass;
+    in.kept = g.kept;
+    in.batch = p.batch;
+    in.in_channels = p.in_channels;
+    in.out_channels = p.out_channels;
+    in.in_per_group = g.in_per_group;
+    in.groups = p.groups;
+    in.tf32 = tf32;
+    return in;
+  };
+  const auto blas = [](const cdx::mix_cost_inputs& in) {
+    return cdx::mix_cost(in, true) < cdx::mix_cost(in, false);
+  };
+  const auto r18_512 = conv_params::conv2d(128, 512, 512, {4, 4}, {3, 3}, {1, 1}, {1, 1});
+  const auto r18_64 = conv_params::conv2d(32, 64, 64, {32, 32}, {3, 3}, {1, 1}, {1, 1});
+  for (auto pass : {cdx::mix_pass::forward, cdx::mix_pass::input_grad}) {
+    EXPECT_TRUE(blas(inputs(r18_512, 0.5, pass, true)));
+    EXPECT_FALSE(blas(inputs(r18_512, 0.5, pass, false)));
+    EXPECT_FALSE(blas(inputs(r18_64, 0.5, pass, true)));
+    auto taps = inputs(r18_512, 0.5, pass, true);
+    taps.taps = 9;  // mixing from the taps reads 9 scalars per weight instead of 2 kept
+    EXPECT_GT(cdx::mix_cost(taps, true), cdx::mix_cost(inputs(r18_512, 0.5, pass, true), true));
+  }
+  auto depthwise =
+      inputs(conv_params::conv2d(128, 256, 256, {8, 8}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, 256), 0.5,
+             cdx::mix_pass::forward, true);
+  EXPECT_FALSE(blas(depthwise));
+
+  // The pipeline follows the rule per call: TF32 allowed or not (scoped_tf32).
+  const auto small = make2d(2, 4, 4, {6, 6}, {3, 3}, {1, 1}, {1, 1});
+  host_executor ex;
+  const emulated<float> pl(ex, blfft::make_geometry(small, compression::rate(0.5)));
+  EXPECT_FALSE(pl.use_cublas(cdx::mix_pass::forward, false));
+  EXPECT_FALSE(blfft::cuda::tf32_allowed());
+  {
+    const blfft::cuda::scoped_tf32 on(true);
+    EXPECT_TRUE(blfft::cuda::tf32_allowed());
+    {
+      const blfft::cuda::scoped_tf32 off(false);
+      EXPECT_FALSE(blfft::cuda::tf32_allowed());
+    }
+    EXPECT_TRUE(blfft::cuda::tf32_allowed());
+  }
+  EXPECT_FALSE(blfft::cuda::tf32_allowed());
+  const emulated<float> forced(ex, blfft::make_geometry(small, compression::rate(0.5)),
+                               with_engine(mix_engine::cublas));
+  EXPECT_TRUE(forced.use_cublas(cdx::mix_pass::forward, true));
+  EXPECT_FALSE(forced.taps_path(cdx::mix_pass::forward));
+}
+
 #if defined(BLFFT_TEST_CUFFT_STANDIN)
 #include "standin_cufft.hpp"
 
@@ -827,6 +995,48 @@ TEST(CudaCublasBoundary, ArgumentsAndHandles) {
 }
 
 }  // namespace
+TEST(CudaCublasMixing, Tf32ExactlyWhenAsked) {
+  // The stand-in rounds A and B to TF32 exactly when the compute type allows it: under
+  // scoped_tf32(true) for float, never for double, never without the scope.
+  const auto p = make2d(2, 8, 8, {9, 7}, {3, 3}, {1, 1}, {1, 1});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  problem<float> pr(p, 3);
+  host_executor ex;
+  const emulated<float> pl(ex, geo, with_engine(mix_engine::cublas));
+  const auto forward = [&] {
+    std::vector<float> y(geo.output_size());
+    pl.forward(pr.xv(), pr.wv(), nullptr,
+               tensor_view<float>::contiguous(y.data(), pr.d.output_shape()), nullptr, nullptr,
+               nullptr);
+    return y;
+  };
+  blfft_standin::reset_cublas_stats();
+  const auto y32 = forward();
+  EXPECT_EQ(blfft_standin::cublas_stats().gemm, 1);
+  EXPECT_EQ(blfft_standin::cublas_stats().tf32_rounded, 0);
+  std::vector<float> ytf;
+  {
+    const blfft::cuda::scoped_tf32 allow(true);
+    ytf = forward();
+  }
+  EXPECT_EQ(blfft_standin::cublas_stats().gemm, 2);
+  EXPECT_EQ(blfft_standin::cublas_stats().tf32_rounded, 1);
+  forward();  // the scope is gone: FP32 again
+  EXPECT_EQ(blfft_standin::cublas_stats().tf32_rounded, 1);
+  // TF32 results: close to FP32 (10-bit mantissas), but not the same.
+  EXPECT_NE(y32, ytf);
+  EXPECT_TRUE(rel_close("forward TF32 vs FP32", widen(ytf), widen(y32), 5e-3));
+
+  problem<double> prd(p, 3);
+  const emulated<double> pld(ex, geo, with_engine(mix_engine::cublas));
+  std::vector<double> yd(geo.output_size());
+  const blfft::cuda::scoped_tf32 allow(true);
+  pld.forward(prd.xv(), prd.wv(), nullptr,
+              tensor_view<double>::contiguous(yd.data(), prd.d.output_shape()), nullptr, nullptr,
+              nullptr);
+  EXPECT_EQ(blfft_standin::cublas_stats().tf32_rounded, 1);  // double: never
+}
+
 #endif  // BLFFT_TEST_CUFFT_STANDIN
 
 // ---------------------------------------------------------------------------------------------

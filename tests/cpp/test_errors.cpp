@@ -123,7 +123,7 @@ TEST(Errors, NonPositiveSizes) {
       {"groups", good2d, [](P p, i64 v) { p.groups = v; }, non_positive, {"groups"}},
       {"padding", good2d, [](P p, i64 v) { p.padding[0] = v; }, {-1}, {"padding"}},
       {"1D padding", good1d, [](P p, i64 v) { p.padding[1] = v; }, {-2}, {"padding"}},
-      {"ndim", good2d, [](P p, i64 v) { p.ndim = static_cast<int>(v); }, {3, 0}, {"ndim"}},
+      {"ndim", good2d, [](P p, i64 v) { p.ndim = static_cast<int>(v); }, {4, 0}, {"ndim"}},
   };
   for (const auto& f : fields)
     for (i64 bad : f.values) {
@@ -541,9 +541,9 @@ TEST(ErrorsViews, SpectrumAndBiasPointers) {
 }
 
 // Spectra carry their length (spectrum_view), which every call checks against the geometry:
-// one scalar short, one too many or an empty view of real memory is refused naming the
-// argument; the plan's length works. A spectrum that is given is checked even where the call
-// does not read it (backward without grad_weight).
+// one scalar short, one too many, an empty view of real memory or a negative length is refused
+// naming the argument; the plan's length works. A spectrum that is given is checked even where
+// the call does not read it (backward without grad_weight).
 TEST(ErrorsViews, SpectrumLengths) {
   view_ctx<float> ctx(make2d(2, 4, 6, {9, 8}, {3, 3}, {1, 2}, {1, 1}, {1, 1}, 2));
   auto& pl = *ctx.pl;
@@ -583,7 +583,8 @@ TEST(ErrorsViews, SpectrumLengths) {
   for (const auto& c : cases) {
     SCOPED_TRACE(c.what + ", " + c.arg);
     float* data = c.buffer.data();  // 4x the plan's length: the wrong lengths stay in bounds
-    for (i64 wrong : {c.size - 1, c.size + 1, i64(0)})
+    // -1: a negative length is refused too (it once passed as "length unknown", unchecked).
+    for (i64 wrong : {c.size - 1, c.size + 1, i64(0), i64(-1)})
       expect_error("length " + std::to_string(wrong), [&] { c.fn({data, wrong}); },
                    error_code::invalid_argument, {c.arg + " has " + std::to_string(wrong)});
     EXPECT_NO_THROW(c.fn({data, c.size})) << "the plan's length";

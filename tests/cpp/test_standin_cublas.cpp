@@ -164,36 +164,43 @@ TEST(StandinCublas, RefusesWhatCublasRefuses) {
   std::vector<float> A(16, 1), B(16, 1), C(16, 0);
   const float one = 1, zero = 0;
   const auto gemm = [&](cublasHandle_t h, cublasOperation_t ta, int m, int n, int k, int lda,
-                        int ldb, int ldc, cudaDataType ct, cublasComputeType_t cp,
-                        long long sc = 4, int batch = 1) {
-    return cublasGemmStridedBatchedEx(h, ta, CUBLAS_OP_N, m, n, k, &one, A.data(), CUDA_R_32F,
-                                      lda, 0, B.data(), CUDA_R_32F, ldb, 0, &zero, C.data(), ct,
-                                      ldc, sc, batch, cp, CUBLAS_GEMM_DEFAULT);
+                        int ldb, int ldc, cudaDataType ct, cublasComputeType_t cp, long long sc = 4,
+                        int batch = 1) {
+    return cublasGemmStridedBatchedEx(h, ta, CUBLAS_OP_N, m, n, k, &one, A.data(), CUDA_R_32F, lda,
+                                      0, B.data(), CUDA_R_32F, ldb, 0, &zero, C.data(), ct, ldc, sc,
+                                      batch, cp, CUBLAS_GEMM_DEFAULT);
   };
   EXPECT_EQ(gemm(H.h, CUBLAS_OP_N, 2, 2, 2, 2, 2, 2, CUDA_R_32F, CUBLAS_COMPUTE_32F),
             CUBLAS_STATUS_SUCCESS);
   EXPECT_EQ(gemm(H.h, CUBLAS_OP_N, 3, 2, 2, 2, 2, 3, CUDA_R_32F, CUBLAS_COMPUTE_32F),
-            CUBLAS_STATUS_INVALID_VALUE) << "lda < m";
+            CUBLAS_STATUS_INVALID_VALUE)
+      << "lda < m";
   EXPECT_EQ(gemm(H.h, CUBLAS_OP_T, 2, 2, 3, 2, 3, 2, CUDA_R_32F, CUBLAS_COMPUTE_32F),
-            CUBLAS_STATUS_INVALID_VALUE) << "lda < k with OP_T";
+            CUBLAS_STATUS_INVALID_VALUE)
+      << "lda < k with OP_T";
   EXPECT_EQ(gemm(H.h, CUBLAS_OP_N, 2, 2, 2, 2, 2, 1, CUDA_R_32F, CUBLAS_COMPUTE_32F),
-            CUBLAS_STATUS_INVALID_VALUE) << "ldc < m";
+            CUBLAS_STATUS_INVALID_VALUE)
+      << "ldc < m";
   EXPECT_EQ(gemm(H.h, CUBLAS_OP_N, -1, 2, 2, 2, 2, 2, CUDA_R_32F, CUBLAS_COMPUTE_32F),
             CUBLAS_STATUS_INVALID_VALUE);
   EXPECT_EQ(gemm(H.h, CUBLAS_OP_CONJG, 2, 2, 2, 2, 2, 2, CUDA_R_32F, CUBLAS_COMPUTE_32F),
             CUBLAS_STATUS_INVALID_VALUE);
   EXPECT_EQ(gemm(H.h, CUBLAS_OP_N, 2, 2, 2, 2, 2, 2, CUDA_C_32F, CUBLAS_COMPUTE_32F),
-            CUBLAS_STATUS_NOT_SUPPORTED) << "mixed real and complex";
+            CUBLAS_STATUS_NOT_SUPPORTED)
+      << "mixed real and complex";
   EXPECT_EQ(gemm(H.h, CUBLAS_OP_N, 2, 2, 2, 2, 2, 2, CUDA_R_32F, CUBLAS_COMPUTE_64F),
-            CUBLAS_STATUS_NOT_SUPPORTED) << "float data, double compute";
+            CUBLAS_STATUS_NOT_SUPPORTED)
+      << "float data, double compute";
   EXPECT_EQ(gemm(H.h, CUBLAS_OP_N, 2, 2, 2, 2, 2, 2, CUDA_R_32F, CUBLAS_COMPUTE_32F, 3, 2),
-            CUBLAS_STATUS_INVALID_VALUE) << "C of two batches overlap";
+            CUBLAS_STATUS_INVALID_VALUE)
+      << "C of two batches overlap";
   EXPECT_EQ(gemm(nullptr, CUBLAS_OP_N, 2, 2, 2, 2, 2, 2, CUDA_R_32F, CUBLAS_COMPUTE_32F),
             CUBLAS_STATUS_NOT_INITIALIZED);
   {
     blfft_standin::device_scope other(3);
     EXPECT_EQ(gemm(H.h, CUBLAS_OP_N, 2, 2, 2, 2, 2, 2, CUDA_R_32F, CUBLAS_COMPUTE_32F),
-              CUBLAS_STATUS_INVALID_VALUE) << "handle of device 0 used on device 3";
+              CUBLAS_STATUS_INVALID_VALUE)
+        << "handle of device 0 used on device 3";
   }
 }
 

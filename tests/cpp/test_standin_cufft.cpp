@@ -24,8 +24,8 @@ struct made_plan {
   std::size_t work = 0;
   cufftResult made = CUFFT_INTERNAL_ERROR;
   made_plan(int rank, std::vector<long long> n, long long* inembed, long long istride,
-            long long idist, long long* onembed, long long ostride, long long odist,
-            cufftType type, long long batch, bool auto_alloc = true) {
+            long long idist, long long* onembed, long long ostride, long long odist, cufftType type,
+            long long batch, bool auto_alloc = true) {
     EXPECT_EQ(cufftCreate(&h), CUFFT_SUCCESS);
     if (!auto_alloc) {
       EXPECT_EQ(cufftSetAutoAllocation(h, 0), CUFFT_SUCCESS);
@@ -267,21 +267,26 @@ TEST(StandinCufft, RefusesWhatCufftRefuses) {
             CUFFT_INVALID_TYPE);
   long long ie2[2] = {2, small}, oe2[2] = {2, 4}, n2[2] = {2, 4};
   EXPECT_EQ(cufftMakePlanMany64(h, 2, n2, ie2, 1, 8, oe2, 1, 8, CUFFT_C2C, 1, &work),
-            CUFFT_INVALID_VALUE) << "inembed[1] smaller than n[1]";
+            CUFFT_INVALID_VALUE)
+      << "inembed[1] smaller than n[1]";
   // 64-bit distances are accepted (nothing is addressed at plan time).
   ASSERT_EQ(cufftMakePlanMany64(h, 1, &n, &e, 1, 1ll << 33, &e, 1, 4, CUFFT_C2C, 1, &work),
             CUFFT_SUCCESS);
   EXPECT_EQ(cufftMakePlanMany64(h, 1, &n, &e, 1, 4, &e, 1, 4, CUFFT_C2C, 1, &work),
-            CUFFT_INVALID_PLAN) << "a plan is made once";
+            CUFFT_INVALID_PLAN)
+      << "a plan is made once";
   std::vector<float> x(8), y(8);
   EXPECT_EQ(cufftExecR2C(h, x.data(), reinterpret_cast<cufftComplex*>(y.data())),
-            CUFFT_INVALID_TYPE) << "exec of another type";
+            CUFFT_INVALID_TYPE)
+      << "exec of another type";
   EXPECT_EQ(cufftExecC2C(h, reinterpret_cast<cufftComplex*>(x.data()),
                          reinterpret_cast<cufftComplex*>(y.data()), 0),
-            CUFFT_INVALID_VALUE) << "direction";
+            CUFFT_INVALID_VALUE)
+      << "direction";
   EXPECT_EQ(cufftExecC2C(h, reinterpret_cast<cufftComplex*>(x.data()),
                          reinterpret_cast<cufftComplex*>(x.data() + 2), CUFFT_FORWARD),
-            CUFFT_INVALID_VALUE) << "overlapping out-of-place buffers";
+            CUFFT_INVALID_VALUE)
+      << "overlapping out-of-place buffers";
   EXPECT_EQ(cufftDestroy(h), CUFFT_SUCCESS);
   EXPECT_EQ(cufftDestroy(h), CUFFT_INVALID_PLAN);
   EXPECT_EQ(cufftSetStream(h, nullptr), CUFFT_INVALID_PLAN);

@@ -129,3 +129,47 @@ def energy_limits(x, w_shape, padding, fraction):
         if kept >= fraction * total:
             best = (i_h, i_w, r)
     return best
+
+
+def band_limit_3d(length: int, rate: float) -> int:
+    """Per-axis band limit of a 3D layer: exponent 1/3 (docs/design.md 1.4 with ndim = 3)."""
+    half = length // 2 + 1
+    i = math.floor(half * (1.0 - rate) ** (1 / 3) + 1e-9)
+    return min(max(i, 1), half)
+
+
+def mask_3d(ld: int, lh: int, lw: int, i_d: int, i_h: int, i_w: int, dtype=torch.float64):
+    """The 3D kept set as a 0/1 mask over the (Ld, Lh, Lw//2+1) rfftn bins: |k_d| <= i_d - 1,
+    |k_h| <= i_h - 1, rfft columns k_w <= i_w - 1."""
+    d = torch.arange(ld)
+    keep_d = torch.minimum(d, ld - d) <= i_d - 1
+    return keep_d[:, None, None].to(dtype) * mask(lh, lw, i_h, i_w, dtype)[None]
+
+
+def dense_conv3d(x, w, bias=None, stride=1, padding=0, dilation=1, groups=1, rate=0.0, band=None):
+    """Dense band-limited 3D conv of an (N, C, D, H, W) input: full rfftn of the padded input and
+    the dilated weight on the default grid, the product summed over channels, the 3D mask,
+    irfftn, crop and stride; differentiable. `band` = (i_d, i_h, i_w) overrides `rate`."""
+    stride, padding, dilation = (_pairs(v, 3) for v in (stride, padding, dilation))
+    xp = F.pad(x, (padding[2], padding[2], padding[1], padding[1], padding[0], padding[0]))
+    f, cg, kd, kh, kw = w.shape
+    ext = [dl * (k - 1) + 1 for dl, k in zip(dilation, (kd, kh, kw), strict=True)]
+    wd = w.new_zeros((f, cg, *ext))
+    wd[:, :, :: dilation[0], :: dilation[1], :: dilation[2]] = w
+    n, c = xp.shape[:2]
+    padded = xp.shape[2:]
+    grid = [fast_size(p) for p in padded]
+    limits = band if band is not None else [band_limit_3d(L, rate) for L in grid]
+    X = torch.fft.rfftn(xp, s=grid, dim=(2, 3, 4))
+    W = torch.fft.rfftn(wd, s=grid, dim=(2, 3, 4))
+    fg = f // groups
+    X = X.reshape(n, groups, 1, cg, *X.shape[2:])
+    W = W.reshape(1, groups, fg, cg, *W.shape[2:])
+    Y = (X * W.conj()).sum(dim=3).reshape(n, f, *X.shape[-3:])
+    Y = Y * mask_3d(*grid, *limits, dtype=xp.dtype)
+    y = torch.fft.irfftn(Y, s=grid, dim=(2, 3, 4))
+    full = [p - e + 1 for p, e in zip(padded, ext, strict=True)]
+    y = y[:, :, : full[0] : stride[0], : full[1] : stride[1], : full[2] : stride[2]]
+    if bias is not None:
+        y = y + bias.reshape(1, -1, 1, 1, 1)
+    return y

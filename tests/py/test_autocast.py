@@ -26,6 +26,8 @@ def _calls(device):
         ("conv2d energy", lambda m: m.conv2d(x, w, padding=1), {"energy": 0.9}),
         ("conv_transpose2d", lambda m: m.conv_transpose2d(x, wt, bt, stride=2), {}),
         ("float64", lambda m: m.conv2d(x.double(), w.double(), padding=1), {}),
+        ("conv2d empty batch", lambda m: m.conv2d(x[:0], w, b, padding=1), {"compress_rate": 0.5}),
+        ("conv_transpose2d empty batch", lambda m: m.conv_transpose2d(x[:0], wt, bt, stride=2), {}),
     ], (w, w1, wt, b, bt)
 
 
@@ -57,6 +59,30 @@ class _with:
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
 def test_cpu_autocast(dtype):
     _check_region("cpu", dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_cpu_autocast_casts_the_other_half_dtype_too(dtype):
+    """torch's autocast casts every floating tensor but float64 to the region's dtype: a float16
+    activation in a bfloat16 region (or the reverse) meets a float32 weight as in F.conv2d."""
+    other = torch.float16 if dtype == torch.bfloat16 else torch.bfloat16
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 10, 9).to(other)
+    w = torch.randn(6, 4, 3, 3, requires_grad=True)
+    wt = torch.randn(4, 3, 2, 2).to(other).requires_grad_()
+    b = torch.randn(6, requires_grad=True)
+    for name, call in [
+        ("conv2d", lambda m: m.conv2d(x, w, b, padding=1)),
+        ("conv2d other-dtype weight", lambda m: m.conv2d(x.float(), w.to(other), padding=1)),
+        ("conv_transpose2d", lambda m: m.conv_transpose2d(x, wt, stride=2)),
+    ]:
+        with torch.autocast("cpu", dtype=dtype):
+            ref = call(F)
+            ours = call(BF)
+        assert ours.dtype == ref.dtype == dtype, name
+        assert rel_l2(ours.float(), ref.float()) < 2e-2, name
+        ours.float().sum().backward()
+    assert w.grad.dtype == torch.float32 and wt.grad.dtype == other
 
 
 @pytest.mark.cuda

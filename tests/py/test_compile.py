@@ -195,3 +195,28 @@ def test_transposed_and_half_models_compile_fullgraph(dtype):
     assert model(x).shape == (2, 4, 12, 12)
     tol = dict(rtol=1e-4, atol=1e-5) if dtype == torch.float32 else dict(rtol=2e-2, atol=2e-2)
     _compiled_matches_eager(model, x, "aot_eager", **tol)
+
+
+@pytest.mark.parametrize("kind", ["conv", "energy", "transposed"])
+def test_modules_compile_with_dynamic_true(kind):
+    """torch.compile(dynamic=True) traces a module's float attributes (compress_rate, energy) as
+    symbolic floats: the argument checks must not stop the trace (math.isfinite did)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    if kind == "transposed":
+        model = blfft.nn.ConvTranspose2d(
+            3, 4, 3, stride=2, padding=1, output_padding=1, compress_rate=0.5
+        )
+    else:
+        knob = dict(energy=0.9) if kind == "energy" else dict(compress_rate=0.5)
+        model = blfft.nn.Conv2d(3, 4, 3, stride=2, padding=1, **knob)
+    compiled = torch.compile(model, backend="aot_eager", dynamic=True, fullgraph=True)
+    for size in [(12, 12), (14, 10)]:
+        x = torch.randn(2, 3, *size).cumsum(-1)
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+    # The value is still guarded on: a new one recompiles, it is not read as a stale constant.
+    if kind == "energy":
+        model.energy = 0.5
+    else:
+        model.compress_rate = 0.75
+    torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)

@@ -94,6 +94,35 @@ def test_weight_gradient_toward_an_unkept_activation_raises(restore_settings):
     assert torch.isfinite(gx).all() and gx.abs().sum() > 0
 
 
+def test_weight_hessian_vector_product_does_not_need_an_unkept_activation(restore_settings):
+    """A Hessian-vector product toward a layer's own weight, whose input is an activation of
+    earlier layers (kept as its spectrum only): the derivative toward that activation is not
+    asked for, so it must not raise; it equals the one computed with the activation kept."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 16, 16, dtype=torch.float64)
+    w1 = torch.randn(4, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    w2 = torch.randn(4, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    v = torch.randn_like(w2)
+
+    def hvp():
+        h = torch.tanh(BF.conv2d(x, w1, padding=1, compress_rate=0.75))
+        y = BF.conv2d(h, w2, padding=1, compress_rate=0.75)
+        (gw2,) = torch.autograd.grad(y.sin().sum(), w2, create_graph=True)
+        return gw2, torch.autograd.grad((gw2 * v).sum(), w2)[0]
+
+    gw2, hv = hvp()
+    blfft.set_input_spectrum_saving("recompute")
+    gw2_kept, hv_kept = hvp()
+    assert rel_l2(gw2, gw2_kept) < 1e-12 and rel_l2(hv, hv_kept) < 1e-12
+    # All the parameters (w1 through the activation): the activation is needed, and it raises.
+    blfft.set_input_spectrum_saving("auto")
+    h = torch.tanh(BF.conv2d(x, w1, padding=1, compress_rate=0.75))
+    y = BF.conv2d(h, w2, padding=1, compress_rate=0.75)
+    (gw2,) = torch.autograd.grad(y.sin().sum(), w2, create_graph=True)
+    with pytest.raises(RuntimeError, match="set_input_spectrum_saving\\('recompute'\\)"):
+        torch.autograd.grad((gw2 * v).sum(), (w1, w2))
+
+
 @pytest.mark.parametrize("rate", [0.5, 0.75])
 def test_second_order_from_kept_spectra_without_the_tensors(rate, restore_settings, monkeypatch):
     """Tensors that need no gradient are not kept beside their spectra: the second-order passes

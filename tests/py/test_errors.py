@@ -250,3 +250,43 @@ def test_binding_refuses_tensors_of_rank_above_five():
     y = torch.zeros(2, 6, 6, 7)
     with pytest.raises(ValueError, match="input has rank 6; blfft takes at most 5"):
         core.forward(p, core.Compression.none(), x, w, None, y)
+
+
+def test_binding_spectra_are_flat_buffers_of_the_geometry_length():
+    # The bindings pass a spectrum tensor to the plan as (pointer, length): any contiguous tensor
+    # of exactly the geometry's number of scalars, wherever it starts in its storage and whatever
+    # its shape; a strided, expanded or transposed one is refused by name, and so is a wrong
+    # length, also where the call does not read that spectrum.
+    core = blfft._core
+    p = core.ConvParams.conv2d(2, 4, 6, (8, 9), (3, 3))
+    c = core.Compression.rate(0.5)
+    g = core.make_geometry(p, c)
+    nx, nw = g.x_spectrum_size, g.w_spectrum_size
+    x, w, go = torch.randn(2, 4, 8, 9), torch.randn(6, 4, 3, 3), torch.randn(2, 6, 6, 7)
+    y, xs, ws = torch.zeros(2, 6, 6, 7), torch.zeros(nx), torch.zeros(nw)
+    core.forward(p, c, x, w, None, y, xs, ws)
+
+    storage = torch.full((nx + 7,), float("nan"))
+    core.input_spectrum(p, c, x, storage[5 : 5 + nx])  # starts 5 scalars into its storage
+    assert torch.equal(storage[5 : 5 + nx], xs) and storage[:5].isnan().all()
+    assert storage[5 + nx :].isnan().all(), "wrote past the spectrum"
+    shaped = torch.zeros(2, nx // 2)
+    core.input_spectrum(p, c, x, shaped)
+    assert torch.equal(shaped.reshape(-1), xs)
+    odd = torch.zeros(1, nx).as_strided((1, nx), (12345, 1))  # size-1 axis: any stride
+    core.input_spectrum(p, c, x, odd)
+    assert torch.equal(odd.reshape(-1), xs)
+
+    for bad in [
+        torch.zeros(2 * nx)[::2],  # strided
+        torch.zeros(1).expand(nx),  # expanded
+        torch.zeros(nx // 2, 2).t(),  # transposed
+    ]:
+        with pytest.raises(ValueError, match="x_spectrum must be contiguous"):
+            core.input_spectrum(p, c, x, bad)
+    dw = torch.zeros(6, 4, 3, 3)
+    with pytest.raises(ValueError, match=f"x_spectrum has {nx - 1} elements"):
+        core.backward(p, c, go, xs[:-1], ws, None, dw, None)
+    # grad_input is None: w_spectrum is not read, and still checked.
+    with pytest.raises(ValueError, match=f"w_spectrum has {nw + 1} elements"):
+        core.backward(p, c, go, xs, torch.zeros(nw + 1), None, dw, None)

@@ -7,6 +7,7 @@ import warnings
 
 import pytest
 import torch
+import torch.fx.experimental.symbolic_shapes  # noqa: F401 (an exception class README names)
 import torch.nn as tnn
 
 import blfft
@@ -47,7 +48,11 @@ def _onnx():
 
 
 def _conv3d_input():
-    BF.conv2d(torch.randn(1, 2, 4, 4, 4), torch.randn(3, 2, 3, 3, 3))
+    BF.conv_transpose2d(torch.randn(1, 2, 4, 4, 4), torch.randn(2, 3, 3, 3, 3))
+
+
+def _conv3d_energy():
+    BF.conv3d(torch.randn(1, 2, 4, 4, 4), torch.randn(3, 2, 3, 3, 3), energy=0.9)
 
 
 def _forward_ad():
@@ -76,9 +81,31 @@ def _energy_under_func():
     torch.func.grad(lambda w: BF.conv2d(x, w, padding=1, energy=0.9).sum())(w)
 
 
+def _compiled_double_backward():
+    m, x = _model()
+    x.requires_grad_()
+    y = torch.compile(m, backend="aot_eager")(x)
+    (gx,) = torch.autograd.grad(y.square().sum(), x, create_graph=True)
+    gx.square().sum().backward()
+
+
+def _mark_dynamic():
+    torch._dynamo.reset()
+    m, _ = _model()
+    x = torch.randn(2, 2, 8, 8)  # (a size-1 dimension is not made dynamic)
+    torch._dynamo.mark_dynamic(x, 0)
+    torch.compile(m, backend="aot_eager")(x)
+
+
 # (what, call, exception class as README names it, message fragment README quotes)
 CASES = [
-    ("3D input", _conv3d_input, "ValueError", "input must have 4 dimensions (N, C, H, W)"),
+    ("3D transposed", _conv3d_input, "ValueError", "input must have 4 dimensions (N, C, H, W)"),
+    (
+        "3D energy",
+        _conv3d_energy,
+        "NotImplementedError",
+        "energy-based compression is not supported for 3D convolutions",
+    ),
     ("script", _script, "torch.jit.frontend.NotSupportedError", "Don't support conversion in"),
     ("trace", _trace, "torch.jit.TracingCheckError", "Tracing failed sanity checks!"),
     ("onnx", _onnx, "torch.onnx.errors.UnsupportedOperatorError", "unrecognized namespace"),
@@ -86,6 +113,18 @@ CASES = [
     ("transposed energy", _transposed_energy, "ValueError", "energy selection does not apply"),
     ("energy under torch.func", _energy_under_func, "NotImplementedError", "energy selection"),
     ("discarded input", _discarded_input, "RuntimeError", "set_input_spectrum_saving('recompute')"),
+    (
+        "compiled double backward",
+        _compiled_double_backward,
+        "RuntimeError",
+        "torch.compile with aot_autograd does not currently support double backward",
+    ),
+    (
+        "mark_dynamic",
+        _mark_dynamic,
+        "torch.fx.experimental.symbolic_shapes.ConstraintViolationError",
+        "specialized it to be a constant",
+    ),
 ]
 
 
@@ -111,7 +150,7 @@ def test_listed_errors_are_raised(what, call, exc, fragment):
 
 
 def test_what_works_instead():
-    # check_trace=False traces, torch.export exports, convert leaves Conv3d alone.
+    # check_trace=False traces, torch.export exports, convert converts Conv3d (CPU backend).
     m, x = _model()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -120,5 +159,5 @@ def test_what_works_instead():
     exported = torch.export.export(m, (x,))
     torch.testing.assert_close(exported.module()(x), m(x))
     net = blfft.convert(tnn.Sequential(tnn.Conv3d(2, 2, 3)))
-    assert type(net[0]) is tnn.Conv3d
+    assert type(net[0]) is blfft.nn.Conv3d
     assert "`torch.export.export(model, (x,))` works" in _limitations()

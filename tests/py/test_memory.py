@@ -73,6 +73,23 @@ def test_leaf_input_is_kept_by_reference():
     assert any(t.numel() == g.x_spectrum_size for t in saved)
 
 
+def test_an_activation_whose_spectrum_is_kept_is_freed():
+    # An intermediate activation (input and weight both require grad): forward keeps its
+    # spectrum, not it, nor anything sharing its storage (the link that lets a second-order
+    # backward tell "toward this input" apart is an empty tensor of its own).
+    from torch.multiprocessing.reductions import StorageWeakRef
+
+    x = torch.randn(2, 8, 32, 32, requires_grad=True)
+    w = torch.randn(8, 8, 3, 3, requires_grad=True)
+    h = x * 2
+    storage = StorageWeakRef(h.untyped_storage())
+    y = BF.conv2d(h, w, padding=1, compress_rate=0.75)
+    del h
+    assert storage.expired()
+    y.sum().backward()
+    assert x.grad is not None and w.grad is not None
+
+
 def test_input_is_kept_when_its_spectrum_is_larger():
     # Tiny map, no compression: the compressed spectrum (2 * kept per channel) exceeds H * W.
     x = torch.randn(4, 8, 4, 4, requires_grad=True)

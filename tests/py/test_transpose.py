@@ -174,3 +174,47 @@ def test_modules_match_torch_and_convert(ndim):
         torch.testing.assert_close(net(x), y_eval, rtol=1e-12, atol=1e-12)
     assert net[1]._blfft_weight_cache.hits == 1
     assert blfft.set_compression(net, 0.1, energy=0.5) == 1 and net[1].energy is None
+
+
+def test_set_compression_with_energy_only_leaves_transposed_layers_out():
+    """energy= alone changes nothing on a transposed layer (rates only): it is not counted."""
+    net = tnn.Sequential(tnn.Conv2d(2, 4, 3), tnn.ConvTranspose2d(4, 2, 2, stride=2))
+    blfft.convert(net, compress_rate=0.3)
+    assert blfft.set_compression(net, energy=0.9) == 1
+    assert net[0].energy == 0.9 and net[1].energy is None and net[1].compress_rate == 0.3
+    assert blfft.set_compression(net, 0.5, energy=0.9) == 2 and net[1].compress_rate == 0.5
+    assert blfft.set_compression(net, mode="inference") == 2
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        (4, 6, 2, (3, 3), 2, 1, 1, 1, (5, 6), 0.5),
+        (3, 2, 1, (4, 4), 2, 1, 0, 1, (6, 5), 0.75),
+        (2, 4, 2, (3, 2), (3, 2), (1, 0), (2, 1), (1, 2), (5, 4), 0.6),  # output_padding >= stride
+    ],
+    ids=str,
+)
+def test_matches_the_dense_reference_at_rate_above_zero(case):
+    """Output and weight gradient against the dense reference's input and weight gradients of
+    the band-limited convolution (tests/py/reference.py)."""
+    from reference import dense_conv
+
+    cin, cout, groups, k, s, p, op, d, size, rate = case
+    torch.manual_seed(0)
+    x = torch.randn(2, cin, *size, dtype=torch.float64)
+    w = torch.randn(cin, cout // groups, *k, dtype=torch.float64, requires_grad=True)
+    y = BF.conv_transpose2d(x, w, None, s, p, op, groups, d, compress_rate=rate)
+    z = torch.zeros(y.shape, dtype=torch.float64, requires_grad=True)
+    out = dense_conv(z, w.detach(), None, s, p, d, groups, rate=rate)
+    padded = torch.zeros(out.shape, dtype=torch.float64)  # the convolution's output may be longer
+    padded[..., : size[0], : size[1]] = x
+    (ref,) = torch.autograd.grad(out, z, padded)
+    assert_close(y, ref, torch.float64, "output")
+    gy = torch.randn_like(y)
+    (gw,) = torch.autograd.grad(y, w, gy)
+    wr = w.detach().clone().requires_grad_()
+    (gw_ref,) = torch.autograd.grad(
+        dense_conv(gy, wr, None, s, p, d, groups, rate=rate), wr, padded
+    )
+    assert_close(gw, gw_ref, torch.float64, "weight gradient")

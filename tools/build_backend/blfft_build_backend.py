@@ -16,9 +16,9 @@ platform, not the tools), and without them an isolated build (``pip install .``)
 and silently builds a CPU-only blfft. With them, ``cmake/blfftCuda.cmake`` finds cuFFT in the build
 environment, asking the building interpreter (never the source tree's ``.venv`` or
 ``$VIRTUAL_ENV``), so that every build of one source uses the same pinned cuFFT headers.
-At run time ``blfft._cuda`` loads ``libcufft.so.12`` from the ``nvidia-cufft`` wheel in the same
-site-packages (RUNPATH ``$ORIGIN/../nvidia/cu13/lib``): the extra ``blfft[cuda]``, or what torch's
-CUDA 13 builds install.
+At run time ``blfft._cuda`` loads ``libcufft.so.12`` and ``libcublas.so.13`` from the
+``nvidia-cufft`` and ``nvidia-cublas`` wheels in the same site-packages (RUNPATH
+``$ORIGIN/../nvidia/cu13/lib``): the extra ``blfft[cuda]``, or what torch's CUDA 13 builds install.
 """
 
 from __future__ import annotations
@@ -34,10 +34,9 @@ from scikit_build_core.build import (
     get_requires_for_build_wheel as _skb_requires_wheel,
 )
 
-# The cuFFT the CUDA backend is built against (CUDA 13: headers and libcufft.so.12 under
-# site-packages/nvidia/cu13/). The backend does not call cuBLAS yet (cuda/README.md): add the
-# pinned nvidia-cublas here once cuda/ links it.
-CUDA_BUILD_REQUIRES = ["nvidia-cufft==12.0.0.61"]
+# The cuFFT and cuBLAS the CUDA backend is built against (CUDA 13: headers, libcufft.so.12 and
+# libcublas.so.13 under site-packages/nvidia/cu13/; cuBLAS does the mixing GEMMs).
+CUDA_BUILD_REQUIRES = ["nvidia-cufft==12.0.0.61", "nvidia-cublas==13.10.0.20"]
 
 
 def _setting(config_settings, key: str) -> str | None:

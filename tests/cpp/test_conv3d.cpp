@@ -1,0 +1,309 @@
+// 3D convolutions (conv_params::conv3d) on the CPU backend:
+// - the geometry: shapes, grid, kept set (per-axis band limits with ndim = 3);
+// - at r = 0 forward and all gradients against a direct double-precision 3D convolution (loops,
+//   independent of the library), for every stride, padding, dilation and groups in the list,
+//   float and double, both transform engines;
+// - at r > 0 the adjoint identities of the two gradient passes, <conv(x, w), g> = <x, dx(g)> =
+//   <w, dw(g)>, and the band limit itself (a pure tone above the band vanishes);
+// - the refusals: explicit kept indices, energy selection.
+
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "blfft/blfft.hpp"
+
+namespace {
+
+using blfft::compression;
+using blfft::conv_params;
+using i64 = int64_t;
+using vec = std::vector<double>;
+
+vec random_vec(i64 n, uint64_t seed) {
+  std::mt19937_64 gen(seed);
+  std::uniform_real_distribution<double> u(-1.0, 1.0);
+  vec v(static_cast<size_t>(n));
+  for (auto& e : v) e = u(gen);
+  return v;
+}
+
+double rel_l2(const vec& got, const vec& ref) {
+  if (got.size() != ref.size()) return INFINITY;
+  double num = 0, den = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (!std::isfinite(got[i])) return INFINITY;
+    num += (got[i] - ref[i]) * (got[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+double dot(const vec& a, const vec& b) {
+  double s = 0;
+  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
+  return s;
+}
+
+/// The sizes of a 3D layer by the rules of docs/design.md 1.1, per axis (d, h, w).
+struct dims3 {
+  i64 N, C, F, G, Cg, Fg;
+  std::array<i64, 3> in, k, s, p, dl, out;
+};
+
+dims3 dims_of(i64 N, i64 C, i64 F, i64 G, std::array<i64, 3> in, std::array<i64, 3> k,
+              std::array<i64, 3> s, std::array<i64, 3> p, std::array<i64, 3> dl) {
+  dims3 d{N, C, F, G, C / G, F / G, in, k, s, p, dl, {}};
+  for (int a = 0; a < 3; ++a) {
+    const i64 full = in[a] + 2 * p[a] - dl[a] * (k[a] - 1);
+    d.out[a] = (full - 1) / s[a] + 1;
+  }
+  return d;
+}
+
+/// Calls tap(y index, x index, w index) for every product of direct 3D cross-correlation.
+template <class Tap>
+void for_each_tap(const dims3& d, Tap&& tap) {
+  const auto [Do, Ho, Wo] = d.out;
+  const auto [D, H, W] = d.in;
+  const auto [KD, KH, KW] = d.k;
+  for (i64 n = 0; n < d.N; ++n)
+    for (i64 f = 0; f < d.F; ++f) {
+      const i64 grp = f / d.Fg;
+      for (i64 od = 0; od < Do; ++od)
+        for (i64 oh = 0; oh < Ho; ++oh)
+          for (i64 ow = 0; ow < Wo; ++ow) {
+            const i64 yi = (((n * d.F + f) * Do + od) * Ho + oh) * Wo + ow;
+            for (i64 c = 0; c < d.Cg; ++c)
+              for (i64 a = 0; a < KD; ++a) {
+                const i64 id = od * d.s[0] + a * d.dl[0] - d.p[0];
+                if (id < 0 || id >= D) continue;
+                for (i64 b = 0; b < KH; ++b) {
+                  const i64 ih = oh * d.s[1] + b * d.dl[1] - d.p[1];
+                  if (ih < 0 || ih >= H) continue;
+                  for (i64 e = 0; e < KW; ++e) {
+                    const i64 iw = ow * d.s[2] + e * d.dl[2] - d.p[2];
+                    if (iw < 0 || iw >= W) continue;
+                    const i64 ch = grp * d.Cg + c;
+                    const i64 xi = (((n * d.C + ch) * D + id) * H + ih) * W + iw;
+                    const i64 wi = (((f * d.Cg + c) * KD + a) * KH + b) * KW + e;
+                    tap(yi, xi, wi);
+                  }
+                }
+              }
+          }
+    }
+}
+
+struct reference {
+  vec y, dx, dw, db;
+};
+
+reference direct(const dims3& d, const vec& x, const vec& w, const vec& bias, const vec& g) {
+  reference r;
+  const i64 per_f = d.out[0] * d.out[1] * d.out[2];
+  r.y.assign(static_cast<size_t>(d.N * d.F * per_f), 0.0);
+  r.dx.assign(x.size(), 0.0);
+  r.dw.assign(w.size(), 0.0);
+  r.db.assign(static_cast<size_t>(d.F), 0.0);
+  for_each_tap(d, [&](i64 yi, i64 xi, i64 wi) {
+    r.y[yi] += x[xi] * w[wi];
+    r.dx[xi] += g[yi] * w[wi];
+    r.dw[wi] += g[yi] * x[xi];
+  });
+  for (size_t i = 0; i < r.y.size(); ++i) {
+    const i64 f = (static_cast<i64>(i) / per_f) % d.F;
+    r.y[i] += bias[static_cast<size_t>(f)];
+    r.db[static_cast<size_t>(f)] += g[i];
+  }
+  return r;
+}
+
+template <class T>
+std::vector<T> to(const vec& v) {
+  return std::vector<T>(v.begin(), v.end());
+}
+template <class T>
+vec from(const std::vector<T>& v) {
+  return vec(v.begin(), v.end());
+}
+
+struct case3 {
+  i64 N, C, F, G;
+  std::array<i64, 3> in, k, s, p, dl;
+};
+
+conv_params params_of(const case3& c) {
+  return conv_params::conv3d(c.N, c.C, c.F, c.in, c.k, c.s, c.p, c.dl, c.G);
+}
+
+/// Forward (keeping the spectra) and backward of plan `pl`, all in T, widened. `keep_weight`:
+/// the whole weight spectrum is made and kept; else forward and backward mix from the weight's
+/// depth slices (backward_with_weight).
+template <class T>
+reference run(const blfft::plan<T>& pl, const vec& x, const vec& w, const vec& b, const vec& g,
+              bool keep_weight = true) {
+  const auto& geo = pl.geometry();
+  auto xt = to<T>(x), wt = to<T>(w), bt = to<T>(b), gt = to<T>(g);
+  std::vector<T> y(static_cast<size_t>(geo.output_size())), dx(x.size()), dw(w.size()),
+      db(b.size()), xs(static_cast<size_t>(geo.x_spectrum_size())),
+      ws(static_cast<size_t>(geo.w_spectrum_size()));
+  using cv = blfft::tensor_view<const T>;
+  using mv = blfft::tensor_view<T>;
+  const auto xv = cv::contiguous(xt.data(), geo.input_shape());
+  const auto wv = cv::contiguous(wt.data(), geo.weight_shape());
+  const auto gv = cv::contiguous(gt.data(), geo.output_shape());
+  const auto yv = mv::contiguous(y.data(), geo.output_shape());
+  const auto dxv = mv::contiguous(dx.data(), geo.input_shape());
+  const auto dwv = mv::contiguous(dw.data(), geo.weight_shape());
+  if (!keep_weight) {
+    pl.forward(xv, wv, bt.data(), yv, {xs.data(), geo.x_spectrum_size()});
+    pl.backward_with_weight(gv, {xs.data(), geo.x_spectrum_size()}, wv, &dxv, &dwv, db.data());
+    return {from(y), from(dx), from(dw), from(db)};
+  }
+  pl.forward(xv, wv, bt.data(), yv, {xs.data(), geo.x_spectrum_size()},
+             {ws.data(), geo.w_spectrum_size()});
+  pl.backward(gv, {xs.data(), geo.x_spectrum_size()}, {ws.data(), geo.w_spectrum_size()}, &dxv,
+              &dwv, db.data());
+  return {from(y), from(dx), from(dw), from(db)};
+}
+
+std::vector<case3> cases() {
+  // N, C, F, groups, input {D, H, W}, kernel, stride, padding, dilation
+  return {
+      {2, 3, 4, 1, {5, 6, 7}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}},
+      {1, 2, 3, 1, {7, 5, 6}, {3, 2, 3}, {2, 1, 2}, {1, 0, 2}, {1, 2, 1}},
+      {2, 4, 6, 2, {6, 6, 5}, {2, 3, 2}, {1, 2, 1}, {2, 1, 0}, {2, 1, 2}},
+      {2, 4, 4, 4, {4, 5, 5}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}},  // depthwise
+      {1, 2, 2, 1, {9, 4, 4}, {3, 1, 1}, {3, 1, 1}, {3, 0, 0}, {3, 1, 1}},  // temporal only
+      {2, 2, 3, 1, {1, 5, 6}, {1, 3, 3}, {1, 1, 1}, {0, 1, 1}, {1, 1, 1}},  // depth 1
+      {1, 3, 2, 1, {3, 3, 3}, {5, 5, 5}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}},  // kernel = padded
+  };
+}
+
+template <class T>
+void check_against_direct(blfft::transform_method m, double tol) {
+  uint64_t seed = 1;
+  for (const auto& c : cases()) {
+    const auto p = params_of(c);
+    const auto d = dims_of(c.N, c.C, c.F, c.G, c.in, c.k, c.s, c.p, c.dl);
+    blfft::plan_options o;
+    o.method = m;
+    blfft::plan<T> pl(p, compression::none(), o);
+    const auto& geo = pl.geometry();
+    ASSERT_EQ(geo.kept, geo.total);
+    const vec x = random_vec(geo.input_size(), seed++), w = random_vec(geo.weight_size(), seed++);
+    const vec b = random_vec(c.F, seed++), g = random_vec(geo.output_size(), seed++);
+    const auto ref = direct(d, x, w, b, g);
+    for (bool keep : {true, false}) {
+      const auto got = run<T>(pl, x, w, b, g, keep);
+      EXPECT_LT(rel_l2(got.y, ref.y), tol) << geo.describe() << " keep " << keep;
+      EXPECT_LT(rel_l2(got.dx, ref.dx), tol) << geo.describe() << " keep " << keep;
+      EXPECT_LT(rel_l2(got.dw, ref.dw), tol) << geo.describe() << " keep " << keep;
+      EXPECT_LT(rel_l2(got.db, ref.db), tol) << geo.describe() << " keep " << keep;
+    }
+  }
+}
+
+TEST(Conv3d, Geometry) {
+  const auto p = conv_params::conv3d(2, 3, 4, {16, 20, 21}, {3, 3, 3}, {2, 1, 1}, {1, 1, 1});
+  const auto g = blfft::make_geometry(p, compression::rate(0.5));
+  EXPECT_EQ(g.input_shape(), (std::vector<i64>{2, 3, 16, 20, 21}));
+  EXPECT_EQ(g.weight_shape(), (std::vector<i64>{4, 3, 3, 3, 3}));
+  EXPECT_EQ(g.output_shape(), (std::vector<i64>{2, 4, 8, 20, 21}));
+  EXPECT_EQ(g.depth_grid, 18);
+  EXPECT_EQ(g.grid[0], 24);
+  EXPECT_EQ(g.grid[1], 24);
+  const auto limit = [](i64 L) {
+    return std::max<i64>(1,
+                         static_cast<i64>(std::floor((L / 2 + 1) * std::pow(0.5, 1.0 / 3) + 1e-9)));
+  };
+  EXPECT_EQ(g.depth_limit, limit(18));
+  EXPECT_EQ(g.limits[0], limit(24));
+  EXPECT_EQ(g.limits[1], limit(24));
+  EXPECT_EQ(static_cast<i64>(g.kept_depth.size()), 2 * limit(18) - 1);
+  EXPECT_EQ(g.kept,
+            static_cast<i64>(g.kept_depth.size() * g.kept_rows.size() * g.kept_cols.size()));
+  EXPECT_EQ(g.total, 18 * 24 * 13);
+  EXPECT_EQ(g.x_spectrum_size(), 2 * g.kept * 2 * 3);
+  // band3: explicit limits; 2D layers keep the trivial depth axis.
+  const auto b = blfft::make_geometry(p, compression::band3(2, 3, 4));
+  EXPECT_EQ(b.kept_depth, (std::vector<i64>{0, 1, 17}));
+  EXPECT_EQ(b.kept, 3 * 5 * 4);
+  const auto g2 = blfft::make_geometry(conv_params::conv2d(1, 1, 1, {5, 5}, {3, 3}));
+  EXPECT_EQ(g2.kept_depth, (std::vector<i64>{0}));
+  EXPECT_EQ(g2.depth_grid, 1);
+}
+
+TEST(Conv3d, Refusals) {
+  const auto p = conv_params::conv3d(1, 1, 1, {4, 4, 4}, {3, 3, 3});
+  EXPECT_THROW(blfft::make_geometry(p, compression::indices({}, {})), blfft::error);
+  EXPECT_THROW(blfft::make_geometry(p, compression::band(2, 2)), blfft::error);  // no i_d
+  auto bad = conv_params::conv2d(1, 1, 1, {4, 4}, {3, 3});
+  bad.depth.input = 2;
+  EXPECT_THROW(blfft::make_geometry(bad), blfft::error);
+  std::vector<float> x(64);
+  const auto xv = blfft::tensor_view<const float>::contiguous(x.data(), {1, 1, 4, 4, 4});
+  EXPECT_THROW(blfft::select_by_energy<float>(p, xv, 0.9), blfft::error);
+}
+
+TEST(Conv3d, DoubleMatchesDirectMatmul) {
+  check_against_direct<double>(blfft::transform_method::matmul, 1e-10);
+}
+TEST(Conv3d, DoubleMatchesDirectFft) {
+  check_against_direct<double>(blfft::transform_method::fft, 1e-10);
+}
+TEST(Conv3d, FloatMatchesDirect) {
+  check_against_direct<float>(blfft::transform_method::automatic, 1e-4);
+}
+
+// r > 0: the gradients are the exact adjoints of the band-limited forward.
+TEST(Conv3d, CompressedGradientsAreAdjoints) {
+  uint64_t seed = 100;
+  for (const auto& c : cases()) {
+    for (double rate : {0.3, 0.75}) {
+      const auto p = params_of(c);
+      blfft::plan<double> pl(p, compression::rate(rate));
+      const auto& geo = pl.geometry();
+      const vec x = random_vec(geo.input_size(), seed++);
+      const vec w = random_vec(geo.weight_size(), seed++);
+      const vec b(static_cast<size_t>(c.F), 0.0);
+      const vec g = random_vec(geo.output_size(), seed++);
+      const auto got = run<double>(pl, x, w, b, g);
+      const double lhs = dot(got.y, g);
+      EXPECT_NEAR(dot(x, got.dx), lhs, 1e-10 * (std::abs(lhs) + 1)) << geo.describe();
+      EXPECT_NEAR(dot(w, got.dw), lhs, 1e-10 * (std::abs(lhs) + 1)) << geo.describe();
+      // Mixing from the weight's depth slices is the same operator.
+      const auto taps = run<double>(pl, x, w, b, g, false);
+      EXPECT_LT(rel_l2(taps.y, got.y), 1e-12) << geo.describe();
+      EXPECT_LT(rel_l2(taps.dx, got.dx), 1e-12) << geo.describe();
+      EXPECT_LT(rel_l2(taps.dw, got.dw), 1e-12) << geo.describe();
+    }
+  }
+}
+
+// A pure depth tone above the band is removed; one inside it passes unchanged (1x1x1 kernel).
+TEST(Conv3d, BandLimitAlongDepth) {
+  const i64 D = 16;
+  const auto p = conv_params::conv3d(1, 1, 1, {D, 4, 4}, {1, 1, 1});
+  blfft::plan<double> pl(p, compression::band3(3, 3, 3));  // |k_d| <= 2
+  ASSERT_EQ(pl.geometry().depth_grid, D);
+  for (i64 k : {1, 2, 5}) {
+    vec x(static_cast<size_t>(D * 16));
+    for (i64 d = 0; d < D; ++d)
+      for (i64 j = 0; j < 16; ++j)
+        x[static_cast<size_t>(d * 16 + j)] = std::cos(2 * M_PI * static_cast<double>(k * d) / D);
+    const vec w{1.0}, b{0.0}, g(x.size(), 0.0);
+    const auto got = run<double>(pl, x, w, b, g);
+    const vec expect = k <= 2 ? x : vec(x.size(), 0.0);
+    double err = 0;
+    for (size_t i = 0; i < x.size(); ++i) err = std::max(err, std::abs(got.y[i] - expect[i]));
+    EXPECT_LT(err, 1e-12) << "tone k_d = " << k;
+  }
+}
+
+}  // namespace
