@@ -60,98 +60,79 @@ set(_blfft_cufft_root "${BLFFT_CUFFT_ROOT}")
 if(NOT _blfft_cufft_root AND DEFINED ENV{BLFFT_CUFFT_ROOT})
   set(_blfft_cufft_root "$ENV{BLFFT_CUFFT_ROOT}")
 endif()
-foreach(_var IN ITEMS BLFFT_CUFFT_INCLUDE_DIR BLFFT_CUFFT_LIBRARY)
-  if(DEFINED SKBUILD OR (${_var} AND NOT EXISTS "${${_var}}"))
-    unset(${_var} CACHE)
-  endif()
-endforeach()
-set(_blfft_cufft_hints "")
+set(_blfft_cuda_hints "")
 foreach(_root IN ITEMS "${_blfft_cufft_root}" "${_blfft_cuda_root}" "$ENV{CUDA_HOME}"
                         "$ENV{CUDA_PATH}")
   if(_root)
-    list(APPEND _blfft_cufft_hints "${_root}")
+    list(APPEND _blfft_cuda_hints "${_root}")
   endif()
 endforeach()
-# The build environment's nvidia-cufft: the first sys.path entry with nvidia/cu13 (CUDA 13
-# wheels) or nvidia/cufft (CUDA 12 ones) holding cufft.h.
-if(Python_EXECUTABLE AND NOT _blfft_cufft_root)
-  execute_process(COMMAND "${Python_EXECUTABLE}" -c [=[
-import os, sys
-for p in sys.path:
-    for sub in ("cu13", "cufft"):
-        d = os.path.join(p or ".", "nvidia", sub)
-        if os.path.isfile(os.path.join(d, "include", "cufft.h")):
-            print(os.path.realpath(d)); sys.exit(0)
-]=]
-                  OUTPUT_VARIABLE _blfft_env_cufft OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
-  if(_blfft_env_cufft)
-    list(APPEND _blfft_cufft_hints "${_blfft_env_cufft}")
-  endif()
-endif()
-if(NOT DEFINED SKBUILD AND NOT _blfft_cufft_root)
-  foreach(_venv IN ITEMS "${PROJECT_SOURCE_DIR}/.venv" "$ENV{VIRTUAL_ENV}")
-    if(_venv)
-      file(GLOB _blfft_wheel_dirs LIST_DIRECTORIES true
-           "${_venv}/lib/python3*/site-packages/nvidia/cu13"
-           "${_venv}/lib/python3*/site-packages/nvidia/cufft")
-      list(APPEND _blfft_cufft_hints ${_blfft_wheel_dirs})
+
+# _blfft_find_cuda_lib(<NAME> LABEL <label> HEADER <header> WHEEL <sub> NAMES <library names...>
+#                      MISSING <text>)
+# Sets the cache variables BLFFT_<NAME>_INCLUDE_DIR (the folder of <header>) and
+# BLFFT_<NAME>_LIBRARY, searched again at every wheel configure (SKBUILD) or when the cached path
+# is gone. Looks in _blfft_cuda_hints, to which it first appends (and leaves appended, so that
+# cuBLAS is also looked for where cuFFT was) the build environment's wheel folder: the first
+# sys.path entry with nvidia/cu13 (CUDA 13 wheels) or nvidia/<sub> (CUDA 12 ones) holding
+# include/<header>; and, in developer builds, the .venv's and $VIRTUAL_ENV's. Neither when
+# BLFFT_CUFFT_ROOT is given. Appends <text> to _blfft_cuda_missing when not found.
+function(_blfft_find_cuda_lib name)
+  cmake_parse_arguments(PARSE_ARGV 1 _arg "" "LABEL;HEADER;WHEEL;MISSING" "NAMES")
+  foreach(_var IN ITEMS BLFFT_${name}_INCLUDE_DIR BLFFT_${name}_LIBRARY)
+    if(DEFINED SKBUILD OR (${_var} AND NOT EXISTS "${${_var}}"))
+      unset(${_var} CACHE)
     endif()
   endforeach()
-endif()
+  set(_hints ${_blfft_cuda_hints})
+  if(Python_EXECUTABLE AND NOT _blfft_cufft_root)
+    execute_process(COMMAND "${Python_EXECUTABLE}" -c [=[
+import os, sys
+sub, header = sys.argv[1:3]
+for p in sys.path:
+    for s in ("cu13", sub):
+        d = os.path.join(p or ".", "nvidia", s)
+        if os.path.isfile(os.path.join(d, "include", header)):
+            print(os.path.realpath(d)); sys.exit(0)
+]=] "${_arg_WHEEL}" "${_arg_HEADER}"
+                    OUTPUT_VARIABLE _env_dir OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+    if(_env_dir)
+      list(APPEND _hints "${_env_dir}")
+    endif()
+  endif()
+  if(NOT DEFINED SKBUILD AND NOT _blfft_cufft_root)
+    foreach(_venv IN ITEMS "${PROJECT_SOURCE_DIR}/.venv" "$ENV{VIRTUAL_ENV}")
+      if(_venv)
+        file(GLOB _wheel_dirs LIST_DIRECTORIES true
+             "${_venv}/lib/python3*/site-packages/nvidia/cu13"
+             "${_venv}/lib/python3*/site-packages/nvidia/${_arg_WHEEL}")
+        list(APPEND _hints ${_wheel_dirs})
+      endif()
+    endforeach()
+  endif()
+  set(_blfft_cuda_hints ${_hints} PARENT_SCOPE)
+  find_path(BLFFT_${name}_INCLUDE_DIR NAMES ${_arg_HEADER} HINTS ${_hints}
+            PATH_SUFFIXES include targets/x86_64-linux/include targets/sbsa-linux/include
+            DOC "${_arg_LABEL} headers")
+  find_library(BLFFT_${name}_LIBRARY NAMES ${_arg_NAMES} HINTS ${_hints}
+               PATH_SUFFIXES lib64 lib DOC "${_arg_LABEL} library")
+  if(NOT BLFFT_${name}_INCLUDE_DIR OR NOT BLFFT_${name}_LIBRARY)
+    set(_blfft_cuda_missing ${_blfft_cuda_missing} "${_arg_MISSING}" PARENT_SCOPE)
+  endif()
+endfunction()
 
-find_path(BLFFT_CUFFT_INCLUDE_DIR NAMES cufft.h HINTS ${_blfft_cufft_hints}
-          PATH_SUFFIXES include targets/x86_64-linux/include targets/sbsa-linux/include
-          DOC "cuFFT headers")
 # The wheels ship only the versioned file (libcufft.so.12 for CUDA 13, .so.11 for CUDA 12).
-find_library(BLFFT_CUFFT_LIBRARY NAMES cufft libcufft.so.12 libcufft.so.11
-             HINTS ${_blfft_cufft_hints} PATH_SUFFIXES lib64 lib
-             DOC "cuFFT library")
-if(NOT BLFFT_CUFFT_INCLUDE_DIR OR NOT BLFFT_CUFFT_LIBRARY)
-  list(APPEND _blfft_cuda_missing
-       "cuFFT (a CUDA toolkit with cuFFT, nvidia-cufft in the build environment, or set BLFFT_CUFFT_ROOT)")
-endif()
+_blfft_find_cuda_lib(CUFFT LABEL cuFFT HEADER cufft.h WHEEL cufft
+                     NAMES cufft libcufft.so.12 libcufft.so.11
+                     MISSING "cuFFT (a CUDA toolkit with cuFFT, nvidia-cufft in the build \
+environment, or set BLFFT_CUFFT_ROOT)")
 # cuBLAS (the mixing on tensor cores): the same places, the nvidia-cublas wheel next to
 # nvidia-cufft (site-packages/nvidia/cu13: cublas_v2.h, libcublas.so.13; CUDA 12's wheel:
 # nvidia/cublas, libcublas.so.12), or the toolkit.
-foreach(_var IN ITEMS BLFFT_CUBLAS_INCLUDE_DIR BLFFT_CUBLAS_LIBRARY)
-  if(DEFINED SKBUILD OR (${_var} AND NOT EXISTS "${${_var}}"))
-    unset(${_var} CACHE)
-  endif()
-endforeach()
-set(_blfft_cublas_hints ${_blfft_cufft_hints})
-if(Python_EXECUTABLE AND NOT _blfft_cufft_root)
-  execute_process(COMMAND "${Python_EXECUTABLE}" -c [=[
-import os, sys
-for p in sys.path:
-    for sub in ("cu13", "cublas"):
-        d = os.path.join(p or ".", "nvidia", sub)
-        if os.path.isfile(os.path.join(d, "include", "cublas_v2.h")):
-            print(os.path.realpath(d)); sys.exit(0)
-]=]
-                  OUTPUT_VARIABLE _blfft_env_cublas OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
-  if(_blfft_env_cublas)
-    list(APPEND _blfft_cublas_hints "${_blfft_env_cublas}")
-  endif()
-endif()
-if(NOT DEFINED SKBUILD AND NOT _blfft_cufft_root)
-  foreach(_venv IN ITEMS "${PROJECT_SOURCE_DIR}/.venv" "$ENV{VIRTUAL_ENV}")
-    if(_venv)
-      file(GLOB _blfft_wheel_dirs LIST_DIRECTORIES true
-           "${_venv}/lib/python3*/site-packages/nvidia/cublas")
-      list(APPEND _blfft_cublas_hints ${_blfft_wheel_dirs})
-    endif()
-  endforeach()
-endif()
-find_path(BLFFT_CUBLAS_INCLUDE_DIR NAMES cublas_v2.h HINTS ${_blfft_cublas_hints}
-          PATH_SUFFIXES include targets/x86_64-linux/include targets/sbsa-linux/include
-          DOC "cuBLAS headers")
-find_library(BLFFT_CUBLAS_LIBRARY NAMES cublas libcublas.so.13 libcublas.so.12
-             HINTS ${_blfft_cublas_hints} PATH_SUFFIXES lib64 lib
-             DOC "cuBLAS library")
-if(NOT BLFFT_CUBLAS_INCLUDE_DIR OR NOT BLFFT_CUBLAS_LIBRARY)
-  list(APPEND _blfft_cuda_missing
-       "cuBLAS (a CUDA toolkit with cuBLAS, nvidia-cublas in the build environment, or set BLFFT_CUFFT_ROOT to a folder with both)")
-endif()
+_blfft_find_cuda_lib(CUBLAS LABEL cuBLAS HEADER cublas_v2.h WHEEL cublas
+                     NAMES cublas libcublas.so.13 libcublas.so.12
+                     MISSING "cuBLAS (a CUDA toolkit with cuBLAS, nvidia-cublas in the build \
+environment, or set BLFFT_CUFFT_ROOT to a folder with both)")
 
 if(_blfft_cuda_missing)
   list(JOIN _blfft_cuda_missing "; " _blfft_missing_text)

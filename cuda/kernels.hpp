@@ -28,7 +28,17 @@ using blfft::detail::image_view;  // a strided (b, ch, h, w) view, element strid
 // Flat, one-thread-per-element kernels
 // ---------------------------------------------------------------------------------------------
 
+/// What every kernel declares for its launch (kernels.cu, the emulator): simple or phased,
+/// threads a block, and the blocks an SM should at least hold (__launch_bounds__).
+template <bool Phased, unsigned Threads, unsigned MinBlocks = 1>
+struct kernel_traits {
+  static constexpr bool phased = Phased;
+  static constexpr unsigned threads = Threads, min_blocks = MinBlocks;
+};
+
 constexpr unsigned flat_threads = 256;
+/// A simple kernel over flat_dims.
+using flat_kernel = kernel_traits<false, flat_threads>;
 
 /// Grid of 1D blocks of `flat_threads` covering n elements (n < 2^31).
 inline launch_dims flat_dims(int64_t n) {
@@ -48,43 +58,53 @@ BLFFT_HD_INLINE bool flat_item(idx3 b, idx3 t, uint32_t n, uint32_t& i) {
   return true;
 }
 
-/// Row packing for the row r2c transforms: rows[(jl * Rh + r) * Lw + c] = the sample of image
-/// j0 + jl, row r, that is placed at grid column c (c = off_w + step_w * i), else 0. Images are
-/// j = b * CH + ch. One thread per element of the rows buffer (rows of the zero-padded grid that
-/// hold data; the all-zero rows are never built).
+/// Where the rows buffer of the row transforms holds a chunk's samples (pack_rows,
+/// unpack_rows): Rh data rows of Lw grid columns per image, for images j0, j0 + 1, ... (image
+/// j = b * CH + ch); a row's Rw samples at grid columns off_w + step_w * i.
+struct row_layout {
+  uint32_t Lw = 1, Rh = 1, Rw = 1, CH = 1, j0 = 0;
+  int32_t off_w = 0, step_w = 1;
+
+  /// The offset in view v of sample i of the data row that row `row` of the buffer holds; the
+  /// image's channel in ch.
+  template <class View>
+  BLFFT_HD_INLINE int64_t sample(const View& v, uint32_t row, uint32_t i, uint32_t& ch) const {
+    const uint32_t jl = row / Rh, j = j0 + jl, r = row - jl * Rh, b = j / CH;
+    ch = j - b * CH;
+    return int64_t(b) * v.stride_b + int64_t(ch) * v.stride_ch + int64_t(r) * v.stride_h +
+           int64_t(i) * v.stride_w;
+  }
+};
+
+/// Row packing for the row r2c transforms (layout rl): rows[(jl * Rh + r) * Lw + c] = the sample of
+/// image j0 + jl, row r, that is placed at grid column c (c = off_w + step_w * i), else 0. Images
+/// are j = b * CH + ch. One thread per element of the rows buffer (rows of the zero-padded grid
+/// that hold data; the all-zero rows are never built).
 template <class T>
-struct pack_rows {
-  static constexpr bool phased = false;
-  static constexpr unsigned threads = flat_threads, min_blocks = 1;
+struct pack_rows : flat_kernel {
   static constexpr const char* name = "pack_rows";
 
   image_view<const T> src;
   T* rows = nullptr;
   uint32_t n = 0;  ///< images in this chunk * Rh * Lw
-  uint32_t Lw = 1, Rh = 1, Rw = 1, CH = 1, j0 = 0;
-  int32_t off_w = 0, step_w = 1;
+  row_layout rl;
 
   BLFFT_HD_INLINE void operator()(idx3 b, idx3 t) const {
-    uint32_t i;
+    uint32_t i, ch;
     if (!flat_item(b, t, n, i)) return;
-    const uint32_t row = i / Lw, c = i - row * Lw;
-    const uint32_t jl = row / Rh, r = row - jl * Rh;
-    const uint32_t j = j0 + jl, bb = j / CH, ch = j - bb * CH;
-    const int32_t d = static_cast<int32_t>(c) - off_w;
+    const uint32_t row = i / rl.Lw, c = i - row * rl.Lw;
+    const int32_t d = static_cast<int32_t>(c) - rl.off_w;
     T v = T(0);
-    if (d >= 0 && d % step_w == 0 && static_cast<uint32_t>(d / step_w) < Rw)
-      v = gload(src.data + (int64_t(bb) * src.stride_b + int64_t(ch) * src.stride_ch +
-                            int64_t(r) * src.stride_h + int64_t(d / step_w) * src.stride_w));
+    if (d >= 0 && d % rl.step_w == 0 && static_cast<uint32_t>(d / rl.step_w) < rl.Rw)
+      v = gload(src.data + rl.sample(src, row, static_cast<uint32_t>(d / rl.step_w), ch));
     gstore(rows + i, v);
   }
 };
 
-/// Row unpacking after the row c2r transforms: dst(b, ch, r, i) = rows[(jl * Rh + r) * Lw +
-/// off_w + step_w * i] * scale + bias[ch] (bias may be null). One thread per output element.
+/// Row unpacking after the row c2r transforms (layout rl): dst(b, ch, r, i) = rows[(jl * Rh + r) *
+/// Lw + off_w + step_w * i] * scale + bias[ch] (bias may be null). One thread per output element.
 template <class T>
-struct unpack_rows {
-  static constexpr bool phased = false;
-  static constexpr unsigned threads = flat_threads, min_blocks = 1;
+struct unpack_rows : flat_kernel {
   static constexpr const char* name = "unpack_rows";
 
   const T* rows = nullptr;
@@ -92,19 +112,15 @@ struct unpack_rows {
   const T* bias = nullptr;
   T scale = T(1);
   uint32_t n = 0;  ///< images in this chunk * Rh * Rw
-  uint32_t Lw = 1, Rh = 1, Rw = 1, CH = 1, j0 = 0;
-  int32_t off_w = 0, step_w = 1;
+  row_layout rl;
 
   BLFFT_HD_INLINE void operator()(idx3 b, idx3 t) const {
-    uint32_t e;
+    uint32_t e, ch;
     if (!flat_item(b, t, n, e)) return;
-    const uint32_t row = e / Rw, i = e - row * Rw;
-    const uint32_t jl = row / Rh, r = row - jl * Rh;
-    const uint32_t j = j0 + jl, bb = j / CH, ch = j - bb * CH;
-    const T v = gload(rows + (int64_t(row) * Lw + off_w + int64_t(step_w) * i));
-    gstore(dst.data + (int64_t(bb) * dst.stride_b + int64_t(ch) * dst.stride_ch +
-                       int64_t(r) * dst.stride_h + int64_t(i) * dst.stride_w),
-           v * scale + (bias ? gload(bias + ch) : T(0)));
+    const uint32_t row = e / rl.Rw, i = e - row * rl.Rw;
+    const T v = gload(rows + (int64_t(row) * rl.Lw + rl.off_w + int64_t(rl.step_w) * i));
+    const int64_t o = rl.sample(dst, row, i, ch);
+    gstore(dst.data + o, v * scale + (bias ? gload(bias + ch) : T(0)));
   }
 };
 
@@ -132,9 +148,9 @@ struct offset_map {
 /// contiguous in v). This one kernel does every gather and scatter of the pruned transforms:
 /// kept columns into contiguous columns, kept rows into the frequency-major spectrum, and back.
 template <class T>
-struct tile_copy {
-  static constexpr bool phased = true;
-  static constexpr unsigned tile = 32, rows = 8, threads = tile * rows, min_blocks = 1;
+struct tile_copy : kernel_traits<true, 32 * 8> {
+  static constexpr unsigned tile = 32, rows = 8;
+  static_assert(threads == tile * rows, "tile x rows threads a block");
   static constexpr const char* name = "tile_copy";
   struct shared {
     T re[tile][tile + 1];
@@ -257,9 +273,7 @@ BLFFT_HD_INLINE void stacked_load(const T* s, uint32_t J, uint32_t CH, uint32_t 
 /// (the fused kernels read and write the stacked forms themselves): `to_block`: S -> block form
 /// (stacked_store); else stacked products -> S (stacked_load). One thread per (k, j).
 template <class T>
-struct restack {
-  static constexpr bool phased = false;
-  static constexpr unsigned threads = flat_threads, min_blocks = 1;
+struct restack : flat_kernel {
   static constexpr const char* name = "restack";
 
   const T* src = nullptr;
@@ -293,6 +307,15 @@ struct restack {
 constexpr unsigned fused_threads = 256;
 constexpr unsigned fused_shared_bytes = 46 * 1024;  // static shared memory is at most 48 KiB
 constexpr unsigned fused_max_images = 32;
+/// A fused transform kernel: its shared memory one array of scalars, nothing kept in registers
+/// across phases.
+template <class T>
+struct fused_kernel : kernel_traits<true, fused_threads> {
+  struct shared {
+    T s[fused_shared_bytes / sizeof(T)];
+  };
+  struct regs {};
+};
 
 /// The sizes a fused transform works with. Analysis: Rh x Rw samples placed at grid rows
 /// off_h + step_h * r and columns off_w + step_w * i -> the nr x nc kept bins (grid rows
@@ -357,14 +380,11 @@ inline int64_t fused_images_per_block(int64_t Rh, int64_t Rw, int64_t nr, int64_
 /// S = Fh T, stored with the image index fastest, so G consecutive images make one contiguous
 /// run per kept bin and plane.
 template <class T>
-struct dft_analyse {
-  static constexpr bool phased = true;
-  static constexpr unsigned threads = fused_threads, min_blocks = 1;
+struct dft_analyse : fused_kernel<T> {
+  using typename fused_kernel<T>::shared;
+  using typename fused_kernel<T>::regs;
+  using fused_kernel<T>::threads;
   static constexpr const char* name = "dft_analyse";
-  struct shared {
-    T s[fused_shared_bytes / sizeof(T)];
-  };
-  struct regs {};
 
   image_view<const T> src;
   T* spectrum = nullptr;
@@ -434,14 +454,11 @@ struct dft_analyse {
 /// bins (contiguous runs of G images per bin and plane); phase 1: Z = Eh S per image; phase 2:
 /// the rows' real inverse, scale and bias, stored with the width index fastest.
 template <class T>
-struct dft_synthesise {
-  static constexpr bool phased = true;
-  static constexpr unsigned threads = fused_threads, min_blocks = 1;
+struct dft_synthesise : fused_kernel<T> {
+  using typename fused_kernel<T>::shared;
+  using typename fused_kernel<T>::regs;
+  using fused_kernel<T>::threads;
   static constexpr const char* name = "dft_synthesise";
-  struct shared {
-    T s[fused_shared_bytes / sizeof(T)];
-  };
-  struct regs {};
 
   const T* spectrum = nullptr;
   image_view<T> dst;
@@ -527,6 +544,14 @@ struct mix_operand {
   T sign = T(1);
 };
 
+/// The planar complex result of a per-frequency product: element (m, n) of frequency f and group
+/// g is (re, im) at (p[o], p[o + im]) with o = f * freq + g * group + m * s_m + n * s_n.
+template <class T>
+struct mix_result {
+  T* p = nullptr;
+  int64_t s_m = 0, s_n = 0, im = 0, freq = 0, group = 0;
+};
+
 constexpr uint32_t mix_max_taps = 32;  ///< per axis, for the taps path
 
 /// The weight operand of the forward and input-gradient mixing computed from the kernel's taps
@@ -576,8 +601,7 @@ struct mix_kernel {
   };
 
   mix_operand<T> A, B;  ///< A: s_outer = m stride, s_inner = k; B: s_outer = n, s_inner = k
-  T* c = nullptr;
-  int64_t c_m = 0, c_n = 0, c_im = 0, c_freq = 0, c_group = 0;
+  mix_result<T> C;
   uint32_t M = 1, N = 1, K = 1, groups = 1, z0 = 0;
   mix_taps<T> taps;
   bool b_from_taps = false;
@@ -646,15 +670,15 @@ struct mix_kernel {
     }
     if (k0 + BK < K) return;  // not the last slice
     const T s = A.sign * B.sign;
-    T* base = c + int64_t(freq) * c_freq + int64_t(grp) * c_group;
+    T* base = C.p + int64_t(freq) * C.freq + int64_t(grp) * C.group;
     for (int i = 0; i < TM; ++i)
       for (int j = 0; j < TN; ++j) {
         const uint32_t m = m0 + tm0 + i, n = n0 + tn0 + j;
         if (m >= M || n >= N) continue;
         const T t1 = r.acc[0][i][j], st2 = s * r.acc[1][i][j];
-        const int64_t o = int64_t(m) * c_m + int64_t(n) * c_n;
+        const int64_t o = int64_t(m) * C.s_m + int64_t(n) * C.s_n;
         gstore(base + o, t1 - st2);
-        gstore(base + o + c_im, r.acc[2][i][j] - t1 - st2);
+        gstore(base + o + C.im, r.acc[2][i][j] - t1 - st2);
       }
   }
 
@@ -767,6 +791,12 @@ BLFFT_HD_INLINE void reduce_step(int p, reduce_shared& sh, unsigned t) {
   if (t < half) sh.sum[t] += sh.sum[t + half];
 }
 
+/// A block reduction kernel (reduce_dims): one block per output.
+struct reduce_kernel : kernel_traits<true, reduce_threads> {
+  using shared = reduce_shared;
+  struct regs {};
+};
+
 inline launch_dims reduce_dims(int64_t outputs) {
   launch_dims d;
   d.grid.x = static_cast<unsigned>(outputs);
@@ -778,12 +808,8 @@ inline launch_dims reduce_dims(int64_t outputs) {
 
 /// grad_bias[f] = sum over n, h, w of grad_out(n, f, h, w). Block f.
 template <class T>
-struct bias_grad_kernel {
-  static constexpr bool phased = true;
-  static constexpr unsigned threads = reduce_threads, min_blocks = 1;
+struct bias_grad_kernel : reduce_kernel {
   static constexpr const char* name = "bias_grad";
-  using shared = reduce_shared;
-  struct regs {};
 
   image_view<const T> g;
   T* out = nullptr;
@@ -814,12 +840,8 @@ struct bias_grad_kernel {
 /// frequency-major spectrum of J images; weight 2 for rfft columns that stand for a conjugate
 /// pair, 1 for DC and Nyquist. Block k.
 template <class T>
-struct energy_kernel {
-  static constexpr bool phased = true;
-  static constexpr unsigned threads = reduce_threads, min_blocks = 1;
+struct energy_kernel : reduce_kernel {
   static constexpr const char* name = "energy";
-  using shared = reduce_shared;
-  struct regs {};
 
   const T* spec = nullptr;
   double* energy = nullptr;

@@ -197,13 +197,7 @@ class transform_stage {
       pk.src = src;
       pk.rows = rows.get();
       pk.n = static_cast<uint32_t>(m * h_.count * Lw_);
-      pk.Lw = static_cast<uint32_t>(Lw_);
-      pk.Rh = static_cast<uint32_t>(h_.count);
-      pk.Rw = static_cast<uint32_t>(w_.count);
-      pk.CH = static_cast<uint32_t>(CH_);
-      pk.j0 = static_cast<uint32_t>(j0);
-      pk.off_w = static_cast<int32_t>(w_.offset);
-      pk.step_w = static_cast<int32_t>(w_.step);
+      pk.rl = rows_from(j0);
       ex.launch(flat_dims(pk.n), pk, stream);
 
       ex.fft(row_fft(fft_type::r2c, m), rows.get(), half.get(), stream);
@@ -323,18 +317,24 @@ class transform_stage {
       up.bias = bias;
       up.scale = scale;
       up.n = static_cast<uint32_t>(m * h_.count * w_.count);
-      up.Lw = static_cast<uint32_t>(Lw_);
-      up.Rh = static_cast<uint32_t>(h_.count);
-      up.Rw = static_cast<uint32_t>(w_.count);
-      up.CH = static_cast<uint32_t>(CH_);
-      up.j0 = static_cast<uint32_t>(j0);
-      up.off_w = static_cast<int32_t>(w_.offset);
-      up.step_w = static_cast<int32_t>(w_.step);
+      up.rl = rows_from(j0);
       ex.launch(flat_dims(up.n), up, stream);
     }
   }
 
  private:
+  /// The rows buffer of the row transforms for the chunk from image j0.
+  row_layout rows_from(int64_t j0) const {
+    row_layout l;
+    l.Lw = static_cast<uint32_t>(Lw_);
+    l.Rh = static_cast<uint32_t>(h_.count);
+    l.Rw = static_cast<uint32_t>(w_.count);
+    l.CH = static_cast<uint32_t>(CH_);
+    l.j0 = static_cast<uint32_t>(j0);
+    l.off_w = static_cast<int32_t>(w_.offset);
+    l.step_w = static_cast<int32_t>(w_.step);
+    return l;
+  }
   /// The cuFFT chain's scratch for one chunk: data rows, their half spectra, kept columns (2D).
   struct scratch {
     typename Exec::template temp<T> rows, half, cols;
@@ -387,25 +387,24 @@ class transform_stage {
     f.kept_cols = tab + kept_cols_raw_at_;
     return f;
   }
+  /// `batch` contiguous transforms of length n in T's precision, idist / odist apart.
+  static fft_desc lines(fft_type type, int64_t n, int64_t batch, int64_t idist, int64_t odist) {
+    fft_desc d;
+    d.type = type;
+    d.double_precision = sizeof(T) == 8;
+    d.n = n;
+    d.batch = batch;
+    d.idist = idist;
+    d.odist = odist;
+    return d;
+  }
+  /// The row transforms of m images (r2c or c2r: Lw samples, bins_ bins a row).
   fft_desc row_fft(fft_type type, int64_t m) const {
-    fft_desc d;
-    d.type = type;
-    d.double_precision = sizeof(T) == 8;
-    d.n = Lw_;
-    d.batch = m * h_.count;
-    d.idist = type == fft_type::r2c ? Lw_ : bins_;
-    d.odist = type == fft_type::r2c ? bins_ : Lw_;
-    return d;
+    const bool r2c = type == fft_type::r2c;
+    return lines(type, Lw_, m * h_.count, r2c ? Lw_ : bins_, r2c ? bins_ : Lw_);
   }
-  fft_desc col_fft(fft_type type, int64_t m) const {
-    fft_desc d;
-    d.type = type;
-    d.double_precision = sizeof(T) == 8;
-    d.n = Lh_;
-    d.batch = m * nc_;
-    d.idist = d.odist = Lh_;
-    return d;
-  }
+  /// The column transforms of m images (the nc_ kept columns, full height).
+  fft_desc col_fft(fft_type type, int64_t m) const { return lines(type, Lh_, m * nc_, Lh_, Lh_); }
   static void launch_copy(const Exec& ex, tile_copy<T>& k, int64_t Z, int64_t U, int64_t V,
                           void* stream) {
     k.Z = static_cast<uint32_t>(Z);
@@ -445,6 +444,25 @@ struct mix_cost_inputs {
   int64_t scalar_bytes = 4;
   bool tf32 = false;
 };
+
+/// The inputs for one pass of the layer of `g`: `taps`, the own kernel would mix from the
+/// weight's taps; T's size in `scalar_bytes`; `tf32`, TF32 is allowed.
+inline mix_cost_inputs mix_cost_inputs_of(const geometry& g, mix_pass pass, bool taps,
+                                          int64_t scalar_bytes, bool tf32) {
+  const auto& p = g.params;
+  mix_cost_inputs in;
+  in.pass = pass;
+  in.kept = g.kept;
+  in.batch = p.batch;
+  in.in_channels = p.in_channels;
+  in.out_channels = p.out_channels;
+  in.in_per_group = g.in_per_group;
+  in.groups = p.groups;
+  in.taps = taps ? p.kernel[0] * p.kernel[1] : 0;
+  in.scalar_bytes = scalar_bytes;
+  in.tf32 = tf32;
+  return in;
+}
 
 /// The H200 figures the rule models with (NVIDIA's H200 datasheet, dense): HBM3e 4.8 TB/s peak,
 /// 4.0 TB/s taken as reachable; FP32 on CUDA cores 67 TFLOP/s (the own kernel, and cuBLAS with
@@ -633,9 +651,8 @@ class pipeline {
 
   // ---- the three mixing passes (public for the tests) ----------------------------------------
 
-  // Each pass: A and B (pointer, outer and inner stride, imaginary plane, frequency and group
-  // strides, sign of the imaginary part), then C and its strides (m, n, plane, frequency,
-  // group), then the M, N, K of the product per kept frequency and group.
+  // Each pass: A and B, then C (mix_operand, mix_result: the spectra as operand() and result()
+  // lay them out), then the M, N, K of the product per kept frequency and group.
 
   // `weight`: the weight's spectrum is computed from its taps inside the mixing (ws unused).
 
@@ -643,18 +660,9 @@ class pipeline {
                    const tensor_view<const T>* weight = nullptr) const {
     const auto [N, C, F, Cg, Fg] = counts();
     const auto taps = weight ? taps_of(*weight) : mix_taps<T>{};
-    run_mix({{xs, C, 1, N * C, 2 * N * C, Cg, T(1)},
-             {ws, Cg, 1, F * Cg, 2 * F * Cg, Fg * Cg, T(-1)},
-             ys,
-             F,
-             1,
-             N * F,
-             2 * N * F,
-             Fg,
-             N,
-             Fg,
-             Cg,
-             weight ? &taps : nullptr},
+    const auto s = spectra(false);
+    run_mix({operand(xs, s.x, false, T(1)), operand(ws, s.w, false, T(-1)), result(ys, s.y), N, Fg,
+             Cg, weight ? &taps : nullptr},
             stream);
   }
 
@@ -663,38 +671,19 @@ class pipeline {
                       const tensor_view<const T>* weight = nullptr, bool g_block = false) const {
     const auto [N, C, F, Cg, Fg] = counts();
     const auto taps = weight ? taps_of(*weight) : mix_taps<T>{};
-    const int64_t gb = g_block ? 2 : 1;
-    run_mix({{dys, gb * F, 1, gb * N * F, gb * 2 * N * F, Fg, T(1)},
-             {ws, 1, Cg, F * Cg, 2 * F * Cg, Fg * Cg, T(1)},
-             dxs,
-             C,
-             1,
-             N * C,
-             2 * N * C,
-             Cg,
-             N,
-             Cg,
-             Fg,
-             weight ? &taps : nullptr},
+    const auto s = spectra(g_block);
+    run_mix({operand(dys, s.y, false, T(1)), operand(ws, s.w, true, T(1)), result(dxs, s.x), N, Cg,
+             Fg, weight ? &taps : nullptr},
             stream);
   }
 
   void mix_weight_grad(const T* dys, const T* xs, T* dws, void* stream,
                        bool g_block = false) const {
     const auto [N, C, F, Cg, Fg] = counts();
-    const int64_t gb = g_block ? 2 : 1;
-    run_mix({{dys, 1, gb * F, gb * N * F, gb * 2 * N * F, Fg, T(-1)},
-             {xs, 1, C, N * C, 2 * N * C, Cg, T(1)},
-             dws,
-             Cg,
-             1,
-             F * Cg,
-             2 * F * Cg,
-             Fg * Cg,
-             Fg,
-             Cg,
-             N},
-            stream);
+    const auto s = spectra(g_block);
+    run_mix(
+        {operand(dys, s.y, true, T(-1)), operand(xs, s.x, true, T(1)), result(dws, s.w), Fg, Cg, N},
+        stream);
   }
 
   // ---- the same passes on cuBLAS: one strided batched real GEMM each (groups > 1: one per
@@ -758,18 +747,7 @@ class pipeline {
   /// (then cuBLAS also pays for making the weight spectrum).
   bool use_cublas(mix_pass pass, bool taps) const {
     if (engine_ != mix_engine::automatic) return engine_ == mix_engine::cublas;
-    const auto [N, C, F, Cg, Fg] = counts();
-    mix_cost_inputs in;
-    in.pass = pass;
-    in.kept = g_.kept;
-    in.batch = N;
-    in.in_channels = C;
-    in.out_channels = F;
-    in.in_per_group = Cg;
-    in.groups = g_.params.groups;
-    in.taps = taps ? g_.params.kernel[0] * g_.params.kernel[1] : 0;
-    in.scalar_bytes = sizeof(T);
-    in.tf32 = sizeof(T) == 4 && tf32_allowed();
+    const auto in = mix_cost_inputs_of(g_, pass, taps, sizeof(T), sizeof(T) == 4 && tf32_allowed());
     return mix_cost(in, true) < mix_cost(in, false);
   }
 
@@ -857,10 +835,33 @@ class pipeline {
     return {p.batch, p.in_channels, p.out_channels, g_.in_per_group, g_.out_per_group};
   }
 
+  /// A planar spectrum of rows x cols per kept frequency (re plane, then im), the part of group
+  /// g starting g * group scalars in.
+  struct spectrum_layout {
+    int64_t rows, cols, group;
+  };
+  /// x (N x C), w (F x Cg) and y (N x F; N x 2F in the block form of the grad, `g_block`).
+  struct spectrum_layouts {
+    spectrum_layout x, w, y;
+  };
+  spectrum_layouts spectra(bool g_block) const {
+    const auto [N, C, F, Cg, Fg] = counts();
+    return {{N, C, Cg}, {F, Cg, Fg * Cg}, {N, (g_block ? 2 : 1) * F, Fg}};
+  }
+  /// Spectrum p as a mixing operand: element (i, k) at row i and column k, or at row k and
+  /// column i when `transposed`.
+  static mix_operand<T> operand(const T* p, const spectrum_layout& s, bool transposed, T sign) {
+    const int64_t plane = s.rows * s.cols;
+    return {p, transposed ? 1 : s.cols, transposed ? s.cols : 1, plane, 2 * plane, s.group, sign};
+  }
+  static mix_result<T> result(T* p, const spectrum_layout& s) {
+    const int64_t plane = s.rows * s.cols;
+    return {p, s.cols, 1, plane, 2 * plane, s.group};
+  }
+
   struct mix_args {
     mix_operand<T> A, B;
-    T* c = nullptr;
-    int64_t c_m = 0, c_n = 0, c_im = 0, c_freq = 0, c_group = 0;
+    mix_result<T> C;
     int64_t M = 1, N = 1, K = 1;
     const mix_taps<T>* taps = nullptr;  // B from the weight's taps
   };
@@ -907,12 +908,7 @@ class pipeline {
   void launch_mix(K k, const mix_args& a, int64_t products, void* stream) const {
     k.A = a.A;
     k.B = a.B;
-    k.c = a.c;
-    k.c_m = a.c_m;
-    k.c_n = a.c_n;
-    k.c_im = a.c_im;
-    k.c_freq = a.c_freq;
-    k.c_group = a.c_group;
+    k.C = a.C;
     k.M = static_cast<uint32_t>(a.M);
     k.N = static_cast<uint32_t>(a.N);
     k.K = static_cast<uint32_t>(a.K);

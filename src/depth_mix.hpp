@@ -21,13 +21,43 @@
 namespace blfft::detail {
 
 namespace depth_mix_detail {
-/// Per-thread scratch: the mixing's own, then a planar F x C/g matrix (re, im).
-inline std::size_t matrix_offset(const geometry& g) {
-  return (mix_scratch_scalars(g) + 15) / 16 * 16;
+
+/// Kept depths, kept 2D frequencies, kernel depth, F x C/g and groups of the layer.
+struct counts {
+  int64_t nd, kept2, KD, FC, groups;
+  explicit counts(const geometry& g)
+      : nd(static_cast<int64_t>(g.kept_depth.size())),
+        kept2(static_cast<int64_t>(g.kept_rows.size() * g.kept_cols.size())),
+        KD(g.params.depth.kernel), FC(g.params.out_channels * g.in_per_group),
+        groups(g.params.groups) {}
+};
+
+/// out += (cr + i ci) in, for n planar complex elements.
+template <class T>
+void add_scaled(T cr, T ci, const T* in_re, const T* in_im, T* out_re, T* out_im, int64_t n) {
+#pragma omp simd
+  for (int64_t e = 0; e < n; ++e) {
+    out_re[e] += cr * in_re[e] - ci * in_im[e];
+    out_im[e] += cr * in_im[e] + ci * in_re[e];
+  }
 }
-inline int64_t kept2(const geometry& g) {
-  return static_cast<int64_t>(g.kept_rows.size() * g.kept_cols.size());
+
+/// Runs body(k2, s, re, im) for every kept 2D frequency k2, on the mixing's threads: `s`, the
+/// thread's scratch for the mixing; (re, im), its planar F x C/g matrix.
+template <class T, class Body>
+void for_each_kept2(const geometry& g, Body&& body) {
+  const counts c(g);
+  const bool parallel = mix_in_parallel(g) && c.kept2 > 1;
+  const int threads = parallel ? thread_count() : 1;
+  const std::size_t off = (mix_scratch_scalars(g) + 15) / 16 * 16;
+  const thread_slices<T> scratch(threads, off + static_cast<std::size_t>(2 * c.FC),
+                                 "depth taps scratch");
+  parallel_for(c.kept2, threads, parallel, [&](int64_t k2) {
+    T* s = scratch.mine();
+    body(k2, s, s + off, s + off + c.FC);
+  });
 }
+
 }  // namespace depth_mix_detail
 
 /// out = the forward (`forward`) or input-gradient mixing of `in` with the weight whose depth
@@ -35,33 +65,19 @@ inline int64_t kept2(const geometry& g) {
 template <class T>
 void depth_taps_mix(const geometry& g, const volume_transform<T>& w_in, const T* w_slices,
                     const T* in, T* out, bool forward) {
-  const int64_t nd = static_cast<int64_t>(g.kept_depth.size()), kept2 = depth_mix_detail::kept2(g);
-  const int64_t KD = g.params.depth.kernel, FC = g.params.out_channels * g.in_per_group;
-  const int64_t slice = w_in.slice_size(), groups = g.params.groups;
+  const depth_mix_detail::counts c(g);
+  const int64_t slice = w_in.slice_size();
   const T* m = w_in.depth_matrix();  // (2 nd x KD)
-  const bool parallel = mix_in_parallel(g) && kept2 > 1;
-  const int threads = parallel ? thread_count() : 1;
-  const std::size_t off = depth_mix_detail::matrix_offset(g);
-  const thread_slices<T> scratch(threads, off + static_cast<std::size_t>(2 * FC),
-                                 "depth taps scratch");
-  parallel_for(kept2, threads, parallel, [&](int64_t k2) {
-    T* s = scratch.mine();
-    T* w_re = s + off;
-    T* w_im = w_re + FC;
-    for (int64_t q = 0; q < nd; ++q) {
-      std::fill(w_re, w_re + 2 * FC, T(0));
-      for (int64_t a = 0; a < KD; ++a) {
-        const T cr = m[q * KD + a], ci = m[(nd + q) * KD + a];
-        const T* sr = w_slices + a * slice + k2 * 2 * FC;
-        const T* si = sr + FC;
-#pragma omp simd
-        for (int64_t e = 0; e < FC; ++e) {
-          w_re[e] += cr * sr[e] - ci * si[e];
-          w_im[e] += cr * si[e] + ci * sr[e];
-        }
+  depth_mix_detail::for_each_kept2<T>(g, [&](int64_t k2, T* s, T* w_re, T* w_im) {
+    for (int64_t q = 0; q < c.nd; ++q) {
+      std::fill(w_re, w_re + 2 * c.FC, T(0));
+      for (int64_t a = 0; a < c.KD; ++a) {
+        const T* sr = w_slices + a * slice + k2 * 2 * c.FC;
+        depth_mix_detail::add_scaled(m[q * c.KD + a], m[(c.nd + q) * c.KD + a], sr, sr + c.FC, w_re,
+                                     w_im, c.FC);
       }
-      const int64_t k = q * kept2 + k2;
-      for (int64_t gr = 0; gr < groups; ++gr) {
+      const int64_t k = q * c.kept2 + k2;
+      for (int64_t gr = 0; gr < c.groups; ++gr) {
         if (forward)
           mix_forward_at(g, k, gr, in, w_re, w_im, out, s);
         else
@@ -76,36 +92,22 @@ void depth_taps_mix(const geometry& g, const volume_transform<T>& w_in, const T*
 template <class T>
 void depth_taps_weight_grad(const geometry& g, const volume_transform<T>& dw_out, const T* dy_spec,
                             const T* x_spec, T* dw_slices) {
-  const int64_t nd = static_cast<int64_t>(g.kept_depth.size()), kept2 = depth_mix_detail::kept2(g);
-  const int64_t KD = g.params.depth.kernel, FC = g.params.out_channels * g.in_per_group;
-  const int64_t slice = dw_out.slice_size(), groups = g.params.groups;
+  const depth_mix_detail::counts c(g);
+  const int64_t slice = dw_out.slice_size();
   const T* m = dw_out.depth_matrix();  // (2 KD x nd)
-  const bool parallel = mix_in_parallel(g) && kept2 > 1;
-  const int threads = parallel ? thread_count() : 1;
-  const std::size_t off = depth_mix_detail::matrix_offset(g);
-  const thread_slices<T> scratch(threads, off + static_cast<std::size_t>(2 * FC),
-                                 "depth taps scratch");
-  parallel_for(kept2, threads, parallel, [&](int64_t k2) {
-    T* s = scratch.mine();
-    T* d_re = s + off;
-    T* d_im = d_re + FC;
-    for (int64_t a = 0; a < KD; ++a) {
-      T* o = dw_slices + a * slice + k2 * 2 * FC;
-      std::fill(o, o + 2 * FC, T(0));
+  depth_mix_detail::for_each_kept2<T>(g, [&](int64_t k2, T* s, T* d_re, T* d_im) {
+    for (int64_t a = 0; a < c.KD; ++a) {
+      T* o = dw_slices + a * slice + k2 * 2 * c.FC;
+      std::fill(o, o + 2 * c.FC, T(0));
     }
-    for (int64_t q = 0; q < nd; ++q) {
-      const int64_t k = q * kept2 + k2;
-      for (int64_t gr = 0; gr < groups; ++gr)
+    for (int64_t q = 0; q < c.nd; ++q) {
+      const int64_t k = q * c.kept2 + k2;
+      for (int64_t gr = 0; gr < c.groups; ++gr)
         mix_weight_grad_at(g, k, gr, dy_spec, x_spec, d_re, d_im, s);
-      for (int64_t a = 0; a < KD; ++a) {
-        const T cr = m[a * nd + q], ci = m[(KD + a) * nd + q];
-        T* o_re = dw_slices + a * slice + k2 * 2 * FC;
-        T* o_im = o_re + FC;
-#pragma omp simd
-        for (int64_t e = 0; e < FC; ++e) {
-          o_re[e] += cr * d_re[e] - ci * d_im[e];
-          o_im[e] += cr * d_im[e] + ci * d_re[e];
-        }
+      for (int64_t a = 0; a < c.KD; ++a) {
+        T* o = dw_slices + a * slice + k2 * 2 * c.FC;
+        depth_mix_detail::add_scaled(m[a * c.nd + q], m[(c.KD + a) * c.nd + q], d_re, d_im, o,
+                                     o + c.FC, c.FC);
       }
     }
   });

@@ -28,17 +28,14 @@
 #
 # Then, on the GPU machine, from the repository root with gpu_bundle/ carried along:
 #   bash tools/gpu_check.sh            (here, without a GPU: bash tools/gpu_check.sh --no-gpu)
-set -euo pipefail
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 ARCHS="80;90"
 CPP_ONLY=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --archs) ARCHS="$2"; shift ;;
     --cpp-only) CPP_ONLY=1 ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     *) echo "gpu_bundle: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -68,14 +65,7 @@ VENV_PY="$ROOT/.venv/bin/python"
 PY312=""
 PY_ARGS=(-DBLFFT_BUILD_PYTHON=OFF)
 if [ "$CPP_ONLY" -eq 0 ]; then
-  for c in "${BLFFT_PYTHON312:-}" "$(command -v python3.12 || true)" \
-           "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/3.12*/bin/python3.12; do
-    if [ -n "$c" ] && [ -x "$c" ] && "$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' \
-        2>/dev/null; then
-      PY312="$c"
-      break
-    fi
-  done
+  PY312="$(find_python312)"
   [ -n "$PY312" ] || die "no CPython 3.12 found (set BLFFT_PYTHON312, or use --cpp-only)"
   PYBIND11_DIR="$("$VENV_PY" -m pybind11 --cmakedir 2>/dev/null || "$PY312" -m pybind11 --cmakedir)"
   PY_ARGS=(-DBLFFT_BUILD_PYTHON=ON "-DPython_EXECUTABLE=$PY312" "-Dpybind11_DIR=$PYBIND11_DIR")

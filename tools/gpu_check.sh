@@ -27,10 +27,8 @@
 #              skipped. Without --no-gpu and without a GPU the check fails at once.
 # Device run (the tool's run verb, from the repository root):
 #   run(command="bash tools/gpu_check.sh", carry=["gpu_bundle"], timeout_s=600)
-set -uo pipefail
-
-ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-cd "$ROOT"
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+set +e  # a failing step is recorded, not fatal
 BUNDLE="$ROOT/gpu_bundle"
 OUT_DIR="${OUT:-$ROOT/gpu_check_out}"
 NO_GPU=0
@@ -39,7 +37,7 @@ while [ $# -gt 0 ]; do
     --no-gpu) NO_GPU=1 ;;
     --bundle) BUNDLE="$(cd "$2" && pwd)"; shift ;;
     --out) OUT_DIR="$2"; shift ;;
-    -h|--help) sed -n '2,31p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,29p' "$0"; exit 0 ;;
     *) echo "gpu_check: unknown argument $1" >&2; exit 2 ;;
   esac
   shift
@@ -83,15 +81,7 @@ MODE=$([ "$RUN_GPU" -eq 1 ] && echo "gpu" || echo "no-gpu")
 # Python: the device's python3 (with torch); without a GPU, a CPython 3.12 for the modules' smoke
 # test (the bundle's modules are for 3.12) and any python3 for the report.
 PY="$(command -v python3 || true)"
-PY312=""
-for c in "${BLFFT_PYTHON312:-}" "$(command -v python3.12 || true)" "$PY" \
-         "$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")"/versions/3.12*/bin/python3.12; do
-  if [ -n "$c" ] && [ -x "$c" ] && "$c" -c 'import sys; assert sys.version_info[:2] == (3, 12)' \
-      2>/dev/null; then
-    PY312="$c"
-    break
-  fi
-done
+PY312="$(find_python312 "$PY")"
 TORCH_VERSION="$([ -n "$PY" ] && "$PY" -c 'import torch; print(torch.__version__)' 2>/dev/null || echo none)"
 COMMIT="$(sed -n 's/.*"commit": "\([^"]*\)".*/\1/p' "$BUNDLE/MANIFEST.json" 2>/dev/null | head -n1)"
 DATE="$(date -u +%Y-%m-%d)"

@@ -140,43 +140,59 @@ def _call_setup(t: Tensor, name: str, others, shapes, conf):
 
 
 # ------------------------------------------------------------------------------------------------
+# Schemas
+# ------------------------------------------------------------------------------------------------
+#
+# The ops' schemas are written out (as torch would infer them from annotations: SymInt, so that
+# sizes may be symbolic under torch.compile) rather than inferred, so that the argument lists the
+# ops share are declared once. Their Python functions take those lists as `*conf` and the like.
+
+_CONV = "SymInt[] stride, SymInt[] padding, SymInt[] dilation, SymInt groups"
+_CONF = f"{_CONV}, float rate, SymInt[] band"  # `conf` below: stride, ..., groups, rate, band
+_SHAPES = "SymInt[] x_shape, SymInt[] w_shape"
+_NEEDS = "bool need_input_grad, bool need_weight_grad, bool need_bias_grad"
+_GRADS = "(Tensor, Tensor, Tensor)"
+
+
+def _custom_op(name: str, args: str, returns: str):
+    """torch.library.custom_op for ``blfft::<name>(<args>) -> <returns>`` (no argument mutated)."""
+    schema = f"({args}) -> {returns}"
+    return torch.library.custom_op(f"blfft::{name}", mutates_args=(), schema=schema)
+
+
+# ------------------------------------------------------------------------------------------------
 # conv_forward
 # ------------------------------------------------------------------------------------------------
 
+_SAVING_DEFAULTS = ("auto", "", "auto")  # conv_forward's w_spectrum_saving, saved_dtype, ...
 
-@torch.library.custom_op("blfft::conv_forward", mutates_args=())
-def conv_forward(
-    x: Tensor,
-    weight: Tensor,
-    bias: Optional[Tensor],
-    stride: List[int],
-    padding: List[int],
-    dilation: List[int],
-    groups: int,
-    rate: float,
-    band: List[int],
-    save_x_spectrum: bool,
-    save_w_spectrum: bool,
-    w_spectrum_saving: str = "auto",
-    saved_dtype: str = "",
-    x_spectrum_saving: str = "auto",
-) -> Tuple[Tensor, Tensor, Tensor]:
-    conf = (stride, padding, dilation, groups, rate, band)
+
+def _forward_args(rest) -> Tuple[tuple, tuple]:
+    """conv_forward's arguments after bias as (conf, saving): saving is save_x_spectrum,
+    save_w_spectrum, then w_spectrum_saving, saved_dtype and x_spectrum_saving, with the defaults
+    where they were not passed (torch drops trailing arguments equal to their defaults before it
+    calls a fake kernel)."""
+    conf, saving = tuple(rest[:6]), tuple(rest[6:])
+    return conf, saving + _SAVING_DEFAULTS[len(saving) - 2 :]
+
+
+@_custom_op(
+    "conv_forward",
+    f"Tensor x, Tensor weight, Tensor? bias, {_CONF}, bool save_x_spectrum, "
+    'bool save_w_spectrum, str w_spectrum_saving="auto", str saved_dtype="", '
+    'str x_spectrum_saving="auto"',
+    _GRADS,
+)
+def conv_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], *rest):
+    conf, saving = _forward_args(rest)
+    saved_dtype = saving[3]
     be, stream, (p, c, g), det = _call_setup(
         x, "input", (("weight", weight), ("bias", bias)), (x.shape, weight.shape), conf
     )
     out_dtype = x.dtype
     x, weight, bias = _up(x), _up(weight), _up(bias)
     y = alloc(x, g.output_shape, "output")
-    nx, nw = kept_spectrum_sizes(
-        g,
-        save_x_spectrum,
-        save_w_spectrum,
-        w_spectrum_saving,
-        saved_dtype,
-        x_spectrum_saving,
-        out_dtype in _HALF,
-    )
+    nx, nw = kept_spectrum_sizes(g, *saving, out_dtype in _HALF)
     xs = alloc(x, (nx,), "input spectrum") if nx else None
     ws = alloc(weight, (nw,), "weight spectrum") if nw else None
     b = None if bias is None else bias.detach().contiguous()
@@ -192,17 +208,11 @@ def conv_forward(
     )
 
 
-_SAVING_DEFAULTS = ("auto", "", "auto")  # conv_forward's w_spectrum_saving, saved_dtype, ...
-
-
 @conv_forward.register_fake
-def _conv_forward_fake(x, weight, bias, stride, padding, dilation, groups, rate, band, *saving):
-    # saving: save_x_spectrum, save_w_spectrum, then w_spectrum_saving, saved_dtype and
-    # x_spectrum_saving where they were passed (torch drops trailing arguments equal to their
-    # defaults before it calls a fake kernel).
-    saving = saving + _SAVING_DEFAULTS[len(saving) - 2 :]
+def _conv_forward_fake(x, weight, bias, *rest):
+    conf, saving = _forward_args(rest)
     saved_dtype = saving[3]
-    _, _, g = geometry(x.shape, weight.shape, stride, padding, dilation, groups, rate, band)
+    _, _, g = geometry(x.shape, weight.shape, *conf)
     y = x.new_empty(g.output_shape)
     nx, nw = kept_spectrum_sizes(g, *saving, x.dtype in _HALF)
     store = SAVED_DTYPES[saved_dtype] or _compute_dtype(x.dtype)
@@ -218,36 +228,20 @@ def _conv_forward_fake(x, weight, bias, stride, padding, dilation, groups, rate,
 # ------------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("blfft::conv_backward", mutates_args=())
-def conv_backward(
-    grad_output: Tensor,
-    x: Optional[Tensor],
-    x_spectrum: Optional[Tensor],
-    weight: Optional[Tensor],
-    w_spectrum: Optional[Tensor],
-    x_shape: List[int],
-    w_shape: List[int],
-    stride: List[int],
-    padding: List[int],
-    dilation: List[int],
-    groups: int,
-    rate: float,
-    band: List[int],
-    need_input_grad: bool,
-    need_weight_grad: bool,
-    need_bias_grad: bool,
-) -> Tuple[Tensor, Tensor, Tensor]:
+@_custom_op(
+    "conv_backward",
+    "Tensor grad_output, Tensor? x, Tensor? x_spectrum, Tensor? weight, Tensor? w_spectrum, "
+    f"{_SHAPES}, {_CONF}, {_NEEDS}",
+    _GRADS,
+)
+def conv_backward(grad_output: Tensor, x, x_spectrum, weight, w_spectrum, *shapes_conf_needs):
     out_dtype = grad_output.dtype  # that of x and weight (forward's output has x's dtype)
-    grads = _backward_impl(
-        grad_output,
-        x,
-        x_spectrum,
-        weight,
-        w_spectrum,
-        (x_shape, w_shape),
-        (stride, padding, dilation, groups, rate, band),
-        (need_input_grad, need_weight_grad, need_bias_grad),
+    shapes, conf, needs = (
+        shapes_conf_needs[:2],
+        shapes_conf_needs[2:8],
+        shapes_conf_needs[8:],
     )
+    grads = _backward_impl(grad_output, x, x_spectrum, weight, w_spectrum, shapes, conf, needs)
     return tuple(t.to(out_dtype) if t is not None else _none(grad_output) for t in grads)
 
 
@@ -320,34 +314,17 @@ def _conv_backward_fake(grad_output, x, x_spectrum, weight, w_spectrum, *conf_an
 # ------------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("blfft::conv_transpose", mutates_args=())
-def conv_transpose(
-    grad_output: Tensor,
-    weight: Optional[Tensor],
-    w_spectrum: Optional[Tensor],
-    bias: Optional[Tensor],
-    x_shape: List[int],
-    w_shape: List[int],
-    stride: List[int],
-    padding: List[int],
-    dilation: List[int],
-    groups: int,
-    rate: float,
-    band: List[int],
-) -> Tensor:
+@_custom_op(
+    "conv_transpose",
+    f"Tensor grad_output, Tensor? weight, Tensor? w_spectrum, Tensor? bias, {_SHAPES}, {_CONF}",
+    "Tensor",
+)
+def conv_transpose(grad_output: Tensor, weight, w_spectrum, bias, x_shape, w_shape, *conf):
     """The transposed convolution: the input gradient of the convolution of an x_shape input
     for `grad_output` (from the weight, or a weight spectrum kept by a layer), plus bias (added
     before a half-precision result is rounded)."""
-    gx = _backward_impl(
-        grad_output,
-        None,
-        None,
-        weight,
-        w_spectrum,
-        (x_shape, w_shape),
-        (stride, padding, dilation, groups, rate, band),
-        (True, False, False),
-    )[0]
+    shapes, needs = (x_shape, w_shape), (True, False, False)
+    gx = _backward_impl(grad_output, None, None, weight, w_spectrum, shapes, conf, needs)[0]
     if bias is not None:
         gx += _up(bias.detach()).reshape((1, -1) + (1,) * (gx.dim() - 2))
     return gx.to(grad_output.dtype)
@@ -363,22 +340,14 @@ def _conv_transpose_fake(grad_output, weight, w_spectrum, bias, x_shape, *rest):
 # ------------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("blfft::conv_forward_cached", mutates_args=())
-def conv_forward_cached(
-    x: Tensor,
-    w_spectrum: Tensor,
-    bias: Optional[Tensor],
-    w_shape: List[int],
-    stride: List[int],
-    padding: List[int],
-    dilation: List[int],
-    groups: int,
-    rate: float,
-    band: List[int],
-) -> Tensor:
+@_custom_op(
+    "conv_forward_cached",
+    f"Tensor x, Tensor w_spectrum, Tensor? bias, SymInt[] w_shape, {_CONF}",
+    "Tensor",
+)
+def conv_forward_cached(x: Tensor, w_spectrum: Tensor, bias, w_shape, *conf) -> Tensor:
     """Forward from a weight spectrum computed earlier: inference with a layer's cached weight
     spectrum, and the second-order pass of a layer that kept only its weight spectrum."""
-    conf = (stride, padding, dilation, groups, rate, band)
     be, stream, (p, c, g), det = _call_setup(
         x, "input", (("w_spectrum", w_spectrum), ("bias", bias)), (x.shape, w_shape), conf
     )
@@ -394,28 +363,19 @@ def conv_forward_cached(
 
 
 @conv_forward_cached.register_fake
-def _conv_forward_cached_fake(
-    x, w_spectrum, bias, w_shape, stride, padding, dilation, groups, rate, band
-):
-    _, _, g = geometry(x.shape, w_shape, stride, padding, dilation, groups, rate, band)
+def _conv_forward_cached_fake(x, w_spectrum, bias, w_shape, *conf):
+    _, _, g = geometry(x.shape, w_shape, *conf)
     return x.new_empty(g.output_shape)
 
 
-@torch.library.custom_op("blfft::conv_forward_from_x_spectrum", mutates_args=())
-def conv_forward_from_x_spectrum(
-    x_spectrum: Tensor,
-    weight: Tensor,
-    x_shape: List[int],
-    stride: List[int],
-    padding: List[int],
-    dilation: List[int],
-    groups: int,
-    rate: float,
-    band: List[int],
-) -> Tensor:
+@_custom_op(
+    "conv_forward_from_x_spectrum",
+    f"Tensor x_spectrum, Tensor weight, SymInt[] x_shape, {_CONF}",
+    "Tensor",
+)
+def conv_forward_from_x_spectrum(x_spectrum: Tensor, weight: Tensor, x_shape, *conf) -> Tensor:
     """conv(x, weight) (no bias) from x's kept spectrum: the second-order pass conv(x, ggw) of a
     layer whose forward kept the input spectrum instead of the input. Output in weight's dtype."""
-    conf = (stride, padding, dilation, groups, rate, band)
     be, stream, (p, c, g), det = _call_setup(
         weight, "weight", (("x_spectrum", x_spectrum),), (x_shape, weight.shape), conf
     )
@@ -918,17 +878,12 @@ select_band = eager_only(_select_band)
 # with the chosen band instead (spectra kept, torch.func transforms).
 
 
-@torch.library.custom_op("blfft::conv_forward_energy", mutates_args=())
-def conv_forward_energy(
-    x: Tensor,
-    weight: Tensor,
-    bias: Optional[Tensor],
-    stride: List[int],
-    padding: List[int],
-    dilation: List[int],
-    groups: int,
-    energy: float,
-) -> Tuple[Tensor, Tensor]:
+@_custom_op(
+    "conv_forward_energy",
+    f"Tensor x, Tensor weight, Tensor? bias, {_CONV}, float energy",
+    "(Tensor, Tensor)",
+)
+def conv_forward_energy(x: Tensor, weight: Tensor, bias, stride, padding, dilation, groups, energy):
     band, sel = _select_band(x, weight.shape, stride, padding, dilation, groups, energy)
     conf = (stride, padding, dilation, groups, 0.0, band)
     y = conv_forward(x, weight, bias, *conf, False, False)[0]
@@ -942,25 +897,15 @@ def _conv_forward_energy_fake(x, weight, bias, stride, padding, dilation, groups
     return x.new_empty(g.output_shape), x.new_empty((4,), dtype=torch.float64)
 
 
-@torch.library.custom_op("blfft::conv_backward_energy", mutates_args=())
-def conv_backward_energy(
-    grad_output: Tensor,
-    x: Optional[Tensor],
-    weight: Optional[Tensor],
-    info: Tensor,
-    x_shape: List[int],
-    w_shape: List[int],
-    stride: List[int],
-    padding: List[int],
-    dilation: List[int],
-    groups: int,
-    need_input_grad: bool,
-    need_weight_grad: bool,
-    need_bias_grad: bool,
-) -> Tuple[Tensor, Tensor, Tensor]:
+@_custom_op(
+    "conv_backward_energy",
+    f"Tensor grad_output, Tensor? x, Tensor? weight, Tensor info, {_SHAPES}, {_CONV}, {_NEEDS}",
+    _GRADS,
+)
+def conv_backward_energy(grad_output: Tensor, x, weight, info: Tensor, *shapes_conv_needs):
     """conv_backward at the kept set conv_forward_energy chose (`info`)."""
-    conf = (x_shape, w_shape, stride, padding, dilation, groups, 0.0, _band_of(info))
-    needs = (need_input_grad, need_weight_grad, need_bias_grad)
+    conf = tuple(shapes_conv_needs[:6]) + (0.0, _band_of(info))
+    needs = shapes_conv_needs[6:]
     return conv_backward(grad_output, x, None, weight, None, *conf, *needs)
 
 

@@ -11,10 +11,11 @@
   layers, transitions with compression 0.5 and 2x2 average pooling); small ``depth`` and
   ``growth_rate`` by default so that it trains on a CPU.
 
-Every constructor takes the compression knobs of :class:`blfft.nn.Conv2d` (``compress_rate``,
-``inference_compress_rate``, ``energy``), passed to every convolution, and ``torch_conv=True``
-to build the same model (same parameter names and shapes, same initialisation for a given seed)
-with torch's own ``Conv1d`` / ``Conv2d``, for time and memory comparisons. Rates can be changed
+Every constructor takes, as keywords, the compression knobs of :class:`blfft.nn.Conv2d`
+(``compress_rate``, ``inference_compress_rate``, ``energy``), passed to every convolution, and
+``torch_conv=True`` to build the same model (same parameter names and shapes, same
+initialisation for a given seed) with torch's own ``Conv1d`` / ``Conv2d``, for time and memory
+comparisons. Rates can be changed
 later with :func:`blfft.set_compression`.
 """
 
@@ -74,6 +75,11 @@ class _SamePadConv1d(nn.Conv1d):
         return super().forward(x)
 
 
+def _pooled_logits(linear: nn.Linear, features: Tensor) -> Tensor:
+    """The classifier head of the 2D models: global average pooling, then `linear`."""
+    return linear(torch.flatten(nn.functional.adaptive_avg_pool2d(features, 1), 1))
+
+
 def conv_layers(model: nn.Module):
     """The convolution modules of `model` (blfft's or torch's), in order."""
     return [m for m in model.modules() if isinstance(m, (nn.Conv1d, nn.Conv2d))]
@@ -114,16 +120,13 @@ def fcn(
     num_classes: int,
     in_channels: int = 1,
     *,
-    compress_rate: float = 0.0,
-    inference_compress_rate: Optional[float] = None,
-    energy: Optional[float] = None,
-    torch_conv: bool = False,
     channels=(128, 256, 128),
     kernels=(8, 5, 3),
+    **knobs,
 ) -> FCN:
-    """The paper's FCN (channels 128/256/128, kernels 8/5/3, 'same' padding)."""
-    f = _ConvFactory(compress_rate, inference_compress_rate, energy, torch_conv)
-    return FCN(in_channels, num_classes, channels, kernels, f)
+    """The paper's FCN (channels 128/256/128, kernels 8/5/3, 'same' padding). ``knobs``:
+    ``compress_rate``, ``inference_compress_rate``, ``energy``, ``torch_conv`` (module doc)."""
+    return FCN(in_channels, num_classes, channels, kernels, _ConvFactory(**knobs))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -181,8 +184,7 @@ class ResNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         out = torch.relu(self.bn1(self.conv1(x)))
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
-        out = torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1)
-        return self.linear(out)
+        return _pooled_logits(self.linear, out)
 
 
 def resnet18(
@@ -190,14 +192,11 @@ def resnet18(
     in_channels: int = 3,
     *,
     width: int = 64,
-    compress_rate: float = 0.0,
-    inference_compress_rate: Optional[float] = None,
-    energy: Optional[float] = None,
-    torch_conv: bool = False,
+    **knobs,
 ) -> ResNet:
-    """CIFAR-style ResNet-18 (3x3 stem, no max-pool); ``width=64`` is the paper's model."""
-    f = _ConvFactory(compress_rate, inference_compress_rate, energy, torch_conv)
-    return ResNet((2, 2, 2, 2), num_classes, in_channels, width, f)
+    """CIFAR-style ResNet-18 (3x3 stem, no max-pool); ``width=64`` is the paper's model.
+    ``knobs``: as for :func:`fcn`."""
+    return ResNet((2, 2, 2, 2), num_classes, in_channels, width, _ConvFactory(**knobs))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -263,9 +262,7 @@ class DenseNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.features(self.conv1(x))
-        out = torch.relu(self.bn(out))
-        out = torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1)
-        return self.linear(out)
+        return _pooled_logits(self.linear, torch.relu(self.bn(out)))
 
 
 def densenet(
@@ -274,13 +271,10 @@ def densenet(
     *,
     depth: int = 40,
     growth_rate: int = 12,
-    compress_rate: float = 0.0,
-    inference_compress_rate: Optional[float] = None,
-    energy: Optional[float] = None,
-    torch_conv: bool = False,
+    **knobs,
 ) -> DenseNet:
     """DenseNet-BC for 32x32 inputs (the paper's DenseNet on CIFAR-100 is DenseNet-121-sized;
     the defaults here, depth 40 and growth 12, are the small CIFAR variant that trains on a
-    CPU)."""
-    f = _ConvFactory(compress_rate, inference_compress_rate, energy, torch_conv)
+    CPU). ``knobs``: as for :func:`fcn`."""
+    f = _ConvFactory(**knobs)
     return DenseNet(depth, growth_rate, 0.5, num_classes, in_channels, f)

@@ -444,6 +444,21 @@ class host_executor {
     std::vector<C> a(static_cast<size_t>(n)), r(static_cast<size_t>(n));
     const T* ri = static_cast<const T*>(in);
     T* ro = static_cast<T*>(out);
+    // Traffic as the cuFFT stand-in counts it: each input element read once, each output element
+    // written once (reported after the transform; a footprint does not depend on the order).
+    if (auto* meter = cdx::current_traffic_recorder()) {
+      const bool real_in = d.type == cdx::fft_type::r2c, real_out = d.type == cdx::fft_type::c2r;
+      const int64_t n_in = d.type == cdx::fft_type::c2r ? half : n;
+      const int64_t n_out = d.type == cdx::fft_type::r2c ? half : n;
+      for (int64_t b = 0; b < d.batch; ++b) {
+        for (int64_t i = 0; i < n_in; ++i)
+          meter->read(ri + (real_in ? 1 : 2) * (b * d.idist + i * d.istride),
+                      (real_in ? 1 : 2) * sizeof(T));
+        for (int64_t k = 0; k < n_out; ++k)
+          meter->write(ro + (real_out ? 1 : 2) * (b * d.odist + k * d.ostride),
+                       (real_out ? 1 : 2) * sizeof(T));
+      }
+    }
     for (int64_t b = 0; b < d.batch; ++b) {
       switch (d.type) {
         case cdx::fft_type::r2c:

@@ -124,6 +124,70 @@ void check_cuda_entry_points(const Plan& pl, Mem& mem, const problem<T>& pr, con
   EXPECT_TRUE(rel_close("backward(CPU spectra).grad_weight", mem.download(dw3), ref.dw, tolerance));
 }
 
+/// check_cuda_entry_points for `pl`, the plan of `geo` (made from p), on p's problem of seed 7
+/// against its oracle: the direct convolution when every bin is kept, else the dense band-limited
+/// reference of the kept rows and columns.
+template <class T, class Plan, class Mem>
+void check_cuda_problem(const Plan& pl, Mem& mem, const conv_params& p,
+                        const blfft::geometry& geo) {
+  problem<T> pr(p, 7);
+  reference ref;
+  double tolerance;
+  if (geo.kept == geo.total) {
+    ref = direct_reference(p, pr.x, pr.w, pr.b, pr.g);
+    tolerance = tol<T>::direct;
+  } else {
+    ref = dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols), pr.x, pr.w,
+                        pr.b, pr.g);
+    tolerance = tol<T>::dense;
+  }
+  const blfft::plan<T> cpu(geo);
+  check_cuda_entry_points(pl, mem, pr, ref, tolerance, cpu);
+}
+
+/// The strided-views check of both CUDA tests: a forward call with x channels-last and y every
+/// other element of a buffer twice its size. The results must equal the contiguous ones and the
+/// gaps of the output (-777) stay untouched.
+template <class T>
+struct strided_forward_case {
+  const conv_params p = make2d(2, 3, 4, {6, 5}, {3, 3}, {1, 1}, {1, 1});
+  const blfft::geometry geo = blfft::make_geometry(p, compression::rate(0.5));
+  const problem<T> pr{p, 3};
+  const dims& d = pr.d;
+
+  /// x channels-last, with x_strides() (H W C, 1, W C, C).
+  std::vector<T> x_channels_last() const {
+    std::vector<T> xcl(pr.xt.size());
+    for (i64 n = 0; n < d.N; ++n)
+      for (i64 c = 0; c < d.C; ++c)
+        for (i64 h = 0; h < d.H; ++h)
+          for (i64 w = 0; w < d.W; ++w)
+            xcl[((n * d.H + h) * d.W + w) * d.C + c] = pr.xt[d.xi(n, c, h, w)];
+    return xcl;
+  }
+  std::vector<i64> x_strides() const { return {d.H * d.W * d.C, 1, d.W * d.C, d.C}; }
+  /// The output buffer, all gaps, and the strides of y in it.
+  std::vector<T> y_buffer() const {
+    return std::vector<T>(static_cast<size_t>(2 * d.output_size()), T(-777));
+  }
+  std::vector<i64> y_strides() const {
+    std::vector<i64> ystr = tensor_view<T>::contiguous(nullptr, d.output_shape()).strides;
+    for (auto& s : ystr) s *= 2;
+    return ystr;
+  }
+  /// Checks the output buffer after the forward call with bias.
+  void check(const std::vector<T>& ybuf) const {
+    const auto ref = dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols), pr.x,
+                                   pr.w, pr.b, pr.g);
+    std::vector<T> y(static_cast<size_t>(d.output_size()));
+    for (i64 i = 0; i < d.output_size(); ++i) {
+      y[i] = ybuf[2 * i];
+      EXPECT_EQ(ybuf[2 * i + 1], T(-777)) << "gap " << i << " written";
+    }
+    EXPECT_TRUE(rel_close("forward(strided)", y, ref.y, tol<T>::dense));
+  }
+};
+
 /// The problems every CUDA correctness test runs (emulated, and on a GPU): 1D and 2D; stride,
 /// padding, dilation, groups (depthwise too); odd and even grids; non-default grids.
 inline std::vector<conv_params> cuda_problems() {

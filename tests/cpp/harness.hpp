@@ -192,6 +192,18 @@ void with_dtype(dtype t, F&& f) {
     f(double{});
 }
 
+/// The layers the rate-parametrized operator tests (adjoint, compressed) share, then `more`:
+/// 1D padded; 2D 3x3 padded; 2D with unequal stride, padding, dilation per axis and 2 groups.
+inline std::vector<conv_params> shared_layers_and(const std::vector<conv_params>& more) {
+  std::vector<conv_params> v = {
+      make1d(2, 3, 4, 16, 3, 1, 1),
+      make2d(2, 3, 4, {8, 8}, {3, 3}, {1, 1}, {1, 1}),
+      make2d(2, 4, 6, {10, 6}, {2, 3}, {1, 3}, {0, 2}, {2, 1}, 2),
+  };
+  v.insert(v.end(), more.begin(), more.end());
+  return v;
+}
+
 /// One case of the parametrized tests: a layer, a compression rate, a dtype, an engine.
 struct layer_case {
   conv_params p;
@@ -216,6 +228,21 @@ inline std::string case_name(const ::testing::TestParamInfo<layer_case>& info) {
 }
 inline void PrintTo(const layer_case& c, std::ostream* os) {
   *os << name_of(c.p) << " rate " << c.rate << " " << dtype_name(c.t) << " " << method_name(c.m);
+}
+
+/// f() must throw blfft::error with `code` and a message containing `text`; `missing` is the
+/// failure when it does not throw.
+template <class F>
+void expect_refused(F&& f, blfft::error_code code, const std::string& text,
+                    const std::string& missing = "no error") {
+  try {
+    f();
+  } catch (const blfft::error& e) {
+    EXPECT_EQ(e.code(), code) << e.what();
+    EXPECT_NE(std::string(e.what()).find(text), std::string::npos) << e.what();
+    return;
+  }
+  ADD_FAILURE() << missing;
 }
 
 }  // namespace bt

@@ -261,28 +261,22 @@ cublasStatus_t cublasGemmStridedBatchedEx(
   const kind scale = kc;  // the scale type follows C for these compute types
   const cplx al = load(alpha, scale, 0, 0), be = load(beta, scale, 0, 0);
   if (handle->workspace) std::memset(handle->workspace, 0xff, handle->workspace_bytes);
-  const auto a_at = [&](long long b, int i, int l) {  // op(A)[i][l]
-    const char* base = static_cast<const char*>(A);
-    const long long off =
-        b * strideA + (transa == CUBLAS_OP_N ? i + static_cast<long long>(l) * lda
-                                             : l + static_cast<long long>(i) * lda);
-    note(false, base, ka, off);
-    cplx v = load(base, ka, off, round_bits);
-    return transa == CUBLAS_OP_C ? std::conj(v) : v;
-  };
-  const auto b_at = [&](long long b, int l, int j) {  // op(B)[l][j]
-    const long long off =
-        b * strideB + (transb == CUBLAS_OP_N ? l + static_cast<long long>(j) * ldb
-                                             : j + static_cast<long long>(l) * ldb);
-    note(false, B, kb, off);
-    cplx v = load(B, kb, off, round_bits);
-    return transb == CUBLAS_OP_C ? std::conj(v) : v;
+  // op(X)[r][c] of batch b, X of kind kx, leading dimension ld and batch stride `stride`.
+  const auto op_at = [&](const void* X, kind kx, cublasOperation_t t, int ld, long long stride,
+                         long long b, int r, int c) {
+    const long long off = b * stride + (t == CUBLAS_OP_N ? r + static_cast<long long>(c) * ld
+                                                         : c + static_cast<long long>(r) * ld);
+    note(false, X, kx, off);
+    const cplx v = load(X, kx, off, round_bits);
+    return t == CUBLAS_OP_C ? std::conj(v) : v;
   };
   for (long long b = 0; b < batchCount; ++b)
     for (int j = 0; j < n; ++j)
       for (int i = 0; i < m; ++i) {
         cplx s = 0;
-        for (int l = 0; l < k; ++l) s += a_at(b, i, l) * b_at(b, l, j);
+        for (int l = 0; l < k; ++l)
+          s += op_at(A, ka, transa, lda, strideA, b, i, l) *
+               op_at(B, kb, transb, ldb, strideB, b, l, j);
         const long long c = b * strideC + i + static_cast<long long>(j) * ldc;
         cplx r = al * s;
         if (be != cplx(0)) {  // beta == 0: C is not read

@@ -20,16 +20,13 @@ namespace {
 using namespace bt;
 
 std::vector<conv_params> geometries() {
-  return {
-      make1d(2, 3, 4, 16, 3, 1, 1),
+  return shared_layers_and({
       make1d(2, 4, 6, 11, 4, 3, 2, 2, 2),
-      make2d(2, 3, 4, {8, 8}, {3, 3}, {1, 1}, {1, 1}),
       make2d(2, 3, 4, {7, 9}, {3, 2}, {2, 3}, {1, 0}, {1, 2}),
-      make2d(2, 4, 6, {10, 6}, {2, 3}, {1, 3}, {0, 2}, {2, 1}, 2),
       make2d(2, 3, 6, {9, 7}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, 3),
       make2d(1, 2, 2, {4, 5}, {6, 7}, {1, 1}, {1, 1}),
       with_grid(make2d(1, 2, 3, {6, 7}, {3, 3}, {2, 1}, {1, 1}), {10, 12}),
-  };
+  });
 }
 
 class Adjoint : public ::testing::TestWithParam<layer_case> {};

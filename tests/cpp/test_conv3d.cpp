@@ -16,11 +16,18 @@
 #include <vector>
 
 #include "blfft/blfft.hpp"
+#include "oracles.hpp"
 
 namespace {
 
 using blfft::compression;
 using blfft::conv_params;
+using bt::cast;
+using bt::dot;
+using bt::in_view;
+using bt::out_view;
+using bt::rel_l2;
+using bt::widen;
 using i64 = int64_t;
 using vec = std::vector<double>;
 
@@ -30,23 +37,6 @@ vec random_vec(i64 n, uint64_t seed) {
   vec v(static_cast<size_t>(n));
   for (auto& e : v) e = u(gen);
   return v;
-}
-
-double rel_l2(const vec& got, const vec& ref) {
-  if (got.size() != ref.size()) return INFINITY;
-  double num = 0, den = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (!std::isfinite(got[i])) return INFINITY;
-    num += (got[i] - ref[i]) * (got[i] - ref[i]);
-    den += ref[i] * ref[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
-
-double dot(const vec& a, const vec& b) {
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
-  return s;
 }
 
 /// The sizes of a 3D layer by the rules of docs/design.md 1.1, per axis (d, h, w).
@@ -123,15 +113,6 @@ reference direct(const dims3& d, const vec& x, const vec& w, const vec& bias, co
   return r;
 }
 
-template <class T>
-std::vector<T> to(const vec& v) {
-  return std::vector<T>(v.begin(), v.end());
-}
-template <class T>
-vec from(const std::vector<T>& v) {
-  return vec(v.begin(), v.end());
-}
-
 struct case3 {
   i64 N, C, F, G;
   std::array<i64, 3> in, k, s, p, dl;
@@ -148,28 +129,24 @@ template <class T>
 reference run(const blfft::plan<T>& pl, const vec& x, const vec& w, const vec& b, const vec& g,
               bool keep_weight = true) {
   const auto& geo = pl.geometry();
-  auto xt = to<T>(x), wt = to<T>(w), bt = to<T>(b), gt = to<T>(g);
+  auto xt = cast<T>(x), wt = cast<T>(w), bt = cast<T>(b), gt = cast<T>(g);
   std::vector<T> y(static_cast<size_t>(geo.output_size())), dx(x.size()), dw(w.size()),
       db(b.size()), xs(static_cast<size_t>(geo.x_spectrum_size())),
       ws(static_cast<size_t>(geo.w_spectrum_size()));
-  using cv = blfft::tensor_view<const T>;
-  using mv = blfft::tensor_view<T>;
-  const auto xv = cv::contiguous(xt.data(), geo.input_shape());
-  const auto wv = cv::contiguous(wt.data(), geo.weight_shape());
-  const auto gv = cv::contiguous(gt.data(), geo.output_shape());
-  const auto yv = mv::contiguous(y.data(), geo.output_shape());
-  const auto dxv = mv::contiguous(dx.data(), geo.input_shape());
-  const auto dwv = mv::contiguous(dw.data(), geo.weight_shape());
+  const auto xv = in_view(xt, geo.input_shape()), wv = in_view(wt, geo.weight_shape()),
+             gv = in_view(gt, geo.output_shape());
+  const auto yv = out_view(y, geo.output_shape()), dxv = out_view(dx, geo.input_shape()),
+             dwv = out_view(dw, geo.weight_shape());
   if (!keep_weight) {
     pl.forward(xv, wv, bt.data(), yv, {xs.data(), geo.x_spectrum_size()});
     pl.backward_with_weight(gv, {xs.data(), geo.x_spectrum_size()}, wv, &dxv, &dwv, db.data());
-    return {from(y), from(dx), from(dw), from(db)};
+    return {widen(y), widen(dx), widen(dw), widen(db)};
   }
   pl.forward(xv, wv, bt.data(), yv, {xs.data(), geo.x_spectrum_size()},
              {ws.data(), geo.w_spectrum_size()});
   pl.backward(gv, {xs.data(), geo.x_spectrum_size()}, {ws.data(), geo.w_spectrum_size()}, &dxv,
               &dwv, db.data());
-  return {from(y), from(dx), from(dw), from(db)};
+  return {widen(y), widen(dx), widen(dw), widen(db)};
 }
 
 std::vector<case3> cases() {

@@ -94,21 +94,9 @@ void run_problem(const conv_params& p, const compression& c,
                  const blfft::cuda::cuda_plan_options& o = {}) {
   const auto geo = blfft::make_geometry(p, c);
   SCOPED_TRACE(name_of(p) + " " + geo.describe());
-  problem<T> pr(p, 7);
-  reference ref;
-  double tolerance;
-  if (geo.kept == geo.total) {
-    ref = direct_reference(p, pr.x, pr.w, pr.b, pr.g);
-    tolerance = tol<T>::direct;
-  } else {
-    ref = dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols), pr.x, pr.w,
-                        pr.b, pr.g);
-    tolerance = tol<T>::dense;
-  }
-  const blfft::plan<T> cpu(geo);
   const blfft::cuda::plan<T> gpu(geo, 0, o);
   device_memory<T> mem;
-  check_cuda_entry_points(gpu, mem, pr, ref, tolerance, cpu);
+  check_cuda_problem<T>(gpu, mem, p, geo);
 }
 
 blfft::cuda::cuda_plan_options tile(mix_tile t) {
@@ -126,13 +114,9 @@ TEST(CudaNoDevice, PlansAreRefusedCleanly) {
   EXPECT_TRUE(blfft::cuda::compiled());
   EXPECT_EQ(blfft::cuda::device_count(), 0);
   const auto p = make2d(2, 3, 4, {9, 7}, {3, 3}, {1, 1}, {1, 1});
-  try {
-    blfft::cuda::plan<float> pl(p, compression::rate(0.5));
-    FAIL() << "a CUDA plan was built without a device";
-  } catch (const blfft::error& e) {
-    EXPECT_EQ(e.code(), blfft::error_code::unsupported) << e.what();
-    EXPECT_NE(std::string(e.what()).find("no CUDA device"), std::string::npos) << e.what();
-  }
+  expect_refused([&] { blfft::cuda::plan<float>(p, compression::rate(0.5)); },
+                 blfft::error_code::unsupported, "no CUDA device",
+                 "a CUDA plan was built without a device");
   EXPECT_THROW(blfft::cuda::get_plan<float>(p, compression::rate(0.0)), blfft::error);
   EXPECT_THROW(blfft::cuda::memory_stats(), blfft::error);
   std::vector<float> x(2 * 3 * 9 * 7);
@@ -250,34 +234,16 @@ TEST(CudaDevice, StridedViews) {
   // channels-last input, every-other-element output; the gaps must stay untouched.
   REQUIRE_DEVICE();
   using T = double;
-  const auto p = make2d(2, 3, 4, {6, 5}, {3, 3}, {1, 1}, {1, 1});
-  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
-  problem<T> pr(p, 3);
-  const auto ref = dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols), pr.x,
-                                 pr.w, pr.b, pr.g);
-  const dims& d = pr.d;
-  std::vector<T> xcl(pr.xt.size());
-  for (i64 n = 0; n < d.N; ++n)
-    for (i64 c = 0; c < d.C; ++c)
-      for (i64 h = 0; h < d.H; ++h)
-        for (i64 w = 0; w < d.W; ++w)
-          xcl[((n * d.H + h) * d.W + w) * d.C + c] = pr.xt[d.xi(n, c, h, w)];
+  const strided_forward_case<T> c;
   device_memory<T> mem;
-  auto x = mem.upload(xcl), w = mem.upload(pr.wt), b = mem.upload(pr.bt);
-  auto ybuf = mem.upload(std::vector<T>(static_cast<size_t>(2 * d.output_size()), T(-777)));
-  std::vector<i64> ystr = tensor_view<T>::contiguous(nullptr, d.output_shape()).strides;
-  for (auto& s : ystr) s *= 2;
-  const blfft::cuda::plan<T> gpu(geo);
-  gpu.forward(tensor_view<const T>(x.get(), d.input_shape(), {d.H * d.W * d.C, 1, d.W * d.C, d.C}),
-              tensor_view<const T>::contiguous(w.get(), d.weight_shape()), b.get(),
-              tensor_view<T>(ybuf.get(), d.output_shape(), ystr), nullptr, nullptr, mem.s);
-  const auto all = mem.download(ybuf);
-  std::vector<T> y(static_cast<size_t>(d.output_size()));
-  for (i64 i = 0; i < d.output_size(); ++i) {
-    y[i] = all[2 * i];
-    EXPECT_EQ(all[2 * i + 1], T(-777)) << "gap " << i << " written";
-  }
-  EXPECT_TRUE(rel_close("forward(strided)", y, ref.y, tol<T>::dense));
+  auto x = mem.upload(c.x_channels_last()), w = mem.upload(c.pr.wt), b = mem.upload(c.pr.bt);
+  auto ybuf = mem.upload(c.y_buffer());
+  const blfft::cuda::plan<T> gpu(c.geo);
+  gpu.forward(tensor_view<const T>(x.get(), c.d.input_shape(), c.x_strides()),
+              tensor_view<const T>::contiguous(w.get(), c.d.weight_shape()), b.get(),
+              tensor_view<T>(ybuf.get(), c.d.output_shape(), c.y_strides()), nullptr, nullptr,
+              mem.s);
+  c.check(mem.download(ybuf));
 }
 
 TEST(CudaDevice, StreamsAndThreadsGiveIdenticalResults) {
@@ -344,12 +310,9 @@ TEST(CudaDevice, PlanCacheAndDevices) {
   EXPECT_EQ(a, b);
   EXPECT_EQ(blfft::cuda::plan_cache_size(), 2u);
   EXPECT_EQ(a->device(), 0);
-  try {
-    blfft::cuda::get_plan<float>(p, compression::rate(0.5), blfft::cuda::device_count());
-    FAIL() << "no error for a device index out of range";
-  } catch (const blfft::error& e) {
-    EXPECT_EQ(e.code(), blfft::error_code::invalid_argument) << e.what();
-  }
+  expect_refused(
+      [&] { blfft::cuda::get_plan<float>(p, compression::rate(0.5), blfft::cuda::device_count()); },
+      blfft::error_code::invalid_argument, "", "no error for a device index out of range");
   blfft::cuda::clear_plan_cache();
   EXPECT_EQ(blfft::cuda::plan_cache_size(), 0u);
   EXPECT_EQ(a->geometry().kept, b->geometry().kept);  // held plans stay valid
@@ -363,14 +326,12 @@ TEST(CudaDevice, HostPointersAreRejected) {
   device_memory<float> mem;
   auto w = mem.upload(pr.wt);
   auto y = mem.nan_buffer(pr.d.output_size());
-  try {
-    gpu.forward(pr.xv(), tensor_view<const float>::contiguous(w.get(), pr.d.weight_shape()),
-                nullptr, tensor_view<float>::contiguous(y.get(), pr.d.output_shape()));
-    FAIL() << "no error for a host input";
-  } catch (const blfft::error& e) {
-    EXPECT_EQ(e.code(), blfft::error_code::type_mismatch) << e.what();
-    EXPECT_NE(std::string(e.what()).find("input is host memory"), std::string::npos) << e.what();
-  }
+  expect_refused(
+      [&] {
+        gpu.forward(pr.xv(), tensor_view<const float>::contiguous(w.get(), pr.d.weight_shape()),
+                    nullptr, tensor_view<float>::contiguous(y.get(), pr.d.output_shape()));
+      },
+      blfft::error_code::type_mismatch, "input is host memory", "no error for a host input");
 }
 
 TEST(CudaDevice, EnergyMapMatchesCpu) {

@@ -212,22 +212,10 @@ void run_problem(const conv_params& p, const compression& c,
   const auto geo = blfft::make_geometry(p, c);
   SCOPED_TRACE(name_of(p) + " " + geo.describe() + " engine " +
                std::to_string(static_cast<int>(engine)));
-  problem<T> pr(p, 7);
-  reference ref;
-  double tolerance;
-  if (geo.kept == geo.total) {
-    ref = direct_reference(p, pr.x, pr.w, pr.b, pr.g);
-    tolerance = tol<T>::direct;
-  } else {
-    ref = dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols), pr.x, pr.w,
-                        pr.b, pr.g);
-    tolerance = tol<T>::dense;
-  }
-  const blfft::plan<T> cpu(geo);
   host_executor ex;
   const emulated_plan<T> pl(ex, geo, o, chunk_scalars, engine);
   host_memory<T> mem;
-  check_cuda_entry_points(pl, mem, pr, ref, tolerance, cpu);
+  check_cuda_problem<T>(pl, mem, p, geo);
 }
 
 using blfft::cuda::mix_tile;
@@ -298,35 +286,15 @@ TEST(CudaEmulation, StridedViews) {
   // Non-contiguous inputs and outputs (channels-last, every other element): the results equal
   // the contiguous ones and the gaps of the outputs stay untouched.
   using T = double;
-  const auto p = make2d(2, 3, 4, {6, 5}, {3, 3}, {1, 1}, {1, 1});
-  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
-  problem<T> pr(p, 3);
-  const auto ref = dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols), pr.x,
-                                 pr.w, pr.b, pr.g);
-  const dims& d = pr.d;
+  const strided_forward_case<T> c;
   host_executor ex;
-  const emulated<T> pl(ex, geo);
-  // x channels-last: strides (H W C, 1, W C, C)
-  std::vector<T> xcl(pr.xt.size());
-  for (i64 n = 0; n < d.N; ++n)
-    for (i64 c = 0; c < d.C; ++c)
-      for (i64 h = 0; h < d.H; ++h)
-        for (i64 w = 0; w < d.W; ++w)
-          xcl[((n * d.H + h) * d.W + w) * d.C + c] = pr.xt[d.xi(n, c, h, w)];
-  const tensor_view<const T> xv(xcl.data(), d.input_shape(), {d.H * d.W * d.C, 1, d.W * d.C, d.C});
-  // y: every other element of a buffer twice the size
-  std::vector<T> ybuf(static_cast<size_t>(2 * d.output_size()), T(-777));
-  const auto yc = tensor_view<T>::contiguous(nullptr, d.output_shape());
-  std::vector<i64> ystr = yc.strides;
-  for (auto& s : ystr) s *= 2;
-  const tensor_view<T> yv(ybuf.data(), d.output_shape(), ystr);
-  pl.forward(xv, pr.wv(), pr.bt.data(), yv, nullptr, nullptr, nullptr);
-  std::vector<T> y(static_cast<size_t>(d.output_size()));
-  for (i64 i = 0; i < d.output_size(); ++i) {
-    y[i] = ybuf[2 * i];
-    EXPECT_EQ(ybuf[2 * i + 1], T(-777)) << "gap " << i << " written";
-  }
-  EXPECT_TRUE(rel_close("forward(strided)", y, ref.y, tol<T>::dense));
+  const emulated<T> pl(ex, c.geo);
+  const std::vector<T> xcl = c.x_channels_last();
+  std::vector<T> ybuf = c.y_buffer();
+  pl.forward(tensor_view<const T>(xcl.data(), c.d.input_shape(), c.x_strides()), c.pr.wv(),
+             c.pr.bt.data(), tensor_view<T>(ybuf.data(), c.d.output_shape(), c.y_strides()),
+             nullptr, nullptr, nullptr);
+  c.check(ybuf);
 }
 
 TEST(CudaEmulation, ArgumentErrors) {
@@ -338,21 +306,15 @@ TEST(CudaEmulation, ArgumentErrors) {
   problem<T> pr(p, 1);
   std::vector<T> y(static_cast<size_t>(pr.d.output_size()));
   auto bad_shape = tensor_view<T>::contiguous(y.data(), {2, 4, 4, 4});
-  try {
-    pl.forward(pr.xv(), pr.wv(), nullptr, bad_shape, nullptr, nullptr, nullptr);
-    FAIL() << "no error for a wrong output shape";
-  } catch (const blfft::error& e) {
-    EXPECT_EQ(e.code(), blfft::error_code::shape_mismatch);
-    EXPECT_NE(std::string(e.what()).find("output"), std::string::npos) << e.what();
-  }
-  try {
-    pl.forward_spectra(nullptr, nullptr, nullptr,
-                       tensor_view<T>::contiguous(y.data(), pr.d.output_shape()), nullptr);
-    FAIL() << "no error for a null spectrum";
-  } catch (const blfft::error& e) {
-    EXPECT_EQ(e.code(), blfft::error_code::invalid_argument);
-    EXPECT_NE(std::string(e.what()).find("x_spectrum"), std::string::npos) << e.what();
-  }
+  expect_refused(
+      [&] { pl.forward(pr.xv(), pr.wv(), nullptr, bad_shape, nullptr, nullptr, nullptr); },
+      blfft::error_code::shape_mismatch, "output", "no error for a wrong output shape");
+  expect_refused(
+      [&] {
+        pl.forward_spectra(nullptr, nullptr, nullptr,
+                           tensor_view<T>::contiguous(y.data(), pr.d.output_shape()), nullptr);
+      },
+      blfft::error_code::invalid_argument, "x_spectrum", "no error for a null spectrum");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -466,13 +428,8 @@ TEST(CudaEmulation, TransformEngineRule) {
     automatic.input_spectrum(pr.xv(), xs.data(), nullptr);
     EXPECT_EQ(ex.stats().ffts, 1) << "a 500-sample signal goes to cuFFT";
   }
-  try {
-    const emulated<float> forced(ex, geo, {}, cdx::default_chunk_scalars, engine::fused);
-    FAIL() << "no error";
-  } catch (const blfft::error& e) {
-    EXPECT_EQ(e.code(), blfft::error_code::unsupported);
-    EXPECT_NE(std::string(e.what()).find("shared memory"), std::string::npos) << e.what();
-  }
+  expect_refused([&] { emulated<float>(ex, geo, {}, cdx::default_chunk_scalars, engine::fused); },
+                 blfft::error_code::unsupported, "shared memory");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -679,18 +636,10 @@ TEST(CudaCublasMixing, EngineRule) {
   // the own kernel where bytes dominate (the stacked products and the grad's block form are
   // twice the planar spectra), without TF32 (then both run on CUDA cores and cuBLAS does 4 real
   // products where Gauss does 3), and with groups (2 GEMMs per group).
-  const auto inputs = [](const conv_params& p, double rate, cdx::mix_pass pass, bool tf32) {
-    const auto g = blfft::make_geometry(p, compression::rate(rate));
-    cdx::mix_cost_inputs in;
-    in.pass = pass;
-    in.kept = g.kept;
-    in.batch = p.batch;
-    in.in_channels = p.in_channels;
-    in.out_channels = p.out_channels;
-    in.in_per_group = g.in_per_group;
-    in.groups = p.groups;
-    in.tf32 = tf32;
-    return in;
+  const auto inputs = [](const conv_params& p, double rate, cdx::mix_pass pass, bool tf32,
+                         bool taps = false) {
+    return cdx::mix_cost_inputs_of(blfft::make_geometry(p, compression::rate(rate)), pass, taps,
+                                   sizeof(float), tf32);
   };
   const auto blas = [](const cdx::mix_cost_inputs& in) {
     return cdx::mix_cost(in, true) < cdx::mix_cost(in, false);
@@ -701,8 +650,9 @@ TEST(CudaCublasMixing, EngineRule) {
     EXPECT_TRUE(blas(inputs(r18_512, 0.5, pass, true)));
     EXPECT_FALSE(blas(inputs(r18_512, 0.5, pass, false)));
     EXPECT_FALSE(blas(inputs(r18_64, 0.5, pass, true)));
-    auto taps = inputs(r18_512, 0.5, pass, true);
-    taps.taps = 9;  // mixing from the taps reads 9 scalars per weight instead of 2 kept
+    // mixing from the taps reads 9 scalars per weight instead of 2 kept
+    const auto taps = inputs(r18_512, 0.5, pass, true, true);
+    ASSERT_EQ(taps.taps, 9);
     EXPECT_GT(cdx::mix_cost(taps, true), cdx::mix_cost(inputs(r18_512, 0.5, pass, true), true));
   }
   auto depthwise =
@@ -877,13 +827,11 @@ TEST(CudaCufftBoundary, MissingPlanDuringCaptureIsRefusedClearly) {
   d.batch = 7;
   host_executor ex;
   std::vector<float> a(2 * 123 * 7), b(a.size());
-  try {
-    cdx::run_cufft(host_executor::cufft_cache(), ex, 0, d, a.data(), b.data(), nullptr, false);
-    FAIL() << "no error";
-  } catch (const blfft::error& e) {
-    EXPECT_EQ(e.code(), blfft::error_code::unsupported);
-    EXPECT_NE(std::string(e.what()).find("before capturing"), std::string::npos) << e.what();
-  }
+  expect_refused(
+      [&] {
+        cdx::run_cufft(host_executor::cufft_cache(), ex, 0, d, a.data(), b.data(), nullptr, false);
+      },
+      blfft::error_code::unsupported, "before capturing");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -985,13 +933,9 @@ TEST(CudaCublasBoundary, ArgumentsAndHandles) {
   std::vector<float> x(4, 1.f), y(4);
   host_executor ex(7);
   blfft_standin::device_scope on(7);
-  try {
-    cdx::run_cublas(cache, ex, 7, g, x.data(), x.data(), y.data(), nullptr, false);
-    FAIL() << "no error";
-  } catch (const blfft::error& e) {
-    EXPECT_EQ(e.code(), blfft::error_code::unsupported);
-    EXPECT_NE(std::string(e.what()).find("before capturing"), std::string::npos) << e.what();
-  }
+  expect_refused(
+      [&] { cdx::run_cublas(cache, ex, 7, g, x.data(), x.data(), y.data(), nullptr, false); },
+      blfft::error_code::unsupported, "before capturing");
 }
 
 }  // namespace
@@ -1127,27 +1071,16 @@ TEST(CudaDevices, MemoryOrStreamOfAnotherDeviceIsRefused) {
   auto y1 = dev1.nan_buffer(pr.d.output_size());
   using cv = tensor_view<const T>;
   const auto yv = tensor_view<T>::contiguous(y1.get(), pr.d.output_shape());
-  try {
-    pl.forward(cv::contiguous(x0.get(), pr.d.input_shape()),
+  // x from `x`'s device, y on device 1, on `stream`
+  const auto forward = [&](const auto& x, void* stream) {
+    pl.forward(cv::contiguous(x.get(), pr.d.input_shape()),
                cv::contiguous(w1.get(), pr.d.weight_shape()), nullptr, yv, nullptr, nullptr,
-               dev1.stream());
-    FAIL() << "no error for an input on device 0";
-  } catch (const blfft::error& e) {
-    EXPECT_EQ(e.code(), blfft::error_code::type_mismatch);
-    EXPECT_NE(std::string(e.what()).find("input is device memory of CUDA device 0"),
-              std::string::npos)
-        << e.what();
-  }
-  try {
-    pl.forward(cv::contiguous(x1.get(), pr.d.input_shape()),
-               cv::contiguous(w1.get(), pr.d.weight_shape()), nullptr, yv, nullptr, nullptr,
-               dev0.stream());
-    FAIL() << "no error for a stream of device 0";
-  } catch (const blfft::error& e) {
-    EXPECT_EQ(e.code(), blfft::error_code::type_mismatch);
-    EXPECT_NE(std::string(e.what()).find("stream belongs to CUDA device 0"), std::string::npos)
-        << e.what();
-  }
+               stream);
+  };
+  expect_refused([&] { forward(x0, dev1.stream()); }, blfft::error_code::type_mismatch,
+                 "input is device memory of CUDA device 0", "no error for an input on device 0");
+  expect_refused([&] { forward(x1, dev0.stream()); }, blfft::error_code::type_mismatch,
+                 "stream belongs to CUDA device 0", "no error for a stream of device 0");
   EXPECT_EQ(blfft_standin::current_device(), 0);
   EXPECT_EQ(ex.stats().wrong_device, 0);
 }

@@ -163,43 +163,56 @@ TEST(StandinCublas, RefusesWhatCublasRefuses) {
   handle H;
   std::vector<float> A(16, 1), B(16, 1), C(16, 0);
   const float one = 1, zero = 0;
-  const auto gemm = [&](cublasHandle_t h, cublasOperation_t ta, int m, int n, int k, int lda,
-                        int ldb, int ldc, cudaDataType ct, cublasComputeType_t cp, long long sc = 4,
-                        int batch = 1) {
-    return cublasGemmStridedBatchedEx(h, ta, CUBLAS_OP_N, m, n, k, &one, A.data(), CUDA_R_32F, lda,
-                                      0, B.data(), CUDA_R_32F, ldb, 0, &zero, C.data(), ct, ldc, sc,
-                                      batch, cp, CUBLAS_GEMM_DEFAULT);
+  // A valid 2 x 2 x 2 product; each case below changes what it names.
+  struct call {
+    cublasHandle_t h;
+    cublasOperation_t ta = CUBLAS_OP_N;
+    int m = 2, n = 2, k = 2, lda = 2, ldb = 2, ldc = 2;
+    cudaDataType ct = CUDA_R_32F;
+    cublasComputeType_t cp = CUBLAS_COMPUTE_32F;
+    long long sc = 4;
+    int batch = 1;
   };
-  EXPECT_EQ(gemm(H.h, CUBLAS_OP_N, 2, 2, 2, 2, 2, 2, CUDA_R_32F, CUBLAS_COMPUTE_32F),
-            CUBLAS_STATUS_SUCCESS);
-  EXPECT_EQ(gemm(H.h, CUBLAS_OP_N, 3, 2, 2, 2, 2, 3, CUDA_R_32F, CUBLAS_COMPUTE_32F),
-            CUBLAS_STATUS_INVALID_VALUE)
-      << "lda < m";
-  EXPECT_EQ(gemm(H.h, CUBLAS_OP_T, 2, 2, 3, 2, 3, 2, CUDA_R_32F, CUBLAS_COMPUTE_32F),
-            CUBLAS_STATUS_INVALID_VALUE)
-      << "lda < k with OP_T";
-  EXPECT_EQ(gemm(H.h, CUBLAS_OP_N, 2, 2, 2, 2, 2, 1, CUDA_R_32F, CUBLAS_COMPUTE_32F),
-            CUBLAS_STATUS_INVALID_VALUE)
-      << "ldc < m";
-  EXPECT_EQ(gemm(H.h, CUBLAS_OP_N, -1, 2, 2, 2, 2, 2, CUDA_R_32F, CUBLAS_COMPUTE_32F),
-            CUBLAS_STATUS_INVALID_VALUE);
-  EXPECT_EQ(gemm(H.h, CUBLAS_OP_CONJG, 2, 2, 2, 2, 2, 2, CUDA_R_32F, CUBLAS_COMPUTE_32F),
-            CUBLAS_STATUS_INVALID_VALUE);
-  EXPECT_EQ(gemm(H.h, CUBLAS_OP_N, 2, 2, 2, 2, 2, 2, CUDA_C_32F, CUBLAS_COMPUTE_32F),
-            CUBLAS_STATUS_NOT_SUPPORTED)
-      << "mixed real and complex";
-  EXPECT_EQ(gemm(H.h, CUBLAS_OP_N, 2, 2, 2, 2, 2, 2, CUDA_R_32F, CUBLAS_COMPUTE_64F),
-            CUBLAS_STATUS_NOT_SUPPORTED)
-      << "float data, double compute";
-  EXPECT_EQ(gemm(H.h, CUBLAS_OP_N, 2, 2, 2, 2, 2, 2, CUDA_R_32F, CUBLAS_COMPUTE_32F, 3, 2),
-            CUBLAS_STATUS_INVALID_VALUE)
-      << "C of two batches overlap";
-  EXPECT_EQ(gemm(nullptr, CUBLAS_OP_N, 2, 2, 2, 2, 2, 2, CUDA_R_32F, CUBLAS_COMPUTE_32F),
-            CUBLAS_STATUS_NOT_INITIALIZED);
+  const auto gemm = [&](const call& c) {
+    return cublasGemmStridedBatchedEx(c.h, c.ta, CUBLAS_OP_N, c.m, c.n, c.k, &one, A.data(),
+                                      CUDA_R_32F, c.lda, 0, B.data(), CUDA_R_32F, c.ldb, 0, &zero,
+                                      C.data(), c.ct, c.ldc, c.sc, c.batch, c.cp,
+                                      CUBLAS_GEMM_DEFAULT);
+  };
+  struct refusal {
+    void (*change)(call&);
+    cublasStatus_t want;
+    const char* why;
+  };
+  const refusal cases[] = {
+      {[](call&) {}, CUBLAS_STATUS_SUCCESS, "the valid call"},
+      {[](call& c) { c.m = c.ldc = 3; }, CUBLAS_STATUS_INVALID_VALUE, "lda < m"},
+      {[](call& c) {
+         c.ta = CUBLAS_OP_T;
+         c.k = c.ldb = 3;
+       },
+       CUBLAS_STATUS_INVALID_VALUE, "lda < k with OP_T"},
+      {[](call& c) { c.ldc = 1; }, CUBLAS_STATUS_INVALID_VALUE, "ldc < m"},
+      {[](call& c) { c.m = -1; }, CUBLAS_STATUS_INVALID_VALUE, "m < 0"},
+      {[](call& c) { c.ta = CUBLAS_OP_CONJG; }, CUBLAS_STATUS_INVALID_VALUE, "OP_C on real data"},
+      {[](call& c) { c.ct = CUDA_C_32F; }, CUBLAS_STATUS_NOT_SUPPORTED, "mixed real and complex"},
+      {[](call& c) { c.cp = CUBLAS_COMPUTE_64F; }, CUBLAS_STATUS_NOT_SUPPORTED,
+       "float data, double compute"},
+      {[](call& c) {
+         c.sc = 3;
+         c.batch = 2;
+       },
+       CUBLAS_STATUS_INVALID_VALUE, "C of two batches overlap"},
+      {[](call& c) { c.h = nullptr; }, CUBLAS_STATUS_NOT_INITIALIZED, "no handle"},
+  };
+  for (const auto& r : cases) {
+    call c{H.h};
+    r.change(c);
+    EXPECT_EQ(gemm(c), r.want) << r.why;
+  }
   {
     blfft_standin::device_scope other(3);
-    EXPECT_EQ(gemm(H.h, CUBLAS_OP_N, 2, 2, 2, 2, 2, 2, CUDA_R_32F, CUBLAS_COMPUTE_32F),
-              CUBLAS_STATUS_INVALID_VALUE)
+    EXPECT_EQ(gemm(call{H.h}), CUBLAS_STATUS_INVALID_VALUE)
         << "handle of device 0 used on device 3";
   }
 }

@@ -544,24 +544,26 @@ def run_module(case):
     _backward(case, y, [x, m.weight, m.bias])
 
 
+# The ops that run the functional call under a global setting, case[op], restored afterwards:
+# op -> (getter, setter).
+_SETTING_OPS = {
+    "threads": (blfft.get_num_threads, blfft.set_num_threads),
+    "saved_dtype": (blfft.get_saved_spectrum_dtype, blfft.set_saved_spectrum_dtype),
+}
+
+
 def run_case(case):
     op = case["op"]
     if legitimately_heavy(case):
         return
-    if op == "threads":
-        before = blfft.get_num_threads()
+    if op in _SETTING_OPS:
+        get, set_ = _SETTING_OPS[op]
+        before = get()
         try:
-            blfft.set_num_threads(case["threads"])
+            set_(case[op])
             run_functional(case)
         finally:
-            blfft.set_num_threads(before)
-    elif op == "saved_dtype":
-        before = blfft.get_saved_spectrum_dtype()
-        try:
-            blfft.set_saved_spectrum_dtype(case["saved_dtype"])
-            run_functional(case)
-        finally:
-            blfft.set_saved_spectrum_dtype(before)
+            set_(before)
     elif op == "module":
         run_module(case)
     else:

@@ -91,3 +91,34 @@ def torch_op_samples(name, dtype=torch.float64):
     ops = [op for op in op_db if op.name == name]
     assert ops, f"torch has no OpInfo named {name}"
     return [(s.input, s.args, s.kwargs) for s in ops[0].sample_inputs("cpu", dtype)]
+
+
+def check_against_opinfo_samples(ours, theirs, name, dtype, min_samples):
+    """`ours` against torch's `theirs` on torch's own OpInfo samples of `name` (at least
+    `min_samples` of them): the output and the gradients of every tensor argument, ours computed
+    in `dtype`, torch's in float64."""
+    samples = torch_op_samples(name, torch.float64)
+    assert len(samples) >= min_samples
+    for x, args, kwargs in samples:
+        tensors = [x] + [a for a in args if isinstance(a, torch.Tensor)]
+        ref_in = [t.detach().clone().requires_grad_() for t in tensors]
+        our_in = [t.detach().to(dtype).requires_grad_() for t in tensors]
+
+        def rebuild(ins, args=args):
+            it = iter(ins[1:])
+            return ins[0], [next(it) if isinstance(a, torch.Tensor) else a for a in args]
+
+        rx, rargs = rebuild(ref_in)
+        ox, oargs = rebuild(our_in)
+        yr = theirs(rx, *rargs, **kwargs)
+        y = ours(ox, *oargs, **kwargs)
+        what = f"{tuple(x.shape)} {kwargs}"
+        assert y.dtype == dtype and y.shape == yr.shape, what
+        assert_close(y, yr, dtype, f"output {what}")
+        gy = torch.randn_like(yr)
+        for a, r in zip(
+            torch.autograd.grad(y, our_in, gy.to(dtype)),
+            torch.autograd.grad(yr, ref_in, gy),
+            strict=True,
+        ):
+            assert_close(a, r, dtype, f"gradient {what}")

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import blfft
 import blfft.functional as BF
-from helpers import assert_close, rel_l2, torch_op_samples
+from helpers import assert_close, check_against_opinfo_samples, rel_l2
 from reference import band_limit_3d, dense_conv3d, fast_size
 
 # torch itself warns that its 'same' padding with even kernels copies the input.
@@ -44,31 +44,7 @@ def _grads(y, ins, g):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 def test_torch_opinfo_samples_at_rate_zero(dtype):
-    samples = torch_op_samples("nn.functional.conv3d", torch.float64)
-    assert len(samples) >= 5
-    for x, args, kwargs in samples:
-        tensors = [x] + [a for a in args if isinstance(a, torch.Tensor)]
-        ref_in = [t.detach().clone().requires_grad_() for t in tensors]
-        our_in = [t.detach().to(dtype).requires_grad_() for t in tensors]
-
-        def rebuild(ins, args=args):
-            it = iter(ins[1:])
-            return ins[0], [next(it) if isinstance(a, torch.Tensor) else a for a in args]
-
-        rx, rargs = rebuild(ref_in)
-        ox, oargs = rebuild(our_in)
-        yr = F.conv3d(rx, *rargs, **kwargs)
-        y = BF.conv3d(ox, *oargs, **kwargs)
-        what = f"{tuple(x.shape)} {kwargs}"
-        assert y.dtype == dtype and y.shape == yr.shape, what
-        assert_close(y, yr, dtype, f"output {what}")
-        gy = torch.randn_like(yr)
-        for a, r in zip(
-            torch.autograd.grad(y, our_in, gy.to(dtype)),
-            torch.autograd.grad(yr, ref_in, gy),
-            strict=True,
-        ):
-            assert_close(a, r, dtype, f"gradient {what}")
+    check_against_opinfo_samples(BF.conv3d, F.conv3d, "nn.functional.conv3d", dtype, 5)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import blfft
 import blfft.functional as BF
-from helpers import assert_close, rel_l2, torch_op_samples
+from helpers import assert_close, check_against_opinfo_samples, rel_l2
 
 
 def _fns(ndim):
@@ -21,31 +21,8 @@ def _fns(ndim):
 @pytest.mark.parametrize("ndim", [1, 2])
 def test_torch_opinfo_samples_at_rate_zero(ndim, dtype):
     ours, theirs, _ = _fns(ndim)
-    samples = torch_op_samples(f"nn.functional.conv_transpose{ndim}d", torch.float64)
-    assert len(samples) >= 10
-    for x, args, kwargs in samples:
-        tensors = [x] + [a for a in args if isinstance(a, torch.Tensor)]
-        ref_in = [t.detach().clone().requires_grad_() for t in tensors]
-        our_in = [t.detach().to(dtype).requires_grad_() for t in tensors]
-
-        def rebuild(ins, args=args):
-            it = iter(ins[1:])
-            return ins[0], [next(it) if isinstance(a, torch.Tensor) else a for a in args]
-
-        rx, rargs = rebuild(ref_in)
-        ox, oargs = rebuild(our_in)
-        yr = theirs(rx, *rargs, **kwargs)
-        y = ours(ox, *oargs, **kwargs)
-        what = f"{tuple(x.shape)} {kwargs}"
-        assert y.dtype == dtype and y.shape == yr.shape, what
-        assert_close(y, yr, dtype, f"output {what}")
-        gy = torch.randn_like(yr)
-        for a, r in zip(
-            torch.autograd.grad(y, our_in, gy.to(dtype)),
-            torch.autograd.grad(yr, ref_in, gy),
-            strict=True,
-        ):
-            assert_close(a, r, dtype, f"gradient {what}")
+    name = f"nn.functional.conv_transpose{ndim}d"
+    check_against_opinfo_samples(ours, theirs, name, dtype, 10)
 
 
 # (N, C_in, C_out, spatial, kernel, stride, padding, output_padding, dilation, groups)
