@@ -4,25 +4,32 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <map>
+#include <mutex>
 #include <optional>
 
 #include "check.hpp"
 #include "parallel.hpp"
 #include "pruned_transform.hpp"
+#include "shared_cache.hpp"
 #include "workspace.hpp"
 
 namespace blfft {
 namespace {
 
-/// Energy inside the band {|k_h| <= i_h - 1} x {k_w <= i_w - 1}. Summed in the same order as the
-/// total so that the full band reproduces the total exactly.
+/// Energy inside the band {|k_h| <= i_h - 1} x {k_w <= i_w - 1}, from the energies `e` of the
+/// kept bins of `g` (a band containing it, or the whole grid), summed row by row in grid order:
+/// on the whole grid the full band reproduces the total exactly.
 double band_energy(const geometry& g, const std::vector<double>& e, int64_t i_h, int64_t i_w) {
-  const int64_t Lh = g.grid[0], bins = g.bins_w;
+  const int64_t Lh = g.grid[0], nc = static_cast<int64_t>(g.kept_cols.size());
   double s = 0;
-  for (int64_t r = 0; r < Lh; ++r) {
+  for (std::size_t ri = 0; ri < g.kept_rows.size(); ++ri) {
+    const int64_t r = g.kept_rows[ri];
     const int64_t signed_r = r <= Lh / 2 ? r : Lh - r;
     if (signed_r > i_h - 1) continue;
-    for (int64_t c = 0; c < std::min(i_w, bins); ++c) s += e[r * bins + c];
+    const int64_t row = static_cast<int64_t>(ri) * nc;
+    for (int64_t c = 0; c < std::min(i_w, nc); ++c) s += e[static_cast<size_t>(row + c)];
   }
   return s;
 }
@@ -48,28 +55,35 @@ void refuse_3d(const conv_params& p) {
 
 }  // namespace
 
+namespace {
+
 template <class T>
-std::vector<double> energy_map(const conv_params& p, const tensor_view<const T>& x) {
-  refuse_3d(p);
-  const geometry g = make_geometry(p, compression::indices({}, {}));  // the full spectrum
+void check_input(const geometry& g, const tensor_view<const T>& x) {
   const auto shape = g.input_shape();
   BLFFT_EXPECTS(x.data != nullptr, error_code::invalid_argument, "input data pointer is null");
   BLFFT_EXPECTS(x.shape == shape && x.strides.size() == shape.size(), error_code::shape_mismatch,
                 "input shape/strides do not match the conv_params");
   for (int64_t s : x.strides)
     BLFFT_EXPECTS(s >= 0, error_code::invalid_argument, "input strides must be non-negative");
+}
+
+/// Energy of each kept bin of `g` (kept frequency k = row index * kept columns + column index),
+/// summed over batch and channels, a column that stands for a conjugate pair counted twice.
+template <class T>
+std::vector<double> kept_energies(const geometry& g, const tensor_view<const T>& x) {
+  check_input(g, x);
   const auto& q = g.params;
   const detail::layer_placements at(g);
-  const int64_t Lw = g.grid[1], C = q.in_channels;
+  const int64_t Lw = g.grid[1], C = q.in_channels, nc = static_cast<int64_t>(g.kept_cols.size());
   // Samples are transformed in chunks: one sample at a time made tiny transforms (the selection
-  // cost 40% of a whole forward and backward), the whole batch at once would hold its full
+  // cost 40% of a whole forward and backward), the whole batch at once would hold its whole
   // spectrum. A chunk's spectrum stays within energy_chunk_bytes (at least one sample).
-  const int64_t per_sample = detail::checked_mul(2 * g.total, C, "energy spectrum size");
+  const int64_t per_sample = detail::checked_mul(2 * g.kept, C, "energy spectrum size");
   const int64_t chunk = std::clamp<int64_t>(
       energy_chunk_bytes / (per_sample * static_cast<int64_t>(sizeof(T))), 1, q.batch);
   auto spec = detail::take_workspace<T>(detail::checked_mul(per_sample, chunk, "energy spectrum"),
                                         "energy spectrum");
-  std::vector<double> e(static_cast<size_t>(g.total), 0.0);
+  std::vector<double> e(static_cast<size_t>(g.kept), 0.0);
   std::optional<detail::pruned_transform<T>> full_chunk, tail_chunk;
   for (int64_t n0 = 0; n0 < q.batch; n0 += chunk) {
     const int64_t nb = std::min(chunk, q.batch - n0);
@@ -82,9 +96,9 @@ std::vector<double> energy_map(const conv_params& p, const tensor_view<const T>&
     t->analyse(img, spec.data());
     // Spectrum layout: [k][re | im][b * C + c]. Each bin's energy is summed sample by sample in
     // batch order, whatever the chunking; bins are independent, so they run in parallel.
-    const bool parallel = g.total * nb * C >= 32768;
-    detail::parallel_for(g.total, parallel ? detail::thread_count() : 1, parallel, [&](int64_t k) {
-      const int64_t col = k % g.bins_w;
+    const bool parallel = g.kept * nb * C >= 32768;
+    detail::parallel_for(g.kept, parallel ? detail::thread_count() : 1, parallel, [&](int64_t k) {
+      const int64_t col = g.kept_cols[static_cast<size_t>(k % nc)];
       // Columns other than DC and Nyquist stand for a conjugate pair.
       const double weight = (col == 0 || 2 * col == Lw) ? 1.0 : 2.0;
       const T* re = spec.data() + 2 * k * nb * C;
@@ -102,18 +116,16 @@ std::vector<double> energy_map(const conv_params& p, const tensor_view<const T>&
   return e;
 }
 
-energy_selection select_by_energy(const conv_params& p, const std::vector<double>& energy,
-                                  double fraction) {
-  refuse_3d(p);
-  BLFFT_EXPECTS(std::isfinite(fraction) && fraction > 0.0 && fraction <= 1.0,
-                error_code::invalid_argument, "energy fraction must be in (0, 1], got ", fraction);
-  const geometry full = make_geometry(p, compression::none());
-  BLFFT_EXPECTS(static_cast<int64_t>(energy.size()) == full.total, error_code::shape_mismatch,
-                "energy map has ", energy.size(), " bins, the grid has ", full.total);
-  const int nd = p.ndim;
+/// The rate family's band limits {i_h, i_w}, from the largest compression down (rate 0 last):
+/// the family changes its kept set only where (L/2+1) * (1-r)^(1/nd) crosses an integer on some
+/// axis, so those rates are the candidates.
+struct candidate {
+  double rate;
+  int64_t i_h, i_w;
+};
+std::vector<candidate> candidates(const geometry& full) {
+  const int nd = full.params.ndim;
   const int64_t half_h = full.grid[0] / 2 + 1, half_w = full.bins_w;
-  // The rate family changes its kept set only where (L/2+1) * (1-r)^(1/nd) crosses an integer on
-  // some axis: those rates are the candidates, tried from the largest compression down.
   std::vector<double> rates{0.0};
   const auto add = [&](int64_t half) {
     for (int64_t j = 1; j < half; ++j) {
@@ -124,23 +136,98 @@ energy_selection select_by_energy(const conv_params& p, const std::vector<double
   add(half_w);
   if (nd == 2) add(half_h);
   std::sort(rates.rbegin(), rates.rend());
-  const double total = band_energy(full, energy, half_h, half_w);
+  std::vector<candidate> out;
+  for (double r : rates)
+    out.push_back(
+        {r, nd == 1 ? 1 : band_limit(full.grid[0], r, nd), band_limit(full.grid[1], r, nd)});
+  return out;
+}
+
+energy_selection selection(const conv_params& p, const candidate& c, double kept, double total) {
+  energy_selection s;
+  s.chosen = compression::band(c.i_h, c.i_w);
+  s.rate = c.rate;
+  s.limits = {c.i_h, c.i_w};
+  s.achieved_rate = make_geometry(p, s.chosen).achieved_rate;
+  s.energy_kept = total > 0 ? std::min(1.0, kept / total) : 1.0;
+  return s;
+}
+
+/// Sum of x^2 over the input (double): the spectrum's energy is Lh Lw times this (Parseval).
+template <class T>
+double sum_of_squares(const geometry& g, const tensor_view<const T>& x) {
+  const auto& q = g.params;
+  const auto img = detail::as_image(x);
+  const int64_t rows = q.batch * q.in_channels;
+  std::vector<double> per_row(static_cast<size_t>(rows));
+  const bool parallel = rows * q.input[0] * q.input[1] >= 65536;
+  detail::parallel_for(rows, parallel ? detail::thread_count() : 1, parallel, [&](int64_t j) {
+    const T* base =
+        img.data + (j / q.in_channels) * img.stride_b + (j % q.in_channels) * img.stride_ch;
+    double s = 0;
+    for (int64_t h = 0; h < q.input[0]; ++h) {
+      T row = 0;
+      for (int64_t w = 0; w < q.input[1]; ++w) {
+        const T v = base[h * img.stride_h + w * img.stride_w];
+        row += v * v;
+      }
+      s += row;
+    }
+    per_row[static_cast<size_t>(j)] = s;
+  });
+  double s = 0;
+  for (double v : per_row) s += v;
+  return s;
+}
+
+/// Where select_by_energy (on an input) last landed for a layer and fraction: the next call
+/// starts its search there. Only what the search costs depends on it, never what it selects.
+class selection_hints {
+ public:
+  std::optional<std::size_t> get(const std::vector<int64_t>& key) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    const auto it = hints_.find(key);
+    if (it == hints_.end()) return std::nullopt;
+    return it->second;
+  }
+  void put(std::vector<int64_t> key, std::size_t index) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (hints_.size() >= 256) hints_.clear();  // a bound; hints are only a head start
+    hints_[std::move(key)] = index;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<std::vector<int64_t>, std::size_t> hints_;
+};
+selection_hints& hints() {
+  static selection_hints h;
+  return h;
+}
+
+}  // namespace
+
+template <class T>
+std::vector<double> energy_map(const conv_params& p, const tensor_view<const T>& x) {
+  refuse_3d(p);
+  return kept_energies<T>(make_geometry(p, compression::indices({}, {})), x);  // every bin
+}
+
+energy_selection select_by_energy(const conv_params& p, const std::vector<double>& energy,
+                                  double fraction) {
+  refuse_3d(p);
+  BLFFT_EXPECTS(std::isfinite(fraction) && fraction > 0.0 && fraction <= 1.0,
+                error_code::invalid_argument, "energy fraction must be in (0, 1], got ", fraction);
+  const geometry full = make_geometry(p, compression::none());
+  BLFFT_EXPECTS(static_cast<int64_t>(energy.size()) == full.total, error_code::shape_mismatch,
+                "energy map has ", energy.size(), " bins, the grid has ", full.total);
+  const double total = band_energy(full, energy, full.grid[0], full.bins_w);
   BLFFT_EXPECTS(std::isfinite(total), error_code::invalid_argument,
                 "energy selection needs a finite input: the input's spectral energy is ", total,
                 " (the input holds NaN or Inf, or values too large to square)");
-  for (double r : rates) {
-    const int64_t i_h = nd == 1 ? 1 : band_limit(full.grid[0], r, nd);
-    const int64_t i_w = band_limit(full.grid[1], r, nd);
-    const double kept = band_energy(full, energy, i_h, i_w);
-    if (kept >= fraction * total) {
-      energy_selection s;
-      s.chosen = compression::band(i_h, i_w);
-      s.rate = r;
-      s.limits = {i_h, i_w};
-      s.achieved_rate = make_geometry(p, s.chosen).achieved_rate;
-      s.energy_kept = total > 0 ? kept / total : 1.0;
-      return s;
-    }
+  for (const candidate& c : candidates(full)) {
+    const double kept = band_energy(full, energy, c.i_h, c.i_w);
+    if (kept >= fraction * total) return selection(p, c, kept, total);
   }
   // Unreachable: rate 0 keeps everything.
   detail::fail(error_code::backend, "energy selection found no kept set");
@@ -149,9 +236,50 @@ energy_selection select_by_energy(const conv_params& p, const std::vector<double
 template <class T>
 energy_selection select_by_energy(const conv_params& p, const tensor_view<const T>& x,
                                   double fraction) {
+  refuse_3d(p);
   BLFFT_EXPECTS(std::isfinite(fraction) && fraction > 0.0 && fraction <= 1.0,
                 error_code::invalid_argument, "energy fraction must be in (0, 1], got ", fraction);
-  return select_by_energy(p, energy_map<T>(p, x), fraction);
+  const geometry full = make_geometry(p, compression::none());
+  check_input(full, x);
+  const auto family = candidates(full);
+  std::vector<int64_t> key;
+  detail::append_geometry_key(key, full);
+  key.push_back(static_cast<int64_t>(sizeof(T)));
+  int64_t fraction_bits = 0;
+  std::memcpy(&fraction_bits, &fraction, sizeof fraction_bits);
+  key.push_back(fraction_bits);
+  // Staged search (the map of every bin costs a transform of the whole grid, more than the
+  // forward at a high rate): first only the bins of one band of the family, the one after where
+  // the last call landed (else the one at rate 3/4), against the total from Parseval. A candidate
+  // inside it is decided there when it holds E, and every smaller one misses E, by more than the
+  // rounding of those energies; anything closer, or beyond that band, goes to the whole map.
+  // Either way the choice is the whole map's (up to that rounding); only the cost varies.
+  const auto hint = hints().get(key);
+  std::size_t stage = 0;
+  while (stage + 1 < family.size() && family[stage].rate > 0.75) ++stage;
+  if (hint) stage = std::min(*hint + 2, family.size() - 1);
+  if (stage + 1 < family.size()) {  // a band smaller than the grid
+    const geometry g = make_geometry(p, compression::band(family[stage].i_h, family[stage].i_w));
+    const double total =
+        static_cast<double>(full.grid[0] * full.grid[1]) * sum_of_squares<T>(full, x);
+    if (std::isfinite(total)) {
+      const std::vector<double> e = kept_energies<T>(g, x);
+      const double target = fraction * total;
+      const double margin = (sizeof(T) == sizeof(float) ? 1e-4 : 1e-10) * total;
+      for (std::size_t j = 0; j <= stage; ++j) {
+        const double kept = band_energy(g, e, family[j].i_h, family[j].i_w);
+        if (kept >= target + margin) {
+          hints().put(std::move(key), j);
+          return selection(p, family[j], kept, total);
+        }
+        if (kept > target - margin) break;  // too close to call here
+      }
+    }
+  }
+  const energy_selection s = select_by_energy(p, energy_map<T>(p, x), fraction);
+  for (std::size_t j = 0; j < family.size(); ++j)
+    if (family[j].i_h == s.limits[0] && family[j].i_w == s.limits[1]) hints().put(key, j);
+  return s;
 }
 
 template BLFFT_API std::vector<double> energy_map<float>(const conv_params&,

@@ -193,6 +193,80 @@ TEST(SelectByEnergy, FullEnergyOfBandLimitedInputChoosesSmallSet) {
   EXPECT_LT(kept_fraction(map, {16, 16}, {2, 2}), 0.999);
 }
 
+/// A smooth input (low frequencies dominate, as in natural images) of p's shape: a few low
+/// cosines per image plus a little noise.
+template <class T>
+std::vector<T> smooth_input(const conv_params& p, uint64_t seed) {
+  const dims d = dims_of(p);
+  const vec noise = random_vector(d.input_size(), seed);
+  std::vector<T> x(static_cast<size_t>(d.input_size()));
+  for (i64 n = 0; n < d.N; ++n)
+    for (i64 c = 0; c < d.C; ++c)
+      for (i64 h = 0; h < d.H; ++h)
+        for (i64 w = 0; w < d.W; ++w) {
+          const i64 i = d.xi(n, c, h, w);
+          const double a = 0.1 * static_cast<double>((n + 2 * c) % 7);
+          x[static_cast<size_t>(i)] = static_cast<T>(
+              1.0 + std::cos(0.3 * h + a) + 0.5 * std::sin(0.5 * w - a) +
+              0.3 * std::cos(0.9 * (h + w) + a) + 0.05 * noise[static_cast<size_t>(i)]);
+        }
+  return x;
+}
+
+// The staged search of the one-call overload (a band of the family first, where the previous call
+// for the layer landed, the whole map only when needed) chooses what the whole map chooses,
+// whatever the order of the calls (which moves its starting band up and down).
+template <class T>
+void check_staged_search(const conv_params& p) {
+  const auto x = smooth_input<T>(p, 7);
+  const auto xv = tensor_view<const T>::contiguous(x.data(), dims_of(p).input_shape());
+  const vec map = blfft::energy_map<T>(p, xv);
+  const std::vector<double> fractions{0.5, 0.9, 0.99, 0.3, 0.999, 0.9, 0.9, 1.0, 0.2, 0.95, 1e-9};
+  for (double E : fractions) {
+    SCOPED_TRACE(name_of(p) + " E=" + std::to_string(E));
+    const auto want = blfft::select_by_energy(p, map, E);
+    for (int repeat = 0; repeat < 2; ++repeat) {  // the second call starts at the first's choice
+      const auto got = blfft::select_by_energy<T>(p, xv, E);
+      EXPECT_EQ(got.limits, want.limits);
+      EXPECT_EQ(got.rate, want.rate);
+      EXPECT_NEAR(got.energy_kept, want.energy_kept, sizeof(T) == 4 ? 1e-5 : 1e-12);
+      EXPECT_GE(got.energy_kept, std::min(E, 1.0) - (sizeof(T) == 4 ? 1e-5 : 1e-12));
+    }
+  }
+}
+
+TEST(SelectByEnergy, StagedSearchChoosesWhatTheWholeMapChooses) {
+  for (const auto& p :
+       {make2d(3, 4, 1, {24, 20}, {3, 3}, {1, 1}, {1, 1}),
+        make2d(2, 2, 1, {15, 17}, {5, 3}, {1, 1}, {2, 1}), make1d(3, 4, 1, 60, 3, 1, 1)}) {
+    check_staged_search<float>(p);
+    check_staged_search<double>(p);
+  }
+}
+
+// The map is made from chunks of samples (a bounded spectrum): a batch of several chunks and a
+// tail gives the sum of its halves' maps, and Parseval's total.
+TEST(EnergyMap, BatchOfSeveralChunks) {
+  const auto p = make2d(600, 8, 1, {24, 24}, {3, 3}, {1, 1}, {1, 1});  // 25 KB of bins a sample
+  const auto half = make2d(300, 8, 1, {24, 24}, {3, 3}, {1, 1}, {1, 1});
+  const auto x = smooth_input<float>(p, 9);
+  const auto shape = dims_of(p).input_shape();
+  const vec whole =
+      blfft::energy_map<float>(p, tensor_view<const float>::contiguous(x.data(), shape));
+  const auto hs = dims_of(half).input_shape();
+  const vec a = blfft::energy_map<float>(half, tensor_view<const float>::contiguous(x.data(), hs));
+  const vec b = blfft::energy_map<float>(
+      half, tensor_view<const float>::contiguous(x.data() + x.size() / 2, hs));
+  vec sum(a.size());
+  for (size_t k = 0; k < a.size(); ++k) sum[k] = a[k] + b[k];
+  EXPECT_LE(rel_l2(whole, sum), 1e-6);
+  double sumsq = 0, total = 0;
+  for (float v : x) sumsq += double(v) * double(v);
+  for (double v : whole) total += v;
+  const auto grid = ref_default_grid(p);
+  EXPECT_NEAR(total, static_cast<double>(grid[0] * grid[1]) * sumsq, 1e-5 * total);
+}
+
 TEST(SelectByEnergy, OneDimensional) {
   const auto p = make1d(1, 1, 1, 32, 1);  // grid 1 x 32, bins 17
   const double pi = std::acos(-1.0);
