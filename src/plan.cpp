@@ -32,8 +32,7 @@ class plan_impl {
                    placement w) { return std::make_unique<transform>(g, d, B, CH, pd, h, w, o); }),
         scale(T(1) / static_cast<T>(g.depth_grid * g.grid[0] * g.grid[1])),
         deterministic(o.deterministic) {
-    // The taps path (mix_taps.hpp) is 1D/2D only.
-    if (g.params.ndim != 3 && use_taps(geo, o, sizeof(T))) twiddles.emplace(geo);
+    if (mixes_from_taps(geo, o, sizeof(T))) twiddles.emplace(geo);
   }
 
   /// Refuses, before anything is allocated, a layer whose spectra could not all be in memory
@@ -186,6 +185,11 @@ class plan_impl {
 };
 
 }  // namespace detail
+
+bool mixes_from_taps(const blfft::geometry& g, const plan_options& options,
+                     std::size_t element_bytes) {
+  return g.params.ndim != 3 && detail::use_taps(g, options, element_bytes);  // (1D/2D only)
+}
 
 namespace {
 /// FFTW's measured planning picks algorithms by timing, so it may differ from run to run;

@@ -121,6 +121,13 @@ class BLFFT_API plan {
 extern template class plan<float>;
 extern template class plan<double>;
 
+/// Whether a plan of `g` with `options` mixes from the weight's taps where it is given no weight
+/// spectrum (plan_options::mixing; 1D/2D layers with few taps and large spectra): such a plan is
+/// faster from the weight itself, so a caller gains nothing by keeping a weight spectrum for it.
+/// `element_bytes`: 4 for plan<float>, 8 for plan<double>.
+BLFFT_API bool mixes_from_taps(const geometry& g, const plan_options& options,
+                               std::size_t element_bytes);
+
 /// The process-wide plan cache: one plan per (geometry, kept set, dtype, options), shared.
 /// Thread-safe. Changing the rate between calls just looks up (or builds) another plan.
 template <class T>

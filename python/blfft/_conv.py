@@ -290,10 +290,18 @@ def conv(
         grad_on = torch.is_grad_enabled()
         # The ops' arguments after the weight (or its shape) and bias.
         conf = (list(stride_t), list(padding_t), list(dilation_t), groups, rate, band)
-        # (Not under torch.func transforms: the cache's eager look-up cannot see their tensors.)
-        if weight_cache is not None and not grad_on and not _ops._functorch_active():
-            ws = weight_cache.get(x.shape, weight, *conf)
+        # (Not under torch.func transforms: the cache's eager look-up cannot see their tensors;
+        # with gradients on, not under torch.compile either, whose graphs hold conv_forward.)
+        cache = None if _ops._functorch_active() else weight_cache
+        if cache is not None and not grad_on:
+            ws = cache.get(x.shape, weight, *conf)
             y = _ops.conv_forward_cached(x, ws, bias, list(weight.shape), *conf)
+        elif (
+            cache is not None
+            and not torch.compiler.is_compiling()
+            and cache.serves_training(x, weight, conf)
+        ):
+            y = _ops.conv_with_cached_weight(x, weight, bias, cache, conf)
         else:
             y = _ops.conv_diff(x, weight, bias, conf)
     record = CallRecord(

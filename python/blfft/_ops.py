@@ -91,7 +91,9 @@ __all__ = [
     "conv_forward_cached",
     "conv_forward_energy",
     "conv_forward_from_x_spectrum",
+    "conv_forward_w_spectrum",
     "conv_transpose",
+    "conv_with_cached_weight",
     "conv_transpose_diff",
     "cuda_device_count",
     "cuda_unusable_reason",
@@ -340,14 +342,9 @@ def _conv_transpose_fake(grad_output, weight, w_spectrum, bias, x_shape, *rest):
 # ------------------------------------------------------------------------------------------------
 
 
-@_custom_op(
-    "conv_forward_cached",
-    f"Tensor x, Tensor w_spectrum, Tensor? bias, SymInt[] w_shape, {_CONF}",
-    "Tensor",
-)
-def conv_forward_cached(x: Tensor, w_spectrum: Tensor, bias, w_shape, *conf) -> Tensor:
-    """Forward from a weight spectrum computed earlier: inference with a layer's cached weight
-    spectrum, and the second-order pass of a layer that kept only its weight spectrum."""
+def _forward_from_w_spectrum(x, w_spectrum, bias, w_shape, conf, keep_x=None):
+    """y (in x's dtype) from a weight spectrum computed earlier, and the input spectrum it made
+    when `keep_x` (saved_dtype, x_spectrum_saving) says forward keeps it (else None)."""
     be, stream, (p, c, g), det = _call_setup(
         x, "input", (("w_spectrum", w_spectrum), ("bias", bias)), (x.shape, w_shape), conf
     )
@@ -359,13 +356,51 @@ def conv_forward_cached(x: Tensor, w_spectrum: Tensor, bias, w_shape, *conf) -> 
     b = None if bias is None else bias.detach().contiguous()
     ws = w_spectrum.detach().to(x.dtype)  # a no-op unless stored in bfloat16
     be.forward_spectra(p, c, dl(xs), dl(ws), dl(b), dl(y), *stream, **det)
-    return y.to(out_dtype)
+    if keep_x is None or not _settings.keep_x_spectrum(g, keep_x[0], keep_x[1]):
+        return y.to(out_dtype), None
+    store = SAVED_DTYPES[keep_x[0]]
+    return y.to(out_dtype), (xs if store is None else xs.to(store))
+
+
+@_custom_op(
+    "conv_forward_cached",
+    f"Tensor x, Tensor w_spectrum, Tensor? bias, SymInt[] w_shape, {_CONF}",
+    "Tensor",
+)
+def conv_forward_cached(x: Tensor, w_spectrum: Tensor, bias, w_shape, *conf) -> Tensor:
+    """Forward from a weight spectrum computed earlier: inference with a layer's cached weight
+    spectrum, and the second-order pass of a layer that kept only its weight spectrum."""
+    return _forward_from_w_spectrum(x, w_spectrum, bias, w_shape, conf)[0]
 
 
 @conv_forward_cached.register_fake
 def _conv_forward_cached_fake(x, w_spectrum, bias, w_shape, *conf):
     _, _, g = geometry(x.shape, w_shape, *conf)
     return x.new_empty(g.output_shape)
+
+
+@_custom_op(
+    "conv_forward_w_spectrum",
+    f"Tensor x, Tensor w_spectrum, Tensor? bias, SymInt[] w_shape, {_CONF}, "
+    "bool save_x_spectrum, str saved_dtype, str x_spectrum_saving",
+    "(Tensor, Tensor)",
+)
+def conv_forward_w_spectrum(x: Tensor, w_spectrum: Tensor, bias, w_shape, *rest):
+    """conv_forward of a layer whose weight spectrum is cached (training with
+    ``cache_weight_spectrum=True``): (y, input spectrum kept for backward or empty)."""
+    conf, (save_x, saved_dtype, x_mode) = tuple(rest[:6]), rest[6:]
+    keep = (saved_dtype, x_mode) if save_x else None
+    y, xs = _forward_from_w_spectrum(x, w_spectrum, bias, w_shape, conf, keep)
+    return y, (xs if xs is not None else _none(x))
+
+
+@conv_forward_w_spectrum.register_fake
+def _conv_forward_w_spectrum_fake(x, w_spectrum, bias, w_shape, *rest):
+    conf, (save_x, saved_dtype, x_mode) = tuple(rest[:6]), rest[6:]
+    _, _, g = geometry(x.shape, w_shape, *conf)
+    nx = g.x_spectrum_size if save_x and _settings.keep_x_spectrum(g, saved_dtype, x_mode) else 0
+    store = SAVED_DTYPES[saved_dtype] if nx else None
+    return x.new_empty(g.output_shape), x.new_empty((nx,), dtype=store or x.dtype)
 
 
 @_custom_op(
@@ -445,6 +480,41 @@ def conv_diff(x: Tensor, weight: Tensor, bias: Optional[Tensor], conf, modes=Non
     if save_x and save_w and not x.is_leaf:
         _link_input(y, x)
     return y
+
+
+def conv_with_cached_weight(x: Tensor, weight: Tensor, bias: Optional[Tensor], cache, conf):
+    """conv_diff for a layer whose weight spectrum `cache` (a WeightSpectrumCache) keeps: forward
+    and backward's input gradient read the one spectrum, made once per weight update. Eager,
+    float32 / float64, no autocast (:meth:`WeightSpectrumCache.serves_training` says when)."""
+    conf = tuple(conf)
+    ws = cache.get(x.shape, weight, *conf)
+    grad = torch.is_grad_enabled()
+    save_x = grad and weight.requires_grad
+    modes = _current_modes()
+    y = _CachedWeightConvFunction.apply(x, weight, bias, ws, conf, save_x, modes[1:])[0]
+    if save_x and grad and x.requires_grad and not x.is_leaf:
+        _link_input(y, x)
+    return y
+
+
+class _CachedWeightConvFunction(torch.autograd.Function):
+    """conv_forward from a cached weight spectrum `ws` (not differentiated: the weight's gradient
+    comes from conv_backward as in conv_forward's autograd, which reads `ws` for the input
+    gradient instead of transforming the weight again)."""
+
+    @staticmethod
+    def forward(x, weight, bias, ws, conf, save_x, modes):
+        return conv_forward_w_spectrum(x, ws, bias, list(weight.shape), *conf, save_x, *modes)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, weight, _, ws, conf = inputs[:5]
+        ctx.mark_non_differentiable(output[1])
+        _setup_forward(ctx, x, weight, conf, output[1], ws)
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_xs):
+        return _forward_grads(ctx, grad_y) + (None,) * 4
 
 
 def conv_backward_diff(g, x, xs, w, ws, conf_full, needs):

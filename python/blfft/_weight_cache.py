@@ -1,10 +1,22 @@
-"""Weight spectra kept between inference calls (``cache_weight_spectrum=True`` layers)."""
+"""Weight spectra kept between calls (``cache_weight_spectrum=True`` layers).
+
+What it costs: each caching layer holds its compressed weight spectrum (``2 * kept *
+out_channels * in_channels/groups`` scalars, e.g. 8.6-31.5 MB per ResNet-18 layer at rate 0.5 on
+32x32 inputs, one to two orders of magnitude more than the weight) and a copy of the weight,
+between calls, until :func:`blfft.clear_caches` or the layer goes. What it saves: one weight
+transform per call in evaluation and inference (one per weight update instead), and in training
+the weight transform of backward's input gradient (forward and backward share the spectrum: one
+per step; microbatches with the same weight share it too). Opt-in, not the default: the default
+``"auto"`` saving mode (:func:`blfft.set_weight_spectrum_saving`) keeps a weight spectrum for
+backward only while a layer holds no more than torch's convolution would, and a default cache
+would hold a spectrum per layer all the time.
+"""
 
 import torch
 from torch import Tensor
 
 from . import _memory
-from ._backends import backend_for, dl, eager_only
+from ._backends import backend_for, dl, eager_only, is_cpu
 from ._geometry import geometry
 from ._memory import alloc
 from ._settings import deterministic_kw
@@ -58,6 +70,23 @@ class WeightSpectrumCache:
         if e is None:
             return 0
         return sum(t.numel() * t.element_size() for t in (e[1], e[2]))
+
+    def serves_training(self, x: Tensor, weight: Tensor, conf) -> bool:
+        """Whether a call with gradients on takes its weight spectrum from the cache (else it
+        goes the ordinary way: conv_forward, spectra kept by the saving modes). Not for
+        float16 / bfloat16 tensors or under autocast (their casts belong to the ops' autocast
+        rules), not for 3D layers (a whole 3D weight spectrum is large; the core mixes from the
+        weight's depth slices), and not where the CPU core mixes from the weight's taps (faster
+        without any spectrum)."""
+        if x.dim() == 5 or weight.dtype not in (torch.float32, torch.float64):
+            return False
+        if x.dtype != weight.dtype or torch.is_autocast_enabled(x.device.type):
+            return False
+        be, _ = backend_for(weight, "weight")
+        if not is_cpu(be):
+            return True
+        _, _, g = geometry(tuple(x.shape), tuple(weight.shape), *conf)
+        return not be.mixes_from_taps(g, weight.dtype == torch.float64)
 
     @eager_only
     def get(self, x_shape, weight: Tensor, stride, padding, dilation, groups, rate, band) -> Tensor:

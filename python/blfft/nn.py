@@ -15,13 +15,18 @@ Compression knobs (keyword-only):
 - ``energy`` in (0, 1] or ``None``: when set, every call chooses the largest compression whose kept
   set holds at least that fraction of the input spectrum's energy, in both modes, and the rates
   are not used;
-- ``cache_weight_spectrum`` (default False): when gradients are off (``torch.no_grad``,
-  ``torch.inference_mode``), keep the layer's compressed weight spectrum between calls instead of
-  transforming the weight on every call. It is recomputed when the weight's values change
-  (however they are written: in place, through ``weight.data``, by an optimizer, a new tensor;
-  the cache compares a copy of the weight bit for bit) or the input size, kept set, dtype or
-  device does. Costs the spectrum's memory (``2 * kept * out_channels * in_channels/groups``
-  scalars) and a copy of the weight, until :func:`blfft.clear_caches` or the module goes.
+- ``cache_weight_spectrum`` (default False): keep the layer's compressed weight spectrum between
+  calls instead of transforming the weight on every call: evaluation and inference then pay one
+  weight transform per weight update, and training one per step (forward and backward's input
+  gradient share the spectrum; microbatches with the same weight too). It is recomputed when the
+  weight's values change (however they are written: in place, through ``weight.data``, by an
+  optimizer, a new tensor; the cache compares a copy of the weight bit for bit) or the input
+  size, kept set, dtype or device does. With gradients on it is used for float32 / float64
+  layers outside autocast and torch.compile, except where the CPU core mixes from the weight's
+  taps (some 1D layers: faster without a spectrum). Costs the spectrum's memory (``2 * kept *
+  out_channels * in_channels/groups`` scalars; 306 MB for the CIFAR ResNet-18 at rate 0.5, 7x
+  its parameters) and a copy of the weight, until :func:`blfft.clear_caches` or the module goes;
+  hence opt-in (blfft._weight_cache).
 
 All three may be changed at any time (or with :func:`blfft.set_compression`); nothing visible is
 rebuilt.

@@ -281,6 +281,14 @@ PYBIND11_MODULE(_core, m) {
         "What the binding reads from a DLPack tensor (consumes a capsule).");
 
   // --- runtime ----------------------------------------------------------------------------------
+  m.def(
+      "mixes_from_taps",
+      [](const blfft::geometry& g, bool double_precision) {
+        return blfft::mixes_from_taps(g, {}, double_precision ? sizeof(double) : sizeof(float));
+      },
+      py::arg("geometry"), py::arg("double_precision"),
+      "Whether the CPU plan of g mixes from the weight's taps where it is given no weight "
+      "spectrum (then keeping one gains nothing).");
   m.def("plan_cache_size", &blfft::plan_cache_size);
   m.def("clear_plan_cache", &blfft::clear_plan_cache, py::call_guard<py::gil_scoped_release>());
   m.def("release_memory", &blfft::release_memory, py::call_guard<py::gil_scoped_release>(),
