@@ -3,6 +3,7 @@
 // the saved spectra. Writes JSON (one object per measurement) to the path given, or stdout.
 //
 //   blfft_bench_core [--quick] [--repeats N] [--out FILE] [--method fft|matmul|auto|both]
+//                    [--layer SUBSTRING] [--rate R]   (only the layers / the rate named)
 
 #include <blfft/blfft.hpp>
 
@@ -110,7 +111,8 @@ std::string measure(const layer& l, double rate, blfft::transform_method method,
 int main(int argc, char** argv) {
   bool quick = false;
   int repeats = 7;
-  std::string out, which = "both";
+  std::string out, which = "both", layer_filter;
+  double only_rate = -1;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--quick") {
@@ -122,9 +124,14 @@ int main(int argc, char** argv) {
       out = argv[++i];
     } else if (a == "--method" && i + 1 < argc) {
       which = argv[++i];
+    } else if (a == "--layer" && i + 1 < argc) {
+      layer_filter = argv[++i];
+    } else if (a == "--rate" && i + 1 < argc) {
+      only_rate = std::atof(argv[++i]);
     } else {
       std::cerr << "usage: " << argv[0]
-                << " [--quick] [--repeats N] [--out FILE] [--method fft|matmul|auto|both]\n";
+                << " [--quick] [--repeats N] [--out FILE] [--method fft|matmul|auto|both]"
+                   " [--layer SUBSTRING] [--rate R]\n";
       return 2;
     }
   }
@@ -136,6 +143,8 @@ int main(int argc, char** argv) {
   for (const auto& l : layers(quick))
     for (double rate : {0.0, 0.25, 0.5, 0.75})
       for (auto m : methods) {
+        if (std::string(l.name).find(layer_filter) == std::string::npos) continue;
+        if (only_rate >= 0 && rate != only_rate) continue;
         rows.push_back(measure(l, rate, m, repeats));
         std::cerr << rows.back() << "\n";
       }

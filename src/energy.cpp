@@ -166,12 +166,18 @@ double sum_of_squares(const geometry& g, const tensor_view<const T>& x) {
         img.data + (j / q.in_channels) * img.stride_b + (j % q.in_channels) * img.stride_ch;
     double s = 0;
     for (int64_t h = 0; h < q.input[0]; ++h) {
-      T row = 0;
-      for (int64_t w = 0; w < q.input[1]; ++w) {
-        const T v = base[h * img.stride_h + w * img.stride_w];
-        row += v * v;
+      const T* row = base + h * img.stride_h;
+      double r = 0;  // in double: a long 1D row summed in T would lose the margin below
+      if (img.stride_w == 1) {
+#pragma omp simd reduction(+ : r)
+        for (int64_t w = 0; w < q.input[1]; ++w) r += double(row[w]) * double(row[w]);
+      } else {
+        for (int64_t w = 0; w < q.input[1]; ++w) {
+          const double v = row[w * img.stride_w];
+          r += v * v;
+        }
       }
-      s += row;
+      s += r;
     }
     per_row[static_cast<size_t>(j)] = s;
   });
@@ -257,7 +263,13 @@ energy_selection select_by_energy(const conv_params& p, const tensor_view<const 
   const auto hint = hints().get(key);
   std::size_t stage = 0;
   while (stage + 1 < family.size() && family[stage].rate > 0.75) ++stage;
-  if (hint) stage = std::min(*hint + 2, family.size() - 1);
+  if (hint) {  // the next band of the family after the hint's (the family repeats some bands)
+    stage = std::min(*hint, family.size() - 1);
+    const auto same = [&](std::size_t j) {
+      return family[j].i_h == family[*hint].i_h && family[j].i_w == family[*hint].i_w;
+    };
+    while (stage + 1 < family.size() && same(stage)) ++stage;
+  }
   if (stage + 1 < family.size()) {  // a band smaller than the grid
     const geometry g = make_geometry(p, compression::band(family[stage].i_h, family[stage].i_w));
     const double total =
