@@ -255,11 +255,11 @@ energy_selection select_by_energy(const conv_params& p, const tensor_view<const 
   std::memcpy(&fraction_bits, &fraction, sizeof fraction_bits);
   key.push_back(fraction_bits);
   // Staged search (the map of every bin costs a transform of the whole grid, more than the
-  // forward at a high rate): first only the bins of one band of the family, the one after where
-  // the last call landed (else the one at rate 3/4), against the total from Parseval. A candidate
-  // inside it is decided there when it holds E, and every smaller one misses E, by more than the
-  // rounding of those energies; anything closer, or beyond that band, goes to the whole map.
-  // Either way the choice is the whole map's (up to that rounding); only the cost varies.
+  // forward at a high rate): first only the bins of one band of the family, the next one after
+  // where the last call landed (else the one at rate 3/4), against the total from Parseval. A
+  // candidate inside it is decided there when it holds E, and every smaller one misses E, by more
+  // than the rounding of those energies; anything closer, or beyond that band, goes to the whole
+  // map. Either way the choice is the whole map's (up to that rounding); only the cost varies.
   const auto hint = hints().get(key);
   std::size_t stage = 0;
   while (stage + 1 < family.size() && family[stage].rate > 0.75) ++stage;
@@ -290,7 +290,10 @@ energy_selection select_by_energy(const conv_params& p, const tensor_view<const 
   }
   const energy_selection s = select_by_energy(p, energy_map<T>(p, x), fraction);
   for (std::size_t j = 0; j < family.size(); ++j)
-    if (family[j].i_h == s.limits[0] && family[j].i_w == s.limits[1]) hints().put(key, j);
+    if (family[j].i_h == s.limits[0] && family[j].i_w == s.limits[1]) {
+      hints().put(std::move(key), j);
+      break;
+    }
   return s;
 }
 

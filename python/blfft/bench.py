@@ -8,6 +8,8 @@ For each layer shape and compression rate it measures, in one process and on the
 - blfft (``blfft.functional.conv1d/conv2d``, ``conv_transpose2d`` for the U-Net's up-sampling
   layers, ``conv3d`` for the video model's layer),
 - ``torch.nn.functional.conv1d/conv2d/conv_transpose2d/conv3d`` (oneDNN on the CPU),
+- blfft in energy mode (``energy=0.99``, 1D/2D convolutions), once per layer, against blfft at the
+  fixed rate it selects on the benchmark input (the two run alternately),
 - ``fft-conv-pytorch`` from PyPI (full-spectrum FFT convolution, rate 0 only),
 - a paper-style pipeline written here in pure torch (full FFT on the paper's power-of-two grid
   ``H + 2p + max(out, K) - 1``, slice the kept corners, multiply, zero-fill, inverse),
@@ -195,6 +197,13 @@ def _blfft_with(setter: Callable, getter: Callable, value) -> Callable:
 # The speed side of the keep-or-recompute trade for weight spectra (the default, "auto",
 # recomputes them whenever keeping them would hold more than torch's convolution does), and the
 # memory side of storing the kept spectra in bfloat16.
+def _blfft_energy(x, w, layer: Layer, rate: float):
+    """blfft in energy mode (energy=ENERGY; `rate` unused): the selection runs at every call."""
+    fns = (blfft.functional.conv1d, blfft.functional.conv2d)
+    return fns[layer.ndim - 1](x, w, None, layer.stride, layer.padding, energy=ENERGY)
+
+
+ENERGY = 0.99
 _blfft_keep = _blfft_with(
     blfft.set_weight_spectrum_saving, blfft.get_weight_spectrum_saving, "keep"
 )
@@ -207,16 +216,20 @@ IMPLS: Dict[str, Callable] = {
     "blfft": _blfft,
     "blfft_keep": _blfft_keep,
     "blfft_bf16": _blfft_bf16,
+    "blfft_energy": _blfft_energy,
     "torch": _torch,
     "fft_conv_pytorch": _fft_conv_pytorch,
     "paper": _paper,
 }
 # Baselines without a compression knob are measured once (rate 0) and compared at every rate.
 RATE_FREE = {"torch", "fft_conv_pytorch"}
+# Energy mode chooses its rate per call: measured once per layer, next to blfft at the rate it
+# chose (_energy_row), in one interleaved loop.
+ENERGY_IMPLS = {"blfft_energy"}
 # Baselines without transposed convolutions.
-NO_TRANSPOSED = {"fft_conv_pytorch", "paper"}
+NO_TRANSPOSED = {"fft_conv_pytorch", "paper", "blfft_energy"}
 # Baselines without 3D convolutions (the paper's pipeline here is 1D/2D).
-NO_3D = {"paper"}
+NO_3D = {"paper", "blfft_energy"}
 
 
 # ------------------------------------------------------------------------------------------
@@ -257,6 +270,31 @@ def _time(impl: Callable, layer: Layer, rate: float, repeats: int, warmup: int) 
             both.append(t2 - t0)
     ms = lambda v: 1e3 * statistics.median(v)  # noqa: E731
     return {"fwd_ms": ms(fwd), "bwd_ms": ms(bwd), "fwd_bwd_ms": ms(both)}
+
+
+def _energy_row(layer: Layer, repeats: int, warmup: int) -> dict:
+    """Energy mode against the fixed rate it selects on the benchmark input: fwd+bwd medians of
+    the two, run alternately (the issue's target: energy at most 1.15x that fixed rate)."""
+    x, w = _inputs(layer)
+    dims = layer.ndim
+    pad = layer.explicit_padding()
+    band, sel = blfft._ops.select_band(
+        x.detach(), w.shape, [layer.stride] * dims, [pad] * dims, [1] * dims, 1, ENERGY
+    )
+    rate = float(sel.rate)
+    times: Dict[str, List[float]] = {"energy": [], "fixed": []}
+    runs = {"energy": lambda: _blfft_energy(x, w, layer, 0.0), "fixed": lambda: _blfft(x, w, layer, rate)}
+    for i in range(warmup + repeats):
+        for name, fn in runs.items():
+            x.grad = w.grad = None
+            t0 = time.perf_counter()
+            y = fn()
+            y.backward(torch.ones_like(y))
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    e, f = (1e3 * statistics.median(times[k]) for k in ("energy", "fixed"))
+    return {"selected_rate": rate, "selected_band": band, "energy_fwd_bwd_ms": e,
+            "fixed_fwd_bwd_ms": f, "energy_over_fixed": e / f}
 
 
 def _held_bytes(impl: Callable, layer: Layer, rate: float) -> Tuple[int, int]:
@@ -393,6 +431,20 @@ def _markdown(results: List[dict], meta: dict) -> str:
             f"{ratio('fft_conv_pytorch')} | {ratio('paper')} | {r['gflops']:.1f} | "
             f"{r['held_batch_over_input']:.2f} | {held_bf16(layer, rate)} |"
         )
+    energy_rows = [r for r in results if r["impl"] in ENERGY_IMPLS]
+    if energy_rows:
+        out += [
+            "",
+            f"## Energy mode (energy={ENERGY}) against the fixed rate it selects (fwd+bwd)",
+            "",
+            "| layer | selected rate | energy ms | fixed-rate ms | energy / fixed |",
+            "|---|---|---|---|---|",
+        ]
+        for r in energy_rows:
+            out.append(
+                f"| {r['layer']} | {r['selected_rate']:.2f} | {r['energy_fwd_bwd_ms']:.1f} | "
+                f"{r['fixed_fwd_bwd_ms']:.1f} | {r['energy_over_fixed']:.2f} |"
+            )
     out += [
         "",
         "## Forward and backward separately (ms)",
@@ -401,6 +453,8 @@ def _markdown(results: List[dict], meta: dict) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
+        if r["impl"] in ENERGY_IMPLS:
+            continue
         peak = r.get("peak_rss_bytes")
         out.append(
             f"| {r['layer']} | {r['impl']} | {r['rate']:.2f} | {r['fwd_ms']:.1f} | "
@@ -425,6 +479,8 @@ def _plot(results: List[dict], path: Path) -> bool:
     fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.2 * rows), squeeze=False)
     for ax, layer in zip(axes.flat, layers):
         for impl in IMPLS:
+            if impl in ENERGY_IMPLS:
+                continue  # one rate per call, chosen by the data: the markdown's own table
             pts = sorted((r["rate"], r["fwd_bwd_ms"]) for r in results
                          if r["layer"] == layer and r["impl"] == impl)
             if not pts:
@@ -459,6 +515,17 @@ def run(layers: List[Layer], rates, repeats: int, warmup: int, impls: List[str],
                 continue
             if layer.ndim == 3 and impl in NO_3D:
                 continue
+            if impl in ENERGY_IMPLS:
+                if layer.padding == "same" and layer.kernel % 2 == 0:
+                    continue  # (an extra pad first: the selection would see another input)
+                r = {"layer": layer.name, "impl": impl, "rate": 0.0, "energy": ENERGY,
+                     **asdict(layer), **_energy_row(layer, repeats, warmup)}
+                r["fwd_bwd_ms"] = r["energy_fwd_bwd_ms"]
+                results.append(r)
+                print(f"{layer.name:26s} {impl:17s} E {ENERGY}: fwd+bwd "
+                      f"{r['energy_fwd_bwd_ms']:8.2f} ms, {r['energy_over_fixed']:.2f}x the fixed "
+                      f"rate it selects ({r['selected_rate']:.2f})", flush=True)
+                continue
             for rate in ([0.0] if impl in RATE_FREE else rates):
                 fn = IMPLS[impl]
                 r = {"layer": layer.name, "impl": impl, "rate": rate, **asdict(layer)}
@@ -486,7 +553,10 @@ def main(argv=None) -> int:
         "--layers", default="all", help="all | resnet | fcn | unet | video | substring of a name"
     )
     ap.add_argument("--rates", default=None, help="comma-separated (default 0,0.25,0.5,0.75)")
-    ap.add_argument("--impls", default="blfft,blfft_keep,blfft_bf16,torch,fft_conv_pytorch,paper")
+    ap.add_argument(
+        "--impls",
+        default="blfft,blfft_keep,blfft_bf16,blfft_energy,torch,fft_conv_pytorch,paper",
+    )
     ap.add_argument("--cuda-traffic", action="store_true",
                     help="CUDA launches and global traffic per pass, emulated (no GPU needed): "
                          "writes <out>/cuda_traffic.json (blfft/cuda_traffic.py)")

@@ -31,6 +31,27 @@ def test_quick_bench_writes_reports(tmp_path, impls):
     assert up == {"blfft", "torch"}
 
 
+def test_energy_rows_compare_with_the_rate_they_select(tmp_path):
+    assert bench.main(["--quick", "--repeats", "1", "--warmup", "0", "--out", str(tmp_path),
+                       "--impls", "blfft,blfft_energy"]) == 0
+    results = json.loads((tmp_path / "bench.json").read_text())["results"]
+    rows = {r["layer"]: r for r in results if r["impl"] == "blfft_energy"}
+    # 1D and 2D convolutions only (no transposed layer: energy selection does not apply).
+    assert set(rows) == {la.name for la in bench.QUICK if not la.transposed}
+    for name, r in rows.items():
+        layer = next(la for la in bench.QUICK if la.name == name)
+        x, w = bench._inputs(layer)
+        d, pad = layer.ndim, layer.explicit_padding()
+        band, sel = bench.blfft._ops.select_band(
+            x.detach(), w.shape, [layer.stride] * d, [pad] * d, [1] * d, 1, bench.ENERGY
+        )
+        assert r["selected_rate"] == sel.rate and list(r["selected_band"]) == band
+        assert r["energy_fwd_bwd_ms"] > 0 and r["fixed_fwd_bwd_ms"] > 0
+        assert r["energy_over_fixed"] == r["energy_fwd_bwd_ms"] / r["fixed_fwd_bwd_ms"]
+    md = (tmp_path / "bench.md").read_text()
+    assert "## Energy mode (energy=0.99)" in md and "quick fcn 8->16 k5 L64" in md
+
+
 @pytest.mark.parametrize("layer", bench.UNET + [la for la in bench.QUICK if la.transposed])
 def test_transposed_layers_match_torch_at_rate_zero(layer):
     import torch
