@@ -15,6 +15,7 @@
 #include "mix_taps.hpp"
 #include "parallel.hpp"
 #include "pruned_transform.hpp"
+#include "shared_cache.hpp"
 #include "workspace.hpp"
 
 namespace blfft {
@@ -257,6 +258,53 @@ void plan<T>::forward_spectra(spectrum_view<const T> x_spectrum, spectrum_view<c
 }
 
 template <class T>
+void plan<T>::forward_prepared(const tensor_view<const T>& x, spectrum_view<const T> w_spectrum,
+                               const T* bias, const tensor_view<T>& y,
+                               spectrum_view<T> x_spectrum) const {
+  geometry();
+  const auto& g = impl_->g;
+  auto x_tmp =
+      detail::take_workspace<T>(x_spectrum.given() ? 0 : g.x_spectrum_size(), "input spectrum");
+  const spectrum_view<T> xs =
+      x_spectrum.given() ? x_spectrum : spectrum_view<T>(x_tmp.data(), g.x_spectrum_size());
+  impl_->checks().input_spectrum(x, xs);
+  impl_->checks().forward_spectra(spectrum_view<const T>(xs), w_spectrum, bias, y);
+  impl_->stages.x_in->analyse(x, xs.data);
+  impl_->forward_spectra(xs.data, w_spectrum.data, bias, y);
+}
+
+template <class T>
+spectrum_view<const T> prepared_weight<T>::update(const plan<T>& p, const tensor_view<const T>& w,
+                                                  uint64_t version) {
+  const auto& g = p.geometry();
+  std::vector<int64_t> key;
+  detail::append_geometry_key(key, g);
+  if (!key_.empty() && key == key_ && version == version_) {
+    ++reuses_;
+    return spectrum();
+  }
+  key_.clear();  // not valid until the new spectrum is made
+  spectrum_.assign(static_cast<std::size_t>(g.w_spectrum_size()), T(0));
+  p.weight_spectrum(w, {spectrum_.data(), g.w_spectrum_size()});
+  key_ = std::move(key);
+  version_ = version;
+  ++transforms_;
+  return spectrum();
+}
+
+template <class T>
+spectrum_view<const T> prepared_weight<T>::spectrum() const {
+  if (key_.empty()) return {};
+  return {spectrum_.data(), static_cast<int64_t>(spectrum_.size())};
+}
+
+template <class T>
+void prepared_weight<T>::clear() {
+  key_.clear();
+  std::vector<T>().swap(spectrum_);
+}
+
+template <class T>
 void plan<T>::backward(const tensor_view<const T>& grad_out, spectrum_view<const T> x_spectrum,
                        spectrum_view<const T> w_spectrum, const tensor_view<T>* grad_input,
                        const tensor_view<T>* grad_weight, T* grad_bias) const {
@@ -300,5 +348,7 @@ void plan<T>::bias_grad(const tensor_view<const T>& grad_out, T* grad_bias) cons
 
 template class plan<float>;
 template class plan<double>;
+template class prepared_weight<float>;
+template class prepared_weight<double>;
 
 }  // namespace blfft

@@ -95,6 +95,12 @@ class BLFFT_API plan {
   void forward_spectra(spectrum_view<const T> x_spectrum, spectrum_view<const T> w_spectrum,
                        const T* bias, const tensor_view<T>& y) const;
 
+  /// Forward from the input and a weight spectrum computed earlier (weight_spectrum(), or a
+  /// prepared_weight): no weight transform. A given `x_spectrum` receives the input's spectrum.
+  void forward_prepared(const tensor_view<const T>& x, spectrum_view<const T> w_spectrum,
+                        const T* bias, const tensor_view<T>& y,
+                        spectrum_view<T> x_spectrum = {}) const;
+
   /// All gradients from one transform of grad_out. Each of grad_input, grad_weight, grad_bias
   /// may be null to skip it; grad_input needs w_spectrum, grad_weight needs x_spectrum.
   void backward(const tensor_view<const T>& grad_out, spectrum_view<const T> x_spectrum,
@@ -120,6 +126,35 @@ class BLFFT_API plan {
 
 extern template class plan<float>;
 extern template class plan<double>;
+
+/// A weight spectrum kept by the caller across calls while the weight is unchanged: evaluation
+/// pays one weight transform per weight update, training one per step (forward_prepared, then
+/// backward with spectrum()). The caller names the weight's state by a version number that it
+/// changes whenever it writes the weight (an optimizer step counter, a tensor version counter);
+/// the spectrum is recomputed when the version or the plan's geometry (sizes, kept set) changes.
+/// Holds geometry().w_spectrum_size() scalars until clear() or destruction. Not thread-safe
+/// (one per layer and thread of control).
+template <class T>
+class BLFFT_API prepared_weight {
+ public:
+  /// The spectrum of `w` on `p`: the kept one when made for the same geometry and `version`.
+  spectrum_view<const T> update(const plan<T>& p, const tensor_view<const T>& w, uint64_t version);
+  /// The spectrum made by the last update() (not given before one, or after clear()).
+  spectrum_view<const T> spectrum() const;
+  void clear();
+  /// Weight transforms made so far (a new spectrum) and updates that kept the spectrum.
+  int64_t transforms() const { return transforms_; }
+  int64_t reuses() const { return reuses_; }
+
+ private:
+  std::vector<T> spectrum_;
+  std::vector<int64_t> key_;  // the geometry it was made for
+  uint64_t version_ = 0;
+  int64_t transforms_ = 0, reuses_ = 0;
+};
+
+extern template class prepared_weight<float>;
+extern template class prepared_weight<double>;
 
 /// Whether a plan of `g` with `options` mixes from the weight's taps where it is given no weight
 /// spectrum (plan_options::mixing; 1D/2D layers with few taps and large spectra): such a plan is

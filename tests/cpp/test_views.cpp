@@ -393,3 +393,77 @@ TEST(Views, NonContiguousOutputsF64) {
 }
 
 }  // namespace
+
+namespace {
+
+// prepared_weight and forward_prepared (issue #15): a weight spectrum kept across calls gives the
+// results of the ordinary entry points bit for bit, is remade exactly when the caller's version or
+// the plan's geometry changes, and forward_prepared at rate 0 is the exact convolution.
+template <class T>
+void check_prepared_weight(const conv_params& p) {
+  SCOPED_TRACE(name_of(p));
+  problem<T> pr(p, 501);
+  const dims d = dims_of(p);
+  const auto half = blfft::get_plan<T>(p, compression::rate(0.5));
+  const auto& g = half->geometry();
+  blfft::prepared_weight<T> pw;
+  EXPECT_FALSE(pw.spectrum().given());
+  const auto ws = pw.update(*half, pr.wv(), 7);
+  EXPECT_EQ(pw.update(*half, pr.wv(), 7).data, ws.data);  // same version: kept
+  EXPECT_EQ(pw.transforms(), 1);
+  EXPECT_EQ(pw.reuses(), 1);
+  std::vector<T> ws_ref(static_cast<size_t>(g.w_spectrum_size()));
+  half->weight_spectrum(pr.wv(), spec(ws_ref));
+  EXPECT_EQ(std::memcmp(ws.data, ws_ref.data(), ws_ref.size() * sizeof(T)), 0);
+
+  std::vector<T> y(static_cast<size_t>(d.output_size())), y_ref(y.size());
+  std::vector<T> xs(static_cast<size_t>(g.x_spectrum_size())), xs_ref(xs.size());
+  half->forward_prepared(pr.xv(), pw.spectrum(), pr.bt.data(), out_view(y, d.output_shape()),
+                         spec(xs));
+  half->forward(pr.xv(), pr.wv(), pr.bt.data(), out_view(y_ref, d.output_shape()), spec(xs_ref));
+  EXPECT_TRUE(same_bytes(y, y_ref));
+  EXPECT_TRUE(same_bytes(xs, xs_ref));
+  // Without an x_spectrum to fill, the same output.
+  std::vector<T> y2(y.size());
+  half->forward_prepared(pr.xv(), pw.spectrum(), pr.bt.data(), out_view(y2, d.output_shape()));
+  EXPECT_TRUE(same_bytes(y2, y_ref));
+  // Backward reads the prepared spectrum: the input gradient as from a kept weight spectrum.
+  std::vector<T> dx(static_cast<size_t>(d.input_size())), dx_ref(dx.size());
+  auto dxv = out_view(dx, d.input_shape());
+  auto dx_refv = out_view(dx_ref, d.input_shape());
+  half->backward(pr.gv(), spec(xs), pw.spectrum(), &dxv, nullptr, nullptr);
+  half->backward(pr.gv(), spec(xs_ref), spec(ws_ref), &dx_refv, nullptr, nullptr);
+  EXPECT_TRUE(same_bytes(dx, dx_ref));
+
+  // A new version, or a plan of another geometry, remakes it.
+  pw.update(*half, pr.wv(), 8);
+  EXPECT_EQ(pw.transforms(), 2);
+  const auto full = blfft::get_plan<T>(p, compression::rate(0.0));
+  const auto ws_full = pw.update(*full, pr.wv(), 8);
+  EXPECT_EQ(pw.transforms(), 3);
+  EXPECT_EQ(ws_full.size, full->geometry().w_spectrum_size());
+  // At rate 0, the exact convolution (direct oracle, double accumulation).
+  std::vector<T> y0(y.size());
+  full->forward_prepared(pr.xv(), ws_full, pr.bt.data(), out_view(y0, d.output_shape()));
+  EXPECT_LE(rel_l2(widen(y0), direct_forward(p, pr.x, pr.w, pr.b.data())), tol<T>::dense);
+  // A spectrum of the wrong geometry is refused, naming the argument.
+  try {
+    half->forward_prepared(pr.xv(), ws_full, nullptr, out_view(y, d.output_shape()));
+    ADD_FAILURE() << "a weight spectrum of another geometry was taken";
+  } catch (const blfft::error& e) {
+    EXPECT_NE(std::string(e.what()).find("w_spectrum"), std::string::npos) << e.what();
+  }
+  pw.clear();
+  EXPECT_FALSE(pw.spectrum().given());
+}
+
+TEST(PreparedWeight, SharedAcrossCallsF32) {
+  check_prepared_weight<float>(make2d(3, 4, 5, {9, 8}, {3, 3}, {1, 1}, {1, 1}));
+  check_prepared_weight<float>(make1d(2, 3, 4, 20, 5, 1, 2));
+}
+TEST(PreparedWeight, SharedAcrossCallsF64) {
+  check_prepared_weight<double>(make2d(3, 4, 5, {9, 8}, {3, 3}, {2, 1}, {1, 1}));
+  check_prepared_weight<double>(make1d(2, 3, 4, 20, 5, 1, 2));
+}
+
+}  // namespace
