@@ -63,6 +63,9 @@ void device_executor::launch(const launch_dims& d, const K& k, void* stream) con
   BLFFT_INSTANTIATE_LAUNCH(dft_synthesise<T>)                                                      \
   BLFFT_INSTANTIATE_LAUNCH(mix_small<T>)                                                           \
   BLFFT_INSTANTIATE_LAUNCH(mix_large<T>)                                                           \
+  BLFFT_INSTANTIATE_LAUNCH(mix_to_taps_small<T>)                                                   \
+  BLFFT_INSTANTIATE_LAUNCH(mix_to_taps_large<T>)                                                   \
+  BLFFT_INSTANTIATE_LAUNCH(tap_sum<T>)                                                             \
   BLFFT_INSTANTIATE_LAUNCH(bias_grad_kernel<T>)                                                    \
   BLFFT_INSTANTIATE_LAUNCH(energy_kernel<T>)
 BLFFT_INSTANTIATE_ALL(float)

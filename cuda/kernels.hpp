@@ -14,7 +14,9 @@
 // The index math is 32-bit where it divides; the host functions check that every flattened index
 // space of a launch stays below 2^31, and addresses are 64-bit.
 
+#include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "common.hpp"
 #include "dft_matrix.hpp"  // src/common/: the pruned DFT matrices' entries, shared with the CPU
@@ -636,14 +638,37 @@ struct mix_kernel {
     }
     const uint32_t m0 = b.y * BM, n0 = b.x * BN, k0 = static_cast<uint32_t>(p / 2) * BK;
     if (p % 2 == 0) {
-      if (p == 0)
-        for (int q = 0; q < 3; ++q)
-          for (int i = 0; i < TM; ++i)
-            for (int j = 0; j < TN; ++j) r.acc[q][i][j] = T(0);
+      if (p == 0) zero(r);
       load_slice(A, BM, M, m0, k0, freq, grp, t.x, sh.a, nullptr);
       load_slice(B, BN, N, n0, k0, freq, grp, t.x, sh.b, b_from_taps ? &sh : nullptr);
       return;
     }
+    multiply_slice(sh, r, t);
+    if (k0 + BK < K) return;  // not the last slice
+    uint32_t tm0, tn0;
+    thread_origin(t, tm0, tn0);
+    T* base = C.p + int64_t(freq) * C.freq + int64_t(grp) * C.group;
+    for (int i = 0; i < TM; ++i)
+      for (int j = 0; j < TN; ++j) {
+        const uint32_t m = m0 + tm0 + i, n = n0 + tn0 + j;
+        if (m >= M || n >= N) continue;
+        T re, im;
+        result_at(r, i, j, re, im);
+        const int64_t o = int64_t(m) * C.s_m + int64_t(n) * C.s_n;
+        gstore(base + o, re);
+        gstore(base + o + C.im, im);
+      }
+  }
+
+ protected:
+  BLFFT_HD_INLINE static void zero(regs& r) {
+    for (int q = 0; q < 3; ++q)
+      for (int i = 0; i < TM; ++i)
+        for (int j = 0; j < TN; ++j) r.acc[q][i][j] = T(0);
+  }
+
+  /// Accumulates the three real products of the slice in shared memory onto thread t's outputs.
+  BLFFT_HD_INLINE static void multiply_slice(const shared& sh, regs& r, idx3 t) {
     uint32_t tm0, tn0;
     thread_origin(t, tm0, tn0);
 #if defined(__CUDA_ARCH__)
@@ -668,21 +693,15 @@ struct mix_kernel {
           r.acc[2][i][j] += as[i] * bs[j];
         }
     }
-    if (k0 + BK < K) return;  // not the last slice
-    const T s = A.sign * B.sign;
-    T* base = C.p + int64_t(freq) * C.freq + int64_t(grp) * C.group;
-    for (int i = 0; i < TM; ++i)
-      for (int j = 0; j < TN; ++j) {
-        const uint32_t m = m0 + tm0 + i, n = n0 + tn0 + j;
-        if (m >= M || n >= N) continue;
-        const T t1 = r.acc[0][i][j], st2 = s * r.acc[1][i][j];
-        const int64_t o = int64_t(m) * C.s_m + int64_t(n) * C.s_n;
-        gstore(base + o, t1 - st2);
-        gstore(base + o + C.im, r.acc[2][i][j] - t1 - st2);
-      }
   }
 
- private:
+  /// Output (i, j) of the thread from its three accumulated real products (Gauss's combine).
+  BLFFT_HD_INLINE void result_at(const regs& r, int i, int j, T& re, T& im) const {
+    const T t1 = r.acc[0][i][j], st2 = A.sign * B.sign * r.acc[1][i][j];
+    re = t1 - st2;
+    im = r.acc[2][i][j] - t1 - st2;
+  }
+
   /// Taps path, first phase: e^{-i 2 pi kr u dh / Lh} (u < KH) and e^{-i 2 pi kc v dw / Lw}
   /// (v < KW) of the block's frequency, one thread each.
   BLFFT_HD_INLINE void tap_twiddles(uint32_t freq, uint32_t tid, shared& sh) const {
@@ -773,6 +792,192 @@ inline bool prefer_small_mix_tile(int64_t M, int64_t N, int64_t products,
   if (M <= 32) return true;
   return ceil_div(M, 64) * ceil_div(N, 64) * products < min_blocks;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Weight gradient fused into its mixing: dW_k = G_k^H X_k reduced to the taps as it is made
+// ---------------------------------------------------------------------------------------------
+
+/// Where a weight gradient's taps come from in the fused pass: the kept frequencies cut into
+/// `slices` runs of `per_slice`; each block reduces its run to tap partial sums. slices == 1: the
+/// blocks write the gradient itself (scaled) into `dst`; else partial[s][f][c][t] (t = u KW + v,
+/// f across groups), summed by tap_sum.
+template <class T>
+struct tap_output {
+  image_view<T> dst;  ///< (F, Cg, KH, KW)
+  T* partial = nullptr;
+  T scale = T(1);
+  uint32_t F = 1, slices = 1, per_slice = 1, kept = 1;
+};
+
+/// The weight gradient's mixing and synthesis in one kernel (issue #11): block (x, y, z) owns the
+/// BM x BN tile (y, x) of (f, c) of group z % groups and the kept frequencies of slice
+/// z / groups. Per frequency it accumulates dW_k = G_k^H X_k over the batch as mix_kernel does
+/// (Gauss's three real products), then adds Re(E_t,k dW_k) for every tap t to the tile's tap
+/// sums in shared memory, E_t,k = weight_q e^{+i 2 pi (kr_a u dh / Lh + kc_q v dw / Lw)} (the
+/// synthesis of dft_synthesise, cropped to the taps and undilated). The dW spectrum (2 kept
+/// scalars per (f, c)) is never written; a frequency's E column is made by the first threads in
+/// the load phase that starts the frequency. Fixed summation order: deterministic.
+template <class T, int BM, int BN, int BK, int TM, int TN>
+struct mix_to_taps : mix_kernel<T, BM, BN, BK, TM, TN> {
+  using base = mix_kernel<T, BM, BN, BK, TM, TN>;
+  using typename base::regs;
+  using base::threads;
+  static constexpr const char* name = "mix_to_taps";
+  /// Taps whose sums fit next to the GEMM's slices in static shared memory (9 for float and
+  /// double with the tiles below: 3 x 3 kernels).
+  static constexpr uint32_t max_taps =
+      (fused_shared_bytes - sizeof(typename base::shared)) / ((BM * BN + 2) * sizeof(T));
+  static_assert(max_taps >= 1 && max_taps <= threads, "one thread per tap makes E's column");
+  struct shared {
+    typename base::shared mix;
+    T sums[max_taps][BM][BN];
+    T e[max_taps][2];  // the current frequency's E column
+  };
+
+  tap_output<T> out;
+
+  /// Frequencies of the block's slice, and the GEMM's depth slices per frequency.
+  BLFFT_HD_INLINE uint32_t frequencies(idx3 b) const {
+    const uint32_t s = b.z / this->groups, first = s * out.per_slice;
+    return first + out.per_slice <= out.kept ? out.per_slice : out.kept - first;
+  }
+  BLFFT_HD_INLINE uint32_t depth_slices() const {
+    const uint32_t d = (this->K + BK - 1) / BK;
+    return d > 0 ? d : 1;  // an empty batch still writes its zeros
+  }
+  BLFFT_HD_INLINE int phase_count(idx3 b) const {
+    return static_cast<int>(2 * frequencies(b) * depth_slices()) + 1;
+  }
+
+  BLFFT_HD_INLINE void phase(int p, shared& sh, regs& r, idx3 b, idx3 t) const {
+    const uint32_t grp = b.z % this->groups, s = b.z / this->groups;
+    const uint32_t m0 = b.y * BM, n0 = b.x * BN, taps = this->taps.KH * this->taps.KW;
+    const uint32_t ds = depth_slices(), step = static_cast<uint32_t>(p) / 2;
+    uint32_t tm0, tn0;
+    base::thread_origin(t, tm0, tn0);
+    if (step == frequencies(b) * ds) return store(sh, b, t.x, grp, s, taps);
+    const uint32_t freq = s * out.per_slice + step / ds, k0 = (step % ds) * BK;
+    if (p % 2 == 0) {
+      if (p == 0)  // the thread's own tap sums
+        for (uint32_t u = 0; u < taps; ++u)
+          for (int i = 0; i < TM; ++i)
+            for (int j = 0; j < TN; ++j) sh.sums[u][tm0 + i][tn0 + j] = T(0);
+      if (k0 == 0) {
+        base::zero(r);
+        if (t.x < taps) e_entry(freq, t.x, sh.e[t.x]);
+      }
+      this->load_slice(this->A, BM, this->M, m0, k0, freq, grp, t.x, sh.mix.a, nullptr);
+      this->load_slice(this->B, BN, this->N, n0, k0, freq, grp, t.x, sh.mix.b, nullptr);
+      return;
+    }
+    base::multiply_slice(sh.mix, r, t);
+    if (k0 + BK < this->K) return;  // not the frequency's last depth slice
+    for (int i = 0; i < TM; ++i)
+      for (int j = 0; j < TN; ++j) {
+        T re, im;
+        this->result_at(r, i, j, re, im);
+        for (uint32_t u = 0; u < taps; ++u)
+          sh.sums[u][tm0 + i][tn0 + j] += sh.e[u][0] * re - sh.e[u][1] * im;
+      }
+  }
+
+ private:
+  /// E_t,k for tap t = u KW + v of kept frequency k = a nc + q.
+  BLFFT_HD_INLINE void e_entry(uint32_t k, uint32_t tap, T (&e)[2]) const {
+    const auto& g = this->taps;
+    const uint32_t a = k / g.nc, q = k - a * g.nc, u = tap / g.KW, v = tap - u * g.KW;
+    const int64_t kr = gload(g.kept_rows + a), kc = gload(g.kept_cols + q);
+    const auto h = blfft::detail::dft_twiddle(kr, int64_t(u) * g.dil_h, g.Lh, 1.0);
+    const auto w = blfft::detail::dft_twiddle(kc, int64_t(v) * g.dil_w, g.Lw, 1.0);
+    const double wq = blfft::detail::half_spectrum_weight(kc, g.Lw);
+    e[0] = static_cast<T>(wq * (h.re * w.re - h.im * w.im));
+    e[1] = static_cast<T>(wq * (h.re * w.im + h.im * w.re));
+  }
+
+  /// Last phase: the tile's tap sums, every thread of the block over all of them (taps fastest,
+  /// then c: contiguous runs in the partial sums and in a contiguous gradient).
+  BLFFT_HD_INLINE void store(const shared& sh, idx3 b, uint32_t tid, uint32_t grp, uint32_t s,
+                             uint32_t taps) const {
+    const uint32_t m0 = b.y * BM, n0 = b.x * BN, Cg = this->taps.Cg;
+    for (uint32_t e = tid; e < BM * BN * taps; e += threads) {
+      const uint32_t row = e / (BN * taps), rest = e - row * (BN * taps), col = rest / taps,
+                     u = rest - col * taps, m = m0 + row, n = n0 + col;
+      if (m >= this->M || n >= this->N) continue;
+      const uint32_t f = grp * this->M + m;
+      const T v = sh.sums[u][row][col];
+      if (out.slices > 1) {
+        gstore(out.partial + ((int64_t(s) * out.F + f) * Cg + n) * taps + u, v);
+        continue;
+      }
+      const uint32_t kh = u / this->taps.KW, kw = u - kh * this->taps.KW;
+      gstore(out.dst.data + (int64_t(f) * out.dst.stride_b + int64_t(n) * out.dst.stride_ch +
+                             int64_t(kh) * out.dst.stride_h + int64_t(kw) * out.dst.stride_w),
+             v * out.scale);
+    }
+  }
+};
+
+/// The two tile shapes of the fused weight gradient: large 32 x 32 (128 threads), small 16 x 16
+/// (64 threads) where the large leaves the GPU short of blocks. Double (tests) takes shallower
+/// slices and a 16 x 32 large tile so that 3 x 3 taps still fit.
+template <class T>
+using mix_to_taps_large = std::conditional_t<sizeof(T) == 4, mix_to_taps<T, 32, 32, 8, 2, 4>,
+                                             mix_to_taps<T, 16, 32, 4, 2, 4>>;
+template <class T>
+using mix_to_taps_small = mix_to_taps<T, 16, 16, sizeof(T) == 4 ? 8 : 4, 2, 2>;
+
+/// The fused weight gradient's launch: tile, slices of the kept frequencies.
+struct tap_launch {
+  bool small = false;
+  int64_t slices = 1, per_slice = 1;  ///< slices x per_slice >= kept > (slices - 1) x per_slice
+};
+
+/// The tile and slice count for an M x N (per group) gradient of `taps` taps over `kept`
+/// frequencies: enough blocks to fill an H200 (132 SMs) where possible, but partial sums of at
+/// most a quarter of the dW spectrum they replace (slices x taps <= kept / 2), since each slice's
+/// sums are written and read back once; one slice writes the gradient directly.
+inline tap_launch choose_tap_launch(int64_t M, int64_t N, int64_t groups, int64_t kept,
+                                    int64_t taps, int64_t target_blocks = 132) {
+  const int64_t cap = std::max<int64_t>(1, kept / (2 * taps));
+  const auto slices_for = [&](int64_t tiles) {
+    return std::clamp<int64_t>(ceil_div(target_blocks, tiles), 1, cap);
+  };
+  const int64_t large = ceil_div(M, 32) * ceil_div(N, 32) * groups;
+  tap_launch l;
+  l.small = large * slices_for(large) < target_blocks;
+  const int64_t tiles = l.small ? ceil_div(M, 16) * ceil_div(N, 16) * groups : large;
+  // Equal runs of the kept frequencies, none empty, at least as many as wanted within the cap.
+  int64_t per = std::max<int64_t>(1, kept / slices_for(tiles));
+  if (ceil_div(kept, per) > cap) per = ceil_div(kept, cap);
+  l.per_slice = per;
+  l.slices = ceil_div(kept, per);
+  return l;
+}
+
+/// grad_weight(f, c, u, v) = scale * sum over s of partial[s][f][c][u KW + v], s in order
+/// (deterministic). One thread per tap.
+template <class T>
+struct tap_sum : flat_kernel {
+  static constexpr const char* name = "tap_sum";
+
+  const T* partial = nullptr;
+  image_view<T> dst;
+  T scale = T(1);
+  uint32_t n = 0;  ///< F * Cg * taps
+  uint32_t slices = 1, Cg = 1, KW = 1, taps = 1;
+
+  BLFFT_HD_INLINE void operator()(idx3 b, idx3 t) const {
+    uint32_t i;
+    if (!flat_item(b, t, n, i)) return;
+    T v = T(0);
+    for (uint32_t s = 0; s < slices; ++s) v += gload(partial + int64_t(s) * n + i);
+    const uint32_t fc = i / taps, u = i - fc * taps, f = fc / Cg, c = fc - f * Cg, kh = u / KW,
+                   kw = u - kh * KW;
+    gstore(dst.data + (int64_t(f) * dst.stride_b + int64_t(c) * dst.stride_ch +
+                       int64_t(kh) * dst.stride_h + int64_t(kw) * dst.stride_w),
+           v * scale);
+  }
+};
 
 // ---------------------------------------------------------------------------------------------
 // Reductions (one block per output, double accumulation, a fixed-order tree: deterministic)

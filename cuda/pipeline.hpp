@@ -440,7 +440,10 @@ enum class mix_pass { forward, input_grad, weight_grad };
 struct mix_cost_inputs {
   mix_pass pass = mix_pass::forward;
   int64_t kept = 1, batch = 1, in_channels = 1, out_channels = 1, in_per_group = 1, groups = 1;
-  int64_t taps = 0;  ///< KH KW when the own kernel would mix from the taps, else 0
+  /// KH KW when the own kernel would mix from the taps (forward, input grad) or reduce the
+  /// weight gradient to them (mix_to_taps), else 0
+  int64_t taps = 0;
+  int64_t tap_slices = 1;  ///< mix_to_taps: slices of partial tap sums (1: the gradient itself)
   int64_t scalar_bytes = 4;
   bool tf32 = false;
 };
@@ -493,7 +496,15 @@ inline double mix_cost(const mix_cost_inputs& in, bool cublas) {
   const double s_out = in.pass == mix_pass::forward      ? sy
                        : in.pass == mix_pass::input_grad ? sx
                                                          : sw;
-  if (!cublas) {
+  if (!cublas && in.pass == mix_pass::weight_grad && taps) {
+    // Fused with the synthesis: no dW spectrum; partial tap sums written and read back when
+    // sliced; the taps' inverse DFT in the epilogue (2 multiply-adds per tap and frequency);
+    // one launch less (the synthesis), one more for tap_sum.
+    const double slices = static_cast<double>(in.tap_slices);
+    scalars = sy + sx + (in.tap_slices > 1 ? 2 * slices * w : 0);
+    flops = 6 * products + 4 * k * f * cg * static_cast<double>(in.taps);
+    launches = in.tap_slices > 1 ? 1 : 0;
+  } else if (!cublas) {
     const double operands = in.pass == mix_pass::forward      ? sx + (taps ? w : sw)
                             : in.pass == mix_pass::input_grad ? sy + (taps ? w : sw)
                                                               : sy + sx;
@@ -511,7 +522,7 @@ inline double mix_cost(const mix_cost_inputs& in, bool cublas) {
       scalars = 3 * sy + sx + 2 * s_out;
     flops = 8 * products;
     if (in.groups > 1) launches = 2 * static_cast<double>(in.groups);
-    if (taps) launches += 1;
+    if (taps && in.pass != mix_pass::weight_grad) launches += 1;
   }
   const bool dbl = in.scalar_bytes == 8;
   const double rate = cublas ? (dbl       ? gpu_model::fp64_tensor
@@ -554,6 +565,7 @@ class pipeline {
            int64_t chunk_scalars = default_chunk_scalars,
            transform_engine engine = transform_engine::automatic)
       : ex_(ex), g_(checked_counts(geo)), tile_(o.tile), engine_(o.engine),
+        fuse_weight_grad_(o.fuse_weight_grad),
         stages_(make_stages(ex_, g_, chunk_scalars, engine)), kept_(upload_kept(ex_, g_)),
         scale_(T(1) / static_cast<T>(g_.grid[0] * g_.grid[1])) {}
 
@@ -686,6 +698,71 @@ class pipeline {
         stream);
   }
 
+  /// The weight gradient's mixing and synthesis in one pass (mix_to_taps): per kept frequency,
+  /// dW_k = G_k^H X_k reduced to the taps at once; with several slices of the kept frequencies,
+  /// their partial tap sums, then tap_sum. `g_block` as for mix_weight_grad.
+  void mix_weight_to_taps(const T* dys, const T* xs, const tensor_view<T>& dw, void* stream,
+                          bool g_block = false) const {
+    const auto [N, C, F, Cg, Fg] = counts();
+    const auto s = spectra(g_block);
+    const auto l = tap_launch_of();
+    const int64_t taps = g_.params.kernel[0] * g_.params.kernel[1];
+    const int64_t n = checked_mul(F * Cg, taps, "weight taps");
+    auto partial = ex_.template make_temp<T>(l.slices > 1 ? l.slices * n : 0, stream);
+    tap_output<T> out;
+    out.dst = as_image(dw);
+    out.partial = partial.get();
+    out.scale = scale_;
+    out.F = static_cast<uint32_t>(F);
+    out.slices = static_cast<uint32_t>(l.slices);
+    out.per_slice = static_cast<uint32_t>(l.per_slice);
+    out.kept = static_cast<uint32_t>(g_.kept);
+    const mix_args a{operand(dys, s.y, true, T(-1)), operand(xs, s.x, true, T(1)), {}, Fg, Cg, N};
+    if (l.small)
+      launch_to_taps(mix_to_taps_small<T>{}, a, out, dw, stream);
+    else
+      launch_to_taps(mix_to_taps_large<T>{}, a, out, dw, stream);
+    if (l.slices == 1) return;
+    tap_sum<T> k;
+    k.partial = partial.get();
+    k.dst = out.dst;
+    k.scale = scale_;
+    k.n = static_cast<uint32_t>(n);
+    k.slices = out.slices;
+    k.Cg = static_cast<uint32_t>(Cg);
+    k.KW = static_cast<uint32_t>(g_.params.kernel[1]);
+    k.taps = static_cast<uint32_t>(taps);
+    ex_.launch(flat_dims(n), k, stream);
+  }
+
+  /// Whether the weight gradient takes mix_weight_to_taps when its mixing is the own kernel: the
+  /// plan allows it, the taps fit the kernel's shared memory and the launch its grid.
+  bool weight_grad_fused() const {
+    if (!fuse_weight_grad_ || engine_ == mix_engine::cublas) return false;
+    const auto& p = g_.params;
+    const int64_t taps = p.kernel[0] * p.kernel[1];
+    const auto l = tap_launch_of();
+    const int64_t cap = l.small ? mix_to_taps_small<T>::max_taps : mix_to_taps_large<T>::max_taps;
+    const int64_t tile = l.small ? 16 : 32;
+    return taps <= cap && l.slices * p.groups <= max_grid_yz &&
+           ceil_div(g_.out_per_group, tile) <= max_grid_yz &&
+           F_Cg_taps(taps) < max_flat_index;
+  }
+
+  /// The fused weight gradient's tile and slices (choose_tap_launch); the plan's mix_tile forces
+  /// the tile (the 9-tap limit of the large one aside).
+  tap_launch tap_launch_of() const {
+    const auto& p = g_.params;
+    const int64_t taps = p.kernel[0] * p.kernel[1];
+    tap_launch l = choose_tap_launch(g_.out_per_group, g_.in_per_group, p.groups, g_.kept, taps);
+    if (tile_ != mix_tile::automatic) l.small = tile_ == mix_tile::small;
+    if (taps > mix_to_taps_large<T>::max_taps) l.small = true;
+    return l;
+  }
+  int64_t F_Cg_taps(int64_t taps) const {
+    return g_.params.out_channels * g_.in_per_group * taps;
+  }
+
   // ---- the same passes on cuBLAS: one strided batched real GEMM each (groups > 1: one per
   // group and plane), batched over the kept frequencies ------------------------------------
   //
@@ -745,9 +822,13 @@ class pipeline {
   /// Which engine a pass's mixing takes (mix_engine): forced by the plan's options, else the
   /// smaller modelled time (mix_cost). `taps`: the own kernel would mix from the weight's taps
   /// (then cuBLAS also pays for making the weight spectrum).
+  /// For the weight gradient, the own engine is mix_to_taps where weight_grad_fused().
   bool use_cublas(mix_pass pass, bool taps) const {
     if (engine_ != mix_engine::automatic) return engine_ == mix_engine::cublas;
-    const auto in = mix_cost_inputs_of(g_, pass, taps, sizeof(T), sizeof(T) == 4 && tf32_allowed());
+    const bool fused = pass == mix_pass::weight_grad && weight_grad_fused();
+    auto in = mix_cost_inputs_of(g_, pass, taps || fused, sizeof(T),
+                                 sizeof(T) == 4 && tf32_allowed());
+    if (fused) in.tap_slices = tap_launch_of().slices;
     return mix_cost(in, true) < mix_cost(in, false);
   }
 
@@ -818,12 +899,17 @@ class pipeline {
         stages_.dx_out->synthesise(ex_, dxs.get(), as_image(*grad_input), scale_, nullptr, stream);
       }
       if (grad_weight) {
-        auto dws = ex_.template make_temp<T>(g_.w_spectrum_size(), stream);
-        if (wg_blas)
-          cublas_weight_grad(dys.get(), xs, dws.get(), stream);
-        else
-          mix_weight_grad(dys.get(), xs, dws.get(), stream, block);
-        stages_.dw_out->synthesise(ex_, dws.get(), as_image(*grad_weight), scale_, nullptr, stream);
+        if (!wg_blas && weight_grad_fused()) {
+          mix_weight_to_taps(dys.get(), xs, *grad_weight, stream, block);
+        } else {
+          auto dws = ex_.template make_temp<T>(g_.w_spectrum_size(), stream);
+          if (wg_blas)
+            cublas_weight_grad(dys.get(), xs, dws.get(), stream);
+          else
+            mix_weight_grad(dys.get(), xs, dws.get(), stream, block);
+          stages_.dw_out->synthesise(ex_, dws.get(), as_image(*grad_weight), scale_, nullptr,
+                                     stream);
+        }
       }
     }
     if (grad_bias) run_bias_grad(grad_out, grad_bias, stream);
@@ -928,6 +1014,26 @@ class pipeline {
     }
   }
 
+  template <class K>
+  void launch_to_taps(K k, const mix_args& a, const tap_output<T>& out, const tensor_view<T>& dw,
+                      void* stream) const {
+    k.A = a.A;
+    k.B = a.B;
+    k.M = static_cast<uint32_t>(a.M);
+    k.N = static_cast<uint32_t>(a.N);
+    k.K = static_cast<uint32_t>(a.K);
+    k.groups = static_cast<uint32_t>(g_.params.groups);
+    k.taps = taps_of(tensor_view<const T>(dw));  // the taps' geometry (the view is written)
+    k.out = out;
+    launch_dims d;
+    d.grid.x = static_cast<unsigned>(ceil_div(a.N, K::bn));
+    d.grid.y = static_cast<unsigned>(ceil_div(a.M, K::bm));
+    d.grid.z = static_cast<unsigned>(out.slices * k.groups);
+    d.block.x = K::threads;
+    d.block.y = d.block.z = 1;
+    ex_.launch(d, k, stream);
+  }
+
   void run_forward_spectra(const T* xs, const T* ws, const T* bias, const tensor_view<T>& y,
                            void* stream) const {
     const bool blas = use_cublas(mix_pass::forward, false);
@@ -955,6 +1061,7 @@ class pipeline {
   geometry g_;
   mix_tile tile_;
   mix_engine engine_;
+  bool fuse_weight_grad_;
   layer_transforms<stage> stages_;
   typename Exec::table kept_;  // kept rows, then kept columns (taps path)
   T scale_ = T(1);

@@ -57,10 +57,15 @@ enum class mix_engine {
 struct cuda_plan_options {
   mix_tile tile = mix_tile::automatic;
   mix_engine engine = mix_engine::automatic;
+  /// The weight gradient's mixing reduces each kept frequency's product to the kernel's taps as
+  /// it goes (one kernel, no dW spectrum; own engine, kernels of up to 9 taps in float) where
+  /// the rule keeps the own engine; false: the dW spectrum, then its synthesis.
+  bool fuse_weight_grad = true;
 
   /// Every field, for the plan cache's key: a field missing here would share cache entries.
   std::vector<int64_t> key() const {
-    return {static_cast<int64_t>(tile), static_cast<int64_t>(engine)};
+    return {static_cast<int64_t>(tile), static_cast<int64_t>(engine),
+            static_cast<int64_t>(fuse_weight_grad)};
   }
 };
 

@@ -364,8 +364,10 @@ TEST(CudaEmulation, FewLaunches) {
     const auto dxv = tensor_view<float>::contiguous(dx.data(), pr.d.input_shape());
     const auto dwv = tensor_view<float>::contiguous(dw.data(), pr.d.weight_shape());
     pl.backward(pr.gv(), xs.data(), ws.data(), &dxv, &dwv, db.data(), nullptr);
-    EXPECT_EQ(ex.stats().kernels, 3 * per_transform + 2 + 1);
-    EXPECT_EQ(ex.stats().ffts, 3 * ffts);
+    // The weight gradient's mixing and synthesis are one kernel (mix_to_taps; one slice here).
+    ASSERT_EQ(pl.tap_launch_of().slices, 1);
+    EXPECT_EQ(ex.stats().kernels, 2 * per_transform + 1 + 1 + 1);
+    EXPECT_EQ(ex.stats().ffts, 2 * ffts);
     // Without a weight spectrum to keep, the mixing reads the taps: no weight analysis.
     ex.stats() = {};
     pl.forward(pr.xv(), pr.wv(), pr.bt.data(),
@@ -378,6 +380,130 @@ TEST(CudaEmulation, FewLaunches) {
     EXPECT_EQ(ex.stats().kernels, 2 * per_transform + 1);
     EXPECT_EQ(ex.stats().ffts, 2 * ffts);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The weight gradient fused into its mixing (mix_to_taps, tap_sum)
+// ---------------------------------------------------------------------------------------------
+
+blfft::cuda::cuda_plan_options weight_grad_fusion(bool on, mix_tile t = mix_tile::automatic) {
+  blfft::cuda::cuda_plan_options o;
+  o.fuse_weight_grad = on;
+  o.tile = t;
+  return o;
+}
+
+TEST(CudaWeightTaps, SpectrumPathStillMatchesTheOracles) {
+  // fuse_weight_grad = false: the dW spectrum, then its synthesis, on both transform engines.
+  for (const auto& p : cuda_problems())
+    for (auto e : {engine::fused, engine::cufft}) {
+      run_problem<float>(p, compression::rate(0.5), weight_grad_fusion(false),
+                         cdx::default_chunk_scalars, e);
+      run_problem<double>(p, compression::rate(0.0), weight_grad_fusion(false),
+                          cdx::default_chunk_scalars, e);
+    }
+}
+
+TEST(CudaWeightTaps, OneOrSeveralSlicesBothTilesMatchTheOracles) {
+  // Rate 0 on a 12 x 10 grid: 72 kept bins, several slices of partial tap sums (tap_sum adds
+  // them); rate 0.8: too few bins for slices to pay, the blocks write the gradient directly.
+  // Groups, a 5 x 4 kernel (20 taps: the small tile only), partial tiles.
+  const std::vector<conv_params> ps = {
+      make2d(3, 5, 6, {9, 8}, {3, 3}, {1, 1}, {1, 1}),
+      make2d(2, 8, 4, {7, 7}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, 2),
+      make2d(3, 2, 3, {5, 12}, {5, 4}, {1, 2}, {2, 1}),
+      make2d(2, 40, 36, {5, 6}, {3, 3}, {1, 1}, {1, 1}),
+  };
+  bool several = false, one = false;
+  for (const auto& p : ps)
+    for (double r : {0.0, 0.8})
+      for (auto t : {mix_tile::small, mix_tile::large}) {
+        const auto geo = blfft::make_geometry(p, compression::rate(r));
+        host_executor ex;
+        const emulated<float> pl(ex, geo, weight_grad_fusion(true, t));
+        ASSERT_TRUE(pl.weight_grad_fused()) << name_of(p);
+        const auto l = pl.tap_launch_of();
+        several |= l.slices > 1;
+        one |= l.slices == 1;
+        run_problem<float>(p, compression::rate(r), weight_grad_fusion(true, t));
+        run_problem<double>(p, compression::rate(r), weight_grad_fusion(true, t));
+      }
+  EXPECT_TRUE(several && one) << "both the partial sums and the direct store are exercised";
+}
+
+TEST(CudaWeightTaps, SlicesFillTheGpuWithinAQuarterOfTheSpectrum) {
+  // ResNet-18's stride-1 layers (CIFAR, batch 32) at rates 0, 0.5, 0.75.
+  for (int64_t ch : {64, 128, 256, 512})
+    for (double r : {0.0, 0.5, 0.75}) {
+      const int64_t hw = 32 * 64 / ch;
+      const auto geo = blfft::make_geometry(
+          blfft::conv_params::conv2d(32, ch, ch, {hw, hw}, {3, 3}, {1, 1}, {1, 1}),
+          compression::rate(r));
+      const auto l = cdx::choose_tap_launch(ch, ch, 1, geo.kept, 9);
+      SCOPED_TRACE(std::to_string(ch) + " channels, kept " + std::to_string(geo.kept));
+      const int64_t tile = l.small ? 16 : 32, tiles = cdx::ceil_div(ch, tile) * cdx::ceil_div(ch, tile);
+      const int64_t cap = std::max<int64_t>(1, geo.kept / 18);
+      EXPECT_LE(l.slices, cap);
+      if (l.slices > 1) EXPECT_LE(2 * l.slices * 9, geo.kept);  // partial sums <= spectrum / 4
+      EXPECT_TRUE(tiles * l.slices >= 132 || l.slices == cap) << tiles << " x " << l.slices;
+      EXPECT_LT((l.slices - 1) * l.per_slice, geo.kept) << "an empty slice";
+      EXPECT_GE(l.slices * l.per_slice, geo.kept) << "a frequency in no slice";
+    }
+  static_assert(cdx::mix_to_taps_large<float>::max_taps >= 9, "3 x 3 kernels on the large tile");
+  static_assert(cdx::mix_to_taps_large<double>::max_taps >= 9, "and in double");
+  static_assert(sizeof(cdx::mix_to_taps_large<float>::shared) <= 48 * 1024, "static shared");
+  static_assert(sizeof(cdx::mix_to_taps_small<float>::shared) <= 48 * 1024, "static shared");
+  static_assert(sizeof(cdx::mix_to_taps_large<double>::shared) <= 48 * 1024, "static shared");
+  static_assert(sizeof(cdx::mix_to_taps_small<double>::shared) <= 48 * 1024, "static shared");
+}
+
+TEST(CudaWeightTaps, FallsBackWhereTheTapsDoNotFit) {
+  // 7 x 7 taps exceed the shared tap sums: dW spectrum and synthesis, still correct.
+  const auto p = make2d(2, 3, 4, {12, 11}, {7, 7}, {1, 1}, {3, 3});
+  host_executor ex;
+  const emulated<float> pl(ex, blfft::make_geometry(p, compression::rate(0.5)));
+  EXPECT_FALSE(pl.weight_grad_fused());
+  run_problem<float>(p, compression::rate(0.5), {});
+  // Forcing cuBLAS takes the spectrum path too.
+  blfft::cuda::cuda_plan_options o;
+  o.engine = blfft::cuda::mix_engine::cublas;
+  const emulated<float> blas(ex, blfft::make_geometry(p, compression::rate(0.5)), o);
+  EXPECT_FALSE(blas.weight_grad_fused());
+}
+
+TEST(CudaTraffic, FusedWeightGradWritesNoSpectrum) {
+  // weight_grad(): g's analysis, mix_to_taps (reads g's and x's spectra and the kept lists once,
+  // writes slices x F x Cg x taps partial sums), tap_sum (reads them, writes the gradient).
+  using T = float;
+  const auto p = make2d(3, 5, 6, {9, 8}, {3, 3}, {1, 1}, {1, 1});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.0));
+  problem<T> pr(p, 4);
+  host_executor ex;
+  ex.measure_traffic();
+  const emulated<T> pl(ex, geo, {}, cdx::default_chunk_scalars, engine::fused);
+  const auto l = pl.tap_launch_of();
+  ASSERT_GT(l.slices, 1);
+  std::vector<T> xs(geo.x_spectrum_size()), dw(geo.weight_size());
+  pl.input_spectrum(pr.xv(), xs.data(), nullptr);
+  ex.stats() = {};
+  pl.weight_grad(pr.gv(), xs.data(), tensor_view<T>::contiguous(dw.data(), pr.d.weight_shape()),
+                 nullptr);
+  const auto& log = ex.stats().launch_log;
+  ASSERT_EQ(log.size(), 3u);
+  EXPECT_EQ(log[1].name, std::string("mix_to_taps"));
+  EXPECT_EQ(log[2].name, std::string("tap_sum"));
+  const int64_t e = sizeof(T), partial = l.slices * geo.weight_size(),
+                kept_lists = int64_t(sizeof(int64_t)) *
+                             static_cast<int64_t>(geo.kept_rows.size() + geo.kept_cols.size());
+  EXPECT_EQ(log[1].read_bytes, e * (geo.y_spectrum_size() + geo.x_spectrum_size()) + kept_lists);
+  EXPECT_EQ(log[1].write_bytes, e * partial);
+  EXPECT_EQ(log[2].read_bytes, e * partial);
+  EXPECT_EQ(log[2].write_bytes, e * geo.weight_size());
+  EXPECT_TRUE(rel_close("weight_grad (fused)", dw,
+                        dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols),
+                                      pr.x, pr.w, pr.b, pr.g)
+                            .dw,
+                        tol<T>::dense));
 }
 
 TEST(CudaTraffic, TapsPathReadsTheWeightOnce) {
