@@ -396,9 +396,9 @@ int run_main(int argc, char** argv) {
                                  : ps == "input_grad" ? t_y + t_x + w_an
                                                       : t_y + (to_taps ? 0.0 : t_w);
           const double m_flops = (r.blas ? 8.0 : 6.0) * products +
-                                 (to_taps ? 4.0 * double(g.kept) * double(q.out_channels) *
-                                                double(g.in_per_group) * double(q.kernel[0]) *
-                                                double(q.kernel[1])
+                                 (to_taps ? 4.0 * double(g.kept) * double(l.p.out_channels) *
+                                                double(g.in_per_group) * double(l.p.kernel[0]) *
+                                                double(l.p.kernel[1])
                                           : 0.0);
           o << (lead ? "\n" : ",\n") << "  {\"layer\": " << json_string(l.name)
             << ", \"rate\": " << rate << ", \"pass\": \"" << r.pass << "\", \"weight\": \""

@@ -342,6 +342,24 @@ struct fused_shape {
     const uint32_t bb = j / CH, ch = j - bb * CH;
     return int64_t(bb) * sb + int64_t(ch) * sch;
   }
+  /// Sample (g, r, i) that thread element e of a block's G images loads or stores: the width
+  /// index fastest, or, where the view's channels are adjacent in memory (channels_last: a
+  /// block's consecutive images are), the image index fastest, so that a warp's accesses stay
+  /// coalesced either way.
+  BLFFT_HD_INLINE void sample_of(uint32_t e, uint32_t G, bool images_fastest, uint32_t& g,
+                                 uint32_t& r, uint32_t& i) const {
+    if (images_fastest) {
+      const uint32_t px = e / G;
+      g = e - px * G;
+      r = px / Rw;
+      i = px - r * Rw;
+      return;
+    }
+    const uint32_t row = e / Rw;
+    i = e - row * Rw;
+    g = row / Rh;
+    r = row - g * Rh;
+  }
 };
 
 /// Fills a block's pruned DFT matrix m (complex, interleaved): the entry of kept frequency a
@@ -405,11 +423,14 @@ struct dft_analyse : fused_kernel<T> {
     if (p == 0) {
       fill_dft_matrix(fw, f.nc, f.Rw, f.kept_cols, f.off_w, f.step_w, f.Lw, -1.0, true, false, t.x);
       fill_dft_matrix(fh, f.nr, f.Rh, f.kept_rows, f.off_h, f.step_h, f.Lh, -1.0, true, false, t.x);
-      // Samples, the width index fastest (coalesced along rows of the view).
+      // Samples, coalesced along the view's rows or, channels_last, along its channels.
+      const bool images_fastest = src.stride_ch == 1 && f.CH > 1;
       for (uint32_t e = t.x; e < G * f.Rh * f.Rw; e += threads) {
-        const uint32_t row = e / f.Rw, i = e - row * f.Rw, g = row / f.Rh, r = row - g * f.Rh;
-        x[e] = gload(src.data + (f.image_offset(src.stride_b, src.stride_ch, first + g) +
-                                 int64_t(r) * src.stride_h + int64_t(i) * src.stride_w));
+        uint32_t g, r, i;
+        f.sample_of(e, G, images_fastest, g, r, i);
+        x[(g * f.Rh + r) * f.Rw + i] =
+            gload(src.data + (f.image_offset(src.stride_b, src.stride_ch, first + g) +
+                              int64_t(r) * src.stride_h + int64_t(i) * src.stride_w));
       }
     } else if (p == 1) {
       for (uint32_t e = t.x; e < G * f.Rh * f.nc; e += threads) {
@@ -454,7 +475,7 @@ struct dft_analyse : fused_kernel<T> {
 /// samples the output needs: crop, stride (output), taps and undilation (weight gradient) are
 /// the placement. Phase 0: matrices Eh (Rh x nr), Ew (nc x Rw, weighted) and the G images' kept
 /// bins (contiguous runs of G images per bin and plane); phase 1: Z = Eh S per image; phase 2:
-/// the rows' real inverse, scale and bias, stored with the width index fastest.
+/// the rows' real inverse, scale and bias, stored coalesced (fused_shape::sample_of).
 template <class T>
 struct dft_synthesise : fused_kernel<T> {
   using typename fused_kernel<T>::shared;
@@ -507,9 +528,11 @@ struct dft_synthesise : fused_kernel<T> {
         z[2 * e + 1] = im;
       }
     } else {
+      const bool images_fastest = dst.stride_ch == 1 && f.CH > 1;  // channels_last
       for (uint32_t e = t.x; e < G * f.Rh * f.Rw; e += threads) {
-        const uint32_t row = e / f.Rw, i = e - row * f.Rw, g = row / f.Rh, r = row - g * f.Rh;
-        const T* zr = z + 2 * row * f.nc;
+        uint32_t g, r, i;
+        f.sample_of(e, G, images_fastest, g, r, i);
+        const T* zr = z + 2 * (g * f.Rh + r) * f.nc;
         T v = T(0);
         for (uint32_t q = 0; q < f.nc; ++q)  // Re(Z e^{i theta}) = Zr cos - Zi sin
           v += zr[2 * q] * ew[2 * (q * f.Rw + i)] - zr[2 * q + 1] * ew[2 * (q * f.Rw + i) + 1];

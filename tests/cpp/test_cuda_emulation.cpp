@@ -297,6 +297,82 @@ TEST(CudaEmulation, StridedViews) {
   c.check(ybuf);
 }
 
+/// A contiguous (N, C, H, W) tensor's values laid out channels_last (N, H, W, C), and the strides
+/// that view them with their NCHW shape.
+template <class T>
+std::vector<T> to_channels_last(const std::vector<T>& v, i64 N, i64 C, i64 H, i64 W) {
+  std::vector<T> o(v.size());
+  for (i64 n = 0; n < N; ++n)
+    for (i64 c = 0; c < C; ++c)
+      for (i64 h = 0; h < H; ++h)
+        for (i64 w = 0; w < W; ++w)
+          o[static_cast<size_t>(((n * H + h) * W + w) * C + c)] =
+              v[static_cast<size_t>(((n * C + c) * H + h) * W + w)];
+  return o;
+}
+std::vector<i64> channels_last_strides(i64 C, i64 H, i64 W) {
+  return {H * W * C, 1, W * C, C};
+}
+
+TEST(CudaEmulation, ChannelsLastEqualsContiguousBitwise) {
+  // x, y, grad_output and grad_input channels_last (torch's NHWC): the fused kernels walk a
+  // block's images fastest there (coalesced), the cuFFT chain through its strided pack / unpack.
+  // Every result equals the contiguous call's exactly: only the order of the loads changes.
+  // 7 channels with several images per block: blocks straddle samples.
+  using T = float;
+  for (auto e : {engine::fused, engine::cufft}) {
+    SCOPED_TRACE(static_cast<int>(e));
+    const auto p = make2d(3, 7, 5, {6, 5}, {3, 3}, {1, 1}, {1, 1});
+    const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+    problem<T> pr(p, 5);
+    const auto& d = pr.d;
+    host_executor ex;
+    const emulated<T> pl(ex, geo, {}, cdx::default_chunk_scalars, e);
+    const auto run = [&](bool nhwc) {
+      const std::vector<T> x = nhwc ? to_channels_last(pr.xt, d.N, d.C, d.H, d.W) : pr.xt,
+                           g = nhwc ? to_channels_last(pr.gt, d.N, d.F, d.Ho, d.Wo) : pr.gt;
+      const auto view = [&](auto* data, const std::vector<i64>& shape, i64 C, i64 H, i64 W) {
+        using V = std::remove_pointer_t<decltype(data)>;
+        return nhwc ? tensor_view<V>(data, shape, channels_last_strides(C, H, W))
+                    : tensor_view<V>::contiguous(data, shape);
+      };
+      std::vector<T> y(d.output_size()), dx(d.input_size()), dw(d.weight_size()),
+          xs(geo.x_spectrum_size());
+      pl.forward(view(x.data(), d.input_shape(), d.C, d.H, d.W), pr.wv(), pr.bt.data(),
+                 view(y.data(), d.output_shape(), d.F, d.Ho, d.Wo), xs.data(), nullptr, nullptr);
+      const auto dxv = view(dx.data(), d.input_shape(), d.C, d.H, d.W);
+      const auto dwv = tensor_view<T>::contiguous(dw.data(), d.weight_shape());
+      pl.backward_with_weight(view(g.data(), d.output_shape(), d.F, d.Ho, d.Wo), xs.data(),
+                              pr.wv(), &dxv, &dwv, nullptr, nullptr);
+      if (nhwc) {  // back to NCHW order for the comparison
+        std::vector<T> yc(y.size()), dxc(dx.size());
+        for (i64 n = 0; n < d.N; ++n)
+          for (i64 f = 0; f < d.F; ++f)
+            for (i64 h = 0; h < d.Ho; ++h)
+              for (i64 w = 0; w < d.Wo; ++w)
+                yc[d.yi(n, f, h, w)] = y[((n * d.Ho + h) * d.Wo + w) * d.F + f];
+        for (i64 n = 0; n < d.N; ++n)
+          for (i64 c = 0; c < d.C; ++c)
+            for (i64 h = 0; h < d.H; ++h)
+              for (i64 w = 0; w < d.W; ++w)
+                dxc[d.xi(n, c, h, w)] = dx[((n * d.H + h) * d.W + w) * d.C + c];
+        y.swap(yc);
+        dx.swap(dxc);
+      }
+      return std::vector<std::vector<T>>{y, dx, dw};
+    };
+    const auto contiguous = run(false), nhwc = run(true);
+    EXPECT_EQ(nhwc[0], contiguous[0]) << "y";
+    EXPECT_EQ(nhwc[1], contiguous[1]) << "grad_input";
+    EXPECT_EQ(nhwc[2], contiguous[2]) << "grad_weight";
+    EXPECT_TRUE(rel_close("forward (contiguous)", contiguous[0],
+                          dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols),
+                                        pr.x, pr.w, pr.b, pr.g)
+                              .y,
+                          tol<T>::dense));
+  }
+}
+
 TEST(CudaEmulation, ArgumentErrors) {
   using T = float;
   const auto p = make2d(2, 3, 4, {6, 5}, {3, 3});
@@ -444,7 +520,9 @@ TEST(CudaWeightTaps, SlicesFillTheGpuWithinAQuarterOfTheSpectrum) {
       const int64_t tile = l.small ? 16 : 32, tiles = cdx::ceil_div(ch, tile) * cdx::ceil_div(ch, tile);
       const int64_t cap = std::max<int64_t>(1, geo.kept / 18);
       EXPECT_LE(l.slices, cap);
-      if (l.slices > 1) EXPECT_LE(2 * l.slices * 9, geo.kept);  // partial sums <= spectrum / 4
+      if (l.slices > 1) {
+        EXPECT_LE(2 * l.slices * 9, geo.kept);  // partial sums <= spectrum / 4
+      }
       EXPECT_TRUE(tiles * l.slices >= 132 || l.slices == cap) << tiles << " x " << l.slices;
       EXPECT_LT((l.slices - 1) * l.per_slice, geo.kept) << "an empty slice";
       EXPECT_GE(l.slices * l.per_slice, geo.kept) << "a frequency in no slice";
