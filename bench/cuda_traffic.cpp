@@ -395,11 +395,11 @@ int run_main(int argc, char** argv) {
           const double t_flops = ps == "forward"      ? t_x + t_y + w_an
                                  : ps == "input_grad" ? t_y + t_x + w_an
                                                       : t_y + (to_taps ? 0.0 : t_w);
-          const double m_flops = (r.blas ? 8.0 : 6.0) * products +
-                                 (to_taps ? 4.0 * double(g.kept) * double(l.p.out_channels) *
-                                                double(g.in_per_group) * double(l.p.kernel[0]) *
-                                                double(l.p.kernel[1])
-                                          : 0.0);
+          const double m_flops =
+              (r.blas ? 8.0 : 6.0) * products +
+              (to_taps ? 4.0 * double(g.kept) * double(l.p.out_channels) * double(g.in_per_group) *
+                             double(l.p.kernel[0]) * double(l.p.kernel[1])
+                       : 0.0);
           o << (lead ? "\n" : ",\n") << "  {\"layer\": " << json_string(l.name)
             << ", \"rate\": " << rate << ", \"pass\": \"" << r.pass << "\", \"weight\": \""
             << r.weight << "\", \"launches\": " << r.k.launches << ", \"kernels\": " << r.k.kernels

@@ -843,8 +843,8 @@ struct tap_output {
 template <class T, int BM, int BN, int BK, int TM, int TN>
 struct mix_to_taps : mix_kernel<T, BM, BN, BK, TM, TN> {
   using base = mix_kernel<T, BM, BN, BK, TM, TN>;
-  using typename base::regs;
   using base::threads;
+  using typename base::regs;
   static constexpr const char* name = "mix_to_taps";
   /// Taps whose sums fit next to the GEMM's slices in static shared memory (9 for float and
   /// double with the tiles below: 3 x 3 kernels).

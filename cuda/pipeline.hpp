@@ -565,9 +565,8 @@ class pipeline {
            int64_t chunk_scalars = default_chunk_scalars,
            transform_engine engine = transform_engine::automatic)
       : ex_(ex), g_(checked_counts(geo)), tile_(o.tile), engine_(o.engine),
-        fuse_weight_grad_(o.fuse_weight_grad),
-        stages_(make_stages(ex_, g_, chunk_scalars, engine)), kept_(upload_kept(ex_, g_)),
-        scale_(T(1) / static_cast<T>(g_.grid[0] * g_.grid[1])) {}
+        fuse_weight_grad_(o.fuse_weight_grad), stages_(make_stages(ex_, g_, chunk_scalars, engine)),
+        kept_(upload_kept(ex_, g_)), scale_(T(1) / static_cast<T>(g_.grid[0] * g_.grid[1])) {}
 
   ~pipeline() {
     const auto on = ex_.activate(true);  // tables are freed with their device current
@@ -745,8 +744,7 @@ class pipeline {
     const int64_t cap = l.small ? mix_to_taps_small<T>::max_taps : mix_to_taps_large<T>::max_taps;
     const int64_t tile = l.small ? 16 : 32;
     return taps <= cap && l.slices * p.groups <= max_grid_yz &&
-           ceil_div(g_.out_per_group, tile) <= max_grid_yz &&
-           F_Cg_taps(taps) < max_flat_index;
+           ceil_div(g_.out_per_group, tile) <= max_grid_yz && F_Cg_taps(taps) < max_flat_index;
   }
 
   /// The fused weight gradient's tile and slices (choose_tap_launch); the plan's mix_tile forces
@@ -759,9 +757,7 @@ class pipeline {
     if (taps > mix_to_taps_large<T>::max_taps) l.small = true;
     return l;
   }
-  int64_t F_Cg_taps(int64_t taps) const {
-    return g_.params.out_channels * g_.in_per_group * taps;
-  }
+  int64_t F_Cg_taps(int64_t taps) const { return g_.params.out_channels * g_.in_per_group * taps; }
 
   // ---- the same passes on cuBLAS: one strided batched real GEMM each (groups > 1: one per
   // group and plane), batched over the kept frequencies ------------------------------------
@@ -826,8 +822,8 @@ class pipeline {
   bool use_cublas(mix_pass pass, bool taps) const {
     if (engine_ != mix_engine::automatic) return engine_ == mix_engine::cublas;
     const bool fused = pass == mix_pass::weight_grad && weight_grad_fused();
-    auto in = mix_cost_inputs_of(g_, pass, taps || fused, sizeof(T),
-                                 sizeof(T) == 4 && tf32_allowed());
+    auto in =
+        mix_cost_inputs_of(g_, pass, taps || fused, sizeof(T), sizeof(T) == 4 && tf32_allowed());
     if (fused) in.tap_slices = tap_launch_of().slices;
     return mix_cost(in, true) < mix_cost(in, false);
   }

@@ -342,8 +342,8 @@ TEST(CudaEmulation, ChannelsLastEqualsContiguousBitwise) {
                  view(y.data(), d.output_shape(), d.F, d.Ho, d.Wo), xs.data(), nullptr, nullptr);
       const auto dxv = view(dx.data(), d.input_shape(), d.C, d.H, d.W);
       const auto dwv = tensor_view<T>::contiguous(dw.data(), d.weight_shape());
-      pl.backward_with_weight(view(g.data(), d.output_shape(), d.F, d.Ho, d.Wo), xs.data(),
-                              pr.wv(), &dxv, &dwv, nullptr, nullptr);
+      pl.backward_with_weight(view(g.data(), d.output_shape(), d.F, d.Ho, d.Wo), xs.data(), pr.wv(),
+                              &dxv, &dwv, nullptr, nullptr);
       if (nhwc) {  // back to NCHW order for the comparison
         std::vector<T> yc(y.size()), dxc(dx.size());
         for (i64 n = 0; n < d.N; ++n)
@@ -517,7 +517,8 @@ TEST(CudaWeightTaps, SlicesFillTheGpuWithinAQuarterOfTheSpectrum) {
           compression::rate(r));
       const auto l = cdx::choose_tap_launch(ch, ch, 1, geo.kept, 9);
       SCOPED_TRACE(std::to_string(ch) + " channels, kept " + std::to_string(geo.kept));
-      const int64_t tile = l.small ? 16 : 32, tiles = cdx::ceil_div(ch, tile) * cdx::ceil_div(ch, tile);
+      const int64_t tile = l.small ? 16 : 32,
+                    tiles = cdx::ceil_div(ch, tile) * cdx::ceil_div(ch, tile);
       const int64_t cap = std::max<int64_t>(1, geo.kept / 18);
       EXPECT_LE(l.slices, cap);
       if (l.slices > 1) {
