@@ -986,8 +986,9 @@ class pipeline {
       launch_mix(mix_large<T>{}, a, products, stream);
   }
 
+  /// A mixing kernel's operands and sizes (mix_kernel and mix_to_taps).
   template <class K>
-  void launch_mix(K k, const mix_args& a, int64_t products, void* stream) const {
+  void set_operands(K& k, const mix_args& a) const {
     k.A = a.A;
     k.B = a.B;
     k.C = a.C;
@@ -995,6 +996,11 @@ class pipeline {
     k.N = static_cast<uint32_t>(a.N);
     k.K = static_cast<uint32_t>(a.K);
     k.groups = static_cast<uint32_t>(g_.params.groups);
+  }
+
+  template <class K>
+  void launch_mix(K k, const mix_args& a, int64_t products, void* stream) const {
+    set_operands(k, a);
     if (a.taps) {
       k.taps = *a.taps;
       k.b_from_taps = true;
@@ -1013,12 +1019,7 @@ class pipeline {
   template <class K>
   void launch_to_taps(K k, const mix_args& a, const tap_output<T>& out, const tensor_view<T>& dw,
                       void* stream) const {
-    k.A = a.A;
-    k.B = a.B;
-    k.M = static_cast<uint32_t>(a.M);
-    k.N = static_cast<uint32_t>(a.N);
-    k.K = static_cast<uint32_t>(a.K);
-    k.groups = static_cast<uint32_t>(g_.params.groups);
+    set_operands(k, a);
     k.taps = taps_of(tensor_view<const T>(dw));  // the taps' geometry (the view is written)
     k.out = out;
     launch_dims d;

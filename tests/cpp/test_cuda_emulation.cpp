@@ -297,6 +297,18 @@ TEST(CudaEmulation, StridedViews) {
   c.check(ybuf);
 }
 
+/// Bytes of a geometry's kept index lists (rows, then columns), which the kernels read.
+int64_t kept_list_bytes(const blfft::geometry& geo) {
+  return int64_t(sizeof(int64_t)) *
+         static_cast<int64_t>(geo.kept_rows.size() + geo.kept_cols.size());
+}
+/// The dense band-limited reference of a problem at geo's kept set.
+template <class T>
+reference dense_of(const conv_params& p, const blfft::geometry& geo, const problem<T>& pr) {
+  return dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols), pr.x, pr.w, pr.b,
+                       pr.g);
+}
+
 /// A contiguous (N, C, H, W) tensor's values laid out channels_last (N, H, W, C), and the strides
 /// that view them with their NCHW shape.
 template <class T>
@@ -365,11 +377,8 @@ TEST(CudaEmulation, ChannelsLastEqualsContiguousBitwise) {
     EXPECT_EQ(nhwc[0], contiguous[0]) << "y";
     EXPECT_EQ(nhwc[1], contiguous[1]) << "grad_input";
     EXPECT_EQ(nhwc[2], contiguous[2]) << "grad_weight";
-    EXPECT_TRUE(rel_close("forward (contiguous)", contiguous[0],
-                          dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols),
-                                        pr.x, pr.w, pr.b, pr.g)
-                              .y,
-                          tol<T>::dense));
+    EXPECT_TRUE(
+        rel_close("forward (contiguous)", contiguous[0], dense_of(p, geo, pr).y, tol<T>::dense));
   }
 }
 
@@ -571,18 +580,13 @@ TEST(CudaTraffic, FusedWeightGradWritesNoSpectrum) {
   ASSERT_EQ(log.size(), 3u);
   EXPECT_EQ(log[1].name, std::string("mix_to_taps"));
   EXPECT_EQ(log[2].name, std::string("tap_sum"));
-  const int64_t e = sizeof(T), partial = l.slices * geo.weight_size(),
-                kept_lists = int64_t(sizeof(int64_t)) *
-                             static_cast<int64_t>(geo.kept_rows.size() + geo.kept_cols.size());
-  EXPECT_EQ(log[1].read_bytes, e * (geo.y_spectrum_size() + geo.x_spectrum_size()) + kept_lists);
+  const int64_t e = sizeof(T), partial = l.slices * geo.weight_size();
+  EXPECT_EQ(log[1].read_bytes,
+            e * (geo.y_spectrum_size() + geo.x_spectrum_size()) + kept_list_bytes(geo));
   EXPECT_EQ(log[1].write_bytes, e * partial);
   EXPECT_EQ(log[2].read_bytes, e * partial);
   EXPECT_EQ(log[2].write_bytes, e * geo.weight_size());
-  EXPECT_TRUE(rel_close("weight_grad (fused)", dw,
-                        dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols),
-                                      pr.x, pr.w, pr.b, pr.g)
-                            .dw,
-                        tol<T>::dense));
+  EXPECT_TRUE(rel_close("weight_grad (fused)", dw, dense_of(p, geo, pr).dw, tol<T>::dense));
 }
 
 TEST(CudaTraffic, TapsPathReadsTheWeightOnce) {
@@ -601,16 +605,11 @@ TEST(CudaTraffic, TapsPathReadsTheWeightOnce) {
   const auto& log = ex.stats().launch_log;
   ASSERT_EQ(log.size(), 3u);
   EXPECT_EQ(log[1].name, std::string("mix"));
-  const int64_t e = sizeof(T),
-                kept_lists = int64_t(sizeof(int64_t)) *
-                             static_cast<int64_t>(geo.kept_rows.size() + geo.kept_cols.size());
-  EXPECT_EQ(log[1].read_bytes, e * (geo.x_spectrum_size() + geo.weight_size()) + kept_lists);
+  const int64_t e = sizeof(T);
+  EXPECT_EQ(log[1].read_bytes,
+            e * (geo.x_spectrum_size() + geo.weight_size()) + kept_list_bytes(geo));
   EXPECT_EQ(log[1].write_bytes, e * geo.y_spectrum_size());
-  EXPECT_TRUE(rel_close("forward (taps)", y,
-                        dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols),
-                                      pr.x, pr.w, pr.b, pr.g)
-                            .y_nobias,
-                        tol<T>::dense));
+  EXPECT_TRUE(rel_close("forward (taps)", y, dense_of(p, geo, pr).y_nobias, tol<T>::dense));
 }
 
 TEST(CudaEmulation, TransformEngineRule) {
