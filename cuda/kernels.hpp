@@ -21,6 +21,7 @@
 #include "common.hpp"
 #include "dft_matrix.hpp"  // src/common/: the pruned DFT matrices' entries, shared with the CPU
 #include "image.hpp"       // src/common/: image_view, shared with the CPU backend
+#include "storage.hpp"     // the tensors' element types (16-bit ones too)
 
 namespace blfft::cuda::detail {
 
@@ -81,12 +82,12 @@ struct row_layout {
 /// Row packing for the row r2c transforms (layout rl): rows[(jl * Rh + r) * Lw + c] = the sample of
 /// image j0 + jl, row r, that is placed at grid column c (c = off_w + step_w * i), else 0. Images
 /// are j = b * CH + ch. One thread per element of the rows buffer (rows of the zero-padded grid
-/// that hold data; the all-zero rows are never built).
-template <class T>
+/// that hold data; the all-zero rows are never built). X: the source's element type.
+template <class T, class X = T>
 struct pack_rows : flat_kernel {
   static constexpr const char* name = "pack_rows";
 
-  image_view<const T> src;
+  image_view<const X> src;
   T* rows = nullptr;
   uint32_t n = 0;  ///< images in this chunk * Rh * Lw
   row_layout rl;
@@ -98,20 +99,20 @@ struct pack_rows : flat_kernel {
     const int32_t d = static_cast<int32_t>(c) - rl.off_w;
     T v = T(0);
     if (d >= 0 && d % rl.step_w == 0 && static_cast<uint32_t>(d / rl.step_w) < rl.Rw)
-      v = gload(src.data + rl.sample(src, row, static_cast<uint32_t>(d / rl.step_w), ch));
+      v = load_as<T>(src.data + rl.sample(src, row, static_cast<uint32_t>(d / rl.step_w), ch));
     gstore(rows + i, v);
   }
 };
 
 /// Row unpacking after the row c2r transforms (layout rl): dst(b, ch, r, i) = rows[(jl * Rh + r) *
 /// Lw + off_w + step_w * i] * scale + bias[ch] (bias may be null). One thread per output element.
-template <class T>
+template <class T, class X = T>
 struct unpack_rows : flat_kernel {
   static constexpr const char* name = "unpack_rows";
 
   const T* rows = nullptr;
-  image_view<T> dst;
-  const T* bias = nullptr;
+  image_view<X> dst;  ///< and bias: X, the output's element type
+  const X* bias = nullptr;
   T scale = T(1);
   uint32_t n = 0;  ///< images in this chunk * Rh * Rw
   row_layout rl;
@@ -122,7 +123,7 @@ struct unpack_rows : flat_kernel {
     const uint32_t row = e / rl.Rw, i = e - row * rl.Rw;
     const T v = gload(rows + (int64_t(row) * rl.Lw + rl.off_w + int64_t(rl.step_w) * i));
     const int64_t o = rl.sample(dst, row, i, ch);
-    gstore(dst.data + o, v * scale + (bias ? gload(bias + ch) : T(0)));
+    store_as(dst.data + o, v * scale + (bias ? load_as<T>(bias + ch) : T(0)));
   }
 };
 
@@ -399,14 +400,14 @@ inline int64_t fused_images_per_block(int64_t Rh, int64_t Rw, int64_t nr, int64_
 /// placement: never materialised); phase 1: T = X Fw^T per image row (real x complex); phase 2:
 /// S = Fh T, stored with the image index fastest, so G consecutive images make one contiguous
 /// run per kept bin and plane.
-template <class T>
+template <class T, class X = T>
 struct dft_analyse : fused_kernel<T> {
   using typename fused_kernel<T>::shared;
   using typename fused_kernel<T>::regs;
   using fused_kernel<T>::threads;
   static constexpr const char* name = "dft_analyse";
 
-  image_view<const T> src;
+  image_view<const X> src;  ///< X: the images' element type
   T* spectrum = nullptr;
   fused_shape f;
   uint32_t j0 = 0, images = 0;  ///< this launch: images [j0, j0 + images)
@@ -429,8 +430,8 @@ struct dft_analyse : fused_kernel<T> {
         uint32_t g, r, i;
         f.sample_of(e, G, images_fastest, g, r, i);
         x[(g * f.Rh + r) * f.Rw + i] =
-            gload(src.data + (f.image_offset(src.stride_b, src.stride_ch, first + g) +
-                              int64_t(r) * src.stride_h + int64_t(i) * src.stride_w));
+            load_as<T>(src.data + (f.image_offset(src.stride_b, src.stride_ch, first + g) +
+                                   int64_t(r) * src.stride_h + int64_t(i) * src.stride_w));
       }
     } else if (p == 1) {
       for (uint32_t e = t.x; e < G * f.Rh * f.nc; e += threads) {
@@ -476,7 +477,7 @@ struct dft_analyse : fused_kernel<T> {
 /// the placement. Phase 0: matrices Eh (Rh x nr), Ew (nc x Rw, weighted) and the G images' kept
 /// bins (contiguous runs of G images per bin and plane); phase 1: Z = Eh S per image; phase 2:
 /// the rows' real inverse, scale and bias, stored coalesced (fused_shape::sample_of).
-template <class T>
+template <class T, class X = T>
 struct dft_synthesise : fused_kernel<T> {
   using typename fused_kernel<T>::shared;
   using typename fused_kernel<T>::regs;
@@ -484,8 +485,8 @@ struct dft_synthesise : fused_kernel<T> {
   static constexpr const char* name = "dft_synthesise";
 
   const T* spectrum = nullptr;
-  image_view<T> dst;
-  const T* bias = nullptr;
+  image_view<X> dst;  ///< and bias: X, the output's element type
+  const X* bias = nullptr;
   T scale = T(1);
   fused_shape f;
   uint32_t j0 = 0, images = 0;
@@ -537,9 +538,9 @@ struct dft_synthesise : fused_kernel<T> {
         for (uint32_t q = 0; q < f.nc; ++q)  // Re(Z e^{i theta}) = Zr cos - Zi sin
           v += zr[2 * q] * ew[2 * (q * f.Rw + i)] - zr[2 * q + 1] * ew[2 * (q * f.Rw + i) + 1];
         const uint32_t j = first + g, ch = j % f.CH;
-        gstore(dst.data + (f.image_offset(dst.stride_b, dst.stride_ch, j) +
-                           int64_t(r) * dst.stride_h + int64_t(i) * dst.stride_w),
-               v * scale + (bias ? gload(bias + ch) : T(0)));
+        store_as(dst.data + (f.image_offset(dst.stride_b, dst.stride_ch, j) +
+                             int64_t(r) * dst.stride_h + int64_t(i) * dst.stride_w),
+                 v * scale + (bias ? load_as<T>(bias + ch) : T(0)));
       }
     }
   }
@@ -824,9 +825,9 @@ inline bool prefer_small_mix_tile(int64_t M, int64_t N, int64_t products,
 /// `slices` runs of `per_slice`; each block reduces its run to tap partial sums. slices == 1: the
 /// blocks write the gradient itself (scaled) into `dst`; else partial[s][f][c][t] (t = u KW + v,
 /// f across groups), summed by tap_sum.
-template <class T>
+template <class T, class X = T>
 struct tap_output {
-  image_view<T> dst;  ///< (F, Cg, KH, KW)
+  image_view<X> dst;  ///< (F, Cg, KH, KW), in the weight's element type X
   T* partial = nullptr;
   T scale = T(1);
   uint32_t F = 1, slices = 1, per_slice = 1, kept = 1;
@@ -840,7 +841,7 @@ struct tap_output {
 /// synthesis of dft_synthesise, cropped to the taps and undilated). The dW spectrum (2 kept
 /// scalars per (f, c)) is never written; a frequency's E column is made by the first threads in
 /// the load phase that starts the frequency. Fixed summation order: deterministic.
-template <class T, int BM, int BN, int BK, int TM, int TN>
+template <class T, int BM, int BN, int BK, int TM, int TN, class X = T>
 struct mix_to_taps : mix_kernel<T, BM, BN, BK, TM, TN> {
   using base = mix_kernel<T, BM, BN, BK, TM, TN>;
   using base::threads;
@@ -857,7 +858,7 @@ struct mix_to_taps : mix_kernel<T, BM, BN, BK, TM, TN> {
     T e[max_taps][2];  // the current frequency's E column
   };
 
-  tap_output<T> out;
+  tap_output<T, X> out;
 
   /// Frequencies of the block's slice, and the GEMM's depth slices per frequency.
   BLFFT_HD_INLINE uint32_t frequencies(idx3 b) const {
@@ -933,9 +934,9 @@ struct mix_to_taps : mix_kernel<T, BM, BN, BK, TM, TN> {
         continue;
       }
       const uint32_t kh = u / this->taps.KW, kw = u - kh * this->taps.KW;
-      gstore(out.dst.data + (int64_t(f) * out.dst.stride_b + int64_t(n) * out.dst.stride_ch +
-                             int64_t(kh) * out.dst.stride_h + int64_t(kw) * out.dst.stride_w),
-             v * out.scale);
+      store_as(out.dst.data + (int64_t(f) * out.dst.stride_b + int64_t(n) * out.dst.stride_ch +
+                               int64_t(kh) * out.dst.stride_h + int64_t(kw) * out.dst.stride_w),
+               v * out.scale);
     }
   }
 };
@@ -943,11 +944,11 @@ struct mix_to_taps : mix_kernel<T, BM, BN, BK, TM, TN> {
 /// The two tile shapes of the fused weight gradient: large 32 x 32 (128 threads), small 16 x 16
 /// (64 threads) where the large leaves the GPU short of blocks. Double (tests) takes shallower
 /// slices and a 16 x 32 large tile so that 3 x 3 taps still fit.
-template <class T>
-using mix_to_taps_large = std::conditional_t<sizeof(T) == 4, mix_to_taps<T, 32, 32, 8, 2, 4>,
-                                             mix_to_taps<T, 16, 32, 4, 2, 4>>;
-template <class T>
-using mix_to_taps_small = mix_to_taps<T, 16, 16, sizeof(T) == 4 ? 8 : 4, 2, 2>;
+template <class T, class X = T>
+using mix_to_taps_large = std::conditional_t<sizeof(T) == 4, mix_to_taps<T, 32, 32, 8, 2, 4, X>,
+                                             mix_to_taps<T, 16, 32, 4, 2, 4, X>>;
+template <class T, class X = T>
+using mix_to_taps_small = mix_to_taps<T, 16, 16, sizeof(T) == 4 ? 8 : 4, 2, 2, X>;
 
 /// The fused weight gradient's launch: tile, slices of the kept frequencies.
 struct tap_launch {
@@ -979,12 +980,12 @@ inline tap_launch choose_tap_launch(int64_t M, int64_t N, int64_t groups, int64_
 
 /// grad_weight(f, c, u, v) = scale * sum over s of partial[s][f][c][u KW + v], s in order
 /// (deterministic). One thread per tap.
-template <class T>
+template <class T, class X = T>
 struct tap_sum : flat_kernel {
   static constexpr const char* name = "tap_sum";
 
   const T* partial = nullptr;
-  image_view<T> dst;
+  image_view<X> dst;
   T scale = T(1);
   uint32_t n = 0;  ///< F * Cg * taps
   uint32_t slices = 1, Cg = 1, KW = 1, taps = 1;
@@ -996,9 +997,9 @@ struct tap_sum : flat_kernel {
     for (uint32_t s = 0; s < slices; ++s) v += gload(partial + int64_t(s) * n + i);
     const uint32_t fc = i / taps, u = i - fc * taps, f = fc / Cg, c = fc - f * Cg, kh = u / KW,
                    kw = u - kh * KW;
-    gstore(dst.data + (int64_t(f) * dst.stride_b + int64_t(c) * dst.stride_ch +
-                       int64_t(kh) * dst.stride_h + int64_t(kw) * dst.stride_w),
-           v * scale);
+    store_as(dst.data + (int64_t(f) * dst.stride_b + int64_t(c) * dst.stride_ch +
+                         int64_t(kh) * dst.stride_h + int64_t(kw) * dst.stride_w),
+             v * scale);
   }
 };
 
@@ -1035,12 +1036,12 @@ inline launch_dims reduce_dims(int64_t outputs) {
 }
 
 /// grad_bias[f] = sum over n, h, w of grad_out(n, f, h, w). Block f.
-template <class T>
+template <class T, class X = T>
 struct bias_grad_kernel : reduce_kernel {
   static constexpr const char* name = "bias_grad";
 
-  image_view<const T> g;
-  T* out = nullptr;
+  image_view<const X> g;  ///< and out: X, the gradients' element type
+  X* out = nullptr;
   uint32_t N = 1, Ho = 1, Wo = 1;
 
   BLFFT_HD_INLINE int phase_count(idx3) const { return 1 + reduce_steps; }
@@ -1049,18 +1050,17 @@ struct bias_grad_kernel : reduce_kernel {
       double s = 0;
       const uint32_t hw = Ho * Wo;
       for (uint32_t n = 0; n < N; ++n) {
-        const T* base = g.data + int64_t(n) * g.stride_b + int64_t(b.x) * g.stride_ch;
+        const X* base = g.data + int64_t(n) * g.stride_b + int64_t(b.x) * g.stride_ch;
         for (uint32_t e = t.x; e < hw; e += threads) {
           const uint32_t h = e / Wo, w = e - h * Wo;
-          s += static_cast<double>(
-              gload(base + (int64_t(h) * g.stride_h + int64_t(w) * g.stride_w)));
+          s += load_as<double>(base + (int64_t(h) * g.stride_h + int64_t(w) * g.stride_w));
         }
       }
       sh.sum[t.x] = s;
       return;
     }
     reduce_step(p, sh, t.x);
-    if (p == reduce_steps && t.x == 0) gstore(out + b.x, static_cast<T>(sh.sum[0]));
+    if (p == reduce_steps && t.x == 0) store_as(out + b.x, static_cast<T>(sh.sum[0]));
   }
 };
 

@@ -43,6 +43,7 @@
 #include <numeric>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "blfft/cuda.hpp"
@@ -64,6 +65,7 @@ using blfft::detail::checked_mul;
 using blfft::detail::fail;
 using blfft::detail::layer_placements;
 using blfft::detail::layer_transforms;
+using blfft::detail::nd;
 using blfft::detail::placement;
 using blfft::detail::transform_direction;
 
@@ -175,10 +177,12 @@ class transform_stage {
   /// spectrum[k][plane][j] for all kept k and the J images of src; with `block_form`, the
   /// 2 x 2 real block form of each frequency's (B x CH) matrix instead (stacked_store: twice the
   /// size), for the backward's mixing on cuBLAS.
-  void analyse(const Exec& ex, const image_view<const T>& src, T* spectrum, void* stream,
+  /// X: the images' element type (T, or a 16-bit type computed in T).
+  template <class X>
+  void analyse(const Exec& ex, const image_view<const X>& src, T* spectrum, void* stream,
                bool block_form = false) const {
     if (fused_) {
-      dft_analyse<T> k;
+      dft_analyse<T, X> k;
       k.src = src;
       k.spectrum = spectrum;
       k.block_form = block_form;
@@ -193,7 +197,7 @@ class transform_stage {
     const int64_t* tab = tables_.get();
     for (int64_t j0 = 0; j0 < J_; j0 += chunk_) {
       const int64_t m = std::min(chunk_, J_ - j0);
-      pack_rows<T> pk;
+      pack_rows<T, X> pk;
       pk.src = src;
       pk.rows = rows.get();
       pk.n = static_cast<uint32_t>(m * h_.count * Lw_);
@@ -247,10 +251,11 @@ class transform_stage {
 
   /// dst = scale * inverse(spectrum) at the placed samples, plus bias[ch] when bias is non-null.
   /// `stacked`: the spectrum is the forward's stacked products (stacked_load combines them).
-  void synthesise(const Exec& ex, const T* spectrum, const image_view<T>& dst, T scale,
-                  const T* bias, void* stream, bool stacked = false) const {
+  template <class X>
+  void synthesise(const Exec& ex, const T* spectrum, const image_view<X>& dst, T scale,
+                  const nd<X>* bias, void* stream, bool stacked = false) const {
     if (fused_) {
-      dft_synthesise<T> k;
+      dft_synthesise<T, X> k;
       k.spectrum = spectrum;
       k.dst = dst;
       k.bias = bias;
@@ -311,7 +316,7 @@ class transform_stage {
 
       ex.fft(row_fft(fft_type::c2r, m), half.get(), rows.get(), stream);
 
-      unpack_rows<T> up;
+      unpack_rows<T, X> up;
       up.rows = rows.get();
       up.dst = dst;
       up.bias = bias;
@@ -583,33 +588,42 @@ class pipeline {
   // caller's), whatever device the caller had current, and checks that the stream is that
   // device's, then runs the CPU plan's argument checks with this executor's pointer check.
 
-  void input_spectrum(const tensor_view<const T>& x, T* xs, void* stream) const {
+  // X: the tensors' element type, T's or (T = float) half / bfloat16, read and written as X and
+  // computed in T; spectra are T. The taps path reads T weights only (otherwise the weight
+  // spectrum is made for the call).
+
+  template <class X>
+  void input_spectrum(const tensor_view<const X>& x, T* xs, void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
     checks().input_spectrum(x, xs);
     stages_.x_in->analyse(ex_, as_image(x), xs, stream);
   }
 
-  void weight_spectrum(const tensor_view<const T>& w, T* ws, void* stream) const {
+  template <class X>
+  void weight_spectrum(const tensor_view<const X>& w, T* ws, void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
     checks().weight_spectrum(w, ws);
     stages_.w_in->analyse(ex_, as_image(w), ws, stream);
   }
 
-  void forward(const tensor_view<const T>& x, const tensor_view<const T>& w, const T* bias,
-               const tensor_view<T>& y, T* xs, T* ws, void* stream) const {
+  template <class X>
+  void forward(const tensor_view<const X>& x, const tensor_view<const nd<X>>& w, const nd<X>* bias,
+               const tensor_view<nd<X>>& y, T* xs, T* ws, void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
     checks().forward(x, w, bias, y, xs, ws);
     auto x_tmp = ex_.template make_temp<T>(xs ? 0 : g_.x_spectrum_size(), stream);
     if (!xs) xs = x_tmp.get();
     stages_.x_in->analyse(ex_, as_image(x), xs, stream);
-    if (!ws && taps_path(mix_pass::forward)) {  // no weight spectrum asked for: mix from the taps
-      auto ys = ex_.template make_temp<T>(g_.y_spectrum_size(), stream);
-      mix_forward(xs, nullptr, ys.get(), stream, &w);
-      stages_.y_out->synthesise(ex_, ys.get(), as_image(y), scale_, bias, stream);
-      return;
+    if constexpr (std::is_same_v<X, T>) {
+      if (!ws && taps_path(mix_pass::forward)) {  // no weight spectrum asked for: from the taps
+        auto ys = ex_.template make_temp<T>(g_.y_spectrum_size(), stream);
+        mix_forward(xs, nullptr, ys.get(), stream, &w);
+        stages_.y_out->synthesise(ex_, ys.get(), as_image(y), scale_, bias, stream);
+        return;
+      }
     }
     auto w_tmp = ex_.template make_temp<T>(ws ? 0 : g_.w_spectrum_size(), stream);
     if (!ws) ws = w_tmp.get();
@@ -617,7 +631,8 @@ class pipeline {
     run_forward_spectra(xs, ws, bias, y, stream);
   }
 
-  void forward_spectra(const T* xs, const T* ws, const T* bias, const tensor_view<T>& y,
+  template <class X>
+  void forward_spectra(const T* xs, const T* ws, const nd<X>* bias, const tensor_view<X>& y,
                        void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
@@ -625,9 +640,10 @@ class pipeline {
     run_forward_spectra(xs, ws, bias, y, stream);
   }
 
-  void backward(const tensor_view<const T>& grad_out, const T* xs, const T* ws,
-                const tensor_view<T>* grad_input, const tensor_view<T>* grad_weight, T* grad_bias,
-                void* stream) const {
+  template <class X>
+  void backward(const tensor_view<const X>& grad_out, const T* xs, const T* ws,
+                const tensor_view<nd<X>>* grad_input, const tensor_view<nd<X>>* grad_weight,
+                nd<X>* grad_bias, void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
     checks().backward(grad_out, xs, ws, nullptr, grad_input, grad_weight, grad_bias);
@@ -636,24 +652,30 @@ class pipeline {
 
   /// backward() with the weight instead of its spectrum: the input gradient's mixing reads the
   /// taps (taps_path), or the spectrum is made for the call.
-  void backward_with_weight(const tensor_view<const T>& grad_out, const T* xs,
-                            const tensor_view<const T>& weight, const tensor_view<T>* grad_input,
-                            const tensor_view<T>* grad_weight, T* grad_bias, void* stream) const {
+  template <class X>
+  void backward_with_weight(const tensor_view<const X>& grad_out, const T* xs,
+                            const tensor_view<const nd<X>>& weight,
+                            const tensor_view<nd<X>>* grad_input,
+                            const tensor_view<nd<X>>* grad_weight, nd<X>* grad_bias,
+                            void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
     checks().backward(grad_out, xs, nullptr, &weight, grad_input, grad_weight, grad_bias);
     run_backward(grad_out, xs, nullptr, &weight, grad_input, grad_weight, grad_bias, stream);
   }
 
-  void input_grad(const tensor_view<const T>& grad_out, const T* ws,
-                  const tensor_view<T>& grad_input, void* stream) const {
+  template <class X>
+  void input_grad(const tensor_view<const X>& grad_out, const T* ws,
+                  const tensor_view<nd<X>>& grad_input, void* stream) const {
     backward(grad_out, nullptr, ws, &grad_input, nullptr, nullptr, stream);
   }
-  void weight_grad(const tensor_view<const T>& grad_out, const T* xs,
-                   const tensor_view<T>& grad_weight, void* stream) const {
+  template <class X>
+  void weight_grad(const tensor_view<const X>& grad_out, const T* xs,
+                   const tensor_view<nd<X>>& grad_weight, void* stream) const {
     backward(grad_out, xs, nullptr, nullptr, &grad_weight, nullptr, stream);
   }
-  void bias_grad(const tensor_view<const T>& grad_out, T* grad_bias, void* stream) const {
+  template <class X>
+  void bias_grad(const tensor_view<const X>& grad_out, nd<X>* grad_bias, void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
     checks().bias_grad(grad_out, grad_bias);
@@ -700,7 +722,8 @@ class pipeline {
   /// The weight gradient's mixing and synthesis in one pass (mix_to_taps): per kept frequency,
   /// dW_k = G_k^H X_k reduced to the taps at once; with several slices of the kept frequencies,
   /// their partial tap sums, then tap_sum. `g_block` as for mix_weight_grad.
-  void mix_weight_to_taps(const T* dys, const T* xs, const tensor_view<T>& dw, void* stream,
+  template <class X>
+  void mix_weight_to_taps(const T* dys, const T* xs, const tensor_view<X>& dw, void* stream,
                           bool g_block = false) const {
     const auto [N, C, F, Cg, Fg] = counts();
     const auto s = spectra(g_block);
@@ -708,7 +731,7 @@ class pipeline {
     const int64_t taps = g_.params.kernel[0] * g_.params.kernel[1];
     const int64_t n = checked_mul(F * Cg, taps, "weight taps");
     auto partial = ex_.template make_temp<T>(l.slices > 1 ? l.slices * n : 0, stream);
-    tap_output<T> out;
+    tap_output<T, X> out;
     out.dst = as_image(dw);
     out.partial = partial.get();
     out.scale = scale_;
@@ -718,11 +741,11 @@ class pipeline {
     out.kept = static_cast<uint32_t>(g_.kept);
     const mix_args a{operand(dys, s.y, true, T(-1)), operand(xs, s.x, true, T(1)), {}, Fg, Cg, N};
     if (l.small)
-      launch_to_taps(mix_to_taps_small<T>{}, a, out, dw, stream);
+      launch_to_taps(mix_to_taps_small<T, X>{}, a, out, stream);
     else
-      launch_to_taps(mix_to_taps_large<T>{}, a, out, dw, stream);
+      launch_to_taps(mix_to_taps_large<T, X>{}, a, out, stream);
     if (l.slices == 1) return;
-    tap_sum<T> k;
+    tap_sum<T, X> k;
     k.partial = partial.get();
     k.dst = out.dst;
     k.scale = scale_;
@@ -868,13 +891,16 @@ class pipeline {
   }
 
   /// `ws` or, where it is null, `weight` for the input gradient.
-  void run_backward(const tensor_view<const T>& grad_out, const T* xs, const T* ws,
-                    const tensor_view<const T>* weight, const tensor_view<T>* grad_input,
-                    const tensor_view<T>* grad_weight, T* grad_bias, void* stream) const {
+  template <class X>
+  void run_backward(const tensor_view<const X>& grad_out, const T* xs, const T* ws,
+                    const tensor_view<const nd<X>>* weight, const tensor_view<nd<X>>* grad_input,
+                    const tensor_view<nd<X>>* grad_weight, nd<X>* grad_bias, void* stream) const {
     if (grad_input || grad_weight) {
       // Engines first: the grad's spectrum is written in the block form when either mixing runs
       // on cuBLAS (the own kernel reads either form).
-      const bool from_taps = grad_input && !ws && taps_path(mix_pass::input_grad);
+      const tensor_view<const T>* taps_weight = nullptr;  // the taps path reads T weights only
+      if constexpr (std::is_same_v<X, T>) taps_weight = weight;
+      const bool from_taps = grad_input && !ws && taps_weight && taps_path(mix_pass::input_grad);
       const bool ig_blas = grad_input && !from_taps && use_cublas(mix_pass::input_grad, false);
       const bool wg_blas = grad_weight && use_cublas(mix_pass::weight_grad, false);
       const bool block = ig_blas || wg_blas;
@@ -891,7 +917,8 @@ class pipeline {
         if (ig_blas)
           cublas_input_grad(dys.get(), ws, dxs.get(), stream);
         else
-          mix_input_grad(dys.get(), ws, dxs.get(), stream, from_taps ? weight : nullptr, block);
+          mix_input_grad(dys.get(), ws, dxs.get(), stream, from_taps ? taps_weight : nullptr,
+                         block);
         stages_.dx_out->synthesise(ex_, dxs.get(), as_image(*grad_input), scale_, nullptr, stream);
       }
       if (grad_weight) {
@@ -954,8 +981,13 @@ class pipeline {
     return g_.params.kernel[0] <= mix_max_taps && g_.params.kernel[1] <= mix_max_taps;
   }
   mix_taps<T> taps_of(const tensor_view<const T>& w) const {
-    mix_taps<T> t;
+    mix_taps<T> t = taps_geometry();
     t.w = as_image(w);
+    return t;
+  }
+  /// The taps' geometry (kept lists, sizes, dilation) without a weight.
+  mix_taps<T> taps_geometry() const {
+    mix_taps<T> t;
     t.kept_rows = kept_.get();
     t.kept_cols = kept_.get() + g_.kept_rows.size();
     t.Cg = static_cast<uint32_t>(g_.in_per_group);
@@ -1017,10 +1049,9 @@ class pipeline {
   }
 
   template <class K>
-  void launch_to_taps(K k, const mix_args& a, const tap_output<T>& out, const tensor_view<T>& dw,
-                      void* stream) const {
+  void launch_to_taps(K k, const mix_args& a, const decltype(K::out)& out, void* stream) const {
     set_operands(k, a);
-    k.taps = taps_of(tensor_view<const T>(dw));  // the taps' geometry (the view is written)
+    k.taps = taps_geometry();
     k.out = out;
     launch_dims d;
     d.grid.x = static_cast<unsigned>(ceil_div(a.N, K::bn));
@@ -1031,7 +1062,8 @@ class pipeline {
     ex_.launch(d, k, stream);
   }
 
-  void run_forward_spectra(const T* xs, const T* ws, const T* bias, const tensor_view<T>& y,
+  template <class X>
+  void run_forward_spectra(const T* xs, const T* ws, const nd<X>* bias, const tensor_view<X>& y,
                            void* stream) const {
     const bool blas = use_cublas(mix_pass::forward, false);
     auto ys = ex_.template make_temp<T>((blas ? 2 : 1) * g_.y_spectrum_size(), stream);
@@ -1042,10 +1074,11 @@ class pipeline {
     stages_.y_out->synthesise(ex_, ys.get(), as_image(y), scale_, bias, stream, blas);
   }
 
-  void run_bias_grad(const tensor_view<const T>& grad_out, T* grad_bias, void* stream) const {
+  template <class X>
+  void run_bias_grad(const tensor_view<const X>& grad_out, X* grad_bias, void* stream) const {
     BLFFT_EXPECTS(g_.output[0] * g_.output[1] < max_flat_index, error_code::unsupported,
                   "CUDA backend: output maps of 2^31 or more elements");
-    bias_grad_kernel<T> k;
+    bias_grad_kernel<T, X> k;
     k.g = as_image(grad_out);
     k.out = grad_bias;
     k.N = static_cast<uint32_t>(g_.params.batch);

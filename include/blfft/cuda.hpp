@@ -39,6 +39,16 @@ BLFFT_CUDA_API bool compiled() noexcept;
 /// Number of CUDA devices usable by this process: 0 without a driver or a GPU. Never throws.
 BLFFT_CUDA_API int device_count() noexcept;
 
+/// 16-bit floating-point storage for the tensors of a plan<float> (computed in float): IEEE
+/// binary16 (torch.float16, CUDA's __half) and bfloat16 (float's upper 16 bits, torch.bfloat16,
+/// CUDA's __nv_bfloat16), bit for bit. Conversions round to nearest even.
+struct half {
+  std::uint16_t bits;
+};
+struct bfloat16 {
+  std::uint16_t bits;
+};
+
 /// Tile shape of the channel-mixing kernels (complex GEMMs, one per kept frequency and group).
 enum class mix_tile {
   automatic,  ///< large unless that leaves too few thread blocks to fill the GPU
@@ -242,6 +252,39 @@ class BLFFT_CUDA_API plan {
   void weight_grad(const tensor_view<const T>& grad_out, spectrum_view<const T> x_spectrum,
                    const tensor_view<T>& grad_weight, void* stream = nullptr) const;
   void bias_grad(const tensor_view<const T>& grad_out, T* grad_bias, void* stream = nullptr) const;
+
+  /// Half-precision tensors (plan<float>; plan<double> refuses them with
+  /// error_code::type_mismatch): x, w, bias, y and the gradients in float16 or bfloat16, read and
+  /// written in their type by the kernels (2 bytes an element), computed in float; spectra are
+  /// float. Same semantics as the float calls above.
+  void forward(const tensor_view<const half>& x, const tensor_view<const half>& w, const half* bias,
+               const tensor_view<half>& y, spectrum_view<T> x_spectrum = {},
+               spectrum_view<T> w_spectrum = {}, void* stream = nullptr) const;
+  void forward(const tensor_view<const bfloat16>& x, const tensor_view<const bfloat16>& w,
+               const bfloat16* bias, const tensor_view<bfloat16>& y,
+               spectrum_view<T> x_spectrum = {}, spectrum_view<T> w_spectrum = {},
+               void* stream = nullptr) const;
+  void input_spectrum(const tensor_view<const half>& x, spectrum_view<T> x_spectrum,
+                      void* stream = nullptr) const;
+  void input_spectrum(const tensor_view<const bfloat16>& x, spectrum_view<T> x_spectrum,
+                      void* stream = nullptr) const;
+  void weight_spectrum(const tensor_view<const half>& w, spectrum_view<T> w_spectrum,
+                       void* stream = nullptr) const;
+  void weight_spectrum(const tensor_view<const bfloat16>& w, spectrum_view<T> w_spectrum,
+                       void* stream = nullptr) const;
+  void forward_spectra(spectrum_view<const T> x_spectrum, spectrum_view<const T> w_spectrum,
+                       const half* bias, const tensor_view<half>& y, void* stream = nullptr) const;
+  void forward_spectra(spectrum_view<const T> x_spectrum, spectrum_view<const T> w_spectrum,
+                       const bfloat16* bias, const tensor_view<bfloat16>& y,
+                       void* stream = nullptr) const;
+  void backward(const tensor_view<const half>& grad_out, spectrum_view<const T> x_spectrum,
+                spectrum_view<const T> w_spectrum, const tensor_view<half>* grad_input,
+                const tensor_view<half>* grad_weight, half* grad_bias,
+                void* stream = nullptr) const;
+  void backward(const tensor_view<const bfloat16>& grad_out, spectrum_view<const T> x_spectrum,
+                spectrum_view<const T> w_spectrum, const tensor_view<bfloat16>* grad_input,
+                const tensor_view<bfloat16>* grad_weight, bfloat16* grad_bias,
+                void* stream = nullptr) const;
 
  private:
   std::unique_ptr<detail::plan_impl<T>> impl_;
