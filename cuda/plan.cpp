@@ -125,12 +125,11 @@ void plan<T>::bias_grad(const tensor_view<const T>& grad_out, T* grad_bias, void
 // ---- 16-bit tensors (plan<float> only) ---------------------------------------------------------
 
 namespace {
-/// The plan's calls for 16-bit tensors: those of a plan<float>; a plan<double> refuses them.
-template <class T>
-const detail::plan_calls<float, detail::device_executor>&
-half_calls(const std::unique_ptr<detail::plan_impl<T>>& impl) {
+/// f(calls) on a plan<float>'s calls, for 16-bit tensors; a plan<double> refuses them.
+template <class T, class F>
+void on_float_plan(const std::unique_ptr<detail::plan_impl<T>>& impl, F&& f) {
   if constexpr (std::is_same_v<T, float>)
-    return live_impl(impl).calls;
+    f(live_impl(impl).calls);
   else
     blfft::detail::fail(error_code::type_mismatch,
                         "float16 / bfloat16 tensors need a plan<float> (they are computed in "
@@ -143,45 +142,34 @@ half_calls(const std::unique_ptr<detail::plan_impl<T>>& impl) {
   void plan<T>::forward(const tensor_view<const H>& x, const tensor_view<const H>& w,              \
                         const H* bias, const tensor_view<H>& y, spectrum_view<T> x_spectrum,       \
                         spectrum_view<T> w_spectrum, void* stream) const {                         \
-    if constexpr (std::is_same_v<T, float>)                                                        \
-      half_calls(impl_).forward(x, w, bias, y, x_spectrum, w_spectrum, stream);                    \
-    else                                                                                           \
-      half_calls(impl_);                                                                           \
+    on_float_plan(                                                                                 \
+        impl_, [&](const auto& c) { c.forward(x, w, bias, y, x_spectrum, w_spectrum, stream); });  \
   }                                                                                                \
   template <class T>                                                                               \
   void plan<T>::input_spectrum(const tensor_view<const H>& x, spectrum_view<T> x_spectrum,         \
                                void* stream) const {                                               \
-    if constexpr (std::is_same_v<T, float>)                                                        \
-      half_calls(impl_).input_spectrum(x, x_spectrum, stream);                                     \
-    else                                                                                           \
-      half_calls(impl_);                                                                           \
+    on_float_plan(impl_, [&](const auto& c) { c.input_spectrum(x, x_spectrum, stream); });         \
   }                                                                                                \
   template <class T>                                                                               \
   void plan<T>::weight_spectrum(const tensor_view<const H>& w, spectrum_view<T> w_spectrum,        \
                                 void* stream) const {                                              \
-    if constexpr (std::is_same_v<T, float>)                                                        \
-      half_calls(impl_).weight_spectrum(w, w_spectrum, stream);                                    \
-    else                                                                                           \
-      half_calls(impl_);                                                                           \
+    on_float_plan(impl_, [&](const auto& c) { c.weight_spectrum(w, w_spectrum, stream); });        \
   }                                                                                                \
   template <class T>                                                                               \
   void plan<T>::forward_spectra(spectrum_view<const T> x_spectrum,                                 \
                                 spectrum_view<const T> w_spectrum, const H* bias,                  \
                                 const tensor_view<H>& y, void* stream) const {                     \
-    if constexpr (std::is_same_v<T, float>)                                                        \
-      half_calls(impl_).forward_spectra(x_spectrum, w_spectrum, bias, y, stream);                  \
-    else                                                                                           \
-      half_calls(impl_);                                                                           \
+    on_float_plan(impl_, [&](const auto& c) {                                                      \
+      c.forward_spectra(x_spectrum, w_spectrum, bias, y, stream);                                  \
+    });                                                                                            \
   }                                                                                                \
   template <class T>                                                                               \
   void plan<T>::backward(const tensor_view<const H>& grad_out, spectrum_view<const T> x_spectrum,  \
                          spectrum_view<const T> w_spectrum, const tensor_view<H>* grad_input,      \
                          const tensor_view<H>* grad_weight, H* grad_bias, void* stream) const {    \
-    if constexpr (std::is_same_v<T, float>)                                                        \
-      half_calls(impl_).backward(grad_out, x_spectrum, w_spectrum, grad_input, grad_weight,        \
-                                 grad_bias, stream);                                               \
-    else                                                                                           \
-      half_calls(impl_);                                                                           \
+    on_float_plan(impl_, [&](const auto& c) {                                                      \
+      c.backward(grad_out, x_spectrum, w_spectrum, grad_input, grad_weight, grad_bias, stream);    \
+    });                                                                                            \
   }
 BLFFT_HALF_CALLS(half)
 BLFFT_HALF_CALLS(bfloat16)

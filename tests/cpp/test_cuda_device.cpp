@@ -22,6 +22,7 @@
 #include "cuda_harness.hpp"
 #include "harness.hpp"
 #include "oracles.hpp"
+#include "storage.hpp"
 
 namespace {
 
@@ -244,6 +245,73 @@ TEST(CudaDevice, StridedViews) {
               tensor_view<T>(ybuf.get(), c.d.output_shape(), c.y_strides()), nullptr, nullptr,
               mem.s);
   c.check(mem.download(ybuf));
+}
+
+/// 16-bit tensors on the GPU: forward and both gradients against the float plan on the rounded
+/// inputs, to the final rounding (two units of X's last place, relative to the largest value).
+template <class X>
+void half_precision_layer(double ulp) {
+  namespace cdx = blfft::cuda::detail;
+  using T = float;
+  const auto p = make2d(4, 16, 8, {12, 12}, {3, 3}, {1, 1}, {1, 1});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  const problem<T> pr(p, 5);
+  const auto& d = pr.d;
+  const auto round16 = [](const std::vector<T>& v, std::vector<X>& h, std::vector<T>& f) {
+    for (T a : v) {
+      h.push_back(cdx::to_storage<X>(a));
+      f.push_back(cdx::to_compute<T>(h.back()));
+    }
+  };
+  std::vector<X> xh, wh, bh, gh;
+  std::vector<T> xf, wf, bf, gf;
+  round16(pr.xt, xh, xf);
+  round16(pr.wt, wh, wf);
+  round16(pr.bt, bh, bf);
+  round16(pr.gt, gh, gf);
+  const blfft::cuda::plan<T> gpu(geo);
+  device_memory<T> mf;
+  device_memory<X> mh;
+  const auto run = [&](auto& mem, const auto& x, const auto& w, const auto& b, const auto& g) {
+    using V = typename std::decay_t<decltype(x)>::value_type;
+    auto xd = mem.upload(x), wd = mem.upload(w), bd = mem.upload(b), gd = mem.upload(g);
+    auto y = mem.upload(std::vector<V>(static_cast<size_t>(d.output_size()))),
+         dx = mem.upload(std::vector<V>(static_cast<size_t>(d.input_size()))),
+         dw = mem.upload(std::vector<V>(static_cast<size_t>(d.weight_size()))),
+         db = mem.upload(std::vector<V>(static_cast<size_t>(d.F)));
+    device_memory<T> spectra;
+    auto xs = spectra.nan_buffer(geo.x_spectrum_size()),
+         ws = spectra.nan_buffer(geo.w_spectrum_size());
+    using cv = tensor_view<const V>;
+    using v = tensor_view<V>;
+    gpu.forward(cv::contiguous(xd.get(), d.input_shape()),
+                cv::contiguous(wd.get(), d.weight_shape()), bd.get(),
+                v::contiguous(y.get(), d.output_shape()), {xs.get(), geo.x_spectrum_size()},
+                {ws.get(), geo.w_spectrum_size()}, mem.s);
+    const auto dxv = v::contiguous(dx.get(), d.input_shape());
+    const auto dwv = v::contiguous(dw.get(), d.weight_shape());
+    gpu.backward(cv::contiguous(gd.get(), d.output_shape()), {xs.get(), geo.x_spectrum_size()},
+                 {ws.get(), geo.w_spectrum_size()}, &dxv, &dwv, db.get(), mem.s);
+    return std::vector<std::vector<V>>{mem.download(y), mem.download(dx), mem.download(dw),
+                                       mem.download(db)};
+  };
+  const auto want = run(mf, xf, wf, bf, gf);
+  const auto got = run(mh, xh, wh, bh, gh);
+  const char* names[] = {"y", "grad_input", "grad_weight", "grad_bias"};
+  for (size_t t = 0; t < want.size(); ++t) {
+    double scale = 0;
+    for (T a : want[t]) scale = std::max(scale, std::abs(double(a)));
+    for (size_t i = 0; i < want[t].size(); ++i)
+      ASSERT_LE(std::abs(double(cdx::to_compute<T>(got[t][i])) - double(want[t][i])),
+                2 * ulp * std::max(std::abs(double(want[t][i])), 1e-3 * scale))
+          << names[t] << " " << i;
+  }
+}
+
+TEST(CudaDevice, HalfPrecisionTensors) {
+  REQUIRE_DEVICE();
+  half_precision_layer<blfft::cuda::half>(std::ldexp(1.0, -11));
+  half_precision_layer<blfft::cuda::bfloat16>(std::ldexp(1.0, -8));
 }
 
 TEST(CudaDevice, StreamsAndThreadsGiveIdenticalResults) {
