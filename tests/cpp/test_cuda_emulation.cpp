@@ -864,6 +864,23 @@ TEST(CudaCublasMixing, EngineRule) {
              cdx::mix_pass::forward, true);
   EXPECT_FALSE(blas(depthwise));
 
+  // The weight gradient fused with its synthesis (mix_to_taps): no dW spectrum, so the own
+  // engine costs fewer bytes than with it, and more only by its partial sums when sliced;
+  // cuBLAS (which keeps the spectrum path) still wins where the mixing is compute-bound under
+  // TF32, and loses at batch 32 on the 64-channel layer.
+  for (const auto& p : {r18_512, r18_64}) {
+    const auto spectrum_path = inputs(p, 0.5, cdx::mix_pass::weight_grad, true);
+    auto fused = inputs(p, 0.5, cdx::mix_pass::weight_grad, true, true);
+    ASSERT_EQ(fused.taps, 9);
+    EXPECT_LT(cdx::mix_cost(fused, false), cdx::mix_cost(spectrum_path, false));
+    fused.tap_slices = 4;
+    EXPECT_GT(cdx::mix_cost(fused, false),
+              cdx::mix_cost(inputs(p, 0.5, cdx::mix_pass::weight_grad, true, true), false));
+    EXPECT_EQ(cdx::mix_cost(fused, true), cdx::mix_cost(spectrum_path, true)) << "cuBLAS: the same";
+  }
+  EXPECT_TRUE(blas(inputs(r18_512, 0.5, cdx::mix_pass::weight_grad, true, true)));
+  EXPECT_FALSE(blas(inputs(r18_64, 0.5, cdx::mix_pass::weight_grad, true, true)));
+
   // The pipeline follows the rule per call: TF32 allowed or not (scoped_tf32).
   const auto small = make2d(2, 4, 4, {6, 6}, {3, 3}, {1, 1}, {1, 1});
   host_executor ex;
