@@ -299,6 +299,66 @@ struct restack : flat_kernel {
 };
 
 // ---------------------------------------------------------------------------------------------
+// The depth axis of 3D layers (docs/design.md 1.9; pipeline: volume_stage)
+// ---------------------------------------------------------------------------------------------
+
+/// The pruned DFT along depth of a 3D layer, between the 2D spectra of its depth slices and the
+/// frequency-major spectrum (k = depth index * kept2 + k2), as the CPU's volume_transform
+/// (src/depth_transform.hpp): output row r = sum over input rows s of
+/// exp(sign 2 pi i kd t / Ld) x row s, with kd = kept_depth[q] and t = offset + step * i, where
+/// (q, i) = (r, s) when analysing (sign -1: the slices that hold data -> the kept depths) and
+/// (s, r) when synthesising (sign +1: the kept depths -> the slices the result needs). Each row
+/// is kept2 planar blocks of J images (J re, then J im). Twiddles from dft_matrix.hpp, the CPU's
+/// entries. One thread per output (r, k2, j): coalesced over j.
+template <class T>
+struct depth_dft : flat_kernel {
+  static constexpr const char* name = "depth_dft";
+
+  const T* src = nullptr;
+  T* dst = nullptr;
+  const int64_t* kept_depth = nullptr;  ///< the geometry's kept depth grid indices
+  uint32_t n = 0;                       ///< output rows * kept2 * J
+  uint32_t in_rows = 1, kept2 = 1, J = 1, CH = 1;
+  int64_t Ld = 1, offset = 0, step = 1;  ///< depth grid; the placement of the samples
+  bool analyse = true;
+  bool stacked_in = false;  ///< src holds the forward's stacked products (stacked_load)
+  bool block_out = false;   ///< dst gets the block form (stacked_store)
+
+  BLFFT_HD_INLINE void operator()(idx3 b, idx3 t) const {
+    uint32_t i;
+    if (!flat_item(b, t, n, i)) return;
+    const uint32_t per_row = kept2 * J;
+    const uint32_t r = i / per_row, e = i - r * per_row, k2 = e / J, j = e - k2 * J;
+    T re = 0, im = 0;
+    for (uint32_t s = 0; s < in_rows; ++s) {
+      const uint32_t q = analyse ? r : s, at = analyse ? s : r;
+      const auto c = blfft::detail::dft_twiddle(gload(kept_depth + q), offset + step * at, Ld,
+                                                analyse ? -1.0 : 1.0);
+      const uint32_t k = s * kept2 + k2;
+      T xr, xi;
+      if (stacked_in) {
+        stacked_load(src, J, CH, k, j, xr, xi);
+      } else {
+        const T* p = src + int64_t(k) * 2 * J + j;
+        xr = gload(p);
+        xi = gload(p + J);
+      }
+      const T cr = static_cast<T>(c.re), ci = static_cast<T>(c.im);
+      re += cr * xr - ci * xi;
+      im += cr * xi + ci * xr;
+    }
+    const uint32_t k = r * kept2 + k2;
+    if (block_out) {
+      stacked_store(dst, J, CH, k, j, re, im);
+    } else {
+      T* o = dst + int64_t(k) * 2 * J + j;
+      gstore(o, re);
+      gstore(o + J, im);
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
 // Fused pruned transforms: samples <-> kept bins in one kernel, DFT matrices in shared memory
 // ---------------------------------------------------------------------------------------------
 
@@ -806,7 +866,7 @@ inline launch_dims reduce_dims(int64_t outputs) {
   return d;
 }
 
-/// grad_bias[f] = sum over n, h, w of grad_out(n, f, h, w). Block f.
+/// grad_bias[f] = sum over n, (d,) h, w of grad_out(n, f, (d,) h, w). Block f.
 template <class T>
 struct bias_grad_kernel : reduce_kernel {
   static constexpr const char* name = "bias_grad";
@@ -814,14 +874,18 @@ struct bias_grad_kernel : reduce_kernel {
   image_view<const T> g;
   T* out = nullptr;
   uint32_t N = 1, Ho = 1, Wo = 1;
+  uint32_t D = 1;        ///< depth slices (3D; g is slice 0)
+  int64_t stride_d = 0;  ///< element stride between them
 
   BLFFT_HD_INLINE int phase_count(idx3) const { return 1 + reduce_steps; }
   BLFFT_HD_INLINE void phase(int p, shared& sh, regs&, idx3 b, idx3 t) const {
     if (p == 0) {
       double s = 0;
       const uint32_t hw = Ho * Wo;
-      for (uint32_t n = 0; n < N; ++n) {
-        const T* base = g.data + int64_t(n) * g.stride_b + int64_t(b.x) * g.stride_ch;
+      for (uint32_t nd = 0; nd < N * D; ++nd) {
+        const uint32_t n = nd / D, d = nd - n * D;
+        const T* base =
+            g.data + int64_t(n) * g.stride_b + int64_t(b.x) * g.stride_ch + int64_t(d) * stride_d;
         for (uint32_t e = t.x; e < hw; e += threads) {
           const uint32_t h = e / Wo, w = e - h * Wo;
           s += static_cast<double>(

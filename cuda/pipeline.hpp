@@ -54,6 +54,7 @@
 #include "gemm_desc.hpp"
 #include "kernels.hpp"
 #include "layer.hpp"
+#include "volume_stage.hpp"
 
 namespace blfft::cuda::detail {
 
@@ -528,15 +529,16 @@ inline double mix_cost(const mix_cost_inputs& in, bool cublas) {
 
 template <class T, class Exec>
 class pipeline {
-  using stage = transform_stage<T, Exec>;
+  // 1D and 2D: the 2D stage as it is; 3D: it on every depth slice, and the depth DFT.
+  using stage = volume_stage<T, Exec, transform_stage<T, Exec>>;
 
   static layer_transforms<stage> make_stages(const Exec& ex, const geometry& g, int64_t chunk,
                                              transform_engine engine) {
     const auto on = ex.activate();  // the index tables live on the executor's device
-    return layer_transforms<stage>(
-        g, [&](transform_direction d, int64_t B, int64_t CH, placement h, placement w) {
-          return std::make_unique<stage>(ex, g, d, B, CH, h, w, chunk, engine);
-        });
+    return layer_transforms<stage>(g, [&](transform_direction d, int64_t B, int64_t CH,
+                                          placement pd, placement h, placement w) {
+      return std::make_unique<stage>(ex, g, d, B, CH, pd, h, w, chunk, engine);
+    });
   }
 
   static const geometry& checked_counts(const geometry& g) {
@@ -555,7 +557,7 @@ class pipeline {
            transform_engine engine = transform_engine::automatic)
       : ex_(ex), g_(checked_counts(geo)), tile_(o.tile), engine_(o.engine),
         stages_(make_stages(ex_, g_, chunk_scalars, engine)), kept_(upload_kept(ex_, g_)),
-        scale_(T(1) / static_cast<T>(g_.grid[0] * g_.grid[1])) {}
+        scale_(T(1) / static_cast<T>(g_.depth_grid * g_.grid[0] * g_.grid[1])) {}
 
   ~pipeline() {
     const auto on = ex_.activate(true);  // tables are freed with their device current
@@ -576,14 +578,14 @@ class pipeline {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
     checks().input_spectrum(x, xs);
-    stages_.x_in->analyse(ex_, as_image(x), xs, stream);
+    stages_.x_in->analyse(ex_, x, xs, stream);
   }
 
   void weight_spectrum(const tensor_view<const T>& w, T* ws, void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
     checks().weight_spectrum(w, ws);
-    stages_.w_in->analyse(ex_, as_image(w), ws, stream);
+    stages_.w_in->analyse(ex_, w, ws, stream);
   }
 
   void forward(const tensor_view<const T>& x, const tensor_view<const T>& w, const T* bias,
@@ -593,16 +595,16 @@ class pipeline {
     checks().forward(x, w, bias, y, xs, ws);
     auto x_tmp = ex_.template make_temp<T>(xs ? 0 : g_.x_spectrum_size(), stream);
     if (!xs) xs = x_tmp.get();
-    stages_.x_in->analyse(ex_, as_image(x), xs, stream);
+    stages_.x_in->analyse(ex_, x, xs, stream);
     if (!ws && taps_path(mix_pass::forward)) {  // no weight spectrum asked for: mix from the taps
       auto ys = ex_.template make_temp<T>(g_.y_spectrum_size(), stream);
       mix_forward(xs, nullptr, ys.get(), stream, &w);
-      stages_.y_out->synthesise(ex_, ys.get(), as_image(y), scale_, bias, stream);
+      stages_.y_out->synthesise(ex_, ys.get(), y, scale_, bias, stream);
       return;
     }
     auto w_tmp = ex_.template make_temp<T>(ws ? 0 : g_.w_spectrum_size(), stream);
     if (!ws) ws = w_tmp.get();
-    stages_.w_in->analyse(ex_, as_image(w), ws, stream);
+    stages_.w_in->analyse(ex_, w, ws, stream);
     run_forward_spectra(xs, ws, bias, y, stream);
   }
 
@@ -803,11 +805,11 @@ class pipeline {
       const bool block = ig_blas || wg_blas;
       // The one new transform of the backward pass (docs/design.md 1.6).
       auto dys = ex_.template make_temp<T>((block ? 2 : 1) * g_.y_spectrum_size(), stream);
-      stages_.g_in->analyse(ex_, as_image(grad_out), dys.get(), stream, block);
+      stages_.g_in->analyse(ex_, grad_out, dys.get(), stream, block);
       if (grad_input) {
         auto w_tmp = ex_.template make_temp<T>(ws || from_taps ? 0 : g_.w_spectrum_size(), stream);
         if (!ws && !from_taps) {
-          stages_.w_in->analyse(ex_, as_image(*weight), w_tmp.get(), stream);
+          stages_.w_in->analyse(ex_, *weight, w_tmp.get(), stream);
           ws = w_tmp.get();
         }
         auto dxs = ex_.template make_temp<T>(g_.x_spectrum_size(), stream);
@@ -815,7 +817,7 @@ class pipeline {
           cublas_input_grad(dys.get(), ws, dxs.get(), stream);
         else
           mix_input_grad(dys.get(), ws, dxs.get(), stream, from_taps ? weight : nullptr, block);
-        stages_.dx_out->synthesise(ex_, dxs.get(), as_image(*grad_input), scale_, nullptr, stream);
+        stages_.dx_out->synthesise(ex_, dxs.get(), *grad_input, scale_, nullptr, stream);
       }
       if (grad_weight) {
         auto dws = ex_.template make_temp<T>(g_.w_spectrum_size(), stream);
@@ -823,7 +825,7 @@ class pipeline {
           cublas_weight_grad(dys.get(), xs, dws.get(), stream);
         else
           mix_weight_grad(dys.get(), xs, dws.get(), stream, block);
-        stages_.dw_out->synthesise(ex_, dws.get(), as_image(*grad_weight), scale_, nullptr, stream);
+        stages_.dw_out->synthesise(ex_, dws.get(), *grad_weight, scale_, nullptr, stream);
       }
     }
     if (grad_bias) run_bias_grad(grad_out, grad_bias, stream);
@@ -867,9 +869,11 @@ class pipeline {
   };
 
   /// Taps path (mix_taps): whenever the weight spectrum is neither given nor asked for, and the
-  /// kernel's taps fit the mixing kernel's twiddle table.
+  /// kernel's taps fit the mixing kernel's twiddle table; 2D taps only (3D layers make the
+  /// weight spectrum).
   bool taps_usable() const {
-    return g_.params.kernel[0] <= mix_max_taps && g_.params.kernel[1] <= mix_max_taps;
+    return g_.params.ndim != 3 && g_.params.kernel[0] <= mix_max_taps &&
+           g_.params.kernel[1] <= mix_max_taps;
   }
   mix_taps<T> taps_of(const tensor_view<const T>& w) const {
     mix_taps<T> t;
@@ -936,14 +940,21 @@ class pipeline {
       cublas_forward(xs, ws, ys.get(), stream);
     else
       mix_forward(xs, ws, ys.get(), stream);
-    stages_.y_out->synthesise(ex_, ys.get(), as_image(y), scale_, bias, stream, blas);
+    stages_.y_out->synthesise(ex_, ys.get(), y, scale_, bias, stream, blas);
   }
 
   void run_bias_grad(const tensor_view<const T>& grad_out, T* grad_bias, void* stream) const {
-    BLFFT_EXPECTS(g_.output[0] * g_.output[1] < max_flat_index, error_code::unsupported,
-                  "CUDA backend: output maps of 2^31 or more elements");
+    BLFFT_EXPECTS(g_.output[0] * g_.output[1] < max_flat_index &&
+                      g_.params.batch * g_.depth_output < max_flat_index,
+                  error_code::unsupported, "CUDA backend: output maps of 2^31 or more elements");
     bias_grad_kernel<T> k;
-    k.g = as_image(grad_out);
+    if (g_.params.ndim == 3) {  // slice 0 and the stride to the others
+      k.g = blfft::detail::depth_slice(grad_out, 0);
+      k.D = static_cast<uint32_t>(g_.depth_output);
+      k.stride_d = grad_out.strides[2];
+    } else {
+      k.g = as_image(grad_out);
+    }
     k.out = grad_bias;
     k.N = static_cast<uint32_t>(g_.params.batch);
     k.Ho = static_cast<uint32_t>(g_.output[0]);
@@ -969,6 +980,7 @@ class pipeline {
 template <class T, class Exec>
 std::vector<double> energy_map(const Exec& ex, const conv_params& p, const tensor_view<const T>& x,
                                void* stream, int64_t max_spectrum_bytes = int64_t(256) << 20) {
+  blfft::detail::refuse_energy_3d(p);
   const geometry full = make_geometry(p, compression::indices({}, {}));
   const auto on = ex.activate();
   ex.check_stream(stream);

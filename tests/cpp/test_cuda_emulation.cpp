@@ -557,12 +557,12 @@ TEST(CudaCublasMixing, OraclesFloat) {
 
 /// <A x, g> = <x, A^T g> for the operator in x and in w (no bias): the backward is the adjoint
 /// of the forward on either mixing engine.
-template <class T>
+template <class T, class Problem = problem<T>>
 void check_adjoint(const conv_params& p, const compression& c, mix_engine me) {
   const auto geo = blfft::make_geometry(p, c);
   SCOPED_TRACE(name_of(p) + " " + geo.describe() + " mix engine " +
                std::to_string(static_cast<int>(me)));
-  problem<T> pr(p, 11);
+  Problem pr(p, 11);
   host_executor ex;
   const emulated<T> pl(ex, geo, with_engine(me));
   std::vector<T> xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size()), y(geo.output_size()),
@@ -591,6 +591,77 @@ TEST(CudaCublasMixing, Adjointness) {
       check_adjoint<double>(p, compression::rate(0.5), me);
       check_adjoint<float>(p, compression::rate(0.0), me);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3D layers (docs/design.md 1.9; cuda/volume_stage.hpp): the 2D stages on depth slices and the
+// depth DFT kernel, against direct 3D convolution at r = 0 and the CPU backend at r > 0 (every
+// entry point; spectra exchanged with the CPU backend), both transform and mixing engines
+// ---------------------------------------------------------------------------------------------
+
+TEST(CudaConv3d, RatesFloat) {
+  for (const auto& p : cuda_problems_3d())
+    for (double r : {0.0, 0.5, 0.75})
+      run_problem<float>(p, compression::rate(r), {}, cdx::default_chunk_scalars, engine::fused);
+}
+
+TEST(CudaConv3d, RatesDouble) {
+  for (const auto& p : cuda_problems_3d())
+    for (double r : {0.0, 0.5, 0.75})
+      for (auto e : {engine::fused, engine::cufft})
+        run_problem<double>(p, compression::rate(r), {}, cdx::default_chunk_scalars, e);
+}
+
+TEST(CudaConv3d, MixingOnCublas) {
+  // The forward's stacked products into the depth DFT, the grad's block form out of it.
+  for (const auto& p : cuda_problems_3d()) {
+    for (double r : {0.0, 0.5})
+      run_problem<double>(p, compression::rate(r), with_engine(mix_engine::cublas),
+                          cdx::default_chunk_scalars, engine::cufft);
+    run_problem<float>(p, compression::rate(0.75), with_engine(mix_engine::cublas));
+  }
+}
+
+TEST(CudaConv3d, ExplicitLimitsAndChunks) {
+  const auto p = conv_params::conv3d(2, 3, 2, {6, 7, 5}, {3, 2, 3}, {1, 2, 1}, {1, 1, 0});
+  run_problem<double>(p, compression::band3(2, 3, 2), {});
+  run_problem<double>(p, compression::band3(1, 4, 3), {}, 700, engine::cufft);
+  run_problem<float>(p, compression::rate(0.3), tile(mix_tile::large), 1, engine::cufft);
+}
+
+TEST(CudaConv3d, Adjointness) {
+  for (const auto& p : cuda_problems_3d())
+    for (auto me : {mix_engine::own, mix_engine::cublas}) {
+      check_adjoint<double, problem3<double>>(p, compression::rate(0.5), me);
+      check_adjoint<float, problem3<float>>(p, compression::rate(0.75), me);
+    }
+}
+
+TEST(CudaConv3d, LaunchesPerPass) {
+  // Fused engine: an analysis is one kernel per depth slice that holds data plus the depth DFT;
+  // a synthesis the depth DFT plus one kernel per slice the result needs.
+  const auto p = conv_params::conv3d(2, 3, 4, {5, 6, 7}, {3, 3, 3}, {2, 1, 1}, {1, 1, 1});
+  problem3<float> pr(p, 1);
+  host_executor ex;
+  const emulated<float> pl(ex, blfft::make_geometry(p, compression::rate(0.5)), {},
+                           cdx::default_chunk_scalars, engine::fused);
+  const auto& g = pl.geo();
+  std::vector<float> xs(g.x_spectrum_size()), ws(g.w_spectrum_size()), y(g.output_size());
+  ex.stats() = {};
+  pl.forward(pr.xv(), pr.wv(), nullptr, tensor_view<float>::contiguous(y.data(), g.output_shape()),
+             xs.data(), ws.data(), nullptr);
+  const int64_t D = 5, KD = 3, Do = g.depth_output;
+  EXPECT_EQ(ex.stats().kernels, (D + 1) + (KD + 1) + 1 + (1 + Do));
+  EXPECT_EQ(ex.stats().ffts, 0);
+}
+
+TEST(CudaConv3d, EnergyIsRefused) {
+  const auto p = conv_params::conv3d(1, 2, 2, {4, 4, 4}, {3, 3, 3});
+  problem3<float> pr(p, 1);
+  host_executor ex;
+  expect_refused([&] { cdx::energy_map<float>(ex, p, pr.xv(), nullptr); },
+                 blfft::error_code::unsupported, "not supported for 3D",
+                 "no error for a 3D energy map");
 }
 
 TEST(CudaCublasMixing, GemmsPerPass) {
