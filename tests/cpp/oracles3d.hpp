@@ -2,8 +2,8 @@
 /// @file oracles3d.hpp
 /// The oracles of 3D layers (conv_params::conv3d), written without the library: shapes by the
 /// rules of docs/design.md 1.1 per axis (d, h, w), direct 3D cross-correlation and its gradients
-/// in double, and a problem (random tensors) with the interface of problem<T> (oracles.hpp), so
-/// that the CUDA harness runs 3D layers through the same checks. Used by test_conv3d.cpp (CPU)
+/// in double, and problem3 (problem<T> of oracles.hpp with these shapes), so that the CUDA
+/// harness runs 3D layers through the same checks. Used by test_conv3d.cpp (CPU)
 /// and the CUDA tests.
 
 #include <array>
@@ -129,33 +129,13 @@ inline std::vector<case3> conv3d_cases() {
   };
 }
 
+template <>
+inline dims3 dims_for<dims3>(const conv_params& p) {
+  return dims3_of(p);
+}
+
 /// problem<T> of a 3D layer: random tensors rounded to T, with the same members and views.
 template <class T>
-struct problem3 {
-  conv_params p;
-  dims3 d;
-  vec x, w, b, g;  // the values, in double
-  std::vector<T> xt, wt, bt, gt;
-
-  problem3(const conv_params& prm, uint64_t seed) : p(prm), d(dims3_of(prm)) {
-    x = rounded<T>(random_vector(d.input_size(), 4 * seed + 1));
-    w = rounded<T>(random_vector(d.weight_size(), 4 * seed + 2));
-    b = rounded<T>(random_vector(d.F, 4 * seed + 3));
-    g = rounded<T>(random_vector(d.output_size(), 4 * seed + 4));
-    xt = cast<T>(x);
-    wt = cast<T>(w);
-    bt = cast<T>(b);
-    gt = cast<T>(g);
-  }
-  tensor_view<const T> xv() const {
-    return tensor_view<const T>::contiguous(xt.data(), d.input_shape());
-  }
-  tensor_view<const T> wv() const {
-    return tensor_view<const T>::contiguous(wt.data(), d.weight_shape());
-  }
-  tensor_view<const T> gv() const {
-    return tensor_view<const T>::contiguous(gt.data(), d.output_shape());
-  }
-};
+using problem3 = problem<T, dims3>;
 
 }  // namespace bt

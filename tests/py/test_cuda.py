@@ -168,6 +168,9 @@ def test_cuda_tensors_without_a_usable_gpu_say_so(monkeypatch):
     _expect_unsupported("no GPU usable", lambda: BF.conv2d(x, w))
     x1, w1 = _fake_cuda(2, 3, 9), _fake_cuda(4, 3, 3)
     _expect_unsupported("no GPU usable", lambda: BF.conv1d(x1, w1))
+    # 3D goes the same way (to the CUDA backend, no "CPU backend only" refusal).
+    x3, w3 = _fake_cuda(2, 3, 4, 8, 8), _fake_cuda(4, 3, 3, 3, 3)
+    _expect_unsupported("no GPU usable", lambda: BF.conv3d(x3, w3, compress_rate=0.5))
     ones, zeros = (1, 1), (0, 0)
     _expect_unsupported(
         "no GPU usable", lambda: _ops.select_band(x, w.shape, ones, zeros, ones, 1, 0.9)
@@ -363,47 +366,28 @@ def _compare_cuda(ndim, case, dtype, rate=0.0, energy=None, against_torch=True):
 DTYPES = [torch.float64, torch.float32]
 
 
-@pytest.mark.cuda
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", CASES_2D)
-def test_cuda_conv2d_rate0_matches_torch_and_cpu(case, dtype):
-    _compare_cuda(2, case, dtype)
+RATE0_CASES = [(1, c) for c in CASES_1D] + [(2, c) for c in CASES_2D] + [(3, c) for c in CASES_3D]
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", CASES_1D)
-def test_cuda_conv1d_rate0_matches_torch_and_cpu(case, dtype):
-    _compare_cuda(1, case, dtype)
+@pytest.mark.parametrize("ndim,case", RATE0_CASES)
+def test_cuda_rate0_matches_torch_and_cpu(ndim, case, dtype):
+    _compare_cuda(ndim, case, dtype)
+
+
+COMPRESSED_CASES = (
+    [(1, c, 0.5) for c in CASES_1D[:3]]
+    + [(2, c, 0.5) for c in CASES_2D[:4] + CASES_2D[-1:]]
+    + [(3, c, r) for c in CASES_3D[:4] for r in (0.5, 0.75)]
+)
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", CASES_2D[:4] + CASES_2D[-1:])
-def test_cuda_conv2d_compressed_matches_cpu(case, dtype):
-    _compare_cuda(2, case, dtype, rate=0.5, against_torch=False)
-
-
-@pytest.mark.cuda
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", CASES_1D[:3])
-def test_cuda_conv1d_compressed_matches_cpu(case, dtype):
-    _compare_cuda(1, case, dtype, rate=0.5, against_torch=False)
-
-
-@pytest.mark.cuda
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", CASES_3D)
-def test_cuda_conv3d_rate0_matches_torch_and_cpu(case, dtype):
-    _compare_cuda(3, case, dtype)
-
-
-@pytest.mark.cuda
-@pytest.mark.parametrize("rate", [0.5, 0.75])
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", CASES_3D[:4])
-def test_cuda_conv3d_compressed_matches_cpu(case, dtype, rate):
-    _compare_cuda(3, case, dtype, rate=rate, against_torch=False)
+@pytest.mark.parametrize("ndim,case,rate", COMPRESSED_CASES)
+def test_cuda_compressed_matches_cpu(ndim, case, rate, dtype):
+    _compare_cuda(ndim, case, dtype, rate=rate, against_torch=False)
 
 
 @pytest.mark.cuda
