@@ -655,6 +655,65 @@ TEST(CudaConv3d, LaunchesPerPass) {
   EXPECT_EQ(ex.stats().ffts, 0);
 }
 
+TEST(CudaConv3d, StridedViews) {
+  // Channels-last input (N, D, H, W, C in memory), output and gradients every other element of a
+  // buffer: forward, backward and the bias gradient equal the contiguous ones; gaps untouched.
+  using T = double;
+  const auto p = conv_params::conv3d(2, 3, 4, {4, 5, 6}, {3, 2, 3}, {2, 1, 1}, {1, 1, 0});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  const problem3<T> pr(p, 5);
+  const auto& d = pr.d;
+  host_executor ex;
+  const emulated<T> pl(ex, geo);
+  using cview = tensor_view<const T>;
+  using view = tensor_view<T>;
+  const auto run = [&](const cview& x, const cview& g, const view& y, const view& dx, T* db) {
+    std::vector<T> xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size());
+    pl.forward(x, pr.wv(), pr.bt.data(), y, xs.data(), ws.data(), nullptr);
+    pl.backward(g, xs.data(), ws.data(), &dx, nullptr, db, nullptr);
+  };
+  std::vector<T> y(d.output_size()), dx(d.input_size()), db(d.F);
+  run(pr.xv(), pr.gv(), view::contiguous(y.data(), d.output_shape()),
+      view::contiguous(dx.data(), d.input_shape()), db.data());
+
+  const auto [D, H, W] = d.in;
+  std::vector<T> xcl(pr.xt.size());
+  for (i64 n = 0; n < d.N; ++n)
+    for (i64 c = 0; c < d.C; ++c)
+      for (i64 e = 0; e < D * H * W; ++e)
+        xcl[(n * D * H * W + e) * d.C + c] = pr.xt[(n * d.C + c) * D * H * W + e];
+  const cview xv(xcl.data(), d.input_shape(), {D * H * W * d.C, 1, H * W * d.C, W * d.C, d.C});
+  const auto every_other = [](std::vector<T>& buf, const std::vector<i64>& shape) {
+    auto strides = view::contiguous(nullptr, shape).strides;
+    for (auto& s : strides) s *= 2;
+    return view(buf.data(), shape, strides);
+  };
+  std::vector<T> ybuf(2 * y.size(), T(-777)), dxbuf(2 * dx.size(), T(-777)), db2(d.F);
+  std::vector<T> gbuf(2 * pr.gt.size());
+  for (size_t i = 0; i < pr.gt.size(); ++i) gbuf[2 * i] = pr.gt[i];
+  const auto gs = every_other(gbuf, d.output_shape());
+  run(xv, cview(gs.data, gs.shape, gs.strides), every_other(ybuf, d.output_shape()),
+      every_other(dxbuf, d.input_shape()), db2.data());
+  for (size_t i = 0; i < y.size(); ++i) {
+    EXPECT_NEAR(ybuf[2 * i], y[i], 1e-12) << "y " << i;
+    EXPECT_EQ(ybuf[2 * i + 1], T(-777)) << "gap " << i << " written";
+  }
+  for (size_t i = 0; i < dx.size(); ++i) {
+    EXPECT_NEAR(dxbuf[2 * i], dx[i], 1e-12) << "dx " << i;
+    EXPECT_EQ(dxbuf[2 * i + 1], T(-777)) << "gap " << i << " written";
+  }
+  EXPECT_TRUE(rel_close("grad_bias (strided)", db2, widen(db), 1e-13));
+}
+
+TEST(CudaConv3d, IndexLimitsAreReported) {
+  // 2^19 images of 8 x 144 kept bins: the block form of the spectrum exceeds 2^31 (refused at
+  // plan construction, before any memory is touched).
+  const auto p = conv_params::conv3d(512, 1024, 4, {8, 16, 16}, {3, 3, 3});
+  host_executor ex;
+  expect_refused([&] { emulated<float>(ex, blfft::make_geometry(p)); },
+                 blfft::error_code::unsupported, "3D spectrum", "no error for a huge 3D layer");
+}
+
 TEST(CudaConv3d, EnergyIsRefused) {
   const auto p = conv_params::conv3d(1, 2, 2, {4, 4, 4}, {3, 3, 3});
   problem3<float> pr(p, 1);
