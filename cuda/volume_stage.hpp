@@ -86,7 +86,7 @@ class volume_stage {
     k.dst = dst;
     k.kept_depth = kept_depth_.get();
     k.in_rows = static_cast<uint32_t>(fwd ? d_.count : nd_);
-    k.n = static_cast<uint32_t>((fwd ? nd_ : d_.count) * kept2_ * J_);
+    k.out_rows = static_cast<uint32_t>(fwd ? nd_ : d_.count);
     k.kept2 = static_cast<uint32_t>(kept2_);
     k.J = static_cast<uint32_t>(J_);
     k.CH = static_cast<uint32_t>(CH_);
@@ -96,7 +96,10 @@ class volume_stage {
     k.analyse = fwd;
     k.stacked_in = stacked_in;
     k.block_out = block_out;
-    ex.launch(flat_dims(k.n), k, stream);
+    launch_dims dims;
+    BLFFT_EXPECTS(depth_dft_dims(k, dims), error_code::unsupported, "CUDA backend: a depth DFT of ",
+                  k.out_rows, " rows exceeds the grid limits");
+    ex.launch(dims, k, stream);
   }
 
   Plane plane_;

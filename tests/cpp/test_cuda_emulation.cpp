@@ -627,6 +627,11 @@ TEST(CudaConv3d, ExplicitLimitsAndChunks) {
   run_problem<double>(p, compression::band3(2, 3, 2), {});
   run_problem<double>(p, compression::band3(1, 4, 3), {}, 700, engine::cufft);
   run_problem<float>(p, compression::rate(0.3), tile(mix_tile::large), 1, engine::cufft);
+  // A long depth axis (300 samples, grid 315): the depth DFT's twiddles in two shared-memory
+  // chunks of 256 input rows.
+  const auto t = conv_params::conv3d(2, 2, 3, {300, 2, 3}, {3, 1, 2}, {1, 1, 1}, {1, 0, 0});
+  run_problem<double>(t, compression::rate(0.0), {});
+  run_problem<double>(t, compression::rate(0.5), {});
 }
 
 TEST(CudaConv3d, Adjointness) {
