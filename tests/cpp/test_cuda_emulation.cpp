@@ -660,6 +660,39 @@ TEST(CudaConv3d, LaunchesPerPass) {
   EXPECT_EQ(ex.stats().ffts, 0);
 }
 
+TEST(CudaConv3d, DepthDftFootprints) {
+  // The depth DFT reads every slice spectrum (or the kept-depths spectrum) once and writes its
+  // result once, plus the kept depths table: no re-reads across its blocks' twiddle chunks.
+  using T = float;
+  const auto p = conv_params::conv3d(2, 3, 4, {5, 6, 7}, {3, 3, 3}, {2, 1, 1}, {1, 1, 1});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  const problem3<T> pr(p, 5);
+  host_executor ex;
+  ex.measure_traffic();
+  const emulated<T> pl(ex, geo, {}, cdx::default_chunk_scalars, engine::fused);
+  const int64_t e = sizeof(T), D = p.depth.input, Do = geo.depth_output;
+  const int64_t kept2 = static_cast<int64_t>(geo.kept_rows.size() * geo.kept_cols.size());
+  const int64_t table = int64_t(sizeof(int64_t)) * static_cast<int64_t>(geo.kept_depth.size());
+  std::vector<T> xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size()), y(geo.output_size());
+  pl.input_spectrum(pr.xv(), xs.data(), nullptr);
+  {
+    const auto& log = ex.stats().launch_log;
+    ASSERT_EQ(log.size(), static_cast<size_t>(D + 1));  // a fused analysis per slice, the DFT
+    EXPECT_EQ(log.back().name, std::string("depth_dft"));
+    EXPECT_EQ(log.back().read_bytes, e * D * 2 * kept2 * p.batch * p.in_channels + table);
+    EXPECT_EQ(log.back().write_bytes, e * geo.x_spectrum_size());
+  }
+  pl.weight_spectrum(pr.wv(), ws.data(), nullptr);
+  ex.stats() = {};
+  pl.forward_spectra(xs.data(), ws.data(), nullptr,
+                     tensor_view<T>::contiguous(y.data(), geo.output_shape()), nullptr);
+  const auto& log = ex.stats().launch_log;
+  ASSERT_EQ(log.size(), static_cast<size_t>(1 + 1 + Do));  // mix, the DFT, a synthesis per slice
+  EXPECT_EQ(log[1].name, std::string("depth_dft"));
+  EXPECT_EQ(log[1].read_bytes, e * geo.y_spectrum_size() + table);
+  EXPECT_EQ(log[1].write_bytes, e * Do * 2 * kept2 * p.batch * p.out_channels);
+}
+
 TEST(CudaConv3d, StridedViews) {
   // Channels-last input (N, D, H, W, C in memory), output and gradients every other element of a
   // buffer: forward, backward and the bias gradient equal the contiguous ones; gaps untouched.
