@@ -22,14 +22,19 @@ namespace {
 
 using blfft::compression;
 using blfft::conv_params;
+using bt::case3;
 using bt::cast;
+using bt::conv3d_cases;
+using bt::dims3_of;
 using bt::dot;
 using bt::in_view;
 using bt::out_view;
+using bt::params_of;
 using bt::rel_l2;
 using bt::widen;
 using i64 = int64_t;
 using vec = std::vector<double>;
+using reference = bt::direct3;  ///< direct results in double (oracles3d.hpp)
 
 vec random_vec(i64 n, uint64_t seed) {
   std::mt19937_64 gen(seed);
@@ -38,14 +43,6 @@ vec random_vec(i64 n, uint64_t seed) {
   for (auto& e : v) e = u(gen);
   return v;
 }
-
-using bt::case3;
-using bt::conv3d_cases;
-using bt::dims3_of;
-using bt::params_of;
-
-/// Direct results in double (oracles3d.hpp).
-using reference = bt::direct3;
 
 /// Forward (keeping the spectra) and backward of plan `pl`, all in T, widened. `keep_weight`:
 /// the whole weight spectrum is made and kept; else forward and backward mix from the weight's
