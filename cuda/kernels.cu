@@ -59,6 +59,7 @@ void device_executor::launch(const launch_dims& d, const K& k, void* stream) con
   BLFFT_INSTANTIATE_LAUNCH(unpack_rows<T>)                                                         \
   BLFFT_INSTANTIATE_LAUNCH(tile_copy<T>)                                                           \
   BLFFT_INSTANTIATE_LAUNCH(restack<T>)                                                             \
+  BLFFT_INSTANTIATE_LAUNCH(depth_dft<T>)                                                           \
   BLFFT_INSTANTIATE_LAUNCH(dft_analyse<T>)                                                         \
   BLFFT_INSTANTIATE_LAUNCH(dft_synthesise<T>)                                                      \
   BLFFT_INSTANTIATE_LAUNCH(mix_small<T>)                                                           \

@@ -302,6 +302,105 @@ struct restack : flat_kernel {
 };
 
 // ---------------------------------------------------------------------------------------------
+// The depth axis of 3D layers (docs/design.md 1.9; pipeline: volume_stage)
+// ---------------------------------------------------------------------------------------------
+
+/// The pruned DFT along depth of a 3D layer, between the 2D spectra of its depth slices and the
+/// frequency-major spectrum (k = depth index * kept2 + k2), as the CPU's volume_transform
+/// (src/depth_transform.hpp): output row r = sum over input rows s of
+/// exp(sign 2 pi i kd t / Ld) x row s, with kd = kept_depth[q] and t = offset + step * i, where
+/// (q, i) = (r, s) when analysing (sign -1: the slices that hold data -> the kept depths) and
+/// (s, r) when synthesising (sign +1: the kept depths -> the slices the result needs). Each row
+/// is kept2 planar blocks of J images (J re, then J im).
+/// Block (x, y): output row y, elements (k2, j) from x * threads, one per thread (coalesced over
+/// j). Phases alternate over chunks of `threads` input rows: the block computes the chunk's
+/// twiddles into shared memory (dft_matrix.hpp, the CPU's entries: once per block, not per
+/// thread), then each thread accumulates its element in registers; the last phase stores.
+constexpr unsigned depth_dft_threads = 256;
+template <class T>
+struct depth_dft : kernel_traits<true, depth_dft_threads> {
+  static constexpr const char* name = "depth_dft";
+  struct shared {
+    T re[depth_dft_threads], im[depth_dft_threads];
+  };
+  struct regs {
+    T re, im;
+  };
+
+  const T* src = nullptr;
+  T* dst = nullptr;
+  const int64_t* kept_depth = nullptr;  ///< the geometry's kept depth grid indices
+  uint32_t in_rows = 1, out_rows = 1, kept2 = 1, J = 1, CH = 1;
+  int64_t Ld = 1, offset = 0, step = 1;  ///< depth grid; the placement of the samples
+  bool analyse = true;
+  bool stacked_in = false;  ///< src holds the forward's stacked products (stacked_load)
+  bool block_out = false;   ///< dst gets the block form (stacked_store)
+
+  BLFFT_HD_INLINE uint32_t chunks() const { return (in_rows + threads - 1) / threads; }
+  BLFFT_HD_INLINE int phase_count(idx3) const { return static_cast<int>(2 * chunks() + 1); }
+
+  BLFFT_HD_INLINE void phase(int p, shared& sh, regs& acc, idx3 b, idx3 t) const {
+    const uint32_t r = b.y, per_row = kept2 * J;
+    const uint64_t e64 = uint64_t(b.x) * threads + t.x;
+    const bool mine = e64 < per_row;
+    const uint32_t e = mine ? static_cast<uint32_t>(e64) : 0, k2 = e / J, j = e - k2 * J;
+    const uint32_t c = static_cast<uint32_t>(p) / 2, s0 = c * threads;
+    if (p == 0) acc.re = acc.im = T(0);
+    if (c == chunks()) {  // the last phase
+      if (!mine) return;
+      const uint32_t k = r * kept2 + k2;
+      if (block_out) {
+        stacked_store(dst, J, CH, k, j, acc.re, acc.im);
+      } else {
+        T* o = dst + int64_t(k) * 2 * J + j;
+        gstore(o, acc.re);
+        gstore(o + J, acc.im);
+      }
+      return;
+    }
+    if (p % 2 == 0) {  // the twiddles of input rows s0 .. s0 + threads
+      const uint32_t s = s0 + t.x;
+      if (s >= in_rows) return;
+      const uint32_t q = analyse ? r : s, at = analyse ? s : r;
+      const auto w = blfft::detail::dft_twiddle(gload(kept_depth + q), offset + step * at, Ld,
+                                                analyse ? -1.0 : 1.0);
+      sh.re[t.x] = static_cast<T>(w.re);
+      sh.im[t.x] = static_cast<T>(w.im);
+      return;
+    }
+    if (!mine) return;
+    const uint32_t s1 = in_rows - s0 < threads ? in_rows : s0 + threads;
+    for (uint32_t s = s0; s < s1; ++s) {
+      const uint32_t k = s * kept2 + k2;
+      T xr, xi;
+      if (stacked_in) {
+        stacked_load(src, J, CH, k, j, xr, xi);
+      } else {
+        const T* q = src + int64_t(k) * 2 * J + j;
+        xr = gload(q);
+        xi = gload(q + J);
+      }
+      const T wr = sh.re[s - s0], wi = sh.im[s - s0];
+      acc.re += wr * xr - wi * xi;
+      acc.im += wr * xi + wi * xr;
+    }
+  }
+};
+
+/// Launch geometry of a depth DFT; false when its rows or elements exceed the grid limits.
+template <class T>
+bool depth_dft_dims(const depth_dft<T>& k, launch_dims& d) {
+  const int64_t per_row = int64_t(k.kept2) * k.J;
+  if (k.out_rows > max_grid_yz || per_row >= max_flat_index) return false;
+  d.grid.x = static_cast<unsigned>(ceil_div(per_row, depth_dft_threads));
+  d.grid.y = k.out_rows;
+  d.grid.z = 1;
+  d.block.x = depth_dft_threads;
+  d.block.y = d.block.z = 1;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Fused pruned transforms: samples <-> kept bins in one kernel, DFT matrices in shared memory
 // ---------------------------------------------------------------------------------------------
 
@@ -1035,7 +1134,7 @@ inline launch_dims reduce_dims(int64_t outputs) {
   return d;
 }
 
-/// grad_bias[f] = sum over n, h, w of grad_out(n, f, h, w). Block f.
+/// grad_bias[f] = sum over n, (d,) h, w of grad_out(n, f, (d,) h, w). Block f.
 template <class T, class X = T>
 struct bias_grad_kernel : reduce_kernel {
   static constexpr const char* name = "bias_grad";
@@ -1043,14 +1142,18 @@ struct bias_grad_kernel : reduce_kernel {
   image_view<const X> g;  ///< and out: X, the gradients' element type
   X* out = nullptr;
   uint32_t N = 1, Ho = 1, Wo = 1;
+  uint32_t D = 1;        ///< depth slices (3D; g is slice 0)
+  int64_t stride_d = 0;  ///< element stride between them
 
   BLFFT_HD_INLINE int phase_count(idx3) const { return 1 + reduce_steps; }
   BLFFT_HD_INLINE void phase(int p, shared& sh, regs&, idx3 b, idx3 t) const {
     if (p == 0) {
       double s = 0;
       const uint32_t hw = Ho * Wo;
-      for (uint32_t n = 0; n < N; ++n) {
-        const X* base = g.data + int64_t(n) * g.stride_b + int64_t(b.x) * g.stride_ch;
+      for (uint32_t nd = 0; nd < N * D; ++nd) {
+        const uint32_t n = nd / D, d = nd - n * D;
+        const X* base =
+            g.data + int64_t(n) * g.stride_b + int64_t(b.x) * g.stride_ch + int64_t(d) * stride_d;
         for (uint32_t e = t.x; e < hw; e += threads) {
           const uint32_t h = e / Wo, w = e - h * Wo;
           s += load_as<double>(base + (int64_t(h) * g.stride_h + int64_t(w) * g.stride_w));

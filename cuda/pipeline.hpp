@@ -55,6 +55,7 @@
 #include "gemm_desc.hpp"
 #include "kernels.hpp"
 #include "layer.hpp"
+#include "volume_stage.hpp"
 
 namespace blfft::cuda::detail {
 
@@ -544,15 +545,16 @@ inline double mix_cost(const mix_cost_inputs& in, bool cublas) {
 
 template <class T, class Exec>
 class pipeline {
-  using stage = transform_stage<T, Exec>;
+  // 1D and 2D: the 2D stage as it is; 3D: it on every depth slice, and the depth DFT.
+  using stage = volume_stage<T, Exec, transform_stage<T, Exec>>;
 
   static layer_transforms<stage> make_stages(const Exec& ex, const geometry& g, int64_t chunk,
                                              transform_engine engine) {
     const auto on = ex.activate();  // the index tables live on the executor's device
-    return layer_transforms<stage>(
-        g, [&](transform_direction d, int64_t B, int64_t CH, placement h, placement w) {
-          return std::make_unique<stage>(ex, g, d, B, CH, h, w, chunk, engine);
-        });
+    return layer_transforms<stage>(g, [&](transform_direction d, int64_t B, int64_t CH,
+                                          placement pd, placement h, placement w) {
+      return std::make_unique<stage>(ex, g, d, B, CH, pd, h, w, chunk, engine);
+    });
   }
 
   static const geometry& checked_counts(const geometry& g) {
@@ -571,7 +573,8 @@ class pipeline {
            transform_engine engine = transform_engine::automatic)
       : ex_(ex), g_(checked_counts(geo)), tile_(o.tile), engine_(o.engine),
         fuse_weight_grad_(o.fuse_weight_grad), stages_(make_stages(ex_, g_, chunk_scalars, engine)),
-        kept_(upload_kept(ex_, g_)), scale_(T(1) / static_cast<T>(g_.grid[0] * g_.grid[1])) {}
+        kept_(upload_kept(ex_, g_)),
+        scale_(T(1) / static_cast<T>(g_.depth_grid * g_.grid[0] * g_.grid[1])) {}
 
   ~pipeline() {
     const auto on = ex_.activate(true);  // tables are freed with their device current
@@ -597,7 +600,7 @@ class pipeline {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
     checks().input_spectrum(x, xs);
-    stages_.x_in->analyse(ex_, as_image(x), xs, stream);
+    stages_.x_in->analyse(ex_, x, xs, stream);
   }
 
   template <class X>
@@ -605,7 +608,7 @@ class pipeline {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
     checks().weight_spectrum(w, ws);
-    stages_.w_in->analyse(ex_, as_image(w), ws, stream);
+    stages_.w_in->analyse(ex_, w, ws, stream);
   }
 
   template <class X>
@@ -616,18 +619,18 @@ class pipeline {
     checks().forward(x, w, bias, y, xs, ws);
     auto x_tmp = ex_.template make_temp<T>(xs ? 0 : g_.x_spectrum_size(), stream);
     if (!xs) xs = x_tmp.get();
-    stages_.x_in->analyse(ex_, as_image(x), xs, stream);
+    stages_.x_in->analyse(ex_, x, xs, stream);
     if constexpr (std::is_same_v<X, T>) {
       if (!ws && taps_path(mix_pass::forward)) {  // no weight spectrum asked for: from the taps
         auto ys = ex_.template make_temp<T>(g_.y_spectrum_size(), stream);
         mix_forward(xs, nullptr, ys.get(), stream, &w);
-        stages_.y_out->synthesise(ex_, ys.get(), as_image(y), scale_, bias, stream);
+        stages_.y_out->synthesise(ex_, ys.get(), y, scale_, bias, stream);
         return;
       }
     }
     auto w_tmp = ex_.template make_temp<T>(ws ? 0 : g_.w_spectrum_size(), stream);
     if (!ws) ws = w_tmp.get();
-    stages_.w_in->analyse(ex_, as_image(w), ws, stream);
+    stages_.w_in->analyse(ex_, w, ws, stream);
     run_forward_spectra(xs, ws, bias, y, stream);
   }
 
@@ -758,9 +761,11 @@ class pipeline {
   }
 
   /// Whether the weight gradient takes mix_weight_to_taps when its mixing is the own kernel: the
-  /// plan allows it, the taps fit the kernel's shared memory and the launch its grid.
+  /// plan allows it, the layer is 1D or 2D (mix_to_taps reduces to (row, column) taps; 3D layers
+  /// synthesise dW through the volume stage), the taps fit the kernel's shared memory and the
+  /// launch its grid.
   bool weight_grad_fused() const {
-    if (!fuse_weight_grad_ || engine_ == mix_engine::cublas) return false;
+    if (!fuse_weight_grad_ || engine_ == mix_engine::cublas || g_.params.ndim == 3) return false;
     const auto& p = g_.params;
     const int64_t taps = p.kernel[0] * p.kernel[1];
     const auto l = tap_launch_of();
@@ -906,11 +911,11 @@ class pipeline {
       const bool block = ig_blas || wg_blas;
       // The one new transform of the backward pass (docs/design.md 1.6).
       auto dys = ex_.template make_temp<T>((block ? 2 : 1) * g_.y_spectrum_size(), stream);
-      stages_.g_in->analyse(ex_, as_image(grad_out), dys.get(), stream, block);
+      stages_.g_in->analyse(ex_, grad_out, dys.get(), stream, block);
       if (grad_input) {
         auto w_tmp = ex_.template make_temp<T>(ws || from_taps ? 0 : g_.w_spectrum_size(), stream);
         if (!ws && !from_taps) {
-          stages_.w_in->analyse(ex_, as_image(*weight), w_tmp.get(), stream);
+          stages_.w_in->analyse(ex_, *weight, w_tmp.get(), stream);
           ws = w_tmp.get();
         }
         auto dxs = ex_.template make_temp<T>(g_.x_spectrum_size(), stream);
@@ -919,7 +924,7 @@ class pipeline {
         else
           mix_input_grad(dys.get(), ws, dxs.get(), stream, from_taps ? taps_weight : nullptr,
                          block);
-        stages_.dx_out->synthesise(ex_, dxs.get(), as_image(*grad_input), scale_, nullptr, stream);
+        stages_.dx_out->synthesise(ex_, dxs.get(), *grad_input, scale_, nullptr, stream);
       }
       if (grad_weight) {
         if (!wg_blas && weight_grad_fused()) {
@@ -930,8 +935,7 @@ class pipeline {
             cublas_weight_grad(dys.get(), xs, dws.get(), stream);
           else
             mix_weight_grad(dys.get(), xs, dws.get(), stream, block);
-          stages_.dw_out->synthesise(ex_, dws.get(), as_image(*grad_weight), scale_, nullptr,
-                                     stream);
+          stages_.dw_out->synthesise(ex_, dws.get(), *grad_weight, scale_, nullptr, stream);
         }
       }
     }
@@ -976,9 +980,11 @@ class pipeline {
   };
 
   /// Taps path (mix_taps): whenever the weight spectrum is neither given nor asked for, and the
-  /// kernel's taps fit the mixing kernel's twiddle table.
+  /// kernel's taps fit the mixing kernel's twiddle table; 2D taps only (3D layers make the
+  /// weight spectrum).
   bool taps_usable() const {
-    return g_.params.kernel[0] <= mix_max_taps && g_.params.kernel[1] <= mix_max_taps;
+    return g_.params.ndim != 3 && g_.params.kernel[0] <= mix_max_taps &&
+           g_.params.kernel[1] <= mix_max_taps;
   }
   mix_taps<T> taps_of(const tensor_view<const T>& w) const {
     mix_taps<T> t = taps_geometry();
@@ -1071,15 +1077,22 @@ class pipeline {
       cublas_forward(xs, ws, ys.get(), stream);
     else
       mix_forward(xs, ws, ys.get(), stream);
-    stages_.y_out->synthesise(ex_, ys.get(), as_image(y), scale_, bias, stream, blas);
+    stages_.y_out->synthesise(ex_, ys.get(), y, scale_, bias, stream, blas);
   }
 
   template <class X>
   void run_bias_grad(const tensor_view<const X>& grad_out, X* grad_bias, void* stream) const {
-    BLFFT_EXPECTS(g_.output[0] * g_.output[1] < max_flat_index, error_code::unsupported,
-                  "CUDA backend: output maps of 2^31 or more elements");
+    BLFFT_EXPECTS(g_.output[0] * g_.output[1] < max_flat_index &&
+                      g_.params.batch * g_.depth_output < max_flat_index,
+                  error_code::unsupported, "CUDA backend: output maps of 2^31 or more elements");
     bias_grad_kernel<T, X> k;
-    k.g = as_image(grad_out);
+    if (g_.params.ndim == 3) {  // slice 0 and the stride to the others
+      k.g = blfft::detail::depth_slice(grad_out, 0);
+      k.D = static_cast<uint32_t>(g_.depth_output);
+      k.stride_d = grad_out.strides[2];
+    } else {
+      k.g = as_image(grad_out);
+    }
     k.out = grad_bias;
     k.N = static_cast<uint32_t>(g_.params.batch);
     k.Ho = static_cast<uint32_t>(g_.output[0]);
@@ -1106,6 +1119,7 @@ class pipeline {
 template <class T, class Exec>
 std::vector<double> energy_map(const Exec& ex, const conv_params& p, const tensor_view<const T>& x,
                                void* stream, int64_t max_spectrum_bytes = int64_t(256) << 20) {
+  blfft::detail::refuse_energy_3d(p);
   const geometry full = make_geometry(p, compression::indices({}, {}));
   const auto on = ex.activate();
   ex.check_stream(stream);

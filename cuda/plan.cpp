@@ -30,8 +30,6 @@ class plan_impl {
 
 template <class T>
 std::unique_ptr<plan_impl<T>> make_impl(const geometry& g, int device, const cuda_plan_options& o) {
-  BLFFT_EXPECTS(g.params.ndim != 3, error_code::unsupported,
-                "3D convolutions run on the CPU backend only for now");
   validate_device(device);
   return std::make_unique<plan_impl<T>>(g, device, o);
 }

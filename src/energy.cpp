@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "call_checks.hpp"
 #include "check.hpp"
 #include "pruned_transform.hpp"
 #include "workspace.hpp"
@@ -35,18 +36,12 @@ plan_options deterministic_options() {
   o.deterministic = true;
   return o;
 }
-/// Energy selection is 1D/2D only (README: Limitations).
-void refuse_3d(const conv_params& p) {
-  BLFFT_EXPECTS(p.ndim != 3, error_code::unsupported,
-                "energy-based compression is not supported for 3D convolutions; use a "
-                "compression rate");
-}
 
 }  // namespace
 
 template <class T>
 std::vector<double> energy_map(const conv_params& p, const tensor_view<const T>& x) {
-  refuse_3d(p);
+  detail::refuse_energy_3d(p);
   const geometry g = make_geometry(p, compression::indices({}, {}));  // the full spectrum
   const auto shape = g.input_shape();
   BLFFT_EXPECTS(x.data != nullptr, error_code::invalid_argument, "input data pointer is null");
@@ -85,7 +80,7 @@ std::vector<double> energy_map(const conv_params& p, const tensor_view<const T>&
 
 energy_selection select_by_energy(const conv_params& p, const std::vector<double>& energy,
                                   double fraction) {
-  refuse_3d(p);
+  detail::refuse_energy_3d(p);
   BLFFT_EXPECTS(std::isfinite(fraction) && fraction > 0.0 && fraction <= 1.0,
                 error_code::invalid_argument, "energy fraction must be in (0, 1], got ", fraction);
   const geometry full = make_geometry(p, compression::none());

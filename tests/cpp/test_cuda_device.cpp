@@ -118,6 +118,10 @@ TEST(CudaNoDevice, PlansAreRefusedCleanly) {
   expect_refused([&] { blfft::cuda::plan<float>(p, compression::rate(0.5)); },
                  blfft::error_code::unsupported, "no CUDA device",
                  "a CUDA plan was built without a device");
+  // 3D layers are planned like the others (no "CPU backend only" refusal any more).
+  expect_refused([&] { blfft::cuda::plan<float>(cuda_problems_3d()[0], compression::rate(0.5)); },
+                 blfft::error_code::unsupported, "no CUDA device",
+                 "a 3D CUDA plan was built without a device");
   EXPECT_THROW(blfft::cuda::get_plan<float>(p, compression::rate(0.0)), blfft::error);
   EXPECT_THROW(blfft::cuda::memory_stats(), blfft::error);
   std::vector<float> x(2 * 3 * 9 * 7);
@@ -139,6 +143,7 @@ TEST(CudaDeviceSmall, ForwardBackward) {
   run_problem<float>(make2d(2, 4, 6, {11, 10}, {3, 2}, {2, 3}, {1, 0}, {2, 1}, 2),
                      compression::rate(0.0));
   run_problem<float>(make1d(3, 4, 2, 30, 5, 3, 2, 2, 2), compression::rate(0.5));
+  run_problem<float>(cuda_problems_3d()[1], compression::rate(0.5));  // 3D: the depth DFT
 }
 
 template <class T>
@@ -179,6 +184,25 @@ TEST(CudaDevice, MixingOnCublas) {
   }
   run_problem<float>(make2d(3, 70, 40, {6, 5}, {3, 3}, {1, 1}, {1, 1}), compression::rate(0.5),
                      blas);
+}
+
+TEST(CudaDevice, Conv3d) {
+  // 3D layers (volume_stage: the 2D stages per depth slice, the depth DFT kernel) against direct
+  // 3D convolution at r = 0 and the CPU backend at r > 0, on both mixing engines.
+  REQUIRE_DEVICE();
+  blfft::cuda::cuda_plan_options blas;
+  blas.engine = blfft::cuda::mix_engine::cublas;
+  for (const auto& p : cuda_problems_3d()) {
+    for (double r : {0.0, 0.5, 0.75}) {
+      run_problem<float>(p, compression::rate(r));
+      run_problem<double>(p, compression::rate(r));
+    }
+    run_problem<double>(p, compression::rate(0.5), blas);
+    run_problem<float>(p, compression::rate(0.0), blas);
+  }
+  // A larger layer: larger slices, several mixing tiles.
+  run_problem<float>(conv_params::conv3d(2, 24, 40, {6, 40, 36}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}),
+                     compression::rate(0.5));
 }
 
 TEST(CudaDevice, ExplicitKeptSets) {

@@ -761,12 +761,12 @@ TEST(CudaCublasMixing, OraclesFloat) {
 
 /// <A x, g> = <x, A^T g> for the operator in x and in w (no bias): the backward is the adjoint
 /// of the forward on either mixing engine.
-template <class T>
+template <class T, class Problem = problem<T>>
 void check_adjoint(const conv_params& p, const compression& c, mix_engine me) {
   const auto geo = blfft::make_geometry(p, c);
   SCOPED_TRACE(name_of(p) + " " + geo.describe() + " mix engine " +
                std::to_string(static_cast<int>(me)));
-  problem<T> pr(p, 11);
+  Problem pr(p, 11);
   host_executor ex;
   const emulated<T> pl(ex, geo, with_engine(me));
   std::vector<T> xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size()), y(geo.output_size()),
@@ -795,6 +795,194 @@ TEST(CudaCublasMixing, Adjointness) {
       check_adjoint<double>(p, compression::rate(0.5), me);
       check_adjoint<float>(p, compression::rate(0.0), me);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3D layers (docs/design.md 1.9; cuda/volume_stage.hpp): the 2D stages on depth slices and the
+// depth DFT kernel, against direct 3D convolution at r = 0 and the CPU backend at r > 0 (every
+// entry point; spectra exchanged with the CPU backend), both transform and mixing engines
+// ---------------------------------------------------------------------------------------------
+
+TEST(CudaConv3d, RatesFloat) {
+  for (const auto& p : cuda_problems_3d())
+    for (double r : {0.0, 0.5, 0.75})
+      run_problem<float>(p, compression::rate(r), {}, cdx::default_chunk_scalars, engine::fused);
+}
+
+TEST(CudaConv3d, RatesDouble) {
+  for (const auto& p : cuda_problems_3d())
+    for (double r : {0.0, 0.5, 0.75})
+      for (auto e : {engine::fused, engine::cufft})
+        run_problem<double>(p, compression::rate(r), {}, cdx::default_chunk_scalars, e);
+}
+
+TEST(CudaConv3d, MixingOnCublas) {
+  // The forward's stacked products into the depth DFT, the grad's block form out of it.
+  for (const auto& p : cuda_problems_3d()) {
+    for (double r : {0.0, 0.5})
+      run_problem<double>(p, compression::rate(r), with_engine(mix_engine::cublas),
+                          cdx::default_chunk_scalars, engine::cufft);
+    run_problem<float>(p, compression::rate(0.75), with_engine(mix_engine::cublas));
+  }
+}
+
+TEST(CudaConv3d, ExplicitLimitsAndChunks) {
+  const auto p = conv_params::conv3d(2, 3, 2, {6, 7, 5}, {3, 2, 3}, {1, 2, 1}, {1, 1, 0});
+  run_problem<double>(p, compression::band3(2, 3, 2), {});
+  run_problem<double>(p, compression::band3(1, 4, 3), {}, 700, engine::cufft);
+  run_problem<float>(p, compression::rate(0.3), tile(mix_tile::large), 1, engine::cufft);
+  // A long depth axis (300 samples, grid 315): the depth DFT's twiddles in two shared-memory
+  // chunks of 256 input rows.
+  const auto t = conv_params::conv3d(2, 2, 3, {300, 2, 3}, {3, 1, 2}, {1, 1, 1}, {1, 0, 0});
+  run_problem<double>(t, compression::rate(0.0), {});
+  run_problem<double>(t, compression::rate(0.5), {});
+}
+
+TEST(CudaConv3d, WeightGradientIsNotFused) {
+  // mix_to_taps reduces to (row, column) taps only: a 3D layer's weight gradient takes the dW
+  // spectrum and the volume synthesis even where the plan asks for the fused one, with both
+  // tiles and both transform engines; its 2D cross-section would be fused.
+  const auto p = conv_params::conv3d(2, 3, 4, {5, 6, 7}, {3, 3, 3}, {2, 1, 1}, {1, 1, 1});
+  const auto p2 = make2d(2, 3, 4, {6, 7}, {3, 3}, {1, 1}, {1, 1});
+  for (auto t : {mix_tile::small, mix_tile::large}) {
+    host_executor ex;
+    const auto o = weight_grad_fusion(true, t);
+    EXPECT_FALSE(emulated<float>(ex, blfft::make_geometry(p, compression::rate(0.5)), o)
+                     .weight_grad_fused());
+    EXPECT_TRUE(emulated<float>(ex, blfft::make_geometry(p2, compression::rate(0.5)), o)
+                    .weight_grad_fused());
+    for (auto e : {engine::fused, engine::cufft}) {
+      run_problem<float>(p, compression::rate(0.5), o, cdx::default_chunk_scalars, e);
+      run_problem<double>(p, compression::rate(0.0), o, cdx::default_chunk_scalars, e);
+    }
+  }
+}
+
+TEST(CudaConv3d, Adjointness) {
+  for (const auto& p : cuda_problems_3d())
+    for (auto me : {mix_engine::own, mix_engine::cublas}) {
+      check_adjoint<double, problem3<double>>(p, compression::rate(0.5), me);
+      check_adjoint<float, problem3<float>>(p, compression::rate(0.75), me);
+    }
+}
+
+TEST(CudaConv3d, LaunchesPerPass) {
+  // Fused engine: an analysis is one kernel per depth slice that holds data plus the depth DFT;
+  // a synthesis the depth DFT plus one kernel per slice the result needs.
+  const auto p = conv_params::conv3d(2, 3, 4, {5, 6, 7}, {3, 3, 3}, {2, 1, 1}, {1, 1, 1});
+  problem3<float> pr(p, 1);
+  host_executor ex;
+  const emulated<float> pl(ex, blfft::make_geometry(p, compression::rate(0.5)), {},
+                           cdx::default_chunk_scalars, engine::fused);
+  const auto& g = pl.geo();
+  std::vector<float> xs(g.x_spectrum_size()), ws(g.w_spectrum_size()), y(g.output_size());
+  ex.stats() = {};
+  pl.forward(pr.xv(), pr.wv(), nullptr, tensor_view<float>::contiguous(y.data(), g.output_shape()),
+             xs.data(), ws.data(), nullptr);
+  const int64_t D = 5, KD = 3, Do = g.depth_output;
+  EXPECT_EQ(ex.stats().kernels, (D + 1) + (KD + 1) + 1 + (1 + Do));
+  EXPECT_EQ(ex.stats().ffts, 0);
+}
+
+TEST(CudaConv3d, DepthDftFootprints) {
+  // The depth DFT reads every slice spectrum (or the kept-depths spectrum) once and writes its
+  // result once, plus the kept depths table: no re-reads across its blocks' twiddle chunks.
+  using T = float;
+  const auto p = conv_params::conv3d(2, 3, 4, {5, 6, 7}, {3, 3, 3}, {2, 1, 1}, {1, 1, 1});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  const problem3<T> pr(p, 5);
+  host_executor ex;
+  ex.measure_traffic();
+  const emulated<T> pl(ex, geo, {}, cdx::default_chunk_scalars, engine::fused);
+  const int64_t e = sizeof(T), D = p.depth.input, Do = geo.depth_output;
+  const int64_t kept2 = static_cast<int64_t>(geo.kept_rows.size() * geo.kept_cols.size());
+  const int64_t table = int64_t(sizeof(int64_t)) * static_cast<int64_t>(geo.kept_depth.size());
+  std::vector<T> xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size()), y(geo.output_size());
+  pl.input_spectrum(pr.xv(), xs.data(), nullptr);
+  {
+    const auto& log = ex.stats().launch_log;
+    ASSERT_EQ(log.size(), static_cast<size_t>(D + 1));  // a fused analysis per slice, the DFT
+    EXPECT_EQ(log.back().name, std::string("depth_dft"));
+    EXPECT_EQ(log.back().read_bytes, e * D * 2 * kept2 * p.batch * p.in_channels + table);
+    EXPECT_EQ(log.back().write_bytes, e * geo.x_spectrum_size());
+  }
+  pl.weight_spectrum(pr.wv(), ws.data(), nullptr);
+  ex.stats() = {};
+  pl.forward_spectra(xs.data(), ws.data(), nullptr,
+                     tensor_view<T>::contiguous(y.data(), geo.output_shape()), nullptr);
+  const auto& log = ex.stats().launch_log;
+  ASSERT_EQ(log.size(), static_cast<size_t>(1 + 1 + Do));  // mix, the DFT, a synthesis per slice
+  EXPECT_EQ(log[1].name, std::string("depth_dft"));
+  EXPECT_EQ(log[1].read_bytes, e * geo.y_spectrum_size() + table);
+  EXPECT_EQ(log[1].write_bytes, e * Do * 2 * kept2 * p.batch * p.out_channels);
+}
+
+TEST(CudaConv3d, StridedViews) {
+  // Channels-last input (N, D, H, W, C in memory), output and gradients every other element of a
+  // buffer: forward, backward and the bias gradient equal the contiguous ones; gaps untouched.
+  using T = double;
+  const auto p = conv_params::conv3d(2, 3, 4, {4, 5, 6}, {3, 2, 3}, {2, 1, 1}, {1, 1, 0});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  const problem3<T> pr(p, 5);
+  const auto& d = pr.d;
+  host_executor ex;
+  const emulated<T> pl(ex, geo);
+  using cview = tensor_view<const T>;
+  using view = tensor_view<T>;
+  const auto run = [&](const cview& x, const cview& g, const view& y, const view& dx, T* db) {
+    std::vector<T> xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size());
+    pl.forward(x, pr.wv(), pr.bt.data(), y, xs.data(), ws.data(), nullptr);
+    pl.backward(g, xs.data(), ws.data(), &dx, nullptr, db, nullptr);
+  };
+  std::vector<T> y(d.output_size()), dx(d.input_size()), db(d.F);
+  run(pr.xv(), pr.gv(), view::contiguous(y.data(), d.output_shape()),
+      view::contiguous(dx.data(), d.input_shape()), db.data());
+
+  const auto [D, H, W] = d.in;
+  std::vector<T> xcl(pr.xt.size());
+  for (i64 n = 0; n < d.N; ++n)
+    for (i64 c = 0; c < d.C; ++c)
+      for (i64 e = 0; e < D * H * W; ++e)
+        xcl[(n * D * H * W + e) * d.C + c] = pr.xt[(n * d.C + c) * D * H * W + e];
+  const cview xv(xcl.data(), d.input_shape(), {D * H * W * d.C, 1, H * W * d.C, W * d.C, d.C});
+  const auto every_other = [](std::vector<T>& buf, const std::vector<i64>& shape) {
+    auto strides = view::contiguous(nullptr, shape).strides;
+    for (auto& s : strides) s *= 2;
+    return view(buf.data(), shape, strides);
+  };
+  std::vector<T> ybuf(2 * y.size(), T(-777)), dxbuf(2 * dx.size(), T(-777)), db2(d.F);
+  std::vector<T> gbuf(2 * pr.gt.size());
+  for (size_t i = 0; i < pr.gt.size(); ++i) gbuf[2 * i] = pr.gt[i];
+  const auto gs = every_other(gbuf, d.output_shape());
+  run(xv, cview(gs.data, gs.shape, gs.strides), every_other(ybuf, d.output_shape()),
+      every_other(dxbuf, d.input_shape()), db2.data());
+  for (size_t i = 0; i < y.size(); ++i) {
+    EXPECT_NEAR(ybuf[2 * i], y[i], 1e-12) << "y " << i;
+    EXPECT_EQ(ybuf[2 * i + 1], T(-777)) << "gap " << i << " written";
+  }
+  for (size_t i = 0; i < dx.size(); ++i) {
+    EXPECT_NEAR(dxbuf[2 * i], dx[i], 1e-12) << "dx " << i;
+    EXPECT_EQ(dxbuf[2 * i + 1], T(-777)) << "gap " << i << " written";
+  }
+  EXPECT_TRUE(rel_close("grad_bias (strided)", db2, widen(db), 1e-13));
+}
+
+TEST(CudaConv3d, IndexLimitsAreReported) {
+  // 2^19 images of 8 x 144 kept bins: the block form of the spectrum exceeds 2^31 (refused at
+  // plan construction, before any memory is touched).
+  const auto p = conv_params::conv3d(512, 1024, 4, {8, 16, 16}, {3, 3, 3});
+  host_executor ex;
+  expect_refused([&] { emulated<float>(ex, blfft::make_geometry(p)); },
+                 blfft::error_code::unsupported, "3D spectrum", "no error for a huge 3D layer");
+}
+
+TEST(CudaConv3d, EnergyIsRefused) {
+  const auto p = conv_params::conv3d(1, 2, 2, {4, 4, 4}, {3, 3, 3});
+  problem3<float> pr(p, 1);
+  host_executor ex;
+  expect_refused([&] { cdx::energy_map<float>(ex, p, pr.xv(), nullptr); },
+                 blfft::error_code::unsupported, "not supported for 3D",
+                 "no error for a 3D energy map");
 }
 
 TEST(CudaCublasMixing, GemmsPerPass) {

@@ -2,7 +2,7 @@
 // conversions (cuda/storage.hpp) against independent oracles, and a layer's forward and
 // gradients with 16-bit x, w, bias, y and gradients against the float32 pipeline on the rounded
 // inputs: computed in float from the same values, every result must be exactly the float
-// result rounded once to the 16-bit type. Both transform engines.
+// result rounded once to the 16-bit type. Both transform engines; 1D, 2D and 3D layers.
 
 #include <gtest/gtest.h>
 
@@ -16,6 +16,7 @@
 #include "cuda_emulator.hpp"
 #include "harness.hpp"
 #include "oracles.hpp"
+#include "oracles3d.hpp"
 #include "plan_calls.hpp"
 #include "storage.hpp"
 
@@ -146,52 +147,62 @@ void expect_rounded_from(const std::vector<X>& got, const std::vector<float>& wa
   EXPECT_EQ(bad, 0) << what << ": elements that are not the float result rounded once";
 }
 
+/// One layer through every entry point in X against float32 on the rounded values.
+/// `Problem`: problem<float> (1D, 2D) or problem3<float> (3D: the volume stage's slices in X).
+template <class X, class Problem>
+void half_case(const conv_params& p, cdx::transform_engine engine) {
+  using T = float;
+  SCOPED_TRACE(name_of(p) + (engine == cdx::transform_engine::cufft ? " cufft" : " fused"));
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  const Problem pr(p, 3);
+  const auto& d = pr.d;
+  const rounded16<X> x(pr.xt), w(pr.wt), b(pr.bt), g(pr.gt);
+  host_executor ex;
+  const cdx::plan_calls<T, host_executor> pl(ex, geo, blfft::cuda::cuda_plan_options{},
+                                             cdx::default_chunk_scalars, engine);
+  // float32 on the rounded values
+  std::vector<T> y(d.output_size()), dx(d.input_size()), dw(d.weight_size()), db(d.F),
+      xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size());
+  pl.forward(in_view(x.f, d.input_shape()), in_view(w.f, d.weight_shape()), b.f.data(),
+             out_view(y, d.output_shape()), spec(xs), spec(ws), nullptr);
+  auto dxv = out_view(dx, d.input_shape()), dwv = out_view(dw, d.weight_shape());
+  pl.backward(in_view(g.f, d.output_shape()), spec(xs), spec(ws), &dxv, &dwv, db.data(), nullptr);
+  // the same in X
+  std::vector<X> yh(d.output_size()), dxh(d.input_size()), dwh(d.weight_size()), dbh(d.F);
+  std::vector<T> xs2(geo.x_spectrum_size()), ws2(geo.w_spectrum_size());
+  pl.forward(in_view(x.h, d.input_shape()), in_view(w.h, d.weight_shape()), b.h.data(),
+             out_view(yh, d.output_shape()), spec(xs2), spec(ws2), nullptr);
+  EXPECT_EQ(xs2, xs) << "the spectra of the same values";
+  EXPECT_EQ(ws2, ws);
+  auto dxhv = out_view(dxh, d.input_shape()), dwhv = out_view(dwh, d.weight_shape());
+  pl.backward(in_view(g.h, d.output_shape()), spec(xs2), spec(ws2), &dxhv, &dwhv, dbh.data(),
+              nullptr);
+  expect_rounded_from(yh, y, "y");
+  expect_rounded_from(dxh, dx, "grad_input");
+  expect_rounded_from(dwh, dw, "grad_weight");
+  expect_rounded_from(dbh, db, "grad_bias");
+  // forward_spectra and the spectra calls
+  std::vector<X> y2(d.output_size());
+  pl.forward_spectra(spec(xs), spec(ws), b.h.data(), out_view(y2, d.output_shape()), nullptr);
+  expect_rounded_from(y2, y, "forward_spectra");
+  std::fill(xs2.begin(), xs2.end(), T(0));
+  pl.input_spectrum(in_view(x.h, d.input_shape()), spec(xs2), nullptr);
+  EXPECT_EQ(xs2, xs);
+  std::fill(ws2.begin(), ws2.end(), T(0));
+  pl.weight_spectrum(in_view(w.h, d.weight_shape()), spec(ws2), nullptr);
+  EXPECT_EQ(ws2, ws);
+}
+
 template <class X>
 void half_layer(cdx::transform_engine engine) {
-  using T = float;
-  for (const auto& p : {make2d(3, 5, 6, {9, 8}, {3, 3}, {1, 1}, {1, 1}),
-                        make2d(2, 4, 6, {11, 10}, {3, 2}, {2, 3}, {1, 0}, {2, 1}, 2),
-                        make1d(2, 3, 4, 17, 3, 1, 1)}) {
-    SCOPED_TRACE(name_of(p) + (engine == cdx::transform_engine::cufft ? " cufft" : " fused"));
-    const auto geo = blfft::make_geometry(p, compression::rate(0.5));
-    const problem<T> pr(p, 3);
-    const auto& d = pr.d;
-    const rounded16<X> x(pr.xt), w(pr.wt), b(pr.bt), g(pr.gt);
-    host_executor ex;
-    const cdx::plan_calls<T, host_executor> pl(ex, geo, blfft::cuda::cuda_plan_options{},
-                                               cdx::default_chunk_scalars, engine);
-    // float32 on the rounded values
-    std::vector<T> y(d.output_size()), dx(d.input_size()), dw(d.weight_size()), db(d.F),
-        xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size());
-    pl.forward(in_view(x.f, d.input_shape()), in_view(w.f, d.weight_shape()), b.f.data(),
-               out_view(y, d.output_shape()), spec(xs), spec(ws), nullptr);
-    auto dxv = out_view(dx, d.input_shape()), dwv = out_view(dw, d.weight_shape());
-    pl.backward(in_view(g.f, d.output_shape()), spec(xs), spec(ws), &dxv, &dwv, db.data(), nullptr);
-    // the same in X
-    std::vector<X> yh(d.output_size()), dxh(d.input_size()), dwh(d.weight_size()), dbh(d.F);
-    std::vector<T> xs2(geo.x_spectrum_size()), ws2(geo.w_spectrum_size());
-    pl.forward(in_view(x.h, d.input_shape()), in_view(w.h, d.weight_shape()), b.h.data(),
-               out_view(yh, d.output_shape()), spec(xs2), spec(ws2), nullptr);
-    EXPECT_EQ(xs2, xs) << "the spectra of the same values";
-    EXPECT_EQ(ws2, ws);
-    auto dxhv = out_view(dxh, d.input_shape()), dwhv = out_view(dwh, d.weight_shape());
-    pl.backward(in_view(g.h, d.output_shape()), spec(xs2), spec(ws2), &dxhv, &dwhv, dbh.data(),
-                nullptr);
-    expect_rounded_from(yh, y, "y");
-    expect_rounded_from(dxh, dx, "grad_input");
-    expect_rounded_from(dwh, dw, "grad_weight");
-    expect_rounded_from(dbh, db, "grad_bias");
-    // forward_spectra and the spectra calls
-    std::vector<X> y2(d.output_size());
-    pl.forward_spectra(spec(xs), spec(ws), b.h.data(), out_view(y2, d.output_shape()), nullptr);
-    expect_rounded_from(y2, y, "forward_spectra");
-    std::fill(xs2.begin(), xs2.end(), T(0));
-    pl.input_spectrum(in_view(x.h, d.input_shape()), spec(xs2), nullptr);
-    EXPECT_EQ(xs2, xs);
-    std::fill(ws2.begin(), ws2.end(), T(0));
-    pl.weight_spectrum(in_view(w.h, d.weight_shape()), spec(ws2), nullptr);
-    EXPECT_EQ(ws2, ws);
-  }
+  for (const auto& p :
+       {make2d(3, 5, 6, {9, 8}, {3, 3}, {1, 1}, {1, 1}),
+        make2d(2, 4, 6, {11, 10}, {3, 2}, {2, 3}, {1, 0}, {2, 1}, 2), make1d(2, 3, 4, 17, 3, 1, 1)})
+    half_case<X, problem<float>>(p, engine);
+  // 3D: 16-bit depth slices into the 2D stage, bias over depth, the unfused weight gradient.
+  for (const auto& p : {conv_params::conv3d(2, 3, 4, {5, 6, 7}, {3, 3, 3}, {2, 1, 1}, {1, 1, 1}),
+                        conv_params::conv3d(1, 4, 2, {4, 5, 6}, {2, 3, 2}, {1, 2, 1}, {0, 1, 1})})
+    half_case<X, problem3<float>>(p, engine);
 }
 
 TEST(CudaHalf, Float16LayerIsTheFloatResultRoundedOnce) {
