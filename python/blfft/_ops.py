@@ -127,18 +127,17 @@ def _up(t: Optional[Tensor]) -> Optional[Tensor]:
     return t.float() if t is not None and t.dtype in _HALF else t
 
 
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
 def _layout(t: Optional[Tensor]) -> torch.memory_format:
-    """torch.channels_last for a 4-d CUDA tensor laid out that way (the CUDA kernels read and
-    write it in place, coalesced), else torch.contiguous_format: outputs and input gradients take
-    their input's layout, as torch's convolutions do. CPU tensors: contiguous outputs."""
-    if (
-        t is not None
-        and t.is_cuda
-        and t.dim() == 4
-        and not t.is_contiguous()
-        and t.is_contiguous(memory_format=torch.channels_last)
-    ):
-        return torch.channels_last
+    """torch.channels_last (4-d) or torch.channels_last_3d (5-d) for a CUDA tensor laid out that
+    way (the CUDA kernels read and write it in place, coalesced), else torch.contiguous_format:
+    outputs and input gradients take their input's layout, as torch's convolutions do. CPU
+    tensors: contiguous outputs."""
+    fmt = _CHANNELS_LAST.get(t.dim()) if t is not None and t.is_cuda else None
+    if fmt is not None and not t.is_contiguous() and t.is_contiguous(memory_format=fmt):
+        return fmt
     return torch.contiguous_format
 
 

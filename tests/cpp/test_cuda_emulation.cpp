@@ -917,6 +917,21 @@ TEST(CudaConv3d, DepthDftFootprints) {
   EXPECT_EQ(log[1].write_bytes, e * Do * 2 * kept2 * p.batch * p.out_channels);
 }
 
+/// torch's channels_last_3d: the strides of (N, C, D, H, W) stored as N, D, H, W, C.
+std::vector<i64> ndhwc_strides(const std::vector<i64>& s) {
+  return {s[1] * s[2] * s[3] * s[4], 1, s[3] * s[4] * s[1], s[4] * s[1], s[1]};
+}
+/// A contiguous (N, C, D, H, W) tensor's values at their channels_last_3d positions.
+template <class T>
+std::vector<T> to_ndhwc(const std::vector<T>& v, const std::vector<i64>& s) {
+  std::vector<T> out(v.size());
+  const i64 C = s[1], dhw = s[2] * s[3] * s[4];
+  for (i64 n = 0; n < s[0]; ++n)
+    for (i64 c = 0; c < C; ++c)
+      for (i64 e = 0; e < dhw; ++e) out[(n * dhw + e) * C + c] = v[(n * C + c) * dhw + e];
+  return out;
+}
+
 TEST(CudaConv3d, StridedViews) {
   // Channels-last input (N, D, H, W, C in memory), output and gradients every other element of a
   // buffer: forward, backward and the bias gradient equal the contiguous ones; gaps untouched.
@@ -938,13 +953,8 @@ TEST(CudaConv3d, StridedViews) {
   run(pr.xv(), pr.gv(), view::contiguous(y.data(), d.output_shape()),
       view::contiguous(dx.data(), d.input_shape()), db.data());
 
-  const auto [D, H, W] = d.in;
-  std::vector<T> xcl(pr.xt.size());
-  for (i64 n = 0; n < d.N; ++n)
-    for (i64 c = 0; c < d.C; ++c)
-      for (i64 e = 0; e < D * H * W; ++e)
-        xcl[(n * D * H * W + e) * d.C + c] = pr.xt[(n * d.C + c) * D * H * W + e];
-  const cview xv(xcl.data(), d.input_shape(), {D * H * W * d.C, 1, H * W * d.C, W * d.C, d.C});
+  const auto xcl = to_ndhwc(pr.xt, d.input_shape());
+  const cview xv(xcl.data(), d.input_shape(), ndhwc_strides(d.input_shape()));
   const auto every_other = [](std::vector<T>& buf, const std::vector<i64>& shape) {
     auto strides = view::contiguous(nullptr, shape).strides;
     for (auto& s : strides) s *= 2;
@@ -965,6 +975,45 @@ TEST(CudaConv3d, StridedViews) {
     EXPECT_EQ(dxbuf[2 * i + 1], T(-777)) << "gap " << i << " written";
   }
   EXPECT_TRUE(rel_close("grad_bias (strided)", db2, widen(db), 1e-13));
+}
+
+TEST(CudaConv3d, ChannelsLastEverywhere) {
+  // torch's channels_last_3d (N, D, H, W, C in memory) for x, y, grad_out and grad_input: the
+  // depth slices are NHWC images, which the fused stage walks channels-fastest. Equal to the
+  // contiguous call on both transform engines, float (16-bit slices take the same views).
+  using T = float;
+  const auto p = conv_params::conv3d(2, 5, 3, {4, 5, 6}, {3, 2, 3}, {1, 2, 1}, {1, 1, 0});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  const problem3<T> pr(p, 9);
+  const auto& d = pr.d;
+  for (auto e : {engine::fused, engine::cufft}) {
+    SCOPED_TRACE(e == engine::fused ? "fused" : "cufft");
+    host_executor ex;
+    const emulated<T> pl(ex, geo, {}, cdx::default_chunk_scalars, e);
+    std::vector<T> y(d.output_size()), dx(d.input_size()), dw(d.weight_size()), y2(y.size()),
+        dx2(dx.size()), dw2(dw.size()), xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size());
+    pl.forward(pr.xv(), pr.wv(), pr.bt.data(),
+               tensor_view<T>::contiguous(y.data(), d.output_shape()), xs.data(), ws.data(),
+               nullptr);
+    auto dxv = tensor_view<T>::contiguous(dx.data(), d.input_shape());
+    auto dwv = tensor_view<T>::contiguous(dw.data(), d.weight_shape());
+    pl.backward(pr.gv(), xs.data(), ws.data(), &dxv, &dwv, nullptr, nullptr);
+
+    const auto xl = to_ndhwc(pr.xt, d.input_shape()), gl = to_ndhwc(pr.gt, d.output_shape());
+    pl.forward(tensor_view<const T>(xl.data(), d.input_shape(), ndhwc_strides(d.input_shape())),
+               pr.wv(), pr.bt.data(),
+               tensor_view<T>(y2.data(), d.output_shape(), ndhwc_strides(d.output_shape())),
+               xs.data(), ws.data(), nullptr);
+    auto dxl = tensor_view<T>(dx2.data(), d.input_shape(), ndhwc_strides(d.input_shape()));
+    auto dwc = tensor_view<T>::contiguous(dw2.data(), d.weight_shape());
+    pl.backward(tensor_view<const T>(gl.data(), d.output_shape(), ndhwc_strides(d.output_shape())),
+                xs.data(), ws.data(), &dxl, &dwc, nullptr, nullptr);
+    EXPECT_TRUE(
+        rel_close("y (channels_last_3d)", widen(y2), widen(to_ndhwc(y, d.output_shape())), 1e-6));
+    EXPECT_TRUE(rel_close("grad_input (channels_last_3d)", widen(dx2),
+                          widen(to_ndhwc(dx, d.input_shape())), 1e-6));
+    EXPECT_TRUE(rel_close("grad_weight (channels_last_3d inputs)", widen(dw2), widen(dw), 1e-6));
+  }
 }
 
 TEST(CudaConv3d, IndexLimitsAreReported) {

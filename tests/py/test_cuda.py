@@ -132,30 +132,34 @@ def _expect_unsupported(match, fn):
     return e.value
 
 
-def test_channels_last_outputs_follow_the_input_layout():
-    """A channels_last CUDA input gives a channels_last output and input gradient (the CUDA
-    kernels write them in place), as torch's convolutions do; contiguous stays contiguous. Fake
-    CUDA tensors: the layouts the ops' fake kernels report (what torch.compile sees), on any
-    machine; test_cuda_channels_last_is_not_copied checks the real ones on a GPU."""
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_channels_last_outputs_follow_the_input_layout(ndim):
+    """A channels_last (2D) or channels_last_3d (3D) CUDA input gives an output and input
+    gradient in that layout (the CUDA kernels write them in place), as torch's convolutions do;
+    contiguous stays contiguous. Fake CUDA tensors: the layouts the ops' fake kernels report
+    (what torch.compile sees), on any machine; test_cuda_channels_last_is_not_copied checks the
+    real ones on a GPU."""
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    conf = ([1, 1], [1, 1], [1, 1], 1, 0.5, [])
+    last = torch.channels_last if ndim == 2 else torch.channels_last_3d
+    sp = (9,) * ndim
+    conf = ([1] * ndim, [1] * ndim, [1] * ndim, 1, 0.5, [])
     with FakeTensorMode():
         for cl in (False, True):
-            fmt = torch.channels_last if cl else torch.contiguous_format
-            x = torch.empty(2, 4, 9, 9, device="cuda").to(memory_format=fmt)
-            w = torch.empty(5, 4, 3, 3, device="cuda")
+            fmt = last if cl else torch.contiguous_format
+            x = torch.empty(2, 4, *sp, device="cuda").to(memory_format=fmt)
+            w = torch.empty(5, 4, *(3,) * ndim, device="cuda")
             y = torch.ops.blfft.conv_forward(x, w, None, *conf, True, False)[0]
-            assert y.shape == (2, 5, 9, 9)
+            assert y.shape == (2, 5, *sp)
             assert y.is_contiguous(memory_format=fmt), f"forward output, channels_last={cl}"
-            g = torch.empty(2, 5, 9, 9, device="cuda").to(memory_format=fmt)
+            g = torch.empty(2, 5, *sp, device="cuda").to(memory_format=fmt)
             gx, gw, _ = torch.ops.blfft.conv_backward(
                 g, x, None, w, None, x.shape, w.shape, *conf, True, True, False
             )
             assert gx.is_contiguous(memory_format=fmt), f"input gradient, channels_last={cl}"
             assert gw.is_contiguous()
     # CPU tensors keep contiguous outputs (the CPU backend's choice).
-    xc = torch.empty(2, 4, 9, 9).to(memory_format=torch.channels_last)
+    xc = torch.empty(2, 4, *sp).to(memory_format=last)
     assert _ops._layout(xc) is torch.contiguous_format
 
 
@@ -496,19 +500,23 @@ def test_cuda_non_contiguous_inputs(dtype):
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("ndim", [2, 3])
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-def test_cuda_channels_last_is_not_copied(dtype):
-    """channels_last x and grad_output go to the kernels as they are; y and grad_input come back
-    channels_last with the contiguous call's values."""
-    x = torch.randn(3, 6, 11, 10, dtype=dtype, device=DEV)
-    w = torch.randn(5, 6, 3, 3, dtype=dtype, device=DEV)
+def test_cuda_channels_last_is_not_copied(dtype, ndim):
+    """channels_last (channels_last_3d) x and grad_output go to the kernels as they are; y and
+    grad_input come back in that layout with the contiguous call's values."""
+    sp = (11, 10) if ndim == 2 else (5, 7, 6)
+    conv = BF.conv2d if ndim == 2 else BF.conv3d
+    last = torch.channels_last if ndim == 2 else torch.channels_last_3d
+    x = torch.randn(3, 6, *sp, dtype=dtype, device=DEV)
+    w = torch.randn(5, 6, *(3,) * ndim, dtype=dtype, device=DEV)
     b = torch.randn(5, dtype=dtype, device=DEV)
-    g = torch.randn(3, 5, 11, 10, dtype=dtype, device=DEV)
+    g = torch.randn(3, 5, *sp, dtype=dtype, device=DEV)
     res = []
-    for fmt in (torch.contiguous_format, torch.channels_last):
+    for fmt in (torch.contiguous_format, last):
         xs = x.to(memory_format=fmt).requires_grad_()
         ws = w.clone().requires_grad_()
-        y = BF.conv2d(xs, ws, b, padding=1, compress_rate=0.5)
+        y = conv(xs, ws, b, padding=1, compress_rate=0.5)
         y.backward(g.to(memory_format=fmt))
         assert y.is_contiguous(memory_format=fmt) and xs.grad.is_contiguous(memory_format=fmt)
         res.append((y.detach(), xs.grad, ws.grad))
