@@ -221,9 +221,10 @@ pass_costs at_batch(conv_params p, const compression& c, bool full, bool whole, 
 /// Pass by pass, the costs of the engine the plan's rule picks at the layer's own batch (the
 /// emulated batches 1 and 2 would pick by their own sizes): `own` and `blas` are the two forced
 /// runs; `used_blas` says, per record of pass_costs (forward cached / with w, input grad cached /
-/// with w, weight grad), which was taken.
+/// with w, weight grad), which was taken; `wg_fused`, whether the own weight gradient is
+/// mix_to_taps (mixing and synthesis in one kernel).
 pass_costs by_rule(const conv_params& p, const compression& c, const pass_costs& own,
-                   const pass_costs& blas, bool used_blas[5]) {
+                   const pass_costs& blas, bool used_blas[5], bool& wg_fused) {
   const geometry g = blfft::make_geometry(p, c);
   bt::host_executor ex;
   const cdx::pipeline<float, bt::host_executor> pl(ex, g);  // the rule only; nothing runs
@@ -233,6 +234,7 @@ pass_costs by_rule(const conv_params& p, const compression& c, const pass_costs&
   used_blas[2] = pl.use_cublas(mix_pass::input_grad, false);
   used_blas[3] = !pl.taps_path(mix_pass::input_grad) && pl.use_cublas(mix_pass::input_grad, false);
   used_blas[4] = pl.use_cublas(mix_pass::weight_grad, false);
+  wg_fused = pl.weight_grad_fused();
   pass_costs r = own;
   r.forward_cached_w = used_blas[0] ? blas.forward_cached_w : own.forward_cached_w;
   r.forward_with_w = used_blas[1] ? blas.forward_with_w : own.forward_with_w;
@@ -340,8 +342,8 @@ int run_main(int argc, char** argv) {
       const auto c = compression::rate(rate);
       const pass_costs own = at_batch(l.p, c, full, false, detail, measured_at, mix_engine::own);
       const pass_costs blas = at_batch(l.p, c, full, false, false, measured_at, mix_engine::cublas);
-      bool used[5];
-      const pass_costs pc = by_rule(l.p, c, own, blas, used);
+      bool used[5], wg_fused = false;
+      const pass_costs pc = by_rule(l.p, c, own, blas, used, wg_fused);
       const geometry g = blfft::make_geometry(l.p, c);
       const int64_t e = sizeof(float);
       const int64_t xb = e * g.input_size(), wb = e * g.weight_size(), yb = e * g.output_size();
@@ -387,10 +389,17 @@ int run_main(int argc, char** argv) {
           const std::string ps = r.pass;
           // A weight analysis where the pass mixes from the weight on cuBLAS (own: the taps).
           const double w_an = std::string(r.path) == "weight" && r.blas ? t_w : 0.0;
+          // The own weight gradient fused (mix_to_taps): its synthesis is the mixing's
+          // epilogue, 2 real multiply-adds per tap, kept bin and (f, c).
+          const bool to_taps = ps == "weight_grad" && !r.blas && wg_fused;
           const double t_flops = ps == "forward"      ? t_x + t_y + w_an
                                  : ps == "input_grad" ? t_y + t_x + w_an
-                                                      : t_y + t_w;
-          const double m_flops = (r.blas ? 8.0 : 6.0) * products;
+                                                      : t_y + (to_taps ? 0.0 : t_w);
+          const double m_flops =
+              (r.blas ? 8.0 : 6.0) * products +
+              (to_taps ? 4.0 * double(g.kept) * double(l.p.out_channels) * double(g.in_per_group) *
+                             double(l.p.kernel[0]) * double(l.p.kernel[1])
+                       : 0.0);
           o << (lead ? "\n" : ",\n") << "  {\"layer\": " << json_string(l.name)
             << ", \"rate\": " << rate << ", \"pass\": \"" << r.pass << "\", \"weight\": \""
             << r.weight << "\", \"launches\": " << r.k.launches << ", \"kernels\": " << r.k.kernels

@@ -59,13 +59,29 @@ void device_executor::launch(const launch_dims& d, const K& k, void* stream) con
   BLFFT_INSTANTIATE_LAUNCH(unpack_rows<T>)                                                         \
   BLFFT_INSTANTIATE_LAUNCH(tile_copy<T>)                                                           \
   BLFFT_INSTANTIATE_LAUNCH(restack<T>)                                                             \
+  BLFFT_INSTANTIATE_LAUNCH(depth_dft<T>)                                                           \
   BLFFT_INSTANTIATE_LAUNCH(dft_analyse<T>)                                                         \
   BLFFT_INSTANTIATE_LAUNCH(dft_synthesise<T>)                                                      \
   BLFFT_INSTANTIATE_LAUNCH(mix_small<T>)                                                           \
   BLFFT_INSTANTIATE_LAUNCH(mix_large<T>)                                                           \
+  BLFFT_INSTANTIATE_LAUNCH(mix_to_taps_small<T>)                                                   \
+  BLFFT_INSTANTIATE_LAUNCH(mix_to_taps_large<T>)                                                   \
+  BLFFT_INSTANTIATE_LAUNCH(tap_sum<T>)                                                             \
   BLFFT_INSTANTIATE_LAUNCH(bias_grad_kernel<T>)                                                    \
   BLFFT_INSTANTIATE_LAUNCH(energy_kernel<T>)
+/// The kernels that read or write tensors, for 16-bit tensors X computed in T.
+#define BLFFT_INSTANTIATE_STORAGE(T, X)                                                            \
+  BLFFT_INSTANTIATE_LAUNCH(pack_rows<T, X>)                                                        \
+  BLFFT_INSTANTIATE_LAUNCH(unpack_rows<T, X>)                                                      \
+  BLFFT_INSTANTIATE_LAUNCH(dft_analyse<T, X>)                                                      \
+  BLFFT_INSTANTIATE_LAUNCH(dft_synthesise<T, X>)                                                   \
+  BLFFT_INSTANTIATE_LAUNCH(mix_to_taps_small<T, X>)                                                \
+  BLFFT_INSTANTIATE_LAUNCH(mix_to_taps_large<T, X>)                                                \
+  BLFFT_INSTANTIATE_LAUNCH(tap_sum<T, X>)                                                          \
+  BLFFT_INSTANTIATE_LAUNCH(bias_grad_kernel<T, X>)
 BLFFT_INSTANTIATE_ALL(float)
 BLFFT_INSTANTIATE_ALL(double)
+BLFFT_INSTANTIATE_STORAGE(float, half)
+BLFFT_INSTANTIATE_STORAGE(float, bfloat16)
 
 }  // namespace blfft::cuda::detail

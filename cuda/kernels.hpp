@@ -14,11 +14,14 @@
 // The index math is 32-bit where it divides; the host functions check that every flattened index
 // space of a launch stays below 2^31, and addresses are 64-bit.
 
+#include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include "common.hpp"
 #include "dft_matrix.hpp"  // src/common/: the pruned DFT matrices' entries, shared with the CPU
 #include "image.hpp"       // src/common/: image_view, shared with the CPU backend
+#include "storage.hpp"     // the tensors' element types (16-bit ones too)
 
 namespace blfft::cuda::detail {
 
@@ -79,12 +82,12 @@ struct row_layout {
 /// Row packing for the row r2c transforms (layout rl): rows[(jl * Rh + r) * Lw + c] = the sample of
 /// image j0 + jl, row r, that is placed at grid column c (c = off_w + step_w * i), else 0. Images
 /// are j = b * CH + ch. One thread per element of the rows buffer (rows of the zero-padded grid
-/// that hold data; the all-zero rows are never built).
-template <class T>
+/// that hold data; the all-zero rows are never built). X: the source's element type.
+template <class T, class X = T>
 struct pack_rows : flat_kernel {
   static constexpr const char* name = "pack_rows";
 
-  image_view<const T> src;
+  image_view<const X> src;
   T* rows = nullptr;
   uint32_t n = 0;  ///< images in this chunk * Rh * Lw
   row_layout rl;
@@ -96,20 +99,20 @@ struct pack_rows : flat_kernel {
     const int32_t d = static_cast<int32_t>(c) - rl.off_w;
     T v = T(0);
     if (d >= 0 && d % rl.step_w == 0 && static_cast<uint32_t>(d / rl.step_w) < rl.Rw)
-      v = gload(src.data + rl.sample(src, row, static_cast<uint32_t>(d / rl.step_w), ch));
+      v = load_as<T>(src.data + rl.sample(src, row, static_cast<uint32_t>(d / rl.step_w), ch));
     gstore(rows + i, v);
   }
 };
 
 /// Row unpacking after the row c2r transforms (layout rl): dst(b, ch, r, i) = rows[(jl * Rh + r) *
 /// Lw + off_w + step_w * i] * scale + bias[ch] (bias may be null). One thread per output element.
-template <class T>
+template <class T, class X = T>
 struct unpack_rows : flat_kernel {
   static constexpr const char* name = "unpack_rows";
 
   const T* rows = nullptr;
-  image_view<T> dst;
-  const T* bias = nullptr;
+  image_view<X> dst;  ///< and bias: X, the output's element type
+  const X* bias = nullptr;
   T scale = T(1);
   uint32_t n = 0;  ///< images in this chunk * Rh * Rw
   row_layout rl;
@@ -120,7 +123,7 @@ struct unpack_rows : flat_kernel {
     const uint32_t row = e / rl.Rw, i = e - row * rl.Rw;
     const T v = gload(rows + (int64_t(row) * rl.Lw + rl.off_w + int64_t(rl.step_w) * i));
     const int64_t o = rl.sample(dst, row, i, ch);
-    gstore(dst.data + o, v * scale + (bias ? gload(bias + ch) : T(0)));
+    store_as(dst.data + o, v * scale + (bias ? load_as<T>(bias + ch) : T(0)));
   }
 };
 
@@ -299,6 +302,105 @@ struct restack : flat_kernel {
 };
 
 // ---------------------------------------------------------------------------------------------
+// The depth axis of 3D layers (docs/design.md 1.9; pipeline: volume_stage)
+// ---------------------------------------------------------------------------------------------
+
+/// The pruned DFT along depth of a 3D layer, between the 2D spectra of its depth slices and the
+/// frequency-major spectrum (k = depth index * kept2 + k2), as the CPU's volume_transform
+/// (src/depth_transform.hpp): output row r = sum over input rows s of
+/// exp(sign 2 pi i kd t / Ld) x row s, with kd = kept_depth[q] and t = offset + step * i, where
+/// (q, i) = (r, s) when analysing (sign -1: the slices that hold data -> the kept depths) and
+/// (s, r) when synthesising (sign +1: the kept depths -> the slices the result needs). Each row
+/// is kept2 planar blocks of J images (J re, then J im).
+/// Block (x, y): output row y, elements (k2, j) from x * threads, one per thread (coalesced over
+/// j). Phases alternate over chunks of `threads` input rows: the block computes the chunk's
+/// twiddles into shared memory (dft_matrix.hpp, the CPU's entries: once per block, not per
+/// thread), then each thread accumulates its element in registers; the last phase stores.
+constexpr unsigned depth_dft_threads = 256;
+template <class T>
+struct depth_dft : kernel_traits<true, depth_dft_threads> {
+  static constexpr const char* name = "depth_dft";
+  struct shared {
+    T re[depth_dft_threads], im[depth_dft_threads];
+  };
+  struct regs {
+    T re, im;
+  };
+
+  const T* src = nullptr;
+  T* dst = nullptr;
+  const int64_t* kept_depth = nullptr;  ///< the geometry's kept depth grid indices
+  uint32_t in_rows = 1, out_rows = 1, kept2 = 1, J = 1, CH = 1;
+  int64_t Ld = 1, offset = 0, step = 1;  ///< depth grid; the placement of the samples
+  bool analyse = true;
+  bool stacked_in = false;  ///< src holds the forward's stacked products (stacked_load)
+  bool block_out = false;   ///< dst gets the block form (stacked_store)
+
+  BLFFT_HD_INLINE uint32_t chunks() const { return (in_rows + threads - 1) / threads; }
+  BLFFT_HD_INLINE int phase_count(idx3) const { return static_cast<int>(2 * chunks() + 1); }
+
+  BLFFT_HD_INLINE void phase(int p, shared& sh, regs& acc, idx3 b, idx3 t) const {
+    const uint32_t r = b.y, per_row = kept2 * J;
+    const uint64_t e64 = uint64_t(b.x) * threads + t.x;
+    const bool mine = e64 < per_row;
+    const uint32_t e = mine ? static_cast<uint32_t>(e64) : 0, k2 = e / J, j = e - k2 * J;
+    const uint32_t c = static_cast<uint32_t>(p) / 2, s0 = c * threads;
+    if (p == 0) acc.re = acc.im = T(0);
+    if (c == chunks()) {  // the last phase
+      if (!mine) return;
+      const uint32_t k = r * kept2 + k2;
+      if (block_out) {
+        stacked_store(dst, J, CH, k, j, acc.re, acc.im);
+      } else {
+        T* o = dst + int64_t(k) * 2 * J + j;
+        gstore(o, acc.re);
+        gstore(o + J, acc.im);
+      }
+      return;
+    }
+    if (p % 2 == 0) {  // the twiddles of input rows s0 .. s0 + threads
+      const uint32_t s = s0 + t.x;
+      if (s >= in_rows) return;
+      const uint32_t q = analyse ? r : s, at = analyse ? s : r;
+      const auto w = blfft::detail::dft_twiddle(gload(kept_depth + q), offset + step * at, Ld,
+                                                analyse ? -1.0 : 1.0);
+      sh.re[t.x] = static_cast<T>(w.re);
+      sh.im[t.x] = static_cast<T>(w.im);
+      return;
+    }
+    if (!mine) return;
+    const uint32_t s1 = in_rows - s0 < threads ? in_rows : s0 + threads;
+    for (uint32_t s = s0; s < s1; ++s) {
+      const uint32_t k = s * kept2 + k2;
+      T xr, xi;
+      if (stacked_in) {
+        stacked_load(src, J, CH, k, j, xr, xi);
+      } else {
+        const T* q = src + int64_t(k) * 2 * J + j;
+        xr = gload(q);
+        xi = gload(q + J);
+      }
+      const T wr = sh.re[s - s0], wi = sh.im[s - s0];
+      acc.re += wr * xr - wi * xi;
+      acc.im += wr * xi + wi * xr;
+    }
+  }
+};
+
+/// Launch geometry of a depth DFT; false when its rows or elements exceed the grid limits.
+template <class T>
+bool depth_dft_dims(const depth_dft<T>& k, launch_dims& d) {
+  const int64_t per_row = int64_t(k.kept2) * k.J;
+  if (k.out_rows > max_grid_yz || per_row >= max_flat_index) return false;
+  d.grid.x = static_cast<unsigned>(ceil_div(per_row, depth_dft_threads));
+  d.grid.y = k.out_rows;
+  d.grid.z = 1;
+  d.block.x = depth_dft_threads;
+  d.block.y = d.block.z = 1;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
 // Fused pruned transforms: samples <-> kept bins in one kernel, DFT matrices in shared memory
 // ---------------------------------------------------------------------------------------------
 
@@ -340,6 +442,24 @@ struct fused_shape {
     const uint32_t bb = j / CH, ch = j - bb * CH;
     return int64_t(bb) * sb + int64_t(ch) * sch;
   }
+  /// Sample (g, r, i) that thread element e of a block's G images loads or stores: the width
+  /// index fastest, or, where the view's channels are adjacent in memory (channels_last: a
+  /// block's consecutive images are), the image index fastest, so that a warp's accesses stay
+  /// coalesced either way.
+  BLFFT_HD_INLINE void sample_of(uint32_t e, uint32_t G, bool images_fastest, uint32_t& g,
+                                 uint32_t& r, uint32_t& i) const {
+    if (images_fastest) {
+      const uint32_t px = e / G;
+      g = e - px * G;
+      r = px / Rw;
+      i = px - r * Rw;
+      return;
+    }
+    const uint32_t row = e / Rw;
+    i = e - row * Rw;
+    g = row / Rh;
+    r = row - g * Rh;
+  }
 };
 
 /// Fills a block's pruned DFT matrix m (complex, interleaved): the entry of kept frequency a
@@ -379,14 +499,14 @@ inline int64_t fused_images_per_block(int64_t Rh, int64_t Rw, int64_t nr, int64_
 /// placement: never materialised); phase 1: T = X Fw^T per image row (real x complex); phase 2:
 /// S = Fh T, stored with the image index fastest, so G consecutive images make one contiguous
 /// run per kept bin and plane.
-template <class T>
+template <class T, class X = T>
 struct dft_analyse : fused_kernel<T> {
   using typename fused_kernel<T>::shared;
   using typename fused_kernel<T>::regs;
   using fused_kernel<T>::threads;
   static constexpr const char* name = "dft_analyse";
 
-  image_view<const T> src;
+  image_view<const X> src;  ///< X: the images' element type
   T* spectrum = nullptr;
   fused_shape f;
   uint32_t j0 = 0, images = 0;  ///< this launch: images [j0, j0 + images)
@@ -403,11 +523,14 @@ struct dft_analyse : fused_kernel<T> {
     if (p == 0) {
       fill_dft_matrix(fw, f.nc, f.Rw, f.kept_cols, f.off_w, f.step_w, f.Lw, -1.0, true, false, t.x);
       fill_dft_matrix(fh, f.nr, f.Rh, f.kept_rows, f.off_h, f.step_h, f.Lh, -1.0, true, false, t.x);
-      // Samples, the width index fastest (coalesced along rows of the view).
+      // Samples, coalesced along the view's rows or, channels_last, along its channels.
+      const bool images_fastest = src.stride_ch == 1 && f.CH > 1;
       for (uint32_t e = t.x; e < G * f.Rh * f.Rw; e += threads) {
-        const uint32_t row = e / f.Rw, i = e - row * f.Rw, g = row / f.Rh, r = row - g * f.Rh;
-        x[e] = gload(src.data + (f.image_offset(src.stride_b, src.stride_ch, first + g) +
-                                 int64_t(r) * src.stride_h + int64_t(i) * src.stride_w));
+        uint32_t g, r, i;
+        f.sample_of(e, G, images_fastest, g, r, i);
+        x[(g * f.Rh + r) * f.Rw + i] =
+            load_as<T>(src.data + (f.image_offset(src.stride_b, src.stride_ch, first + g) +
+                                   int64_t(r) * src.stride_h + int64_t(i) * src.stride_w));
       }
     } else if (p == 1) {
       for (uint32_t e = t.x; e < G * f.Rh * f.nc; e += threads) {
@@ -452,8 +575,8 @@ struct dft_analyse : fused_kernel<T> {
 /// samples the output needs: crop, stride (output), taps and undilation (weight gradient) are
 /// the placement. Phase 0: matrices Eh (Rh x nr), Ew (nc x Rw, weighted) and the G images' kept
 /// bins (contiguous runs of G images per bin and plane); phase 1: Z = Eh S per image; phase 2:
-/// the rows' real inverse, scale and bias, stored with the width index fastest.
-template <class T>
+/// the rows' real inverse, scale and bias, stored coalesced (fused_shape::sample_of).
+template <class T, class X = T>
 struct dft_synthesise : fused_kernel<T> {
   using typename fused_kernel<T>::shared;
   using typename fused_kernel<T>::regs;
@@ -461,8 +584,8 @@ struct dft_synthesise : fused_kernel<T> {
   static constexpr const char* name = "dft_synthesise";
 
   const T* spectrum = nullptr;
-  image_view<T> dst;
-  const T* bias = nullptr;
+  image_view<X> dst;  ///< and bias: X, the output's element type
+  const X* bias = nullptr;
   T scale = T(1);
   fused_shape f;
   uint32_t j0 = 0, images = 0;
@@ -505,16 +628,18 @@ struct dft_synthesise : fused_kernel<T> {
         z[2 * e + 1] = im;
       }
     } else {
+      const bool images_fastest = dst.stride_ch == 1 && f.CH > 1;  // channels_last
       for (uint32_t e = t.x; e < G * f.Rh * f.Rw; e += threads) {
-        const uint32_t row = e / f.Rw, i = e - row * f.Rw, g = row / f.Rh, r = row - g * f.Rh;
-        const T* zr = z + 2 * row * f.nc;
+        uint32_t g, r, i;
+        f.sample_of(e, G, images_fastest, g, r, i);
+        const T* zr = z + 2 * (g * f.Rh + r) * f.nc;
         T v = T(0);
         for (uint32_t q = 0; q < f.nc; ++q)  // Re(Z e^{i theta}) = Zr cos - Zi sin
           v += zr[2 * q] * ew[2 * (q * f.Rw + i)] - zr[2 * q + 1] * ew[2 * (q * f.Rw + i) + 1];
         const uint32_t j = first + g, ch = j % f.CH;
-        gstore(dst.data + (f.image_offset(dst.stride_b, dst.stride_ch, j) +
-                           int64_t(r) * dst.stride_h + int64_t(i) * dst.stride_w),
-               v * scale + (bias ? gload(bias + ch) : T(0)));
+        store_as(dst.data + (f.image_offset(dst.stride_b, dst.stride_ch, j) +
+                             int64_t(r) * dst.stride_h + int64_t(i) * dst.stride_w),
+                 v * scale + (bias ? load_as<T>(bias + ch) : T(0)));
       }
     }
   }
@@ -636,14 +761,37 @@ struct mix_kernel {
     }
     const uint32_t m0 = b.y * BM, n0 = b.x * BN, k0 = static_cast<uint32_t>(p / 2) * BK;
     if (p % 2 == 0) {
-      if (p == 0)
-        for (int q = 0; q < 3; ++q)
-          for (int i = 0; i < TM; ++i)
-            for (int j = 0; j < TN; ++j) r.acc[q][i][j] = T(0);
+      if (p == 0) zero(r);
       load_slice(A, BM, M, m0, k0, freq, grp, t.x, sh.a, nullptr);
       load_slice(B, BN, N, n0, k0, freq, grp, t.x, sh.b, b_from_taps ? &sh : nullptr);
       return;
     }
+    multiply_slice(sh, r, t);
+    if (k0 + BK < K) return;  // not the last slice
+    uint32_t tm0, tn0;
+    thread_origin(t, tm0, tn0);
+    T* base = C.p + int64_t(freq) * C.freq + int64_t(grp) * C.group;
+    for (int i = 0; i < TM; ++i)
+      for (int j = 0; j < TN; ++j) {
+        const uint32_t m = m0 + tm0 + i, n = n0 + tn0 + j;
+        if (m >= M || n >= N) continue;
+        T re, im;
+        result_at(r, i, j, re, im);
+        const int64_t o = int64_t(m) * C.s_m + int64_t(n) * C.s_n;
+        gstore(base + o, re);
+        gstore(base + o + C.im, im);
+      }
+  }
+
+ protected:
+  BLFFT_HD_INLINE static void zero(regs& r) {
+    for (int q = 0; q < 3; ++q)
+      for (int i = 0; i < TM; ++i)
+        for (int j = 0; j < TN; ++j) r.acc[q][i][j] = T(0);
+  }
+
+  /// Accumulates the three real products of the slice in shared memory onto thread t's outputs.
+  BLFFT_HD_INLINE static void multiply_slice(const shared& sh, regs& r, idx3 t) {
     uint32_t tm0, tn0;
     thread_origin(t, tm0, tn0);
 #if defined(__CUDA_ARCH__)
@@ -668,21 +816,15 @@ struct mix_kernel {
           r.acc[2][i][j] += as[i] * bs[j];
         }
     }
-    if (k0 + BK < K) return;  // not the last slice
-    const T s = A.sign * B.sign;
-    T* base = C.p + int64_t(freq) * C.freq + int64_t(grp) * C.group;
-    for (int i = 0; i < TM; ++i)
-      for (int j = 0; j < TN; ++j) {
-        const uint32_t m = m0 + tm0 + i, n = n0 + tn0 + j;
-        if (m >= M || n >= N) continue;
-        const T t1 = r.acc[0][i][j], st2 = s * r.acc[1][i][j];
-        const int64_t o = int64_t(m) * C.s_m + int64_t(n) * C.s_n;
-        gstore(base + o, t1 - st2);
-        gstore(base + o + C.im, r.acc[2][i][j] - t1 - st2);
-      }
   }
 
- private:
+  /// Output (i, j) of the thread from its three accumulated real products (Gauss's combine).
+  BLFFT_HD_INLINE void result_at(const regs& r, int i, int j, T& re, T& im) const {
+    const T t1 = r.acc[0][i][j], st2 = A.sign * B.sign * r.acc[1][i][j];
+    re = t1 - st2;
+    im = r.acc[2][i][j] - t1 - st2;
+  }
+
   /// Taps path, first phase: e^{-i 2 pi kr u dh / Lh} (u < KH) and e^{-i 2 pi kc v dw / Lw}
   /// (v < KW) of the block's frequency, one thread each.
   BLFFT_HD_INLINE void tap_twiddles(uint32_t freq, uint32_t tid, shared& sh) const {
@@ -775,6 +917,192 @@ inline bool prefer_small_mix_tile(int64_t M, int64_t N, int64_t products,
 }
 
 // ---------------------------------------------------------------------------------------------
+// Weight gradient fused into its mixing: dW_k = G_k^H X_k reduced to the taps as it is made
+// ---------------------------------------------------------------------------------------------
+
+/// Where a weight gradient's taps come from in the fused pass: the kept frequencies cut into
+/// `slices` runs of `per_slice`; each block reduces its run to tap partial sums. slices == 1: the
+/// blocks write the gradient itself (scaled) into `dst`; else partial[s][f][c][t] (t = u KW + v,
+/// f across groups), summed by tap_sum.
+template <class T, class X = T>
+struct tap_output {
+  image_view<X> dst;  ///< (F, Cg, KH, KW), in the weight's element type X
+  T* partial = nullptr;
+  T scale = T(1);
+  uint32_t F = 1, slices = 1, per_slice = 1, kept = 1;
+};
+
+/// The weight gradient's mixing and synthesis in one kernel (issue #11): block (x, y, z) owns the
+/// BM x BN tile (y, x) of (f, c) of group z % groups and the kept frequencies of slice
+/// z / groups. Per frequency it accumulates dW_k = G_k^H X_k over the batch as mix_kernel does
+/// (Gauss's three real products), then adds Re(E_t,k dW_k) for every tap t to the tile's tap
+/// sums in shared memory, E_t,k = weight_q e^{+i 2 pi (kr_a u dh / Lh + kc_q v dw / Lw)} (the
+/// synthesis of dft_synthesise, cropped to the taps and undilated). The dW spectrum (2 kept
+/// scalars per (f, c)) is never written; a frequency's E column is made by the first threads in
+/// the load phase that starts the frequency. Fixed summation order: deterministic.
+template <class T, int BM, int BN, int BK, int TM, int TN, class X = T>
+struct mix_to_taps : mix_kernel<T, BM, BN, BK, TM, TN> {
+  using base = mix_kernel<T, BM, BN, BK, TM, TN>;
+  using base::threads;
+  using typename base::regs;
+  static constexpr const char* name = "mix_to_taps";
+  /// Taps whose sums fit next to the GEMM's slices in static shared memory (9 for float and
+  /// double with the tiles below: 3 x 3 kernels).
+  static constexpr uint32_t max_taps =
+      (fused_shared_bytes - sizeof(typename base::shared)) / ((BM * BN + 2) * sizeof(T));
+  static_assert(max_taps >= 1 && max_taps <= threads, "one thread per tap makes E's column");
+  struct shared {
+    typename base::shared mix;
+    T sums[max_taps][BM][BN];
+    T e[max_taps][2];  // the current frequency's E column
+  };
+
+  tap_output<T, X> out;
+
+  /// Frequencies of the block's slice, and the GEMM's depth slices per frequency.
+  BLFFT_HD_INLINE uint32_t frequencies(idx3 b) const {
+    const uint32_t s = b.z / this->groups, first = s * out.per_slice;
+    return first + out.per_slice <= out.kept ? out.per_slice : out.kept - first;
+  }
+  BLFFT_HD_INLINE uint32_t depth_slices() const {
+    const uint32_t d = (this->K + BK - 1) / BK;
+    return d > 0 ? d : 1;  // an empty batch still writes its zeros
+  }
+  BLFFT_HD_INLINE int phase_count(idx3 b) const {
+    return static_cast<int>(2 * frequencies(b) * depth_slices()) + 1;
+  }
+
+  BLFFT_HD_INLINE void phase(int p, shared& sh, regs& r, idx3 b, idx3 t) const {
+    const uint32_t grp = b.z % this->groups, s = b.z / this->groups;
+    const uint32_t m0 = b.y * BM, n0 = b.x * BN, taps = this->taps.KH * this->taps.KW;
+    const uint32_t ds = depth_slices(), step = static_cast<uint32_t>(p) / 2;
+    uint32_t tm0, tn0;
+    base::thread_origin(t, tm0, tn0);
+    if (step == frequencies(b) * ds) return store(sh, b, t.x, grp, s, taps);
+    const uint32_t freq = s * out.per_slice + step / ds, k0 = (step % ds) * BK;
+    if (p % 2 == 0) {
+      if (p == 0)  // the thread's own tap sums
+        for (uint32_t u = 0; u < taps; ++u)
+          for (int i = 0; i < TM; ++i)
+            for (int j = 0; j < TN; ++j) sh.sums[u][tm0 + i][tn0 + j] = T(0);
+      if (k0 == 0) {
+        base::zero(r);
+        if (t.x < taps) e_entry(freq, t.x, sh.e[t.x]);
+      }
+      this->load_slice(this->A, BM, this->M, m0, k0, freq, grp, t.x, sh.mix.a, nullptr);
+      this->load_slice(this->B, BN, this->N, n0, k0, freq, grp, t.x, sh.mix.b, nullptr);
+      return;
+    }
+    base::multiply_slice(sh.mix, r, t);
+    if (k0 + BK < this->K) return;  // not the frequency's last depth slice
+    for (int i = 0; i < TM; ++i)
+      for (int j = 0; j < TN; ++j) {
+        T re, im;
+        this->result_at(r, i, j, re, im);
+        for (uint32_t u = 0; u < taps; ++u)
+          sh.sums[u][tm0 + i][tn0 + j] += sh.e[u][0] * re - sh.e[u][1] * im;
+      }
+  }
+
+ private:
+  /// E_t,k for tap t = u KW + v of kept frequency k = a nc + q.
+  BLFFT_HD_INLINE void e_entry(uint32_t k, uint32_t tap, T (&e)[2]) const {
+    const auto& g = this->taps;
+    const uint32_t a = k / g.nc, q = k - a * g.nc, u = tap / g.KW, v = tap - u * g.KW;
+    const int64_t kr = gload(g.kept_rows + a), kc = gload(g.kept_cols + q);
+    const auto h = blfft::detail::dft_twiddle(kr, int64_t(u) * g.dil_h, g.Lh, 1.0);
+    const auto w = blfft::detail::dft_twiddle(kc, int64_t(v) * g.dil_w, g.Lw, 1.0);
+    const double wq = blfft::detail::half_spectrum_weight(kc, g.Lw);
+    e[0] = static_cast<T>(wq * (h.re * w.re - h.im * w.im));
+    e[1] = static_cast<T>(wq * (h.re * w.im + h.im * w.re));
+  }
+
+  /// Last phase: the tile's tap sums, every thread of the block over all of them (taps fastest,
+  /// then c: contiguous runs in the partial sums and in a contiguous gradient).
+  BLFFT_HD_INLINE void store(const shared& sh, idx3 b, uint32_t tid, uint32_t grp, uint32_t s,
+                             uint32_t taps) const {
+    const uint32_t m0 = b.y * BM, n0 = b.x * BN, Cg = this->taps.Cg;
+    for (uint32_t e = tid; e < BM * BN * taps; e += threads) {
+      const uint32_t row = e / (BN * taps), rest = e - row * (BN * taps), col = rest / taps,
+                     u = rest - col * taps, m = m0 + row, n = n0 + col;
+      if (m >= this->M || n >= this->N) continue;
+      const uint32_t f = grp * this->M + m;
+      const T v = sh.sums[u][row][col];
+      if (out.slices > 1) {
+        gstore(out.partial + ((int64_t(s) * out.F + f) * Cg + n) * taps + u, v);
+        continue;
+      }
+      const uint32_t kh = u / this->taps.KW, kw = u - kh * this->taps.KW;
+      store_as(out.dst.data + (int64_t(f) * out.dst.stride_b + int64_t(n) * out.dst.stride_ch +
+                               int64_t(kh) * out.dst.stride_h + int64_t(kw) * out.dst.stride_w),
+               v * out.scale);
+    }
+  }
+};
+
+/// The two tile shapes of the fused weight gradient: large 32 x 32 (128 threads), small 16 x 16
+/// (64 threads) where the large leaves the GPU short of blocks. Double (tests) takes shallower
+/// slices and a 16 x 32 large tile so that 3 x 3 taps still fit.
+template <class T, class X = T>
+using mix_to_taps_large = std::conditional_t<sizeof(T) == 4, mix_to_taps<T, 32, 32, 8, 2, 4, X>,
+                                             mix_to_taps<T, 16, 32, 4, 2, 4, X>>;
+template <class T, class X = T>
+using mix_to_taps_small = mix_to_taps<T, 16, 16, sizeof(T) == 4 ? 8 : 4, 2, 2, X>;
+
+/// The fused weight gradient's launch: tile, slices of the kept frequencies.
+struct tap_launch {
+  bool small = false;
+  int64_t slices = 1, per_slice = 1;  ///< slices x per_slice >= kept > (slices - 1) x per_slice
+};
+
+/// The tile and slice count for an M x N (per group) gradient of `taps` taps over `kept`
+/// frequencies: enough blocks to fill an H200 (132 SMs) where possible, but partial sums of at
+/// most a quarter of the dW spectrum they replace (slices x taps <= kept / 2), since each slice's
+/// sums are written and read back once; one slice writes the gradient directly.
+inline tap_launch choose_tap_launch(int64_t M, int64_t N, int64_t groups, int64_t kept,
+                                    int64_t taps, int64_t target_blocks = 132) {
+  const int64_t cap = std::max<int64_t>(1, kept / (2 * taps));
+  const auto slices_for = [&](int64_t tiles) {
+    return std::clamp<int64_t>(ceil_div(target_blocks, tiles), 1, cap);
+  };
+  const int64_t large = ceil_div(M, 32) * ceil_div(N, 32) * groups;
+  tap_launch l;
+  l.small = large * slices_for(large) < target_blocks;
+  const int64_t tiles = l.small ? ceil_div(M, 16) * ceil_div(N, 16) * groups : large;
+  // Equal runs of the kept frequencies, none empty, at least as many as wanted within the cap.
+  int64_t per = std::max<int64_t>(1, kept / slices_for(tiles));
+  if (ceil_div(kept, per) > cap) per = ceil_div(kept, cap);
+  l.per_slice = per;
+  l.slices = ceil_div(kept, per);
+  return l;
+}
+
+/// grad_weight(f, c, u, v) = scale * sum over s of partial[s][f][c][u KW + v], s in order
+/// (deterministic). One thread per tap.
+template <class T, class X = T>
+struct tap_sum : flat_kernel {
+  static constexpr const char* name = "tap_sum";
+
+  const T* partial = nullptr;
+  image_view<X> dst;
+  T scale = T(1);
+  uint32_t n = 0;  ///< F * Cg * taps
+  uint32_t slices = 1, Cg = 1, KW = 1, taps = 1;
+
+  BLFFT_HD_INLINE void operator()(idx3 b, idx3 t) const {
+    uint32_t i;
+    if (!flat_item(b, t, n, i)) return;
+    T v = T(0);
+    for (uint32_t s = 0; s < slices; ++s) v += gload(partial + int64_t(s) * n + i);
+    const uint32_t fc = i / taps, u = i - fc * taps, f = fc / Cg, c = fc - f * Cg, kh = u / KW,
+                   kw = u - kh * KW;
+    store_as(dst.data + (int64_t(f) * dst.stride_b + int64_t(c) * dst.stride_ch +
+                         int64_t(kh) * dst.stride_h + int64_t(kw) * dst.stride_w),
+             v * scale);
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
 // Reductions (one block per output, double accumulation, a fixed-order tree: deterministic)
 // ---------------------------------------------------------------------------------------------
 
@@ -806,33 +1134,36 @@ inline launch_dims reduce_dims(int64_t outputs) {
   return d;
 }
 
-/// grad_bias[f] = sum over n, h, w of grad_out(n, f, h, w). Block f.
-template <class T>
+/// grad_bias[f] = sum over n, (d,) h, w of grad_out(n, f, (d,) h, w). Block f.
+template <class T, class X = T>
 struct bias_grad_kernel : reduce_kernel {
   static constexpr const char* name = "bias_grad";
 
-  image_view<const T> g;
-  T* out = nullptr;
+  image_view<const X> g;  ///< and out: X, the gradients' element type
+  X* out = nullptr;
   uint32_t N = 1, Ho = 1, Wo = 1;
+  uint32_t D = 1;        ///< depth slices (3D; g is slice 0)
+  int64_t stride_d = 0;  ///< element stride between them
 
   BLFFT_HD_INLINE int phase_count(idx3) const { return 1 + reduce_steps; }
   BLFFT_HD_INLINE void phase(int p, shared& sh, regs&, idx3 b, idx3 t) const {
     if (p == 0) {
       double s = 0;
       const uint32_t hw = Ho * Wo;
-      for (uint32_t n = 0; n < N; ++n) {
-        const T* base = g.data + int64_t(n) * g.stride_b + int64_t(b.x) * g.stride_ch;
+      for (uint32_t nd = 0; nd < N * D; ++nd) {
+        const uint32_t n = nd / D, d = nd - n * D;
+        const X* base =
+            g.data + int64_t(n) * g.stride_b + int64_t(b.x) * g.stride_ch + int64_t(d) * stride_d;
         for (uint32_t e = t.x; e < hw; e += threads) {
           const uint32_t h = e / Wo, w = e - h * Wo;
-          s += static_cast<double>(
-              gload(base + (int64_t(h) * g.stride_h + int64_t(w) * g.stride_w)));
+          s += load_as<double>(base + (int64_t(h) * g.stride_h + int64_t(w) * g.stride_w));
         }
       }
       sh.sum[t.x] = s;
       return;
     }
     reduce_step(p, sh, t.x);
-    if (p == reduce_steps && t.x == 0) gstore(out + b.x, static_cast<T>(sh.sum[0]));
+    if (p == reduce_steps && t.x == 0) store_as(out + b.x, static_cast<T>(sh.sum[0]));
   }
 };
 

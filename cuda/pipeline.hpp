@@ -43,6 +43,7 @@
 #include <numeric>
 #include <string>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
 #include "blfft/cuda.hpp"
@@ -54,6 +55,7 @@
 #include "gemm_desc.hpp"
 #include "kernels.hpp"
 #include "layer.hpp"
+#include "volume_stage.hpp"
 
 namespace blfft::cuda::detail {
 
@@ -64,6 +66,7 @@ using blfft::detail::checked_mul;
 using blfft::detail::fail;
 using blfft::detail::layer_placements;
 using blfft::detail::layer_transforms;
+using blfft::detail::nd;
 using blfft::detail::placement;
 using blfft::detail::transform_direction;
 
@@ -175,10 +178,12 @@ class transform_stage {
   /// spectrum[k][plane][j] for all kept k and the J images of src; with `block_form`, the
   /// 2 x 2 real block form of each frequency's (B x CH) matrix instead (stacked_store: twice the
   /// size), for the backward's mixing on cuBLAS.
-  void analyse(const Exec& ex, const image_view<const T>& src, T* spectrum, void* stream,
+  /// X: the images' element type (T, or a 16-bit type computed in T).
+  template <class X>
+  void analyse(const Exec& ex, const image_view<const X>& src, T* spectrum, void* stream,
                bool block_form = false) const {
     if (fused_) {
-      dft_analyse<T> k;
+      dft_analyse<T, X> k;
       k.src = src;
       k.spectrum = spectrum;
       k.block_form = block_form;
@@ -193,7 +198,7 @@ class transform_stage {
     const int64_t* tab = tables_.get();
     for (int64_t j0 = 0; j0 < J_; j0 += chunk_) {
       const int64_t m = std::min(chunk_, J_ - j0);
-      pack_rows<T> pk;
+      pack_rows<T, X> pk;
       pk.src = src;
       pk.rows = rows.get();
       pk.n = static_cast<uint32_t>(m * h_.count * Lw_);
@@ -247,10 +252,11 @@ class transform_stage {
 
   /// dst = scale * inverse(spectrum) at the placed samples, plus bias[ch] when bias is non-null.
   /// `stacked`: the spectrum is the forward's stacked products (stacked_load combines them).
-  void synthesise(const Exec& ex, const T* spectrum, const image_view<T>& dst, T scale,
-                  const T* bias, void* stream, bool stacked = false) const {
+  template <class X>
+  void synthesise(const Exec& ex, const T* spectrum, const image_view<X>& dst, T scale,
+                  const nd<X>* bias, void* stream, bool stacked = false) const {
     if (fused_) {
-      dft_synthesise<T> k;
+      dft_synthesise<T, X> k;
       k.spectrum = spectrum;
       k.dst = dst;
       k.bias = bias;
@@ -311,7 +317,7 @@ class transform_stage {
 
       ex.fft(row_fft(fft_type::c2r, m), half.get(), rows.get(), stream);
 
-      unpack_rows<T> up;
+      unpack_rows<T, X> up;
       up.rows = rows.get();
       up.dst = dst;
       up.bias = bias;
@@ -440,7 +446,10 @@ enum class mix_pass { forward, input_grad, weight_grad };
 struct mix_cost_inputs {
   mix_pass pass = mix_pass::forward;
   int64_t kept = 1, batch = 1, in_channels = 1, out_channels = 1, in_per_group = 1, groups = 1;
-  int64_t taps = 0;  ///< KH KW when the own kernel would mix from the taps, else 0
+  /// KH KW when the own kernel would mix from the taps (forward, input grad) or reduce the
+  /// weight gradient to them (mix_to_taps), else 0
+  int64_t taps = 0;
+  int64_t tap_slices = 1;  ///< mix_to_taps: slices of partial tap sums (1: the gradient itself)
   int64_t scalar_bytes = 4;
   bool tf32 = false;
 };
@@ -493,7 +502,15 @@ inline double mix_cost(const mix_cost_inputs& in, bool cublas) {
   const double s_out = in.pass == mix_pass::forward      ? sy
                        : in.pass == mix_pass::input_grad ? sx
                                                          : sw;
-  if (!cublas) {
+  if (!cublas && in.pass == mix_pass::weight_grad && taps) {
+    // Fused with the synthesis: no dW spectrum; partial tap sums written and read back when
+    // sliced; the taps' inverse DFT in the epilogue (2 multiply-adds per tap and frequency);
+    // one launch less (the synthesis), one more for tap_sum.
+    const double slices = static_cast<double>(in.tap_slices);
+    scalars = sy + sx + (in.tap_slices > 1 ? 2 * slices * w : 0);
+    flops = 6 * products + 4 * k * f * cg * static_cast<double>(in.taps);
+    launches = in.tap_slices > 1 ? 1 : 0;
+  } else if (!cublas) {
     const double operands = in.pass == mix_pass::forward      ? sx + (taps ? w : sw)
                             : in.pass == mix_pass::input_grad ? sy + (taps ? w : sw)
                                                               : sy + sx;
@@ -511,7 +528,7 @@ inline double mix_cost(const mix_cost_inputs& in, bool cublas) {
       scalars = 3 * sy + sx + 2 * s_out;
     flops = 8 * products;
     if (in.groups > 1) launches = 2 * static_cast<double>(in.groups);
-    if (taps) launches += 1;
+    if (taps && in.pass != mix_pass::weight_grad) launches += 1;
   }
   const bool dbl = in.scalar_bytes == 8;
   const double rate = cublas ? (dbl       ? gpu_model::fp64_tensor
@@ -528,15 +545,16 @@ inline double mix_cost(const mix_cost_inputs& in, bool cublas) {
 
 template <class T, class Exec>
 class pipeline {
-  using stage = transform_stage<T, Exec>;
+  // 1D and 2D: the 2D stage as it is; 3D: it on every depth slice, and the depth DFT.
+  using stage = volume_stage<T, Exec, transform_stage<T, Exec>>;
 
   static layer_transforms<stage> make_stages(const Exec& ex, const geometry& g, int64_t chunk,
                                              transform_engine engine) {
     const auto on = ex.activate();  // the index tables live on the executor's device
-    return layer_transforms<stage>(
-        g, [&](transform_direction d, int64_t B, int64_t CH, placement h, placement w) {
-          return std::make_unique<stage>(ex, g, d, B, CH, h, w, chunk, engine);
-        });
+    return layer_transforms<stage>(g, [&](transform_direction d, int64_t B, int64_t CH,
+                                          placement pd, placement h, placement w) {
+      return std::make_unique<stage>(ex, g, d, B, CH, pd, h, w, chunk, engine);
+    });
   }
 
   static const geometry& checked_counts(const geometry& g) {
@@ -554,8 +572,9 @@ class pipeline {
            int64_t chunk_scalars = default_chunk_scalars,
            transform_engine engine = transform_engine::automatic)
       : ex_(ex), g_(checked_counts(geo)), tile_(o.tile), engine_(o.engine),
-        stages_(make_stages(ex_, g_, chunk_scalars, engine)), kept_(upload_kept(ex_, g_)),
-        scale_(T(1) / static_cast<T>(g_.grid[0] * g_.grid[1])) {}
+        fuse_weight_grad_(o.fuse_weight_grad), stages_(make_stages(ex_, g_, chunk_scalars, engine)),
+        kept_(upload_kept(ex_, g_)),
+        scale_(T(1) / static_cast<T>(g_.depth_grid * g_.grid[0] * g_.grid[1])) {}
 
   ~pipeline() {
     const auto on = ex_.activate(true);  // tables are freed with their device current
@@ -572,41 +591,51 @@ class pipeline {
   // caller's), whatever device the caller had current, and checks that the stream is that
   // device's, then runs the CPU plan's argument checks with this executor's pointer check.
 
-  void input_spectrum(const tensor_view<const T>& x, T* xs, void* stream) const {
+  // X: the tensors' element type, T's or (T = float) half / bfloat16, read and written as X and
+  // computed in T; spectra are T. The taps path reads T weights only (otherwise the weight
+  // spectrum is made for the call).
+
+  template <class X>
+  void input_spectrum(const tensor_view<const X>& x, T* xs, void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
     checks().input_spectrum(x, xs);
-    stages_.x_in->analyse(ex_, as_image(x), xs, stream);
+    stages_.x_in->analyse(ex_, x, xs, stream);
   }
 
-  void weight_spectrum(const tensor_view<const T>& w, T* ws, void* stream) const {
+  template <class X>
+  void weight_spectrum(const tensor_view<const X>& w, T* ws, void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
     checks().weight_spectrum(w, ws);
-    stages_.w_in->analyse(ex_, as_image(w), ws, stream);
+    stages_.w_in->analyse(ex_, w, ws, stream);
   }
 
-  void forward(const tensor_view<const T>& x, const tensor_view<const T>& w, const T* bias,
-               const tensor_view<T>& y, T* xs, T* ws, void* stream) const {
+  template <class X>
+  void forward(const tensor_view<const X>& x, const tensor_view<const nd<X>>& w, const nd<X>* bias,
+               const tensor_view<nd<X>>& y, T* xs, T* ws, void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
     checks().forward(x, w, bias, y, xs, ws);
     auto x_tmp = ex_.template make_temp<T>(xs ? 0 : g_.x_spectrum_size(), stream);
     if (!xs) xs = x_tmp.get();
-    stages_.x_in->analyse(ex_, as_image(x), xs, stream);
-    if (!ws && taps_path(mix_pass::forward)) {  // no weight spectrum asked for: mix from the taps
-      auto ys = ex_.template make_temp<T>(g_.y_spectrum_size(), stream);
-      mix_forward(xs, nullptr, ys.get(), stream, &w);
-      stages_.y_out->synthesise(ex_, ys.get(), as_image(y), scale_, bias, stream);
-      return;
+    stages_.x_in->analyse(ex_, x, xs, stream);
+    if constexpr (std::is_same_v<X, T>) {
+      if (!ws && taps_path(mix_pass::forward)) {  // no weight spectrum asked for: from the taps
+        auto ys = ex_.template make_temp<T>(g_.y_spectrum_size(), stream);
+        mix_forward(xs, nullptr, ys.get(), stream, &w);
+        stages_.y_out->synthesise(ex_, ys.get(), y, scale_, bias, stream);
+        return;
+      }
     }
     auto w_tmp = ex_.template make_temp<T>(ws ? 0 : g_.w_spectrum_size(), stream);
     if (!ws) ws = w_tmp.get();
-    stages_.w_in->analyse(ex_, as_image(w), ws, stream);
+    stages_.w_in->analyse(ex_, w, ws, stream);
     run_forward_spectra(xs, ws, bias, y, stream);
   }
 
-  void forward_spectra(const T* xs, const T* ws, const T* bias, const tensor_view<T>& y,
+  template <class X>
+  void forward_spectra(const T* xs, const T* ws, const nd<X>* bias, const tensor_view<X>& y,
                        void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
@@ -614,9 +643,10 @@ class pipeline {
     run_forward_spectra(xs, ws, bias, y, stream);
   }
 
-  void backward(const tensor_view<const T>& grad_out, const T* xs, const T* ws,
-                const tensor_view<T>* grad_input, const tensor_view<T>* grad_weight, T* grad_bias,
-                void* stream) const {
+  template <class X>
+  void backward(const tensor_view<const X>& grad_out, const T* xs, const T* ws,
+                const tensor_view<nd<X>>* grad_input, const tensor_view<nd<X>>* grad_weight,
+                nd<X>* grad_bias, void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
     checks().backward(grad_out, xs, ws, nullptr, grad_input, grad_weight, grad_bias);
@@ -625,24 +655,30 @@ class pipeline {
 
   /// backward() with the weight instead of its spectrum: the input gradient's mixing reads the
   /// taps (taps_path), or the spectrum is made for the call.
-  void backward_with_weight(const tensor_view<const T>& grad_out, const T* xs,
-                            const tensor_view<const T>& weight, const tensor_view<T>* grad_input,
-                            const tensor_view<T>* grad_weight, T* grad_bias, void* stream) const {
+  template <class X>
+  void backward_with_weight(const tensor_view<const X>& grad_out, const T* xs,
+                            const tensor_view<const nd<X>>& weight,
+                            const tensor_view<nd<X>>* grad_input,
+                            const tensor_view<nd<X>>* grad_weight, nd<X>* grad_bias,
+                            void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
     checks().backward(grad_out, xs, nullptr, &weight, grad_input, grad_weight, grad_bias);
     run_backward(grad_out, xs, nullptr, &weight, grad_input, grad_weight, grad_bias, stream);
   }
 
-  void input_grad(const tensor_view<const T>& grad_out, const T* ws,
-                  const tensor_view<T>& grad_input, void* stream) const {
+  template <class X>
+  void input_grad(const tensor_view<const X>& grad_out, const T* ws,
+                  const tensor_view<nd<X>>& grad_input, void* stream) const {
     backward(grad_out, nullptr, ws, &grad_input, nullptr, nullptr, stream);
   }
-  void weight_grad(const tensor_view<const T>& grad_out, const T* xs,
-                   const tensor_view<T>& grad_weight, void* stream) const {
+  template <class X>
+  void weight_grad(const tensor_view<const X>& grad_out, const T* xs,
+                   const tensor_view<nd<X>>& grad_weight, void* stream) const {
     backward(grad_out, xs, nullptr, nullptr, &grad_weight, nullptr, stream);
   }
-  void bias_grad(const tensor_view<const T>& grad_out, T* grad_bias, void* stream) const {
+  template <class X>
+  void bias_grad(const tensor_view<const X>& grad_out, nd<X>* grad_bias, void* stream) const {
     const auto on = ex_.activate();
     ex_.check_stream(stream);
     checks().bias_grad(grad_out, grad_bias);
@@ -685,6 +721,71 @@ class pipeline {
         {operand(dys, s.y, true, T(-1)), operand(xs, s.x, true, T(1)), result(dws, s.w), Fg, Cg, N},
         stream);
   }
+
+  /// The weight gradient's mixing and synthesis in one pass (mix_to_taps): per kept frequency,
+  /// dW_k = G_k^H X_k reduced to the taps at once; with several slices of the kept frequencies,
+  /// their partial tap sums, then tap_sum. `g_block` as for mix_weight_grad.
+  template <class X>
+  void mix_weight_to_taps(const T* dys, const T* xs, const tensor_view<X>& dw, void* stream,
+                          bool g_block = false) const {
+    const auto [N, C, F, Cg, Fg] = counts();
+    const auto s = spectra(g_block);
+    const auto l = tap_launch_of();
+    const int64_t taps = g_.params.kernel[0] * g_.params.kernel[1];
+    const int64_t n = checked_mul(F * Cg, taps, "weight taps");
+    auto partial = ex_.template make_temp<T>(l.slices > 1 ? l.slices * n : 0, stream);
+    tap_output<T, X> out;
+    out.dst = as_image(dw);
+    out.partial = partial.get();
+    out.scale = scale_;
+    out.F = static_cast<uint32_t>(F);
+    out.slices = static_cast<uint32_t>(l.slices);
+    out.per_slice = static_cast<uint32_t>(l.per_slice);
+    out.kept = static_cast<uint32_t>(g_.kept);
+    const mix_args a{operand(dys, s.y, true, T(-1)), operand(xs, s.x, true, T(1)), {}, Fg, Cg, N};
+    if (l.small)
+      launch_to_taps(mix_to_taps_small<T, X>{}, a, out, stream);
+    else
+      launch_to_taps(mix_to_taps_large<T, X>{}, a, out, stream);
+    if (l.slices == 1) return;
+    tap_sum<T, X> k;
+    k.partial = partial.get();
+    k.dst = out.dst;
+    k.scale = scale_;
+    k.n = static_cast<uint32_t>(n);
+    k.slices = out.slices;
+    k.Cg = static_cast<uint32_t>(Cg);
+    k.KW = static_cast<uint32_t>(g_.params.kernel[1]);
+    k.taps = static_cast<uint32_t>(taps);
+    ex_.launch(flat_dims(n), k, stream);
+  }
+
+  /// Whether the weight gradient takes mix_weight_to_taps when its mixing is the own kernel: the
+  /// plan allows it, the layer is 1D or 2D (mix_to_taps reduces to (row, column) taps; 3D layers
+  /// synthesise dW through the volume stage), the taps fit the kernel's shared memory and the
+  /// launch its grid.
+  bool weight_grad_fused() const {
+    if (!fuse_weight_grad_ || engine_ == mix_engine::cublas || g_.params.ndim == 3) return false;
+    const auto& p = g_.params;
+    const int64_t taps = p.kernel[0] * p.kernel[1];
+    const auto l = tap_launch_of();
+    const int64_t cap = l.small ? mix_to_taps_small<T>::max_taps : mix_to_taps_large<T>::max_taps;
+    const int64_t tile = l.small ? 16 : 32;
+    return taps <= cap && l.slices * p.groups <= max_grid_yz &&
+           ceil_div(g_.out_per_group, tile) <= max_grid_yz && F_Cg_taps(taps) < max_flat_index;
+  }
+
+  /// The fused weight gradient's tile and slices (choose_tap_launch); the plan's mix_tile forces
+  /// the tile (the 9-tap limit of the large one aside).
+  tap_launch tap_launch_of() const {
+    const auto& p = g_.params;
+    const int64_t taps = p.kernel[0] * p.kernel[1];
+    tap_launch l = choose_tap_launch(g_.out_per_group, g_.in_per_group, p.groups, g_.kept, taps);
+    if (tile_ != mix_tile::automatic) l.small = tile_ == mix_tile::small;
+    if (taps > mix_to_taps_large<T>::max_taps) l.small = true;
+    return l;
+  }
+  int64_t F_Cg_taps(int64_t taps) const { return g_.params.out_channels * g_.in_per_group * taps; }
 
   // ---- the same passes on cuBLAS: one strided batched real GEMM each (groups > 1: one per
   // group and plane), batched over the kept frequencies ------------------------------------
@@ -745,9 +846,13 @@ class pipeline {
   /// Which engine a pass's mixing takes (mix_engine): forced by the plan's options, else the
   /// smaller modelled time (mix_cost). `taps`: the own kernel would mix from the weight's taps
   /// (then cuBLAS also pays for making the weight spectrum).
+  /// For the weight gradient, the own engine is mix_to_taps where weight_grad_fused().
   bool use_cublas(mix_pass pass, bool taps) const {
     if (engine_ != mix_engine::automatic) return engine_ == mix_engine::cublas;
-    const auto in = mix_cost_inputs_of(g_, pass, taps, sizeof(T), sizeof(T) == 4 && tf32_allowed());
+    const bool fused = pass == mix_pass::weight_grad && weight_grad_fused();
+    auto in =
+        mix_cost_inputs_of(g_, pass, taps || fused, sizeof(T), sizeof(T) == 4 && tf32_allowed());
+    if (fused) in.tap_slices = tap_launch_of().slices;
     return mix_cost(in, true) < mix_cost(in, false);
   }
 
@@ -791,39 +896,47 @@ class pipeline {
   }
 
   /// `ws` or, where it is null, `weight` for the input gradient.
-  void run_backward(const tensor_view<const T>& grad_out, const T* xs, const T* ws,
-                    const tensor_view<const T>* weight, const tensor_view<T>* grad_input,
-                    const tensor_view<T>* grad_weight, T* grad_bias, void* stream) const {
+  template <class X>
+  void run_backward(const tensor_view<const X>& grad_out, const T* xs, const T* ws,
+                    const tensor_view<const nd<X>>* weight, const tensor_view<nd<X>>* grad_input,
+                    const tensor_view<nd<X>>* grad_weight, nd<X>* grad_bias, void* stream) const {
     if (grad_input || grad_weight) {
       // Engines first: the grad's spectrum is written in the block form when either mixing runs
       // on cuBLAS (the own kernel reads either form).
-      const bool from_taps = grad_input && !ws && taps_path(mix_pass::input_grad);
+      const tensor_view<const T>* taps_weight = nullptr;  // the taps path reads T weights only
+      if constexpr (std::is_same_v<X, T>) taps_weight = weight;
+      const bool from_taps = grad_input && !ws && taps_weight && taps_path(mix_pass::input_grad);
       const bool ig_blas = grad_input && !from_taps && use_cublas(mix_pass::input_grad, false);
       const bool wg_blas = grad_weight && use_cublas(mix_pass::weight_grad, false);
       const bool block = ig_blas || wg_blas;
       // The one new transform of the backward pass (docs/design.md 1.6).
       auto dys = ex_.template make_temp<T>((block ? 2 : 1) * g_.y_spectrum_size(), stream);
-      stages_.g_in->analyse(ex_, as_image(grad_out), dys.get(), stream, block);
+      stages_.g_in->analyse(ex_, grad_out, dys.get(), stream, block);
       if (grad_input) {
         auto w_tmp = ex_.template make_temp<T>(ws || from_taps ? 0 : g_.w_spectrum_size(), stream);
         if (!ws && !from_taps) {
-          stages_.w_in->analyse(ex_, as_image(*weight), w_tmp.get(), stream);
+          stages_.w_in->analyse(ex_, *weight, w_tmp.get(), stream);
           ws = w_tmp.get();
         }
         auto dxs = ex_.template make_temp<T>(g_.x_spectrum_size(), stream);
         if (ig_blas)
           cublas_input_grad(dys.get(), ws, dxs.get(), stream);
         else
-          mix_input_grad(dys.get(), ws, dxs.get(), stream, from_taps ? weight : nullptr, block);
-        stages_.dx_out->synthesise(ex_, dxs.get(), as_image(*grad_input), scale_, nullptr, stream);
+          mix_input_grad(dys.get(), ws, dxs.get(), stream, from_taps ? taps_weight : nullptr,
+                         block);
+        stages_.dx_out->synthesise(ex_, dxs.get(), *grad_input, scale_, nullptr, stream);
       }
       if (grad_weight) {
-        auto dws = ex_.template make_temp<T>(g_.w_spectrum_size(), stream);
-        if (wg_blas)
-          cublas_weight_grad(dys.get(), xs, dws.get(), stream);
-        else
-          mix_weight_grad(dys.get(), xs, dws.get(), stream, block);
-        stages_.dw_out->synthesise(ex_, dws.get(), as_image(*grad_weight), scale_, nullptr, stream);
+        if (!wg_blas && weight_grad_fused()) {
+          mix_weight_to_taps(dys.get(), xs, *grad_weight, stream, block);
+        } else {
+          auto dws = ex_.template make_temp<T>(g_.w_spectrum_size(), stream);
+          if (wg_blas)
+            cublas_weight_grad(dys.get(), xs, dws.get(), stream);
+          else
+            mix_weight_grad(dys.get(), xs, dws.get(), stream, block);
+          stages_.dw_out->synthesise(ex_, dws.get(), *grad_weight, scale_, nullptr, stream);
+        }
       }
     }
     if (grad_bias) run_bias_grad(grad_out, grad_bias, stream);
@@ -867,13 +980,20 @@ class pipeline {
   };
 
   /// Taps path (mix_taps): whenever the weight spectrum is neither given nor asked for, and the
-  /// kernel's taps fit the mixing kernel's twiddle table.
+  /// kernel's taps fit the mixing kernel's twiddle table; 2D taps only (3D layers make the
+  /// weight spectrum).
   bool taps_usable() const {
-    return g_.params.kernel[0] <= mix_max_taps && g_.params.kernel[1] <= mix_max_taps;
+    return g_.params.ndim != 3 && g_.params.kernel[0] <= mix_max_taps &&
+           g_.params.kernel[1] <= mix_max_taps;
   }
   mix_taps<T> taps_of(const tensor_view<const T>& w) const {
-    mix_taps<T> t;
+    mix_taps<T> t = taps_geometry();
     t.w = as_image(w);
+    return t;
+  }
+  /// The taps' geometry (kept lists, sizes, dilation) without a weight.
+  mix_taps<T> taps_geometry() const {
+    mix_taps<T> t;
     t.kept_rows = kept_.get();
     t.kept_cols = kept_.get() + g_.kept_rows.size();
     t.Cg = static_cast<uint32_t>(g_.in_per_group);
@@ -904,8 +1024,9 @@ class pipeline {
       launch_mix(mix_large<T>{}, a, products, stream);
   }
 
+  /// A mixing kernel's operands and sizes (mix_kernel and mix_to_taps).
   template <class K>
-  void launch_mix(K k, const mix_args& a, int64_t products, void* stream) const {
+  void set_operands(K& k, const mix_args& a) const {
     k.A = a.A;
     k.B = a.B;
     k.C = a.C;
@@ -913,6 +1034,11 @@ class pipeline {
     k.N = static_cast<uint32_t>(a.N);
     k.K = static_cast<uint32_t>(a.K);
     k.groups = static_cast<uint32_t>(g_.params.groups);
+  }
+
+  template <class K>
+  void launch_mix(K k, const mix_args& a, int64_t products, void* stream) const {
+    set_operands(k, a);
     if (a.taps) {
       k.taps = *a.taps;
       k.b_from_taps = true;
@@ -928,7 +1054,22 @@ class pipeline {
     }
   }
 
-  void run_forward_spectra(const T* xs, const T* ws, const T* bias, const tensor_view<T>& y,
+  template <class K>
+  void launch_to_taps(K k, const mix_args& a, const decltype(K::out)& out, void* stream) const {
+    set_operands(k, a);
+    k.taps = taps_geometry();
+    k.out = out;
+    launch_dims d;
+    d.grid.x = static_cast<unsigned>(ceil_div(a.N, K::bn));
+    d.grid.y = static_cast<unsigned>(ceil_div(a.M, K::bm));
+    d.grid.z = static_cast<unsigned>(out.slices * k.groups);
+    d.block.x = K::threads;
+    d.block.y = d.block.z = 1;
+    ex_.launch(d, k, stream);
+  }
+
+  template <class X>
+  void run_forward_spectra(const T* xs, const T* ws, const nd<X>* bias, const tensor_view<X>& y,
                            void* stream) const {
     const bool blas = use_cublas(mix_pass::forward, false);
     auto ys = ex_.template make_temp<T>((blas ? 2 : 1) * g_.y_spectrum_size(), stream);
@@ -936,14 +1077,22 @@ class pipeline {
       cublas_forward(xs, ws, ys.get(), stream);
     else
       mix_forward(xs, ws, ys.get(), stream);
-    stages_.y_out->synthesise(ex_, ys.get(), as_image(y), scale_, bias, stream, blas);
+    stages_.y_out->synthesise(ex_, ys.get(), y, scale_, bias, stream, blas);
   }
 
-  void run_bias_grad(const tensor_view<const T>& grad_out, T* grad_bias, void* stream) const {
-    BLFFT_EXPECTS(g_.output[0] * g_.output[1] < max_flat_index, error_code::unsupported,
-                  "CUDA backend: output maps of 2^31 or more elements");
-    bias_grad_kernel<T> k;
-    k.g = as_image(grad_out);
+  template <class X>
+  void run_bias_grad(const tensor_view<const X>& grad_out, X* grad_bias, void* stream) const {
+    BLFFT_EXPECTS(g_.output[0] * g_.output[1] < max_flat_index &&
+                      g_.params.batch * g_.depth_output < max_flat_index,
+                  error_code::unsupported, "CUDA backend: output maps of 2^31 or more elements");
+    bias_grad_kernel<T, X> k;
+    if (g_.params.ndim == 3) {  // slice 0 and the stride to the others
+      k.g = blfft::detail::depth_slice(grad_out, 0);
+      k.D = static_cast<uint32_t>(g_.depth_output);
+      k.stride_d = grad_out.strides[2];
+    } else {
+      k.g = as_image(grad_out);
+    }
     k.out = grad_bias;
     k.N = static_cast<uint32_t>(g_.params.batch);
     k.Ho = static_cast<uint32_t>(g_.output[0]);
@@ -955,6 +1104,7 @@ class pipeline {
   geometry g_;
   mix_tile tile_;
   mix_engine engine_;
+  bool fuse_weight_grad_;
   layer_transforms<stage> stages_;
   typename Exec::table kept_;  // kept rows, then kept columns (taps path)
   T scale_ = T(1);
@@ -969,6 +1119,7 @@ class pipeline {
 template <class T, class Exec>
 std::vector<double> energy_map(const Exec& ex, const conv_params& p, const tensor_view<const T>& x,
                                void* stream, int64_t max_spectrum_bytes = int64_t(256) << 20) {
+  blfft::detail::refuse_energy_3d(p);
   const geometry full = make_geometry(p, compression::indices({}, {}));
   const auto on = ex.activate();
   ex.check_stream(stream);

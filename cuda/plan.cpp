@@ -4,6 +4,7 @@
 #include <cmath>
 #include <map>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "blfft/cuda.hpp"
@@ -29,8 +30,6 @@ class plan_impl {
 
 template <class T>
 std::unique_ptr<plan_impl<T>> make_impl(const geometry& g, int device, const cuda_plan_options& o) {
-  BLFFT_EXPECTS(g.params.ndim != 3, error_code::unsupported,
-                "3D convolutions run on the CPU backend only for now");
   validate_device(device);
   return std::make_unique<plan_impl<T>>(g, device, o);
 }
@@ -120,6 +119,59 @@ template <class T>
 void plan<T>::bias_grad(const tensor_view<const T>& grad_out, T* grad_bias, void* stream) const {
   live_impl(impl_).calls.bias_grad(grad_out, grad_bias, stream);
 }
+
+// ---- 16-bit tensors (plan<float> only) ---------------------------------------------------------
+
+namespace {
+/// f(calls) on a plan<float>'s calls, for 16-bit tensors; a plan<double> refuses them.
+template <class T, class F>
+void on_float_plan(const std::unique_ptr<detail::plan_impl<T>>& impl, F&& f) {
+  if constexpr (std::is_same_v<T, float>)
+    f(live_impl(impl).calls);
+  else
+    blfft::detail::fail(error_code::type_mismatch,
+                        "float16 / bfloat16 tensors need a plan<float> (they are computed in "
+                        "float), not a plan<double>");
+}
+}  // namespace
+
+#define BLFFT_HALF_CALLS(H)                                                                        \
+  template <class T>                                                                               \
+  void plan<T>::forward(const tensor_view<const H>& x, const tensor_view<const H>& w,              \
+                        const H* bias, const tensor_view<H>& y, spectrum_view<T> x_spectrum,       \
+                        spectrum_view<T> w_spectrum, void* stream) const {                         \
+    on_float_plan(                                                                                 \
+        impl_, [&](const auto& c) { c.forward(x, w, bias, y, x_spectrum, w_spectrum, stream); });  \
+  }                                                                                                \
+  template <class T>                                                                               \
+  void plan<T>::input_spectrum(const tensor_view<const H>& x, spectrum_view<T> x_spectrum,         \
+                               void* stream) const {                                               \
+    on_float_plan(impl_, [&](const auto& c) { c.input_spectrum(x, x_spectrum, stream); });         \
+  }                                                                                                \
+  template <class T>                                                                               \
+  void plan<T>::weight_spectrum(const tensor_view<const H>& w, spectrum_view<T> w_spectrum,        \
+                                void* stream) const {                                              \
+    on_float_plan(impl_, [&](const auto& c) { c.weight_spectrum(w, w_spectrum, stream); });        \
+  }                                                                                                \
+  template <class T>                                                                               \
+  void plan<T>::forward_spectra(spectrum_view<const T> x_spectrum,                                 \
+                                spectrum_view<const T> w_spectrum, const H* bias,                  \
+                                const tensor_view<H>& y, void* stream) const {                     \
+    on_float_plan(impl_, [&](const auto& c) {                                                      \
+      c.forward_spectra(x_spectrum, w_spectrum, bias, y, stream);                                  \
+    });                                                                                            \
+  }                                                                                                \
+  template <class T>                                                                               \
+  void plan<T>::backward(const tensor_view<const H>& grad_out, spectrum_view<const T> x_spectrum,  \
+                         spectrum_view<const T> w_spectrum, const tensor_view<H>* grad_input,      \
+                         const tensor_view<H>* grad_weight, H* grad_bias, void* stream) const {    \
+    on_float_plan(impl_, [&](const auto& c) {                                                      \
+      c.backward(grad_out, x_spectrum, w_spectrum, grad_input, grad_weight, grad_bias, stream);    \
+    });                                                                                            \
+  }
+BLFFT_HALF_CALLS(half)
+BLFFT_HALF_CALLS(bfloat16)
+#undef BLFFT_HALF_CALLS
 
 template class plan<float>;
 template class plan<double>;

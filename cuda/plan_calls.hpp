@@ -24,23 +24,30 @@ class plan_calls {
   const blfft::geometry& geometry() const { return pl_.geo(); }
   const pipeline<T, Exec>& pipe() const { return pl_; }
 
-  void forward(const tensor_view<const T>& x, const tensor_view<const T>& w, const T* bias,
-               const tensor_view<T>& y, spectrum_view<T> xs, spectrum_view<T> ws,
+  // X: the tensors' element type (T, or half / bfloat16 computed in T = float).
+  template <class X>
+  void forward(const tensor_view<const X>& x, const tensor_view<const nd<X>>& w, const nd<X>* bias,
+               const tensor_view<nd<X>>& y, spectrum_view<T> xs, spectrum_view<T> ws,
                void* stream) const {
     pl_.forward(x, w, bias, y, x_data(xs), w_data(ws), stream);
   }
-  void input_spectrum(const tensor_view<const T>& x, spectrum_view<T> xs, void* stream) const {
+  template <class X>
+  void input_spectrum(const tensor_view<const X>& x, spectrum_view<T> xs, void* stream) const {
     pl_.input_spectrum(x, x_data(xs), stream);
   }
-  void weight_spectrum(const tensor_view<const T>& w, spectrum_view<T> ws, void* stream) const {
+  template <class X>
+  void weight_spectrum(const tensor_view<const X>& w, spectrum_view<T> ws, void* stream) const {
     pl_.weight_spectrum(w, w_data(ws), stream);
   }
-  void forward_spectra(spectrum_view<const T> xs, spectrum_view<const T> ws, const T* bias,
-                       const tensor_view<T>& y, void* stream) const {
+  template <class X>
+  void forward_spectra(spectrum_view<const T> xs, spectrum_view<const T> ws, const nd<X>* bias,
+                       const tensor_view<X>& y, void* stream) const {
     pl_.forward_spectra(x_data(xs), w_data(ws), bias, y, stream);
   }
-  void backward(const tensor_view<const T>& g, spectrum_view<const T> xs, spectrum_view<const T> ws,
-                const tensor_view<T>* gi, const tensor_view<T>* gw, T* gb, void* stream) const {
+  template <class X>
+  void backward(const tensor_view<const X>& g, spectrum_view<const T> xs, spectrum_view<const T> ws,
+                const tensor_view<nd<X>>* gi, const tensor_view<nd<X>>* gw, nd<X>* gb,
+                void* stream) const {
     pl_.backward(g, x_data(xs), w_data(ws), gi, gw, gb, stream);
   }
   void backward_with_weight(const tensor_view<const T>& g, spectrum_view<const T> xs,

@@ -68,12 +68,12 @@ class volume_transform {
   /// The 2D spectra of every depth slice: slices[i][k2][plane][b * CH + ch], count x
   /// slice_size() scalars.
   void analyse_slices(const tensor_view<const T>& src, T* slices) const {
-    for (int64_t i = 0; i < d_.count; ++i) plane_.analyse(slice_of(src, i), slices + i * slice_);
+    for (int64_t i = 0; i < d_.count; ++i) plane_.analyse(depth_slice(src, i), slices + i * slice_);
   }
   /// The 2D synthesis of every depth slice from slices as analyse_slices lays them out.
   void synthesise_slices(const T* slices, const tensor_view<T>& dst, T scale, const T* bias) const {
     for (int64_t t = 0; t < d_.count; ++t)
-      plane_.synthesise(slices + t * slice_, slice_of(dst, t), scale, bias);
+      plane_.synthesise(slices + t * slice_, depth_slice(dst, t), scale, bias);
   }
   /// Scalars per depth slice: 2 * kept2 * B * CH.
   int64_t slice_size() const { return slice_; }
@@ -106,12 +106,6 @@ class volume_transform {
   }
 
  private:
-  /// Depth slice i of a rank-5 (b, ch, d, h, w) view, as an image view.
-  template <class U>
-  static image_view<U> slice_of(const tensor_view<U>& v, int64_t i) {
-    return {v.data + i * v.strides[2], v.strides[0], v.strides[1], v.strides[3], v.strides[4]};
-  }
-
   /// out[r] = sum_i M[r, i] in[i] over slices of slice_ scalars (complex, planar per kept 2D
   /// frequency), M the (out_rows x in_rows) complex matrix in dft_.
   void depth_dft(const T* in, int64_t in_rows, T* out, int64_t out_rows) const {

@@ -9,6 +9,7 @@
 #include <mutex>
 #include <optional>
 
+#include "call_checks.hpp"
 #include "check.hpp"
 #include "parallel.hpp"
 #include "pruned_transform.hpp"
@@ -45,12 +46,6 @@ plan_options deterministic_options() {
   plan_options o;
   o.deterministic = true;
   return o;
-}
-/// Energy selection is 1D/2D only (README: Limitations).
-void refuse_3d(const conv_params& p) {
-  BLFFT_EXPECTS(p.ndim != 3, error_code::unsupported,
-                "energy-based compression is not supported for 3D convolutions; use a "
-                "compression rate");
 }
 
 }  // namespace
@@ -215,13 +210,13 @@ selection_hints& hints() {
 
 template <class T>
 std::vector<double> energy_map(const conv_params& p, const tensor_view<const T>& x) {
-  refuse_3d(p);
+  detail::refuse_energy_3d(p);  // 1D/2D only (README: Limitations)
   return kept_energies<T>(make_geometry(p, compression::indices({}, {})), x);  // every bin
 }
 
 energy_selection select_by_energy(const conv_params& p, const std::vector<double>& energy,
                                   double fraction) {
-  refuse_3d(p);
+  detail::refuse_energy_3d(p);  // 1D/2D only (README: Limitations)
   BLFFT_EXPECTS(std::isfinite(fraction) && fraction > 0.0 && fraction <= 1.0,
                 error_code::invalid_argument, "energy fraction must be in (0, 1], got ", fraction);
   const geometry full = make_geometry(p, compression::none());
@@ -242,7 +237,7 @@ energy_selection select_by_energy(const conv_params& p, const std::vector<double
 template <class T>
 energy_selection select_by_energy(const conv_params& p, const tensor_view<const T>& x,
                                   double fraction) {
-  refuse_3d(p);
+  detail::refuse_energy_3d(p);  // 1D/2D only (README: Limitations)
   BLFFT_EXPECTS(std::isfinite(fraction) && fraction > 0.0 && fraction <= 1.0,
                 error_code::invalid_argument, "energy fraction must be in (0, 1], got ", fraction);
   const geometry full = make_geometry(p, compression::none());

@@ -39,6 +39,16 @@ BLFFT_CUDA_API bool compiled() noexcept;
 /// Number of CUDA devices usable by this process: 0 without a driver or a GPU. Never throws.
 BLFFT_CUDA_API int device_count() noexcept;
 
+/// 16-bit floating-point storage for the tensors of a plan<float> (computed in float): IEEE
+/// binary16 (torch.float16, CUDA's __half) and bfloat16 (float's upper 16 bits, torch.bfloat16,
+/// CUDA's __nv_bfloat16), bit for bit. Conversions round to nearest even.
+struct half {
+  std::uint16_t bits;
+};
+struct bfloat16 {
+  std::uint16_t bits;
+};
+
 /// Tile shape of the channel-mixing kernels (complex GEMMs, one per kept frequency and group).
 enum class mix_tile {
   automatic,  ///< large unless that leaves too few thread blocks to fill the GPU
@@ -57,10 +67,15 @@ enum class mix_engine {
 struct cuda_plan_options {
   mix_tile tile = mix_tile::automatic;
   mix_engine engine = mix_engine::automatic;
+  /// The weight gradient's mixing reduces each kept frequency's product to the kernel's taps as
+  /// it goes (one kernel, no dW spectrum; own engine, kernels of up to 9 taps in float) where
+  /// the rule keeps the own engine; false: the dW spectrum, then its synthesis.
+  bool fuse_weight_grad = true;
 
   /// Every field, for the plan cache's key: a field missing here would share cache entries.
   std::vector<int64_t> key() const {
-    return {static_cast<int64_t>(tile), static_cast<int64_t>(engine)};
+    return {static_cast<int64_t>(tile), static_cast<int64_t>(engine),
+            static_cast<int64_t>(fuse_weight_grad)};
   }
 };
 
@@ -237,6 +252,39 @@ class BLFFT_CUDA_API plan {
   void weight_grad(const tensor_view<const T>& grad_out, spectrum_view<const T> x_spectrum,
                    const tensor_view<T>& grad_weight, void* stream = nullptr) const;
   void bias_grad(const tensor_view<const T>& grad_out, T* grad_bias, void* stream = nullptr) const;
+
+  /// Half-precision tensors (plan<float>; plan<double> refuses them with
+  /// error_code::type_mismatch): x, w, bias, y and the gradients in float16 or bfloat16, read and
+  /// written in their type by the kernels (2 bytes an element), computed in float; spectra are
+  /// float. Same semantics as the float calls above.
+  void forward(const tensor_view<const half>& x, const tensor_view<const half>& w, const half* bias,
+               const tensor_view<half>& y, spectrum_view<T> x_spectrum = {},
+               spectrum_view<T> w_spectrum = {}, void* stream = nullptr) const;
+  void forward(const tensor_view<const bfloat16>& x, const tensor_view<const bfloat16>& w,
+               const bfloat16* bias, const tensor_view<bfloat16>& y,
+               spectrum_view<T> x_spectrum = {}, spectrum_view<T> w_spectrum = {},
+               void* stream = nullptr) const;
+  void input_spectrum(const tensor_view<const half>& x, spectrum_view<T> x_spectrum,
+                      void* stream = nullptr) const;
+  void input_spectrum(const tensor_view<const bfloat16>& x, spectrum_view<T> x_spectrum,
+                      void* stream = nullptr) const;
+  void weight_spectrum(const tensor_view<const half>& w, spectrum_view<T> w_spectrum,
+                       void* stream = nullptr) const;
+  void weight_spectrum(const tensor_view<const bfloat16>& w, spectrum_view<T> w_spectrum,
+                       void* stream = nullptr) const;
+  void forward_spectra(spectrum_view<const T> x_spectrum, spectrum_view<const T> w_spectrum,
+                       const half* bias, const tensor_view<half>& y, void* stream = nullptr) const;
+  void forward_spectra(spectrum_view<const T> x_spectrum, spectrum_view<const T> w_spectrum,
+                       const bfloat16* bias, const tensor_view<bfloat16>& y,
+                       void* stream = nullptr) const;
+  void backward(const tensor_view<const half>& grad_out, spectrum_view<const T> x_spectrum,
+                spectrum_view<const T> w_spectrum, const tensor_view<half>* grad_input,
+                const tensor_view<half>* grad_weight, half* grad_bias,
+                void* stream = nullptr) const;
+  void backward(const tensor_view<const bfloat16>& grad_out, spectrum_view<const T> x_spectrum,
+                spectrum_view<const T> w_spectrum, const tensor_view<bfloat16>* grad_input,
+                const tensor_view<bfloat16>* grad_weight, bfloat16* grad_bias,
+                void* stream = nullptr) const;
 
  private:
   std::unique_ptr<detail::plan_impl<T>> impl_;

@@ -15,6 +15,7 @@ import threading
 import weakref
 from typing import Optional
 
+import torch
 from torch import Tensor
 
 from . import _backends, _core
@@ -37,9 +38,9 @@ def buffer_cap() -> int:
     return _max_buffer_bytes
 
 
-def alloc(like: Tensor, shape, what: str) -> Tensor:
-    """``like.new_empty(shape)`` for a buffer of a call: MemoryError (not torch's RuntimeError)
-    when it exceeds the core's buffer cap or the allocation fails."""
+def alloc(like: Tensor, shape, what: str, memory_format=torch.contiguous_format) -> Tensor:
+    """``like.new_empty(shape)`` (in `memory_format`) for a buffer of a call: MemoryError (not
+    torch's RuntimeError) when it exceeds the core's buffer cap or the allocation fails."""
     n = 1
     for s in shape:
         n *= int(s)
@@ -50,6 +51,10 @@ def alloc(like: Tensor, shape, what: str) -> Tensor:
             f"({buffer_cap()} bytes, blfft.set_max_buffer_size)"
         )
     try:
+        if memory_format is not torch.contiguous_format:
+            return torch.empty(
+                shape, dtype=like.dtype, device=like.device, memory_format=memory_format
+            )
         return like.new_empty(shape)
     except RuntimeError as e:
         if like.device.type == "cpu" and "can't allocate memory" in str(e):

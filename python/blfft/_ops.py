@@ -129,6 +129,20 @@ def _up(t: Optional[Tensor]) -> Optional[Tensor]:
     return t.float() if t is not None and t.dtype in _HALF else t
 
 
+_CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
+
+
+def _layout(t: Optional[Tensor]) -> torch.memory_format:
+    """torch.channels_last (4-d) or torch.channels_last_3d (5-d) for a CUDA tensor laid out that
+    way (the CUDA kernels read and write it in place, coalesced), else torch.contiguous_format:
+    outputs and input gradients take their input's layout, as torch's convolutions do. CPU
+    tensors: contiguous outputs."""
+    fmt = _CHANNELS_LAST.get(t.dim()) if t is not None and t.is_cuda else None
+    if fmt is not None and not t.is_contiguous() and t.is_contiguous(memory_format=fmt):
+        return fmt
+    return torch.contiguous_format
+
+
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float32 if dtype in _HALF else dtype
 
@@ -193,7 +207,7 @@ def conv_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], *rest):
     )
     out_dtype = x.dtype
     x, weight, bias = _up(x), _up(weight), _up(bias)
-    y = alloc(x, g.output_shape, "output")
+    y = alloc(x, g.output_shape, "output", _layout(x))
     nx, nw = kept_spectrum_sizes(g, *saving, out_dtype in _HALF)
     xs = alloc(x, (nx,), "input spectrum") if nx else None
     ws = alloc(weight, (nw,), "weight spectrum") if nw else None
@@ -215,7 +229,7 @@ def _conv_forward_fake(x, weight, bias, *rest):
     conf, saving = _forward_args(rest)
     saved_dtype = saving[3]
     _, _, g = geometry(x.shape, weight.shape, *conf)
-    y = x.new_empty(g.output_shape)
+    y = torch.empty(g.output_shape, dtype=x.dtype, device=x.device, memory_format=_layout(x))
     nx, nw = kept_spectrum_sizes(g, *saving, x.dtype in _HALF)
     store = SAVED_DTYPES[saved_dtype] or _compute_dtype(x.dtype)
     return (
@@ -286,7 +300,8 @@ def _backward_impl(grad_output, x, x_spectrum, weight, w_spectrum, shapes, conf,
             raise ValueError(
                 "blfft: conv_backward needs weight or w_spectrum for the input gradient"
             )
-    gx = alloc(go, g.input_shape, "input gradient") if need_input_grad else None
+    layout = _layout(x if x is not None else grad_output)
+    gx = alloc(go, g.input_shape, "input gradient", layout) if need_input_grad else None
     gw = alloc(go, g.weight_shape, "weight gradient") if need_weight_grad else None
     gb = go.new_empty((g.params.out_channels,)) if need_bias_grad else None
     if gx is not None or gw is not None or gb is not None:
@@ -304,8 +319,11 @@ def _conv_backward_fake(grad_output, x, x_spectrum, weight, w_spectrum, *conf_an
     *conf, need_input_grad, need_weight_grad, need_bias_grad = conf_and_needs
     _, _, g = geometry(*conf)
     go = grad_output
+    layout = _layout(x if x is not None else go)  # as _backward_impl
     return (
-        go.new_empty(g.input_shape if need_input_grad else (0,)),
+        torch.empty(g.input_shape, dtype=go.dtype, device=go.device, memory_format=layout)
+        if need_input_grad
+        else go.new_empty((0,)),
         go.new_empty(g.weight_shape if need_weight_grad else (0,)),
         go.new_empty((g.params.out_channels,) if need_bias_grad else (0,)),
     )
@@ -334,7 +352,12 @@ def conv_transpose(grad_output: Tensor, weight, w_spectrum, bias, x_shape, w_sha
 
 @conv_transpose.register_fake
 def _conv_transpose_fake(grad_output, weight, w_spectrum, bias, x_shape, *rest):
-    return grad_output.new_empty(x_shape)
+    return torch.empty(
+        x_shape,
+        dtype=grad_output.dtype,
+        device=grad_output.device,
+        memory_format=_layout(grad_output),
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -352,7 +375,7 @@ def _forward_from_w_spectrum(x, w_spectrum, bias, w_shape, conf, keep_x=None):
     x, bias = _up(x), _up(bias)
     xs = alloc(x, (g.x_spectrum_size,), "input spectrum")
     be.input_spectrum(p, c, dl(x), dl(xs), *stream, **det)
-    y = alloc(x, g.output_shape, "output")
+    y = alloc(x, g.output_shape, "output", _layout(x))
     b = None if bias is None else bias.detach().contiguous()
     ws = w_spectrum.detach().to(x.dtype)  # a no-op unless stored in bfloat16
     be.forward_spectra(p, c, dl(xs), dl(ws), dl(b), dl(y), *stream, **det)
@@ -376,7 +399,7 @@ def conv_forward_cached(x: Tensor, w_spectrum: Tensor, bias, w_shape, *conf) -> 
 @conv_forward_cached.register_fake
 def _conv_forward_cached_fake(x, w_spectrum, bias, w_shape, *conf):
     _, _, g = geometry(x.shape, w_shape, *conf)
-    return x.new_empty(g.output_shape)
+    return torch.empty(g.output_shape, dtype=x.dtype, device=x.device, memory_format=_layout(x))
 
 
 @_custom_op(
@@ -969,7 +992,8 @@ def conv_forward_energy(x: Tensor, weight: Tensor, bias, stride, padding, dilati
 @conv_forward_energy.register_fake
 def _conv_forward_energy_fake(x, weight, bias, stride, padding, dilation, groups, energy):
     _, _, g = geometry(x.shape, weight.shape, stride, padding, dilation, groups)
-    return x.new_empty(g.output_shape), x.new_empty((4,), dtype=torch.float64)
+    y = torch.empty(g.output_shape, dtype=x.dtype, device=x.device, memory_format=_layout(x))
+    return y, x.new_empty((4,), dtype=torch.float64)
 
 
 @_custom_op(

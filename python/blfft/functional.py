@@ -88,7 +88,7 @@ conv3d = _functional(
     "conv3d",
     """Band-limited ``torch.nn.functional.conv3d``: input (N, C, D, H, W) or (C, D, H, W), weight
     (F, C/groups, KD, KH, KW). ``compress_rate`` in [0, 1) sets the compression (per-axis band
-    limits with exponent 1/3). CPU backend only for now; ``energy`` is not supported in 3D.""",
+    limits with exponent 1/3). CPU and CUDA tensors; ``energy`` is not supported in 3D.""",
 )
 
 

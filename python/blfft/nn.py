@@ -310,7 +310,7 @@ class Conv2d(_BandLimitedConv, torch.nn.Conv2d):
 
 
 class Conv3d(_BandLimitedConv, torch.nn.Conv3d):
-    """Band-limited ``torch.nn.Conv3d`` (CPU backend only for now). Extra keyword-only
+    """Band-limited ``torch.nn.Conv3d`` (CPU and CUDA tensors). Extra keyword-only
     arguments: ``compress_rate``, ``inference_compress_rate`` (see the module docstring); energy
     selection is not supported for 3D layers."""
 

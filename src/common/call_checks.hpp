@@ -17,6 +17,13 @@
 
 namespace blfft::detail {
 
+/// Energy selection is 1D/2D only on both backends (README: Limitations).
+inline void refuse_energy_3d(const conv_params& p) {
+  BLFFT_EXPECTS(p.ndim != 3, error_code::unsupported,
+                "energy-based compression is not supported for 3D convolutions; use a "
+                "compression rate");
+}
+
 /// The CPU backend's pointer check: host memory needs none.
 struct any_pointer {
   void operator()(const void*, const char*) const {}

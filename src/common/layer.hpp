@@ -21,6 +21,13 @@ image_view<T> as_image(const tensor_view<T>& v) {
   return {v.data, v.strides[0], v.strides[1], v.strides[2], v.strides[3]};
 }
 
+/// Depth slice i of a rank-5 (b, ch, d, h, w) view, as an image view: how both backends cut a
+/// 3D tensor into the 2D images their transforms take (docs/design.md 1.9).
+template <class T>
+image_view<T> depth_slice(const tensor_view<T>& v, int64_t i) {
+  return {v.data + i * v.strides[2], v.strides[0], v.strides[1], v.strides[3], v.strides[4]};
+}
+
 /// Where the samples of each tensor of a layer sit on its grid, per axis (h, w).
 struct layer_placements {
   placement x_h, x_w;       ///< input (and grad_input): offset padding, step 1

@@ -81,8 +81,9 @@ class emulated_device_guard {
 };
 
 /// The footprint of one launch: distinct addresses read and distinct addresses written, each
-/// counted once with the size of its first access. Bitmaps of 4 KiB pages, one bit per 4-byte
-/// word (every global access is 4- or 8-byte aligned), looked up through the last page used.
+/// counted once with the size of its first access. Bitmaps of 4 KiB pages, one bit per 2-byte
+/// cell (every global access is 2-, 4- or 8-byte aligned: 16-bit tensors too), looked up through
+/// the last page used.
 class footprint final : public cdx::traffic_recorder {
  public:
   void read(const void* p, std::size_t bytes) override { reads_.add(p, bytes); }
@@ -100,9 +101,9 @@ class footprint final : public cdx::traffic_recorder {
 
  private:
   struct address_set {
-    static constexpr int page_shift = 12, words = 1 << (page_shift - 2);
-    static constexpr int sector_cells = (1 << (page_shift - 5)) / 64;  // after the word bits
-    std::unordered_map<uint64_t, size_t> index;                        // page number -> pages[...]
+    static constexpr int page_shift = 12, words = 1 << (page_shift - 1);  // 2-byte cells
+    static constexpr int sector_cells = (1 << (page_shift - 5)) / 64;     // after the word bits
+    std::unordered_map<uint64_t, size_t> index;  // page number -> pages[...]
     std::vector<std::array<uint64_t, words / 64 + sector_cells>> pages;
     uint64_t last = ~uint64_t(0);
     size_t last_at = 0;
@@ -117,7 +118,7 @@ class footprint final : public cdx::traffic_recorder {
         last = page;
         last_at = it->second;
       }
-      const uint64_t w = (a >> 2) & (words - 1), bit = uint64_t(1) << (w % 64);
+      const uint64_t w = (a >> 1) & (words - 1), bit = uint64_t(1) << (w % 64);
       uint64_t& cell = pages[last_at][w / 64];
       if (cell & bit) return;
       cell |= bit;

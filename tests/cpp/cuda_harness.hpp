@@ -15,16 +15,18 @@
 
 #include "harness.hpp"
 #include "oracles.hpp"
+#include "oracles3d.hpp"
 
 namespace bt {
 
 /// Checks one CUDA plan (or emulated pipeline) against `ref` and against the CPU plan `cpu` of
 /// the same geometry: every entry point, spectra from forward and from the separate calls, and
 /// spectra exchanged with the CPU backend (the compressed layout is one contract for both).
-template <class T, class Plan, class Mem>
-void check_cuda_entry_points(const Plan& pl, Mem& mem, const problem<T>& pr, const reference& ref,
+/// `Problem`: problem<T> (1D, 2D) or problem3<T> (3D).
+template <class T, class Plan, class Mem, class Problem>
+void check_cuda_entry_points(const Plan& pl, Mem& mem, const Problem& pr, const reference& ref,
                              double tolerance, const blfft::plan<T>& cpu) {
-  const dims& d = pr.d;
+  const auto& d = pr.d;
   const auto& geo = cpu.geometry();
   const i64 xs_n = geo.x_spectrum_size(), ws_n = geo.w_spectrum_size();
   void* s = mem.stream();
@@ -127,9 +129,50 @@ void check_cuda_entry_points(const Plan& pl, Mem& mem, const problem<T>& pr, con
 /// check_cuda_entry_points for `pl`, the plan of `geo` (made from p), on p's problem of seed 7
 /// against its oracle: the direct convolution when every bin is kept, else the dense band-limited
 /// reference of the kept rows and columns.
+/// 3D layers: the direct 3D convolution (oracles3d.hpp) when every bin is kept, else the CPU
+/// backend's results in double (a 3D dense reference is Python's: tests/py/reference.py).
+template <class T, class Plan, class Mem>
+void check_cuda_problem3(const Plan& pl, Mem& mem, const conv_params& p,
+                         const blfft::geometry& geo) {
+  problem3<T> pr(p, 7);
+  reference ref;
+  double tolerance;
+  if (geo.kept == geo.total) {
+    const direct3 with = direct3d(pr.d, pr.x, pr.w, pr.b, pr.g);
+    const direct3 without = direct3d(pr.d, pr.x, pr.w, vec(pr.b.size(), 0.0), pr.g);
+    ref = {with.y, without.y, with.dx, with.dw, with.db};
+    tolerance = tol<T>::direct;
+  } else {
+    const blfft::plan<double> cpu(geo);
+    vec xs(static_cast<size_t>(geo.x_spectrum_size())),
+        ws(static_cast<size_t>(geo.w_spectrum_size()));
+    ref.y.resize(static_cast<size_t>(geo.output_size()));
+    ref.y_nobias = ref.y;
+    ref.dx.resize(pr.x.size());
+    ref.dw.resize(pr.w.size());
+    ref.db.resize(pr.b.size());
+    const auto in = [](const vec& v, const std::vector<i64>& shape) {
+      return tensor_view<const double>::contiguous(v.data(), shape);
+    };
+    const auto xv = in(pr.x, geo.input_shape()), wv = in(pr.w, geo.weight_shape());
+    const spectrum_view<double> xsv(xs.data(), geo.x_spectrum_size()),
+        wsv(ws.data(), geo.w_spectrum_size());
+    cpu.forward(xv, wv, pr.b.data(), out_view(ref.y, geo.output_shape()), xsv, wsv);
+    cpu.forward(xv, wv, nullptr, out_view(ref.y_nobias, geo.output_shape()));
+    const auto dxv = out_view(ref.dx, geo.input_shape()),
+               dwv = out_view(ref.dw, geo.weight_shape());
+    cpu.backward(in(pr.g, geo.output_shape()), {xs.data(), geo.x_spectrum_size()},
+                 {ws.data(), geo.w_spectrum_size()}, &dxv, &dwv, ref.db.data());
+    tolerance = tol<T>::dense;
+  }
+  const blfft::plan<T> cpu(geo);
+  check_cuda_entry_points(pl, mem, pr, ref, tolerance, cpu);
+}
+
 template <class T, class Plan, class Mem>
 void check_cuda_problem(const Plan& pl, Mem& mem, const conv_params& p,
                         const blfft::geometry& geo) {
+  if (p.ndim == 3) return check_cuda_problem3<T>(pl, mem, p, geo);
   problem<T> pr(p, 7);
   reference ref;
   double tolerance;
@@ -187,6 +230,13 @@ struct strided_forward_case {
     EXPECT_TRUE(rel_close("forward(strided)", y, ref.y, tol<T>::dense));
   }
 };
+
+/// The 3D layers of the CUDA tests (emulated, and on a GPU): oracles3d.hpp's list.
+inline std::vector<conv_params> cuda_problems_3d() {
+  std::vector<conv_params> v;
+  for (const auto& c : conv3d_cases()) v.push_back(params_of(c));
+  return v;
+}
 
 /// The problems every CUDA correctness test runs (emulated, and on a GPU): 1D and 2D; stride,
 /// padding, dilation, groups (depthwise too); odd and even grids; non-default grids.

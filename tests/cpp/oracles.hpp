@@ -536,14 +536,21 @@ inline double kept_energy(const vec& map, i64 bw, const std::vector<i64>& rows,
 
 // ---------------------------------------------------------------------------------------------
 // A random problem whose values are exactly representable in T, with views for the library.
-template <class T>
+
+/// The shapes of a layer as `Dims`: dims (1D, 2D) here; oracles3d.hpp adds dims3 (3D).
+template <class Dims>
+Dims dims_for(const conv_params& p) {
+  return dims_of(p);
+}
+
+template <class T, class Dims = dims>
 struct problem {
   conv_params p;
-  dims d;
+  Dims d;
   vec x, w, b, g;  // the values, in double
   std::vector<T> xt, wt, bt, gt;
 
-  problem(const conv_params& prm, uint64_t seed) : p(prm), d(dims_of(prm)) {
+  problem(const conv_params& prm, uint64_t seed) : p(prm), d(dims_for<Dims>(prm)) {
     x = rounded<T>(random_vector(d.input_size(), 4 * seed + 1));
     w = rounded<T>(random_vector(d.weight_size(), 4 * seed + 2));
     b = rounded<T>(random_vector(d.F, 4 * seed + 3));

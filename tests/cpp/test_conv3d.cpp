@@ -16,20 +16,25 @@
 #include <vector>
 
 #include "blfft/blfft.hpp"
-#include "oracles.hpp"
+#include "oracles3d.hpp"
 
 namespace {
 
 using blfft::compression;
 using blfft::conv_params;
+using bt::case3;
 using bt::cast;
+using bt::conv3d_cases;
+using bt::dims3_of;
 using bt::dot;
 using bt::in_view;
 using bt::out_view;
+using bt::params_of;
 using bt::rel_l2;
 using bt::widen;
 using i64 = int64_t;
 using vec = std::vector<double>;
+using reference = bt::direct3;  ///< direct results in double (oracles3d.hpp)
 
 vec random_vec(i64 n, uint64_t seed) {
   std::mt19937_64 gen(seed);
@@ -37,89 +42,6 @@ vec random_vec(i64 n, uint64_t seed) {
   vec v(static_cast<size_t>(n));
   for (auto& e : v) e = u(gen);
   return v;
-}
-
-/// The sizes of a 3D layer by the rules of docs/design.md 1.1, per axis (d, h, w).
-struct dims3 {
-  i64 N, C, F, G, Cg, Fg;
-  std::array<i64, 3> in, k, s, p, dl, out;
-};
-
-dims3 dims_of(i64 N, i64 C, i64 F, i64 G, std::array<i64, 3> in, std::array<i64, 3> k,
-              std::array<i64, 3> s, std::array<i64, 3> p, std::array<i64, 3> dl) {
-  dims3 d{N, C, F, G, C / G, F / G, in, k, s, p, dl, {}};
-  for (int a = 0; a < 3; ++a) {
-    const i64 full = in[a] + 2 * p[a] - dl[a] * (k[a] - 1);
-    d.out[a] = (full - 1) / s[a] + 1;
-  }
-  return d;
-}
-
-/// Calls tap(y index, x index, w index) for every product of direct 3D cross-correlation.
-template <class Tap>
-void for_each_tap(const dims3& d, Tap&& tap) {
-  const auto [Do, Ho, Wo] = d.out;
-  const auto [D, H, W] = d.in;
-  const auto [KD, KH, KW] = d.k;
-  for (i64 n = 0; n < d.N; ++n)
-    for (i64 f = 0; f < d.F; ++f) {
-      const i64 grp = f / d.Fg;
-      for (i64 od = 0; od < Do; ++od)
-        for (i64 oh = 0; oh < Ho; ++oh)
-          for (i64 ow = 0; ow < Wo; ++ow) {
-            const i64 yi = (((n * d.F + f) * Do + od) * Ho + oh) * Wo + ow;
-            for (i64 c = 0; c < d.Cg; ++c)
-              for (i64 a = 0; a < KD; ++a) {
-                const i64 id = od * d.s[0] + a * d.dl[0] - d.p[0];
-                if (id < 0 || id >= D) continue;
-                for (i64 b = 0; b < KH; ++b) {
-                  const i64 ih = oh * d.s[1] + b * d.dl[1] - d.p[1];
-                  if (ih < 0 || ih >= H) continue;
-                  for (i64 e = 0; e < KW; ++e) {
-                    const i64 iw = ow * d.s[2] + e * d.dl[2] - d.p[2];
-                    if (iw < 0 || iw >= W) continue;
-                    const i64 ch = grp * d.Cg + c;
-                    const i64 xi = (((n * d.C + ch) * D + id) * H + ih) * W + iw;
-                    const i64 wi = (((f * d.Cg + c) * KD + a) * KH + b) * KW + e;
-                    tap(yi, xi, wi);
-                  }
-                }
-              }
-          }
-    }
-}
-
-struct reference {
-  vec y, dx, dw, db;
-};
-
-reference direct(const dims3& d, const vec& x, const vec& w, const vec& bias, const vec& g) {
-  reference r;
-  const i64 per_f = d.out[0] * d.out[1] * d.out[2];
-  r.y.assign(static_cast<size_t>(d.N * d.F * per_f), 0.0);
-  r.dx.assign(x.size(), 0.0);
-  r.dw.assign(w.size(), 0.0);
-  r.db.assign(static_cast<size_t>(d.F), 0.0);
-  for_each_tap(d, [&](i64 yi, i64 xi, i64 wi) {
-    r.y[yi] += x[xi] * w[wi];
-    r.dx[xi] += g[yi] * w[wi];
-    r.dw[wi] += g[yi] * x[xi];
-  });
-  for (size_t i = 0; i < r.y.size(); ++i) {
-    const i64 f = (static_cast<i64>(i) / per_f) % d.F;
-    r.y[i] += bias[static_cast<size_t>(f)];
-    r.db[static_cast<size_t>(f)] += g[i];
-  }
-  return r;
-}
-
-struct case3 {
-  i64 N, C, F, G;
-  std::array<i64, 3> in, k, s, p, dl;
-};
-
-conv_params params_of(const case3& c) {
-  return conv_params::conv3d(c.N, c.C, c.F, c.in, c.k, c.s, c.p, c.dl, c.G);
 }
 
 /// Forward (keeping the spectra) and backward of plan `pl`, all in T, widened. `keep_weight`:
@@ -149,25 +71,12 @@ reference run(const blfft::plan<T>& pl, const vec& x, const vec& w, const vec& b
   return {widen(y), widen(dx), widen(dw), widen(db)};
 }
 
-std::vector<case3> cases() {
-  // N, C, F, groups, input {D, H, W}, kernel, stride, padding, dilation
-  return {
-      {2, 3, 4, 1, {5, 6, 7}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}},
-      {1, 2, 3, 1, {7, 5, 6}, {3, 2, 3}, {2, 1, 2}, {1, 0, 2}, {1, 2, 1}},
-      {2, 4, 6, 2, {6, 6, 5}, {2, 3, 2}, {1, 2, 1}, {2, 1, 0}, {2, 1, 2}},
-      {2, 4, 4, 4, {4, 5, 5}, {3, 3, 3}, {2, 2, 2}, {1, 1, 1}, {1, 1, 1}},  // depthwise
-      {1, 2, 2, 1, {9, 4, 4}, {3, 1, 1}, {3, 1, 1}, {3, 0, 0}, {3, 1, 1}},  // temporal only
-      {2, 2, 3, 1, {1, 5, 6}, {1, 3, 3}, {1, 1, 1}, {0, 1, 1}, {1, 1, 1}},  // depth 1
-      {1, 3, 2, 1, {3, 3, 3}, {5, 5, 5}, {1, 1, 1}, {1, 1, 1}, {1, 1, 1}},  // kernel = padded
-  };
-}
-
 template <class T>
 void check_against_direct(blfft::transform_method m, double tol) {
   uint64_t seed = 1;
-  for (const auto& c : cases()) {
+  for (const auto& c : conv3d_cases()) {
     const auto p = params_of(c);
-    const auto d = dims_of(c.N, c.C, c.F, c.G, c.in, c.k, c.s, c.p, c.dl);
+    const auto d = dims3_of(params_of(c));
     blfft::plan_options o;
     o.method = m;
     blfft::plan<T> pl(p, compression::none(), o);
@@ -175,7 +84,7 @@ void check_against_direct(blfft::transform_method m, double tol) {
     ASSERT_EQ(geo.kept, geo.total);
     const vec x = random_vec(geo.input_size(), seed++), w = random_vec(geo.weight_size(), seed++);
     const vec b = random_vec(c.F, seed++), g = random_vec(geo.output_size(), seed++);
-    const auto ref = direct(d, x, w, b, g);
+    const auto ref = bt::direct3d(d, x, w, b, g);
     for (bool keep : {true, false}) {
       const auto got = run<T>(pl, x, w, b, g, keep);
       EXPECT_LT(rel_l2(got.y, ref.y), tol) << geo.describe() << " keep " << keep;
@@ -241,7 +150,7 @@ TEST(Conv3d, FloatMatchesDirect) {
 // r > 0: the gradients are the exact adjoints of the band-limited forward.
 TEST(Conv3d, CompressedGradientsAreAdjoints) {
   uint64_t seed = 100;
-  for (const auto& c : cases()) {
+  for (const auto& c : conv3d_cases()) {
     for (double rate : {0.3, 0.75}) {
       const auto p = params_of(c);
       blfft::plan<double> pl(p, compression::rate(rate));

@@ -22,6 +22,7 @@
 #include "cuda_harness.hpp"
 #include "harness.hpp"
 #include "oracles.hpp"
+#include "storage.hpp"
 
 namespace {
 
@@ -117,6 +118,10 @@ TEST(CudaNoDevice, PlansAreRefusedCleanly) {
   expect_refused([&] { blfft::cuda::plan<float>(p, compression::rate(0.5)); },
                  blfft::error_code::unsupported, "no CUDA device",
                  "a CUDA plan was built without a device");
+  // 3D layers are planned like the others (no "CPU backend only" refusal any more).
+  expect_refused([&] { blfft::cuda::plan<float>(cuda_problems_3d()[0], compression::rate(0.5)); },
+                 blfft::error_code::unsupported, "no CUDA device",
+                 "a 3D CUDA plan was built without a device");
   EXPECT_THROW(blfft::cuda::get_plan<float>(p, compression::rate(0.0)), blfft::error);
   EXPECT_THROW(blfft::cuda::memory_stats(), blfft::error);
   std::vector<float> x(2 * 3 * 9 * 7);
@@ -138,6 +143,7 @@ TEST(CudaDeviceSmall, ForwardBackward) {
   run_problem<float>(make2d(2, 4, 6, {11, 10}, {3, 2}, {2, 3}, {1, 0}, {2, 1}, 2),
                      compression::rate(0.0));
   run_problem<float>(make1d(3, 4, 2, 30, 5, 3, 2, 2, 2), compression::rate(0.5));
+  run_problem<float>(cuda_problems_3d()[1], compression::rate(0.5));  // 3D: the depth DFT
 }
 
 template <class T>
@@ -178,6 +184,25 @@ TEST(CudaDevice, MixingOnCublas) {
   }
   run_problem<float>(make2d(3, 70, 40, {6, 5}, {3, 3}, {1, 1}, {1, 1}), compression::rate(0.5),
                      blas);
+}
+
+TEST(CudaDevice, Conv3d) {
+  // 3D layers (volume_stage: the 2D stages per depth slice, the depth DFT kernel) against direct
+  // 3D convolution at r = 0 and the CPU backend at r > 0, on both mixing engines.
+  REQUIRE_DEVICE();
+  blfft::cuda::cuda_plan_options blas;
+  blas.engine = blfft::cuda::mix_engine::cublas;
+  for (const auto& p : cuda_problems_3d()) {
+    for (double r : {0.0, 0.5, 0.75}) {
+      run_problem<float>(p, compression::rate(r));
+      run_problem<double>(p, compression::rate(r));
+    }
+    run_problem<double>(p, compression::rate(0.5), blas);
+    run_problem<float>(p, compression::rate(0.0), blas);
+  }
+  // A larger layer: larger slices, several mixing tiles.
+  run_problem<float>(conv_params::conv3d(2, 24, 40, {6, 40, 36}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1}),
+                     compression::rate(0.5));
 }
 
 TEST(CudaDevice, ExplicitKeptSets) {
@@ -244,6 +269,73 @@ TEST(CudaDevice, StridedViews) {
               tensor_view<T>(ybuf.get(), c.d.output_shape(), c.y_strides()), nullptr, nullptr,
               mem.s);
   c.check(mem.download(ybuf));
+}
+
+/// 16-bit tensors on the GPU: forward and both gradients against the float plan on the rounded
+/// inputs, to the final rounding (two units of X's last place, relative to the largest value).
+template <class X>
+void half_precision_layer(double ulp) {
+  namespace cdx = blfft::cuda::detail;
+  using T = float;
+  const auto p = make2d(4, 16, 8, {12, 12}, {3, 3}, {1, 1}, {1, 1});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  const problem<T> pr(p, 5);
+  const auto& d = pr.d;
+  const auto round16 = [](const std::vector<T>& v, std::vector<X>& h, std::vector<T>& f) {
+    for (T a : v) {
+      h.push_back(cdx::to_storage<X>(a));
+      f.push_back(cdx::to_compute<T>(h.back()));
+    }
+  };
+  std::vector<X> xh, wh, bh, gh;
+  std::vector<T> xf, wf, bf, gf;
+  round16(pr.xt, xh, xf);
+  round16(pr.wt, wh, wf);
+  round16(pr.bt, bh, bf);
+  round16(pr.gt, gh, gf);
+  const blfft::cuda::plan<T> gpu(geo);
+  device_memory<T> mf;
+  device_memory<X> mh;
+  const auto run = [&](auto& mem, const auto& x, const auto& w, const auto& b, const auto& g) {
+    using V = typename std::decay_t<decltype(x)>::value_type;
+    auto xd = mem.upload(x), wd = mem.upload(w), bd = mem.upload(b), gd = mem.upload(g);
+    auto y = mem.upload(std::vector<V>(static_cast<size_t>(d.output_size()))),
+         dx = mem.upload(std::vector<V>(static_cast<size_t>(d.input_size()))),
+         dw = mem.upload(std::vector<V>(static_cast<size_t>(d.weight_size()))),
+         db = mem.upload(std::vector<V>(static_cast<size_t>(d.F)));
+    device_memory<T> spectra;
+    auto xs = spectra.nan_buffer(geo.x_spectrum_size()),
+         ws = spectra.nan_buffer(geo.w_spectrum_size());
+    using cv = tensor_view<const V>;
+    using v = tensor_view<V>;
+    gpu.forward(cv::contiguous(xd.get(), d.input_shape()),
+                cv::contiguous(wd.get(), d.weight_shape()), bd.get(),
+                v::contiguous(y.get(), d.output_shape()), {xs.get(), geo.x_spectrum_size()},
+                {ws.get(), geo.w_spectrum_size()}, mem.s);
+    const auto dxv = v::contiguous(dx.get(), d.input_shape());
+    const auto dwv = v::contiguous(dw.get(), d.weight_shape());
+    gpu.backward(cv::contiguous(gd.get(), d.output_shape()), {xs.get(), geo.x_spectrum_size()},
+                 {ws.get(), geo.w_spectrum_size()}, &dxv, &dwv, db.get(), mem.s);
+    return std::vector<std::vector<V>>{mem.download(y), mem.download(dx), mem.download(dw),
+                                       mem.download(db)};
+  };
+  const auto want = run(mf, xf, wf, bf, gf);
+  const auto got = run(mh, xh, wh, bh, gh);
+  const char* names[] = {"y", "grad_input", "grad_weight", "grad_bias"};
+  for (size_t t = 0; t < want.size(); ++t) {
+    double scale = 0;
+    for (T a : want[t]) scale = std::max(scale, std::abs(double(a)));
+    for (size_t i = 0; i < want[t].size(); ++i)
+      ASSERT_LE(std::abs(double(cdx::to_compute<T>(got[t][i])) - double(want[t][i])),
+                2 * ulp * std::max(std::abs(double(want[t][i])), 1e-3 * scale))
+          << names[t] << " " << i;
+  }
+}
+
+TEST(CudaDevice, HalfPrecisionTensors) {
+  REQUIRE_DEVICE();
+  half_precision_layer<blfft::cuda::half>(std::ldexp(1.0, -11));
+  half_precision_layer<blfft::cuda::bfloat16>(std::ldexp(1.0, -8));
 }
 
 TEST(CudaDevice, StreamsAndThreadsGiveIdenticalResults) {

@@ -297,6 +297,91 @@ TEST(CudaEmulation, StridedViews) {
   c.check(ybuf);
 }
 
+/// Bytes of a geometry's kept index lists (rows, then columns), which the kernels read.
+int64_t kept_list_bytes(const blfft::geometry& geo) {
+  return int64_t(sizeof(int64_t)) *
+         static_cast<int64_t>(geo.kept_rows.size() + geo.kept_cols.size());
+}
+/// The dense band-limited reference of a problem at geo's kept set.
+template <class T>
+reference dense_of(const conv_params& p, const blfft::geometry& geo, const problem<T>& pr) {
+  return dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols), pr.x, pr.w, pr.b,
+                       pr.g);
+}
+
+/// A contiguous (N, C, H, W) tensor's values laid out channels_last (N, H, W, C), and the strides
+/// that view them with their NCHW shape.
+template <class T>
+std::vector<T> to_channels_last(const std::vector<T>& v, i64 N, i64 C, i64 H, i64 W) {
+  std::vector<T> o(v.size());
+  for (i64 n = 0; n < N; ++n)
+    for (i64 c = 0; c < C; ++c)
+      for (i64 h = 0; h < H; ++h)
+        for (i64 w = 0; w < W; ++w)
+          o[static_cast<size_t>(((n * H + h) * W + w) * C + c)] =
+              v[static_cast<size_t>(((n * C + c) * H + h) * W + w)];
+  return o;
+}
+std::vector<i64> channels_last_strides(i64 C, i64 H, i64 W) {
+  return {H * W * C, 1, W * C, C};
+}
+
+TEST(CudaEmulation, ChannelsLastEqualsContiguousBitwise) {
+  // x, y, grad_output and grad_input channels_last (torch's NHWC): the fused kernels walk a
+  // block's images fastest there (coalesced), the cuFFT chain through its strided pack / unpack.
+  // Every result equals the contiguous call's exactly: only the order of the loads changes.
+  // 7 channels with several images per block: blocks straddle samples.
+  using T = float;
+  for (auto e : {engine::fused, engine::cufft}) {
+    SCOPED_TRACE(static_cast<int>(e));
+    const auto p = make2d(3, 7, 5, {6, 5}, {3, 3}, {1, 1}, {1, 1});
+    const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+    problem<T> pr(p, 5);
+    const auto& d = pr.d;
+    host_executor ex;
+    const emulated<T> pl(ex, geo, {}, cdx::default_chunk_scalars, e);
+    const auto run = [&](bool nhwc) {
+      const std::vector<T> x = nhwc ? to_channels_last(pr.xt, d.N, d.C, d.H, d.W) : pr.xt,
+                           g = nhwc ? to_channels_last(pr.gt, d.N, d.F, d.Ho, d.Wo) : pr.gt;
+      const auto view = [&](auto* data, const std::vector<i64>& shape, i64 C, i64 H, i64 W) {
+        using V = std::remove_pointer_t<decltype(data)>;
+        return nhwc ? tensor_view<V>(data, shape, channels_last_strides(C, H, W))
+                    : tensor_view<V>::contiguous(data, shape);
+      };
+      std::vector<T> y(d.output_size()), dx(d.input_size()), dw(d.weight_size()),
+          xs(geo.x_spectrum_size());
+      pl.forward(view(x.data(), d.input_shape(), d.C, d.H, d.W), pr.wv(), pr.bt.data(),
+                 view(y.data(), d.output_shape(), d.F, d.Ho, d.Wo), xs.data(), nullptr, nullptr);
+      const auto dxv = view(dx.data(), d.input_shape(), d.C, d.H, d.W);
+      const auto dwv = tensor_view<T>::contiguous(dw.data(), d.weight_shape());
+      pl.backward_with_weight(view(g.data(), d.output_shape(), d.F, d.Ho, d.Wo), xs.data(), pr.wv(),
+                              &dxv, &dwv, nullptr, nullptr);
+      if (nhwc) {  // back to NCHW order for the comparison
+        std::vector<T> yc(y.size()), dxc(dx.size());
+        for (i64 n = 0; n < d.N; ++n)
+          for (i64 f = 0; f < d.F; ++f)
+            for (i64 h = 0; h < d.Ho; ++h)
+              for (i64 w = 0; w < d.Wo; ++w)
+                yc[d.yi(n, f, h, w)] = y[((n * d.Ho + h) * d.Wo + w) * d.F + f];
+        for (i64 n = 0; n < d.N; ++n)
+          for (i64 c = 0; c < d.C; ++c)
+            for (i64 h = 0; h < d.H; ++h)
+              for (i64 w = 0; w < d.W; ++w)
+                dxc[d.xi(n, c, h, w)] = dx[((n * d.H + h) * d.W + w) * d.C + c];
+        y.swap(yc);
+        dx.swap(dxc);
+      }
+      return std::vector<std::vector<T>>{y, dx, dw};
+    };
+    const auto contiguous = run(false), nhwc = run(true);
+    EXPECT_EQ(nhwc[0], contiguous[0]) << "y";
+    EXPECT_EQ(nhwc[1], contiguous[1]) << "grad_input";
+    EXPECT_EQ(nhwc[2], contiguous[2]) << "grad_weight";
+    EXPECT_TRUE(
+        rel_close("forward (contiguous)", contiguous[0], dense_of(p, geo, pr).y, tol<T>::dense));
+  }
+}
+
 TEST(CudaEmulation, ArgumentErrors) {
   using T = float;
   const auto p = make2d(2, 3, 4, {6, 5}, {3, 3});
@@ -364,8 +449,10 @@ TEST(CudaEmulation, FewLaunches) {
     const auto dxv = tensor_view<float>::contiguous(dx.data(), pr.d.input_shape());
     const auto dwv = tensor_view<float>::contiguous(dw.data(), pr.d.weight_shape());
     pl.backward(pr.gv(), xs.data(), ws.data(), &dxv, &dwv, db.data(), nullptr);
-    EXPECT_EQ(ex.stats().kernels, 3 * per_transform + 2 + 1);
-    EXPECT_EQ(ex.stats().ffts, 3 * ffts);
+    // The weight gradient's mixing and synthesis are one kernel (mix_to_taps; one slice here).
+    ASSERT_EQ(pl.tap_launch_of().slices, 1);
+    EXPECT_EQ(ex.stats().kernels, 2 * per_transform + 1 + 1 + 1);
+    EXPECT_EQ(ex.stats().ffts, 2 * ffts);
     // Without a weight spectrum to keep, the mixing reads the taps: no weight analysis.
     ex.stats() = {};
     pl.forward(pr.xv(), pr.wv(), pr.bt.data(),
@@ -378,6 +465,128 @@ TEST(CudaEmulation, FewLaunches) {
     EXPECT_EQ(ex.stats().kernels, 2 * per_transform + 1);
     EXPECT_EQ(ex.stats().ffts, 2 * ffts);
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The weight gradient fused into its mixing (mix_to_taps, tap_sum)
+// ---------------------------------------------------------------------------------------------
+
+blfft::cuda::cuda_plan_options weight_grad_fusion(bool on, mix_tile t = mix_tile::automatic) {
+  blfft::cuda::cuda_plan_options o;
+  o.fuse_weight_grad = on;
+  o.tile = t;
+  return o;
+}
+
+TEST(CudaWeightTaps, SpectrumPathStillMatchesTheOracles) {
+  // fuse_weight_grad = false: the dW spectrum, then its synthesis, on both transform engines.
+  for (const auto& p : cuda_problems())
+    for (auto e : {engine::fused, engine::cufft}) {
+      run_problem<float>(p, compression::rate(0.5), weight_grad_fusion(false),
+                         cdx::default_chunk_scalars, e);
+      run_problem<double>(p, compression::rate(0.0), weight_grad_fusion(false),
+                          cdx::default_chunk_scalars, e);
+    }
+}
+
+TEST(CudaWeightTaps, OneOrSeveralSlicesBothTilesMatchTheOracles) {
+  // Rate 0 on a 12 x 10 grid: 72 kept bins, several slices of partial tap sums (tap_sum adds
+  // them); rate 0.8: too few bins for slices to pay, the blocks write the gradient directly.
+  // Groups, a 5 x 4 kernel (20 taps: the small tile only), partial tiles.
+  const std::vector<conv_params> ps = {
+      make2d(3, 5, 6, {9, 8}, {3, 3}, {1, 1}, {1, 1}),
+      make2d(2, 8, 4, {7, 7}, {3, 3}, {2, 2}, {1, 1}, {1, 1}, 2),
+      make2d(3, 2, 3, {5, 12}, {5, 4}, {1, 2}, {2, 1}),
+      make2d(2, 40, 36, {5, 6}, {3, 3}, {1, 1}, {1, 1}),
+  };
+  bool several = false, one = false;
+  for (const auto& p : ps)
+    for (double r : {0.0, 0.8})
+      for (auto t : {mix_tile::small, mix_tile::large}) {
+        const auto geo = blfft::make_geometry(p, compression::rate(r));
+        host_executor ex;
+        const emulated<float> pl(ex, geo, weight_grad_fusion(true, t));
+        ASSERT_TRUE(pl.weight_grad_fused()) << name_of(p);
+        const auto l = pl.tap_launch_of();
+        several |= l.slices > 1;
+        one |= l.slices == 1;
+        run_problem<float>(p, compression::rate(r), weight_grad_fusion(true, t));
+        run_problem<double>(p, compression::rate(r), weight_grad_fusion(true, t));
+      }
+  EXPECT_TRUE(several && one) << "both the partial sums and the direct store are exercised";
+}
+
+TEST(CudaWeightTaps, SlicesFillTheGpuWithinAQuarterOfTheSpectrum) {
+  // ResNet-18's stride-1 layers (CIFAR, batch 32) at rates 0, 0.5, 0.75.
+  for (int64_t ch : {64, 128, 256, 512})
+    for (double r : {0.0, 0.5, 0.75}) {
+      const int64_t hw = 32 * 64 / ch;
+      const auto geo = blfft::make_geometry(
+          blfft::conv_params::conv2d(32, ch, ch, {hw, hw}, {3, 3}, {1, 1}, {1, 1}),
+          compression::rate(r));
+      const auto l = cdx::choose_tap_launch(ch, ch, 1, geo.kept, 9);
+      SCOPED_TRACE(std::to_string(ch) + " channels, kept " + std::to_string(geo.kept));
+      const int64_t tile = l.small ? 16 : 32,
+                    tiles = cdx::ceil_div(ch, tile) * cdx::ceil_div(ch, tile);
+      const int64_t cap = std::max<int64_t>(1, geo.kept / 18);
+      EXPECT_LE(l.slices, cap);
+      if (l.slices > 1) {
+        EXPECT_LE(2 * l.slices * 9, geo.kept);  // partial sums <= spectrum / 4
+      }
+      EXPECT_TRUE(tiles * l.slices >= 132 || l.slices == cap) << tiles << " x " << l.slices;
+      EXPECT_LT((l.slices - 1) * l.per_slice, geo.kept) << "an empty slice";
+      EXPECT_GE(l.slices * l.per_slice, geo.kept) << "a frequency in no slice";
+    }
+  static_assert(cdx::mix_to_taps_large<float>::max_taps >= 9, "3 x 3 kernels on the large tile");
+  static_assert(cdx::mix_to_taps_large<double>::max_taps >= 9, "and in double");
+  static_assert(sizeof(cdx::mix_to_taps_large<float>::shared) <= 48 * 1024, "static shared");
+  static_assert(sizeof(cdx::mix_to_taps_small<float>::shared) <= 48 * 1024, "static shared");
+  static_assert(sizeof(cdx::mix_to_taps_large<double>::shared) <= 48 * 1024, "static shared");
+  static_assert(sizeof(cdx::mix_to_taps_small<double>::shared) <= 48 * 1024, "static shared");
+}
+
+TEST(CudaWeightTaps, FallsBackWhereTheTapsDoNotFit) {
+  // 7 x 7 taps exceed the shared tap sums: dW spectrum and synthesis, still correct.
+  const auto p = make2d(2, 3, 4, {12, 11}, {7, 7}, {1, 1}, {3, 3});
+  host_executor ex;
+  const emulated<float> pl(ex, blfft::make_geometry(p, compression::rate(0.5)));
+  EXPECT_FALSE(pl.weight_grad_fused());
+  run_problem<float>(p, compression::rate(0.5), {});
+  // Forcing cuBLAS takes the spectrum path too.
+  blfft::cuda::cuda_plan_options o;
+  o.engine = blfft::cuda::mix_engine::cublas;
+  const emulated<float> blas(ex, blfft::make_geometry(p, compression::rate(0.5)), o);
+  EXPECT_FALSE(blas.weight_grad_fused());
+}
+
+TEST(CudaTraffic, FusedWeightGradWritesNoSpectrum) {
+  // weight_grad(): g's analysis, mix_to_taps (reads g's and x's spectra and the kept lists once,
+  // writes slices x F x Cg x taps partial sums), tap_sum (reads them, writes the gradient).
+  using T = float;
+  const auto p = make2d(3, 5, 6, {9, 8}, {3, 3}, {1, 1}, {1, 1});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.0));
+  problem<T> pr(p, 4);
+  host_executor ex;
+  ex.measure_traffic();
+  const emulated<T> pl(ex, geo, {}, cdx::default_chunk_scalars, engine::fused);
+  const auto l = pl.tap_launch_of();
+  ASSERT_GT(l.slices, 1);
+  std::vector<T> xs(geo.x_spectrum_size()), dw(geo.weight_size());
+  pl.input_spectrum(pr.xv(), xs.data(), nullptr);
+  ex.stats() = {};
+  pl.weight_grad(pr.gv(), xs.data(), tensor_view<T>::contiguous(dw.data(), pr.d.weight_shape()),
+                 nullptr);
+  const auto& log = ex.stats().launch_log;
+  ASSERT_EQ(log.size(), 3u);
+  EXPECT_EQ(log[1].name, std::string("mix_to_taps"));
+  EXPECT_EQ(log[2].name, std::string("tap_sum"));
+  const int64_t e = sizeof(T), partial = l.slices * geo.weight_size();
+  EXPECT_EQ(log[1].read_bytes,
+            e * (geo.y_spectrum_size() + geo.x_spectrum_size()) + kept_list_bytes(geo));
+  EXPECT_EQ(log[1].write_bytes, e * partial);
+  EXPECT_EQ(log[2].read_bytes, e * partial);
+  EXPECT_EQ(log[2].write_bytes, e * geo.weight_size());
+  EXPECT_TRUE(rel_close("weight_grad (fused)", dw, dense_of(p, geo, pr).dw, tol<T>::dense));
 }
 
 TEST(CudaTraffic, TapsPathReadsTheWeightOnce) {
@@ -396,16 +605,11 @@ TEST(CudaTraffic, TapsPathReadsTheWeightOnce) {
   const auto& log = ex.stats().launch_log;
   ASSERT_EQ(log.size(), 3u);
   EXPECT_EQ(log[1].name, std::string("mix"));
-  const int64_t e = sizeof(T),
-                kept_lists = int64_t(sizeof(int64_t)) *
-                             static_cast<int64_t>(geo.kept_rows.size() + geo.kept_cols.size());
-  EXPECT_EQ(log[1].read_bytes, e * (geo.x_spectrum_size() + geo.weight_size()) + kept_lists);
+  const int64_t e = sizeof(T);
+  EXPECT_EQ(log[1].read_bytes,
+            e * (geo.x_spectrum_size() + geo.weight_size()) + kept_list_bytes(geo));
   EXPECT_EQ(log[1].write_bytes, e * geo.y_spectrum_size());
-  EXPECT_TRUE(rel_close("forward (taps)", y,
-                        dense_results(dense_reference(p, geo.grid, geo.kept_rows, geo.kept_cols),
-                                      pr.x, pr.w, pr.b, pr.g)
-                            .y_nobias,
-                        tol<T>::dense));
+  EXPECT_TRUE(rel_close("forward (taps)", y, dense_of(p, geo, pr).y_nobias, tol<T>::dense));
 }
 
 TEST(CudaEmulation, TransformEngineRule) {
@@ -557,12 +761,12 @@ TEST(CudaCublasMixing, OraclesFloat) {
 
 /// <A x, g> = <x, A^T g> for the operator in x and in w (no bias): the backward is the adjoint
 /// of the forward on either mixing engine.
-template <class T>
+template <class T, class Problem = problem<T>>
 void check_adjoint(const conv_params& p, const compression& c, mix_engine me) {
   const auto geo = blfft::make_geometry(p, c);
   SCOPED_TRACE(name_of(p) + " " + geo.describe() + " mix engine " +
                std::to_string(static_cast<int>(me)));
-  problem<T> pr(p, 11);
+  Problem pr(p, 11);
   host_executor ex;
   const emulated<T> pl(ex, geo, with_engine(me));
   std::vector<T> xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size()), y(geo.output_size()),
@@ -591,6 +795,243 @@ TEST(CudaCublasMixing, Adjointness) {
       check_adjoint<double>(p, compression::rate(0.5), me);
       check_adjoint<float>(p, compression::rate(0.0), me);
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3D layers (docs/design.md 1.9; cuda/volume_stage.hpp): the 2D stages on depth slices and the
+// depth DFT kernel, against direct 3D convolution at r = 0 and the CPU backend at r > 0 (every
+// entry point; spectra exchanged with the CPU backend), both transform and mixing engines
+// ---------------------------------------------------------------------------------------------
+
+TEST(CudaConv3d, RatesFloat) {
+  for (const auto& p : cuda_problems_3d())
+    for (double r : {0.0, 0.5, 0.75})
+      run_problem<float>(p, compression::rate(r), {}, cdx::default_chunk_scalars, engine::fused);
+}
+
+TEST(CudaConv3d, RatesDouble) {
+  for (const auto& p : cuda_problems_3d())
+    for (double r : {0.0, 0.5, 0.75})
+      for (auto e : {engine::fused, engine::cufft})
+        run_problem<double>(p, compression::rate(r), {}, cdx::default_chunk_scalars, e);
+}
+
+TEST(CudaConv3d, MixingOnCublas) {
+  // The forward's stacked products into the depth DFT, the grad's block form out of it.
+  for (const auto& p : cuda_problems_3d()) {
+    for (double r : {0.0, 0.5})
+      run_problem<double>(p, compression::rate(r), with_engine(mix_engine::cublas),
+                          cdx::default_chunk_scalars, engine::cufft);
+    run_problem<float>(p, compression::rate(0.75), with_engine(mix_engine::cublas));
+  }
+}
+
+TEST(CudaConv3d, ExplicitLimitsAndChunks) {
+  const auto p = conv_params::conv3d(2, 3, 2, {6, 7, 5}, {3, 2, 3}, {1, 2, 1}, {1, 1, 0});
+  run_problem<double>(p, compression::band3(2, 3, 2), {});
+  run_problem<double>(p, compression::band3(1, 4, 3), {}, 700, engine::cufft);
+  run_problem<float>(p, compression::rate(0.3), tile(mix_tile::large), 1, engine::cufft);
+  // A long depth axis (300 samples, grid 315): the depth DFT's twiddles in two shared-memory
+  // chunks of 256 input rows.
+  const auto t = conv_params::conv3d(2, 2, 3, {300, 2, 3}, {3, 1, 2}, {1, 1, 1}, {1, 0, 0});
+  run_problem<double>(t, compression::rate(0.0), {});
+  run_problem<double>(t, compression::rate(0.5), {});
+}
+
+TEST(CudaConv3d, WeightGradientIsNotFused) {
+  // mix_to_taps reduces to (row, column) taps only: a 3D layer's weight gradient takes the dW
+  // spectrum and the volume synthesis even where the plan asks for the fused one, with both
+  // tiles and both transform engines; its 2D cross-section would be fused.
+  const auto p = conv_params::conv3d(2, 3, 4, {5, 6, 7}, {3, 3, 3}, {2, 1, 1}, {1, 1, 1});
+  const auto p2 = make2d(2, 3, 4, {6, 7}, {3, 3}, {1, 1}, {1, 1});
+  for (auto t : {mix_tile::small, mix_tile::large}) {
+    host_executor ex;
+    const auto o = weight_grad_fusion(true, t);
+    EXPECT_FALSE(emulated<float>(ex, blfft::make_geometry(p, compression::rate(0.5)), o)
+                     .weight_grad_fused());
+    EXPECT_TRUE(emulated<float>(ex, blfft::make_geometry(p2, compression::rate(0.5)), o)
+                    .weight_grad_fused());
+    for (auto e : {engine::fused, engine::cufft}) {
+      run_problem<float>(p, compression::rate(0.5), o, cdx::default_chunk_scalars, e);
+      run_problem<double>(p, compression::rate(0.0), o, cdx::default_chunk_scalars, e);
+    }
+  }
+}
+
+TEST(CudaConv3d, Adjointness) {
+  for (const auto& p : cuda_problems_3d())
+    for (auto me : {mix_engine::own, mix_engine::cublas}) {
+      check_adjoint<double, problem3<double>>(p, compression::rate(0.5), me);
+      check_adjoint<float, problem3<float>>(p, compression::rate(0.75), me);
+    }
+}
+
+TEST(CudaConv3d, LaunchesPerPass) {
+  // Fused engine: an analysis is one kernel per depth slice that holds data plus the depth DFT;
+  // a synthesis the depth DFT plus one kernel per slice the result needs.
+  const auto p = conv_params::conv3d(2, 3, 4, {5, 6, 7}, {3, 3, 3}, {2, 1, 1}, {1, 1, 1});
+  problem3<float> pr(p, 1);
+  host_executor ex;
+  const emulated<float> pl(ex, blfft::make_geometry(p, compression::rate(0.5)), {},
+                           cdx::default_chunk_scalars, engine::fused);
+  const auto& g = pl.geo();
+  std::vector<float> xs(g.x_spectrum_size()), ws(g.w_spectrum_size()), y(g.output_size());
+  ex.stats() = {};
+  pl.forward(pr.xv(), pr.wv(), nullptr, tensor_view<float>::contiguous(y.data(), g.output_shape()),
+             xs.data(), ws.data(), nullptr);
+  const int64_t D = 5, KD = 3, Do = g.depth_output;
+  EXPECT_EQ(ex.stats().kernels, (D + 1) + (KD + 1) + 1 + (1 + Do));
+  EXPECT_EQ(ex.stats().ffts, 0);
+}
+
+TEST(CudaConv3d, DepthDftFootprints) {
+  // The depth DFT reads every slice spectrum (or the kept-depths spectrum) once and writes its
+  // result once, plus the kept depths table: no re-reads across its blocks' twiddle chunks.
+  using T = float;
+  const auto p = conv_params::conv3d(2, 3, 4, {5, 6, 7}, {3, 3, 3}, {2, 1, 1}, {1, 1, 1});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  const problem3<T> pr(p, 5);
+  host_executor ex;
+  ex.measure_traffic();
+  const emulated<T> pl(ex, geo, {}, cdx::default_chunk_scalars, engine::fused);
+  const int64_t e = sizeof(T), D = p.depth.input, Do = geo.depth_output;
+  const int64_t kept2 = static_cast<int64_t>(geo.kept_rows.size() * geo.kept_cols.size());
+  const int64_t table = int64_t(sizeof(int64_t)) * static_cast<int64_t>(geo.kept_depth.size());
+  std::vector<T> xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size()), y(geo.output_size());
+  pl.input_spectrum(pr.xv(), xs.data(), nullptr);
+  {
+    const auto& log = ex.stats().launch_log;
+    ASSERT_EQ(log.size(), static_cast<size_t>(D + 1));  // a fused analysis per slice, the DFT
+    EXPECT_EQ(log.back().name, std::string("depth_dft"));
+    EXPECT_EQ(log.back().read_bytes, e * D * 2 * kept2 * p.batch * p.in_channels + table);
+    EXPECT_EQ(log.back().write_bytes, e * geo.x_spectrum_size());
+  }
+  pl.weight_spectrum(pr.wv(), ws.data(), nullptr);
+  ex.stats() = {};
+  pl.forward_spectra(xs.data(), ws.data(), nullptr,
+                     tensor_view<T>::contiguous(y.data(), geo.output_shape()), nullptr);
+  const auto& log = ex.stats().launch_log;
+  ASSERT_EQ(log.size(), static_cast<size_t>(1 + 1 + Do));  // mix, the DFT, a synthesis per slice
+  EXPECT_EQ(log[1].name, std::string("depth_dft"));
+  EXPECT_EQ(log[1].read_bytes, e * geo.y_spectrum_size() + table);
+  EXPECT_EQ(log[1].write_bytes, e * Do * 2 * kept2 * p.batch * p.out_channels);
+}
+
+/// torch's channels_last_3d: the strides of (N, C, D, H, W) stored as N, D, H, W, C.
+std::vector<i64> ndhwc_strides(const std::vector<i64>& s) {
+  return {s[1] * s[2] * s[3] * s[4], 1, s[3] * s[4] * s[1], s[4] * s[1], s[1]};
+}
+/// A contiguous (N, C, D, H, W) tensor's values at their channels_last_3d positions.
+template <class T>
+std::vector<T> to_ndhwc(const std::vector<T>& v, const std::vector<i64>& s) {
+  std::vector<T> out(v.size());
+  const i64 C = s[1], dhw = s[2] * s[3] * s[4];
+  for (i64 n = 0; n < s[0]; ++n)
+    for (i64 c = 0; c < C; ++c)
+      for (i64 e = 0; e < dhw; ++e) out[(n * dhw + e) * C + c] = v[(n * C + c) * dhw + e];
+  return out;
+}
+
+TEST(CudaConv3d, StridedViews) {
+  // Channels-last input (N, D, H, W, C in memory), output and gradients every other element of a
+  // buffer: forward, backward and the bias gradient equal the contiguous ones; gaps untouched.
+  using T = double;
+  const auto p = conv_params::conv3d(2, 3, 4, {4, 5, 6}, {3, 2, 3}, {2, 1, 1}, {1, 1, 0});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  const problem3<T> pr(p, 5);
+  const auto& d = pr.d;
+  host_executor ex;
+  const emulated<T> pl(ex, geo);
+  using cview = tensor_view<const T>;
+  using view = tensor_view<T>;
+  const auto run = [&](const cview& x, const cview& g, const view& y, const view& dx, T* db) {
+    std::vector<T> xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size());
+    pl.forward(x, pr.wv(), pr.bt.data(), y, xs.data(), ws.data(), nullptr);
+    pl.backward(g, xs.data(), ws.data(), &dx, nullptr, db, nullptr);
+  };
+  std::vector<T> y(d.output_size()), dx(d.input_size()), db(d.F);
+  run(pr.xv(), pr.gv(), view::contiguous(y.data(), d.output_shape()),
+      view::contiguous(dx.data(), d.input_shape()), db.data());
+
+  const auto xcl = to_ndhwc(pr.xt, d.input_shape());
+  const cview xv(xcl.data(), d.input_shape(), ndhwc_strides(d.input_shape()));
+  const auto every_other = [](std::vector<T>& buf, const std::vector<i64>& shape) {
+    auto strides = view::contiguous(nullptr, shape).strides;
+    for (auto& s : strides) s *= 2;
+    return view(buf.data(), shape, strides);
+  };
+  std::vector<T> ybuf(2 * y.size(), T(-777)), dxbuf(2 * dx.size(), T(-777)), db2(d.F);
+  std::vector<T> gbuf(2 * pr.gt.size());
+  for (size_t i = 0; i < pr.gt.size(); ++i) gbuf[2 * i] = pr.gt[i];
+  const auto gs = every_other(gbuf, d.output_shape());
+  run(xv, cview(gs.data, gs.shape, gs.strides), every_other(ybuf, d.output_shape()),
+      every_other(dxbuf, d.input_shape()), db2.data());
+  for (size_t i = 0; i < y.size(); ++i) {
+    EXPECT_NEAR(ybuf[2 * i], y[i], 1e-12) << "y " << i;
+    EXPECT_EQ(ybuf[2 * i + 1], T(-777)) << "gap " << i << " written";
+  }
+  for (size_t i = 0; i < dx.size(); ++i) {
+    EXPECT_NEAR(dxbuf[2 * i], dx[i], 1e-12) << "dx " << i;
+    EXPECT_EQ(dxbuf[2 * i + 1], T(-777)) << "gap " << i << " written";
+  }
+  EXPECT_TRUE(rel_close("grad_bias (strided)", db2, widen(db), 1e-13));
+}
+
+TEST(CudaConv3d, ChannelsLastEverywhere) {
+  // torch's channels_last_3d (N, D, H, W, C in memory) for x, y, grad_out and grad_input: the
+  // depth slices are NHWC images, which the fused stage walks channels-fastest. Equal to the
+  // contiguous call on both transform engines, float (16-bit slices take the same views).
+  using T = float;
+  const auto p = conv_params::conv3d(2, 5, 3, {4, 5, 6}, {3, 2, 3}, {1, 2, 1}, {1, 1, 0});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  const problem3<T> pr(p, 9);
+  const auto& d = pr.d;
+  for (auto e : {engine::fused, engine::cufft}) {
+    SCOPED_TRACE(e == engine::fused ? "fused" : "cufft");
+    host_executor ex;
+    const emulated<T> pl(ex, geo, {}, cdx::default_chunk_scalars, e);
+    std::vector<T> y(d.output_size()), dx(d.input_size()), dw(d.weight_size()), y2(y.size()),
+        dx2(dx.size()), dw2(dw.size()), xs(geo.x_spectrum_size()), ws(geo.w_spectrum_size());
+    pl.forward(pr.xv(), pr.wv(), pr.bt.data(),
+               tensor_view<T>::contiguous(y.data(), d.output_shape()), xs.data(), ws.data(),
+               nullptr);
+    auto dxv = tensor_view<T>::contiguous(dx.data(), d.input_shape());
+    auto dwv = tensor_view<T>::contiguous(dw.data(), d.weight_shape());
+    pl.backward(pr.gv(), xs.data(), ws.data(), &dxv, &dwv, nullptr, nullptr);
+
+    const auto xl = to_ndhwc(pr.xt, d.input_shape()), gl = to_ndhwc(pr.gt, d.output_shape());
+    pl.forward(tensor_view<const T>(xl.data(), d.input_shape(), ndhwc_strides(d.input_shape())),
+               pr.wv(), pr.bt.data(),
+               tensor_view<T>(y2.data(), d.output_shape(), ndhwc_strides(d.output_shape())),
+               xs.data(), ws.data(), nullptr);
+    auto dxl = tensor_view<T>(dx2.data(), d.input_shape(), ndhwc_strides(d.input_shape()));
+    auto dwc = tensor_view<T>::contiguous(dw2.data(), d.weight_shape());
+    pl.backward(tensor_view<const T>(gl.data(), d.output_shape(), ndhwc_strides(d.output_shape())),
+                xs.data(), ws.data(), &dxl, &dwc, nullptr, nullptr);
+    EXPECT_TRUE(
+        rel_close("y (channels_last_3d)", widen(y2), widen(to_ndhwc(y, d.output_shape())), 1e-6));
+    EXPECT_TRUE(rel_close("grad_input (channels_last_3d)", widen(dx2),
+                          widen(to_ndhwc(dx, d.input_shape())), 1e-6));
+    EXPECT_TRUE(rel_close("grad_weight (channels_last_3d inputs)", widen(dw2), widen(dw), 1e-6));
+  }
+}
+
+TEST(CudaConv3d, IndexLimitsAreReported) {
+  // 2^19 images of 8 x 144 kept bins: the block form of the spectrum exceeds 2^31 (refused at
+  // plan construction, before any memory is touched).
+  const auto p = conv_params::conv3d(512, 1024, 4, {8, 16, 16}, {3, 3, 3});
+  host_executor ex;
+  expect_refused([&] { emulated<float>(ex, blfft::make_geometry(p)); },
+                 blfft::error_code::unsupported, "3D spectrum", "no error for a huge 3D layer");
+}
+
+TEST(CudaConv3d, EnergyIsRefused) {
+  const auto p = conv_params::conv3d(1, 2, 2, {4, 4, 4}, {3, 3, 3});
+  problem3<float> pr(p, 1);
+  host_executor ex;
+  expect_refused([&] { cdx::energy_map<float>(ex, p, pr.xv(), nullptr); },
+                 blfft::error_code::unsupported, "not supported for 3D",
+                 "no error for a 3D energy map");
 }
 
 TEST(CudaCublasMixing, GemmsPerPass) {
@@ -659,6 +1100,23 @@ TEST(CudaCublasMixing, EngineRule) {
       inputs(conv_params::conv2d(128, 256, 256, {8, 8}, {3, 3}, {1, 1}, {1, 1}, {1, 1}, 256), 0.5,
              cdx::mix_pass::forward, true);
   EXPECT_FALSE(blas(depthwise));
+
+  // The weight gradient fused with its synthesis (mix_to_taps): no dW spectrum, so the own
+  // engine costs fewer bytes than with it, and more only by its partial sums when sliced;
+  // cuBLAS (which keeps the spectrum path) still wins where the mixing is compute-bound under
+  // TF32, and loses at batch 32 on the 64-channel layer.
+  for (const auto& p : {r18_512, r18_64}) {
+    const auto spectrum_path = inputs(p, 0.5, cdx::mix_pass::weight_grad, true);
+    auto fused = inputs(p, 0.5, cdx::mix_pass::weight_grad, true, true);
+    ASSERT_EQ(fused.taps, 9);
+    EXPECT_LT(cdx::mix_cost(fused, false), cdx::mix_cost(spectrum_path, false));
+    fused.tap_slices = 4;
+    EXPECT_GT(cdx::mix_cost(fused, false),
+              cdx::mix_cost(inputs(p, 0.5, cdx::mix_pass::weight_grad, true, true), false));
+    EXPECT_EQ(cdx::mix_cost(fused, true), cdx::mix_cost(spectrum_path, true)) << "cuBLAS: the same";
+  }
+  EXPECT_TRUE(blas(inputs(r18_512, 0.5, cdx::mix_pass::weight_grad, true, true)));
+  EXPECT_FALSE(blas(inputs(r18_64, 0.5, cdx::mix_pass::weight_grad, true, true)));
 
   // The pipeline follows the rule per call: TF32 allowed or not (scoped_tf32).
   const auto small = make2d(2, 4, 4, {6, 6}, {3, 3}, {1, 1}, {1, 1});

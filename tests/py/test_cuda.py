@@ -25,6 +25,7 @@ import pytest
 import torch
 import torch.nn as tnn
 import torch.nn.functional as F
+from test_conv3d import CASES as CASES_3D
 from test_dlpack import Producer
 from test_exact import CASES_1D, CASES_2D
 
@@ -34,6 +35,7 @@ from blfft import _backends, _core, _ops
 from helpers import REL_TOL, assert_close, case_tensors, conv_backward_args, rel_l2
 from helpers import Net as _Net
 from helpers import train_step as _step
+from reference import dense_conv3d
 
 BUILT = _backends.cuda_module is not None
 needs_module = pytest.mark.skipif(not BUILT, reason="blfft._cuda not built in this build")
@@ -130,6 +132,37 @@ def _expect_unsupported(match, fn):
     return e.value
 
 
+@pytest.mark.parametrize("ndim", [2, 3])
+def test_channels_last_outputs_follow_the_input_layout(ndim):
+    """A channels_last (2D) or channels_last_3d (3D) CUDA input gives an output and input
+    gradient in that layout (the CUDA kernels write them in place), as torch's convolutions do;
+    contiguous stays contiguous. Fake CUDA tensors: the layouts the ops' fake kernels report
+    (what torch.compile sees), on any machine; test_cuda_channels_last_is_not_copied checks the
+    real ones on a GPU."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    last = torch.channels_last if ndim == 2 else torch.channels_last_3d
+    sp = (9,) * ndim
+    conf = ([1] * ndim, [1] * ndim, [1] * ndim, 1, 0.5, [])
+    with FakeTensorMode():
+        for cl in (False, True):
+            fmt = last if cl else torch.contiguous_format
+            x = torch.empty(2, 4, *sp, device="cuda").to(memory_format=fmt)
+            w = torch.empty(5, 4, *(3,) * ndim, device="cuda")
+            y = torch.ops.blfft.conv_forward(x, w, None, *conf, True, False)[0]
+            assert y.shape == (2, 5, *sp)
+            assert y.is_contiguous(memory_format=fmt), f"forward output, channels_last={cl}"
+            g = torch.empty(2, 5, *sp, device="cuda").to(memory_format=fmt)
+            gx, gw, _ = torch.ops.blfft.conv_backward(
+                g, x, None, w, None, x.shape, w.shape, *conf, True, True, False
+            )
+            assert gx.is_contiguous(memory_format=fmt), f"input gradient, channels_last={cl}"
+            assert gw.is_contiguous()
+    # CPU tensors keep contiguous outputs (the CPU backend's choice).
+    xc = torch.empty(2, 4, *sp).to(memory_format=last)
+    assert _ops._layout(xc) is torch.contiguous_format
+
+
 def test_cuda_tensors_without_the_module_say_not_built(monkeypatch):
     monkeypatch.setattr(_backends, "cuda_module", None)
     monkeypatch.setattr(_backends, "cuda_import_error", None)
@@ -166,6 +199,9 @@ def test_cuda_tensors_without_a_usable_gpu_say_so(monkeypatch):
     _expect_unsupported("no GPU usable", lambda: BF.conv2d(x, w))
     x1, w1 = _fake_cuda(2, 3, 9), _fake_cuda(4, 3, 3)
     _expect_unsupported("no GPU usable", lambda: BF.conv1d(x1, w1))
+    # 3D goes the same way (to the CUDA backend, no "CPU backend only" refusal).
+    x3, w3 = _fake_cuda(2, 3, 4, 8, 8), _fake_cuda(4, 3, 3, 3, 3)
+    _expect_unsupported("no GPU usable", lambda: BF.conv3d(x3, w3, compress_rate=0.5))
     ones, zeros = (1, 1), (0, 0)
     _expect_unsupported(
         "no GPU usable", lambda: _ops.select_band(x, w.shape, ones, zeros, ones, 1, 0.9)
@@ -333,7 +369,7 @@ def _grads(fn, x, w, b, g, **kw):
 
 def _compare_cuda(ndim, case, dtype, rate=0.0, energy=None, against_torch=True):
     x, w, b, kw = case_tensors(ndim, case)
-    fb, ft = (BF.conv1d, F.conv1d) if ndim == 1 else (BF.conv2d, F.conv2d)
+    fb, ft = ((BF.conv1d, F.conv1d), (BF.conv2d, F.conv2d), (BF.conv3d, F.conv3d))[ndim - 1]
     bkw = dict(kw, compress_rate=rate, energy=energy)
 
     y_cpu, g_cpu = None, None
@@ -361,32 +397,42 @@ def _compare_cuda(ndim, case, dtype, rate=0.0, energy=None, against_torch=True):
 DTYPES = [torch.float64, torch.float32]
 
 
-@pytest.mark.cuda
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", CASES_2D)
-def test_cuda_conv2d_rate0_matches_torch_and_cpu(case, dtype):
-    _compare_cuda(2, case, dtype)
+RATE0_CASES = [(1, c) for c in CASES_1D] + [(2, c) for c in CASES_2D] + [(3, c) for c in CASES_3D]
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", CASES_1D)
-def test_cuda_conv1d_rate0_matches_torch_and_cpu(case, dtype):
-    _compare_cuda(1, case, dtype)
+@pytest.mark.parametrize("ndim,case", RATE0_CASES)
+def test_cuda_rate0_matches_torch_and_cpu(ndim, case, dtype):
+    _compare_cuda(ndim, case, dtype)
+
+
+COMPRESSED_CASES = (
+    [(1, c, 0.5) for c in CASES_1D[:3]]
+    + [(2, c, 0.5) for c in CASES_2D[:4] + CASES_2D[-1:]]
+    + [(3, c, r) for c in CASES_3D[:4] for r in (0.5, 0.75)]
+)
 
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", CASES_2D[:4] + CASES_2D[-1:])
-def test_cuda_conv2d_compressed_matches_cpu(case, dtype):
-    _compare_cuda(2, case, dtype, rate=0.5, against_torch=False)
+@pytest.mark.parametrize("ndim,case,rate", COMPRESSED_CASES)
+def test_cuda_compressed_matches_cpu(ndim, case, rate, dtype):
+    _compare_cuda(ndim, case, dtype, rate=rate, against_torch=False)
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("dtype", DTYPES, ids=str)
-@pytest.mark.parametrize("case", CASES_1D[:3])
-def test_cuda_conv1d_compressed_matches_cpu(case, dtype):
-    _compare_cuda(1, case, dtype, rate=0.5, against_torch=False)
+def test_cuda_conv3d_module_and_dense_reference():
+    """blfft.nn.Conv3d on the GPU against the dense band-limited 3D reference (rfftn, mask,
+    irfftn) and against the same module on the CPU."""
+    torch.manual_seed(3)
+    m = blfft.nn.Conv3d(3, 4, 3, stride=(1, 2, 1), padding=1, compress_rate=0.5).double()
+    x = torch.randn(2, 3, 6, 9, 8, dtype=torch.float64)
+    y_ref = dense_conv3d(x, m.weight, m.bias, stride=(1, 2, 1), padding=1, rate=0.5)
+    y_cpu = m(x)
+    y_gpu = m.to(DEV)(x.to(DEV))
+    assert_close(y_gpu.cpu(), y_ref.detach(), torch.float64, "Conv3d on CUDA vs dense reference")
+    assert_close(y_gpu.cpu(), y_cpu.detach(), torch.float64, "Conv3d on CUDA vs CPU")
 
 
 @pytest.mark.cuda
@@ -451,6 +497,31 @@ def test_cuda_non_contiguous_inputs(dtype):
         dtype,
         "channels_last",
     )
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("ndim", [2, 3])
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_cuda_channels_last_is_not_copied(dtype, ndim):
+    """channels_last (channels_last_3d) x and grad_output go to the kernels as they are; y and
+    grad_input come back in that layout with the contiguous call's values."""
+    sp = (11, 10) if ndim == 2 else (5, 7, 6)
+    conv = BF.conv2d if ndim == 2 else BF.conv3d
+    last = torch.channels_last if ndim == 2 else torch.channels_last_3d
+    x = torch.randn(3, 6, *sp, dtype=dtype, device=DEV)
+    w = torch.randn(5, 6, *(3,) * ndim, dtype=dtype, device=DEV)
+    b = torch.randn(5, dtype=dtype, device=DEV)
+    g = torch.randn(3, 5, *sp, dtype=dtype, device=DEV)
+    res = []
+    for fmt in (torch.contiguous_format, last):
+        xs = x.to(memory_format=fmt).requires_grad_()
+        ws = w.clone().requires_grad_()
+        y = conv(xs, ws, b, padding=1, compress_rate=0.5)
+        y.backward(g.to(memory_format=fmt))
+        assert y.is_contiguous(memory_format=fmt) and xs.grad.is_contiguous(memory_format=fmt)
+        res.append((y.detach(), xs.grad, ws.grad))
+    for a, c, name in zip(res[0], res[1], ("y", "grad_input", "grad_weight"), strict=True):
+        assert_close(c.cpu(), a.cpu(), dtype, f"channels_last {name}")
 
 
 @pytest.mark.cuda

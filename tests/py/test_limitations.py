@@ -150,7 +150,8 @@ def test_listed_errors_are_raised(what, call, exc, fragment):
 
 
 def test_what_works_instead():
-    # check_trace=False traces, torch.export exports, convert converts Conv3d (CPU backend).
+    # check_trace=False traces, torch.export exports, convert converts Conv3d (both backends:
+    # README no longer lists 3D layers as CPU-only).
     m, x = _model()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -161,3 +162,4 @@ def test_what_works_instead():
     net = blfft.convert(tnn.Sequential(tnn.Conv3d(2, 2, 3)))
     assert type(net[0]) is blfft.nn.Conv3d
     assert "`torch.export.export(model, (x,))` works" in _limitations()
+    assert "CPU backend only" not in _limitations()
