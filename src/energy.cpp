@@ -290,9 +290,12 @@ energy_selection select_by_energy(const conv_params& p, const tensor_view<const 
     while (stage + 1 < family.size() && family[stage].rate > 0.75) ++stage;
     stages = {stage};
   }
-  // Parseval's total (in double: the margin below, and energy_kept, are relative to it).
-  const double total =
-      static_cast<double>(full.grid[0] * full.grid[1]) * sum_of_squares<T>(full, x);
+  // Parseval's total (in double: the margin below, and energy_kept, are relative to it); not
+  // needed by a family of one band (a grid of one bin: nothing to search, a pass over the input
+  // saved).
+  const double total = family.size() < 2 ? 0.0
+                                         : static_cast<double>(full.grid[0] * full.grid[1]) *
+                                               sum_of_squares<T>(full, x);
   // No bin of a T spectrum can overflow while the total stays below (max T / 2)^2 (each |X_k|^2
   // is at most the total); one that did would make the whole map refuse the input.
   const double max_bin = static_cast<double>(std::numeric_limits<T>::max()) / 2;

@@ -37,9 +37,9 @@ def buffer_cap() -> int:
     return _max_buffer_bytes
 
 
-def alloc(like: Tensor, shape, what: str) -> Tensor:
-    """``like.new_empty(shape)`` for a buffer of a call: MemoryError (not torch's RuntimeError)
-    when it exceeds the core's buffer cap or the allocation fails."""
+def check_buffer(like: Tensor, shape, what: str) -> int:
+    """Bytes of a buffer of `shape` like `like`; MemoryError when a CPU one exceeds the core's
+    buffer cap (what :func:`alloc` refuses, said before any work toward it)."""
     n = 1
     for s in shape:
         n *= int(s)
@@ -49,6 +49,13 @@ def alloc(like: Tensor, shape, what: str) -> Tensor:
             f"blfft: the {what} would take {nbytes} bytes, more than the largest buffer allowed "
             f"({buffer_cap()} bytes, blfft.set_max_buffer_size)"
         )
+    return nbytes
+
+
+def alloc(like: Tensor, shape, what: str) -> Tensor:
+    """``like.new_empty(shape)`` for a buffer of a call: MemoryError (not torch's RuntimeError)
+    when it exceeds the core's buffer cap or the allocation fails."""
+    nbytes = check_buffer(like, shape, what)
     try:
         return like.new_empty(shape)
     except RuntimeError as e:

@@ -62,7 +62,7 @@ from ._backends import (
     is_cpu,
 )
 from ._geometry import geometry
-from ._memory import alloc, clear_caches
+from ._memory import alloc, check_buffer, clear_caches
 from ._settings import (
     SAVED_DTYPES,
     SPECTRUM_SAVING_MODES,
@@ -930,7 +930,10 @@ def _select_band(
     synchronises the current stream) and the selection made on the CPU, as for CPU tensors."""
     be, stream = backend_for(x, "input")
     x = _up(x)  # half-precision inputs are looked at in float32, as they are computed
-    p, _, _ = geometry(x.shape, w_shape, stride, padding, dilation, groups, 0.0, ())
+    p, _, g = geometry(x.shape, w_shape, stride, padding, dilation, groups, 0.0, ())
+    # An output the forward would refuse is refused before the selection, which reads the whole
+    # input (an expanded batch of 2**51 samples: minutes).
+    check_buffer(x, g.output_shape, "output")
     try:
         sel = be.select_by_energy(p, dl(x), float(fraction), *stream)
     except ValueError:

@@ -163,3 +163,19 @@ def test_float32_spectrum_overflow_refused():
     assert _whole_map_choice(x, 1, 0.5) is None
     with pytest.raises(ValueError, match="finite input"):
         _ops._select_band(x, (2, 3, 3, 3), [1, 1], [1, 1], [1, 1], 1, 0.5)
+
+
+def test_output_that_cannot_exist_refused_before_selection():
+    # Review of #15: with the NaN check moved after the core, nothing refused an expanded batch
+    # of 2**51 samples before the selection read all of them (minutes; the fuzz regression
+    # fuzz_energy_huge_expanded_batch timed out). The output cap is checked first, as forward
+    # would, with forward's error.
+    import time
+
+    import blfft.functional as BF
+
+    x = torch.zeros(1, 1, 1).expand(2**51, 1, 1)
+    start = time.perf_counter()
+    with pytest.raises(MemoryError, match="output would take"):
+        BF.conv1d(x, torch.randn(1, 1, 1), energy=0.9)
+    assert time.perf_counter() - start < 5
