@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -148,6 +149,18 @@ energy_selection selection(const conv_params& p, const candidate& c, double kept
   return s;
 }
 
+/// The energy held by candidate `c`'s band, from a transform of that band alone (its own
+/// geometry `gc`, or `e`, the energies of `g`'s bins, when `g` is that band): the same bits
+/// whichever band the search transformed, i.e. whatever the calls before (the hints).
+template <class T>
+double band_kept(const conv_params& p, const candidate& c, const geometry& g,
+                 const std::vector<double>& e, const tensor_view<const T>& x) {
+  const geometry gc = make_geometry(p, compression::band(c.i_h, c.i_w));
+  if (gc.kept_rows == g.kept_rows && gc.kept_cols == g.kept_cols)
+    return band_energy(g, e, c.i_h, c.i_w);
+  return band_energy(gc, kept_energies<T>(gc, x), c.i_h, c.i_w);
+}
+
 /// Sum of x^2 over the input (double): the spectrum's energy is Lh Lw times this (Parseval).
 template <class T>
 double sum_of_squares(const geometry& g, const tensor_view<const T>& x) {
@@ -250,43 +263,64 @@ energy_selection select_by_energy(const conv_params& p, const tensor_view<const 
   std::memcpy(&fraction_bits, &fraction, sizeof fraction_bits);
   key.push_back(fraction_bits);
   // Staged search (the map of every bin costs a transform of the whole grid, more than the
-  // forward at a high rate): first only the bins of one band of the family, the next one after
-  // where the last call landed (else the one at rate 3/4), against the total from Parseval. A
-  // candidate inside it is decided there when it holds E, and every smaller one misses E, by more
-  // than the rounding of those energies; anything closer, or beyond that band, goes to the whole
-  // map. Either way the choice is the whole map's (up to that rounding); only the cost varies.
+  // forward at a high rate): first only the bins of one band of the family against the total from
+  // Parseval: where the last call landed (the same choice again is then decided from its own
+  // band, whose energy_kept needs no other transform), then the next band after it; without a
+  // hint, the band at rate 3/4. A candidate inside a band is decided there when it holds E, and
+  // every smaller one misses E, by more than the rounding of those energies; anything closer, or
+  // beyond those bands, goes to the whole map. Either way the choice is the whole map's (up to
+  // that rounding), and energy_kept comes from the chosen band's own transform: only the cost
+  // depends on the calls before.
   const auto hint = hints().get(key);
-  std::size_t stage = 0;
-  while (stage + 1 < family.size() && family[stage].rate > 0.75) ++stage;
-  if (hint) {  // the next band of the family after the hint's (the family repeats some bands)
-    stage = std::min(*hint, family.size() - 1);
-    const auto same = [&](std::size_t j) {
+  std::vector<std::size_t> stages;
+  if (hint) {
+    std::size_t next = std::min(*hint, family.size() - 1);
+    const auto same = [&](std::size_t j) {  // (the family repeats some bands)
       return family[j].i_h == family[*hint].i_h && family[j].i_w == family[*hint].i_w;
     };
-    while (stage + 1 < family.size() && same(stage)) ++stage;
+    while (next + 1 < family.size() && same(next)) ++next;
+    stages = {std::min(*hint, family.size() - 1), next};
+  } else {
+    std::size_t stage = 0;
+    while (stage + 1 < family.size() && family[stage].rate > 0.75) ++stage;
+    stages = {stage};
   }
-  if (stage + 1 < family.size()) {  // a band smaller than the grid
+  // Parseval's total (in double: the margin below, and energy_kept, are relative to it); not
+  // needed by a family of one band (a grid of one bin: nothing to search, a pass over the input
+  // saved).
+  const double total = family.size() < 2 ? 0.0
+                                         : static_cast<double>(full.grid[0] * full.grid[1]) *
+                                               sum_of_squares<T>(full, x);
+  // No bin of a T spectrum can overflow while the total stays below (max T / 2)^2 (each |X_k|^2
+  // is at most the total); one that did would make the whole map refuse the input.
+  const double max_bin = static_cast<double>(std::numeric_limits<T>::max()) / 2;
+  const double target = fraction * total;
+  const double margin = (sizeof(T) == sizeof(float) ? 1e-4 : 1e-10) * total;
+  bool close = !(total < max_bin * max_bin);
+  for (std::size_t stage : stages) {
+    if (close || stage + 1 >= family.size()) break;  // (the last band is the whole grid)
     const geometry g = make_geometry(p, compression::band(family[stage].i_h, family[stage].i_w));
-    const double total =
-        static_cast<double>(full.grid[0] * full.grid[1]) * sum_of_squares<T>(full, x);
-    if (std::isfinite(total)) {
-      const std::vector<double> e = kept_energies<T>(g, x);
-      const double target = fraction * total;
-      const double margin = (sizeof(T) == sizeof(float) ? 1e-4 : 1e-10) * total;
-      for (std::size_t j = 0; j <= stage; ++j) {
-        const double kept = band_energy(g, e, family[j].i_h, family[j].i_w);
-        if (kept >= target + margin) {
-          hints().put(std::move(key), j);
-          return selection(p, family[j], kept, total);
-        }
-        if (kept > target - margin) break;  // too close to call here
+    const std::vector<double> e = kept_energies<T>(g, x);
+    for (std::size_t j = 0; j <= stage && !close; ++j) {
+      const double kept = band_energy(g, e, family[j].i_h, family[j].i_w);
+      if (kept >= target + margin) {
+        hints().put(std::move(key), j);
+        return selection(p, family[j], band_kept<T>(p, family[j], g, e, x), total);
       }
+      close = kept > target - margin;  // too close to call here
     }
   }
-  const energy_selection s = select_by_energy(p, energy_map<T>(p, x), fraction);
+  const std::vector<double> map = energy_map<T>(p, x);
+  energy_selection s = select_by_energy(p, map, fraction);
   for (std::size_t j = 0; j < family.size(); ++j)
     if (family[j].i_h == s.limits[0] && family[j].i_w == s.limits[1]) {
       hints().put(std::move(key), j);
+      // energy_kept as the staged search reports it (the whole grid's band holds all of it).
+      if (j + 1 < family.size())  // (only the last candidate, rate 0, is the whole grid)
+        s.energy_kept =
+            selection(p, family[j], band_kept<T>(p, family[j], full, map, x), total).energy_kept;
+      else
+        s.energy_kept = 1.0;
       break;
     }
   return s;

@@ -279,6 +279,7 @@ spectrum_view<const T> prepared_weight<T>::update(const plan<T>& p, const tensor
   const auto& g = p.geometry();
   std::vector<int64_t> key;
   detail::append_geometry_key(key, g);
+  key[1] = 0;  // the batch: a weight spectrum does not depend on it (a last, smaller batch)
   if (!key_.empty() && key == key_ && version == version_) {
     ++reuses_;
     return spectrum();

@@ -131,7 +131,8 @@ extern template class plan<double>;
 /// pays one weight transform per weight update, training one per step (forward_prepared, then
 /// backward with spectrum()). The caller names the weight's state by a version number that it
 /// changes whenever it writes the weight (an optimizer step counter, a tensor version counter);
-/// the spectrum is recomputed when the version or the plan's geometry (sizes, kept set) changes.
+/// the spectrum is recomputed when the version or the plan's geometry (sizes but the batch, kept
+/// set) changes.
 /// Holds geometry().w_spectrum_size() scalars until clear() or destruction. Not thread-safe
 /// (one per layer and thread of control).
 template <class T>

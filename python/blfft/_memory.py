@@ -38,9 +38,9 @@ def buffer_cap() -> int:
     return _max_buffer_bytes
 
 
-def alloc(like: Tensor, shape, what: str, memory_format=torch.contiguous_format) -> Tensor:
-    """``like.new_empty(shape)`` (in `memory_format`) for a buffer of a call: MemoryError (not
-    torch's RuntimeError) when it exceeds the core's buffer cap or the allocation fails."""
+def check_buffer(like: Tensor, shape, what: str) -> int:
+    """Bytes of a buffer of `shape` like `like`; MemoryError when a CPU one exceeds the core's
+    buffer cap (what :func:`alloc` refuses, said before any work toward it)."""
     n = 1
     for s in shape:
         n *= int(s)
@@ -50,6 +50,13 @@ def alloc(like: Tensor, shape, what: str, memory_format=torch.contiguous_format)
             f"blfft: the {what} would take {nbytes} bytes, more than the largest buffer allowed "
             f"({buffer_cap()} bytes, blfft.set_max_buffer_size)"
         )
+    return nbytes
+
+
+def alloc(like: Tensor, shape, what: str, memory_format=torch.contiguous_format) -> Tensor:
+    """``like.new_empty(shape)`` (in `memory_format`) for a buffer of a call: MemoryError (not
+    torch's RuntimeError) when it exceeds the core's buffer cap or the allocation fails."""
+    nbytes = check_buffer(like, shape, what)
     try:
         if memory_format is not torch.contiguous_format:
             return torch.empty(

@@ -62,7 +62,7 @@ from ._backends import (
     is_cpu,
 )
 from ._geometry import geometry
-from ._memory import alloc, clear_caches
+from ._memory import alloc, check_buffer, clear_caches
 from ._settings import (
     SAVED_DTYPES,
     SPECTRUM_SAVING_MODES,
@@ -514,7 +514,14 @@ def conv_with_cached_weight(x: Tensor, weight: Tensor, bias: Optional[Tensor], c
     grad = torch.is_grad_enabled()
     save_x = grad and weight.requires_grad
     modes = _current_modes()
-    y = _CachedWeightConvFunction.apply(x, weight, bias, ws, conf, save_x, modes[1:])[0]
+    # Backward reads the spectrum the uncached layer would keep: where its modes keep one in a
+    # saved dtype (bfloat16), that rounding of the cached one, so that gradients are its bits.
+    ws_back, store = ws, SAVED_DTYPES[modes[1]]
+    if store is not None and grad and x.requires_grad:
+        _, _, g = geometry(x.shape, weight.shape, *conf)
+        if _settings.keep_w_spectrum(g, *modes):
+            ws_back = ws.to(store)
+    y = _CachedWeightConvFunction.apply(x, weight, bias, ws, conf, save_x, modes[1:], ws_back)[0]
     if save_x and grad and x.requires_grad and not x.is_leaf:
         _link_input(y, x)
     return y
@@ -522,22 +529,22 @@ def conv_with_cached_weight(x: Tensor, weight: Tensor, bias: Optional[Tensor], c
 
 class _CachedWeightConvFunction(torch.autograd.Function):
     """conv_forward from a cached weight spectrum `ws` (not differentiated: the weight's gradient
-    comes from conv_backward as in conv_forward's autograd, which reads `ws` for the input
-    gradient instead of transforming the weight again)."""
+    comes from conv_backward as in conv_forward's autograd, which reads `ws_back`, `ws` or its
+    rounding to the saved dtype, for the input gradient instead of transforming the weight)."""
 
     @staticmethod
-    def forward(x, weight, bias, ws, conf, save_x, modes):
+    def forward(x, weight, bias, ws, conf, save_x, modes, ws_back):
         return conv_forward_w_spectrum(x, ws, bias, list(weight.shape), *conf, save_x, *modes)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
-        x, weight, _, ws, conf = inputs[:5]
+        x, weight, _, _, conf = inputs[:5]
         ctx.mark_non_differentiable(output[1])
-        _setup_forward(ctx, x, weight, conf, output[1], ws)
+        _setup_forward(ctx, x, weight, conf, output[1], inputs[7])
 
     @staticmethod
     def backward(ctx, grad_y, _grad_xs):
-        return _forward_grads(ctx, grad_y) + (None,) * 4
+        return _forward_grads(ctx, grad_y) + (None,) * 5
 
 
 def conv_backward_diff(g, x, xs, w, ws, conf_full, needs):
@@ -946,7 +953,10 @@ def _select_band(
     synchronises the current stream) and the selection made on the CPU, as for CPU tensors."""
     be, stream = backend_for(x, "input")
     x = _up(x)  # half-precision inputs are looked at in float32, as they are computed
-    p, _, _ = geometry(x.shape, w_shape, stride, padding, dilation, groups, 0.0, ())
+    p, _, g = geometry(x.shape, w_shape, stride, padding, dilation, groups, 0.0, ())
+    # An output the forward would refuse is refused before the selection, which reads the whole
+    # input (an expanded batch of 2**51 samples: minutes).
+    check_buffer(x, g.output_shape, "output")
     try:
         sel = be.select_by_energy(p, dl(x), float(fraction), *stream)
     except ValueError:

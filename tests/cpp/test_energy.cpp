@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -265,6 +267,107 @@ TEST(EnergyMap, BatchOfSeveralChunks) {
   for (double v : whole) total += v;
   const auto grid = ref_default_grid(p);
   EXPECT_NEAR(total, static_cast<double>(grid[0] * grid[1]) * sumsq, 1e-5 * total);
+}
+
+/// `v` scaled by `s`, in T.
+template <class T>
+std::vector<T> scaled(const vec& v, double s) {
+  std::vector<T> out(v.size());
+  for (size_t i = 0; i < v.size(); ++i) out[i] = static_cast<T>(s * v[i]);
+  return out;
+}
+
+/// The code of the blfft::error that `f` throws, or none.
+template <class F>
+std::optional<blfft::error_code> error_of(F&& f) {
+  try {
+    f();
+  } catch (const blfft::error& e) {
+    return e.code();
+  }
+  return std::nullopt;
+}
+
+// Review of #15: a float32 input whose spectrum overflows float32 (values near 1e37: finite, but
+// no kept set can be chosen) is refused by the whole map; the staged search, whose total comes
+// from Parseval in double, picked the largest compression from infinite band energies instead.
+TEST(SelectByEnergy, StagedSearchRefusesWhatTheWholeMapRefuses) {
+  const auto p = make2d(2, 3, 1, {12, 12}, {3, 3}, {1, 1}, {1, 1});
+  const auto shape = dims_of(p).input_shape();
+  for (double scale : {3e37, 1e35}) {
+    SCOPED_TRACE(scale);
+    const auto x = scaled<float>(random_vector(dims_of(p).input_size(), 5), scale);
+    const auto xv = tensor_view<const float>::contiguous(x.data(), shape);
+    for (double E : {0.5, 0.99}) {
+      std::optional<blfft::energy_selection> want;
+      const auto map_error =
+          error_of([&] { want = blfft::select_by_energy(p, blfft::energy_map<float>(p, xv), E); });
+      std::optional<blfft::energy_selection> got;
+      const auto staged_error = error_of([&] { got = blfft::select_by_energy<float>(p, xv, E); });
+      EXPECT_EQ(staged_error, map_error);
+      if (want && got) {
+        EXPECT_EQ(got->limits, want->limits);
+      }
+    }
+    if (scale > 1e36) {  // the map itself is made: its total is what refuses
+      EXPECT_EQ(error_of([&] { blfft::energy_map<float>(p, xv); }), std::nullopt);
+    }
+  }
+}
+
+// Review of #15: everything select_by_energy reports, energy_kept included, is the same bit for
+// bit whatever the calls before it (the process-wide hints of the staged search, left by other
+// inputs of the same geometry: other layers, other threads) and in whichever thread it runs.
+template <class T>
+void check_history_independence(const conv_params& p, double E) {
+  const auto shape = dims_of(p).input_shape();
+  const auto x = smooth_input<T>(p, 11);
+  const auto xv = tensor_view<const T>::contiguous(x.data(), shape);
+  std::vector<std::vector<T>> others;
+  for (double s : {0.0, 1.0, 3.0})  // broadband noise added to a smooth input: other choices
+    others.push_back(scaled<T>(random_vector(dims_of(p).input_size(), 3), s));
+  for (auto& o : others)
+    for (size_t i = 0; i < o.size(); ++i) o[i] += x[(i * 7) % x.size()];
+  std::optional<blfft::energy_selection> first;
+  for (const auto& o : others) {
+    blfft::select_by_energy<T>(p, tensor_view<const T>::contiguous(o.data(), shape), E);
+    const auto s = blfft::select_by_energy<T>(p, xv, E);
+    if (!first) first = s;
+    EXPECT_EQ(s.limits, first->limits);
+    EXPECT_EQ(s.rate, first->rate);
+    EXPECT_EQ(s.energy_kept, first->energy_kept);  // bitwise
+  }
+  // Two threads selecting on different inputs of the same geometry at once.
+  std::vector<blfft::energy_selection> a(20), b(20);
+  std::thread t1([&] {
+    for (auto& s : a) s = blfft::select_by_energy<T>(p, xv, E);
+  });
+  std::thread t2([&] {
+    for (auto& s : b)
+      s = blfft::select_by_energy<T>(p, tensor_view<const T>::contiguous(others[2].data(), shape),
+                                     E);
+  });
+  t1.join();
+  t2.join();
+  const auto other = blfft::select_by_energy(
+      p, blfft::energy_map<T>(p, tensor_view<const T>::contiguous(others[2].data(), shape)), E);
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].limits, first->limits);
+    EXPECT_EQ(a[i].energy_kept, first->energy_kept);
+    EXPECT_EQ(b[i].limits, other.limits);
+  }
+}
+
+TEST(SelectByEnergy, ResultIndependentOfCallHistoryAndThreads) {
+  for (const auto& p : {make2d(2, 1, 1, {20, 10}, {3, 3}, {1, 1}, {1, 1}),
+                        make2d(3, 4, 1, {24, 20}, {3, 3}, {1, 1}, {1, 1}),
+                        make1d(2, 2, 1, 7, 3, 1, 1), make1d(3, 2, 1, 15, 3, 1, 1)}) {
+    for (double E : {0.5, 0.9, 0.95, 0.99}) {
+      SCOPED_TRACE(name_of(p) + " E=" + std::to_string(E));
+      check_history_independence<float>(p, E);
+      check_history_independence<double>(p, E);
+    }
+  }
 }
 
 TEST(SelectByEnergy, OneDimensional) {

@@ -467,3 +467,49 @@ TEST(PreparedWeight, SharedAcrossCallsF64) {
 }
 
 }  // namespace
+
+namespace {
+
+// Review of #15: a weight spectrum does not depend on the batch, so a prepared_weight updated
+// for plans of two batch sizes (a training batch and the last, smaller one; evaluation with
+// another batch) keeps its spectrum; forward_prepared from it is the other plan's forward bit for
+// bit. A handle with no spectrum (never updated, cleared, or whose update failed) is refused, and
+// an update after a failed one transforms again even at the same version.
+TEST(PreparedWeight, KeptAcrossBatchSizesAndRefusedWhenEmpty) {
+  const auto p = make2d(3, 4, 5, {9, 8}, {3, 3}, {1, 1}, {1, 1});
+  const auto p1 = make2d(1, 4, 5, {9, 8}, {3, 3}, {1, 1}, {1, 1});
+  problem<float> pr(p, 77), pr1(p1, 78);
+  pr1.wt = pr.wt;  // one layer: the same weight
+  const auto big = blfft::get_plan<float>(p, compression::rate(0.5));
+  const auto one = blfft::get_plan<float>(p1, compression::rate(0.5));
+  blfft::prepared_weight<float> pw;
+  pw.update(*big, pr.wv(), 3);
+  const auto ws = pw.update(*one, pr1.wv(), 3);
+  EXPECT_EQ(pw.transforms(), 1);
+  EXPECT_EQ(pw.reuses(), 1);
+  const dims d1 = dims_of(p1);
+  std::vector<float> y(static_cast<size_t>(d1.output_size())), y_ref(y.size());
+  one->forward_prepared(pr1.xv(), ws, pr1.bt.data(), out_view(y, d1.output_shape()));
+  one->forward(pr1.xv(), pr1.wv(), pr1.bt.data(), out_view(y_ref, d1.output_shape()));
+  EXPECT_TRUE(same_bytes(y, y_ref));
+
+  const auto refused = [&](blfft::spectrum_view<const float> s) {
+    try {
+      one->forward_prepared(pr1.xv(), s, nullptr, out_view(y, d1.output_shape()));
+    } catch (const blfft::error& e) {
+      return std::string(e.what()).find("w_spectrum") != std::string::npos;
+    }
+    return false;
+  };
+  pw.clear();
+  EXPECT_TRUE(refused(pw.spectrum()));
+  // A weight of the wrong shape: the update throws and leaves no spectrum behind.
+  const auto bad_w = tensor_view<const float>::contiguous(pr1.wt.data(), {5, 4, 3, 2});
+  EXPECT_THROW(pw.update(*one, bad_w, 4), blfft::error);
+  EXPECT_TRUE(refused(pw.spectrum()));
+  pw.update(*one, pr1.wv(), 4);
+  EXPECT_EQ(pw.transforms(), 2);
+  EXPECT_FALSE(refused(pw.spectrum()));
+}
+
+}  // namespace

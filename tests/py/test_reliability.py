@@ -422,6 +422,26 @@ def test_energy_on_non_finite_input_is_a_value_error(bad, ndim):
     assert not torch.isfinite(conv(x, w, padding=1, compress_rate=0.5)).all()
 
 
+@pytest.mark.parametrize("huge", ["batch", "channels"])
+def test_energy_on_a_huge_expanded_input_is_refused_at_once(huge):
+    """An expanded (stride-0) input whose call cannot allocate its buffers is refused before the
+    selection reads its samples (the staged selection first spent minutes summing 2**51 zeros for
+    Parseval's total; fuzz regression fuzz_energy_huge_expanded_batch). Huge channels: the
+    core's size checks refuse it."""
+    import time
+
+    if huge == "batch":
+        x = torch.zeros(1, 1, 1).expand(2**51, 1, 1)
+        w = torch.randn(1, 1, 1)
+    else:
+        x = torch.zeros(1, 1, 1).expand(1, 2**45, 1)
+        w = torch.randn(1, 1, 1).expand(1, 2**45, 1)
+    t0 = time.perf_counter()
+    with pytest.raises(MemoryError, match="largest buffer allowed"):
+        BF.conv1d(x, w, energy=0.9)
+    assert time.perf_counter() - t0 < 5.0
+
+
 def test_huge_padding_with_padding_mode_is_refused_at_once():
     """padding_mode='replicate' pads in torch first: a padding beyond any grid blfft computes on
     is refused before F.pad spends seconds and gigabytes on it (found by the fuzzer)."""

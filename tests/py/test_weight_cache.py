@@ -157,6 +157,74 @@ def test_paths_that_do_not_use_it_in_training():
     assert _count(m) == (0, 0)
 
 
+@pytest.fixture
+def _saving_modes():
+    """Restores the spectrum-saving settings a test changes."""
+    saved = (
+        blfft.get_weight_spectrum_saving(),
+        blfft.get_input_spectrum_saving(),
+        blfft.get_saved_spectrum_dtype(),
+    )
+    yield
+    blfft.set_weight_spectrum_saving(saved[0])
+    blfft.set_input_spectrum_saving(saved[1])
+    blfft.set_saved_spectrum_dtype(saved[2])
+
+
+@pytest.mark.parametrize("w_mode", ["auto", "keep", "recompute"])
+@pytest.mark.parametrize("x_mode", ["auto", "keep", "recompute"])
+@pytest.mark.parametrize("saved", [None, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_training_bitwise_under_every_saving_mode(w_mode, x_mode, saved, dtype, _saving_modes):
+    # Review of #15: with bfloat16 saved spectra the uncached layer's input gradient reads the
+    # weight spectrum rounded to bfloat16 (where its mode keeps one), the caching layer read the
+    # cache's full-precision one: gradients differed. Now the same bits, for a leaf input and an
+    # activation, first and second order.
+    blfft.set_weight_spectrum_saving(w_mode)
+    blfft.set_input_spectrum_saving(x_mode)
+    blfft.set_saved_spectrum_dtype(saved)
+    m, ref = _pair(blfft.nn.Conv2d, 3, 5, 3, padding=1, compress_rate=0.5, dtype=dtype)
+    x = torch.randn(4, 3, 10, 10, dtype=dtype, requires_grad=True)
+    g = torch.randn(4, 5, 10, 10, dtype=dtype)
+    for got, want in zip(_grads(m, x, g), _grads(ref, x, g), strict=True):
+        assert torch.equal(got, want)
+    for layer in (m, ref):  # an activation (not a leaf) and a gradient penalty
+        a = x * 2
+        gx = torch.autograd.grad((layer(a) * g).sum(), a, create_graph=True)[0]
+        layer.weight.grad = None
+        gx.square().sum().backward()
+    assert torch.equal(m.weight.grad, ref.weight.grad)
+    assert _count(m)[0] == 1
+
+
+def test_weight_data_write_between_forward_and_backward():
+    # A write through .data after forward (it bypasses autograd's version check): the caching
+    # layer's input gradient is that of the weight forward used (the spectrum it read); the
+    # uncached layer's is too where it kept the weight spectrum, and is that of the new weight
+    # where it recomputes the spectrum from the weight (as torch's conv2d, which reads the
+    # saved weight).
+    blfft.set_weight_spectrum_saving("recompute")
+    try:
+        m, ref = _pair(blfft.nn.Conv2d, 3, 5, 3, padding=1, compress_rate=0.5)
+        w0 = m.weight.detach().clone()
+        x = torch.randn(4, 3, 10, 10, dtype=F64, requires_grad=True)
+        g = torch.randn(4, 5, 10, 10, dtype=F64)
+        got = []
+        for layer in (m, ref):
+            y = layer(x)
+            layer.weight.data.mul_(2)
+            got.append(torch.autograd.grad(y, (x, layer.weight), g))
+        fresh, _ = _pair(blfft.nn.Conv2d, 3, 5, 3, padding=1, compress_rate=0.5)
+        with torch.no_grad():
+            fresh.weight.copy_(w0)
+            fresh.bias.copy_(m.bias)
+        want = torch.autograd.grad(fresh(x), (x, fresh.weight), g)
+        assert torch.equal(got[0][0], want[0]) and torch.equal(got[0][1], want[1])
+        assert not torch.equal(got[1][0], want[0])  # the uncached one read the new weight
+    finally:
+        blfft.set_weight_spectrum_saving("auto")
+
+
 @pytest.mark.cuda
 def test_cuda_training_and_eval_share_the_spectrum():
     m, ref = _pair(blfft.nn.Conv2d, 3, 5, 3, padding=1, compress_rate=0.5, device="cuda")
