@@ -57,6 +57,8 @@ void device_executor::launch(const launch_dims& d, const K& k, void* stream) con
 #define BLFFT_INSTANTIATE_ALL(T)                                                                   \
   BLFFT_INSTANTIATE_LAUNCH(pack_rows<T>)                                                           \
   BLFFT_INSTANTIATE_LAUNCH(unpack_rows<T>)                                                         \
+  BLFFT_INSTANTIATE_LAUNCH(pack_rows_tiled<T>)                                                     \
+  BLFFT_INSTANTIATE_LAUNCH(unpack_rows_tiled<T>)                                                   \
   BLFFT_INSTANTIATE_LAUNCH(tile_copy<T>)                                                           \
   BLFFT_INSTANTIATE_LAUNCH(restack<T>)                                                             \
   BLFFT_INSTANTIATE_LAUNCH(depth_dft<T>)                                                           \
@@ -73,6 +75,8 @@ void device_executor::launch(const launch_dims& d, const K& k, void* stream) con
 #define BLFFT_INSTANTIATE_STORAGE(T, X)                                                            \
   BLFFT_INSTANTIATE_LAUNCH(pack_rows<T, X>)                                                        \
   BLFFT_INSTANTIATE_LAUNCH(unpack_rows<T, X>)                                                      \
+  BLFFT_INSTANTIATE_LAUNCH(pack_rows_tiled<T, X>)                                                  \
+  BLFFT_INSTANTIATE_LAUNCH(unpack_rows_tiled<T, X>)                                                \
   BLFFT_INSTANTIATE_LAUNCH(dft_analyse<T, X>)                                                      \
   BLFFT_INSTANTIATE_LAUNCH(dft_synthesise<T, X>)                                                   \
   BLFFT_INSTANTIATE_LAUNCH(mix_to_taps_small<T, X>)                                                \

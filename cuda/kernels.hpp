@@ -68,6 +68,13 @@ struct row_layout {
   uint32_t Lw = 1, Rh = 1, Rw = 1, CH = 1, j0 = 0;
   int32_t off_w = 0, step_w = 1;
 
+  /// Whether grid column c holds a sample, and which (i).
+  BLFFT_HD_INLINE bool sample_at(uint32_t c, uint32_t& i) const {
+    const int32_t d = static_cast<int32_t>(c) - off_w;
+    if (d < 0 || d % step_w != 0 || static_cast<uint32_t>(d / step_w) >= Rw) return false;
+    i = static_cast<uint32_t>(d / step_w);
+    return true;
+  }
   /// The offset in view v of sample i of the data row that row `row` of the buffer holds; the
   /// image's channel in ch.
   template <class View>
@@ -93,13 +100,11 @@ struct pack_rows : flat_kernel {
   row_layout rl;
 
   BLFFT_HD_INLINE void operator()(idx3 b, idx3 t) const {
-    uint32_t i, ch;
+    uint32_t i, s, ch;
     if (!flat_item(b, t, n, i)) return;
     const uint32_t row = i / rl.Lw, c = i - row * rl.Lw;
-    const int32_t d = static_cast<int32_t>(c) - rl.off_w;
     T v = T(0);
-    if (d >= 0 && d % rl.step_w == 0 && static_cast<uint32_t>(d / rl.step_w) < rl.Rw)
-      v = load_as<T>(src.data + rl.sample(src, row, static_cast<uint32_t>(d / rl.step_w), ch));
+    if (rl.sample_at(c, s)) v = load_as<T>(src.data + rl.sample(src, row, s, ch));
     gstore(rows + i, v);
   }
 };
@@ -124,6 +129,124 @@ struct unpack_rows : flat_kernel {
     const T v = gload(rows + (int64_t(row) * rl.Lw + rl.off_w + int64_t(rl.step_w) * i));
     const int64_t o = rl.sample(dst, row, i, ch);
     store_as(dst.data + o, v * scale + (bias ? load_as<T>(bias + ch) : T(0)));
+  }
+};
+
+/// Whether a view's channels are adjacent in memory (channels_last), so that consecutive images
+/// j = b * CH + ch of a batch are: the kernels that touch tensors then walk the image index
+/// fastest (coalesced), else the width index.
+template <class View>
+BLFFT_HD_INLINE bool channels_adjacent(const View& v, uint32_t CH) {
+  return v.stride_ch == 1 && CH > 1;
+}
+
+/// The channels_last forms of pack_rows / unpack_rows (channels_adjacent views): a block moves a
+/// tile of 32 images x 32 columns of one data row r through shared memory, the tensor side with
+/// the image index fastest, the rows buffer with the column fastest, so that both stay coalesced
+/// (the flat kernels walk the width fastest: 32 sectors a warp on a channels_last tensor). Same
+/// values, same arithmetic as the flat kernels: bit for bit their results. Block x =
+/// (image tile * Rh + r) * tiles + column tile; 32 x 8 threads, 4 steps per phase.
+constexpr unsigned row_tile = 32, row_tile_rows = 8;
+struct row_tile_kernel : kernel_traits<true, row_tile * row_tile_rows> {
+  struct regs {};
+  uint32_t images = 0;  ///< in this chunk
+  uint32_t tiles = 1;   ///< column tiles per row: ceil(Lw / 32) to pack, ceil(Rw / 32) to unpack
+  row_layout rl;
+
+  BLFFT_HD_INLINE int phase_count(idx3) const { return 2; }
+  /// Block b's first chunk image jl0, data row r, first column c0.
+  BLFFT_HD_INLINE void origin(idx3 b, uint32_t& jl0, uint32_t& r, uint32_t& c0) const {
+    const uint32_t ir = b.x / tiles, q = ir / rl.Rh;
+    r = ir - q * rl.Rh;
+    jl0 = q * row_tile;
+    c0 = (b.x - ir * tiles) * row_tile;
+  }
+  /// Step s of phase p for thread t: the tile's image g and column cc (image fastest in the
+  /// tensor's phase, column fastest in the rows buffer's).
+  BLFFT_HD_INLINE static void slot(idx3 t, unsigned s, bool images_fastest, uint32_t& g,
+                                   uint32_t& cc) {
+    g = images_fastest ? t.x : t.y + s * row_tile_rows;
+    cc = images_fastest ? t.y + s * row_tile_rows : t.x;
+  }
+};
+
+/// Launch geometry of a row_tile_kernel over a chunk; fills k.tiles (columns: Lw or Rw).
+template <class K>
+launch_dims row_tile_dims(K& k, uint32_t columns) {
+  k.tiles = static_cast<uint32_t>(ceil_div(columns, row_tile));
+  launch_dims d;
+  d.grid.x = static_cast<unsigned>(ceil_div(k.images, row_tile) * k.rl.Rh * k.tiles);
+  d.grid.y = d.grid.z = 1;
+  d.block.x = row_tile;
+  d.block.y = row_tile_rows;
+  d.block.z = 1;
+  return d;
+}
+
+/// pack_rows for channels_adjacent sources: phase 0 loads the tile from the tensor (zero where a
+/// column holds no sample), phase 1 stores it into the rows buffer.
+template <class T, class X = T>
+struct pack_rows_tiled : row_tile_kernel {
+  static constexpr const char* name = "pack_rows_tiled";
+  struct shared {
+    T v[row_tile][row_tile + 1];  // [column][image]
+  };
+
+  image_view<const X> src;
+  T* rows = nullptr;
+
+  BLFFT_HD_INLINE void phase(int p, shared& sh, regs&, idx3 b, idx3 t) const {
+    uint32_t jl0, r, c0;
+    origin(b, jl0, r, c0);
+    for (unsigned s = 0; s < row_tile / row_tile_rows; ++s) {
+      uint32_t g, cc;
+      slot(t, s, p == 0, g, cc);
+      const uint32_t jl = jl0 + g, c = c0 + cc;
+      if (jl >= images || c >= rl.Lw) continue;
+      const uint32_t row = jl * rl.Rh + r;
+      if (p == 0) {
+        uint32_t i, ch;
+        T v = T(0);
+        if (rl.sample_at(c, i)) v = load_as<T>(src.data + rl.sample(src, row, i, ch));
+        sh.v[cc][g] = v;
+      } else {
+        gstore(rows + (int64_t(row) * rl.Lw + c), sh.v[cc][g]);
+      }
+    }
+  }
+};
+
+/// unpack_rows for channels_adjacent destinations: phase 0 loads the tile's samples from the
+/// rows buffer, phase 1 stores them (scaled, plus bias) into the tensor.
+template <class T, class X = T>
+struct unpack_rows_tiled : row_tile_kernel {
+  static constexpr const char* name = "unpack_rows_tiled";
+  struct shared {
+    T v[row_tile][row_tile + 1];  // [sample][image]
+  };
+
+  const T* rows = nullptr;
+  image_view<X> dst;
+  const X* bias = nullptr;
+  T scale = T(1);
+
+  BLFFT_HD_INLINE void phase(int p, shared& sh, regs&, idx3 b, idx3 t) const {
+    uint32_t jl0, r, c0;
+    origin(b, jl0, r, c0);
+    for (unsigned s = 0; s < row_tile / row_tile_rows; ++s) {
+      uint32_t g, ii;
+      slot(t, s, p == 1, g, ii);
+      const uint32_t jl = jl0 + g, i = c0 + ii;
+      if (jl >= images || i >= rl.Rw) continue;
+      const uint32_t row = jl * rl.Rh + r;
+      if (p == 0) {
+        sh.v[ii][g] = gload(rows + (int64_t(row) * rl.Lw + rl.off_w + int64_t(rl.step_w) * i));
+      } else {
+        uint32_t ch;
+        const int64_t o = rl.sample(dst, row, i, ch);
+        store_as(dst.data + o, sh.v[ii][g] * scale + (bias ? load_as<T>(bias + ch) : T(0)));
+      }
+    }
   }
 };
 
@@ -524,7 +647,7 @@ struct dft_analyse : fused_kernel<T> {
       fill_dft_matrix(fw, f.nc, f.Rw, f.kept_cols, f.off_w, f.step_w, f.Lw, -1.0, true, false, t.x);
       fill_dft_matrix(fh, f.nr, f.Rh, f.kept_rows, f.off_h, f.step_h, f.Lh, -1.0, true, false, t.x);
       // Samples, coalesced along the view's rows or, channels_last, along its channels.
-      const bool images_fastest = src.stride_ch == 1 && f.CH > 1;
+      const bool images_fastest = channels_adjacent(src, f.CH);
       for (uint32_t e = t.x; e < G * f.Rh * f.Rw; e += threads) {
         uint32_t g, r, i;
         f.sample_of(e, G, images_fastest, g, r, i);
@@ -628,7 +751,7 @@ struct dft_synthesise : fused_kernel<T> {
         z[2 * e + 1] = im;
       }
     } else {
-      const bool images_fastest = dst.stride_ch == 1 && f.CH > 1;  // channels_last
+      const bool images_fastest = channels_adjacent(dst, f.CH);
       for (uint32_t e = t.x; e < G * f.Rh * f.Rw; e += threads) {
         uint32_t g, r, i;
         f.sample_of(e, G, images_fastest, g, r, i);

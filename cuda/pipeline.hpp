@@ -198,12 +198,21 @@ class transform_stage {
     const int64_t* tab = tables_.get();
     for (int64_t j0 = 0; j0 < J_; j0 += chunk_) {
       const int64_t m = std::min(chunk_, J_ - j0);
-      pack_rows<T, X> pk;
-      pk.src = src;
-      pk.rows = rows.get();
-      pk.n = static_cast<uint32_t>(m * h_.count * Lw_);
-      pk.rl = rows_from(j0);
-      ex.launch(flat_dims(pk.n), pk, stream);
+      if (channels_adjacent(src, static_cast<uint32_t>(CH_))) {
+        pack_rows_tiled<T, X> pk;
+        pk.src = src;
+        pk.rows = rows.get();
+        pk.images = static_cast<uint32_t>(m);
+        pk.rl = rows_from(j0);
+        ex.launch(row_tile_dims(pk, pk.rl.Lw), pk, stream);
+      } else {
+        pack_rows<T, X> pk;
+        pk.src = src;
+        pk.rows = rows.get();
+        pk.n = static_cast<uint32_t>(m * h_.count * Lw_);
+        pk.rl = rows_from(j0);
+        ex.launch(flat_dims(pk.n), pk, stream);
+      }
 
       ex.fft(row_fft(fft_type::r2c, m), rows.get(), half.get(), stream);
 
@@ -317,14 +326,25 @@ class transform_stage {
 
       ex.fft(row_fft(fft_type::c2r, m), half.get(), rows.get(), stream);
 
-      unpack_rows<T, X> up;
-      up.rows = rows.get();
-      up.dst = dst;
-      up.bias = bias;
-      up.scale = scale;
-      up.n = static_cast<uint32_t>(m * h_.count * w_.count);
-      up.rl = rows_from(j0);
-      ex.launch(flat_dims(up.n), up, stream);
+      if (channels_adjacent(dst, static_cast<uint32_t>(CH_))) {
+        unpack_rows_tiled<T, X> up;
+        up.rows = rows.get();
+        up.dst = dst;
+        up.bias = bias;
+        up.scale = scale;
+        up.images = static_cast<uint32_t>(m);
+        up.rl = rows_from(j0);
+        ex.launch(row_tile_dims(up, up.rl.Rw), up, stream);
+      } else {
+        unpack_rows<T, X> up;
+        up.rows = rows.get();
+        up.dst = dst;
+        up.bias = bias;
+        up.scale = scale;
+        up.n = static_cast<uint32_t>(m * h_.count * w_.count);
+        up.rl = rows_from(j0);
+        ex.launch(flat_dims(up.n), up, stream);
+      }
     }
   }
 

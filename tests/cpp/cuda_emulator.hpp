@@ -23,6 +23,9 @@
 /// hook of cuda/traffic.hpp that the kernels' gload / gstore and the stand-ins' operand accesses
 /// report to; per launch and summed in counters.
 ///
+/// Coalescing (issue #11), for the address ranges given to watch_coalescing() (the caller's
+/// tensors): how many 32-byte sectors each warp request to them touches (coalescing_meter).
+///
 /// It also checks what a GPU would not report: launch geometry within CUDA's limits and matching
 /// the kernel's block size, scratch buffers with guard zones (a write past either end fails the
 /// test), scratch, shared memory and registers starting as NaN (so reading something never
@@ -36,6 +39,7 @@
 #include <complex>
 #include <cstring>
 #include <limits>
+#include <map>
 #include <memory>
 #include <string>
 #include <type_traits>
@@ -139,6 +143,103 @@ class footprint final : public cdx::traffic_recorder {
   address_set reads_, writes_;
 };
 
+/// Coalescing of a kernel's accesses to watched address ranges (the caller's tensors), in the
+/// emulation's execution order. Model: a warp is 32 consecutive threads of a block (x fastest,
+/// as CUDA forms them); the n-th access of a thread to one watched range in one direction within
+/// one phase is the same instruction as the n-th access of the other threads of its warp (SIMT
+/// lockstep; lanes that make fewer accesses are inactive there), so the warp's n-th accesses are
+/// one request. A request costs the distinct 32-byte sectors its lanes touch; its ideal is the
+/// fewest sectors that hold its distinct bytes (ceil(bytes / 32)). Where lanes leave a loop at
+/// different counts the model misaligns the later requests of a warp, which only overcounts.
+class coalescing_meter {
+ public:
+  struct tally {
+    int64_t requests = 0, sectors = 0, ideal = 0;
+    double sectors_per_request() const { return requests ? double(sectors) / requests : 0.0; }
+    /// Sectors moved over the fewest possible (1 = ideal).
+    double excess() const { return ideal ? double(sectors) / ideal : 1.0; }
+  };
+  struct range {
+    uintptr_t begin = 0, end = 0;
+    std::string what;
+  };
+
+  explicit coalescing_meter(std::vector<range> watched) : watched_(std::move(watched)) {
+    tallies_.resize(2 * watched_.size());
+  }
+  /// Thread `tid` of a block (linear index, x fastest) starts phase `phase` (0 for simple
+  /// kernels); `block` identifies the block within the launch.
+  void begin_thread(uint64_t block, int phase, unsigned tid) {
+    const warp_key w{block, phase, tid / 32};
+    if (!(w == warp_)) {
+      flush();
+      warp_ = w;
+    }
+    ordinal_.assign(2 * watched_.size(), 0);
+    in_thread_ = true;
+  }
+  /// Outside a kernel's threads (the cuFFT / cuBLAS stand-ins): accesses are not requests.
+  void end_launch() {
+    flush();
+    warp_ = {};
+    in_thread_ = false;
+  }
+  void access(const void* p, std::size_t bytes, bool write) {
+    if (!in_thread_) return;
+    const auto a = reinterpret_cast<uintptr_t>(p);
+    for (size_t r = 0; r < watched_.size(); ++r) {
+      if (a < watched_[r].begin || a >= watched_[r].end) continue;
+      const size_t slot = 2 * r + (write ? 1 : 0);
+      pending_[{slot, ordinal_[slot]++}].push_back({a, bytes});
+      return;
+    }
+  }
+  /// Per watched range and direction (index 2 r + write), since the last take().
+  std::vector<tally> take() {
+    flush();
+    std::vector<tally> t(2 * watched_.size());
+    t.swap(tallies_);
+    return t;
+  }
+  const std::vector<range>& watched() const { return watched_; }
+
+ private:
+  struct warp_key {
+    uint64_t block = ~uint64_t(0);
+    int phase = -1;
+    unsigned warp = 0;
+    bool operator==(const warp_key& o) const {
+      return block == o.block && phase == o.phase && warp == o.warp;
+    }
+  };
+  void flush() {
+    for (auto& [key, lanes] : pending_) {
+      std::vector<uintptr_t> sectors, addresses;
+      int64_t bytes = 0;
+      for (const auto& [a, n] : lanes) {
+        sectors.push_back(a >> 5);
+        if (std::find(addresses.begin(), addresses.end(), a) == addresses.end()) {
+          addresses.push_back(a);
+          bytes += static_cast<int64_t>(n);
+        }
+      }
+      std::sort(sectors.begin(), sectors.end());
+      tally& t = tallies_[key.first];
+      ++t.requests;
+      t.sectors += std::unique(sectors.begin(), sectors.end()) - sectors.begin();
+      t.ideal += (bytes + 31) / 32;
+    }
+    pending_.clear();
+  }
+
+  std::vector<range> watched_;
+  std::vector<tally> tallies_;
+  std::vector<int64_t> ordinal_;  // the current thread's accesses so far, per slot
+  std::map<std::pair<size_t, int64_t>, std::vector<std::pair<uintptr_t, std::size_t>>> pending_;
+  warp_key warp_;
+  bool in_thread_ = false;
+};
+
 class host_executor {
  public:
   /// What the pipeline asked for, for tests that count launches (and, with measure_traffic(),
@@ -154,6 +255,12 @@ class host_executor {
       int64_t read_bytes = 0, write_bytes = 0;
     };
     std::vector<launch_record> launch_log;  // per launch (measure_traffic())
+    struct coalescing_record {
+      std::string name, what;  // the launch; the watched range
+      bool write = false;
+      coalescing_meter::tally tally;
+    };
+    std::vector<coalescing_record> coalescing_log;  // per launch and range (watch_coalescing())
     int64_t launches() const { return kernels + ffts + gemms; }
     int64_t global_bytes() const { return read_bytes + write_bytes; }
   };
@@ -163,6 +270,11 @@ class host_executor {
   int device() const { return device_; }
   /// From now on, every launch's footprint is measured (slower: a set of addresses per launch).
   void measure_traffic() { meter_ = std::make_shared<footprint>(); }
+  /// From now on, every kernel launch's requests to these ranges are metered (coalescing_meter)
+  /// into stats().coalescing_log, one record per launch, range and direction accessed.
+  void watch_coalescing(std::vector<coalescing_meter::range> watched) {
+    coalescing_ = std::make_shared<coalescing_meter>(std::move(watched));
+  }
 
   emulated_device_guard activate(bool nothrow = false) const {
     return emulated_device_guard(device_, nothrow);
@@ -277,10 +389,11 @@ class host_executor {
     EXPECT_LE(d.grid.z, static_cast<unsigned>(cdx::max_grid_yz)) << K::name;
     EXPECT_EQ(d.block.x * d.block.y * d.block.z, K::threads) << K::name;
     ASSERT_GT(d.grid.x * d.grid.y * d.grid.z, 0u) << K::name << ": empty launch";
-    const metered m(*this, K::name);
+    const metered m(*this, K::name, true);
+    coalescing_meter* cm = coalescing_.get();
     for (unsigned bz = 0; bz < d.grid.z; ++bz)
       for (unsigned by = 0; by < d.grid.y; ++by)
-        for (unsigned bx = 0; bx < d.grid.x; ++bx) run_block(d, k, cdx::idx3{bx, by, bz});
+        for (unsigned bx = 0; bx < d.grid.x; ++bx) run_block(d, k, cdx::idx3{bx, by, bz}, cm);
   }
 
   void fft(const cdx::fft_desc& d, const void* in, void* out, void* stream) const {
@@ -374,15 +487,23 @@ class host_executor {
   /// launch's footprint to the counters at its end.
   class metered {
    public:
-    metered(const host_executor& ex, const char* name) : ex_(ex), name_(name) {
-      if (!ex_.meter_) return;
-      ex_.meter_->clear();
-      cdx::current_traffic_recorder() = ex_.meter_.get();
+    /// `kernel`: an own kernel's launch (its threads' requests are metered for coalescing).
+    metered(const host_executor& ex, const char* name, bool kernel = false)
+        : ex_(ex), name_(name), tee_(ex.meter_.get(), kernel ? ex.coalescing_.get() : nullptr) {
+      if (ex_.meter_) ex_.meter_->clear();
+      if (ex_.meter_ || tee_.coalescing) cdx::current_traffic_recorder() = &tee_;
     }
     ~metered() {
-      if (!ex_.meter_) return;
       cdx::current_traffic_recorder() = nullptr;
       counters& c = *ex_.stats_;
+      if (coalescing_meter* cm = tee_.coalescing) {
+        cm->end_launch();
+        const auto tallies = cm->take();
+        for (size_t i = 0; i < tallies.size(); ++i)
+          if (tallies[i].requests > 0)
+            c.coalescing_log.push_back({name_, cm->watched()[i / 2].what, i % 2 == 1, tallies[i]});
+      }
+      if (!ex_.meter_) return;
       c.read_bytes += ex_.meter_->read_bytes();
       c.write_bytes += ex_.meter_->write_bytes();
       c.sector_bytes += ex_.meter_->read_sector_bytes() + ex_.meter_->write_sector_bytes();
@@ -392,8 +513,23 @@ class host_executor {
     metered& operator=(const metered&) = delete;
 
    private:
+    /// The launch's recorder: the footprint and the coalescing meter, where installed.
+    struct tee final : cdx::traffic_recorder {
+      tee(footprint* f, coalescing_meter* c) : footprint_(f), coalescing(c) {}
+      void read(const void* p, std::size_t bytes) override {
+        if (footprint_) footprint_->read(p, bytes);
+        if (coalescing) coalescing->access(p, bytes, false);
+      }
+      void write(const void* p, std::size_t bytes) override {
+        if (footprint_) footprint_->write(p, bytes);
+        if (coalescing) coalescing->access(p, bytes, true);
+      }
+      footprint* footprint_;
+      coalescing_meter* coalescing;
+    };
     const host_executor& ex_;
     const char* name_;
+    tee tee_;
   };
 
   void on_device(const char* what) const {
@@ -404,7 +540,8 @@ class host_executor {
   }
 
   template <class K>
-  static void run_block(const cdx::launch_dims& d, const K& k, cdx::idx3 b) {
+  static void run_block(const cdx::launch_dims& d, const K& k, cdx::idx3 b, coalescing_meter* cm) {
+    const uint64_t block = (uint64_t(b.z) * d.grid.y + b.y) * d.grid.x + b.x;
     const unsigned nt = d.block.x * d.block.y * d.block.z;
     const auto thread = [&](unsigned i) {
       return cdx::idx3{i % d.block.x, (i / d.block.x) % d.block.y, i / (d.block.x * d.block.y)};
@@ -418,9 +555,15 @@ class host_executor {
         std::memset(static_cast<void*>(regs.data()), 0xff, sizeof(typename K::regs) * nt);
       const int phases = k.phase_count(b);
       for (int p = 0; p < phases; ++p)  // a __syncthreads() between phases
-        for (unsigned i = 0; i < nt; ++i) k.phase(p, *sh, regs[i], b, thread(i));
+        for (unsigned i = 0; i < nt; ++i) {
+          if (cm) cm->begin_thread(block, p, i);
+          k.phase(p, *sh, regs[i], b, thread(i));
+        }
     } else {
-      for (unsigned i = 0; i < nt; ++i) k(b, thread(i));
+      for (unsigned i = 0; i < nt; ++i) {
+        if (cm) cm->begin_thread(block, 0, i);
+        k(b, thread(i));
+      }
     }
   }
 
@@ -515,6 +658,7 @@ class host_executor {
   int device_ = 0;
   std::shared_ptr<counters> stats_;
   std::shared_ptr<footprint> meter_;  // set by measure_traffic()
+  std::shared_ptr<coalescing_meter> coalescing_;  // set by watch_coalescing()
 };
 
 }  // namespace bt
