@@ -1257,36 +1257,84 @@ inline launch_dims reduce_dims(int64_t outputs) {
   return d;
 }
 
-/// grad_bias[f] = sum over n, (d,) h, w of grad_out(n, f, (d,) h, w). Block f.
-template <class T, class X = T>
-struct bias_grad_kernel : reduce_kernel {
-  static constexpr const char* name = "bias_grad";
-
+/// What the bias gradient reads: grad_out (slice 0 of D depth slices, stride_d apart) and N.
+template <class X>
+struct bias_grad_args {
   image_view<const X> g;  ///< and out: X, the gradients' element type
   X* out = nullptr;
   uint32_t N = 1, Ho = 1, Wo = 1;
   uint32_t D = 1;        ///< depth slices (3D; g is slice 0)
   int64_t stride_d = 0;  ///< element stride between them
 
+  /// Element e (h * Wo + w) of channel f, batch-and-depth index nd = n * D + d.
+  BLFFT_HD_INLINE const X* at(uint32_t f, uint32_t nd, uint32_t e) const {
+    const uint32_t n = nd / D, d = nd - n * D, h = e / Wo, w = e - h * Wo;
+    return g.data + (int64_t(n) * g.stride_b + int64_t(f) * g.stride_ch + int64_t(d) * stride_d +
+                     int64_t(h) * g.stride_h + int64_t(w) * g.stride_w);
+  }
+};
+
+/// grad_bias[f] = sum over n, (d,) h, w of grad_out(n, f, (d,) h, w). Block f. The summation
+/// order (the one bias_grad_tiled repeats): partial t of 256 sums the elements e = t mod 256 of
+/// every (n, d) in order, then the fixed tree over the partials.
+template <class T, class X = T>
+struct bias_grad_kernel : reduce_kernel, bias_grad_args<X> {
+  static constexpr const char* name = "bias_grad";
+
   BLFFT_HD_INLINE int phase_count(idx3) const { return 1 + reduce_steps; }
   BLFFT_HD_INLINE void phase(int p, shared& sh, regs&, idx3 b, idx3 t) const {
     if (p == 0) {
       double s = 0;
-      const uint32_t hw = Ho * Wo;
-      for (uint32_t nd = 0; nd < N * D; ++nd) {
-        const uint32_t n = nd / D, d = nd - n * D;
-        const X* base =
-            g.data + int64_t(n) * g.stride_b + int64_t(b.x) * g.stride_ch + int64_t(d) * stride_d;
-        for (uint32_t e = t.x; e < hw; e += threads) {
-          const uint32_t h = e / Wo, w = e - h * Wo;
-          s += load_as<double>(base + (int64_t(h) * g.stride_h + int64_t(w) * g.stride_w));
-        }
-      }
+      const uint32_t hw = this->Ho * this->Wo;
+      for (uint32_t nd = 0; nd < this->N * this->D; ++nd)
+        for (uint32_t e = t.x; e < hw; e += threads) s += load_as<double>(this->at(b.x, nd, e));
       sh.sum[t.x] = s;
       return;
     }
     reduce_step(p, sh, t.x);
-    if (p == reduce_steps && t.x == 0) store_as(out + b.x, static_cast<T>(sh.sum[0]));
+    if (p == reduce_steps && t.x == 0) store_as(this->out + b.x, static_cast<T>(sh.sum[0]));
+  }
+};
+
+/// bias_grad_kernel for channels_adjacent gradients: block b sums the 16 channels from 16 b.x,
+/// a warp's lanes over 16 adjacent channels of 2 pixels (coalesced; one channel a block reads 1
+/// of every 8 floats of a sector). Thread (c, q) = (t % 16, t / 16) holds the 16 partials
+/// t' = q + 16 i of channel c, each summed in bias_grad_kernel's order, and the tree is its
+/// tree per channel: bit for bit the same gradient.
+constexpr unsigned bias_channels = 16, bias_lanes = reduce_threads / bias_channels;
+template <class T, class X = T>
+struct bias_grad_tiled : kernel_traits<true, reduce_threads>, bias_grad_args<X> {
+  static constexpr const char* name = "bias_grad_tiled";
+  struct shared {
+    double sum[bias_channels][reduce_threads];
+  };
+  struct regs {};
+  uint32_t F = 1;
+
+  BLFFT_HD_INLINE int phase_count(idx3) const { return 1 + reduce_steps; }
+  BLFFT_HD_INLINE void phase(int p, shared& sh, regs&, idx3 b, idx3 t) const {
+    const uint32_t f0 = b.x * bias_channels;
+    if (p == 0) {
+      const uint32_t c = t.x % bias_channels, q = t.x / bias_channels, hw = this->Ho * this->Wo;
+      double s[bias_lanes];
+      for (unsigned i = 0; i < bias_lanes; ++i) s[i] = 0;
+      if (f0 + c < F)
+        for (uint32_t nd = 0; nd < this->N * this->D; ++nd)
+          for (uint32_t base = 0; base < hw; base += reduce_threads)
+            for (unsigned i = 0; i < bias_lanes; ++i) {
+              const uint32_t e = base + q + bias_lanes * i;
+              if (e < hw) s[i] += load_as<double>(this->at(f0 + c, nd, e));
+            }
+      for (unsigned i = 0; i < bias_lanes; ++i) sh.sum[c][q + bias_lanes * i] = s[i];
+      return;
+    }
+    const unsigned half = reduce_threads >> p;  // reduce_step for every channel of the block
+    for (unsigned e = t.x; e < bias_channels * half; e += reduce_threads) {
+      const unsigned c = e / half, i = e - c * half;
+      sh.sum[c][i] += sh.sum[c][i + half];
+      if (p == reduce_steps && f0 + c < F)
+        store_as(this->out + f0 + c, static_cast<T>(sh.sum[c][0]));
+    }
   }
 };
 

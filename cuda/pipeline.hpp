@@ -1105,19 +1105,28 @@ class pipeline {
     BLFFT_EXPECTS(g_.output[0] * g_.output[1] < max_flat_index &&
                       g_.params.batch * g_.depth_output < max_flat_index,
                   error_code::unsupported, "CUDA backend: output maps of 2^31 or more elements");
-    bias_grad_kernel<T, X> k;
+    bias_grad_args<X> a;
     if (g_.params.ndim == 3) {  // slice 0 and the stride to the others
-      k.g = blfft::detail::depth_slice(grad_out, 0);
-      k.D = static_cast<uint32_t>(g_.depth_output);
-      k.stride_d = grad_out.strides[2];
+      a.g = blfft::detail::depth_slice(grad_out, 0);
+      a.D = static_cast<uint32_t>(g_.depth_output);
+      a.stride_d = grad_out.strides[2];
     } else {
-      k.g = as_image(grad_out);
+      a.g = as_image(grad_out);
     }
-    k.out = grad_bias;
-    k.N = static_cast<uint32_t>(g_.params.batch);
-    k.Ho = static_cast<uint32_t>(g_.output[0]);
-    k.Wo = static_cast<uint32_t>(g_.output[1]);
-    ex_.launch(reduce_dims(g_.params.out_channels), k, stream);
+    a.out = grad_bias;
+    a.N = static_cast<uint32_t>(g_.params.batch);
+    a.Ho = static_cast<uint32_t>(g_.output[0]);
+    a.Wo = static_cast<uint32_t>(g_.output[1]);
+    const int64_t F = g_.params.out_channels;
+    if (channels_adjacent(a.g, static_cast<uint32_t>(F))) {
+      bias_grad_tiled<T, X> k;
+      static_cast<bias_grad_args<X>&>(k) = a;
+      k.F = static_cast<uint32_t>(F);
+      return ex_.launch(reduce_dims(ceil_div(F, bias_channels)), k, stream);
+    }
+    bias_grad_kernel<T, X> k;
+    static_cast<bias_grad_args<X>&>(k) = a;
+    ex_.launch(reduce_dims(F), k, stream);
   }
 
   Exec ex_;

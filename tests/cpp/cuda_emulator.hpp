@@ -657,7 +657,7 @@ class host_executor {
  private:
   int device_ = 0;
   std::shared_ptr<counters> stats_;
-  std::shared_ptr<footprint> meter_;  // set by measure_traffic()
+  std::shared_ptr<footprint> meter_;              // set by measure_traffic()
   std::shared_ptr<coalescing_meter> coalescing_;  // set by watch_coalescing()
 };
 
