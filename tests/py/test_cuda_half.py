@@ -24,6 +24,8 @@ same comparison on the device against the up-casting path (to one unit in the la
 the float32 copies no longer take, and torch.autocast giving 16-bit tensors to this path.
 """
 
+import contextlib
+
 import pytest
 import torch
 import torch.nn as tnn
@@ -247,7 +249,7 @@ def _grads(fn, leaves, seed=0):
     ls = [t.detach().clone().requires_grad_() for t in leaves]
     y = fn(*ls)
     torch.manual_seed(seed)
-    g = torch.randn(y.shape).to(y.dtype)
+    g = torch.randn(y.shape).to(y.device, y.dtype)
     grads = torch.autograd.grad(y, ls, g, allow_unused=True)
     return [y.detach()] + [None if t is None else t.detach() for t in grads]
 
@@ -397,3 +399,187 @@ def test_module_with_cached_weight_spectrum(monkeypatch):
                 assert ("forward_spectra", dtype) in rec.calls, rec.calls
         for a, r in zip(*results, strict=True):
             assert a.dtype == dtype and torch.equal(a, r)
+
+
+# ================================================================================================
+# With a GPU (the bodies also run on the stand-in above, on the CPU, so that they are checked
+# here too)
+# ================================================================================================
+
+_MANTISSA = {torch.float16: 10, torch.bfloat16: 7}
+_MIN_EXP = {torch.float16: -14, torch.bfloat16: -126}
+
+
+def _spacing(r: torch.Tensor) -> torch.Tensor:
+    """One unit in the last place of r's 16-bit type at |r| (float32; subnormals included)."""
+    rf = r.float().abs()
+    _, e = torch.frexp(rf)  # rf = m * 2**e, 0.5 <= m < 1
+    e = torch.where(rf == 0, torch.full_like(e, _MIN_EXP[r.dtype]), e - 1)
+    e = torch.clamp(e, min=_MIN_EXP[r.dtype])
+    return torch.ldexp(torch.ones_like(rf), e - _MANTISSA[r.dtype])
+
+
+def _assert_rounded_once(a, r, what) -> float:
+    """a (the 16-bit path) against r (up-casting: the float32 computation on the same values,
+    rounded once), both 16-bit. Each is a float32 result rounded to 16 bits; the two float32
+    results come from the same spectra but not always from the same arithmetic (with 16-bit
+    weights the CUDA plan makes the weight spectrum for the call where float32 weights may be
+    mixed from their taps, cuda/README.md), so they may differ by float32 rounding error, below
+    2**-16 of the largest magnitude; rounded to 16 bits they are then equal or neighbours: one
+    unit in the last place. Returns the fraction of elements that are equal."""
+    assert a.dtype == r.dtype and a.shape == r.shape and a.device == r.device, what
+    af, rf = a.float(), r.float()
+    assert torch.isfinite(af).all(), f"{what}: not finite"
+    bound = _spacing(r) + 2.0**-16 * rf.abs().max()
+    excess = ((af - rf).abs() - bound).max()
+    assert excess <= 0, f"{what}: beyond one unit in the last place of {a.dtype}"
+    return float((af == rf).float().mean())
+
+
+@contextlib.contextmanager
+def _strict_float32():
+    """TF32 off for the float32 mixing of both paths (torch.backends.cudnn.allow_tf32, which
+    blfft's CUDA calls follow), so that the two differ by float32 rounding only (through
+    torch's flags() context manager; the other cuDNN flags keep their values)."""
+    cudnn = torch.backends.cudnn
+    with cudnn.flags(
+        enabled=cudnn.enabled,
+        benchmark=cudnn.benchmark,
+        deterministic=cudnn.deterministic,
+        allow_tf32=False,
+    ):
+        yield
+
+
+class _Seen:
+    """Records (dtype, shape) of each tensor the ops hand to a binding (through _ops.dl)."""
+
+    def __init__(self, m):
+        self.seen = []
+        real = _ops.dl
+
+        def dl(t):
+            if t is not None:
+                self.seen.append((t.dtype, tuple(t.shape)))
+            return real(t)
+
+        m.setattr(_ops, "dl", dl)
+
+
+def _compare_to_upcasting(monkeypatch, device, dtype, case, memory_format=None, exact=False):
+    """CASES[case] in `dtype` on `device` through the 16-bit path and through up-casting (the
+    oracle): dtypes, devices and layouts of the results, no float32 copy of the input handed to
+    the backend, results rounded once (exact: bitwise). Returns the fraction of equal elements."""
+    fn, leaves = CASES[case]
+    leaves = [t.to(device, dtype) for t in leaves]
+    if memory_format is not None:
+        leaves[0] = leaves[0].contiguous(memory_format=memory_format)
+    with monkeypatch.context() as m, _strict_float32():
+        seen = _Seen(m)
+        ours = _grads(fn, leaves)
+    with monkeypatch.context() as m, _strict_float32():
+        m.setattr(_ops, "_native16", lambda *a: False)
+        ref = _grads(fn, leaves)
+    x_shape = tuple(leaves[0].shape)
+    assert (dtype, x_shape) in seen.seen, seen.seen
+    if case not in ("energy", "conv_transpose2d"):  # these two up-cast the input (see above)
+        assert (torch.float32, x_shape) not in seen.seen, seen.seen
+    if memory_format is not None and device == "cuda":
+        assert ours[0].is_contiguous(memory_format=memory_format)
+        assert ours[1].is_contiguous(memory_format=memory_format)  # grad_input
+    equal, total = 0.0, 0
+    for i, (a, r) in enumerate(zip(ours, ref, strict=True)):
+        assert a.dtype == dtype and a.device.type == device, (i, a.dtype, a.device)
+        if exact:
+            assert torch.equal(a, r), f"{case}: result {i} differs from up-casting"
+        equal += _assert_rounded_once(a, r, f"{case}: result {i}") * a.numel()
+        total += a.numel()
+    return equal / total
+
+
+def _autocast_hands_16bit(monkeypatch, device, dtype):
+    """Under torch.autocast(device, dtype) float32 tensors reach the backend cast to `dtype`, not
+    up-cast again: the output is the op's on the rounded tensors, bit for bit; the parameters'
+    gradients are float32."""
+    x = torch.randn(2, 4, 10, 9, device=device)
+    w = torch.randn(6, 4, 3, 3, device=device, requires_grad=True)
+    b = torch.randn(6, device=device, requires_grad=True)
+    with monkeypatch.context() as m:
+        seen = _Seen(m)
+        with torch.autocast(device, dtype=dtype):
+            y = BF.conv2d(x, w, b, padding=1, compress_rate=0.5)
+        y.float().square().sum().backward()
+    assert y.dtype == dtype
+    assert (dtype, tuple(x.shape)) in seen.seen and (torch.float32, tuple(x.shape)) not in seen.seen
+    ref = BF.conv2d(
+        x.to(dtype), w.detach().to(dtype), b.detach().to(dtype), padding=1, compress_rate=0.5
+    )
+    assert torch.equal(y, ref)
+    assert w.grad.dtype == b.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_gpu_checks_hold_on_the_stand_in(monkeypatch, dtype):
+    """The GPU tests' bodies on the CPU through _Cuda16 (exact there: the same float32 calls)."""
+    rec = _Cuda16()
+    monkeypatch.setattr(_ops, "backend_for", lambda t, name, *others: (rec, ()))
+    for case in ("conv2d", "conv_transpose2d", "energy"):
+        assert _compare_to_upcasting(monkeypatch, "cpu", dtype, case, exact=True) == 1.0
+    _compare_to_upcasting(monkeypatch, "cpu", dtype, "conv2d", torch.channels_last, exact=True)
+    _autocast_hands_16bit(monkeypatch, "cpu", dtype)
+    # The tolerance refuses two units in the last place.
+    r = torch.tensor([1.0, -3.0, 0.0]).to(dtype)
+    _assert_rounded_once(r, r, "equal")
+    with pytest.raises(AssertionError, match="beyond one unit"):
+        _assert_rounded_once(r + 2 * _spacing(r).to(dtype), r, "two apart")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_cuda_16bit_matches_upcasting(monkeypatch, _restore_settings, dtype, case):
+    for setting in ("default", "bfloat16 spectra kept"):
+        SETTINGS[setting]()
+        equal = _compare_to_upcasting(monkeypatch, "cuda", dtype, case)
+        print(f"{dtype} {case} ({setting}): {equal:.4f} of the elements equal to up-casting")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_cuda_16bit_channels_last(monkeypatch, dtype):
+    _compare_to_upcasting(monkeypatch, "cuda", dtype, "conv2d", torch.channels_last)
+    _compare_to_upcasting(monkeypatch, "cuda", dtype, "conv3d", torch.channels_last_3d)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_cuda_autocast_reaches_the_16bit_path(monkeypatch, dtype):
+    _autocast_hands_16bit(monkeypatch, "cuda", dtype)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_cuda_16bit_forward_allocates_no_float32_copies(monkeypatch, dtype):
+    """The peak memory of a 16-bit forward is below the up-casting one's by at least the float32
+    copy of the input (torch's allocator counts blfft's temporaries too)."""
+    x = torch.randn(16, 64, 64, 64, device="cuda").to(dtype)
+    w = (torch.randn(64, 64, 3, 3, device="cuda") / 24).to(dtype)
+
+    def peak():
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        with torch.no_grad():
+            y = BF.conv2d(x, w, padding=1, compress_rate=0.5)
+        torch.cuda.synchronize()
+        assert y.dtype == dtype
+        return torch.cuda.max_memory_allocated() - base
+
+    peak()  # plans and the allocator's first blocks
+    native = peak()
+    with monkeypatch.context() as m:
+        m.setattr(_ops, "_native16", lambda *a: False)
+        peak()
+        upcast = peak()
+    print(f"{dtype} forward peak: {native / 2**20:.1f} MiB, up-casting {upcast / 2**20:.1f} MiB")
+    assert native + 4 * x.numel() <= upcast
