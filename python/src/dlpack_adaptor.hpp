@@ -337,12 +337,12 @@ scalar check_common(std::initializer_list<call_arg> inputs, std::initializer_lis
     if (c.a == nullptr) return;
     const imported& a = *c.a;
     require_device(a);
-    const scalar t = scalar_of(a, sixteen);  // refuses other types in argument order
+    const scalar t = scalar_of(a, sixteen && !c.spectrum);  // refuses others in argument order
     if (t != compute_of(t) && !sixteen && !c.spectrum)
       fail(error_code::type_mismatch,
            std::string(a.name()) + " must be float32 or float64, got " + dtype_name(a.raw().dtype) +
-               " (16-bit tensors are read and written by blfft._cuda's convolutions only; "
-               "blfft's Python layer computes 16-bit CPU tensors in float32)");
+               " (16-bit tensors are taken by blfft._cuda's convolution calls only; blfft's "
+               "Python layer up-casts them for the others)");
     if (!c.spectrum && first == nullptr) {
       first = &a;
       s = t;
@@ -360,7 +360,7 @@ scalar check_common(std::initializer_list<call_arg> inputs, std::initializer_lis
   for (const auto* list : {&inputs, &outputs})
     for (const call_arg& c : *list) {
       if (c.a == nullptr || c.a == first) continue;
-      const scalar t = scalar_of(*c.a, sixteen);
+      const scalar t = scalar_of(*c.a, sixteen && !c.spectrum);
       if (t == (c.spectrum ? compute_of(s) : s)) continue;
       const char* note = c.spectrum && s != compute_of(s)
                              ? " (the spectra of float16 / bfloat16 tensors are float32)"

@@ -41,6 +41,7 @@ DLPACK_DTYPE = {
     torch.bfloat16: (4, 16, 1),
     torch.float32: (2, 32, 1),
     torch.float64: (2, 64, 1),
+    torch.int16: (0, 16, 1),
 }
 NAME = {torch.float16: "float16", torch.bfloat16: "bfloat16"}
 
@@ -146,6 +147,9 @@ def test_cuda_binding_refuses_mixed_and_wrong_dtypes_naming_them(dtype):
         cuda.select_by_energy(p, a.x, 0.9, 0)
     with pytest.raises(TypeError, match=f"input must be float32 or float64, got {name}"):
         cuda.energy_map(p, a.x, 0)
+    # A spectrum is never 16-bit: its message names float32 and float64 only.
+    with pytest.raises(TypeError, match="x_spectrum must be float32 or float64, got int16"):
+        cuda.input_spectrum(p, c, a.x, a.t(9, dt=torch.int16), 0)
     # Other types: the message names the four the module takes.
     with pytest.raises(TypeError, match="must be float32, float64, float16 or bfloat16, got int16"):
         cuda.forward(
@@ -172,7 +176,7 @@ def test_core_refuses_16bit_tensors_naming_them(dtype):
     with pytest.raises(
         TypeError,
         match=f"input must be float32 or float64, got {NAME[dtype]} "
-        r"\(16-bit tensors are read and written by blfft._cuda",
+        r"\(16-bit tensors are taken by blfft._cuda's convolution calls only",
     ):
         _core.forward(p, c, x, w, None, y)
     with pytest.raises(TypeError, match=f"output must be float32 or float64, got {NAME[dtype]}"):
@@ -280,8 +284,9 @@ def _penalty(fn):
 
     def run(x, w, b):
         y = fn(x, w, b)
-        (gx,) = torch.autograd.grad(y.float().square().sum(), x, create_graph=True)
-        return y + gx.square().sum().to(y.dtype)
+        # In float32 and means: float16 overflows otherwise (inf and NaN compare unequal).
+        (gx,) = torch.autograd.grad(y.float().square().mean(), x, create_graph=True)
+        return y + gx.float().square().mean().to(y.dtype)
 
     return run
 
@@ -349,6 +354,7 @@ def test_ops_hand_16bit_tensors_to_the_cuda_module_bitwise_as_upcasting(
     assert {d for _, d in ref_calls} == {torch.float32}  # the oracle computed in float32
     for i, (a, r) in enumerate(zip(ours, ref, strict=True)):
         assert a.dtype == dtype, (i, a.dtype)
+        assert torch.isfinite(r).all(), f"result {i}: the case overflows {dtype}"
         assert torch.equal(a, r), f"result {i}: differs from up-casting"
     # What the module was handed: 16-bit tensors, except around a transposed convolution's bias
     # (added in float32 before the one rounding) and the float32 energy look-up.
@@ -583,3 +589,37 @@ def test_cuda_16bit_forward_allocates_no_float32_copies(monkeypatch, dtype):
         upcast = peak()
     print(f"{dtype} forward peak: {native / 2**20:.1f} MiB, up-casting {upcast / 2**20:.1f} MiB")
     assert native + 4 * x.numel() <= upcast
+
+
+@pytest.mark.parametrize("stand_in", [True, False], ids=["cuda stand-in", "cpu"])
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_ops_pass_opcheck_with_16bit_tensors(monkeypatch, dtype, stand_in):
+    """torch.library.opcheck with 16-bit tensors, on the 16-bit path (through _Cuda16) and the
+    CPU's up-casting one: the fake kernels give the dtypes the ops return (16-bit outputs and
+    gradients, float32 or bfloat16 spectra; conv_forward_w_spectrum's fake kernel said 16-bit
+    for its float32 input spectrum)."""
+    from helpers import conv_backward_args
+
+    rec = _Cuda16()
+    if stand_in:
+        monkeypatch.setattr(_ops, "backend_for", lambda t, name, *others: (rec, ()))
+    x = torch.randn(2, 3, 8, 7).to(dtype).requires_grad_()
+    w = torch.randn(4, 3, 3, 3).to(dtype).requires_grad_()
+    b = torch.randn(4).to(dtype).requires_grad_()
+    conf = ([1, 1], [1, 1], [1, 1], 1, 0.5, [])
+    ops = torch.ops.blfft
+    for extra in [(), ("keep",), ("keep", "bfloat16", "keep"), ("recompute", "", "recompute")]:
+        torch.library.opcheck(ops.conv_forward.default, (x, w, b, *conf, True, True, *extra))
+    g = torch.randn(2, 4, 8, 7).to(dtype)
+    torch.library.opcheck(ops.conv_backward.default, conv_backward_args(g, x, w))
+    _, xs, ws = ops.conv_forward(x, w, b, *conf, True, True, "keep", "", "keep")
+    assert xs.dtype == ws.dtype == torch.float32
+    # These ops have no autograd formula of their own (the layers' Functions differentiate).
+    x, w, b, xs, ws = (t.detach() for t in (x, w, b, xs, ws))
+    for mode in ("keep", "recompute"):
+        torch.library.opcheck(
+            ops.conv_forward_w_spectrum.default, (x, ws, b, [4, 3, 3, 3], *conf, True, "", mode)
+        )
+    torch.library.opcheck(ops.conv_forward_cached.default, (x, ws, b, [4, 3, 3, 3], *conf))
+    torch.library.opcheck(ops.conv_forward_from_x_spectrum.default, (xs, w, [2, 3, 8, 7], *conf))
+    assert {d for _, d in rec.calls} == ({dtype} if stand_in else set()), rec.calls
