@@ -34,6 +34,7 @@ from test_dlpack import Producer
 import blfft
 import blfft.functional as BF
 from blfft import _backends, _core, _ops
+from helpers import rel_l2
 
 HALF = [torch.float16, torch.bfloat16]
 DLPACK_DTYPE = {
@@ -322,6 +323,7 @@ CASES = {
         (_T(2, 3, 9, 9), _T(4, 3, 3, 3) / 3, _T(4)),
     ),
 }
+CHAINED = {"second order"}  # results computed from 16-bit intermediate results
 SETTINGS = {
     "default": _settings_case(),
     "bfloat16 spectra kept": _settings_case(torch.bfloat16, "keep", "keep"),
@@ -498,7 +500,14 @@ def _compare_to_upcasting(monkeypatch, device, dtype, case, memory_format=None, 
         assert a.dtype == dtype and a.device.type == device, (i, a.dtype, a.device)
         if exact:
             assert torch.equal(a, r), f"{case}: result {i} differs from up-casting"
-        equal += _assert_rounded_once(a, r, f"{case}: result {i}") * a.numel()
+        if case in CHAINED and not exact:
+            # 16-bit intermediate results (a unit apart where their float32 values straddle a
+            # rounding boundary, rarely) feed later passes: a relative l2 bound of one unit.
+            err = rel_l2(a, r)
+            assert err <= 2.0 ** -_MANTISSA[dtype], f"{case}: result {i}: {err:.3g}"
+            equal += float((a == r).float().mean()) * a.numel()
+        else:
+            equal += _assert_rounded_once(a, r, f"{case}: result {i}") * a.numel()
         total += a.numel()
     return equal / total
 
@@ -532,6 +541,7 @@ def test_gpu_checks_hold_on_the_stand_in(monkeypatch, dtype):
     for case in ("conv2d", "conv_transpose2d", "energy"):
         assert _compare_to_upcasting(monkeypatch, "cpu", dtype, case, exact=True) == 1.0
     _compare_to_upcasting(monkeypatch, "cpu", dtype, "conv2d", torch.channels_last, exact=True)
+    assert _compare_to_upcasting(monkeypatch, "cpu", dtype, "second order") == 1.0
     _autocast_hands_16bit(monkeypatch, "cpu", dtype)
     # The tolerance refuses two units in the last place.
     r = torch.tensor([1.0, -3.0, 0.0]).to(dtype)
