@@ -6,7 +6,8 @@
 #   a. correctness (at most 3 min): the bundle loads (its libraries resolve); the CPU emulation
 #      and cuFFT / cuBLAS stand-in tests; the C++ CUDA tests against the CPU backend and the
 #      oracles (bin/blfft_test_cuda_device: every CudaDevice* test must run, a skip is a
-#      failure); the Python CUDA tests (tests/py/test_cuda.py with the bundle's blfft: forward and
+#      failure); the Python CUDA tests (tests/py/test_cuda.py and test_cuda_half.py, the float16 /
+#      bfloat16 path, with the bundle's blfft: forward and
 #      gradients against torch.nn.functional and the CPU backend, float32 / float64, rates,
 #      stride / dilation / groups / padding modes, energy mode, streams, torch.compile, CUDA
 #      graphs; a skip is a failure);
@@ -259,9 +260,10 @@ print(f"blfft._core {core.__version__ if hasattr(core, '__version__') else ''} a
       f"architectures {archs}")
 EOF
 }
-python_tests() {  # tests/py/test_cuda.py with the bundle's blfft (device: python3 with torch)
+python_tests() {  # tests/py/test_cuda.py and test_cuda_half.py with the bundle's blfft (device)
   local xml="$WORK/python_tests.xml"
-  PYTHONPATH="$BUNDLE/python" "$PY" -m pytest "$ROOT/tests/py/test_cuda.py" -q -p no:cacheprovider \
+  PYTHONPATH="$BUNDLE/python" "$PY" -m pytest "$ROOT/tests/py/test_cuda.py" \
+    "$ROOT/tests/py/test_cuda_half.py" -q -p no:cacheprovider \
     -rs --durations=8 --junitxml="$xml"
   local rc=$?
   "$PY" - "$xml" <<'EOF'

@@ -16,7 +16,8 @@ from ._geometry import geometry
 from ._weight_cache import WeightSpectrumCache
 
 _IntOrTuple = Union[int, Sequence[int]]
-# float16 and bfloat16 are computed in float32 (the ops upcast them and round the results).
+# float16 and bfloat16 are computed in float32 and rounded once: blfft._cuda reads and writes them
+# itself, the CPU core's calls up-cast them (blfft._ops._native16).
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 
 

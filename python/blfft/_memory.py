@@ -38,13 +38,15 @@ def buffer_cap() -> int:
     return _max_buffer_bytes
 
 
-def check_buffer(like: Tensor, shape, what: str) -> int:
-    """Bytes of a buffer of `shape` like `like`; MemoryError when a CPU one exceeds the core's
-    buffer cap (what :func:`alloc` refuses, said before any work toward it)."""
+def check_buffer(like: Tensor, shape, what: str, dtype: Optional[torch.dtype] = None) -> int:
+    """Bytes of a buffer of `shape` like `like` (in `dtype`, default like's); MemoryError when a
+    CPU one exceeds the core's buffer cap (what :func:`alloc` refuses, said before any work
+    toward it)."""
     n = 1
     for s in shape:
         n *= int(s)
-    nbytes = n * like.element_size()
+    itemsize = like.element_size() if dtype is None else dtype.itemsize
+    nbytes = n * itemsize
     if like.device.type == "cpu" and nbytes > buffer_cap():
         raise MemoryError(
             f"blfft: the {what} would take {nbytes} bytes, more than the largest buffer allowed "
@@ -53,16 +55,22 @@ def check_buffer(like: Tensor, shape, what: str) -> int:
     return nbytes
 
 
-def alloc(like: Tensor, shape, what: str, memory_format=torch.contiguous_format) -> Tensor:
-    """``like.new_empty(shape)`` (in `memory_format`) for a buffer of a call: MemoryError (not
-    torch's RuntimeError) when it exceeds the core's buffer cap or the allocation fails."""
-    nbytes = check_buffer(like, shape, what)
+def alloc(
+    like: Tensor,
+    shape,
+    what: str,
+    memory_format=torch.contiguous_format,
+    dtype: Optional[torch.dtype] = None,
+) -> Tensor:
+    """``like.new_empty(shape)`` (in `memory_format`, in `dtype`, default like's) for a buffer of
+    a call: MemoryError (not torch's RuntimeError) when it exceeds the core's buffer cap or the
+    allocation fails."""
+    nbytes = check_buffer(like, shape, what, dtype)
+    dtype = like.dtype if dtype is None else dtype
     try:
         if memory_format is not torch.contiguous_format:
-            return torch.empty(
-                shape, dtype=like.dtype, device=like.device, memory_format=memory_format
-            )
-        return like.new_empty(shape)
+            return torch.empty(shape, dtype=dtype, device=like.device, memory_format=memory_format)
+        return like.new_empty(shape, dtype=dtype)
     except RuntimeError as e:
         if like.device.type == "cpu" and "can't allocate memory" in str(e):
             raise MemoryError(f"blfft: could not allocate the {what} ({nbytes} bytes): {e}") from e

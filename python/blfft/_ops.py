@@ -28,8 +28,10 @@ select the kept set by energy inside the op (torch.compile without a graph break
 
 Autograd of any order: conv_backward has an autograd formula too (second derivatives are again
 the three passes, see "Autograd" below), and under torch.func transforms the same formulas run
-as autograd.Functions with vmap rules. Half-precision tensors are computed in float32; the
-Autocast dispatch keys cast as torch's convolutions do (see "Autocast").
+as autograd.Functions with vmap rules. Half-precision tensors are computed in float32 with
+float32 spectra: on CUDA read and written in their own type by blfft._cuda (:func:`_native16`),
+on the CPU up-cast around the call; either way the float32 result on the same values, rounded
+once. The Autocast dispatch keys cast as torch's convolutions do (see "Autocast").
 
 Every shape comes from the C++ core (:func:`blfft._geometry.geometry`); nothing here re-derives
 one. Every op has a fake implementation, so they trace under torch.compile. Which spectra
@@ -129,6 +131,19 @@ def _up(t: Optional[Tensor]) -> Optional[Tensor]:
     return t.float() if t is not None and t.dtype in _HALF else t
 
 
+def _native16(backend, t: Tensor, *others: Optional[Tensor]) -> bool:
+    """Whether a call hands t's 16-bit dtype to `backend` as it is: t is float16 / bfloat16, the
+    call's other tensors (None skipped) share its dtype and the backend is blfft._cuda, which
+    reads and writes them in that type and computes in float32 with float32 spectra: the float32
+    result on the same values rounded once, what up-casting gives, without the float32 copies.
+    Otherwise 16-bit tensors are up-cast (_up): the CPU core computes float32 and float64 only."""
+    return (
+        not is_cpu(backend)
+        and t.dtype in _HALF
+        and all(o is None or o.dtype == t.dtype for o in others)
+    )
+
+
 _CHANNELS_LAST = {4: torch.channels_last, 5: torch.channels_last_3d}
 
 
@@ -206,11 +221,13 @@ def conv_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], *rest):
         x, "input", (("weight", weight), ("bias", bias)), (x.shape, weight.shape), conf
     )
     out_dtype = x.dtype
-    x, weight, bias = _up(x), _up(weight), _up(bias)
+    if not _native16(be, x, weight, bias):
+        x, weight, bias = _up(x), _up(weight), _up(bias)
+    spec = _compute_dtype(x.dtype)  # spectra: float32 for 16-bit tensors
     y = alloc(x, g.output_shape, "output", _layout(x))
     nx, nw = kept_spectrum_sizes(g, *saving, out_dtype in _HALF)
-    xs = alloc(x, (nx,), "input spectrum") if nx else None
-    ws = alloc(weight, (nw,), "weight spectrum") if nw else None
+    xs = alloc(x, (nx,), "input spectrum", dtype=spec) if nx else None
+    ws = alloc(weight, (nw,), "weight spectrum", dtype=spec) if nw else None
     b = None if bias is None else bias.detach().contiguous()
     be.forward(p, c, dl(x), dl(weight), dl(b), dl(y), dl(xs), dl(ws), *stream, **det)
     store = SAVED_DTYPES[saved_dtype]
@@ -219,8 +236,8 @@ def conv_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], *rest):
         ws = None if ws is None else ws.to(store)
     return (
         y.to(out_dtype),
-        (xs if xs is not None else _none(x)),
-        (ws if ws is not None else _none(weight)),
+        (xs if xs is not None else _none(x, spec)),
+        (ws if ws is not None else _none(weight, spec)),
     )
 
 
@@ -261,9 +278,12 @@ def conv_backward(grad_output: Tensor, x, x_spectrum, weight, w_spectrum, *shape
     return tuple(t.to(out_dtype) if t is not None else _none(grad_output) for t in grads)
 
 
-def _backward_impl(grad_output, x, x_spectrum, weight, w_spectrum, shapes, conf, needs):
-    """conv_backward's gradients (None where not asked for) in the computing dtype (float32 for
-    half-precision tensors)."""
+def _backward_impl(
+    grad_output, x, x_spectrum, weight, w_spectrum, shapes, conf, needs, native16=True
+):
+    """conv_backward's gradients (None where not asked for) in grad_output's dtype where the
+    backend takes it (_native16; not when `native16` is False), else in the computing dtype
+    (float32 for half-precision tensors)."""
     need_input_grad, need_weight_grad, need_bias_grad = needs
     # An empty spectrum means "not kept", as in conv_forward's outputs (compiled graphs may pass
     # the empty tensor itself rather than None).
@@ -275,26 +295,29 @@ def _backward_impl(grad_output, x, x_spectrum, weight, w_spectrum, shapes, conf,
         ("w_spectrum", w_spectrum),
     )
     be, stream, (p, c, g), det = _call_setup(grad_output, "grad_output", others, shapes, conf)
-    go, x, weight = _up(grad_output.detach()), _up(x), _up(weight)
+    go = grad_output.detach()
+    if not (native16 and _native16(be, go, x, weight)):
+        go, x, weight = _up(go), _up(x), _up(weight)
+    spec = _compute_dtype(go.dtype)  # spectra: float32 for 16-bit tensors
     xs = ws = None
     if need_weight_grad:
         if x_spectrum is not None:
-            xs = x_spectrum.detach().to(go.dtype)  # a no-op unless stored in bfloat16
+            xs = x_spectrum.detach().to(spec)  # a no-op unless stored in bfloat16
         elif x is not None:
-            xs = alloc(go, (g.x_spectrum_size,), "input spectrum")
+            xs = alloc(go, (g.x_spectrum_size,), "input spectrum", dtype=spec)
             be.input_spectrum(p, c, dl(x), dl(xs), *stream, **det)
         else:
             raise ValueError("blfft: conv_backward needs x or x_spectrum for the weight gradient")
     w_for_core = None
     if need_input_grad:
         if w_spectrum is not None:
-            ws = w_spectrum.detach().to(go.dtype)
+            ws = w_spectrum.detach().to(spec)
         elif weight is not None and is_cpu(be):
             # The CPU core mixes from the weight itself (from its taps, or a spectrum it makes
             # for the call): no weight-sized spectrum is allocated here.
             w_for_core = weight.detach()
         elif weight is not None:
-            ws = alloc(go, (g.w_spectrum_size,), "weight spectrum")
+            ws = alloc(go, (g.w_spectrum_size,), "weight spectrum", dtype=spec)
             be.weight_spectrum(p, c, dl(weight), dl(ws), *stream, **det)
         else:
             raise ValueError(
@@ -344,7 +367,10 @@ def conv_transpose(grad_output: Tensor, weight, w_spectrum, bias, x_shape, w_sha
     for `grad_output` (from the weight, or a weight spectrum kept by a layer), plus bias (added
     before a half-precision result is rounded)."""
     shapes, needs = (x_shape, w_shape), (True, False, False)
-    gx = _backward_impl(grad_output, None, None, weight, w_spectrum, shapes, conf, needs)[0]
+    # With a bias, 16-bit tensors are up-cast: the bias is added before the one rounding.
+    gx = _backward_impl(
+        grad_output, None, None, weight, w_spectrum, shapes, conf, needs, bias is None
+    )[0]
     if bias is not None:
         gx += _up(bias.detach()).reshape((1, -1) + (1,) * (gx.dim() - 2))
     return gx.to(grad_output.dtype)
@@ -372,12 +398,14 @@ def _forward_from_w_spectrum(x, w_spectrum, bias, w_shape, conf, keep_x=None):
         x, "input", (("w_spectrum", w_spectrum), ("bias", bias)), (x.shape, w_shape), conf
     )
     out_dtype = x.dtype
-    x, bias = _up(x), _up(bias)
-    xs = alloc(x, (g.x_spectrum_size,), "input spectrum")
+    if not _native16(be, x, bias):
+        x, bias = _up(x), _up(bias)
+    spec = _compute_dtype(x.dtype)  # spectra: float32 for 16-bit tensors
+    xs = alloc(x, (g.x_spectrum_size,), "input spectrum", dtype=spec)
     be.input_spectrum(p, c, dl(x), dl(xs), *stream, **det)
     y = alloc(x, g.output_shape, "output", _layout(x))
     b = None if bias is None else bias.detach().contiguous()
-    ws = w_spectrum.detach().to(x.dtype)  # a no-op unless stored in bfloat16
+    ws = w_spectrum.detach().to(spec)  # a no-op unless stored in bfloat16
     be.forward_spectra(p, c, dl(xs), dl(ws), dl(b), dl(y), *stream, **det)
     if keep_x is None or not _settings.keep_x_spectrum(g, keep_x[0], keep_x[1]):
         return y.to(out_dtype), None
@@ -414,7 +442,7 @@ def conv_forward_w_spectrum(x: Tensor, w_spectrum: Tensor, bias, w_shape, *rest)
     conf, (save_x, saved_dtype, x_mode) = tuple(rest[:6]), rest[6:]
     keep = (saved_dtype, x_mode) if save_x else None
     y, xs = _forward_from_w_spectrum(x, w_spectrum, bias, w_shape, conf, keep)
-    return y, (xs if xs is not None else _none(x))
+    return y, (xs if xs is not None else _none(x, _compute_dtype(x.dtype)))
 
 
 @conv_forward_w_spectrum.register_fake
@@ -423,7 +451,7 @@ def _conv_forward_w_spectrum_fake(x, w_spectrum, bias, w_shape, *rest):
     _, _, g = geometry(x.shape, w_shape, *conf)
     nx = g.x_spectrum_size if save_x and _settings.keep_x_spectrum(g, saved_dtype, x_mode) else 0
     store = SAVED_DTYPES[saved_dtype] if nx else None
-    return x.new_empty(g.output_shape), x.new_empty((nx,), dtype=store or x.dtype)
+    return x.new_empty(g.output_shape), x.new_empty((nx,), dtype=store or _compute_dtype(x.dtype))
 
 
 @_custom_op(
@@ -438,11 +466,13 @@ def conv_forward_from_x_spectrum(x_spectrum: Tensor, weight: Tensor, x_shape, *c
         weight, "weight", (("x_spectrum", x_spectrum),), (x_shape, weight.shape), conf
     )
     out_dtype = weight.dtype
-    weight = _up(weight)
-    ws = alloc(weight, (g.w_spectrum_size,), "weight spectrum")
+    if not _native16(be, weight):
+        weight = _up(weight)
+    spec = _compute_dtype(weight.dtype)  # spectra: float32 for 16-bit tensors
+    ws = alloc(weight, (g.w_spectrum_size,), "weight spectrum", dtype=spec)
     be.weight_spectrum(p, c, dl(weight), dl(ws), *stream, **det)
     y = alloc(weight, g.output_shape, "output")
-    xs = x_spectrum.detach().to(weight.dtype)
+    xs = x_spectrum.detach().to(spec)
     be.forward_spectra(p, c, dl(xs), dl(ws), None, dl(y), *stream, **det)
     return y.to(out_dtype)
 

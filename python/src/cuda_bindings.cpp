@@ -177,6 +177,9 @@ void set_allocator(const py::object& alloc, const py::object& free) {
 /// The CUDA backend of the shared entry points (entry_points.hpp).
 struct cuda_backend {
   using device_policy = one_cuda_device;
+  /// float16 / bfloat16 tensors go to plan<float>'s 16-bit overloads (float32 spectra).
+  using half = blfft::cuda::half;
+  using bfloat16 = blfft::cuda::bfloat16;
   static void take(opt_imported& slot, const py::object& obj, const char* name,
                    std::uintptr_t stream) {
     if (!obj.is_none()) slot.emplace(obj, name, consumer_stream(obj, name, stream));

@@ -141,7 +141,14 @@ inline std::string dtype_name(const dl::data_type& t) {
 // Consuming: one tensor argument taken from a capsule or from obj.__dlpack__().
 // ------------------------------------------------------------------------------------------------
 
-enum class scalar { f32, f64 };
+/// The element type of a tensor argument. f16 and bf16 (torch.float16, torch.bfloat16) are taken
+/// by the modules whose backends read and write them (blfft._cuda), computed in float32.
+enum class scalar { f32, f64, f16, bf16 };
+
+/// The type a tensor type is computed in, which is also that of its call's spectra.
+inline scalar compute_of(scalar s) {
+  return s == scalar::f64 ? scalar::f64 : scalar::f32;
+}
 
 /// A tensor borrowed from its producer for the duration of one call. Following the DLPack
 /// protocol, the capsule is renamed to "used_..." (so the producer's capsule destructor leaves it
@@ -288,47 +295,80 @@ class imported {
   throw error(code, "blfft: " + msg);
 }
 
-inline scalar scalar_of(const imported& a) {
+/// The element type of `a`: float32, float64, float16 or bfloat16 (one lane); anything else is
+/// refused, naming the types the module takes (`sixteen`: also the 16-bit ones).
+inline scalar scalar_of(const imported& a, bool sixteen) {
   const auto& t = a.raw().dtype;
-  if (t.code == dl::code_float && t.lanes == 1) {
+  if (t.lanes == 1 && t.code == dl::code_float) {
     if (t.bits == 32) return scalar::f32;
     if (t.bits == 64) return scalar::f64;
+    if (t.bits == 16) return scalar::f16;
   }
+  if (t.lanes == 1 && t.code == dl::code_bfloat && t.bits == 16) return scalar::bf16;
   fail(error_code::type_mismatch,
-       std::string(a.name()) + " must be float32 or float64, got " + dtype_name(t));
+       std::string(a.name()) +
+           (sixteen ? " must be float32, float64, float16 or bfloat16, got "
+                    : " must be float32 or float64, got ") +
+           dtype_name(t));
 }
+
+/// One tensor argument of a call, as check_common takes it: a tensor (x, w, bias, y, a gradient)
+/// or a spectrum (spectrum_arg). A null pointer is an argument not given.
+struct call_arg {
+  call_arg(const imported* a) : a(a) {}  // NOLINT(google-explicit-constructor): brace lists
+  call_arg(const imported* a, bool spectrum) : a(a), spectrum(spectrum) {}
+  const imported* a;
+  bool spectrum = false;
+};
 
 /// Checks every tensor of one call: the module's device policy (`require_device(const
 /// imported&)`, called on each tensor in argument order: host memory for _core, one CUDA device
-/// for _cuda), float32/float64, one dtype for all, outputs writable and not copies.
+/// for _cuda), the dtypes, outputs writable and not copies. Dtypes: the tensors share one type,
+/// float32 or float64, or, where `sixteen` (the module's backend reads and writes them:
+/// blfft._cuda's convolutions), float16 or bfloat16; the spectra have the type the tensors are
+/// computed in (float32 for 16-bit tensors: spectra stay float32 in the kernels). Returns the
+/// tensors' type.
 template <class DeviceCheck>
-scalar check_common(std::initializer_list<const imported*> inputs,
-                    std::initializer_list<const imported*> outputs, DeviceCheck&& require_device) {
-  const imported* first = nullptr;
+scalar check_common(std::initializer_list<call_arg> inputs, std::initializer_list<call_arg> outputs,
+                    DeviceCheck&& require_device, bool sixteen = false) {
+  const imported* first = nullptr;  // the first tensor (not a spectrum): its type is the call's
   scalar s = scalar::f32;
-  auto visit = [&](const imported* a) {
-    if (a == nullptr) return;
-    require_device(*a);
-    const scalar t = scalar_of(*a);
-    if (first == nullptr) {
-      first = a;
+  auto visit = [&](const call_arg& c, bool output) {
+    if (c.a == nullptr) return;
+    const imported& a = *c.a;
+    require_device(a);
+    const scalar t = scalar_of(a, sixteen && !c.spectrum);  // refuses others in argument order
+    if (t != compute_of(t) && !sixteen && !c.spectrum)
+      fail(error_code::type_mismatch,
+           std::string(a.name()) + " must be float32 or float64, got " + dtype_name(a.raw().dtype) +
+               " (16-bit tensors are taken by blfft._cuda's convolution calls only; blfft's "
+               "Python layer up-casts them for the others)");
+    if (!c.spectrum && first == nullptr) {
+      first = &a;
       s = t;
-    } else if (t != s) {
-      fail(error_code::type_mismatch, std::string(a->name()) + " is " + dtype_name(a->raw().dtype) +
-                                          " but " + first->name() + " is " +
-                                          dtype_name(first->raw().dtype));
     }
-  };
-  for (const imported* a : inputs) visit(a);
-  for (const imported* a : outputs) {
-    visit(a);
-    if (a == nullptr) continue;
-    if (a->read_only())
-      fail(error_code::invalid_argument, std::string(a->name()) + " is read-only");
-    if (a->copied())
+    if (output && a.read_only())
+      fail(error_code::invalid_argument, std::string(a.name()) + " is read-only");
+    if (output && a.copied())
       fail(error_code::invalid_argument,
-           std::string(a->name()) + " was exported as a copy; results written to it would be lost");
-  }
+           std::string(a.name()) + " was exported as a copy; results written to it would be lost");
+  };
+  for (const call_arg& c : inputs) visit(c, false);
+  for (const call_arg& c : outputs) visit(c, true);
+  if (first == nullptr)  // every entry point has a required tensor
+    fail(error_code::invalid_argument, "a call needs a tensor besides its spectra");
+  for (const auto* list : {&inputs, &outputs})
+    for (const call_arg& c : *list) {
+      if (c.a == nullptr || c.a == first) continue;
+      const scalar t = scalar_of(*c.a, sixteen && !c.spectrum);
+      if (t == (c.spectrum ? compute_of(s) : s)) continue;
+      const char* note = c.spectrum && s != compute_of(s)
+                             ? " (the spectra of float16 / bfloat16 tensors are float32)"
+                             : "";
+      fail(error_code::type_mismatch, std::string(c.a->name()) + " is " +
+                                          dtype_name(c.a->raw().dtype) + " but " + first->name() +
+                                          " is " + dtype_name(first->raw().dtype) + note);
+    }
   return s;
 }
 
@@ -366,6 +406,10 @@ inline void maybe_import(opt_imported& slot, const py::object& obj, const char* 
 
 inline const imported* ptr(const opt_imported& o) {
   return o ? &*o : nullptr;
+}
+/// A spectrum argument for check_common (its dtype is the one the call's tensors compute in).
+inline call_arg spectrum_arg(const opt_imported& o) {
+  return {ptr(o), true};
 }
 
 /// A spectrum as the plans take it: a flat buffer of exactly `size` scalars (flat_of), with its

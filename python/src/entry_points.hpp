@@ -14,6 +14,9 @@
 //                                  plan calls may use TF32 (blfft::cuda::scoped_tf32); without
 //                                  it the `tf32` keyword is accepted and unused (the CPU core)
 //   select_by_energy<T>(p, view, fraction, policy, stream), energy_map<T>(p, view, policy, stream)
+//   half, bfloat16                 optional (the CUDA module's): 16-bit tensor types that
+//                                  plan<float> reads and writes (float32 spectra); without them
+//                                  16-bit tensors are refused, naming the argument
 //
 // and both modules register them with the same signatures (register_compute).
 
@@ -32,11 +35,37 @@
 
 namespace blfft_py {
 
-/// f(float{}) or f(double{}), for the dtype check_common found.
+/// f(float{}) or f(double{}), for a float32 / float64 call (the energy functions).
 template <class F>
 decltype(auto) with_dtype(scalar s, F&& f) {
   if (s == scalar::f32) return f(float{});
   return f(double{});
+}
+
+/// The element types of a call: X, that of its tensors (x, w, bias, y, gradients), and T, the
+/// type it computes in, that of its spectra and its plan (plan<T>).
+template <class X, class T>
+struct element_types {
+  using tensor = X;
+  using compute = T;
+};
+
+/// Whether the backend reads and writes 16-bit tensors: it names them `half` and `bfloat16`
+/// (blfft::cuda's, which plan<float> takes).
+template <class B, class = void>
+struct has_16bit : std::false_type {};
+template <class B>
+struct has_16bit<B, std::void_t<typename B::half, typename B::bfloat16>> : std::true_type {};
+
+/// f(element_types<X, T>{}) for the tensors' type check_common found.
+template <class B, class F>
+void with_types(scalar s, F&& f) {
+  if constexpr (has_16bit<B>::value) {
+    if (s == scalar::f16) return f(element_types<typename B::half, float>{});
+    if (s == scalar::bf16) return f(element_types<typename B::bfloat16, float>{});
+  }
+  if (s == scalar::f64) return f(element_types<double, double>{});
+  return f(element_types<float, float>{});
 }
 
 template <class T>
@@ -81,14 +110,19 @@ struct entry_points {
       if (args[i].required) B::present(missing, {&slots[i]});
   }
 
-  /// f(plan, T{}, stream args...) with the GIL released, on the cached plan for the call's dtype.
-  /// `tf32`: the call may round float mixing inputs to TF32 (backends with tf32_scope).
+  /// The tensors' dtype of a compute call (check_common): 16-bit ones where the backend has them.
+  static constexpr bool sixteen = has_16bit<B>::value;
+
+  /// f(plan, element_types<X, T>{}, stream args...) with the GIL released, on the cached plan<T>
+  /// for the call's dtype (16-bit tensors: plan<float>, whose overloads take them). `tf32`: the
+  /// call may round float mixing inputs to TF32 (backends with tf32_scope).
   template <class F>
   static void with_plan(const blfft::conv_params& p, const blfft::compression& c, const policy& dev,
                         bool deterministic, bool tf32, scalar s, std::uintptr_t stream, F&& f) {
-    with_dtype(s, [&](auto tag) {
+    with_types<B>(s, [&](auto tag) {
       py::gil_scoped_release nogil;
-      auto pl = B::template plan<decltype(tag)>(p, c, dev, deterministic);
+      using T = typename decltype(tag)::compute;
+      auto pl = B::template plan<T>(p, c, dev, deterministic);
       const auto run = [&] {
         B::call(*pl, stream, [&](const auto& plan, auto... st) { f(plan, tag, st...); });
       };
@@ -117,13 +151,15 @@ struct entry_points {
                 stream, "input, weight and output are required");
     const opt_imported &X = a[0], &W = a[1], &Bi = a[2], &Y = a[3], &XS = a[4], &WS = a[5];
     policy dev;
-    const scalar s = check_common({ptr(X), ptr(W), ptr(Bi)}, {ptr(Y), ptr(XS), ptr(WS)}, dev);
+    const scalar s = check_common({ptr(X), ptr(W), ptr(Bi)},
+                                  {ptr(Y), spectrum_arg(XS), spectrum_arg(WS)}, dev, sixteen);
     with_plan(p, c, dev, deterministic, tf32, s, stream,
               [&](const auto& plan, auto tag, auto... st) {
-                using T = decltype(tag);
+                using E = typename decltype(tag)::tensor;
+                using T = typename decltype(tag)::compute;
                 const auto& g = plan.geometry();
-                plan.forward(view_of<const T>(*X), view_of<const T>(*W),
-                             flat_or_null<T>(Bi, g.params.out_channels), view_of<T>(*Y),
+                plan.forward(view_of<const E>(*X), view_of<const E>(*W),
+                             flat_or_null<E>(Bi, g.params.out_channels), view_of<E>(*Y),
                              spectrum_or_none<T>(XS, g.x_spectrum_size()),
                              spectrum_or_none<T>(WS, g.w_spectrum_size()), st...);
               });
@@ -143,17 +179,18 @@ struct entry_points {
                        : "input and x_spectrum are required");
     const opt_imported &X = a[0], &XS = a[1];
     policy dev;
-    const scalar s = check_common({ptr(X)}, {ptr(XS)}, dev);
+    const scalar s = check_common({ptr(X)}, {spectrum_arg(XS)}, dev, sixteen);
     with_plan(p, c, dev, deterministic, tf32, s, stream,
               [&](const auto& plan, auto tag, auto... st) {
-                using T = decltype(tag);
+                using E = typename decltype(tag)::tensor;
+                using T = typename decltype(tag)::compute;
                 const auto& g = plan.geometry();
                 const auto xs =
                     spectrum_or_none<T>(XS, weight ? g.w_spectrum_size() : g.x_spectrum_size());
                 if constexpr (weight)
-                  plan.weight_spectrum(view_of<const T>(*X), xs, st...);
+                  plan.weight_spectrum(view_of<const E>(*X), xs, st...);
                 else
-                  plan.input_spectrum(view_of<const T>(*X), xs, st...);
+                  plan.input_spectrum(view_of<const E>(*X), xs, st...);
               });
   }
 
@@ -170,14 +207,16 @@ struct entry_points {
                 stream, "x_spectrum, w_spectrum and output are required");
     const opt_imported &XS = a[0], &WS = a[1], &Bi = a[2], &Y = a[3];
     policy dev;
-    const scalar s = check_common({ptr(XS), ptr(WS), ptr(Bi)}, {ptr(Y)}, dev);
+    const scalar s =
+        check_common({spectrum_arg(XS), spectrum_arg(WS), ptr(Bi)}, {ptr(Y)}, dev, sixteen);
     with_plan(
         p, c, dev, deterministic, tf32, s, stream, [&](const auto& plan, auto tag, auto... st) {
-          using T = decltype(tag);
+          using E = typename decltype(tag)::tensor;
+          using T = typename decltype(tag)::compute;
           const auto& g = plan.geometry();
           plan.forward_spectra(spectrum_or_none<const T>(XS, g.x_spectrum_size()),
                                spectrum_or_none<const T>(WS, g.w_spectrum_size()),
-                               flat_or_null<T>(Bi, g.params.out_channels), view_of<T>(*Y), st...);
+                               flat_or_null<E>(Bi, g.params.out_channels), view_of<E>(*Y), st...);
         });
   }
 
@@ -200,27 +239,35 @@ struct entry_points {
     const opt_imported &G = a[0], &XS = a[1], &WS = a[2], &GI = a[3], &GW = a[4], &GB = a[5],
                        &W = a[6];
     policy dev;
-    const scalar s =
-        check_common({ptr(G), ptr(XS), ptr(WS), ptr(W)}, {ptr(GI), ptr(GW), ptr(GB)}, dev);
+    const scalar s = check_common({ptr(G), spectrum_arg(XS), spectrum_arg(WS), ptr(W)},
+                                  {ptr(GI), ptr(GW), ptr(GB)}, dev, sixteen);
     if (GI && !WS && !W)
       fail(error_code::invalid_argument, "grad_input needs w_spectrum or weight (got None)");
     if (GW && !XS) fail(error_code::invalid_argument, "grad_weight needs x_spectrum (got None)");
+    if (GI && !WS && s != compute_of(s))  // the 16-bit backward takes spectra only
+      fail(error_code::invalid_argument,
+           "grad_input of " + dtype_name(G->raw().dtype) +
+               " tensors needs w_spectrum (weight_spectrum makes it; got None)");
     with_plan(p, c, dev, deterministic, tf32, s, stream,
               [&](const auto& plan, auto tag, auto... st) {
-                using T = decltype(tag);
+                using E = typename decltype(tag)::tensor;
+                using T = typename decltype(tag)::compute;
                 const auto& g = plan.geometry();
                 const auto xs = spectrum_or_none<const T>(XS, g.x_spectrum_size());
                 const auto ws = spectrum_or_none<const T>(WS, g.w_spectrum_size());
-                T* gb = out_flat_or_null<T>(GB, g.params.out_channels);
-                std::optional<blfft::tensor_view<T>> gi, gw;
-                if (GI) gi = view_of<T>(*GI);
-                if (GW) gw = view_of<T>(*GW);
-                if (!ws.given() && W)  // no spectrum kept: the plan mixes from the weight
-                  plan.backward_with_weight(view_of<const T>(*G), xs, view_of<const T>(*W),
-                                            gi ? &*gi : nullptr, gw ? &*gw : nullptr, gb, st...);
-                else
-                  plan.backward(view_of<const T>(*G), xs, ws, gi ? &*gi : nullptr,
+                E* gb = out_flat_or_null<E>(GB, g.params.out_channels);
+                std::optional<blfft::tensor_view<E>> gi, gw;
+                if (GI) gi = view_of<E>(*GI);
+                if (GW) gw = view_of<E>(*GW);
+                if (!ws.given() && W) {  // no spectrum kept: the plan mixes from the weight
+                  if constexpr (std::is_same_v<E, T>)
+                    plan.backward_with_weight(view_of<const E>(*G), xs, view_of<const E>(*W),
+                                              gi ? &*gi : nullptr, gw ? &*gw : nullptr, gb, st...);
+                  // (16-bit tensors without w_spectrum were refused above)
+                } else {
+                  plan.backward(view_of<const E>(*G), xs, ws, gi ? &*gi : nullptr,
                                 gw ? &*gw : nullptr, gb, st...);
+                }
               });
   }
 
