@@ -910,9 +910,8 @@ class pipeline {
   };
 
   /// Row-major C (M x N, ldc) = op(A) (M x K) op(B) (K x N) + beta C, per kept frequency (`kept`
-  /// of them). cuBLAS
-  /// is column-major: a row-major matrix is the column-major transpose with the same leading
-  /// dimension, so cuBLAS computes C^T = op(B)^T op(A)^T, with the operands swapped.
+  /// of them). cuBLAS is column-major: a row-major matrix is the column-major transpose with the
+  /// same leading dimension, so cuBLAS computes C^T = op(B)^T op(A)^T, with the operands swapped.
   void rm_gemm(int64_t M, int64_t N, int64_t K, const rm_operand& a, const rm_operand& b, T* c,
                int64_t ldc, int64_t batch_c, int64_t beta, void* stream, int64_t kept) const {
     gemm_desc d;
@@ -953,8 +952,8 @@ class pipeline {
       stages_.g_in->analyse(ex_, grad_out, dys.get(), stream, block);
       if (grad_input) {
         const bool slices = !ws && !from_taps && blfft::detail::mixes_from_depth_slices(g_);
-        auto w_tmp = ex_.template make_temp<T>(
-            ws || from_taps || slices ? 0 : g_.w_spectrum_size(), stream);
+        auto w_tmp =
+            ex_.template make_temp<T>(ws || from_taps || slices ? 0 : g_.w_spectrum_size(), stream);
         if (!ws && !from_taps && !slices) {
           stages_.w_in->analyse(ex_, *weight, w_tmp.get(), stream);
           ws = w_tmp.get();

@@ -9,6 +9,9 @@
 //   3D synth.   one depth_dft launch to the slices the result needs (from the stacked products
 //               where asked), each a 2D half spectrum of a real slice (the kept depths are a
 //               symmetric set), then the 2D synthesis of every slice.
+//   3D halves   the same steps one at a time, the depth DFT on a chunk of kept depths (and
+//               accumulating in synthesis), for the mixing from the weight's depth slices
+//               (pipeline.hpp: for_depth_chunks, weight_grad_to_slices).
 // Depth placements (layer_placements: x_d, w_d, y_d) and the depth DFT's entries
 // (dft_matrix.hpp) are the CPU's.
 

@@ -52,7 +52,9 @@ struct layer_placements {
 /// layers, always: the whole spectrum holds kept depths x kept2 matrices of F x C/g where the
 /// slices hold KD x kept2, and at small batches it dwarfs everything else a pass touches (a
 /// 64-channel 3x3x3 layer on 16x56x56 maps: 1.1 GB at rate 0 for a 442 KB weight).
-inline bool mixes_from_depth_slices(const geometry& g) { return g.params.ndim == 3; }
+inline bool mixes_from_depth_slices(const geometry& g) {
+  return g.params.ndim == 3;
+}
 
 enum class transform_direction { analyse, synthesise };
 

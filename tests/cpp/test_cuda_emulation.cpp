@@ -938,15 +938,17 @@ TEST(CudaConv3d, PassesHoldNoWholeWeightSpectrum) {
               fwd);
     // input gradient from the weight: the grad's spectrum with its slices, then with dx's
     // spectrum and the weight's part, then with dx's slices
-    const int64_t ig = e * std::max({b * ys + Do * y_slice, b * ys + xs + w_part,
-                                     b * ys + xs + D * x_slice});
-    EXPECT_EQ(
-        peak([&] { pl.backward_with_weight(pr.gv(), nullptr, pr.wv(), &dxv, nullptr, nullptr, nullptr); }),
-        ig);
+    const int64_t ig =
+        e * std::max({b * ys + Do * y_slice, b * ys + xs + w_part, b * ys + xs + D * x_slice});
+    EXPECT_EQ(peak([&] {
+                pl.backward_with_weight(pr.gv(), nullptr, pr.wv(), &dxv, nullptr, nullptr, nullptr);
+              }),
+              ig);
     // weight gradient: the grad's spectrum, then the dW slices and one chunk
     const int64_t wg = e * std::max(b * ys + Do * y_slice, b * ys + w_part);
-    EXPECT_EQ(peak([&] { pl.backward(pr.gv(), xsv.data(), nullptr, nullptr, &dwv, nullptr, nullptr); }),
-              wg);
+    EXPECT_EQ(
+        peak([&] { pl.backward(pr.gv(), xsv.data(), nullptr, nullptr, &dwv, nullptr, nullptr); }),
+        wg);
     for (int64_t bytes : {fwd, ig, wg}) EXPECT_LT(bytes, e * geo.w_spectrum_size());
   }
 }
