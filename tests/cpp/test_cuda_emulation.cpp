@@ -986,6 +986,49 @@ TEST(CudaConv3d, DepthDftFootprints) {
   EXPECT_EQ(log[1].write_bytes, e * Do * 2 * kept2 * p.batch * p.out_channels);
 }
 
+TEST(CudaConv3d, DepthChunkFootprints) {
+  // The depth DFTs of the mixing from the weight's slices (18 kept depths, KD = 3: chunks of 3):
+  // the forward's read the KD slice spectra once and write their chunk of kept depths once; the
+  // weight gradient's read their chunk of the dW spectrum (and, after the first, the slices
+  // they add to) and write the KD slices once. Each reads the kept depths of its chunk only.
+  using T = float;
+  const auto p = conv_params::conv3d(1, 8, 8, {16, 5, 5}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.0));
+  const problem3<T> pr(p, 4);
+  const int64_t e = sizeof(T), nd = static_cast<int64_t>(geo.kept_depth.size()), KD = 3;
+  const int64_t w_slice = e * geo.w_spectrum_size() / nd, table = int64_t(sizeof(int64_t)) * KD;
+  ASSERT_EQ(nd % KD, 0);
+  const auto chunk_dfts = [](const auto& log) {  // the depth DFTs between the first and last
+    std::vector<host_executor::counters::launch_record> v;
+    for (const auto& r : log)
+      if (r.name == std::string("depth_dft")) v.push_back(r);
+    return std::vector<host_executor::counters::launch_record>(v.begin() + 1, v.end() - 1);
+  };
+  host_executor ex;
+  ex.measure_traffic();
+  const emulated<T> pl(ex, geo, {}, cdx::default_chunk_scalars, engine::fused);
+  std::vector<T> xs(geo.x_spectrum_size()), y(geo.output_size()), dw(geo.weight_size());
+  pl.forward(pr.xv(), pr.wv(), nullptr, tensor_view<T>::contiguous(y.data(), geo.output_shape()),
+             xs.data(), nullptr, nullptr);
+  auto fwd = chunk_dfts(ex.stats().launch_log);
+  ASSERT_EQ(fwd.size(), static_cast<size_t>(nd / KD));
+  for (const auto& r : fwd) {
+    EXPECT_EQ(r.read_bytes, KD * w_slice + table);
+    EXPECT_EQ(r.write_bytes, KD * w_slice);
+  }
+  ex.stats() = {};
+  const auto dwv = tensor_view<T>::contiguous(dw.data(), geo.weight_shape());
+  pl.backward(pr.gv(), xs.data(), nullptr, nullptr, &dwv, nullptr, nullptr);
+  std::vector<host_executor::counters::launch_record> wg;
+  for (const auto& r : ex.stats().launch_log)
+    if (r.name == std::string("depth_dft")) wg.push_back(r);
+  ASSERT_EQ(wg.size(), static_cast<size_t>(1 + nd / KD));  // the grad's analysis, the chunks
+  for (size_t i = 1; i < wg.size(); ++i) {
+    EXPECT_EQ(wg[i].read_bytes, KD * w_slice + table + (i > 1 ? KD * w_slice : 0)) << i;
+    EXPECT_EQ(wg[i].write_bytes, KD * w_slice) << i;
+  }
+}
+
 /// torch's channels_last_3d: the strides of (N, C, D, H, W) stored as N, D, H, W, C.
 std::vector<i64> ndhwc_strides(const std::vector<i64>& s) {
   return {s[1] * s[2] * s[3] * s[4], 1, s[3] * s[4] * s[1], s[4] * s[1], s[1]};
