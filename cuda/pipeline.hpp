@@ -798,8 +798,8 @@ class pipeline {
 
   /// Whether the weight gradient takes mix_weight_to_taps when its mixing is the own kernel: the
   /// plan allows it, the layer is 1D or 2D (mix_to_taps reduces to (row, column) taps; 3D layers
-  /// synthesise dW through the volume stage), the taps fit the kernel's shared memory and the
-  /// launch its grid.
+  /// fold dW into the weight's depth slices: weight_grad_to_slices), the taps fit the kernel's
+  /// shared memory and the launch its grid.
   bool weight_grad_fused() const {
     if (!fuse_weight_grad_ || engine_ == mix_engine::cublas || g_.params.ndim == 3) return false;
     const auto& p = g_.params;
@@ -1034,8 +1034,8 @@ class pipeline {
   };
 
   /// Taps path (mix_taps): whenever the weight spectrum is neither given nor asked for, and the
-  /// kernel's taps fit the mixing kernel's twiddle table; 2D taps only (3D layers make the
-  /// weight spectrum).
+  /// kernel's taps fit the mixing kernel's twiddle table; 2D taps only (3D layers mix from the
+  /// weight's depth slices: for_depth_chunks).
   bool taps_usable() const {
     return g_.params.ndim != 3 && g_.params.kernel[0] <= mix_max_taps &&
            g_.params.kernel[1] <= mix_max_taps;
