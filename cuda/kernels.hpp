@@ -435,6 +435,8 @@ struct restack : flat_kernel {
 /// (q, i) = (r, s) when analysing (sign -1: the slices that hold data -> the kept depths) and
 /// (s, r) when synthesising (sign +1: the kept depths -> the slices the result needs). Each row
 /// is kept2 planar blocks of J images (J re, then J im).
+/// `q0`: the kept-depth rows are kept depths q0, q0 + 1, ... (a chunk of them, for the mixing
+/// from the weight's depth slices); `accumulate`: dst += the result (a chunk's share of a sum).
 /// Block (x, y): output row y, elements (k2, j) from x * threads, one per thread (coalesced over
 /// j). Phases alternate over chunks of `threads` input rows: the block computes the chunk's
 /// twiddles into shared memory (dft_matrix.hpp, the CPU's entries: once per block, not per
@@ -453,9 +455,10 @@ struct depth_dft : kernel_traits<true, depth_dft_threads> {
   const T* src = nullptr;
   T* dst = nullptr;
   const int64_t* kept_depth = nullptr;  ///< the geometry's kept depth grid indices
-  uint32_t in_rows = 1, out_rows = 1, kept2 = 1, J = 1, CH = 1;
+  uint32_t in_rows = 1, out_rows = 1, kept2 = 1, J = 1, CH = 1, q0 = 0;
   int64_t Ld = 1, offset = 0, step = 1;  ///< depth grid; the placement of the samples
   bool analyse = true;
+  bool accumulate = false;  ///< dst += the result (planar dst only)
   bool stacked_in = false;  ///< src holds the forward's stacked products (stacked_load)
   bool block_out = false;   ///< dst gets the block form (stacked_store)
 
@@ -476,6 +479,10 @@ struct depth_dft : kernel_traits<true, depth_dft_threads> {
         stacked_store(dst, J, CH, k, j, acc.re, acc.im);
       } else {
         T* o = dst + int64_t(k) * 2 * J + j;
+        if (accumulate) {
+          acc.re += gload(static_cast<const T*>(o));
+          acc.im += gload(static_cast<const T*>(o + J));
+        }
         gstore(o, acc.re);
         gstore(o + J, acc.im);
       }
@@ -484,7 +491,7 @@ struct depth_dft : kernel_traits<true, depth_dft_threads> {
     if (p % 2 == 0) {  // the twiddles of input rows s0 .. s0 + threads
       const uint32_t s = s0 + t.x;
       if (s >= in_rows) return;
-      const uint32_t q = analyse ? r : s, at = analyse ? s : r;
+      const uint32_t q = q0 + (analyse ? r : s), at = analyse ? s : r;
       const auto w = blfft::detail::dft_twiddle(gload(kept_depth + q), offset + step * at, Ld,
                                                 analyse ? -1.0 : 1.0);
       sh.re[t.x] = static_cast<T>(w.re);

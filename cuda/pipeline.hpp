@@ -648,6 +648,19 @@ class pipeline {
         return;
       }
     }
+    if (!ws && blfft::detail::mixes_from_depth_slices(g_)) {  // 3D: from the weight's slices
+      const auto [N, C, F, Cg, Fg] = counts();
+      const bool blas = use_cublas(mix_pass::forward, false);
+      auto ys = ex_.template make_temp<T>((blas ? 2 : 1) * g_.y_spectrum_size(), stream);
+      for_depth_chunks(w, stream, [&](const T* wc, int64_t k0, int64_t kn) {
+        if (blas)
+          cublas_forward(xs + k0 * 2 * N * C, wc, ys.get() + k0 * 4 * N * F, stream, kn);
+        else
+          mix_forward(xs + k0 * 2 * N * C, wc, ys.get() + k0 * 2 * N * F, stream, nullptr, kn);
+      });
+      stages_.y_out->synthesise(ex_, ys.get(), y, scale_, bias, stream, blas);
+      return;
+    }
     auto w_tmp = ex_.template make_temp<T>(ws ? 0 : g_.w_spectrum_size(), stream);
     if (!ws) ws = w_tmp.get();
     stages_.w_in->analyse(ex_, w, ws, stream);
@@ -712,34 +725,37 @@ class pipeline {
 
   // `weight`: the weight's spectrum is computed from its taps inside the mixing (ws unused).
 
+  // `kept`: the number of kept frequencies from the pointers on (0: all of them).
+
   void mix_forward(const T* xs, const T* ws, T* ys, void* stream,
-                   const tensor_view<const T>* weight = nullptr) const {
+                   const tensor_view<const T>* weight = nullptr, int64_t kept = 0) const {
     const auto [N, C, F, Cg, Fg] = counts();
     const auto taps = weight ? taps_of(*weight) : mix_taps<T>{};
     const auto s = spectra(false);
     run_mix({operand(xs, s.x, false, T(1)), operand(ws, s.w, false, T(-1)), result(ys, s.y), N, Fg,
-             Cg, weight ? &taps : nullptr},
+             Cg, weight ? &taps : nullptr, kept},
             stream);
   }
 
   /// `g_block`: dys holds the block form (stacked_store) rather than the planar spectrum.
   void mix_input_grad(const T* dys, const T* ws, T* dxs, void* stream,
-                      const tensor_view<const T>* weight = nullptr, bool g_block = false) const {
+                      const tensor_view<const T>* weight = nullptr, bool g_block = false,
+                      int64_t kept = 0) const {
     const auto [N, C, F, Cg, Fg] = counts();
     const auto taps = weight ? taps_of(*weight) : mix_taps<T>{};
     const auto s = spectra(g_block);
     run_mix({operand(dys, s.y, false, T(1)), operand(ws, s.w, true, T(1)), result(dxs, s.x), N, Cg,
-             Fg, weight ? &taps : nullptr},
+             Fg, weight ? &taps : nullptr, kept},
             stream);
   }
 
-  void mix_weight_grad(const T* dys, const T* xs, T* dws, void* stream,
-                       bool g_block = false) const {
+  void mix_weight_grad(const T* dys, const T* xs, T* dws, void* stream, bool g_block = false,
+                       int64_t kept = 0) const {
     const auto [N, C, F, Cg, Fg] = counts();
     const auto s = spectra(g_block);
-    run_mix(
-        {operand(dys, s.y, true, T(-1)), operand(xs, s.x, true, T(1)), result(dws, s.w), Fg, Cg, N},
-        stream);
+    run_mix({operand(dys, s.y, true, T(-1)), operand(xs, s.x, true, T(1)), result(dws, s.w), Fg, Cg,
+             N, nullptr, kept},
+            stream);
   }
 
   /// The weight gradient's mixing and synthesis in one pass (mix_to_taps): per kept frequency,
@@ -782,8 +798,8 @@ class pipeline {
 
   /// Whether the weight gradient takes mix_weight_to_taps when its mixing is the own kernel: the
   /// plan allows it, the layer is 1D or 2D (mix_to_taps reduces to (row, column) taps; 3D layers
-  /// synthesise dW through the volume stage), the taps fit the kernel's shared memory and the
-  /// launch its grid.
+  /// fold dW into the weight's depth slices: weight_grad_to_slices), the taps fit the kernel's
+  /// shared memory and the launch its grid.
   bool weight_grad_fused() const {
     if (!fuse_weight_grad_ || engine_ == mix_engine::cublas || g_.params.ndim == 3) return false;
     const auto& p = g_.params;
@@ -821,46 +837,48 @@ class pipeline {
   // allows it: scoped_tf32). With groups, W_st and Gb's columns are not one strided matrix per
   // group (the planes of a group are F rows apart): one GEMM per group and plane.
 
+  // `kept` as for the own kernel's passes: the kept frequencies from the pointers on (0: all).
+
   /// ys: 2 y_spectrum_size() scalars (the stacked products).
-  void cublas_forward(const T* xs, const T* ws, T* ys, void* stream) const {
+  void cublas_forward(const T* xs, const T* ws, T* ys, void* stream, int64_t kept = 0) const {
     const auto [N, C, F, Cg, Fg] = counts();
-    const int64_t groups = g_.params.groups;
+    const int64_t groups = g_.params.groups, nk = kept ? kept : g_.kept;
     if (groups == 1)
       return rm_gemm(2 * N, 2 * F, C, {xs, C, false, 2 * N * C}, {ws, C, true, 2 * F * C}, ys,
-                     2 * F, 4 * N * F, 0, stream);
+                     2 * F, 4 * N * F, 0, stream, nk);
     for (int64_t grp = 0; grp < groups; ++grp)
       for (int64_t pw = 0; pw < 2; ++pw)
         rm_gemm(2 * N, Fg, Cg, {xs + grp * Cg, C, false, 2 * N * C},
                 {ws + pw * F * Cg + grp * Fg * Cg, Cg, true, 2 * F * Cg}, ys + pw * F + grp * Fg,
-                2 * F, 4 * N * F, 0, stream);
+                2 * F, 4 * N * F, 0, stream, nk);
   }
 
   /// dys: the block form (2 y_spectrum_size() scalars).
-  void cublas_input_grad(const T* dys, const T* ws, T* dxs, void* stream) const {
+  void cublas_input_grad(const T* dys, const T* ws, T* dxs, void* stream, int64_t kept = 0) const {
     const auto [N, C, F, Cg, Fg] = counts();
-    const int64_t groups = g_.params.groups;
+    const int64_t groups = g_.params.groups, nk = kept ? kept : g_.kept;
     if (groups == 1)
       return rm_gemm(2 * N, C, 2 * F, {dys, 2 * F, false, 4 * N * F}, {ws, C, false, 2 * F * C},
-                     dxs, C, 2 * N * C, 0, stream);
+                     dxs, C, 2 * N * C, 0, stream, nk);
     for (int64_t grp = 0; grp < groups; ++grp)
       for (int64_t pw = 0; pw < 2; ++pw)  // the second plane accumulates onto the first
         rm_gemm(2 * N, Cg, Fg, {dys + pw * F + grp * Fg, 2 * F, false, 4 * N * F},
                 {ws + pw * F * Cg + grp * Fg * Cg, Cg, false, 2 * F * Cg}, dxs + grp * Cg, C,
-                2 * N * C, pw, stream);
+                2 * N * C, pw, stream, nk);
   }
 
   /// dys: the block form (2 y_spectrum_size() scalars).
-  void cublas_weight_grad(const T* dys, const T* xs, T* dws, void* stream) const {
+  void cublas_weight_grad(const T* dys, const T* xs, T* dws, void* stream, int64_t kept = 0) const {
     const auto [N, C, F, Cg, Fg] = counts();
-    const int64_t groups = g_.params.groups;
+    const int64_t groups = g_.params.groups, nk = kept ? kept : g_.kept;
     if (groups == 1)
       return rm_gemm(2 * F, C, 2 * N, {dys, 2 * F, true, 4 * N * F}, {xs, C, false, 2 * N * C}, dws,
-                     C, 2 * F * C, 0, stream);
+                     C, 2 * F * C, 0, stream, nk);
     for (int64_t grp = 0; grp < groups; ++grp)
       for (int64_t t = 0; t < 2; ++t)
         rm_gemm(Fg, Cg, 2 * N, {dys + t * F + grp * Fg, 2 * F, true, 4 * N * F},
                 {xs + grp * Cg, C, false, 2 * N * C}, dws + t * F * Cg + grp * Fg * Cg, Cg,
-                2 * F * Cg, 0, stream);
+                2 * F * Cg, 0, stream, nk);
   }
 
   /// Which engine a pass's mixing takes (mix_engine): forced by the plan's options, else the
@@ -891,11 +909,11 @@ class pipeline {
     int64_t batch;  ///< stride between kept frequencies
   };
 
-  /// Row-major C (M x N, ldc) = op(A) (M x K) op(B) (K x N) + beta C, per kept frequency. cuBLAS
-  /// is column-major: a row-major matrix is the column-major transpose with the same leading
-  /// dimension, so cuBLAS computes C^T = op(B)^T op(A)^T, with the operands swapped.
+  /// Row-major C (M x N, ldc) = op(A) (M x K) op(B) (K x N) + beta C, per kept frequency (`kept`
+  /// of them). cuBLAS is column-major: a row-major matrix is the column-major transpose with the
+  /// same leading dimension, so cuBLAS computes C^T = op(B)^T op(A)^T, with the operands swapped.
   void rm_gemm(int64_t M, int64_t N, int64_t K, const rm_operand& a, const rm_operand& b, T* c,
-               int64_t ldc, int64_t batch_c, int64_t beta, void* stream) const {
+               int64_t ldc, int64_t batch_c, int64_t beta, void* stream, int64_t kept) const {
     gemm_desc d;
     d.double_precision = sizeof(T) == 8;
     d.tf32 = sizeof(T) == 4 && tf32_allowed();
@@ -910,7 +928,7 @@ class pipeline {
     d.stride_b = a.batch;
     d.ldc = ldc;
     d.stride_c = batch_c;
-    d.batch = g_.kept;
+    d.batch = kept;
     d.beta = static_cast<double>(beta);
     ex_.gemm(d, b.p, a.p, c, stream);
   }
@@ -933,21 +951,36 @@ class pipeline {
       auto dys = ex_.template make_temp<T>((block ? 2 : 1) * g_.y_spectrum_size(), stream);
       stages_.g_in->analyse(ex_, grad_out, dys.get(), stream, block);
       if (grad_input) {
-        auto w_tmp = ex_.template make_temp<T>(ws || from_taps ? 0 : g_.w_spectrum_size(), stream);
-        if (!ws && !from_taps) {
+        const bool slices = !ws && !from_taps && blfft::detail::mixes_from_depth_slices(g_);
+        auto w_tmp =
+            ex_.template make_temp<T>(ws || from_taps || slices ? 0 : g_.w_spectrum_size(), stream);
+        if (!ws && !from_taps && !slices) {
           stages_.w_in->analyse(ex_, *weight, w_tmp.get(), stream);
           ws = w_tmp.get();
         }
         auto dxs = ex_.template make_temp<T>(g_.x_spectrum_size(), stream);
-        if (ig_blas)
+        if (slices) {  // 3D: from the weight's depth slices, a chunk of kept depths at a time
+          const auto [N, C, F, Cg, Fg] = counts();
+          const int64_t gs = (block ? 4 : 2) * N * F;  // grad spectrum scalars per frequency
+          for_depth_chunks(*weight, stream, [&](const T* wc, int64_t k0, int64_t kn) {
+            if (ig_blas)
+              cublas_input_grad(dys.get() + k0 * gs, wc, dxs.get() + k0 * 2 * N * C, stream, kn);
+            else
+              mix_input_grad(dys.get() + k0 * gs, wc, dxs.get() + k0 * 2 * N * C, stream, nullptr,
+                             block, kn);
+          });
+        } else if (ig_blas) {
           cublas_input_grad(dys.get(), ws, dxs.get(), stream);
-        else
+        } else {
           mix_input_grad(dys.get(), ws, dxs.get(), stream, from_taps ? taps_weight : nullptr,
                          block);
+        }
         stages_.dx_out->synthesise(ex_, dxs.get(), *grad_input, scale_, nullptr, stream);
       }
       if (grad_weight) {
-        if (!wg_blas && weight_grad_fused()) {
+        if (blfft::detail::mixes_from_depth_slices(g_)) {
+          weight_grad_to_slices(dys.get(), xs, *grad_weight, wg_blas, block, stream);
+        } else if (!wg_blas && weight_grad_fused()) {
           mix_weight_to_taps(dys.get(), xs, *grad_weight, stream, block);
         } else {
           auto dws = ex_.template make_temp<T>(g_.w_spectrum_size(), stream);
@@ -997,11 +1030,12 @@ class pipeline {
     mix_result<T> C;
     int64_t M = 1, N = 1, K = 1;
     const mix_taps<T>* taps = nullptr;  // B from the weight's taps
+    int64_t kept = 0;                   // kept frequencies from the operands' pointers (0: all)
   };
 
   /// Taps path (mix_taps): whenever the weight spectrum is neither given nor asked for, and the
-  /// kernel's taps fit the mixing kernel's twiddle table; 2D taps only (3D layers make the
-  /// weight spectrum).
+  /// kernel's taps fit the mixing kernel's twiddle table; 2D taps only (3D layers mix from the
+  /// weight's depth slices: for_depth_chunks).
   bool taps_usable() const {
     return g_.params.ndim != 3 && g_.params.kernel[0] <= mix_max_taps &&
            g_.params.kernel[1] <= mix_max_taps;
@@ -1035,7 +1069,7 @@ class pipeline {
   }
 
   void run_mix(const mix_args& a, void* stream) const {
-    const int64_t products = g_.kept * g_.params.groups;
+    const int64_t products = (a.kept ? a.kept : g_.kept) * g_.params.groups;
     bool small = tile_ == mix_tile::small;
     if (tile_ == mix_tile::automatic) small = prefer_small_mix_tile(a.M, a.N, products);
     if (small)
@@ -1127,6 +1161,60 @@ class pipeline {
     bias_grad_kernel<T, X> k;
     static_cast<bias_grad_args<X>&>(k) = a;
     ex_.launch(reduce_dims(F), k, stream);
+  }
+
+  // ---- 3D layers without a whole weight spectrum (mixes_from_depth_slices; the CPU's
+  // depth_mix.hpp): the weight's KD depth slices are analysed to their 2D spectra once, then
+  // per chunk of kept depths the depth DFT makes that chunk's weight spectrum into one reused
+  // buffer and the 2D mixing runs on the chunk's kept frequencies (k = depth * kept2 + k2 are
+  // contiguous per depth). The weight gradient is the transpose: each chunk's dW spectrum is
+  // folded into the KD slices by the inverse depth DFT (accumulating), then they are
+  // synthesised. Chunks of KD kept depths: the weight spectrum held is at most the slices'
+  // size (KD x kept2 matrices, as the weight's KD x KH x KW taps scale), not kept depths x
+  // kept2; a pass's mixing takes 2 ceil(kept depths / KD) launches instead of 1 or 2.
+
+  /// Kept depths per chunk.
+  int64_t depth_chunk_rows() const {
+    return std::min<int64_t>(g_.params.depth.kernel, static_cast<int64_t>(g_.kept_depth.size()));
+  }
+
+  /// body(wc, k0, kn) for every chunk: wc, the weight spectrum of kept frequencies k0 .. k0 + kn
+  /// (planar, as the whole spectrum lays them out from k0 on).
+  template <class W, class Body>
+  void for_depth_chunks(const tensor_view<const W>& w, void* stream, Body&& body) const {
+    const auto& st = *stages_.w_in;
+    auto slices = ex_.template make_temp<T>(st.slice_count() * st.slice_size(), stream);
+    st.analyse_slices(ex_, w, slices.get(), stream);
+    const int64_t nd = static_cast<int64_t>(g_.kept_depth.size()), rows = depth_chunk_rows();
+    const int64_t kept2 = g_.kept / nd;
+    auto wc = ex_.template make_temp<T>(rows * st.slice_size(), stream);
+    for (int64_t q0 = 0; q0 < nd; q0 += rows) {
+      const int64_t n = std::min(rows, nd - q0);
+      st.depth_rows(ex_, slices.get(), wc.get(), q0, n, stream);
+      body(static_cast<const T*>(wc.get()), q0 * kept2, n * kept2);
+    }
+  }
+
+  /// The weight gradient of a 3D layer through the slices: `blas`, its mixing on cuBLAS;
+  /// `block`, dys is in the block form.
+  template <class X>
+  void weight_grad_to_slices(const T* dys, const T* xs, const tensor_view<X>& dw, bool blas,
+                             bool block, void* stream) const {
+    const auto [N, C, F, Cg, Fg] = counts();
+    const auto& st = *stages_.dw_out;
+    const int64_t nd = static_cast<int64_t>(g_.kept_depth.size()), rows = depth_chunk_rows();
+    const int64_t kept2 = g_.kept / nd, gs = (block ? 4 : 2) * N * F;
+    auto slices = ex_.template make_temp<T>(st.slice_count() * st.slice_size(), stream);
+    auto dwc = ex_.template make_temp<T>(rows * st.slice_size(), stream);
+    for (int64_t q0 = 0; q0 < nd; q0 += rows) {
+      const int64_t n = std::min(rows, nd - q0), k0 = q0 * kept2;
+      if (blas)
+        cublas_weight_grad(dys + k0 * gs, xs + k0 * 2 * N * C, dwc.get(), stream, n * kept2);
+      else
+        mix_weight_grad(dys + k0 * gs, xs + k0 * 2 * N * C, dwc.get(), stream, block, n * kept2);
+      st.depth_rows_to_slices(ex_, dwc.get(), slices.get(), q0, n, q0 > 0, stream);
+    }
+    st.synthesise_slices(ex_, slices.get(), dw, scale_, nullptr, stream);
   }
 
   Exec ex_;

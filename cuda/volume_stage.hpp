@@ -9,6 +9,9 @@
 //   3D synth.   one depth_dft launch to the slices the result needs (from the stacked products
 //               where asked), each a 2D half spectrum of a real slice (the kept depths are a
 //               symmetric set), then the 2D synthesis of every slice.
+//   3D halves   the same steps one at a time, the depth DFT on a chunk of kept depths (and
+//               accumulating in synthesis), for the mixing from the weight's depth slices
+//               (pipeline.hpp: for_depth_chunks, weight_grad_to_slices).
 // Depth placements (layer_placements: x_d, w_d, y_d) and the depth DFT's entries
 // (dft_matrix.hpp) are the CPU's.
 
@@ -81,16 +84,57 @@ class volume_stage {
                         bias, stream);
   }
 
+  // 3D only: the two halves of analyse and synthesise, for the plan's mixing from the weight's
+  // depth slices (pipeline.hpp; the CPU's depth_mix.hpp), which takes the depth DFT of the
+  // weight a chunk of kept depths at a time instead of making the whole weight spectrum.
+
+  /// Scalars per depth slice (and per kept depth): 2 * kept2 * images().
+  int64_t slice_size() const { return slice_; }
+  /// Depth slices (analysis: that hold data; synthesis: that the result needs).
+  int64_t slice_count() const { return d_.count; }
+
+  /// The 2D spectra of every depth slice that holds data: slices[i] at i * slice_size().
+  template <class X>
+  void analyse_slices(const Exec& ex, const tensor_view<const X>& src, T* slices,
+                      void* stream) const {
+    for (int64_t i = 0; i < d_.count; ++i)
+      plane_.analyse(ex, blfft::detail::depth_slice(src, i), slices + i * slice_, stream);
+  }
+  /// Analysis: kept depths q0 .. q0 + rows - 1 of the spectrum, from the slices (planar).
+  void depth_rows(const Exec& ex, const T* slices, T* dst, int64_t q0, int64_t rows,
+                  void* stream) const {
+    launch_depth(ex, slices, dst, false, false, stream, q0, rows);
+  }
+  /// Synthesis: slices (+)= the inverse depth DFT's share of kept depths q0 .. q0 + rows - 1
+  /// (src, planar); `accumulate`: add to what slices holds.
+  void depth_rows_to_slices(const Exec& ex, const T* src, T* slices, int64_t q0, int64_t rows,
+                            bool accumulate, void* stream) const {
+    launch_depth(ex, src, slices, false, false, stream, q0, rows, accumulate);
+  }
+  /// dst = scale * the 2D synthesis of every slice (as analyse_slices lays them out), + bias.
+  template <class X>
+  void synthesise_slices(const Exec& ex, const T* slices, const tensor_view<X>& dst, T scale,
+                         const blfft::detail::nd<X>* bias, void* stream) const {
+    for (int64_t t = 0; t < d_.count; ++t)
+      plane_.synthesise(ex, slices + t * slice_, blfft::detail::depth_slice(dst, t), scale, bias,
+                        stream);
+  }
+
  private:
+  /// The depth DFT between the slices and kept depths q0 .. q0 + rows - 1 (rows < 0: all).
   void launch_depth(const Exec& ex, const T* src, T* dst, bool stacked_in, bool block_out,
-                    void* stream) const {
+                    void* stream, int64_t q0 = 0, int64_t rows = -1,
+                    bool accumulate = false) const {
     const bool fwd = dir_ == direction::analyse;
+    const int64_t kept_rows = rows < 0 ? nd_ : rows;
     depth_dft<T> k;
     k.src = src;
     k.dst = dst;
     k.kept_depth = kept_depth_.get();
-    k.in_rows = static_cast<uint32_t>(fwd ? d_.count : nd_);
-    k.out_rows = static_cast<uint32_t>(fwd ? nd_ : d_.count);
+    k.q0 = static_cast<uint32_t>(q0);
+    k.accumulate = accumulate;
+    k.in_rows = static_cast<uint32_t>(fwd ? d_.count : kept_rows);
+    k.out_rows = static_cast<uint32_t>(fwd ? kept_rows : d_.count);
     k.kept2 = static_cast<uint32_t>(kept2_);
     k.J = static_cast<uint32_t>(J_);
     k.CH = static_cast<uint32_t>(CH_);

@@ -179,7 +179,7 @@ class plan_impl {
   layer_transforms<transform> stages;
   T scale;
   bool deterministic = false;
-  bool volume = g.params.ndim == 3;  // 3D: mixing from the weight's depth slices
+  bool volume = mixes_from_depth_slices(g);  // 3D: mixing from the weight's depth slices
   /// Mix from the weight taps (mix_taps.hpp) where no weight spectrum is given, and fold the
   /// weight gradient into the taps directly; else through whole weight spectra.
   std::optional<tap_twiddles<T>> twiddles;  // set where the plan mixes from the taps

@@ -882,6 +882,75 @@ TEST(CudaConv3d, LaunchesPerPass) {
   const int64_t D = 5, KD = 3, Do = g.depth_output;
   EXPECT_EQ(ex.stats().kernels, (D + 1) + (KD + 1) + 1 + (1 + Do));
   EXPECT_EQ(ex.stats().ffts, 0);
+  // Without a weight spectrum (mixes_from_depth_slices): the weight's KD slices, then per chunk
+  // of KD kept depths (5 kept: chunks of 3 and 2) the depth DFT and the mixing.
+  const int64_t chunks = 2;
+  ASSERT_EQ(g.kept_depth.size(), 5u);
+  ex.stats() = {};
+  pl.forward(pr.xv(), pr.wv(), nullptr, tensor_view<float>::contiguous(y.data(), g.output_shape()),
+             nullptr, nullptr, nullptr);
+  EXPECT_EQ(ex.stats().kernels, (D + 1) + KD + 2 * chunks + (1 + Do));
+}
+
+TEST(CudaConv3d, PassesHoldNoWholeWeightSpectrum) {
+  // A long depth axis against a 3-deep kernel (18 kept depths at rate 0, KD = 3) and more
+  // channels than batch: the whole weight spectrum (18 x kept2 matrices of F x C) would be the
+  // largest buffer of every pass. Where the caller neither gives nor asks for it, a pass holds
+  // the weight's KD slice spectra and one chunk of KD kept depths instead: each pass's peak
+  // scratch (the emulator's live temporaries) is the activations' spectra plus 2 KD slices,
+  // under the whole weight spectrum's size alone, on both mixing engines. 6 chunks: the mixing
+  // takes 12 launches (depth DFT + mixing per chunk) where it took 1 after one depth DFT.
+  using T = float;
+  const auto p = conv_params::conv3d(1, 8, 8, {16, 5, 5}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.0));
+  const problem3<T> pr(p, 3);
+  const int64_t nd = static_cast<int64_t>(geo.kept_depth.size()), KD = 3, D = 16;
+  const int64_t Do = geo.depth_output, kept2 = geo.kept / nd;
+  ASSERT_EQ(nd, 18);
+  const int64_t e = sizeof(T), xs = geo.x_spectrum_size(), ys = geo.y_spectrum_size();
+  const int64_t w_slice = geo.w_spectrum_size() / nd;  // one depth's F x C/g matrices
+  const int64_t x_slice = 2 * kept2 * p.batch * p.in_channels;
+  const int64_t y_slice = 2 * kept2 * p.batch * p.out_channels;
+  const int64_t w_part = 2 * KD * w_slice;  // the slices and one chunk
+  std::vector<T> y(geo.output_size()), dx(geo.input_size()), dw(geo.weight_size()),
+      xsv(static_cast<size_t>(xs));
+  const auto yv = tensor_view<T>::contiguous(y.data(), geo.output_shape());
+  const auto dxv = tensor_view<T>::contiguous(dx.data(), geo.input_shape());
+  const auto dwv = tensor_view<T>::contiguous(dw.data(), geo.weight_shape());
+  for (auto me : {mix_engine::own, mix_engine::cublas}) {
+    SCOPED_TRACE(me == mix_engine::own ? "own" : "cublas");
+    host_executor ex;
+    const emulated<T> pl(ex, geo, with_engine(me), cdx::default_chunk_scalars, engine::fused);
+    pl.input_spectrum(pr.xv(), xsv.data(), nullptr);
+    const int64_t b = me == mix_engine::cublas ? 2 : 1;  // stacked products, block-form grad
+    // cuBLAS: each call's workspace (the emulator's 64 KiB) is live while it runs.
+    const int64_t gemm_ws = me == mix_engine::cublas ? int64_t(64) << 10 : 0;
+    const auto peak = [&](auto&& call) {
+      ex.stats() = {};
+      call();
+      return ex.stats().max_live_bytes - gemm_ws;
+    };
+    // forward: xs with x's slices, then xs, the weight's part and the products, then xs and
+    // the products with y's slices
+    const int64_t fwd =
+        e * std::max({xs + D * x_slice, xs + w_part + b * ys, xs + b * ys + Do * y_slice});
+    EXPECT_EQ(peak([&] { pl.forward(pr.xv(), pr.wv(), nullptr, yv, nullptr, nullptr, nullptr); }),
+              fwd);
+    // input gradient from the weight: the grad's spectrum with its slices, then with dx's
+    // spectrum and the weight's part, then with dx's slices
+    const int64_t ig =
+        e * std::max({b * ys + Do * y_slice, b * ys + xs + w_part, b * ys + xs + D * x_slice});
+    EXPECT_EQ(peak([&] {
+                pl.backward_with_weight(pr.gv(), nullptr, pr.wv(), &dxv, nullptr, nullptr, nullptr);
+              }),
+              ig);
+    // weight gradient: the grad's spectrum, then the dW slices and one chunk
+    const int64_t wg = e * std::max(b * ys + Do * y_slice, b * ys + w_part);
+    EXPECT_EQ(
+        peak([&] { pl.backward(pr.gv(), xsv.data(), nullptr, nullptr, &dwv, nullptr, nullptr); }),
+        wg);
+    for (int64_t bytes : {fwd, ig, wg}) EXPECT_LT(bytes, e * geo.w_spectrum_size());
+  }
 }
 
 TEST(CudaConv3d, DepthDftFootprints) {
@@ -915,6 +984,49 @@ TEST(CudaConv3d, DepthDftFootprints) {
   EXPECT_EQ(log[1].name, std::string("depth_dft"));
   EXPECT_EQ(log[1].read_bytes, e * geo.y_spectrum_size() + table);
   EXPECT_EQ(log[1].write_bytes, e * Do * 2 * kept2 * p.batch * p.out_channels);
+}
+
+TEST(CudaConv3d, DepthChunkFootprints) {
+  // The depth DFTs of the mixing from the weight's slices (18 kept depths, KD = 3: chunks of 3):
+  // the forward's read the KD slice spectra once and write their chunk of kept depths once; the
+  // weight gradient's read their chunk of the dW spectrum (and, after the first, the slices
+  // they add to) and write the KD slices once. Each reads the kept depths of its chunk only.
+  using T = float;
+  const auto p = conv_params::conv3d(1, 8, 8, {16, 5, 5}, {3, 3, 3}, {1, 1, 1}, {1, 1, 1});
+  const auto geo = blfft::make_geometry(p, compression::rate(0.0));
+  const problem3<T> pr(p, 4);
+  const int64_t e = sizeof(T), nd = static_cast<int64_t>(geo.kept_depth.size()), KD = 3;
+  const int64_t w_slice = e * geo.w_spectrum_size() / nd, table = int64_t(sizeof(int64_t)) * KD;
+  ASSERT_EQ(nd % KD, 0);
+  const auto chunk_dfts = [](const auto& log) {  // the depth DFTs between the first and last
+    std::vector<host_executor::counters::launch_record> v;
+    for (const auto& r : log)
+      if (r.name == std::string("depth_dft")) v.push_back(r);
+    return std::vector<host_executor::counters::launch_record>(v.begin() + 1, v.end() - 1);
+  };
+  host_executor ex;
+  ex.measure_traffic();
+  const emulated<T> pl(ex, geo, {}, cdx::default_chunk_scalars, engine::fused);
+  std::vector<T> xs(geo.x_spectrum_size()), y(geo.output_size()), dw(geo.weight_size());
+  pl.forward(pr.xv(), pr.wv(), nullptr, tensor_view<T>::contiguous(y.data(), geo.output_shape()),
+             xs.data(), nullptr, nullptr);
+  auto fwd = chunk_dfts(ex.stats().launch_log);
+  ASSERT_EQ(fwd.size(), static_cast<size_t>(nd / KD));
+  for (const auto& r : fwd) {
+    EXPECT_EQ(r.read_bytes, KD * w_slice + table);
+    EXPECT_EQ(r.write_bytes, KD * w_slice);
+  }
+  ex.stats() = {};
+  const auto dwv = tensor_view<T>::contiguous(dw.data(), geo.weight_shape());
+  pl.backward(pr.gv(), xs.data(), nullptr, nullptr, &dwv, nullptr, nullptr);
+  std::vector<host_executor::counters::launch_record> wg;
+  for (const auto& r : ex.stats().launch_log)
+    if (r.name == std::string("depth_dft")) wg.push_back(r);
+  ASSERT_EQ(wg.size(), static_cast<size_t>(1 + nd / KD));  // the grad's analysis, the chunks
+  for (size_t i = 1; i < wg.size(); ++i) {
+    EXPECT_EQ(wg[i].read_bytes, KD * w_slice + table + (i > 1 ? KD * w_slice : 0)) << i;
+    EXPECT_EQ(wg[i].write_bytes, KD * w_slice) << i;
+  }
 }
 
 /// torch's channels_last_3d: the strides of (N, C, D, H, W) stored as N, D, H, W, C.
