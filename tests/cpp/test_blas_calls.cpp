@@ -14,7 +14,6 @@
 #include <omp.h>
 
 #include <algorithm>
-
 #include <cstdint>
 #include <map>
 #include <mutex>
