@@ -43,12 +43,14 @@ endif()
 # --- BLAS ------------------------------------------------------------------------------------
 # blfft calls sgemm_/dgemm_ from *inside* its own OpenMP parallel regions (one small GEMM per
 # kept frequency, many frequencies in parallel), so the BLAS must run each call on the calling
-# thread. First choice: BLIS, serial build (Debian libblis-serial-dev): single-threaded by
-# construction, and faster than OpenBLAS on our small, skinny products (it folds beta = 0 into
-# its micro-kernel instead of a separate pass over C, and has a path for small unpacked
-# matrices): 10-40% less time per layer (bench/NOTES.md). Fallback: OpenBLAS, OpenMP build,
-# which notices the active parallel region and runs single-threaded (the pthread build, Debian's
-# default libopenblas.so.0, would start its own threads inside ours). Both live in folders of
+# thread, and be safe to call from several threads at once. First choice: BLIS, serial build
+# (Debian libblis-serial-dev): single-threaded by construction, and on the CPUs its kernels know
+# faster than OpenBLAS on our small, skinny products (bench/NOTES.md; the BLAS to prefer depends
+# on which one knows the CPU: README, "These numbers need a BLAS that knows the CPU").
+# Fallback: OpenBLAS, OpenMP build: one thread inside an active parallel region, and
+# src/blas.cpp holds the calls made outside one to the calling thread (the pthread build,
+# Debian's default libopenblas.so.0, would start its own threads inside ours; Debian's serial
+# build is not thread-safe: wrong products from 16 threads at once). Both live in folders of
 # their own that the loader does not search, hence BLFFT_BLAS_RUNTIME_DIR and the RUNPATHs set
 # from it. Last resort: whatever FindBLAS finds.
 set(BLFFT_BLAS_RUNTIME_DIR "")

@@ -1,5 +1,7 @@
 #include "blas.hpp"
 
+#include <omp.h>
+
 #include "check.hpp"
 
 extern "C" {
@@ -18,6 +20,29 @@ int as_int(int64_t v) {
                 " exceeds the BLAS int range");
   return static_cast<int>(v);
 }
+
+/// Holds the calling thread's OpenMP default at one thread for one BLAS call made outside an
+/// active parallel region. A BLAS threaded with OpenMP (OpenBLAS's OpenMP flavour; MKL) runs a
+/// call on one thread inside an active region, but outside one on omp_get_max_threads()
+/// threads, re-read at every call (openblas_set_num_threads(1) lasts until OpenBLAS's next
+/// call). blfft calls BLAS outside its regions too (one thread, small problems), so that would
+/// ignore blfft::set_num_threads, and, splitting the product among its threads, round it
+/// differently with one blfft thread than with several: plan_options::deterministic needs every
+/// call on the calling thread. Two ICV writes a call, only outside regions; BLIS ignores them.
+class blas_on_calling_thread {
+ public:
+  blas_on_calling_thread() : saved_(omp_in_parallel() ? 1 : omp_get_max_threads()) {
+    if (saved_ != 1) omp_set_num_threads(1);
+  }
+  ~blas_on_calling_thread() {
+    if (saved_ != 1) omp_set_num_threads(saved_);
+  }
+  blas_on_calling_thread(const blas_on_calling_thread&) = delete;
+  blas_on_calling_thread& operator=(const blas_on_calling_thread&) = delete;
+
+ private:
+  int saved_;
+};
 }  // namespace
 
 /// The Fortran routine of each precision.
@@ -39,6 +64,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
   const int m = as_int(N), n = as_int(M), k = as_int(K);
   const int la = as_int(ldb), lb = as_int(lda), lc = as_int(ldc);
   const char fa = tb ? 'T' : 'N', fb = ta ? 'T' : 'N';
+  const blas_on_calling_thread one_thread;
   fortran<T>::gemm(&fa, &fb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
 }
 

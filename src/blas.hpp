@@ -1,6 +1,6 @@
 #pragma once
-// Row-major real GEMM on top of the Fortran BLAS symbols (any BLAS provides them; we link the
-// OpenMP flavour of OpenBLAS, which stays single-threaded inside our parallel regions).
+// Row-major real GEMM on top of the Fortran BLAS symbols (any BLAS provides them), each call run
+// on the calling thread (blas.cpp).
 
 #include <cstdint>
 
