@@ -332,7 +332,7 @@ TEST(CudaCoalescing, ActivationTensorsNearIdealOnBothEngines) {
   // contiguous tensor are runs of 40 bytes). The width-first walk of channels_last is 4x and more
   // (PackUnpackTiledAgainstWidthFirst). Weights are not bounded here: w and grad_weight are read
   // and written through L2 by every block (the taps path reads each weight element per
-  // frequency) and are small; bias_grad on channels_last is bounded separately.
+  // frequency) and are small. bias_grad_tiled's reads are bounded here too (grad_output).
   const std::vector<std::string> activations = {"x",           "y",          "bias",
                                                 "grad_output", "grad_input", "grad_input (taps)"};
   for (const auto& p : layers())
