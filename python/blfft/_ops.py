@@ -453,7 +453,8 @@ def _conv_forward_w_spectrum_fake(x, w_spectrum, bias, w_shape, *rest):
     _, _, g = geometry(x.shape, w_shape, *conf)
     nx = g.x_spectrum_size if save_x and _settings.keep_x_spectrum(g, saved_dtype, x_mode) else 0
     store = SAVED_DTYPES[saved_dtype] if nx else None
-    return x.new_empty(g.output_shape), x.new_empty((nx,), dtype=store or _compute_dtype(x.dtype))
+    y = torch.empty(g.output_shape, dtype=x.dtype, device=x.device, memory_format=_layout(x))
+    return y, x.new_empty((nx,), dtype=store or _compute_dtype(x.dtype))
 
 
 @_custom_op(

@@ -414,6 +414,23 @@ def test_upcasting_path_keeps_the_layout_the_fake_kernels_give(monkeypatch, dtyp
     assert (y.dtype, y.stride()) == (fake.dtype, fake.stride()), "conv_forward_cached"
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, *HALF], ids=str)
+def test_forward_w_spectrum_fake_gives_the_real_layout(monkeypatch, dtype):
+    """conv_forward_w_spectrum (a layer training with its cached weight spectrum) returns y in
+    x's layout, channels_last for a channels_last CUDA x; its fake kernel said contiguous."""
+    monkeypatch.setattr(_ops, "_layout", _layout_on_any_device)
+    monkeypatch.setattr(_ops, "backend_for", lambda t, name, *others: (_Cuda16(), ()))
+    x = torch.randn(2, 4, 6, 7).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(5, 4, 3, 3)
+    ws = torch.randn(_geometry_of(x, w).w_spectrum_size)
+    args = (x, ws, None, list(w.shape), [1, 1], [1, 1], [1, 1], 1, 0.5, [], True, "", "keep")
+    real = torch.ops.blfft.conv_forward_w_spectrum(*args)
+    fake = _ops._conv_forward_w_spectrum_fake(*args)
+    assert real[0].is_contiguous(memory_format=torch.channels_last)
+    for r, f in zip(real, fake, strict=True):
+        assert (r.dtype, r.shape, r.stride()) == (f.dtype, f.shape, f.stride())
+
+
 def _geometry_of(x, w):
     from blfft._geometry import geometry
 
