@@ -220,11 +220,11 @@ def conv_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], *rest):
     be, stream, (p, c, g), det = _call_setup(
         x, "input", (("weight", weight), ("bias", bias)), (x.shape, weight.shape), conf
     )
-    out_dtype = x.dtype
+    out_dtype, fmt = x.dtype, _layout(x)  # the layout of x as given, as the fake kernel's
     if not _native16(be, x, weight, bias):
         x, weight, bias = _up(x), _up(weight), _up(bias)
     spec = _compute_dtype(x.dtype)  # spectra: float32 for 16-bit tensors
-    y = alloc(x, g.output_shape, "output", _layout(x))
+    y = alloc(x, g.output_shape, "output", fmt)
     nx, nw = kept_spectrum_sizes(g, *saving, out_dtype in _HALF)
     xs = alloc(x, (nx,), "input spectrum", dtype=spec) if nx else None
     ws = alloc(weight, (nw,), "weight spectrum", dtype=spec) if nw else None
@@ -296,6 +296,9 @@ def _backward_impl(
     )
     be, stream, (p, c, g), det = _call_setup(grad_output, "grad_output", others, shapes, conf)
     go = grad_output.detach()
+    # The layout of x (or grad_output) as given, as the fake kernel's: up-casting a strided
+    # channels_last-ordered view makes a dense channels_last copy.
+    layout = _layout(x if x is not None else grad_output)
     if not (native16 and _native16(be, go, x, weight)):
         go, x, weight = _up(go), _up(x), _up(weight)
     spec = _compute_dtype(go.dtype)  # spectra: float32 for 16-bit tensors
@@ -323,7 +326,6 @@ def _backward_impl(
             raise ValueError(
                 "blfft: conv_backward needs weight or w_spectrum for the input gradient"
             )
-    layout = _layout(x if x is not None else grad_output)
     gx = alloc(go, g.input_shape, "input gradient", layout) if need_input_grad else None
     gw = alloc(go, g.weight_shape, "weight gradient") if need_weight_grad else None
     gb = go.new_empty((g.params.out_channels,)) if need_bias_grad else None
@@ -397,13 +399,13 @@ def _forward_from_w_spectrum(x, w_spectrum, bias, w_shape, conf, keep_x=None):
     be, stream, (p, c, g), det = _call_setup(
         x, "input", (("w_spectrum", w_spectrum), ("bias", bias)), (x.shape, w_shape), conf
     )
-    out_dtype = x.dtype
+    out_dtype, fmt = x.dtype, _layout(x)  # the layout of x as given, as the fake kernel's
     if not _native16(be, x, bias):
         x, bias = _up(x), _up(bias)
     spec = _compute_dtype(x.dtype)  # spectra: float32 for 16-bit tensors
     xs = alloc(x, (g.x_spectrum_size,), "input spectrum", dtype=spec)
     be.input_spectrum(p, c, dl(x), dl(xs), *stream, **det)
-    y = alloc(x, g.output_shape, "output", _layout(x))
+    y = alloc(x, g.output_shape, "output", fmt)
     b = None if bias is None else bias.detach().contiguous()
     ws = w_spectrum.detach().to(spec)  # a no-op unless stored in bfloat16
     be.forward_spectra(p, c, dl(xs), dl(ws), dl(b), dl(y), *stream, **det)
@@ -451,7 +453,8 @@ def _conv_forward_w_spectrum_fake(x, w_spectrum, bias, w_shape, *rest):
     _, _, g = geometry(x.shape, w_shape, *conf)
     nx = g.x_spectrum_size if save_x and _settings.keep_x_spectrum(g, saved_dtype, x_mode) else 0
     store = SAVED_DTYPES[saved_dtype] if nx else None
-    return x.new_empty(g.output_shape), x.new_empty((nx,), dtype=store or _compute_dtype(x.dtype))
+    y = torch.empty(g.output_shape, dtype=x.dtype, device=x.device, memory_format=_layout(x))
+    return y, x.new_empty((nx,), dtype=store or _compute_dtype(x.dtype))
 
 
 @_custom_op(

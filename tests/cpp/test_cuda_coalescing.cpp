@@ -192,7 +192,8 @@ struct layer_run {
   std::vector<avec<X>> results;  // y, grad_input, grad_weight, grad_bias, grad_input (taps)
   std::vector<host_executor::counters::coalescing_record> log;
 
-  layer_run(const conv_params& p, engine e, bool nhwc, bool weights_too, bool meter) {
+  layer_run(const conv_params& p, engine e, bool nhwc, bool weights_too, bool meter,
+            int64_t chunk_scalars = cdx::default_chunk_scalars) {
     using T = float;
     const auto geo = blfft::make_geometry(p, compression::rate(0.5));
     const auto xs_shape = geo.input_shape(), ys_shape = geo.output_shape(),
@@ -228,7 +229,7 @@ struct layer_run {
                            watch(dw, "grad_weight"), watch(db, "grad_bias"),
                            watch(dx2, "grad_input (taps)")});
     const cdx::plan_calls<T, host_executor> pl(ex, geo, blfft::cuda::cuda_plan_options{},
-                                               cdx::default_chunk_scalars, e);
+                                               chunk_scalars, e);
     pl.forward(in(x, xsh, nhwc), in(w, wsh, wcl), bias.data(), out(y, ysh, nhwc), spec(xs),
                spec(ws), nullptr);
     const auto dxv = out(dx, xsh, nhwc), dwv = out(dw, wsh, wcl), dx2v = out(dx2, xsh, nhwc);
@@ -277,6 +278,39 @@ TEST(CudaCoalescing, ChannelsLastEqualsContiguousBitwise) {
     }
 }
 
+TEST(CudaCoalescing, ChannelsLastHostileShapesBitwise) {
+  // The tiled kernels' edges: channel counts far from 16 / 32 (partial image tiles of the pack /
+  // unpack, partial channel blocks of bias_grad_tiled), rows wider than a column tile (70),
+  // stride and dilation along the width (samples every other grid column), groups, batch 1,
+  // 1-pixel and 1-wide maps, C == 1 (the flat pack beside the tiled unpack), and chunks of one
+  // image or a few (tiles starting at chunk images j0 that are not multiples of 32): each
+  // channels_last result is the contiguous one's bit for bit, on the cuFFT engine (the tiled
+  // kernels) and the fused one.
+  const char* names[] = {"y", "grad_input", "grad_weight", "grad_bias", "grad_input (taps)"};
+  const std::vector<conv_params> hostile = {
+      make2d(3, 5, 7, {6, 70}, {3, 3}, {1, 2}, {1, 1}, {1, 2}),
+      make2d(2, 6, 9, {5, 33}, {2, 3}, {2, 3}, {0, 2}, {1, 1}, 3),
+      make2d(1, 70, 17, {3, 2}, {1, 2}, {1, 1}, {0, 0}),
+      make2d(2, 3, 5, {1, 1}, {1, 1}, {1, 1}, {0, 0}),
+      make2d(2, 1, 18, {4, 5}, {3, 3}, {1, 1}, {1, 1}),
+      make1d(1, 33, 17, 1, 1, 1, 0),
+      make1d(2, 20, 35, 41, 4, 3, 2)};
+  for (const auto& p : hostile)
+    for (auto e : {engine::cufft, engine::fused})
+      for (int64_t chunk : {int64_t(1), int64_t(3000), cdx::default_chunk_scalars}) {
+        SCOPED_TRACE(name_of(p) + (e == engine::fused ? " fused" : " cufft") + " chunk " +
+                     std::to_string(chunk));
+        const layer_run<float> a(p, e, false, false, false, chunk),
+            b(p, e, true, true, false, chunk);
+        for (size_t i = 0; i < a.results.size(); ++i)
+          EXPECT_EQ(b.results[i], a.results[i]) << names[i];
+        const layer_run<half> ah(p, e, false, false, false, chunk),
+            bh(p, e, true, false, false, chunk);
+        for (size_t i = 0; i < ah.results.size(); ++i)
+          EXPECT_EQ(bits16(bh.results[i]), bits16(ah.results[i])) << "float16 " << names[i];
+      }
+}
+
 /// The largest excess (sectors over the fewest possible) of any kernel's requests to the
 /// watched ranges named in `whats`, and where.
 template <class Log>
@@ -298,7 +332,7 @@ TEST(CudaCoalescing, ActivationTensorsNearIdealOnBothEngines) {
   // contiguous tensor are runs of 40 bytes). The width-first walk of channels_last is 4x and more
   // (PackUnpackTiledAgainstWidthFirst). Weights are not bounded here: w and grad_weight are read
   // and written through L2 by every block (the taps path reads each weight element per
-  // frequency) and are small; bias_grad on channels_last is bounded separately.
+  // frequency) and are small. bias_grad_tiled's reads are bounded here too (grad_output).
   const std::vector<std::string> activations = {"x",           "y",          "bias",
                                                 "grad_output", "grad_input", "grad_input (taps)"};
   for (const auto& p : layers())

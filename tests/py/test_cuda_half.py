@@ -379,6 +379,64 @@ def test_ops_keep_mixed_dtypes_on_the_upcasting_path(monkeypatch):
     assert rec.calls == [("forward", torch.float32)]
 
 
+def _layout_on_any_device(t):
+    """_ops._layout without its CUDA condition, so that CPU tensors stand in for CUDA ones."""
+    fmt = _ops._CHANNELS_LAST.get(t.dim()) if t is not None else None
+    if fmt is not None and not t.is_contiguous() and t.is_contiguous(memory_format=fmt):
+        return fmt
+    return torch.contiguous_format
+
+
+@pytest.mark.parametrize("dtype", HALF, ids=str)
+def test_upcasting_path_keeps_the_layout_the_fake_kernels_give(monkeypatch, dtype):
+    """On the up-casting path (tensors of mixed dtypes), outputs and input gradients take the
+    layout of x as given, as the fake kernels say: up-casting a strided view ordered
+    channels_last (here every other column of a channels_last tensor, neither layout's
+    contiguous) makes a dense channels_last copy, whose layout the output took before."""
+    monkeypatch.setattr(_ops, "_layout", _layout_on_any_device)
+    monkeypatch.setattr(_ops, "backend_for", lambda t, name, *others: (_Cuda16(), ()))
+    x = torch.randn(2, 4, 6, 12).to(dtype).contiguous(memory_format=torch.channels_last)[..., ::2]
+    w, b = (torch.randn(5, 4, 3, 3) / 3).to(dtype), torch.randn(5)  # a float32 bias
+    assert _ops._layout(x) is torch.contiguous_format and _ops._layout(x.float()) is not (
+        torch.contiguous_format
+    )
+    conf = ([1, 1], [1, 1], [1, 1], 1, 0.5, [])
+    args = (x, w, b, *conf, False, False)
+    y, fake = torch.ops.blfft.conv_forward(*args)[0], _ops._conv_forward_fake(*args)[0]
+    assert (y.dtype, y.stride()) == (fake.dtype, fake.stride()), "conv_forward"
+    go = torch.randn(y.shape).to(dtype)
+    args = (go, x, None, w.float(), None, list(x.shape), list(w.shape), *conf, True, True, True)
+    gx, fake = torch.ops.blfft.conv_backward(*args)[0], _ops._conv_backward_fake(*args)[0]
+    assert (gx.dtype, gx.stride()) == (fake.dtype, fake.stride()), "conv_backward"
+    ws = torch.randn(_geometry_of(x, w).w_spectrum_size)
+    args = (x, ws, b, list(w.shape), *conf)
+    y, fake = torch.ops.blfft.conv_forward_cached(*args), _ops._conv_forward_cached_fake(*args)
+    assert (y.dtype, y.stride()) == (fake.dtype, fake.stride()), "conv_forward_cached"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, *HALF], ids=str)
+def test_forward_w_spectrum_fake_gives_the_real_layout(monkeypatch, dtype):
+    """conv_forward_w_spectrum (a layer training with its cached weight spectrum) returns y in
+    x's layout, channels_last for a channels_last CUDA x; its fake kernel said contiguous."""
+    monkeypatch.setattr(_ops, "_layout", _layout_on_any_device)
+    monkeypatch.setattr(_ops, "backend_for", lambda t, name, *others: (_Cuda16(), ()))
+    x = torch.randn(2, 4, 6, 7).to(dtype).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(5, 4, 3, 3)
+    ws = torch.randn(_geometry_of(x, w).w_spectrum_size)
+    args = (x, ws, None, list(w.shape), [1, 1], [1, 1], [1, 1], 1, 0.5, [], True, "", "keep")
+    real = torch.ops.blfft.conv_forward_w_spectrum(*args)
+    fake = _ops._conv_forward_w_spectrum_fake(*args)
+    assert real[0].is_contiguous(memory_format=torch.channels_last)
+    for r, f in zip(real, fake, strict=True):
+        assert (r.dtype, r.shape, r.stride()) == (f.dtype, f.shape, f.stride())
+
+
+def _geometry_of(x, w):
+    from blfft._geometry import geometry
+
+    return geometry(x.shape, w.shape, (1, 1), (1, 1), (1, 1), 1, 0.5, [])[2]
+
+
 def test_module_with_cached_weight_spectrum(monkeypatch):
     """A layer with cache_weight_spectrum (training and inference): its float32 weight spectrum
     meets 16-bit activations, bit for bit as up-casting."""
