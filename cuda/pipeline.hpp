@@ -722,7 +722,7 @@ class pipeline {
   // lay them out), then the M, N, K of the product per kept frequency and group.
 
   // `weight`: the weight's spectrum is computed from its taps (X elements) inside the mixing (ws
-  // unused).
+  // unused). X is deduced from it; callers that pass a null one before `kept` name it (<T>).
 
   // `kept`: the number of kept frequencies from the pointers on (0: all of them).
 
