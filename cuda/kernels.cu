@@ -72,7 +72,8 @@ void device_executor::launch(const launch_dims& d, const K& k, void* stream) con
   BLFFT_INSTANTIATE_LAUNCH(bias_grad_kernel<T>)                                                    \
   BLFFT_INSTANTIATE_LAUNCH(bias_grad_tiled<T>)                                                     \
   BLFFT_INSTANTIATE_LAUNCH(energy_kernel<T>)
-/// The kernels that read or write tensors, for 16-bit tensors X computed in T.
+/// The kernels that read or write tensors (mix_*: the weight's taps), for 16-bit tensors X computed
+/// in T.
 #define BLFFT_INSTANTIATE_STORAGE(T, X)                                                            \
   BLFFT_INSTANTIATE_LAUNCH(pack_rows<T, X>)                                                        \
   BLFFT_INSTANTIATE_LAUNCH(unpack_rows<T, X>)                                                      \
@@ -80,6 +81,8 @@ void device_executor::launch(const launch_dims& d, const K& k, void* stream) con
   BLFFT_INSTANTIATE_LAUNCH(unpack_rows_tiled<T, X>)                                                \
   BLFFT_INSTANTIATE_LAUNCH(dft_analyse<T, X>)                                                      \
   BLFFT_INSTANTIATE_LAUNCH(dft_synthesise<T, X>)                                                   \
+  BLFFT_INSTANTIATE_LAUNCH(mix_small<T, X>)                                                        \
+  BLFFT_INSTANTIATE_LAUNCH(mix_large<T, X>)                                                        \
   BLFFT_INSTANTIATE_LAUNCH(mix_to_taps_small<T, X>)                                                \
   BLFFT_INSTANTIATE_LAUNCH(mix_to_taps_large<T, X>)                                                \
   BLFFT_INSTANTIATE_LAUNCH(tap_sum<T, X>)                                                          \

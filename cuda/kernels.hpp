@@ -814,10 +814,11 @@ constexpr uint32_t mix_max_taps = 32;  ///< per axis, for the taps path
 /// o = f * Cg + c (f across groups) of kept frequency (a, q) is
 /// sum over taps (u, v) of w(f, c, u, v) e^{-i 2 pi (kept_rows[a] u dh / Lh + kept_cols[q] v dw /
 /// Lw)}. The weight spectrum, 2 kept / (KH KW) times the weight's size, is then never written or
-/// read.
-template <class T>
+/// read. X: the weight's element type (read with load_as, so 16-bit weights mix from their taps
+/// too).
+template <class X>
 struct mix_taps {
-  image_view<const T> w;  ///< (F, Cg, KH, KW)
+  image_view<const X> w;  ///< (F, Cg, KH, KW)
   const int64_t* kept_rows = nullptr;
   const int64_t* kept_cols = nullptr;
   uint32_t Cg = 1, KH = 1, KW = 1, nc = 1, Lh = 1, Lw = 1;
@@ -835,8 +836,9 @@ struct mix_taps {
 /// Re = T1 - sa sb T2, Im = T3 - T1 - sa sb T2. Every loaded coefficient is reused by TM (or TN)
 /// outputs of a thread and by BM / TM (or BN / TN) threads of the block.
 /// With `b_from_taps`, a first phase computes the block's frequency's tap twiddles into shared
-/// memory and B's slices are computed from the taps (mix_taps) rather than loaded.
-template <class T, int BM, int BN, int BK, int TM, int TN>
+/// memory and B's slices are computed from the taps (mix_taps) rather than loaded; X is the
+/// taps' element type (the spectra are T either way).
+template <class T, int BM, int BN, int BK, int TM, int TN, class X = T>
 struct mix_kernel {
   static constexpr bool phased = true;
   static constexpr unsigned threads = (BM / TM) * (BN / TN);
@@ -858,7 +860,7 @@ struct mix_kernel {
   mix_operand<T> A, B;  ///< A: s_outer = m stride, s_inner = k; B: s_outer = n, s_inner = k
   mix_result<T> C;
   uint32_t M = 1, N = 1, K = 1, groups = 1, z0 = 0;
-  mix_taps<T> taps;
+  mix_taps<X> taps;
   bool b_from_taps = false;
 
   BLFFT_HD_INLINE int phase_count(idx3) const {
@@ -973,12 +975,12 @@ struct mix_kernel {
   /// The weight spectrum's element at plane offset o (group included), from the taps.
   BLFFT_HD_INLINE void from_taps(int64_t o, const shared& sh, T& re, T& im) const {
     const int64_t f = o / taps.Cg, c = o - f * taps.Cg;
-    const T* w = taps.w.data + f * taps.w.stride_b + c * taps.w.stride_ch;
+    const X* w = taps.w.data + f * taps.w.stride_b + c * taps.w.stride_ch;
     re = im = T(0);
     for (uint32_t u = 0; u < taps.KH; ++u) {
       T sr = T(0), si = T(0);
       for (uint32_t v = 0; v < taps.KW; ++v) {
-        const T x = gload(w + int64_t(u) * taps.w.stride_h + int64_t(v) * taps.w.stride_w);
+        const T x = load_as<T>(w + int64_t(u) * taps.w.stride_h + int64_t(v) * taps.w.stride_w);
         sr += x * sh.tw[1][v][0];
         si += x * sh.tw[1][v][1];
       }
@@ -1018,10 +1020,10 @@ struct mix_kernel {
 
 /// The two tile shapes (mix_tile::small / large). Double precision uses a shallower slice so the
 /// shared arrays stay well within the 48 KB of static shared memory.
-template <class T>
-using mix_large = mix_kernel<T, 64, 64, sizeof(T) == 4 ? 16 : 8, 4, 4>;
-template <class T>
-using mix_small = mix_kernel<T, 32, 64, sizeof(T) == 4 ? 16 : 8, 2, 4>;
+template <class T, class X = T>
+using mix_large = mix_kernel<T, 64, 64, sizeof(T) == 4 ? 16 : 8, 4, 4, X>;
+template <class T, class X = T>
+using mix_small = mix_kernel<T, 32, 64, sizeof(T) == 4 ? 16 : 8, 2, 4, X>;
 
 /// Launch geometry of a mix kernel over `count` products starting at k.z0 (count <= 65535: the
 /// caller splits larger counts into several launches). False when M is too large for grid.y.

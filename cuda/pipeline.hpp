@@ -612,8 +612,8 @@ class pipeline {
   // device's, then runs the CPU plan's argument checks with this executor's pointer check.
 
   // X: the tensors' element type, T's or (T = float) half / bfloat16, read and written as X and
-  // computed in T; spectra are T. The taps path reads T weights only (otherwise the weight
-  // spectrum is made for the call).
+  // computed in T; spectra are T. The taps path reads X weights, so the taps / spectrum choice
+  // (taps_path) is the same for every X.
 
   template <class X>
   void input_spectrum(const tensor_view<const X>& x, T* xs, void* stream) const {
@@ -640,13 +640,11 @@ class pipeline {
     auto x_tmp = ex_.template make_temp<T>(xs ? 0 : g_.x_spectrum_size(), stream);
     if (!xs) xs = x_tmp.get();
     stages_.x_in->analyse(ex_, x, xs, stream);
-    if constexpr (std::is_same_v<X, T>) {
-      if (!ws && taps_path(mix_pass::forward)) {  // no weight spectrum asked for: from the taps
-        auto ys = ex_.template make_temp<T>(g_.y_spectrum_size(), stream);
-        mix_forward(xs, nullptr, ys.get(), stream, &w);
-        stages_.y_out->synthesise(ex_, ys.get(), y, scale_, bias, stream);
-        return;
-      }
+    if (!ws && taps_path(mix_pass::forward)) {  // no weight spectrum asked for: from the taps
+      auto ys = ex_.template make_temp<T>(g_.y_spectrum_size(), stream);
+      mix_forward(xs, nullptr, ys.get(), stream, &w);
+      stages_.y_out->synthesise(ex_, ys.get(), y, scale_, bias, stream);
+      return;
     }
     if (!ws && blfft::detail::mixes_from_depth_slices(g_)) {  // 3D: from the weight's slices
       const auto [N, C, F, Cg, Fg] = counts();
@@ -656,7 +654,7 @@ class pipeline {
         if (blas)
           cublas_forward(xs + k0 * 2 * N * C, wc, ys.get() + k0 * 4 * N * F, stream, kn);
         else
-          mix_forward(xs + k0 * 2 * N * C, wc, ys.get() + k0 * 2 * N * F, stream, nullptr, kn);
+          mix_forward<T>(xs + k0 * 2 * N * C, wc, ys.get() + k0 * 2 * N * F, stream, nullptr, kn);
       });
       stages_.y_out->synthesise(ex_, ys.get(), y, scale_, bias, stream, blas);
       return;
@@ -723,30 +721,33 @@ class pipeline {
   // Each pass: A and B, then C (mix_operand, mix_result: the spectra as operand() and result()
   // lay them out), then the M, N, K of the product per kept frequency and group.
 
-  // `weight`: the weight's spectrum is computed from its taps inside the mixing (ws unused).
+  // `weight`: the weight's spectrum is computed from its taps (X elements) inside the mixing (ws
+  // unused). X is deduced from it; callers that pass a null one before `kept` name it (<T>).
 
   // `kept`: the number of kept frequencies from the pointers on (0: all of them).
 
+  template <class X = T>
   void mix_forward(const T* xs, const T* ws, T* ys, void* stream,
-                   const tensor_view<const T>* weight = nullptr, int64_t kept = 0) const {
+                   const tensor_view<const X>* weight = nullptr, int64_t kept = 0) const {
     const auto [N, C, F, Cg, Fg] = counts();
-    const auto taps = weight ? taps_of(*weight) : mix_taps<T>{};
+    const auto taps = weight ? taps_of(*weight) : mix_taps<X>{};
     const auto s = spectra(false);
     run_mix({operand(xs, s.x, false, T(1)), operand(ws, s.w, false, T(-1)), result(ys, s.y), N, Fg,
-             Cg, weight ? &taps : nullptr, kept},
-            stream);
+             Cg, kept},
+            stream, weight ? &taps : nullptr);
   }
 
   /// `g_block`: dys holds the block form (stacked_store) rather than the planar spectrum.
+  template <class X = T>
   void mix_input_grad(const T* dys, const T* ws, T* dxs, void* stream,
-                      const tensor_view<const T>* weight = nullptr, bool g_block = false,
+                      const tensor_view<const X>* weight = nullptr, bool g_block = false,
                       int64_t kept = 0) const {
     const auto [N, C, F, Cg, Fg] = counts();
-    const auto taps = weight ? taps_of(*weight) : mix_taps<T>{};
+    const auto taps = weight ? taps_of(*weight) : mix_taps<X>{};
     const auto s = spectra(g_block);
     run_mix({operand(dys, s.y, false, T(1)), operand(ws, s.w, true, T(1)), result(dxs, s.x), N, Cg,
-             Fg, weight ? &taps : nullptr, kept},
-            stream);
+             Fg, kept},
+            stream, weight ? &taps : nullptr);
   }
 
   void mix_weight_grad(const T* dys, const T* xs, T* dws, void* stream, bool g_block = false,
@@ -754,7 +755,7 @@ class pipeline {
     const auto [N, C, F, Cg, Fg] = counts();
     const auto s = spectra(g_block);
     run_mix({operand(dys, s.y, true, T(-1)), operand(xs, s.x, true, T(1)), result(dws, s.w), Fg, Cg,
-             N, nullptr, kept},
+             N, kept},
             stream);
   }
 
@@ -941,9 +942,7 @@ class pipeline {
     if (grad_input || grad_weight) {
       // Engines first: the grad's spectrum is written in the block form when either mixing runs
       // on cuBLAS (the own kernel reads either form).
-      const tensor_view<const T>* taps_weight = nullptr;  // the taps path reads T weights only
-      if constexpr (std::is_same_v<X, T>) taps_weight = weight;
-      const bool from_taps = grad_input && !ws && taps_weight && taps_path(mix_pass::input_grad);
+      const bool from_taps = grad_input && !ws && weight && taps_path(mix_pass::input_grad);
       const bool ig_blas = grad_input && !from_taps && use_cublas(mix_pass::input_grad, false);
       const bool wg_blas = grad_weight && use_cublas(mix_pass::weight_grad, false);
       const bool block = ig_blas || wg_blas;
@@ -966,14 +965,13 @@ class pipeline {
             if (ig_blas)
               cublas_input_grad(dys.get() + k0 * gs, wc, dxs.get() + k0 * 2 * N * C, stream, kn);
             else
-              mix_input_grad(dys.get() + k0 * gs, wc, dxs.get() + k0 * 2 * N * C, stream, nullptr,
-                             block, kn);
+              mix_input_grad<T>(dys.get() + k0 * gs, wc, dxs.get() + k0 * 2 * N * C, stream,
+                                nullptr, block, kn);
           });
         } else if (ig_blas) {
           cublas_input_grad(dys.get(), ws, dxs.get(), stream);
         } else {
-          mix_input_grad(dys.get(), ws, dxs.get(), stream, from_taps ? taps_weight : nullptr,
-                         block);
+          mix_input_grad(dys.get(), ws, dxs.get(), stream, from_taps ? weight : nullptr, block);
         }
         stages_.dx_out->synthesise(ex_, dxs.get(), *grad_input, scale_, nullptr, stream);
       }
@@ -1029,8 +1027,7 @@ class pipeline {
     mix_operand<T> A, B;
     mix_result<T> C;
     int64_t M = 1, N = 1, K = 1;
-    const mix_taps<T>* taps = nullptr;  // B from the weight's taps
-    int64_t kept = 0;                   // kept frequencies from the operands' pointers (0: all)
+    int64_t kept = 0;  // kept frequencies from the operands' pointers (0: all)
   };
 
   /// Taps path (mix_taps): whenever the weight spectrum is neither given nor asked for, and the
@@ -1040,14 +1037,16 @@ class pipeline {
     return g_.params.ndim != 3 && g_.params.kernel[0] <= mix_max_taps &&
            g_.params.kernel[1] <= mix_max_taps;
   }
-  mix_taps<T> taps_of(const tensor_view<const T>& w) const {
-    mix_taps<T> t = taps_geometry();
+  template <class X>
+  mix_taps<X> taps_of(const tensor_view<const X>& w) const {
+    auto t = taps_geometry<X>();
     t.w = as_image(w);
     return t;
   }
   /// The taps' geometry (kept lists, sizes, dilation) without a weight.
-  mix_taps<T> taps_geometry() const {
-    mix_taps<T> t;
+  template <class X = T>
+  mix_taps<X> taps_geometry() const {
+    mix_taps<X> t;
     t.kept_rows = kept_.get();
     t.kept_cols = kept_.get() + g_.kept_rows.size();
     t.Cg = static_cast<uint32_t>(g_.in_per_group);
@@ -1068,14 +1067,16 @@ class pipeline {
     return ex.upload(v);
   }
 
-  void run_mix(const mix_args& a, void* stream) const {
+  /// `taps`: B from the weight's taps (X elements) instead of its spectrum.
+  template <class X = T>
+  void run_mix(const mix_args& a, void* stream, const mix_taps<X>* taps = nullptr) const {
     const int64_t products = (a.kept ? a.kept : g_.kept) * g_.params.groups;
     bool small = tile_ == mix_tile::small;
     if (tile_ == mix_tile::automatic) small = prefer_small_mix_tile(a.M, a.N, products);
     if (small)
-      launch_mix(mix_small<T>{}, a, products, stream);
+      launch_mix(mix_small<T, X>{}, a, products, stream, taps);
     else
-      launch_mix(mix_large<T>{}, a, products, stream);
+      launch_mix(mix_large<T, X>{}, a, products, stream, taps);
   }
 
   /// A mixing kernel's operands and sizes (mix_kernel and mix_to_taps).
@@ -1091,10 +1092,11 @@ class pipeline {
   }
 
   template <class K>
-  void launch_mix(K k, const mix_args& a, int64_t products, void* stream) const {
+  void launch_mix(K k, const mix_args& a, int64_t products, void* stream,
+                  const decltype(K::taps)* taps) const {
     set_operands(k, a);
-    if (a.taps) {
-      k.taps = *a.taps;
+    if (taps) {
+      k.taps = *taps;
       k.b_from_taps = true;
     }
     for (int64_t z0 = 0; z0 < products; z0 += max_grid_yz) {

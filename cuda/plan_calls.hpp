@@ -50,9 +50,11 @@ class plan_calls {
                 void* stream) const {
     pl_.backward(g, x_data(xs), w_data(ws), gi, gw, gb, stream);
   }
-  void backward_with_weight(const tensor_view<const T>& g, spectrum_view<const T> xs,
-                            const tensor_view<const T>& w, const tensor_view<T>* gi,
-                            const tensor_view<T>* gw, T* gb, void* stream) const {
+  /// (The public plan has this call for T tensors only; X = half / bfloat16 is for the tests.)
+  template <class X>
+  void backward_with_weight(const tensor_view<const X>& g, spectrum_view<const T> xs,
+                            const tensor_view<const nd<X>>& w, const tensor_view<nd<X>>* gi,
+                            const tensor_view<nd<X>>* gw, nd<X>* gb, void* stream) const {
     pl_.backward_with_weight(g, x_data(xs), w, gi, gw, gb, stream);
   }
   void input_grad(const tensor_view<const T>& g, spectrum_view<const T> ws,

@@ -115,9 +115,13 @@ class WeightSpectrumCache:
         self._entry = None  # let the old spectrum go before the new one is allocated
         p, c, g = geometry(shape, weight.shape, stride, padding, dilation, groups, rate, band)
         snapshot = w.clone(memory_format=torch.contiguous_format)
-        # float16 / bfloat16 weights are transformed in float32, as every call computes them.
-        src = snapshot.float() if w.dtype in (torch.float16, torch.bfloat16) else snapshot
-        ws = alloc(src, (g.w_spectrum_size,), "weight spectrum")
+        # float16 / bfloat16 weights: to blfft._cuda as they are (read as float32 there, no float32
+        # copy), else up-cast (the CPU core computes float32 / float64); a float32 spectrum either
+        # way, the same values. (Imported here: _ops imports this module.)
+        from ._ops import _compute_dtype, _native16, _up
+
+        src = snapshot if _native16(be, snapshot) else _up(snapshot)
+        ws = alloc(src, (g.w_spectrum_size,), "weight spectrum", dtype=_compute_dtype(src.dtype))
         be.weight_spectrum(p, c, dl(src), dl(ws), *stream, **det)
         self._entry = (key, snapshot, ws)
         return ws

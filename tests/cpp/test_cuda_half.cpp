@@ -11,6 +11,7 @@
 #include <cstring>
 #include <limits>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "cuda_emulator.hpp"
@@ -212,6 +213,92 @@ TEST(CudaHalf, Float16LayerIsTheFloatResultRoundedOnce) {
 TEST(CudaHalf, Bfloat16LayerIsTheFloatResultRoundedOnce) {
   half_layer<bfloat16>(cdx::transform_engine::fused);
   half_layer<bfloat16>(cdx::transform_engine::cufft);
+}
+
+/// A layer's forward and input gradient without a weight spectrum (the taps path, where the rule
+/// takes it for float) in X against float32 on the rounded values: the same result rounded once,
+/// the same launches (no weight spectrum made for the 16-bit call), and the mixing reads the taps
+/// as 2-byte elements.
+template <class X>
+void taps_case(const conv_params& p, cdx::transform_engine engine) {
+  using T = float;
+  SCOPED_TRACE(name_of(p) + (engine == cdx::transform_engine::cufft ? " cufft" : " fused"));
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  const problem<float> pr(p, 5);
+  const auto& d = pr.d;
+  const rounded16<X> x(pr.xt), w(pr.wt), b(pr.bt), g(pr.gt);
+  host_executor ex;
+  ex.measure_traffic();
+  const cdx::plan_calls<T, host_executor> pl(ex, geo, blfft::cuda::cuda_plan_options{},
+                                             cdx::default_chunk_scalars, engine);
+  ASSERT_TRUE(pl.pipe().taps_path(cdx::mix_pass::forward)) << "a layer of the taps path";
+  ASSERT_TRUE(pl.pipe().taps_path(cdx::mix_pass::input_grad));
+  const auto& log = ex.stats().launch_log;
+  std::vector<T> y(d.output_size()), dx(d.input_size()), xs(geo.x_spectrum_size()),
+      xs2(geo.x_spectrum_size());
+  std::vector<X> yh(d.output_size()), dxh(d.input_size());
+  const auto names = [&] {
+    std::vector<std::string> n;
+    for (const auto& r : log) n.push_back(r.name);
+    return n;
+  };
+  const auto mix_reads = [&] {
+    int64_t mixes = 0, bytes = 0;
+    for (const auto& r : log)
+      if (r.name == std::string("mix")) ++mixes, bytes = r.read_bytes;
+    EXPECT_EQ(mixes, 1) << "one mixing launch";
+    return bytes;
+  };
+  const int64_t weight_bytes_saved = 2 * d.weight_size();  // 4 - 2 bytes a tap
+  // forward: float, then X
+  ex.stats().launch_log.clear();
+  pl.forward(in_view(x.f, d.input_shape()), in_view(w.f, d.weight_shape()), b.f.data(),
+             out_view(y, d.output_shape()), spec(xs), {}, nullptr);
+  const auto forward_names = names();
+  const int64_t forward_mix = mix_reads();
+  ex.stats().launch_log.clear();
+  pl.forward(in_view(x.h, d.input_shape()), in_view(w.h, d.weight_shape()), b.h.data(),
+             out_view(yh, d.output_shape()), spec(xs2), {}, nullptr);
+  EXPECT_EQ(names(), forward_names) << "the 16-bit forward makes no weight spectrum either";
+  EXPECT_EQ(forward_mix - mix_reads(), weight_bytes_saved) << "the taps read as 2-byte elements";
+  EXPECT_EQ(xs2, xs);
+  expect_rounded_from(yh, y, "y (taps)");
+  if (engine == cdx::transform_engine::fused)
+    EXPECT_EQ(log.size(), 3u) << "analysis of x, the mixing, synthesis";
+  // input gradient from the weight: float, then X
+  auto dxv = out_view(dx, d.input_shape());
+  auto dxhv = out_view(dxh, d.input_shape());
+  ex.stats().launch_log.clear();
+  pl.backward_with_weight(in_view(g.f, d.output_shape()), {}, in_view(w.f, d.weight_shape()), &dxv,
+                          nullptr, nullptr, nullptr);
+  const auto input_grad_names = names();
+  const int64_t input_grad_mix = mix_reads();
+  ex.stats().launch_log.clear();
+  pl.backward_with_weight(in_view(g.h, d.output_shape()), {}, in_view(w.h, d.weight_shape()), &dxhv,
+                          nullptr, nullptr, nullptr);
+  EXPECT_EQ(names(), input_grad_names) << "the 16-bit input gradient makes no weight spectrum";
+  EXPECT_EQ(input_grad_mix - mix_reads(), weight_bytes_saved);
+  expect_rounded_from(dxh, dx, "grad_input (taps)");
+}
+
+template <class X>
+void taps_layers(cdx::transform_engine engine) {
+  // 1D (FCN-like: long signal, few taps, small channel counts), 2D with stride, padding,
+  // dilation and groups: layers the taps rule takes.
+  for (const auto& p :
+       {make1d(2, 3, 4, 17, 3, 1, 1), make1d(2, 4, 6, 64, 5, 1, 2),
+        make1d(3, 4, 2, 30, 5, 3, 2, 2, 2), make2d(3, 6, 5, {8, 7}, {3, 3}, {1, 1}, {1, 1}, {2, 1}),
+        make2d(2, 4, 6, {11, 10}, {3, 2}, {2, 3}, {1, 0}, {2, 1}, 2)})
+    taps_case<X>(p, engine);
+}
+
+TEST(CudaHalf, Float16WeightsMixFromTheTaps) {
+  taps_layers<half>(cdx::transform_engine::fused);
+  taps_layers<half>(cdx::transform_engine::cufft);
+}
+TEST(CudaHalf, Bfloat16WeightsMixFromTheTaps) {
+  taps_layers<bfloat16>(cdx::transform_engine::fused);
+  taps_layers<bfloat16>(cdx::transform_engine::cufft);
 }
 
 TEST(CudaHalf, AnalysisReadsTwoBytesAnElement) {

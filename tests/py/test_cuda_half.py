@@ -33,7 +33,7 @@ from test_dlpack import Producer
 
 import blfft
 import blfft.functional as BF
-from blfft import _backends, _core, _ops
+from blfft import _backends, _core, _geometry, _ops, _weight_cache
 from helpers import rel_l2
 
 HALF = [torch.float16, torch.bfloat16]
@@ -467,6 +467,50 @@ def test_module_with_cached_weight_spectrum(monkeypatch):
             assert a.dtype == dtype and torch.equal(a, r)
 
 
+def test_weight_cache_hands_16bit_weights_to_the_cuda_module(monkeypatch):
+    """A cache_weight_spectrum layer's cached spectrum of a 16-bit weight: made by blfft._cuda
+    (here _Cuda16) from the weight as it is, a float32 spectrum bit for bit that of the up-cast
+    weight, and the cached layer's output bit for bit the uncached one's (also on the CPU core,
+    which gets the weight up-cast). A change of the weight's dtype, same values, is a miss."""
+    for dtype in HALF:
+        torch.manual_seed(0)
+        kw = dict(compress_rate=0.5, padding=1, dtype=dtype)
+        m = blfft.nn.Conv2d(3, 4, 3, cache_weight_spectrum=True, **kw)
+        ref = blfft.nn.Conv2d(3, 4, 3, **kw)
+        ref.load_state_dict(m.state_dict())
+        x = torch.randn(2, 3, 8, 8).to(dtype)
+        cache = m._blfft_weight_cache
+        rec = _Cuda16()
+        with monkeypatch.context() as mp, torch.no_grad():
+            mp.setattr(_ops, "backend_for", lambda t, name, *o, rec=rec: (rec, ()))
+            mp.setattr(_weight_cache, "backend_for", lambda t, name, *o, rec=rec: (rec, ()))
+            y, y_ref = m(x), ref(x)
+            assert ("weight_spectrum", dtype) in rec.calls, rec.calls
+            assert ("weight_spectrum", torch.float32) not in rec.calls, "no float32 copy"
+            assert y.dtype == dtype and torch.equal(y, y_ref)
+            ws = cache._entry[2]
+            assert ws.dtype == torch.float32
+            want = torch.empty_like(ws)
+            conf = cache._entry[0]
+            p, c, _ = _geometry.geometry(conf[0], conf[1], *conf[4:10])
+            _core.weight_spectrum(p, c, _backends.dl(m.weight.float()), _backends.dl(want))
+            assert torch.equal(ws, want)
+            assert torch.equal(m(x), y) and (cache.misses, cache.hits) == (1, 1)
+            # the same values in float32: another entry, made from the float32 weight
+            rec.calls.clear()
+            m.float()
+            assert torch.equal(m(x.float()), ref.float()(x.float()))
+            assert (cache.misses, cache.hits) == (2, 1)
+            assert ("weight_spectrum", torch.float32) in rec.calls, rec.calls
+            assert torch.equal(cache._entry[2], want)
+        # the CPU core: the 16-bit weight up-cast (the core refuses 16-bit tensors)
+        m.to(dtype)
+        ref.to(dtype)
+        with torch.no_grad():
+            assert torch.equal(m(x), ref(x))
+        assert cache._entry[2].dtype == torch.float32 and torch.equal(cache._entry[2], want)
+
+
 # ================================================================================================
 # With a GPU (the bodies also run on the stand-in above, on the CPU, so that they are checked
 # here too)
@@ -488,11 +532,11 @@ def _spacing(r: torch.Tensor) -> torch.Tensor:
 def _assert_rounded_once(a, r, what) -> float:
     """a (the 16-bit path) against r (up-casting: the float32 computation on the same values,
     rounded once), both 16-bit. Each is a float32 result rounded to 16 bits; the two float32
-    results come from the same spectra but not always from the same arithmetic (with 16-bit
-    weights the CUDA plan makes the weight spectrum for the call where float32 weights may be
-    mixed from their taps, cuda/README.md), so they may differ by float32 rounding error, below
-    2**-16 of the largest magnitude; rounded to 16 bits they are then equal or neighbours: one
-    unit in the last place. Returns the fraction of elements that are equal."""
+    results come from the same spectra and (with the 16-bit taps path) the same mixing choice,
+    but a device run has not checked that their arithmetic is the same everywhere, so they may
+    differ by float32 rounding error, below 2**-16 of the largest magnitude; rounded to 16 bits
+    they are then equal or neighbours: one unit in the last place. Returns the fraction of
+    elements that are equal."""
     assert a.dtype == r.dtype and a.shape == r.shape and a.device == r.device, what
     af, rf = a.float(), r.float()
     assert torch.isfinite(af).all(), f"{what}: not finite"
@@ -636,9 +680,7 @@ def test_cuda_autocast_reaches_the_16bit_path(monkeypatch, dtype):
 def test_cuda_16bit_forward_allocates_no_float32_copies(monkeypatch, _restore_settings, dtype):
     """The peak memory of a 16-bit forward is below the up-casting one's by at least the float32
     copy of the input (torch's allocator counts blfft's temporaries too). The weight spectrum is
-    kept (a training forward with weight spectrum saving "keep"), so that both paths make it:
-    without it a float32 weight may be mixed from its taps while a 16-bit one has its spectrum
-    made for the call (cuda/README.md), which takes more memory than the copies saved."""
+    kept (a training forward with weight spectrum saving "keep"), so that both paths make it."""
     blfft.set_weight_spectrum_saving("keep")
     # Both require grad: the weight spectrum is kept for the input gradient.
     x = torch.randn(16, 64, 64, 64, device="cuda").to(dtype).requires_grad_()
