@@ -1275,15 +1275,15 @@ inline launch_dims reduce_dims(int64_t outputs) {
 constexpr unsigned bias_channels = 16, bias_lanes = reduce_threads / bias_channels;
 constexpr int64_t bias_target_blocks = 512, bias_min_slice = 4 * reduce_threads;
 struct bias_slicing {
-  uint32_t slices = 1, len = 1;
+  uint32_t slices = 1;
+  int64_t len = 1;  // (one run of a huge layer may pass 2^32 pixels)
 };
 inline bias_slicing bias_slicing_of(int64_t pixels, int64_t F) {
   const int64_t want =
       std::min(ceil_div(bias_target_blocks, ceil_div(F, bias_channels)), pixels / bias_min_slice);
-  if (want <= 1)
-    return {1, static_cast<uint32_t>(ceil_div(pixels, reduce_threads) * reduce_threads)};
+  if (want <= 1) return {1, ceil_div(pixels, reduce_threads) * reduce_threads};
   const int64_t len = pixels / want / reduce_threads * reduce_threads;
-  return {static_cast<uint32_t>(ceil_div(pixels, len)), static_cast<uint32_t>(len)};
+  return {static_cast<uint32_t>(ceil_div(pixels, len)), len};
 }
 /// A bias gradient kernel's grid: `tiles` channel tiles (x) by the runs (y).
 inline launch_dims bias_dims(int64_t tiles, const bias_slicing& s) {
@@ -1312,12 +1312,15 @@ struct bias_grad_args {
     return g.data + (int64_t(n) * g.stride_b + int64_t(f) * g.stride_ch + int64_t(d) * stride_d +
                      int64_t(h) * g.stride_h + int64_t(w) * g.stride_w);
   }
+  /// The end of the run from pixel `first` (no std::min in device code).
+  BLFFT_HD_INLINE int64_t run_end(int64_t first) const {
+    return first + split.len < pixels ? first + split.len : pixels;
+  }
   /// The one summation order of both kernels: lane l of reduce_threads sums channel f's pixels
   /// run_start + l + reduce_threads i of the run in order of i (a pixel's (nd, e) is stepped,
   /// not divided out, per element); the fixed tree over the lanes follows.
   BLFFT_HD_INLINE double lane_sum(uint32_t f, uint32_t run, unsigned l) const {
-    const int64_t first = int64_t(run) * split.len;
-    const int64_t end = std::min<int64_t>(pixels, first + split.len);
+    const int64_t first = int64_t(run) * split.len, end = run_end(first);
     if (first + l >= end) return 0;
     const uint32_t hw = Ho * Wo;
     uint32_t nd = static_cast<uint32_t>((first + l) / hw),
@@ -1378,8 +1381,7 @@ struct bias_grad_tiled : kernel_traits<true, reduce_threads>, bias_grad_args<X> 
       const uint32_t c = t.x % bias_channels, q = t.x / bias_channels, hw = this->Ho * this->Wo;
       double s[bias_lanes];
       for (unsigned i = 0; i < bias_lanes; ++i) s[i] = 0;
-      const int64_t first = int64_t(b.y) * this->split.len;
-      const int64_t end = std::min<int64_t>(this->pixels, first + this->split.len);
+      const int64_t first = int64_t(b.y) * this->split.len, end = this->run_end(first);
       if (f0 + c < F) {
         // (nd, e) of pixel base + q, stepped by reduce_threads; lane i's pixel is 16 i further.
         uint32_t nd = static_cast<uint32_t>((first + q) / hw),

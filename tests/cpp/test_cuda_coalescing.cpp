@@ -3,7 +3,7 @@
 // engine's pack / unpack against the width-first walk they replace, every kernel's requests to a
 // layer's tensors (x, w, bias, y and the gradients; contiguous and channels_last; 1D, 2D, 3D; both
 // transform engines; float and float16) within a stated bound, and channels_last results bit for
-// bit the contiguous ones.
+// bit the contiguous ones; the bias gradient's runs of pixels (grid, oracle, footprints).
 
 #include <gtest/gtest.h>
 
@@ -509,16 +509,18 @@ TEST(CudaBiasGrad, SlicingRuleCoversThePixelsInWholeLaneRuns) {
   // (unless one run takes everything), and at least the rule's want runs (enough for
   // bias_target_blocks blocks of the channels_adjacent kernel where the pixels allow), at most
   // 1.25 want + 1.
-  for (int64_t P :
-       std::vector<int64_t>{1, 49, 255, 256, 1023, 1025, 5000, 100352, 3211264, int64_t(1) << 30})
-    for (int64_t F : {1, 3, 16, 17, 64, 512, 4096}) {
+  for (int64_t P : std::vector<int64_t>{1, 49, 255, 256, 1023, 1025, 5000, 100352, 3211264,
+                                        int64_t(1) << 30, int64_t(1) << 33})
+    for (int64_t F : {1, 3, 16, 17, 64, 512, 4096, 8192}) {
       SCOPED_TRACE(std::to_string(P) + " pixels, F " + std::to_string(F));
       const auto s = cdx::bias_slicing_of(P, F);
       ASSERT_GE(s.slices, 1u);
-      EXPECT_EQ(s.len % cdx::reduce_threads, 0u);
+      EXPECT_EQ(s.len % cdx::reduce_threads, 0);
       EXPECT_GE(int64_t(s.slices) * s.len, P);
       EXPECT_LT(int64_t(s.slices - 1) * s.len, P);  // no empty run
-      if (s.slices > 1) EXPECT_GE(int64_t(s.len), cdx::bias_min_slice);
+      if (s.slices > 1) {
+        EXPECT_GE(int64_t(s.len), cdx::bias_min_slice);
+      }
       const int64_t tiles = cdx::ceil_div(F, cdx::bias_channels);
       const int64_t want = std::min(cdx::ceil_div(cdx::bias_target_blocks, tiles),
                                     std::max<int64_t>(1, P / cdx::bias_min_slice));
