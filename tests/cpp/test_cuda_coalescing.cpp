@@ -170,9 +170,14 @@ avec<V> from_channels_last(const avec<V>& v, const std::vector<i64>& s) {
 template <class V>
 avec<V> random_values(i64 n, unsigned seed) {
   std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   avec<V> v(static_cast<size_t>(n));
-  for (auto& e : v) e = cdx::to_storage<V>(u(rng));
+  if constexpr (std::is_same_v<V, double>) {  // every bit of the mantissa
+    std::uniform_real_distribution<double> u(-1.0, 1.0);
+    for (auto& e : v) e = u(rng);
+  } else {
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (auto& e : v) e = cdx::to_storage<V>(u(rng));
+  }
   return v;
 }
 
@@ -472,8 +477,9 @@ struct bias_run {
     host_executor ex;
     if (meter) ex.watch_coalescing({watch(gl, "grad_output"), watch(db, "grad_bias")});
     if (traffic) ex.measure_traffic();
-    const cdx::plan_calls<float, host_executor> pl(ex, geo, blfft::cuda::cuda_plan_options{},
-                                                   cdx::default_chunk_scalars, engine::cufft);
+    using T = std::conditional_t<std::is_same_v<X, double>, double, float>;
+    const cdx::plan_calls<T, host_executor> pl(ex, geo, blfft::cuda::cuda_plan_options{},
+                                               cdx::default_chunk_scalars, engine::cufft);
     // backward() with grad_bias only: bias_grad() alone, 16-bit tensors too
     pl.backward(tensor_view<const X>(gl.data(), s, st), nullptr, nullptr, nullptr, nullptr,
                 db.data(), nullptr);
@@ -547,6 +553,10 @@ TEST(CudaBiasGrad, ReviewersShapeFillsAnH200) {
     EXPECT_EQ(r->stats.grid_log[1].name, std::string("bias_grad_sum"));
   }
   EXPECT_EQ(b.stats.grid_log[0].name, std::string("bias_grad_tiled"));
+  // the rule by hand: min(ceil(512 / 4), floor(100352 / 1024)) = 98 runs of 1024 pixels
+  EXPECT_EQ(b.stats.grid_log[0].dims.grid.x, 4u);
+  EXPECT_EQ(b.stats.grid_log[0].dims.grid.y, 98u);
+  EXPECT_EQ(a.stats.grid_log[0].dims.grid.x, 64u);
   for (int64_t f = 0; f < F; ++f)  // float rounding of the result, double sums (1e-12)
     EXPECT_NEAR(a.db[f], want[f], 0x1p-24 * std::abs(want[f]) + 1e-12 * abs[f]) << f;
 }
@@ -556,7 +566,8 @@ TEST(CudaBiasGrad, HostileShapesBitwiseAcrossLayoutsAndNearTheOracle) {
   // a partial lane row and cross images mid-row; one run and several; float and float16. Each
   // channels_last gradient is the contiguous one bit for bit, deterministic (a second call), and
   // within the result's rounding (float 2^-24, float16 2^-11 after float: 2^-11 + 2^-24,
-  // relative) plus 1e-12 of the absolute sum of the oracle's double sum.
+  // relative) plus 1e-12 of the absolute sum of the oracle's double sum. float64 too, where the
+  // double sums come back unrounded (a float result would hide most orders' differences).
   const std::vector<conv_params> shapes = {
       make2d(3, 2, 17, {37, 45}, {1, 1}, {1, 1}, {0, 0}),  // 4995 pixels: 5 runs, a tail
       make2d(1, 2, 1, {61, 83}, {1, 1}, {1, 1}, {0, 0}),   // F = 1, batch 1
@@ -584,6 +595,7 @@ TEST(CudaBiasGrad, HostileShapesBitwiseAcrossLayoutsAndNearTheOracle) {
         EXPECT_NEAR(ga, want[f], rel * std::abs(want[f]) + 1e-12 * abs[f]) << f;
       }
     };
+    check(double{}, 0.0);  // the double sums' bits: any difference of order shows
     check(float{}, 0x1p-24);
     check(half{}, 0x1p-11 + 0x1p-24);
   }
