@@ -71,6 +71,7 @@ void device_executor::launch(const launch_dims& d, const K& k, void* stream) con
   BLFFT_INSTANTIATE_LAUNCH(tap_sum<T>)                                                             \
   BLFFT_INSTANTIATE_LAUNCH(bias_grad_kernel<T>)                                                    \
   BLFFT_INSTANTIATE_LAUNCH(bias_grad_tiled<T>)                                                     \
+  BLFFT_INSTANTIATE_LAUNCH(bias_grad_sum<T>)                                                       \
   BLFFT_INSTANTIATE_LAUNCH(energy_kernel<T>)
 /// The kernels that read or write tensors (mix_*: the weight's taps), for 16-bit tensors X computed
 /// in T.
@@ -87,7 +88,8 @@ void device_executor::launch(const launch_dims& d, const K& k, void* stream) con
   BLFFT_INSTANTIATE_LAUNCH(mix_to_taps_large<T, X>)                                                \
   BLFFT_INSTANTIATE_LAUNCH(tap_sum<T, X>)                                                          \
   BLFFT_INSTANTIATE_LAUNCH(bias_grad_kernel<T, X>)                                                 \
-  BLFFT_INSTANTIATE_LAUNCH(bias_grad_tiled<T, X>)
+  BLFFT_INSTANTIATE_LAUNCH(bias_grad_tiled<T, X>)                                                  \
+  BLFFT_INSTANTIATE_LAUNCH(bias_grad_sum<T, X>)
 BLFFT_INSTANTIATE_ALL(float)
 BLFFT_INSTANTIATE_ALL(double)
 BLFFT_INSTANTIATE_STORAGE(float, half)

@@ -1266,14 +1266,47 @@ inline launch_dims reduce_dims(int64_t outputs) {
   return d;
 }
 
-/// What the bias gradient reads: grad_out (slice 0 of D depth slices, stride_d apart) and N.
+/// The bias gradient's split of the P = N D Ho Wo pixels (n, d, h, w, flattened in that order)
+/// into `slices` runs of `len` pixels, from the shapes only, never the layout or the device, so
+/// both kernels sum in the same order. The rule: want = min(ceil(bias_target_blocks / channel
+/// tiles of bias_channels), floor(P / bias_min_slice)) runs, about 4 blocks a SM of a 132-SM GPU
+/// for the channels_adjacent kernel (the contiguous one has 16x more blocks) while a run keeps
+/// at least bias_min_slice pixels (4 KB of float a contiguous block, 64 KB a channels_adjacent
+/// one); len = floor(P / want) rounded down to a multiple of reduce_threads, so there are
+/// want to 1.25 want + 1 runs. Small layers (want = 1): one run, one launch.
+constexpr unsigned bias_channels = 16, bias_lanes = reduce_threads / bias_channels;
+constexpr int64_t bias_target_blocks = 512, bias_min_slice = 4 * reduce_threads;
+struct bias_slicing {
+  uint32_t slices = 1;
+  int64_t len = 1;  // (one run of a huge layer may pass 2^32 pixels)
+};
+inline bias_slicing bias_slicing_of(int64_t pixels, int64_t F) {
+  const int64_t want =
+      std::min(ceil_div(bias_target_blocks, ceil_div(F, bias_channels)), pixels / bias_min_slice);
+  if (want <= 1) return {1, ceil_div(pixels, reduce_threads) * reduce_threads};
+  const int64_t len = pixels / want / reduce_threads * reduce_threads;
+  return {static_cast<uint32_t>(ceil_div(pixels, len)), len};
+}
+/// A bias gradient kernel's grid: `tiles` channel tiles (x) by the runs (y).
+inline launch_dims bias_dims(int64_t tiles, const bias_slicing& s) {
+  launch_dims d = reduce_dims(tiles);
+  d.grid.y = s.slices;
+  return d;
+}
+
+/// What the bias gradient reads: grad_out (slice 0 of D depth slices, stride_d apart) and N;
+/// the pixels' split (blockIdx.y is the run). With one run a block writes the gradient; with
+/// more, its run's double sum to partial[f * slices + run] and bias_grad_sum adds them.
 template <class X>
 struct bias_grad_args {
   image_view<const X> g;  ///< and out: X, the gradients' element type
   X* out = nullptr;
+  double* partial = nullptr;  ///< F x slices doubles when slices > 1
   uint32_t N = 1, Ho = 1, Wo = 1;
   uint32_t D = 1;        ///< depth slices (3D; g is slice 0)
   int64_t stride_d = 0;  ///< element stride between them
+  int64_t pixels = 1;    ///< N D Ho Wo
+  bias_slicing split;
 
   /// Element e (h * Wo + w) of channel f, batch-and-depth index nd = n * D + d.
   BLFFT_HD_INLINE const X* at(uint32_t f, uint32_t nd, uint32_t e) const {
@@ -1281,11 +1314,39 @@ struct bias_grad_args {
     return g.data + (int64_t(n) * g.stride_b + int64_t(f) * g.stride_ch + int64_t(d) * stride_d +
                      int64_t(h) * g.stride_h + int64_t(w) * g.stride_w);
   }
+  /// The end of the run from pixel `first` (no std::min in device code).
+  BLFFT_HD_INLINE int64_t run_end(int64_t first) const {
+    return first + split.len < pixels ? first + split.len : pixels;
+  }
+  /// The one summation order of both kernels: lane l of reduce_threads sums channel f's pixels
+  /// run_start + l + reduce_threads i of the run in order of i (a pixel's (nd, e) is stepped,
+  /// not divided out, per element); the fixed tree over the lanes follows.
+  BLFFT_HD_INLINE double lane_sum(uint32_t f, uint32_t run, unsigned l) const {
+    const int64_t first = int64_t(run) * split.len, end = run_end(first);
+    if (first + l >= end) return 0;
+    const uint32_t hw = Ho * Wo;
+    uint32_t nd = static_cast<uint32_t>((first + l) / hw),
+             e = static_cast<uint32_t>((first + l) % hw);
+    double s = 0;
+    for (int64_t p = first + l; p < end; p += reduce_threads) {
+      s += load_as<double>(at(f, nd, e));
+      e += reduce_threads;
+      if (e >= hw) nd += e / hw, e %= hw;
+    }
+    return s;
+  }
+  /// Channel f's sum over the run: the gradient (one run) or the run's partial.
+  template <class T>
+  BLFFT_HD_INLINE void put(uint32_t f, uint32_t run, double v) const {
+    if (split.slices == 1)
+      store_as(out + f, static_cast<T>(v));
+    else
+      gstore(partial + int64_t(f) * split.slices + run, v);
+  }
 };
 
-/// grad_bias[f] = sum over n, (d,) h, w of grad_out(n, f, (d,) h, w). Block f. The summation
-/// order (the one bias_grad_tiled repeats): partial t of 256 sums the elements e = t mod 256 of
-/// every (n, d) in order, then the fixed tree over the partials.
+/// grad_bias[f] = sum over n, (d,) h, w of grad_out(n, f, (d,) h, w). Block (f, run), thread t
+/// is lane t (bias_grad_args::lane_sum), then the fixed tree; coalesced for contiguous maps.
 template <class T, class X = T>
 struct bias_grad_kernel : reduce_kernel, bias_grad_args<X> {
   static constexpr const char* name = "bias_grad";
@@ -1293,24 +1354,19 @@ struct bias_grad_kernel : reduce_kernel, bias_grad_args<X> {
   BLFFT_HD_INLINE int phase_count(idx3) const { return 1 + reduce_steps; }
   BLFFT_HD_INLINE void phase(int p, shared& sh, regs&, idx3 b, idx3 t) const {
     if (p == 0) {
-      double s = 0;
-      const uint32_t hw = this->Ho * this->Wo;
-      for (uint32_t nd = 0; nd < this->N * this->D; ++nd)
-        for (uint32_t e = t.x; e < hw; e += threads) s += load_as<double>(this->at(b.x, nd, e));
-      sh.sum[t.x] = s;
+      sh.sum[t.x] = this->lane_sum(b.x, b.y, t.x);
       return;
     }
     reduce_step(p, sh, t.x);
-    if (p == reduce_steps && t.x == 0) store_as(this->out + b.x, static_cast<T>(sh.sum[0]));
+    if (p == reduce_steps && t.x == 0) this->template put<T>(b.x, b.y, sh.sum[0]);
   }
 };
 
-/// bias_grad_kernel for channels_adjacent gradients: block b sums the 16 channels from 16 b.x,
-/// a warp's lanes over 16 adjacent channels of 2 pixels (coalesced; one channel a block reads 1
-/// of every 8 floats of a sector). Thread (c, q) = (t % 16, t / 16) holds the 16 partials
-/// t' = q + 16 i of channel c, each summed in bias_grad_kernel's order, and the tree is its
-/// tree per channel: bit for bit the same gradient.
-constexpr unsigned bias_channels = 16, bias_lanes = reduce_threads / bias_channels;
+/// bias_grad_kernel for channels_adjacent gradients: block (b, run) sums the 16 channels from
+/// 16 b, a warp's lanes over 16 adjacent channels of 2 pixels (coalesced; one channel a block
+/// reads 1 of every 8 floats of a sector). Thread (c, q) = (t % 16, t / 16) holds lanes
+/// q + 16 i of channel c, each summed as bias_grad_kernel's lane, stepping the 16 together a
+/// pixel group at a time, and the tree is its tree per channel: bit for bit the same gradient.
 template <class T, class X = T>
 struct bias_grad_tiled : kernel_traits<true, reduce_threads>, bias_grad_args<X> {
   static constexpr const char* name = "bias_grad_tiled";
@@ -1327,13 +1383,22 @@ struct bias_grad_tiled : kernel_traits<true, reduce_threads>, bias_grad_args<X> 
       const uint32_t c = t.x % bias_channels, q = t.x / bias_channels, hw = this->Ho * this->Wo;
       double s[bias_lanes];
       for (unsigned i = 0; i < bias_lanes; ++i) s[i] = 0;
-      if (f0 + c < F)
-        for (uint32_t nd = 0; nd < this->N * this->D; ++nd)
-          for (uint32_t base = 0; base < hw; base += reduce_threads)
-            for (unsigned i = 0; i < bias_lanes; ++i) {
-              const uint32_t e = base + q + bias_lanes * i;
-              if (e < hw) s[i] += load_as<double>(this->at(f0 + c, nd, e));
-            }
+      const int64_t first = int64_t(b.y) * this->split.len, end = this->run_end(first);
+      if (f0 + c < F) {
+        // (nd, e) of pixel base + q, stepped by reduce_threads; lane i's pixel is 16 i further.
+        uint32_t nd = static_cast<uint32_t>((first + q) / hw),
+                 e = static_cast<uint32_t>((first + q) % hw);
+        for (int64_t base = first; base + q < end; base += reduce_threads) {
+          uint32_t ndi = nd, ei = e;
+          for (unsigned i = 0; i < bias_lanes && base + q + bias_lanes * i < end; ++i) {
+            s[i] += load_as<double>(this->at(f0 + c, ndi, ei));
+            ei += bias_lanes;
+            if (ei >= hw) ndi += ei / hw, ei %= hw;
+          }
+          e += reduce_threads;
+          if (e >= hw) nd += e / hw, e %= hw;
+        }
+      }
       for (unsigned i = 0; i < bias_lanes; ++i) sh.sum[c][q + bias_lanes * i] = s[i];
       return;
     }
@@ -1341,9 +1406,31 @@ struct bias_grad_tiled : kernel_traits<true, reduce_threads>, bias_grad_args<X> 
     for (unsigned e = t.x; e < bias_channels * half; e += reduce_threads) {
       const unsigned c = e / half, i = e - c * half;
       sh.sum[c][i] += sh.sum[c][i + half];
-      if (p == reduce_steps && f0 + c < F)
-        store_as(this->out + f0 + c, static_cast<T>(sh.sum[c][0]));
+      if (p == reduce_steps && f0 + c < F) this->template put<T>(f0 + c, b.y, sh.sum[c][0]);
     }
+  }
+};
+
+/// The bias gradient from the runs' partials (bias_grad_args, slices > 1): block f, thread t
+/// sums runs t, t + 256, ... in order, then the fixed tree; the same for either layout.
+template <class T, class X = T>
+struct bias_grad_sum : reduce_kernel {
+  static constexpr const char* name = "bias_grad_sum";
+  const double* partial = nullptr;
+  X* out = nullptr;
+  uint32_t slices = 1;
+
+  BLFFT_HD_INLINE int phase_count(idx3) const { return 1 + reduce_steps; }
+  BLFFT_HD_INLINE void phase(int p, shared& sh, regs&, idx3 b, idx3 t) const {
+    if (p == 0) {
+      double s = 0;
+      for (uint32_t r = t.x; r < slices; r += threads)
+        s += gload(partial + int64_t(b.x) * slices + r);
+      sh.sum[t.x] = s;
+      return;
+    }
+    reduce_step(p, sh, t.x);
+    if (p == reduce_steps && t.x == 0) store_as(out + b.x, static_cast<T>(sh.sum[0]));
   }
 };
 

@@ -1154,15 +1154,28 @@ class pipeline {
     a.Ho = static_cast<uint32_t>(g_.output[0]);
     a.Wo = static_cast<uint32_t>(g_.output[1]);
     const int64_t F = g_.params.out_channels;
+    a.pixels = int64_t(a.N) * a.D * a.Ho * a.Wo;
+    a.split = bias_slicing_of(a.pixels, F);
+    // Several runs: their partials (F x runs doubles), then bias_grad_sum; one: one launch.
+    auto partial =
+        ex_.template make_temp<double>(a.split.slices > 1 ? F * a.split.slices : 0, stream);
+    a.partial = partial.get();
     if (channels_adjacent(a.g, static_cast<uint32_t>(F))) {
       bias_grad_tiled<T, X> k;
       static_cast<bias_grad_args<X>&>(k) = a;
       k.F = static_cast<uint32_t>(F);
-      return ex_.launch(reduce_dims(ceil_div(F, bias_channels)), k, stream);
+      ex_.launch(bias_dims(ceil_div(F, bias_channels), a.split), k, stream);
+    } else {
+      bias_grad_kernel<T, X> k;
+      static_cast<bias_grad_args<X>&>(k) = a;
+      ex_.launch(bias_dims(F, a.split), k, stream);
     }
-    bias_grad_kernel<T, X> k;
-    static_cast<bias_grad_args<X>&>(k) = a;
-    ex_.launch(reduce_dims(F), k, stream);
+    if (a.split.slices == 1) return;
+    bias_grad_sum<T, X> s;
+    s.partial = a.partial;
+    s.out = grad_bias;
+    s.slices = a.split.slices;
+    ex_.launch(reduce_dims(F), s, stream);
   }
 
   // ---- 3D layers without a whole weight spectrum (mixes_from_depth_slices; the CPU's

@@ -261,6 +261,11 @@ class host_executor {
       coalescing_meter::tally tally;
     };
     std::vector<coalescing_record> coalescing_log;  // per launch and range (watch_coalescing())
+    struct grid_record {
+      std::string name;
+      cdx::launch_dims dims;
+    };
+    std::vector<grid_record> grid_log;  // every kernel launch's geometry
     int64_t launches() const { return kernels + ffts + gemms; }
     int64_t global_bytes() const { return read_bytes + write_bytes; }
   };
@@ -384,6 +389,7 @@ class host_executor {
     const int sd = blfft_standin::stream_device(stream);
     EXPECT_TRUE(sd < 0 || sd == device_) << K::name << " launched on a stream of device " << sd;
     ++stats_->kernels;
+    stats_->grid_log.push_back({K::name, d});
     EXPECT_LE(d.grid.x, static_cast<unsigned>(cdx::max_grid_x)) << K::name;
     EXPECT_LE(d.grid.y, static_cast<unsigned>(cdx::max_grid_yz)) << K::name;
     EXPECT_LE(d.grid.z, static_cast<unsigned>(cdx::max_grid_yz)) << K::name;

@@ -3,12 +3,14 @@
 // engine's pack / unpack against the width-first walk they replace, every kernel's requests to a
 // layer's tensors (x, w, bias, y and the gradients; contiguous and channels_last; 1D, 2D, 3D; both
 // transform engines; float and float16) within a stated bound, and channels_last results bit for
-// bit the contiguous ones.
+// bit the contiguous ones; the bias gradient's runs of pixels (grid, oracle, footprints).
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <new>
 #include <random>
 #include <string>
@@ -168,9 +170,14 @@ avec<V> from_channels_last(const avec<V>& v, const std::vector<i64>& s) {
 template <class V>
 avec<V> random_values(i64 n, unsigned seed) {
   std::mt19937 rng(seed);
-  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
   avec<V> v(static_cast<size_t>(n));
-  for (auto& e : v) e = cdx::to_storage<V>(u(rng));
+  if constexpr (std::is_same_v<V, double>) {  // every bit of the mantissa
+    std::uniform_real_distribution<double> u(-1.0, 1.0);
+    for (auto& e : v) e = u(rng);
+  } else {
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (auto& e : v) e = cdx::to_storage<V>(u(rng));
+  }
   return v;
 }
 
@@ -444,6 +451,200 @@ TEST(CudaCoalescing, PackUnpackTiledAgainstWidthFirst) {
     ASSERT_EQ(y_flat[i], x[i] * 0.37f + bias[i % C]) << i;  // the round trip, by hand
   EXPECT_GE(t_flat.excess(), 7.9);
   EXPECT_LE(t_tiled.excess(), 1.05);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bias gradient: runs of pixels (bias_slicing_of), partials, their fixed-order sum
+// ---------------------------------------------------------------------------------------------
+
+/// The bias gradient alone of grad_output g (contiguous values, stored channels_last when `nhwc`).
+template <class X>
+struct bias_run {
+  avec<X> db;
+  host_executor::counters stats;
+  bias_run(const conv_params& p, const avec<X>& g, bool nhwc, bool meter = false,
+           bool traffic = false) {
+    const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+    const auto ys = geo.output_shape();
+    const std::vector<i64> s(ys.begin(), ys.end());
+    const auto gl = nhwc ? to_channels_last(g, s) : g;
+    std::vector<i64> st = channels_last_strides(s);
+    if (!nhwc) {
+      const auto c = tensor_view<X>::contiguous(nullptr, s).strides;
+      st.assign(c.begin(), c.end());
+    }
+    db.assign(static_cast<size_t>(p.out_channels), cdx::to_storage<X>(-7.0f));
+    host_executor ex;
+    if (meter) ex.watch_coalescing({watch(gl, "grad_output"), watch(db, "grad_bias")});
+    if (traffic) ex.measure_traffic();
+    using T = std::conditional_t<std::is_same_v<X, double>, double, float>;
+    const cdx::plan_calls<T, host_executor> pl(ex, geo, blfft::cuda::cuda_plan_options{},
+                                               cdx::default_chunk_scalars, engine::cufft);
+    // backward() with grad_bias only: bias_grad() alone, 16-bit tensors too
+    pl.backward(tensor_view<const X>(gl.data(), s, st), nullptr, nullptr, nullptr, nullptr,
+                db.data(), nullptr);
+    stats = ex.stats();
+  }
+};
+
+/// Pixels (n, d, h, w) of a layer's output.
+int64_t pixels_of(const conv_params& p) {
+  const auto geo = blfft::make_geometry(p, compression::rate(0.5));
+  const auto s = geo.output_shape();
+  return s[0] * spatial_of(std::vector<i64>(s.begin(), s.end()));
+}
+
+/// The double-precision sum per channel of contiguous g: the oracle.
+template <class X>
+std::vector<double> bias_oracle(const conv_params& p, const avec<X>& g, std::vector<double>& abs) {
+  const int64_t F = p.out_channels, S = pixels_of(p) / p.batch;
+  std::vector<double> o(static_cast<size_t>(F)), a(o.size());
+  for (int64_t n = 0; n < p.batch; ++n)
+    for (int64_t f = 0; f < F; ++f)
+      for (int64_t e = 0; e < S; ++e) {
+        const double v = cdx::to_compute<double>(g[static_cast<size_t>((n * F + f) * S + e)]);
+        o[f] += v;
+        a[f] += std::abs(v);
+      }
+  abs = a;
+  return o;
+}
+
+TEST(CudaBiasGrad, SlicingRuleCoversThePixelsInWholeLaneRuns) {
+  // The runs tile [0, P) with lengths a multiple of the lanes, at least bias_min_slice pixels
+  // (unless one run takes everything), and at least the rule's want runs (enough for
+  // bias_target_blocks blocks of the channels_adjacent kernel where the pixels allow), at most
+  // 1.25 want + 1.
+  for (int64_t P : std::vector<int64_t>{1, 49, 255, 256, 1023, 1025, 5000, 100352, 3211264,
+                                        int64_t(1) << 30, int64_t(1) << 33})
+    for (int64_t F : {1, 3, 16, 17, 64, 512, 4096, 8192}) {
+      SCOPED_TRACE(std::to_string(P) + " pixels, F " + std::to_string(F));
+      const auto s = cdx::bias_slicing_of(P, F);
+      ASSERT_GE(s.slices, 1u);
+      EXPECT_EQ(s.len % cdx::reduce_threads, 0);
+      EXPECT_GE(int64_t(s.slices) * s.len, P);
+      EXPECT_LT(int64_t(s.slices - 1) * s.len, P);  // no empty run
+      if (s.slices > 1) {
+        EXPECT_GE(int64_t(s.len), cdx::bias_min_slice);
+      }
+      const int64_t tiles = cdx::ceil_div(F, cdx::bias_channels);
+      const int64_t want = std::min(cdx::ceil_div(cdx::bias_target_blocks, tiles),
+                                    std::max<int64_t>(1, P / cdx::bias_min_slice));
+      EXPECT_GE(int64_t(s.slices), want) << "under-filled";
+      EXPECT_LE(double(s.slices), 1.25 * want + 1);
+    }
+}
+
+TEST(CudaBiasGrad, ReviewersShapeFillsAnH200) {
+  // N = 32, F = 64, 56 x 56 (25.7 MB of float): the channels_adjacent kernel ran ceil(64 / 16)
+  // = 4 blocks and the contiguous one 64; now both at least 2 blocks per SM of a 132-SM GPU,
+  // then bias_grad_sum. Both layouts bit for bit equal, within float rounding of the oracle.
+  const auto p = make2d(32, 3, 64, {56, 56}, {1, 1}, {1, 1}, {0, 0});
+  const int64_t F = p.out_channels;
+  const auto g = random_values<float>(pixels_of(p) * F, 11);
+  std::vector<double> abs;
+  const auto want = bias_oracle(p, g, abs);
+  const bias_run<float> a(p, g, false), b(p, g, true);
+  EXPECT_EQ(b.db, a.db);
+  for (const auto* r : {&a, &b}) {
+    ASSERT_EQ(r->stats.grid_log.size(), 2u);
+    const auto& d = r->stats.grid_log[0].dims;
+    EXPECT_GE(int64_t(d.grid.x) * d.grid.y, 2 * 132) << r->stats.grid_log[0].name;
+    EXPECT_EQ(r->stats.grid_log[1].name, std::string("bias_grad_sum"));
+  }
+  EXPECT_EQ(b.stats.grid_log[0].name, std::string("bias_grad_tiled"));
+  // the rule by hand: min(ceil(512 / 4), floor(100352 / 1024)) = 98 runs of 1024 pixels
+  EXPECT_EQ(b.stats.grid_log[0].dims.grid.x, 4u);
+  EXPECT_EQ(b.stats.grid_log[0].dims.grid.y, 98u);
+  EXPECT_EQ(a.stats.grid_log[0].dims.grid.x, 64u);
+  for (int64_t f = 0; f < F; ++f)  // float rounding of the result, double sums (1e-12)
+    EXPECT_NEAR(a.db[f], want[f], 0x1p-24 * std::abs(want[f]) + 1e-12 * abs[f]) << f;
+}
+
+TEST(CudaBiasGrad, HostileShapesBitwiseAcrossLayoutsAndNearTheOracle) {
+  // F not a multiple of 16 or 32, F = 1, 1x1 maps, batch 1, 3D depth slices, runs that end in
+  // a partial lane row and cross images mid-row; one run and several; float and float16. Each
+  // channels_last gradient is the contiguous one bit for bit, deterministic (a second call), and
+  // within the result's rounding (float 2^-24, float16 2^-11 after float: 2^-11 + 2^-24,
+  // relative) plus 1e-12 of the absolute sum of the oracle's double sum. float64 too, where the
+  // double sums come back unrounded (a float result would hide most orders' differences).
+  const std::vector<conv_params> shapes = {
+      make2d(3, 2, 17, {37, 45}, {1, 1}, {1, 1}, {0, 0}),  // 4995 pixels: 5 runs, a tail
+      make2d(1, 2, 1, {61, 83}, {1, 1}, {1, 1}, {0, 0}),   // F = 1, batch 1
+      make2d(2, 3, 33, {9, 7}, {3, 3}, {1, 1}, {1, 1}),    // one run, F = 33
+      make2d(3000, 1, 5, {1, 1}, {1, 1}, {1, 1}, {0, 0}),  // 1x1 maps, 3 runs
+      make1d(7, 2, 40, 300, 1, 1, 0),
+      conv_params::conv3d(2, 2, 18, {6, 11, 20}, {1, 1, 1}, {1, 1, 1}, {0, 0, 0})};
+  int multi = 0;
+  for (const auto& p : shapes) {
+    SCOPED_TRACE(name_of(p));
+    const int64_t F = p.out_channels;
+    const auto runs = cdx::bias_slicing_of(pixels_of(p), F).slices;
+    multi += runs > 1;
+    const auto check = [&](auto zero, double rel) {
+      using X = decltype(zero);
+      const auto g = random_values<X>(pixels_of(p) * F, 12);
+      std::vector<double> abs;
+      const auto want = bias_oracle(p, g, abs);
+      const bias_run<X> a(p, g, false), b(p, g, true), a2(p, g, false);
+      EXPECT_EQ(a.stats.kernels, runs > 1 ? 2 : 1);
+      for (int64_t f = 0; f < F; ++f) {
+        const double ga = cdx::to_compute<double>(a.db[f]), gb = cdx::to_compute<double>(b.db[f]);
+        EXPECT_EQ(std::memcmp(&a.db[f], &b.db[f], sizeof(X)), 0) << f << ": " << ga << " " << gb;
+        EXPECT_EQ(std::memcmp(&a.db[f], &a2.db[f], sizeof(X)), 0) << f;
+        EXPECT_NEAR(ga, want[f], rel * std::abs(want[f]) + 1e-12 * abs[f]) << f;
+      }
+    };
+    check(double{}, 0.0);  // the double sums' bits: any difference of order shows
+    check(float{}, 0x1p-24);
+    check(half{}, 0x1p-11 + 0x1p-24);
+  }
+  EXPECT_EQ(multi, 5) << "shapes of several runs";
+}
+
+TEST(CudaTraffic, BiasGradReadsTheGradientOnceAndItsPartials) {
+  // Several runs: the first launch reads grad_output once and writes F x runs double partials;
+  // bias_grad_sum reads them and writes the gradient. Both layouts. One run: one launch.
+  const auto p = make2d(3, 2, 17, {37, 45}, {1, 1}, {1, 1}, {0, 0});
+  const int64_t F = p.out_channels, P = pixels_of(p);
+  const auto runs = cdx::bias_slicing_of(P, F).slices;
+  ASSERT_GT(runs, 1u);
+  const auto g = random_values<float>(P * F, 13);
+  for (bool nhwc : {false, true}) {
+    const bias_run<float> r(p, g, nhwc, false, true);
+    const auto& log = r.stats.launch_log;
+    ASSERT_EQ(log.size(), 2u);
+    EXPECT_EQ(log[0].read_bytes, int64_t(sizeof(float)) * P * F);
+    EXPECT_EQ(log[0].write_bytes, int64_t(sizeof(double)) * F * runs);
+    EXPECT_EQ(log[1].read_bytes, int64_t(sizeof(double)) * F * runs);
+    EXPECT_EQ(log[1].write_bytes, int64_t(sizeof(float)) * F);
+    EXPECT_EQ(r.stats.temp_bytes, int64_t(sizeof(double)) * F * runs);
+  }
+  const auto small = make2d(2, 3, 33, {9, 7}, {3, 3}, {1, 1}, {1, 1});
+  const bias_run<float> one(small, random_values<float>(pixels_of(small) * 33, 14), true, false,
+                            true);
+  ASSERT_EQ(one.stats.launch_log.size(), 1u);
+  EXPECT_EQ(one.stats.launch_log[0].write_bytes, int64_t(sizeof(float)) * 33);
+  EXPECT_EQ(one.stats.temps, 0);
+}
+
+TEST(CudaCoalescing, BiasGradRunsCoalescedInBothLayouts) {
+  // Several runs (F = 32 and 48, maps of 56 x 56 and 28 x 28), float and float16: grad_output's
+  // requests within 1.5x (float) / 2x (float16) of the fewest sectors, as the layer bound.
+  for (const auto& p : {make2d(4, 1, 32, {28, 28}, {1, 1}, {1, 1}, {0, 0}),
+                        make2d(2, 1, 48, {56, 56}, {1, 1}, {1, 1}, {0, 0})})
+    for (bool nhwc : {false, true}) {
+      SCOPED_TRACE(name_of(p) + (nhwc ? " channels_last" : " contiguous"));
+      ASSERT_GT(cdx::bias_slicing_of(pixels_of(p), p.out_channels).slices, 1u);
+      const int64_t n = pixels_of(p) * p.out_channels;
+      const bias_run<float> r(p, random_values<float>(n, 15), nhwc, true);
+      const auto [excess, where] = worst(r.stats.coalescing_log, {"grad_output"});
+      EXPECT_LE(excess, 1.5) << where;
+      const bias_run<half> h(p, random_values<half>(n, 15), nhwc, true);
+      const auto [excess16, where16] = worst(h.stats.coalescing_log, {"grad_output"});
+      EXPECT_LE(excess16, 2.0) << where16;
+      EXPECT_FALSE(r.stats.coalescing_log.empty());
+    }
 }
 
 }  // namespace
