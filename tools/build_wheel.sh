@@ -3,7 +3,8 @@
 #   dist/blfft-<version>-cp3XX-cp3XX-manylinux_*_x86_64.whl
 # with FFTW and libgomp grafted in by `auditwheel repair` (blfft.libs/, RUNPATH relative to
 # the extension modules), and the BLAS from the scipy-openblas32 wheel it depends on, so that it
-# installs and computes where none of Debian's packages are (tools/test_wheel.sh checks that). Where nvcc is found the wheel also holds blfft._cuda, built
+# installs and computes where none of Debian's packages are (tools/test_wheel.sh checks that).
+# Where nvcc is found the wheel also holds blfft._cuda, built
 # against the pinned nvidia-cufft and nvidia-cublas build requirements
 # (tools/build_backend/blfft_build_backend.py) and loading libcufft.so.12 and libcublas.so.13 at
 # run time from those wheels next to blfft (site-packages/nvidia/cu13/lib; `pip install
@@ -76,8 +77,9 @@ log "built in $(( $(date +%s) - start )) s: $(ls "$WORK"/raw/*.whl)"
 # blfft._cuda.
 log "auditwheel repair"
 RAW="$(ls "$WORK"/raw/blfft-*.whl)"
-auditwheel repair --exclude 'libcufft.so.*' --exclude 'libcublas.so.*' --exclude 'libscipy_openblas*.so' \
-  --exclude 'libcublasLt.so.*' --exclude 'libcuda.so.*' --exclude 'libnvJitLink.so.*' \
+auditwheel repair --exclude 'libscipy_openblas*.so' --exclude 'libcufft.so.*' \
+  --exclude 'libcublas.so.*' --exclude 'libcublasLt.so.*' --exclude 'libcuda.so.*' \
+  --exclude 'libnvJitLink.so.*' \
   -w "$WORK/repaired" "$RAW" 2>&1 | grep -v '^$' | tail -n 5
 REPAIRED="$(ls "$WORK"/repaired/blfft-*.whl)"
 

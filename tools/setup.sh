@@ -129,8 +129,14 @@ if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null 2>&1 || [ -n "$
 fi
 
 # scipy-openblas32: the BLAS (cmake/blfftDependencies.cmake takes it from this venv; BLIS is the
-# fallback). Pinned: the version pyproject.toml builds against.
-SCIPY_OPENBLAS_SPEC="scipy-openblas32==0.3.34.481.3"
+# fallback), the version pinned in pyproject.toml's build requirements.
+SCIPY_OPENBLAS_SPEC="$("$VENV/bin/python" - pyproject.toml <<'EOF'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    reqs = tomllib.load(f)["build-system"]["requires"]
+print(next(r for r in reqs if r.startswith("scipy-openblas32==")))
+EOF
+)"
 if ! "$VENV/bin/python" -c 'import scipy_openblas32 as s, sys
 sys.exit(s.__version__ != sys.argv[1])' "${SCIPY_OPENBLAS_SPEC#*==}" >/dev/null 2>&1; then
   log "installing $SCIPY_OPENBLAS_SPEC (the BLAS)"
