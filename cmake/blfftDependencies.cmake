@@ -1,9 +1,9 @@
 # Finds what libblfft links against and creates the imported targets it links to:
 #   PkgConfig::FFTW3F, PkgConfig::FFTW3   FFTW3, single and double precision (pkg-config)
 #   OpenMP::OpenMP_CXX                    OpenMP
-#   blfft_deps::blas                      a Fortran BLAS (sgemm_/dgemm_): scipy-openblas32, else
-#                                         BLIS serial, else OpenBLAS's OpenMP flavour, else
-#                                         FindBLAS
+#   blfft_deps::blas                      a Fortran BLAS (sgemm_/dgemm_): scipy-openblas32 when
+#                                         BLFFT_SCIPY_OPENBLAS, else BLIS serial, else
+#                                         OpenBLAS's OpenMP flavour, else FindBLAS
 #
 # Used twice, so that both places agree: by the top-level CMakeLists.txt, and by an installed
 # blfftConfig.cmake of a *static* libblfft, whose consumers must link these too (a shared libblfft
@@ -47,14 +47,16 @@ endif()
 # kept frequency, many frequencies in parallel), so the BLAS must run each call on the calling
 # thread, and be safe to call from several threads at once. Which BLAS is fast depends on whether
 # its kernels know the CPU (README, "These numbers need a BLAS that knows the CPU"):
-# 1. scipy-openblas32 (PyPI; the OpenBLAS build numpy and scipy ship): a recent OpenBLAS built
+# 1. Only with -DBLFFT_SCIPY_OPENBLAS=ON (off by default: with it, tests/py/test_threads.py's
+#    hammer, three Python threads calling blfft at once while the thread count toggles, gets wrong
+#    results, 3-23% relative error, in 4 of 4 runs; BLIS 0 of 4; bench/NOTES.md, fifth round):
+#    scipy-openblas32 (PyPI; the OpenBLAS build numpy and scipy ship): a recent OpenBLAS built
 #    with DYNAMIC_ARCH, so it picks its kernels for the CPU at load time (SkylakeX on Intel
 #    Emerald Rapids, Haswell on AMD Zen 5, where Debian's OpenBLAS 0.3.21 and BLIS 0.9 fall back
 #    to SSE3 / generic kernels; bench/NOTES.md). Its symbols carry the prefix scipy_
-#    (BLAS_SYMBOL_PREFIX); it is the pthreads flavour, which src/blas.cpp sets to one thread
-#    (thread-safe for concurrent calls then: bench/NOTES.md, fifth round). Taken from
-#    BLFFT_SCIPY_OPENBLAS_DIR, else from the Python package as the building interpreter (a wheel
-#    build), the source tree's .venv or $VIRTUAL_ENV sees it.
+#    (BLAS_SYMBOL_PREFIX); it is the pthreads flavour, which src/blas.cpp sets to one thread.
+#    Taken from BLFFT_SCIPY_OPENBLAS_DIR, else from the Python package as the building
+#    interpreter (a wheel build), the source tree's .venv or $VIRTUAL_ENV sees it.
 # 2. BLIS, serial build (Debian libblis-serial-dev): single-threaded by construction.
 # 3. OpenBLAS, OpenMP build: one thread inside an active parallel region; src/blas.cpp holds the
 #    calls made outside one to the calling thread (Debian's pthread build libopenblas.so.0 would
@@ -64,6 +66,8 @@ endif()
 # The first three live in folders the loader does not search, hence BLFFT_BLAS_RUNTIME_DIR and
 # the RUNPATHs set from it. -DBLFFT_BLAS_LIBRARY=<file> overrides the search (a library named
 # *scipy_openblas* is called with the prefix).
+option(BLFFT_SCIPY_OPENBLAS
+       "Look for scipy-openblas32 first (OFF: it failed tests/py/test_threads.py's hammer)" OFF)
 set(BLFFT_SCIPY_OPENBLAS_DIR "" CACHE PATH
     "Folder of libscipy_openblas.so (or the scipy_openblas32 package folder); empty: ask Python")
 set(BLFFT_BLAS_RUNTIME_DIR "")
@@ -81,7 +85,9 @@ if(NOT TARGET blfft_deps::blas)
   else()
     # Searched anew at every configure (NO_CACHE): a wheel build's environment is temporary.
     set(_blfft_sob_dir "${BLFFT_SCIPY_OPENBLAS_DIR}")
-    if(NOT _blfft_sob_dir)
+    if(NOT BLFFT_SCIPY_OPENBLAS)
+      set(_blfft_sob_dir "")
+    elseif(NOT _blfft_sob_dir)
       set(_blfft_pythons "")
       foreach(_py IN ITEMS "${Python_EXECUTABLE}" "${Python3_EXECUTABLE}")
         if(_py)
