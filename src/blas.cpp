@@ -5,12 +5,17 @@
 #include "check.hpp"
 
 extern "C" {
-void sgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
-            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
-            const float* beta, float* c, const int* ldc);
-void dgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
-            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
-            const double* beta, double* c, const int* ldc);
+void BLFFT_BLAS_SYMBOL(sgemm_)(const char* ta, const char* tb, const int* m, const int* n,
+                               const int* k, const float* alpha, const float* a, const int* lda,
+                               const float* b, const int* ldb, const float* beta, float* c,
+                               const int* ldc);
+void BLFFT_BLAS_SYMBOL(dgemm_)(const char* ta, const char* tb, const int* m, const int* n,
+                               const int* k, const double* alpha, const double* a, const int* lda,
+                               const double* b, const int* ldb, const double* beta, double* c,
+                               const int* ldc);
+#ifdef BLFFT_BLAS_OPENBLAS_PTHREADS
+void BLFFT_BLAS_SYMBOL(openblas_set_num_threads)(int num_threads);
+#endif
 }
 
 namespace blfft::detail {
@@ -43,6 +48,19 @@ class blas_on_calling_thread {
  private:
   int saved_;
 };
+
+/// OpenBLAS's pthreads flavour (scipy-openblas32) splits a call among a thread pool of its own,
+/// sized to the machine: inside blfft's regions that oversubscribes the cores, and it would round
+/// differently with another thread count (plan_options::deterministic). blfft's own threads are
+/// the parallelism, so it gets one thread, once, before the first call (process-wide: this
+/// library file is blfft's; numpy and torch load BLASes of their own). With one thread, concurrent
+/// calls from blfft's workers are safe (bench/NOTES.md, fifth round). Other BLASes: nothing.
+void blas_init_once() {
+#ifdef BLFFT_BLAS_OPENBLAS_PTHREADS
+  static const bool done = (BLFFT_BLAS_SYMBOL(openblas_set_num_threads)(1), true);
+  (void)done;
+#endif
+}
 }  // namespace
 
 /// The Fortran routine of each precision.
@@ -50,11 +68,11 @@ template <class T>
 struct fortran;
 template <>
 struct fortran<float> {
-  static constexpr auto gemm = sgemm_;
+  static constexpr auto gemm = BLFFT_BLAS_SYMBOL(sgemm_);
 };
 template <>
 struct fortran<double> {
-  static constexpr auto gemm = dgemm_;
+  static constexpr auto gemm = BLFFT_BLAS_SYMBOL(dgemm_);
 };
 
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
@@ -64,6 +82,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
   const int m = as_int(N), n = as_int(M), k = as_int(K);
   const int la = as_int(ldb), lb = as_int(lda), lc = as_int(ldc);
   const char fa = tb ? 'T' : 'N', fb = ta ? 'T' : 'N';
+  blas_init_once();
   const blas_on_calling_thread one_thread;
   fortran<T>::gemm(&fa, &fb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
 }

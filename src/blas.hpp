@@ -4,6 +4,21 @@
 
 #include <cstdint>
 
+// The BLAS's name of a Fortran routine: OpenBLAS builds such as scipy-openblas32 prefix every
+// symbol (BLAS_SYMBOL_PREFIX=scipy_, from cmake/blfftDependencies.cmake: scipy_sgemm_), so that
+// they never clash with another BLAS in the process (numpy's, torch's).
+#define BLFFT_BLAS_CAT_(a, b) a##b
+#define BLFFT_BLAS_CAT(a, b) BLFFT_BLAS_CAT_(a, b)
+#ifdef BLAS_SYMBOL_PREFIX
+#define BLFFT_BLAS_SYMBOL(name) BLFFT_BLAS_CAT(BLAS_SYMBOL_PREFIX, name)
+#else
+#define BLFFT_BLAS_SYMBOL(name) name
+#endif
+#define BLFFT_BLAS_STR_(x) #x
+#define BLFFT_BLAS_STR(x) BLFFT_BLAS_STR_(x)
+/// BLFFT_BLAS_SYMBOL(name) as a string literal (for dlsym).
+#define BLFFT_BLAS_SYMBOL_NAME(name) BLFFT_BLAS_STR(BLFFT_BLAS_SYMBOL(name))
+
 namespace blfft::detail {
 
 /// C (M x N, ldc) = alpha * op(A) * op(B) + beta * C, all row-major. op(A) is M x K: A is stored

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Builds a self-contained wheel of blfft into dist/ (issue #13):
 #   dist/blfft-<version>-cp3XX-cp3XX-manylinux_*_x86_64.whl
-# with FFTW, BLIS and libgomp grafted in by `auditwheel repair` (blfft.libs/, RUNPATH relative to
-# the extension modules), so that it installs and computes where none of Debian's packages are
-# (tools/test_wheel.sh checks that). Where nvcc is found the wheel also holds blfft._cuda, built
+# with FFTW and libgomp grafted in by `auditwheel repair` (blfft.libs/, RUNPATH relative to
+# the extension modules), and the BLAS from the scipy-openblas32 wheel it depends on, so that it
+# installs and computes where none of Debian's packages are (tools/test_wheel.sh checks that).
+# Where nvcc is found the wheel also holds blfft._cuda, built
 # against the pinned nvidia-cufft and nvidia-cublas build requirements
 # (tools/build_backend/blfft_build_backend.py) and loading libcufft.so.12 and libcublas.so.13 at
 # run time from those wheels next to blfft (site-packages/nvidia/cu13/lib; `pip install
@@ -67,15 +68,18 @@ fi
 grep -E "CUDA backend|  CUDA  " "$WORK/build.log" | tail -n 2 || true
 log "built in $(( $(date +%s) - start )) s: $(ls "$WORK"/raw/*.whl)"
 
-# --- repair: graft FFTW, BLIS, libgomp; never cuFFT / cuBLAS / the driver ------------------------
-# auditwheel finds BLIS through the modules' RUNPATH (Debian's blis-serial folder). cuFFT and
+# --- repair: graft FFTW, libgomp; never scipy-openblas32 / cuFFT / cuBLAS / the driver -----------
+# The BLAS, scipy-openblas32, is a run-time dependency (pyproject.toml), loaded through the
+# RUNPATH entry $ORIGIN/../scipy_openblas32/lib (python/CMakeLists.txt): excluded here. (A build
+# that fell back to BLIS finds it through the modules' RUNPATH and grafts it.) cuFFT and
 # cuBLAS are left out (--exclude): they come from the user's nvidia-cufft / nvidia-cublas wheels,
 # through the RUNPATH entry $ORIGIN/../nvidia/cu13/lib that python/CMakeLists.txt gives
 # blfft._cuda.
 log "auditwheel repair"
 RAW="$(ls "$WORK"/raw/blfft-*.whl)"
-auditwheel repair --exclude 'libcufft.so.*' --exclude 'libcublas.so.*' \
-  --exclude 'libcublasLt.so.*' --exclude 'libcuda.so.*' --exclude 'libnvJitLink.so.*' \
+auditwheel repair --exclude 'libscipy_openblas*.so' --exclude 'libcufft.so.*' \
+  --exclude 'libcublas.so.*' --exclude 'libcublasLt.so.*' --exclude 'libcuda.so.*' \
+  --exclude 'libnvJitLink.so.*' \
   -w "$WORK/repaired" "$RAW" 2>&1 | grep -v '^$' | tail -n 5
 REPAIRED="$(ls "$WORK"/repaired/blfft-*.whl)"
 

@@ -48,14 +48,15 @@ VPY="$TEST_DIR/venv/bin/python"
 HAS_CUDA=0
 if unzip -l "$WHEEL" | grep -q 'blfft/_cuda\.'; then HAS_CUDA=1; fi
 
-# What the namespace hides: every FFTW / BLIS / OpenBLAS / BLAS / LAPACK library and libgomp of the
-# system's library folders (files: /dev/null over them; their own folders: an empty folder).
+# What the namespace hides: every FFTW / BLIS / OpenBLAS (scipy's too) / BLAS / LAPACK library and
+# libgomp of the system's library folders (files: /dev/null over them; their own folders: an empty
+# folder).
 HIDE_FILES=()
 HIDE_DIRS=()
 for d in /usr/lib/x86_64-linux-gnu /lib/x86_64-linux-gnu /usr/lib /usr/local/lib; do
   [ -d "$d" ] || continue
   for f in "$d"/libfftw3*.so* "$d"/libblis*.so* "$d"/libopenblas*.so* "$d"/libblas*.so* \
-           "$d"/liblapack*.so* "$d"/libgomp*.so*; do
+           "$d"/liblapack*.so* "$d"/libgomp*.so* "$d"/libscipy_openblas*.so*; do
     # Shared libraries only; a symbolic link is covered by covering the file it points to.
     [ -e "$f" ] && HIDE_FILES+=("$(realpath "$f")")
   done
@@ -94,7 +95,17 @@ with open("/proc/self/maps") as f:
 grafted = sorted({l.split()[-1].rsplit("/", 1)[-1] for l in maps.splitlines()
                   if "blfft.libs/" in l})
 print("ok: loaded from the wheel's blfft.libs:", ", ".join(grafted))
-assert any("fftw3f" in g for g in grafted) and any("blis" in g for g in grafted), grafted
+assert any("fftw3f" in g for g in grafted), grafted
+# The BLAS: scipy-openblas32 from this venv (a dependency of the wheel), or a grafted BLIS.
+sob = sorted({l.split()[-1] for l in maps.splitlines() if "libscipy_openblas" in l})
+if sob:
+    assert all(l.startswith(venv) for l in sob), sob
+    print("ok: the BLAS is the venv's scipy-openblas32:", sob[0])
+else:
+    assert any("blis" in g for g in grafted), grafted
+info = blfft.build_info()
+print("ok: build_info blas:", info["blas"], "core:", info["blas_core"])
+assert (info["blas_core"] is not None) == bool(sob), info
 
 torch.manual_seed(0)
 worst = 0.0

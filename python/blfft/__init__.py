@@ -95,12 +95,19 @@ def build_info() -> dict:
     ``dlpack`` (the DLPack ABI version the bindings speak); ``num_threads`` (CPU backend threads);
     ``torch`` (the torch version in use); ``cuda_build`` (what the build decided about the CUDA
     backend: "built: ..." or "not built (...): ..." with why, e.g. no nvcc; None for a build
-    that did not record it).
+    that did not record it); ``blas`` (the BLAS the CPU backend was built against, e.g.
+    "scipy-openblas32 (...)" or "BLIS (serial)"; None when not recorded) and ``blas_core`` (the
+    kernels scipy-openblas32 picked for this CPU, e.g. "SkylakeX" or "Haswell"; None for another
+    BLAS): a BLAS whose kernels do not know the CPU makes blfft several times slower (README).
     """
     try:
         from ._build_config import CUDA_REASON as cuda_build
     except ImportError:  # a build tree without python/CMakeLists.txt's _build_config.py
         cuda_build = None
+    try:
+        from ._build_config import BLAS as blas
+    except ImportError:
+        blas = None
     gpu = bool(_torch.cuda.is_available())
     cuda = _backends.cuda_module
     devices = _backends.cuda_device_count()
@@ -116,7 +123,23 @@ def build_info() -> dict:
         "num_threads": int(_core.get_num_threads()),
         "torch": _torch.__version__,
         "cuda_build": cuda_build,
+        "blas": blas,
+        "blas_core": _openblas_core(),
     }
+
+
+def _openblas_core() -> str | None:
+    """The core scipy-openblas32 picked (its kernels), when blfft._core loaded it; else None."""
+    import ctypes
+    import os
+
+    try:  # RTLD_NOLOAD: only a library already loaded (by blfft._core's NEEDED entry)
+        lib = ctypes.CDLL("libscipy_openblas.so", mode=os.RTLD_NOLOAD)
+    except OSError:
+        return None
+    corename = lib.scipy_openblas_get_corename
+    corename.restype = ctypes.c_char_p
+    return corename().decode().strip()
 
 
 def set_num_threads(n: int) -> None:

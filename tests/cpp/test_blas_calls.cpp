@@ -21,6 +21,7 @@
 #include <string>
 #include <tuple>
 
+#include "blas.hpp"
 #include "blfft/energy.hpp"
 #include "harness.hpp"
 #include "oracles.hpp"
@@ -58,23 +59,25 @@ Fn real(const char* name) {
 }  // namespace
 
 extern "C" {
-void sgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
-            const float* alpha, const float* a, const int* lda, const float* b, const int* ldb,
-            const float* beta, float* c, const int* ldc) {
+void BLFFT_BLAS_SYMBOL(sgemm_)(const char* ta, const char* tb, const int* m, const int* n,
+                               const int* k, const float* alpha, const float* a, const int* lda,
+                               const float* b, const int* ldb, const float* beta, float* c,
+                               const int* ldc) {
   using fn = void (*)(const char*, const char*, const int*, const int*, const int*, const float*,
                       const float*, const int*, const float*, const int*, const float*, float*,
                       const int*);
-  static const fn next = real<fn>("sgemm_");
+  static const fn next = real<fn>(BLFFT_BLAS_SYMBOL_NAME(sgemm_));
   record('s', ta, tb, m, n, k, lda, ldb, ldc);
   next(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
-void dgemm_(const char* ta, const char* tb, const int* m, const int* n, const int* k,
-            const double* alpha, const double* a, const int* lda, const double* b, const int* ldb,
-            const double* beta, double* c, const int* ldc) {
+void BLFFT_BLAS_SYMBOL(dgemm_)(const char* ta, const char* tb, const int* m, const int* n,
+                               const int* k, const double* alpha, const double* a, const int* lda,
+                               const double* b, const int* ldb, const double* beta, double* c,
+                               const int* ldc) {
   using fn = void (*)(const char*, const char*, const int*, const int*, const int*, const double*,
                       const double*, const int*, const double*, const int*, const double*, double*,
                       const int*);
-  static const fn next = real<fn>("dgemm_");
+  static const fn next = real<fn>(BLFFT_BLAS_SYMBOL_NAME(dgemm_));
   record('d', ta, tb, m, n, k, lda, ldb, ldc);
   next(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }

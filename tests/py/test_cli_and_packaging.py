@@ -113,6 +113,26 @@ def test_build_info_says_why_cuda_is_absent():
         assert reason, info
 
 
+def test_build_info_names_the_blas_and_scipy_openblas_runs_on_one_thread():
+    """build_info() names the BLAS; with scipy-openblas32 (pthreads OpenBLAS) also the core it
+    picked, and after a call its pool is at one thread (src/blas.cpp: blfft's own threads are the
+    parallelism; more would oversubscribe the cores and change bits with the thread count)."""
+    import ctypes
+    import os
+
+    import torch
+
+    blfft.functional.conv2d(torch.randn(1, 2, 8, 8), torch.randn(3, 2, 3, 3), compress_rate=0.5)
+    info = blfft.build_info()
+    assert info["blas"], info  # recorded by python/CMakeLists.txt
+    if not info["blas"].startswith("scipy-openblas32"):
+        assert info["blas_core"] is None, info
+        return
+    assert info["blas_core"], info  # e.g. "SkylakeX", "Haswell"
+    lib = ctypes.CDLL("libscipy_openblas.so", mode=os.RTLD_NOLOAD)
+    assert lib.scipy_openblas_get_num_threads() == 1
+
+
 def test_help_of_conv2d_shows_every_blfft_argument():
     text = pydoc.render_doc(blfft.nn.Conv2d, renderer=pydoc.plaintext)
     for arg in (
