@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include "check.hpp"
+#include "tsan.hpp"
 
 extern "C" {
 void BLFFT_BLAS_SYMBOL(sgemm_)(const char* ta, const char* tb, const int* m, const int* n,
@@ -83,6 +84,9 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
   const int la = as_int(ldb), lb = as_int(lda), lc = as_int(ldc);
   const char fa = tb ? 'T' : 'N', fb = ta ? 'T' : 'N';
   blas_init_once();
+  tsan::matrix(A, ta ? K : M, ta ? M : K, lda, sizeof(T), false);
+  tsan::matrix(B, tb ? N : K, tb ? K : N, ldb, sizeof(T), false);
+  tsan::matrix(C, M, N, ldc, sizeof(T), true);  // read too where beta != 0
   const blas_on_calling_thread one_thread;
   fortran<T>::gemm(&fa, &fb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
 }
