@@ -8,26 +8,29 @@
 #include <cstdint>
 
 #if defined(__SANITIZE_THREAD__)
+// (__tsan_read_range and __tsan_write_range are compiler built-ins under -fsanitize=thread.)
 extern "C" {
 void __tsan_acquire(void* addr);
 void __tsan_release(void* addr);
-void __tsan_read_range(void* addr, unsigned long size);
-void __tsan_write_range(void* addr, unsigned long size);
 }
 #endif
 
 namespace blfft::detail::tsan {
 
 #if defined(__SANITIZE_THREAD__)
-inline void acquire(void* sync) { __tsan_acquire(sync); }
-inline void release(void* sync) { __tsan_release(sync); }
+inline void acquire(void* sync) {
+  __tsan_acquire(sync);
+}
+inline void release(void* sync) {
+  __tsan_release(sync);
+}
 /// Rows of a row-major matrix (cols elements each, ld apart) as read or written by this thread.
 inline void matrix(const void* p, int64_t rows, int64_t cols, int64_t ld, std::size_t elem,
                    bool write) {
   auto* base = static_cast<unsigned char*>(const_cast<void*>(p));
   for (int64_t r = 0; r < rows && cols > 0; ++r) {
     void* row = base + static_cast<std::size_t>(r * ld) * elem;
-    const auto bytes = static_cast<unsigned long>(cols) * elem;
+    const auto bytes = static_cast<long>(static_cast<std::size_t>(cols) * elem);
     write ? __tsan_write_range(row, bytes) : __tsan_read_range(row, bytes);
   }
 }

@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -25,6 +26,18 @@ typedef void (*sgemm_fn)(const char*, const char*, const int*, const int*, const
                          const float*, float*, const int*);
 
 static atomic_long n_calls, n_bad, n_inputs_changed, n_dumped;
+// SGEMM_CHECK_SERIAL=1: one call at a time in the whole process (does concurrency matter?).
+static pthread_mutex_t serial = PTHREAD_MUTEX_INITIALIZER;
+static int serial_on = -1;
+
+static void call(sgemm_fn real, const char* ta, const char* tb, const int* M, const int* N,
+                 const int* K, const float* alpha, const float* a, const int* lda, const float* b,
+                 const int* ldb, const float* beta, float* c, const int* ldc) {
+  if (serial_on < 0) serial_on = getenv("SGEMM_CHECK_SERIAL") != NULL;
+  if (serial_on) pthread_mutex_lock(&serial);
+  real(ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+  if (serial_on) pthread_mutex_unlock(&serial);
+}
 
 static void summary(void) __attribute__((destructor));
 static void summary(void) {
@@ -154,7 +167,7 @@ static void check(sgemm_fn real, const char* ta, const char* tb, const int* M, c
           const double y = c[(size_t)j * *ldc + i] * (1.0 + 0.25 * (j % 5));
           c0x[i] += y, c0b[i] += fabs(y);
         }
-    real(ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+    call(real, ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
     const int changed = (na && memcmp(la, a, sizeof(float) * na)) ||
                         (nb && memcmp(lb, b, sizeof(float) * nb));
     if (changed) atomic_fetch_add(&n_inputs_changed, 1);
@@ -164,7 +177,7 @@ static void check(sgemm_fn real, const char* ta, const char* tb, const int* M, c
       int again = -1;
       if (*beta == 0) {
         float* c2 = calloc(nc + 1, sizeof(float));
-        real(ta, tb, M, N, K, alpha, la, lda, lb, ldb, beta, c2, ldc);
+        call(real, ta, tb, M, N, K, alpha, la, lda, lb, ldb, beta, c2, ldc);
         again = light_ok(at, bt, m, n, k, *alpha, la, *lda, lb, *ldb, *beta, c0x, c0b, c2, *ldc);
         free(c2);
       }
@@ -191,7 +204,7 @@ static void check(sgemm_fn real, const char* ta, const char* tb, const int* M, c
   if (na) memcpy(ca, a, sizeof(float) * na);
   if (nb) memcpy(cb, b, sizeof(float) * nb);
   if (nc) memcpy(cc, c, sizeof(float) * nc);
-  real(ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+  call(real, ta, tb, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
   const int changed = (na && memcmp(ca, a, sizeof(float) * na)) ||
                       (nb && memcmp(cb, b, sizeof(float) * nb));
   if (changed) atomic_fetch_add(&n_inputs_changed, 1);
