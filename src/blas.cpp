@@ -3,6 +3,7 @@
 #include <omp.h>
 
 #include "check.hpp"
+#include "tsan.hpp"
 
 extern "C" {
 void BLFFT_BLAS_SYMBOL(sgemm_)(const char* ta, const char* tb, const int* m, const int* n,
@@ -53,8 +54,9 @@ class blas_on_calling_thread {
 /// sized to the machine: inside blfft's regions that oversubscribes the cores, and it would round
 /// differently with another thread count (plan_options::deterministic). blfft's own threads are
 /// the parallelism, so it gets one thread, once, before the first call (process-wide: this
-/// library file is blfft's; numpy and torch load BLASes of their own). With one thread, concurrent
-/// calls from blfft's workers are safe (bench/NOTES.md, fifth round). Other BLASes: nothing.
+/// library file is blfft's; numpy and torch load BLASes of their own). Even so, with its SkylakeX
+/// kernels two concurrent TT products of different m can come out wrong: OpenBLAS's bug, the
+/// reason it is off by default (bench/NOTES.md, fifth round). Other BLASes: nothing.
 void blas_init_once() {
 #ifdef BLFFT_BLAS_OPENBLAS_PTHREADS
   static const bool done = (BLFFT_BLAS_SYMBOL(openblas_set_num_threads)(1), true);
@@ -83,6 +85,9 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, T alpha, const T* A
   const int la = as_int(ldb), lb = as_int(lda), lc = as_int(ldc);
   const char fa = tb ? 'T' : 'N', fb = ta ? 'T' : 'N';
   blas_init_once();
+  tsan::matrix(A, ta ? K : M, ta ? M : K, lda, sizeof(T), false);
+  tsan::matrix(B, tb ? N : K, tb ? K : N, ldb, sizeof(T), false);
+  tsan::matrix(C, M, N, ldc, sizeof(T), true);  // read too where beta != 0
   const blas_on_calling_thread one_thread;
   fortran<T>::gemm(&fa, &fb, &m, &n, &k, &alpha, B, &la, A, &lb, &beta, C, &lc);
 }

@@ -15,6 +15,7 @@
 #include <exception>
 #include <mutex>
 
+#include "tsan.hpp"
 #include "workspace.hpp"
 
 namespace blfft::detail {
@@ -29,16 +30,23 @@ template <class F>
 void parallel_for(int64_t n, int threads, bool parallel, F&& body) {
   std::exception_ptr error;
   std::mutex error_mutex;
+  // OpenMP's fork and join as TSan synchronisation (tsan.hpp): items see the caller's writes,
+  // the caller sees all items' writes, items of one region stay unordered.
+  char fork = 0, join = 0;
+  tsan::release(&fork);
 #pragma omp parallel for schedule(dynamic)                                                         \
     num_threads(threads) if (parallel && n > 1 && threads > 1)
   for (int64_t i = 0; i < n; ++i) {
+    tsan::acquire(&fork);
     try {
       body(i);
     } catch (...) {
       std::lock_guard<std::mutex> lock(error_mutex);
       if (!error) error = std::current_exception();
     }
+    tsan::release(&join);
   }
+  tsan::acquire(&join);
   if (error) std::rethrow_exception(error);
 }
 
