@@ -418,14 +418,18 @@ class host_executor {
   }
 
 #if defined(BLFFT_TEST_CUFFT_STANDIN)
+  /// The workspace each GEMM holds while it runs: 64 KiB, filled by the emulator and the
+  /// stand-in on every call (32 MiB on a GPU); none without the stand-ins (reference GEMM).
+  static constexpr int64_t gemm_workspace_bytes = int64_t(64) << 10;
+
   /// One strided batched GEMM through the backend's cuBLAS code (cuda/cublas_handles.hpp) on the
   /// cuBLAS stand-ins (standin_cublas.cpp), counted as one launch.
   void gemm(const cdx::gemm_desc& d, const void* a, const void* b, void* c, void* stream) const {
     on_device("gemm");
     ++stats_->gemms;
     const metered m(*this, "cublas");
-    // A 64 KiB workspace: filled by the emulator and the stand-in on every call (32 MiB on a GPU).
-    cdx::run_cublas(cublas_cache(), *this, device_, d, a, b, c, stream, true, 64 << 10);
+    cdx::run_cublas(cublas_cache(), *this, device_, d, a, b, c, stream, true,
+                    static_cast<std::size_t>(gemm_workspace_bytes));
   }
   static cdx::cublas_handle_cache<emulated_device_guard>& cublas_cache() {
     static auto* c = new cdx::cublas_handle_cache<emulated_device_guard>;  // never destroyed
@@ -439,6 +443,8 @@ class host_executor {
     return *c;
   }
 #else
+  static constexpr int64_t gemm_workspace_bytes = 0;
+
   /// Without the stand-ins: gemm_desc's contract written out (real, column-major, FP32/FP64).
   void gemm(const cdx::gemm_desc& d, const void* a, const void* b, void* c, void* stream) const {
     (void)stream;

@@ -923,8 +923,9 @@ TEST(CudaConv3d, PassesHoldNoWholeWeightSpectrum) {
     const emulated<T> pl(ex, geo, with_engine(me), cdx::default_chunk_scalars, engine::fused);
     pl.input_spectrum(pr.xv(), xsv.data(), nullptr);
     const int64_t b = me == mix_engine::cublas ? 2 : 1;  // stacked products, block-form grad
-    // cuBLAS: each call's workspace (the emulator's 64 KiB) is live while it runs.
-    const int64_t gemm_ws = me == mix_engine::cublas ? int64_t(64) << 10 : 0;
+    // cuBLAS: each call's workspace (the stand-in's 64 KiB; none in builds without the
+    // stand-ins, e.g. tools/sanitize.sh's) is live while it runs.
+    const int64_t gemm_ws = me == mix_engine::cublas ? host_executor::gemm_workspace_bytes : 0;
     const auto peak = [&](auto&& call) {
       ex.stats() = {};
       call();
