@@ -1,8 +1,8 @@
 # Finds what libblfft links against and creates the imported targets it links to:
 #   PkgConfig::FFTW3F, PkgConfig::FFTW3   FFTW3, single and double precision (pkg-config)
 #   OpenMP::OpenMP_CXX                    OpenMP
-#   blfft_deps::blas                      a Fortran BLAS (sgemm_/dgemm_): scipy-openblas32 when
-#                                         BLFFT_SCIPY_OPENBLAS, else BLIS serial, else
+#   blfft_deps::blas                      a Fortran BLAS (sgemm_/dgemm_): scipy-openblas32 (unless
+#                                         -DBLFFT_SCIPY_OPENBLAS=OFF), else BLIS serial, else
 #                                         OpenBLAS's OpenMP flavour, else FindBLAS
 #
 # Used twice, so that both places agree: by the top-level CMakeLists.txt, and by an installed
@@ -47,10 +47,9 @@ endif()
 # kept frequency, many frequencies in parallel), so the BLAS must run each call on the calling
 # thread, and be safe to call from several threads at once. Which BLAS is fast depends on whether
 # its kernels know the CPU (README, "These numbers need a BLAS that knows the CPU"):
-# 1. Only with -DBLFFT_SCIPY_OPENBLAS=ON (off by default: with it, tests/py/test_threads.py's
-#    hammer, three Python threads calling blfft at once while the thread count toggles, gets wrong
-#    results, 3-23% relative error, in 4 of 4 runs; BLIS 0 of 4; bench/NOTES.md, fifth round):
-#    scipy-openblas32 (PyPI; the OpenBLAS build numpy and scipy ship): a recent OpenBLAS built
+# 1. scipy-openblas32 (PyPI; the OpenBLAS build numpy and scipy ship), pinned to 0.3.30.443.1
+#    (pyproject.toml; OpenBLAS 0.3.31-0.3.34 get concurrent products of different shapes wrong
+#    on AVX-512 CPUs: tests/cpp/test_blas_concurrency.cpp, bench/NOTES.md): an OpenBLAS built
 #    with DYNAMIC_ARCH, so it picks its kernels for the CPU at load time (SkylakeX on Intel
 #    Emerald Rapids, Haswell on AMD Zen 5, where Debian's OpenBLAS 0.3.21 and BLIS 0.9 fall back
 #    to SSE3 / generic kernels; bench/NOTES.md). Its symbols carry the prefix scipy_
@@ -66,8 +65,14 @@ endif()
 # The first three live in folders the loader does not search, hence BLFFT_BLAS_RUNTIME_DIR and
 # the RUNPATHs set from it. -DBLFFT_BLAS_LIBRARY=<file> overrides the search (a library named
 # *scipy_openblas* is called with the prefix).
-option(BLFFT_SCIPY_OPENBLAS
-       "Look for scipy-openblas32 first (OFF: it failed tests/py/test_threads.py's hammer)" OFF)
+# Build folders configured while it was off by default (its old doc string) keep no choice of the
+# user's: forget it, so that they take the new default.
+get_property(_blfft_doc CACHE BLFFT_SCIPY_OPENBLAS PROPERTY HELPSTRING)
+if(_blfft_doc STREQUAL "Look for scipy-openblas32 first (OFF: it failed tests/py/test_threads.py's hammer)")
+  unset(BLFFT_SCIPY_OPENBLAS CACHE)
+endif()
+unset(_blfft_doc)
+option(BLFFT_SCIPY_OPENBLAS "Look for scipy-openblas32 first (OFF: BLIS and the others only)" ON)
 set(BLFFT_SCIPY_OPENBLAS_DIR "" CACHE PATH
     "Folder of libscipy_openblas.so (or the scipy_openblas32 package folder); empty: ask Python")
 set(BLFFT_BLAS_RUNTIME_DIR "")

@@ -54,9 +54,9 @@ class blas_on_calling_thread {
 /// sized to the machine: inside blfft's regions that oversubscribes the cores, and it would round
 /// differently with another thread count (plan_options::deterministic). blfft's own threads are
 /// the parallelism, so it gets one thread, once, before the first call (process-wide: this
-/// library file is blfft's; numpy and torch load BLASes of their own). Even so, with its SkylakeX
-/// kernels two concurrent TT products of different m can come out wrong: OpenBLAS's bug, the
-/// reason it is off by default (bench/NOTES.md, fifth round). Other BLASes: nothing.
+/// library file is blfft's; numpy and torch load BLASes of their own). OpenBLAS 0.3.31-0.3.34
+/// get two concurrent products of different shapes wrong with their SkylakeX kernels, hence the
+/// pin to 0.3.30 (pyproject.toml; tests/cpp/test_blas_concurrency.cpp). Other BLASes: nothing.
 void blas_init_once() {
 #ifdef BLFFT_BLAS_OPENBLAS_PTHREADS
   static const bool done = (BLFFT_BLAS_SYMBOL(openblas_set_num_threads)(1), true);

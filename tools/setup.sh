@@ -22,7 +22,8 @@ fi
 
 # --- Debian packages ----------------------------------------------------------------------------
 # cmake, ninja-build, g++, pkg-config: the build. libfftw3-dev: FFTW3 (float and double).
-# libblis-serial-dev: BLAS (BLIS, serial build; see README). libgtest-dev: the C++ tests.
+# libblis-serial-dev: the fallback BLAS (BLIS, serial build; the first choice, scipy-openblas32,
+# comes from PyPI below; see README). libgtest-dev: the C++ tests.
 # dataset-fashion-mnist: Fashion-MNIST for the experiments (python -m blfft.experiments).
 # doxygen: the C++ API reference (tools/build_docs.sh).
 APT_PACKAGES=(cmake ninja-build g++ pkg-config libfftw3-dev libblis-serial-dev libgtest-dev
@@ -125,6 +126,22 @@ if [ -x /usr/local/cuda/bin/nvcc ] || command -v nvcc >/dev/null 2>&1 || [ -n "$
     log "installing nvidia-cublas 13.x (cuBLAS for the CUDA backend)"
     "$VENV/bin/pip" install --no-deps 'nvidia-cublas>=13,<14'
   fi
+fi
+
+# scipy-openblas32: the BLAS (cmake/blfftDependencies.cmake takes it from this venv; BLIS is the
+# fallback), the version pinned in pyproject.toml's build requirements (not a newer one: OpenBLAS
+# 0.3.31-0.3.34 get concurrent products wrong; tests/cpp/test_blas_concurrency.cpp).
+SCIPY_OPENBLAS_SPEC="$("$VENV/bin/python" - pyproject.toml <<'EOF'
+import sys, tomllib
+with open(sys.argv[1], "rb") as f:
+    reqs = tomllib.load(f)["build-system"]["requires"]
+print(next(r for r in reqs if r.startswith("scipy-openblas32==")))
+EOF
+)"
+if ! "$VENV/bin/python" -c 'import scipy_openblas32 as s, sys
+sys.exit(s.__version__ != sys.argv[1])' "${SCIPY_OPENBLAS_SPEC#*==}" >/dev/null 2>&1; then
+  log "installing $SCIPY_OPENBLAS_SPEC (the BLAS)"
+  "$VENV/bin/pip" install "$SCIPY_OPENBLAS_SPEC"
 fi
 
 # --- C++ build ----------------------------------------------------------------------------------

@@ -3,7 +3,9 @@
 // m = M0 and one with m = M1 (blfft's row-transform products with chunks of 78 and 50 images);
 // each thread's 32 products are compared bitwise with the same products computed alone first.
 // With OpenBLAS's SkylakeX kernels, some come out wrong when M0 != M1 (78/50, 78/77); none with
-// OPENBLAS_CORETYPE=Haswell, with one thread, or with M0 == M1.
+// OPENBLAS_CORETYPE=Haswell, with one thread, or with M0 == M1. Wrong with scipy-openblas32
+// 0.3.31.188.0, 0.3.33.201.0 and 0.3.34.481.3; right with 0.3.27-0.3.30.443.1 (bench/NOTES.md,
+// sixth round): a regression of OpenBLAS 0.3.31.
 //
 //   SOB=<.venv>/lib/python3.11/site-packages/scipy_openblas32/lib
 //   gcc -O2 -fopenmp -o sgemm_concurrent_tt sgemm_concurrent_tt.c -L$SOB -lscipy_openblas
