@@ -75,6 +75,8 @@ class volume_transform {
     for (int64_t t = 0; t < d_.count; ++t)
       plane_.synthesise(slices + t * slice_, depth_slice(dst, t), scale, bias);
   }
+  /// The 2D transform (of each depth slice in 3D).
+  const pruned_transform<T>& plane() const { return plane_; }
   /// Scalars per depth slice: 2 * kept2 * B * CH.
   int64_t slice_size() const { return slice_; }
   /// The depth DFT matrix, [Re; Im] stacked, row-major: analysis (2 kept depths x samples),

@@ -47,6 +47,7 @@ pruned_transform<T>::pruned_transform(const geometry& g, direction dir, int64_t 
   if (static_cast<std::size_t>(images) * per_image * sizeof(T) <= serial_bytes) chunk_ = images;
   if (matmul_) {
     make_dft_matrices();
+    if (splits()) make_split_matrices();
     scratch_ = layout_for(chunk_);
     return;
   }
@@ -122,6 +123,21 @@ void pruned_transform<T>::synthesise(const T* spectrum, const image_view<T>& dst
       synthesise_matmul(spectrum, dst, scale, bias, j0, mc, scratch);
     else
       synthesise_fft(spectrum, dst, scale, bias, j0, mc, scratch);
+  });
+}
+
+template <class T>
+void pruned_transform<T>::analyse_rows(const image_view<const T>& src, T* rows) const {
+  for_each_chunk<T>(J_, chunk_, per_thread_scalars(), [&](int64_t j0, int64_t mc, T* scratch) {
+    analyse_rows_chunk(src, rows, j0, mc, scratch);
+  });
+}
+
+template <class T>
+void pruned_transform<T>::synthesise_rows(const T* rows, const image_view<T>& dst, T scale,
+                                          const T* bias) const {
+  for_each_chunk<T>(J_, chunk_, per_thread_scalars(), [&](int64_t j0, int64_t mc, T* scratch) {
+    synthesise_rows_chunk(rows, dst, scale, bias, j0, mc, scratch);
   });
 }
 

@@ -50,6 +50,30 @@ class pruned_transform {
   /// dst = scale * inverse(spectrum) at the placed samples, plus bias[ch] when bias is non-null.
   void synthesise(const T* spectrum, const image_view<T>& dst, T scale, const T* bias) const;
 
+  // ---- Split stages, for the fused per-column pipeline (fused_pass.hpp) ----
+  // The matmul engine's two axes run apart: the width stage over all images into a row-domain
+  // array rows[r][q][re|im][j] (sample row r, kept column q, image j), the height stage per
+  // chunk of kept columns [q0, q0 + qc), which holds every kept row's bins of those columns.
+
+  /// Whether the split stages exist: matmul engine on a 2D grid.
+  bool splits() const { return matmul_ && Lh_ > 1; }
+  /// Scalars of the row-domain array: Rh x nc x 2 x J.
+  int64_t row_domain_size() const { return h_.count * nc_ * 2 * J_; }
+  /// Scalars of work one column-stage call of qc columns needs.
+  int64_t column_work_size(int64_t qc) const {
+    return 2 * static_cast<int64_t>(pairs_.size()) * 2 * qc * J_;
+  }
+  int64_t kept_columns() const { return nc_; }
+  /// Analysis, width stage of every image (parallel over image chunks).
+  void analyse_rows(const image_view<const T>& src, T* rows) const;
+  /// Analysis, height stage of columns [q0, q0 + qc) into the whole spectrum at their bins.
+  void analyse_columns(const T* rows, int64_t q0, int64_t qc, T* spectrum, T* work) const;
+  /// Synthesis, height stage of columns [q0, q0 + qc) from `chunk`, which holds bin (row a,
+  /// column q0 + i) at frequency index a * qc + i ([re | im] of J images each), into rows.
+  void synthesise_columns(const T* chunk, int64_t q0, int64_t qc, T* rows, T* work) const;
+  /// Synthesis, width stage of every image: dst = scale * rows' inverse + bias[ch].
+  void synthesise_rows(const T* rows, const image_view<T>& dst, T scale, const T* bias) const;
+
  private:
   struct chunk_plans {
     std::shared_ptr<const fft_plan<T>> rows, cols;
@@ -95,6 +119,14 @@ class pruned_transform {
   chunk_plans full_, tail_;  // fft engine: plans for a full chunk and for the last one
   std::vector<T> row_dft_;   // matmul engine: width-axis DFT matrix
   std::vector<T> col_dft_;   // matmul engine: height-axis DFT matrix (unused when Lh == 1)
+  // Split stages: row_dft_ with its [re | im] parts interleaved per kept column (the width
+  // products then order the row domain (q, re|im, j)); synthesis: [Re E | Im E], (Rh x 2np).
+  std::vector<T> row_split_, col_split_;
+  void make_split_matrices();
+  void analyse_rows_chunk(const image_view<const T>& src, T* rows, int64_t j0, int64_t mc,
+                          T* scratch) const;
+  void synthesise_rows_chunk(const T* rows, const image_view<T>& dst, T scale, const T* bias,
+                             int64_t j0, int64_t mc, T* scratch) const;
 
   /// The fft engine's plans and work areas for a chunk of mc images in a thread's scratch.
   struct fft_work {

@@ -38,6 +38,17 @@ enum class transform_method { automatic, fft, matmul };
 ///   else spectrum.
 enum class weight_mixing { automatic, spectrum, taps };
 
+/// Whether the forward and input-gradient passes of 2D layers whose two transforms both run the
+/// matmul engine are fused per chunk of kept columns: the height transform, the channel mixing
+/// and the inverse height transform of each chunk back to back while it is in cache, instead of
+/// one whole-spectrum stage after another (src/fused_pass.hpp; bench/NOTES.md, sixth round).
+/// - on / off: wherever possible / never;
+/// - automatic: where the grid keeps at least 8 columns (large maps; it measured no gain on
+///   small ones).
+/// Results differ from the unfused passes by rounding only; deterministic plans stay bitwise
+/// thread-count independent either way.
+enum class pass_fusion { automatic, on, off };
+
 struct plan_options {
   fft_rigor rigor = fft_rigor::estimate;
   transform_method method = transform_method::automatic;
@@ -48,11 +59,13 @@ struct plan_options {
   /// (results are then reproducible for a fixed thread count only); Python turns it on under
   /// torch.use_deterministic_algorithms(True) or blfft.set_deterministic(True).
   bool deterministic = false;
+  pass_fusion fusion = pass_fusion::automatic;
 
   /// Every field, for the plan cache's key: a field missing here would share cache entries.
   std::vector<int64_t> key() const {
-    return {static_cast<int64_t>(rigor), static_cast<int64_t>(method), matmul_max_grid,
-            static_cast<int64_t>(mixing), deterministic ? 1 : 0};
+    return {
+        static_cast<int64_t>(rigor),  static_cast<int64_t>(method), matmul_max_grid,
+        static_cast<int64_t>(mixing), deterministic ? 1 : 0,        static_cast<int64_t>(fusion)};
   }
 };
 

@@ -150,6 +150,27 @@ void check_all_entry_points(const blfft::plan<T>& pl, const problem<T>& pr, cons
     gr2.expect("weight_grad", grad_w, ref, tolerance);
   }
 
+  // Passes fused per chunk of kept columns (plan_options::fusion; automatic fuses only grids
+  // that keep >= 8 columns, so most test problems would not reach it), and not fused: forward
+  // saving both spectra (the caller's weight spectrum is an output there), backward from them
+  // and from the weight itself. No effect on 1D layers and the fft engine.
+  for (auto fusion : {blfft::pass_fusion::on, blfft::pass_fusion::off}) {
+    SCOPED_TRACE(fusion == blfft::pass_fusion::on ? "fusion=on" : "fusion=off");
+    blfft::plan_options o;
+    o.method = blfft::transform_method::matmul;
+    o.fusion = fusion;
+    const blfft::plan<T> alt(geo, o);
+    std::vector<T> xs6 = nan_filled<T>(xs_n), ws6 = nan_filled<T>(ws_n);
+    forward("forward(saving spectra)", ref.y,
+            [&](auto y) { alt.forward(pr.xv(), pr.wv(), pr.bt.data(), y, spec(xs6), spec(ws6)); });
+    gradients<T> gr6(d);
+    alt.backward(pr.gv(), spec(xs6), spec(ws6), &gr6.dxv, &gr6.dwv, gr6.db.data());
+    gr6.expect("backward(forward's spectra)", grad_all, ref, tolerance);
+    gradients<T> gr7(d);
+    alt.backward_with_weight(pr.gv(), spec(xs6), pr.wv(), &gr7.dxv, &gr7.dwv, nullptr);
+    gr7.expect("backward_with_weight", grad_x | grad_w, ref, tolerance);
+  }
+
   // spectra from forward and from the separate calls are interchangeable
   gradients<T> gr(d);
   pl.input_grad(pr.gv(), spec(ws), gr.dxv);
