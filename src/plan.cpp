@@ -3,7 +3,6 @@
 
 #include "blfft/plan.hpp"
 
-#include <cstdlib>
 #include <optional>
 
 #include "aligned_buffer.hpp"
@@ -38,8 +37,6 @@ class plan_impl {
     if (mixes_from_taps(geo, o, sizeof(T))) twiddles.emplace(geo);
     const bool want =
         o.fusion == pass_fusion::on || (o.fusion == pass_fusion::automatic && fusion_pays(geo));
-    const char* env = std::getenv("BLFFT_FUSED_DW");  // TEMPORARY: A/B switch for measurement
-    fused_weight_grad = env && env[0] == '1';
     fused_forward = want && !volume && fusable(stages.x_in->plane(), stages.y_out->plane());
     fused_input_grad = want && !volume && fusable(stages.g_in->plane(), stages.dx_out->plane());
   }
@@ -77,18 +74,7 @@ class plan_impl {
     auto x_tmp = take_workspace<T>(x_spectrum ? 0 : g.x_spectrum_size(), "input spectrum");
     if (!x_spectrum) x_spectrum = x_tmp.data();
     if (fused_forward && (w_spectrum || !twiddles)) {
-      auto w_tmp = take_workspace<T>(w_spectrum ? 0 : g.w_spectrum_size(), "weight spectrum");
-      if (!w_spectrum) w_spectrum = w_tmp.data();
-      stages.w_in->analyse(w, w_spectrum);
-      const T* ws = w_spectrum;
-      const int64_t N = g.params.batch, F = g.params.out_channels, Cg = g.in_per_group;
-      fused_pass<T>(g, stages.x_in->plane(), as_image(x), N * g.params.in_channels, x_spectrum,
-                    stages.y_out->plane(), as_image(y), N * F, scale, bias, mix_scratch_scalars(g),
-                    [&](int64_t k, const T* x_k, T* y_k, T* s) {
-                      const T* w_re = ws + k * 2 * F * Cg;
-                      for (int64_t gr = 0; gr < g.params.groups; ++gr)
-                        mix_forward_at<T>(g, 0, gr, x_k, w_re, w_re + F * Cg, y_k, s);
-                    });
+      forward_fused(x, w, bias, y, x_spectrum, w_spectrum);
       return;
     }
     stages.x_in->analyse(x, x_spectrum);
@@ -125,40 +111,12 @@ class plan_impl {
     if (grad_input || grad_weight) {
       // The one new transform of the backward pass (docs/design.md 1.6).
       auto dy_spec = take_workspace<T>(g.y_spectrum_size(), "output gradient spectrum");
-      // Where the weight gradient is mixed from whole spectra (not from the taps, not 3D), the
-      // fused input-gradient pass mixes it too, frequency by frequency, while dy's are in cache.
-      const bool fold_dw = grad_weight && !twiddles && !volume && fused_weight_grad;
-      auto dw_spec =
-          take_workspace<T>(grad_weight && !twiddles && !volume ? g.w_spectrum_size() : 0,
-                            "weight gradient spectrum");
-      bool dw_mixed = false;
-      if (grad_input && fused_input_grad && (w_spectrum || !twiddles)) {
-        auto w_tmp = take_workspace<T>(w_spectrum ? 0 : g.w_spectrum_size(), "weight spectrum");
-        if (!w_spectrum) {
-          w_spectrum = w_tmp.data();
-          stages.w_in->analyse(*weight, w_tmp.data());
-        }
-        const T* ws = w_spectrum;
-        const int64_t N = g.params.batch, F = g.params.out_channels, Cg = g.in_per_group;
-        fused_pass<T>(g, stages.g_in->plane(), as_image(grad_out), N * F, dy_spec.data(),
-                      stages.dx_out->plane(), as_image(*grad_input), N * g.params.in_channels,
-                      scale, nullptr, mix_scratch_scalars(g),
-                      [&](int64_t k, const T* dy_k, T* dx_k, T* s) {
-                        const T* w_re = ws + k * 2 * F * Cg;
-                        for (int64_t gr = 0; gr < g.params.groups; ++gr)
-                          mix_input_grad_at<T>(g, 0, gr, dy_k, w_re, w_re + F * Cg, dx_k, s);
-                        if (!fold_dw) return;
-                        T* dw_re = dw_spec.data() + k * 2 * F * Cg;
-                        const T* x_k = x_spectrum + k * 2 * N * g.params.in_channels;
-                        for (int64_t gr = 0; gr < g.params.groups; ++gr)
-                          mix_weight_grad_at<T>(g, 0, gr, dy_k, x_k, dw_re, dw_re + F * Cg, s);
-                      });
-        dw_mixed = fold_dw;
-        grad_input = nullptr;  // done
-      } else {
+      const bool fuse_dx = grad_input && fused_input_grad && (w_spectrum || !twiddles);
+      if (fuse_dx)
+        input_grad_fused(grad_out, dy_spec.data(), w_spectrum, weight, *grad_input);
+      else
         stages.g_in->analyse(grad_out, dy_spec.data());
-      }
-      if (grad_input) {
+      if (grad_input && !fuse_dx) {
         auto dx_spec = take_workspace<T>(g.x_spectrum_size(), "input gradient spectrum");
         if (w_spectrum) {
           mix_input_grad(g, dy_spec.data(), w_spectrum, dx_spec.data());
@@ -183,11 +141,50 @@ class plan_impl {
         depth_taps_weight_grad(g, *stages.dw_out, dy_spec.data(), x_spectrum, dw_slices.data());
         stages.dw_out->synthesise_slices(dw_slices.data(), *grad_weight, scale, nullptr);
       } else if (grad_weight) {
-        if (!dw_mixed) mix_weight_grad(g, dy_spec.data(), x_spectrum, dw_spec.data());
+        auto dw_spec = take_workspace<T>(g.w_spectrum_size(), "weight gradient spectrum");
+        mix_weight_grad(g, dy_spec.data(), x_spectrum, dw_spec.data());
         stages.dw_out->synthesise(dw_spec.data(), *grad_weight, scale, nullptr);
       }
     }
     if (grad_bias) bias_grad(grad_out, grad_bias);
+  }
+
+  /// The forward pass fused per chunk of kept columns (fused_pass.hpp); writes both spectra.
+  void forward_fused(const tensor_view<const T>& x, const tensor_view<const T>& w, const T* bias,
+                     const tensor_view<T>& y, T* x_spectrum, T* w_spectrum) const {
+    auto w_tmp = take_workspace<T>(w_spectrum ? 0 : g.w_spectrum_size(), "weight spectrum");
+    if (!w_spectrum) w_spectrum = w_tmp.data();
+    stages.w_in->analyse(w, w_spectrum);
+    const T* ws = w_spectrum;
+    const int64_t N = g.params.batch, F = g.params.out_channels, Cg = g.in_per_group;
+    fused_pass<T>(g, stages.x_in->plane(), as_image(x), N * g.params.in_channels, x_spectrum,
+                  stages.y_out->plane(), as_image(y), N * F, scale, bias, mix_scratch_scalars(g),
+                  [&](int64_t k, const T* x_k, T* y_k, T* s) {
+                    const T* w_re = ws + k * 2 * F * Cg;
+                    for (int64_t gr = 0; gr < g.params.groups; ++gr)
+                      mix_forward_at<T>(g, 0, gr, x_k, w_re, w_re + F * Cg, y_k, s);
+                  });
+  }
+
+  /// The input-gradient pass fused per chunk of kept columns, from `w_spectrum` or, where it is
+  /// null, `weight`; writes the whole output-gradient spectrum (the weight gradient's operand).
+  void input_grad_fused(const tensor_view<const T>& grad_out, T* dy_spectrum, const T* w_spectrum,
+                        const tensor_view<const T>* weight,
+                        const tensor_view<T>& grad_input) const {
+    auto w_tmp = take_workspace<T>(w_spectrum ? 0 : g.w_spectrum_size(), "weight spectrum");
+    if (!w_spectrum) {
+      stages.w_in->analyse(*weight, w_tmp.data());
+      w_spectrum = w_tmp.data();
+    }
+    const T* ws = w_spectrum;
+    const int64_t N = g.params.batch, F = g.params.out_channels, Cg = g.in_per_group;
+    fused_pass<T>(g, stages.g_in->plane(), as_image(grad_out), N * F, dy_spectrum,
+                  stages.dx_out->plane(), as_image(grad_input), N * g.params.in_channels, scale,
+                  nullptr, mix_scratch_scalars(g), [&](int64_t k, const T* dy_k, T* dx_k, T* s) {
+                    const T* w_re = ws + k * 2 * F * Cg;
+                    for (int64_t gr = 0; gr < g.params.groups; ++gr)
+                      mix_input_grad_at<T>(g, 0, gr, dy_k, w_re, w_re + F * Cg, dx_k, s);
+                  });
   }
 
   /// 3D: the 2D spectra of the weight's depth slices (depth_mix.hpp).
@@ -233,7 +230,7 @@ class plan_impl {
   layer_transforms<transform> stages;
   T scale;
   bool deterministic = false;
-  bool fused_forward = false, fused_input_grad = false, fused_weight_grad = false;
+  bool fused_forward = false, fused_input_grad = false;  // fused_pass.hpp
   bool volume = mixes_from_depth_slices(g);  // 3D: mixing from the weight's depth slices
   /// Mix from the weight taps (mix_taps.hpp) where no weight spectrum is given, and fold the
   /// weight gradient into the taps directly; else through whole weight spectra.
