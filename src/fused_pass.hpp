@@ -30,7 +30,7 @@
 namespace blfft::detail {
 
 /// Per-thread bytes a column chunk's working set should stay under (the L2 of the CPUs measured
-/// is 1-2 MB a core; one column of a 32 x 64-channel layer already takes 1.5 MB).
+/// is 1-2 MB a core; one column of a 32 x 64-channel layer already takes 1.1-1.7 MB).
 constexpr std::size_t fused_chunk_bytes = 1024 * 1024;
 
 /// plan_options::fusion = automatic fuses where the grid keeps at least this many columns: on
