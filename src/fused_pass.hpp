@@ -1,6 +1,6 @@
 #pragma once
 // A pass (analysis -> mixing -> synthesis) fused per chunk of kept columns, for layers whose two
-// transforms run the matmul engine on a 2D grid (issue #15, bench/NOTES.md "Sixth round").
+// transforms run the matmul engine on a 2D grid (issue #15, bench/NOTES.md "Seventh round").
 //
 // The whole-spectrum pipeline runs each stage over every image before the next starts, so the
 // mixing reads spectra that the analysis wrote megabytes earlier, and writes an output spectrum
@@ -11,9 +11,10 @@
 // keep it, and the backward pass needs the output gradient's for the weight gradient); the
 // output spectrum exists only chunk by chunk.
 //
-// Measured (bench/NOTES.md, sixth round): the mixing runs no faster with its operands in cache
-// (its small products are bound by the BLAS's rate, not by memory); what gains, 4-8% of fwd+bwd
-// on 32x32 maps, is the height analysis as one wide product per column chunk over all images.
+// Measured (bench/NOTES.md, seventh round): the mixing runs no faster with its operands in cache
+// (its small products are bound by the BLAS's rate, not by memory); what gained with BLIS, 3-16%
+// of fwd+bwd on 32x32 maps, is the height analysis as one wide product per column chunk over all
+// images. With scipy-openblas32 the passes are even, so plan_options::fusion is off by default.
 //
 // Chunks depend on the geometry only, never on the thread count, and every product keeps the
 // shape it has whatever the thread count: deterministic mode stays bitwise thread-independent.
@@ -32,14 +33,6 @@ namespace blfft::detail {
 /// Per-thread bytes a column chunk's working set should stay under (the L2 of the CPUs measured
 /// is 1-2 MB a core; one column of a 32 x 64-channel layer already takes 1.1-1.7 MB).
 constexpr std::size_t fused_chunk_bytes = 1024 * 1024;
-
-/// plan_options::fusion = automatic fuses where the grid keeps at least this many columns: on
-/// the ResNet-18 layers measured it gained only there (bench/NOTES.md, sixth round), and fewer
-/// columns mean fewer chunks than a parallel loop wants.
-constexpr std::size_t fused_min_columns = 8;
-inline bool fusion_pays(const geometry& g) {
-  return g.kept_cols.size() >= fused_min_columns;
-}
 
 /// Whether a pass from `in` to `out` can run fused.
 template <class T>

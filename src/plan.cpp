@@ -35,8 +35,7 @@ class plan_impl {
         scale(T(1) / static_cast<T>(g.depth_grid * g.grid[0] * g.grid[1])),
         deterministic(o.deterministic) {
     if (mixes_from_taps(geo, o, sizeof(T))) twiddles.emplace(geo);
-    const bool want =
-        o.fusion == pass_fusion::on || (o.fusion == pass_fusion::automatic && fusion_pays(geo));
+    const bool want = o.fusion == pass_fusion::on;  // automatic: off (plan.hpp, measured)
     fused_forward = want && !volume && fusable(stages.x_in->plane(), stages.y_out->plane());
     fused_input_grad = want && !volume && fusable(stages.g_in->plane(), stages.dx_out->plane());
   }

@@ -41,10 +41,12 @@ enum class weight_mixing { automatic, spectrum, taps };
 /// Whether the forward and input-gradient passes of 2D layers whose two transforms both run the
 /// matmul engine are fused per chunk of kept columns: the height transform, the channel mixing
 /// and the inverse height transform of each chunk back to back while it is in cache, instead of
-/// one whole-spectrum stage after another (src/fused_pass.hpp; bench/NOTES.md, sixth round).
-/// - on / off: wherever possible / never;
-/// - automatic: where the grid keeps at least 8 columns (large maps; it measured no gain on
-///   small ones).
+/// one whole-spectrum stage after another (src/fused_pass.hpp; bench/NOTES.md, seventh round).
+/// - on: wherever possible; off: never;
+/// - automatic: not fused for now. With the default BLAS (scipy-openblas32 0.3.30) it measured
+///   even (0.97-1.03x fwd+bwd); with BLIS 0.9 it took 0.84-0.94x on 32x32 maps at rate 0 and was
+///   even on maps of 8x8 and smaller, so `on` pays there for layers whose grid keeps >= 8
+///   columns.
 /// Results differ from the unfused passes by rounding only; deterministic plans stay bitwise
 /// thread-count independent either way.
 enum class pass_fusion { automatic, on, off };
