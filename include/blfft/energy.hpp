@@ -8,6 +8,7 @@
 
 #include "blfft/export.hpp"
 #include "blfft/geometry.hpp"
+#include "blfft/plan.hpp"
 #include "blfft/tensor.hpp"
 
 namespace blfft {
@@ -19,6 +20,9 @@ struct energy_selection {
   std::array<int64_t, 2> limits{};  ///< {i_h, i_w}
   double achieved_rate = 0.0;       ///< 1 - kept / total for that set
   double energy_kept = 0.0;         ///< fraction of the energy inside the kept set
+  /// Only from the overload with an `x_spectrum` buffer: the buffer holds the input's spectrum at
+  /// the chosen kept set (always, once that overload returns).
+  bool x_spectrum = false;
 };
 
 /// Energy per rfft bin of the padded input on the plan's grid, summed over batch and channels,
@@ -32,9 +36,23 @@ BLFFT_API std::vector<double> energy_map(const conv_params& p, const tensor_view
 BLFFT_API energy_selection select_by_energy(const conv_params& p, const std::vector<double>& energy,
                                             double fraction);
 
-/// energy_map then select_by_energy.
+/// energy_map then select_by_energy (the staged search of src/energy.cpp makes the same choice
+/// from fewer bins). The report depends neither on the calls before nor on the thread count.
 template <class T>
 BLFFT_API energy_selection select_by_energy(const conv_params& p, const tensor_view<const T>& x,
                                             double fraction);
+
+/// The same choice, and the input's spectrum at the chosen kept set for the forward at that set:
+/// every band the search transforms is transformed by the input transform of the plan that
+/// get_plan<T>(p, compression::band(i_h, i_w), options) gives, so that, when given, `x_spectrum`
+/// (at least make_geometry(p, compression::none()).x_spectrum_size() scalars) receives in its
+/// first geometry().x_spectrum_size() scalars exactly the bits that plan's input_spectrum() makes
+/// (the same thread count): plan::forward_with_input_spectrum then skips the input transform.
+/// The report depends on `options` only through the rounding of energy_kept (thread-count
+/// independent with options.deterministic; the overload above is this one with it).
+template <class T>
+BLFFT_API energy_selection select_by_energy(const conv_params& p, const tensor_view<const T>& x,
+                                            double fraction, const plan_options& options,
+                                            spectrum_view<T> x_spectrum = {});
 
 }  // namespace blfft
