@@ -376,6 +376,7 @@ energy_selection select_by_energy(const conv_params& p, const tensor_view<const 
     hints().put(std::move(key), j);
     spectra.hand_over(family[j]);
     energy_selection s = selection(p, family[j], kept, total);
+    if (j == last) s.energy_kept = 1.0;  // the whole grid's band holds all of it, exactly
     s.x_spectrum = hand_over;
     return s;
   };
@@ -393,13 +394,9 @@ energy_selection select_by_energy(const conv_params& p, const tensor_view<const 
   const energy_selection s = select_by_energy(p, map, fraction);
   for (std::size_t j = 0; j < family.size(); ++j)
     if (family[j].i_h == s.limits[0] && family[j].i_w == s.limits[1]) {
-      // energy_kept as the staged search reports it (the whole grid's band holds all of it).
-      if (j == last) {  // (only the last candidate, rate 0, is the whole grid)
-        energy_selection r = chosen(j, total);
-        r.energy_kept = 1.0;
-        return r;
-      }
-      return chosen(j, spectra.kept(family[j], full, map));
+      // energy_kept as the staged search reports it. (Only the last candidate, rate 0, is the
+      // whole grid.)
+      return chosen(j, j == last ? total : spectra.kept(family[j], full, map));
     }
   detail::fail(error_code::backend, "energy selection found no kept set");  // unreachable
 }

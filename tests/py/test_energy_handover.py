@@ -1,0 +1,119 @@
+"""Energy mode at the cost of the fixed rate (issue #15): on the CPU the selection transforms the
+input with the forward's own plan and hands the spectrum at the chosen kept set to the forward,
+which does not transform the input again. The oracle is the fixed-rate call at the rate the
+selection reports: output and gradients must be its bits, in default and deterministic mode,
+float32 and float64, 1D and 2D, whether the band the staged search transformed first is the
+chosen one (the layer's last call chose it) or not (the last call landed elsewhere)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import blfft
+import blfft.functional as BF
+from blfft import _core, _ops
+
+
+def _smooth(shape, gen):
+    """Low frequencies dominate (bicubic-upsampled coarse noise plus 5% noise): a high rate."""
+    n, c, *spatial = shape
+    if len(spatial) == 1:
+        coarse = torch.randn(n, c, 1, max(2, spatial[0] // 4), generator=gen, dtype=torch.float64)
+        up = F.interpolate(coarse, size=(1, spatial[0]), mode="bicubic")[:, :, 0]
+    else:
+        coarse = torch.randn(n, c, spatial[0] // 4, spatial[1] // 4, generator=gen)
+        up = F.interpolate(coarse.double(), size=tuple(spatial), mode="bicubic")
+    return up + 0.05 * torch.randn(shape, generator=gen, dtype=torch.float64)
+
+
+def _call(x, w, b, **kw):
+    fn = BF.conv1d if x.dim() == 3 else BF.conv2d
+    x = x.detach().requires_grad_(True)
+    w = w.detach().requires_grad_(True)
+    b = b.detach().requires_grad_(True)
+    y = fn(x, w, b, 1, 1, **kw)
+    y.backward(torch.cos(torch.arange(y.numel(), dtype=y.dtype)).reshape(y.shape))
+    return y.detach(), x.grad, w.grad, b.grad
+
+
+def _count_transforms(monkeypatch):
+    """Counts the core's forwards that transform x (forward) and those that take a handed-over
+    spectrum (forward_with_input_spectrum)."""
+    calls = {"forward": 0, "forward_with_input_spectrum": 0}
+    for name in calls:
+        real = getattr(_core, name)
+
+        def counted(*args, _real=real, _name=name, **kwargs):
+            calls[_name] += 1
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(_core, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(4, 3, 20, 18), (3, 4, 64)])
+def test_energy_call_is_the_fixed_rate_call_bit_for_bit(shape, dtype, deterministic, monkeypatch):
+    gen = torch.Generator().manual_seed(7)
+    smooth = _smooth(shape, gen).to(dtype)
+    noise = torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
+    k = (3,) * (len(shape) - 2)
+    w = torch.randn((5, shape[1]) + k, generator=gen, dtype=torch.float64).to(dtype)
+    b = torch.randn(5, generator=gen, dtype=torch.float64).to(dtype)
+    before = blfft.get_deterministic()
+    blfft.set_deterministic(deterministic)
+    try:
+        # Smooth and broadband inputs alternate: each call's staged search starts at the band the
+        # call before chose, which is the chosen band on a repeat and not after a switch.
+        bands = []
+        for x, energy in [(smooth, 0.9), (smooth, 0.9), (noise, 0.99), (smooth, 0.9),
+                          (noise, 0.99), (noise, 0.99), (smooth, 0.99)]:
+            calls = _count_transforms(monkeypatch)
+            got = _call(x, w, b, energy=energy)
+            assert calls == {"forward": 0, "forward_with_input_spectrum": 1}
+            monkeypatch.undo()
+            nd = x.dim() - 2
+            band, sel = _ops.select_band(x, w.shape, [1] * nd, [1] * nd, [1] * nd, 1, energy)
+            bands.append(tuple(band))
+            want = _call(x, w, b, compress_rate=float(sel.rate))
+            for g, t, what in zip(got, want, ("output", "grad x", "grad w", "grad b")):
+                assert torch.equal(g, t), f"{what} differs from the fixed-rate call"
+        assert len(set(bands)) >= 2  # the calls did switch bands
+    finally:
+        blfft.set_deterministic(before)
+
+
+def test_kept_spectrum_holds_only_the_chosen_set():
+    # The hand-over buffer has the whole grid's size; a smaller chosen set's spectrum, kept for
+    # backward, must not hold the whole buffer (what the fixed-rate call holds, no more).
+    gen = torch.Generator().manual_seed(3)
+    x = _smooth((4, 8, 32, 32), gen).float().requires_grad_(True)
+    w = torch.randn(8, 8, 3, 3, generator=gen).requires_grad_(True)
+    y = BF.conv2d(x, w, None, 1, 1, energy=0.9)
+    node = y.grad_fn
+    saved = [t for t in node.saved_tensors if t is not None and t.dim() == 1]
+    assert saved, "the input spectrum is kept at this rate"
+    for t in saved:
+        assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
+
+
+def test_energy_under_a_buffer_cap_below_the_whole_grid_still_exact(monkeypatch):
+    # The whole grid's spectrum beyond the buffer cap: the selection hands nothing over and the
+    # forward transforms x itself, with the same result.
+    gen = torch.Generator().manual_seed(5)
+    x = _smooth((16, 32, 48, 48), gen).float()  # a whole-grid spectrum beyond the scratch's
+    w = torch.randn(3, 32, 3, 3, generator=gen)
+    b = torch.zeros(3)
+    want = _call(x, w, b, energy=0.9)
+    before = blfft.get_max_buffer_size()
+    g = _ops.geometry(x.shape, w.shape, [1, 1], [1, 1], [1, 1], 1, 0.0, ())[2]
+    blfft.set_max_buffer_size(4 * g.x_spectrum_size - 1)  # (float32) the whole grid's, less 1
+    calls = _count_transforms(monkeypatch)
+    try:
+        got = _call(x, w, b, energy=0.9)
+    finally:
+        blfft.set_max_buffer_size(before)
+    assert calls == {"forward": 1, "forward_with_input_spectrum": 0}
+    for g, t in zip(got, want):
+        assert torch.equal(g, t)
