@@ -284,7 +284,10 @@ def conv(
             )
         handed = None  # x's spectrum at the chosen kept set, from the selection (CPU)
         if energy is not None:
-            select = _ops.select_band if weight_cache is not None else _ops.select_for_forward
+            # The hand-over (a forward from the selection's spectrum) bypasses conv_forward's
+            # dispatch, hence its autocast rule, and the weight-spectrum cache's forwards.
+            plain = weight_cache is not None or torch.is_autocast_enabled(x.device.type)
+            select = _ops.select_band if plain else _ops.select_for_forward
             band, sel, *rest = select(
                 x, weight.shape, stride_t, padding_t, dilation_t, groups, energy
             )
