@@ -244,7 +244,8 @@ def _forward(x, weight, bias, conf, saving, handed: Optional[Tensor] = None):
         be.forward_with_input_spectrum(p, c, dl(handed), dl(weight), dl(b), dl(y), dl(ws), **det)
         # Kept for backward as conv_forward keeps it; the hand-over buffer has the whole grid's
         # size, so a smaller kept set's spectrum is copied out of it rather than holding it all.
-        xs = None if not nx else handed if handed._base is None else handed.clone()
+        # (A view of the whole one: autograd.Function may not save an input returned as is.)
+        xs = None if not nx else handed.view_as(handed) if handed._base is None else handed.clone()
     store = SAVED_DTYPES[saved_dtype]
     if store is not None:  # the full-precision spectra are temporaries, freed on return
         xs = None if xs is None else xs.to(store)

@@ -117,3 +117,32 @@ def test_energy_under_a_buffer_cap_below_the_whole_grid_still_exact(monkeypatch)
     assert calls == {"forward": 1, "forward_with_input_spectrum": 0}
     for g, t in zip(got, want):
         assert torch.equal(g, t)
+
+
+@pytest.mark.parametrize("saved_dtype", [None, torch.bfloat16])
+@pytest.mark.parametrize("mode", ["keep", "auto"])
+def test_kept_whole_grid_spectrum_and_second_order(mode, saved_dtype):
+    # The chosen set is the whole grid (rate 0), the buffer itself then; kept for backward
+    # ("keep"), it is saved as a view (autograd.Function refuses to save an input returned as it
+    # is: this raised). Double backward through a non-leaf input as the fixed-rate call's.
+    gen = torch.Generator().manual_seed(11)
+    x0 = torch.randn(4, 3, 12, 12, generator=gen)
+    w0 = torch.randn(5, 3, 3, 3, generator=gen)
+    modes = (blfft.get_input_spectrum_saving(), blfft.get_saved_spectrum_dtype())
+    blfft.set_input_spectrum_saving(mode)
+    blfft.set_saved_spectrum_dtype(saved_dtype)
+    try:
+        res = []
+        for kw in [dict(energy=0.99), dict(compress_rate=0.0)]:
+            x = x0.clone().requires_grad_(True)
+            w = w0.clone().requires_grad_(True)
+            y = BF.conv2d(x * 2, w, None, 1, 1, **kw)
+            gx, gw = torch.autograd.grad(y.square().sum(), (x, w), create_graph=True)
+            res.append((y, gx, gw, torch.autograd.grad(gw.square().sum(), w)[0]))
+        band = _ops.select_band(x0, w0.shape, [1, 1], [1, 1], [1, 1], 1, 0.99)[0]
+        assert band == [8, 8]  # the whole 14 x 14 grid
+        for a, b in zip(*res):
+            assert torch.equal(a, b)
+    finally:
+        blfft.set_input_spectrum_saving(modes[0])
+        blfft.set_saved_spectrum_dtype(modes[1])
