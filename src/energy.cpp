@@ -166,19 +166,25 @@ template <class T>
 class band_spectra {
  public:
   band_spectra(const conv_params& p, const tensor_view<const T>& x, const plan_options& options,
-               spectrum_view<T> out)
-      : p_(p), x_(x), options_(options), out_(out) {}
+               const spectrum_allocator<T>& allocate)
+      : p_(p), x_(x), options_(options), allocate_(allocate) {}
 
   /// The geometry of candidate `c`'s band and the energies of its kept bins.
   std::pair<geometry, std::vector<double>> energies(const candidate& c) {
     const auto plan = get_plan<T>(p_, compression::band(c.i_h, c.i_w), options_);
     const geometry& g = plan->geometry();
     const int64_t n = g.x_spectrum_size();
-    auto tmp = detail::take_workspace<T>(out_.given() ? 0 : n, "energy spectrum");
-    T* spec = out_.given() ? out_.data : tmp.data();
+    auto tmp = detail::take_workspace<T>(allocate_ ? 0 : n, "energy spectrum");
+    T* spec = tmp.data();
     held_ = false;  // (until the transform is done)
+    if (allocate_) {
+      const spectrum_view<T> buf = allocate_(n);
+      BLFFT_EXPECTS(buf.given() && buf.size >= n, error_code::invalid_argument,
+                    "the spectrum allocator gave ", buf.size, " scalars for ", n);
+      spec = buf.data;
+    }
     plan->input_spectrum(x_, {spec, n});
-    held_ = out_.given();
+    held_ = static_cast<bool>(allocate_);
     held_rows_ = g.kept_rows;
     held_cols_ = g.kept_cols;
     std::vector<double> e(static_cast<size_t>(g.kept), 0.0);
@@ -186,7 +192,7 @@ class band_spectra {
     return {g, std::move(e)};
   }
 
-  /// Whether the caller's buffer holds the spectrum of `g`'s kept set.
+  /// Whether the caller's last buffer holds the spectrum of `g`'s kept set.
   bool holds(const geometry& g) const {
     return held_ && g.kept_rows == held_rows_ && g.kept_cols == held_cols_;
   }
@@ -201,16 +207,16 @@ class band_spectra {
     return band_energy(own, own_e, c.i_h, c.i_w);
   }
 
-  /// Makes the caller's buffer, if any, hold candidate `c`'s spectrum.
+  /// Makes the caller's last buffer, if any, hold candidate `c`'s spectrum.
   void hand_over(const candidate& c) {
-    if (out_.given() && !holds(make_geometry(p_, compression::band(c.i_h, c.i_w)))) energies(c);
+    if (allocate_ && !holds(make_geometry(p_, compression::band(c.i_h, c.i_w)))) energies(c);
   }
 
  private:
   const conv_params& p_;
   const tensor_view<const T>& x_;
   plan_options options_;
-  spectrum_view<T> out_;
+  const spectrum_allocator<T>& allocate_;
   bool held_ = false;
   std::vector<int64_t> held_rows_, held_cols_;
 };
@@ -313,16 +319,25 @@ template <class T>
 energy_selection select_by_energy(const conv_params& p, const tensor_view<const T>& x,
                                   double fraction, const plan_options& options,
                                   spectrum_view<T> x_spectrum) {
+  const int64_t whole = make_geometry(p, compression::none()).x_spectrum_size();
+  BLFFT_EXPECTS(x_spectrum.given() && x_spectrum.size >= whole, error_code::invalid_argument,
+                "x_spectrum has ", x_spectrum.size,
+                " scalars, fewer than the whole grid's input spectrum (", whole,
+                ", make_geometry(p, compression::none()).x_spectrum_size())");
+  return select_by_energy<T>(p, x, fraction, options,
+                             [&](int64_t n) { return spectrum_view<T>(x_spectrum.data, n); });
+}
+
+template <class T>
+energy_selection select_by_energy(const conv_params& p, const tensor_view<const T>& x,
+                                  double fraction, const plan_options& options,
+                                  const spectrum_allocator<T>& allocate) {
   detail::refuse_energy_3d(p);  // 1D/2D only (README: Limitations)
   BLFFT_EXPECTS(std::isfinite(fraction) && fraction > 0.0 && fraction <= 1.0,
                 error_code::invalid_argument, "energy fraction must be in (0, 1], got ", fraction);
   const geometry full = make_geometry(p, compression::none());
   check_input(full, x);
-  const bool hand_over = x_spectrum.given();
-  BLFFT_EXPECTS(!hand_over || x_spectrum.size >= full.x_spectrum_size(),
-                error_code::invalid_argument, "x_spectrum has ", x_spectrum.size,
-                " scalars, fewer than the whole grid's input spectrum (", full.x_spectrum_size(),
-                ", make_geometry(p, compression::none()).x_spectrum_size())");
+  const bool hand_over = static_cast<bool>(allocate);
   const auto family = candidates(full);
   const std::size_t last = family.size() - 1;  // rate 0: the whole grid
   std::vector<int64_t> key;
@@ -371,7 +386,7 @@ energy_selection select_by_energy(const conv_params& p, const tensor_view<const 
   const double target = fraction * total;
   const double margin = (sizeof(T) == sizeof(float) ? 1e-4 : 1e-10) * total;
   bool close = !(total < max_bin * max_bin);
-  band_spectra<T> spectra(p, x, options, x_spectrum);
+  band_spectra<T> spectra(p, x, options, allocate);
   const auto chosen = [&](std::size_t j, double kept) {
     hints().put(std::move(key), j);
     spectra.hand_over(family[j]);
@@ -419,5 +434,13 @@ template BLFFT_API energy_selection select_by_energy<double>(const conv_params&,
                                                              const tensor_view<const double>&,
                                                              double, const plan_options&,
                                                              spectrum_view<double>);
+template BLFFT_API energy_selection select_by_energy<float>(const conv_params&,
+                                                            const tensor_view<const float>&, double,
+                                                            const plan_options&,
+                                                            const spectrum_allocator<float>&);
+template BLFFT_API energy_selection select_by_energy<double>(const conv_params&,
+                                                             const tensor_view<const double>&,
+                                                             double, const plan_options&,
+                                                             const spectrum_allocator<double>&);
 
 }  // namespace blfft

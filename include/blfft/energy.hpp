@@ -4,6 +4,7 @@
 /// least a fraction E of the input spectrum's energy.
 
 #include <array>
+#include <functional>
 #include <vector>
 
 #include "blfft/export.hpp"
@@ -20,8 +21,8 @@ struct energy_selection {
   std::array<int64_t, 2> limits{};  ///< {i_h, i_w}
   double achieved_rate = 0.0;       ///< 1 - kept / total for that set
   double energy_kept = 0.0;         ///< fraction of the energy inside the kept set
-  /// Only from the overload with an `x_spectrum` buffer: the buffer holds the input's spectrum at
-  /// the chosen kept set (always, once that overload returns).
+  /// Only from the overloads with buffers (an allocator or `x_spectrum`): a buffer holds the
+  /// input's spectrum at the chosen kept set (always, once they return).
   bool x_spectrum = false;
 };
 
@@ -42,17 +43,29 @@ template <class T>
 BLFFT_API energy_selection select_by_energy(const conv_params& p, const tensor_view<const T>& x,
                                             double fraction);
 
+/// Gives select_by_energy a buffer of at least `scalars` scalars for an input spectrum it may hand
+/// over (caller-owned memory; it must stay valid until select_by_energy returns).
+template <class T>
+using spectrum_allocator = std::function<spectrum_view<T>(int64_t scalars)>;
+
 /// The same choice, and the input's spectrum at the chosen kept set for the forward at that set:
 /// every band the search transforms is transformed by the input transform of the plan that
-/// get_plan<T>(p, compression::band(i_h, i_w), options) gives, so that, when given, `x_spectrum`
-/// (at least make_geometry(p, compression::none()).x_spectrum_size() scalars) receives in its
-/// first geometry().x_spectrum_size() scalars exactly the bits that plan's input_spectrum() makes
-/// (the same thread count): plan::forward_with_input_spectrum then skips the input transform.
-/// The report depends on `options` only through the rounding of energy_kept (thread-count
-/// independent with options.deterministic; the overload above is this one with it).
+/// get_plan<T>(p, compression::band(i_h, i_w), options) gives, into a buffer from `allocate`, so
+/// that the buffer `allocate` gave last holds, in its first geometry().x_spectrum_size() scalars,
+/// exactly the bits that plan's input_spectrum() makes (the same thread count):
+/// plan::forward_with_input_spectrum then skips the input transform. The report depends on
+/// `options` only through the rounding of energy_kept (thread-count independent with
+/// options.deterministic; the three-argument overload is this one with it and no allocator).
 template <class T>
 BLFFT_API energy_selection select_by_energy(const conv_params& p, const tensor_view<const T>& x,
                                             double fraction, const plan_options& options,
-                                            spectrum_view<T> x_spectrum = {});
+                                            const spectrum_allocator<T>& allocate = {});
+
+/// The same with one buffer, `x_spectrum`, of at least make_geometry(p, compression::none())
+/// .x_spectrum_size() scalars (the largest kept set's), which receives the chosen set's spectrum.
+template <class T>
+BLFFT_API energy_selection select_by_energy(const conv_params& p, const tensor_view<const T>& x,
+                                            double fraction, const plan_options& options,
+                                            spectrum_view<T> x_spectrum);
 
 }  // namespace blfft

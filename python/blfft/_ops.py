@@ -242,10 +242,9 @@ def _forward(x, weight, bias, conf, saving, handed: Optional[Tensor] = None):
         be.forward(p, c, dl(x), dl(weight), dl(b), dl(y), dl(xs), dl(ws), *stream, **det)
     else:
         be.forward_with_input_spectrum(p, c, dl(handed), dl(weight), dl(b), dl(y), dl(ws), **det)
-        # Kept for backward as conv_forward keeps it; the hand-over buffer has the whole grid's
-        # size, so a smaller kept set's spectrum is copied out of it rather than holding it all.
-        # (A view of the whole one: autograd.Function may not save an input returned as is.)
-        xs = None if not nx else handed.view_as(handed) if handed._base is None else handed.clone()
+        # Kept for backward as conv_forward keeps it (a view: autograd.Function may not save an
+        # input returned as it is).
+        xs = handed.view_as(handed) if nx else None
     store = SAVED_DTYPES[saved_dtype]
     if store is not None:  # the full-precision spectra are temporaries, freed on return
         xs = None if xs is None else xs.to(store)
@@ -1039,34 +1038,37 @@ def _select_band(
 def _select_for_forward(x: Tensor, w_shape, stride, padding, dilation, groups, fraction):
     """_select_band, and x's spectrum at the chosen kept set for conv_diff_handed_over (the bits
     the forward's own input transform makes: the core's selection transforms with the forward's
-    plans), or None where the selection cannot hand it over (CUDA tensors; a whole-grid
-    spectrum beyond the buffer cap)."""
+    plans), or None where the selection cannot hand it over (CUDA tensors; a band it tried
+    beyond the buffer cap)."""
     return _selection(x, w_shape, stride, padding, dilation, groups, fraction, True)
 
 
 def _selection(x, w_shape, stride, padding, dilation, groups, fraction, hand_over: bool):
     be, stream = backend_for(x, "input")
     x = _up(x)  # half-precision inputs are looked at in float32, as they are computed
-    conv = (stride, padding, dilation, groups)
-    p, _, g = geometry(x.shape, w_shape, *conv, 0.0, ())
+    p, _, g = geometry(x.shape, w_shape, stride, padding, dilation, groups, 0.0, ())
     # An output the forward would refuse is refused before the selection, which reads the whole
     # input (an expanded batch of 2**51 samples: minutes).
     check_buffer(x, g.output_shape, "output")
-    # The hand-over buffer holds the whole grid's spectrum (the largest kept set: the core
-    # chooses); untouched pages beyond the chosen set's cost nothing.
-    buf = None
-    if hand_over and is_cpu(be):
-        try:
-            buf = alloc(x, (g.x_spectrum_size,), "input spectrum")
-        except MemoryError:
-            pass  # the selection without it, the forward then transforms x itself
+    handed = None
     try:
-        if buf is None:
-            sel = be.select_by_energy(p, dl(x), float(fraction), *stream)
+        if hand_over and is_cpu(be):
+            try:
+                # The core asks for a buffer per band it transforms; the last one holds the
+                # chosen set's spectrum.
+                sel, handed = be.select_by_energy_for_forward(
+                    p,
+                    dl(x),
+                    float(fraction),
+                    lambda n: alloc(x, (n,), "input spectrum"),
+                    **deterministic_kw(be),
+                )
+            except MemoryError:
+                # A band the search tried is beyond the buffer cap (the chosen one may not be):
+                # the selection without hand-over, whose forward transforms x itself.
+                sel, handed = be.select_by_energy(p, dl(x), float(fraction), *stream), None
         else:
-            sel = be.select_by_energy_for_forward(
-                p, dl(x), float(fraction), dl(buf), **deterministic_kw(be)
-            )
+            sel = be.select_by_energy(p, dl(x), float(fraction), *stream)
     except ValueError:
         # A NaN or Inf makes every bin's energy non-finite: no kept set can be chosen (the core
         # refuses it; the input is looked at only then, a pass over it cost 10-35% of the
@@ -1077,11 +1079,7 @@ def _selection(x, w_shape, stride, padding, dilation, groups, fraction, hand_ove
                 "or Inf); use compress_rate= instead, or clean the input"
             ) from None
         raise
-    band = [int(sel.limits[0]), int(sel.limits[1])]
-    if buf is None:
-        return band, sel, None
-    n = geometry(x.shape, w_shape, *conv, 0.0, band)[2].x_spectrum_size
-    return band, sel, (buf if n == buf.numel() else buf[:n])
+    return [int(sel.limits[0]), int(sel.limits[1])], sel, handed
 
 
 select_band = eager_only(_select_band)

@@ -92,24 +92,38 @@ struct cpu_backend {
 // kept set in the caller's buffer, and the forward takes it instead of transforming x again.
 using cpu_entry = entry_points<cpu_backend>;
 
-blfft::energy_selection select_by_energy_for_forward(const blfft::conv_params& p,
-                                                     const py::object& x, double fraction,
-                                                     const py::object& x_spectrum,
-                                                     bool deterministic) {
-  std::array<opt_imported, 2> a;
-  cpu_entry::import_args(a, {{x, "input", true}, {x_spectrum, "x_spectrum", true}}, 0,
-                         "input and x_spectrum are required");
+/// select_by_energy handing over (blfft::spectrum_allocator): `allocate(n)` (called with the GIL)
+/// returns a tensor of n scalars of x's dtype on the host; returns the selection and the tensor
+/// that holds the chosen kept set's spectrum.
+py::tuple select_by_energy_for_forward(const blfft::conv_params& p, const py::object& x,
+                                       double fraction, const py::function& allocate,
+                                       bool deterministic) {
+  std::array<opt_imported, 1> a;
+  cpu_entry::import_args(a, {{x, "input", true}}, 0, "input is required");
   cpu_backend::device_policy dev;
-  const scalar s = check_common({ptr(a[0])}, {spectrum_arg(a[1])}, dev);
-  py::gil_scoped_release nogil;
-  return with_dtype(s, [&](auto tag) {
-    using T = decltype(tag);
-    blfft::plan_options o;
-    o.deterministic = deterministic;
-    const int64_t n = blfft::make_geometry(p, blfft::compression::none()).x_spectrum_size();
-    return blfft::select_by_energy<T>(p, view_of<const T>(*a[0]), fraction, o,
-                                      spectrum_of<T>(*a[1], n));
-  });
+  const scalar s = check_common({ptr(a[0])}, {}, dev);
+  // The buffers, alive until the GIL is back (their DLPack deleters need it).
+  std::vector<std::pair<py::object, std::unique_ptr<imported>>> buffers;
+  blfft::energy_selection sel;
+  {
+    py::gil_scoped_release nogil;
+    sel = with_dtype(s, [&](auto tag) {
+      using T = decltype(tag);
+      const blfft::spectrum_allocator<T> take = [&](int64_t n) {
+        py::gil_scoped_acquire gil;
+        py::object t = allocate(n);
+        auto in = std::make_unique<imported>(t, "allocated spectrum");
+        check_common({ptr(a[0])}, {in.get()}, dev);  // x's dtype, on the host
+        const auto view = spectrum_of<T>(*in, n);
+        buffers.emplace_back(std::move(t), std::move(in));
+        return view;
+      };
+      blfft::plan_options o;
+      o.deterministic = deterministic;
+      return blfft::select_by_energy<T>(p, view_of<const T>(*a[0]), fraction, o, take);
+    });
+  }
+  return py::make_tuple(sel, buffers.empty() ? py::none() : buffers.back().first);
 }
 
 void forward_with_input_spectrum(const blfft::conv_params& p, const blfft::compression& c,
@@ -328,12 +342,11 @@ PYBIND11_MODULE(_core, m) {
   // (host calls are synchronous).
   register_compute<cpu_backend>(m, py::arg("stream") = 0);
   m.def("select_by_energy_for_forward", &select_by_energy_for_forward, py::arg("params"),
-        py::arg("input"), py::arg("fraction"), py::arg("x_spectrum"), py::kw_only(),
+        py::arg("input"), py::arg("fraction"), py::arg("allocate"), py::kw_only(),
         py::arg("deterministic") = false,
-        "select_by_energy, leaving the input's spectrum at the chosen kept set in x_spectrum "
-        "(the whole grid's input spectrum size; its first geometry().x_spectrum_size scalars), "
-        "as the plan of that set with `deterministic` makes it: forward_with_input_spectrum "
-        "takes it over.");
+        "(selection, spectrum): select_by_energy, and the input's spectrum at the chosen kept "
+        "set as the plan of that set with `deterministic` makes it (forward_with_input_spectrum "
+        "takes it over), in a tensor from allocate(n) (n scalars of the input's dtype).");
   m.def("forward_with_input_spectrum", &forward_with_input_spectrum, py::arg("params"),
         py::arg("compression"), py::arg("x_spectrum"), py::arg("weight"), py::arg("bias"),
         py::arg("output"), py::arg("w_spectrum") = py::none(), py::kw_only(),

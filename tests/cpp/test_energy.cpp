@@ -410,6 +410,19 @@ void check_hand_over(const conv_params& p, bool deterministic) {
     std::vector<T> want(static_cast<size_t>(g.x_spectrum_size()));
     plan->input_spectrum(xv, {want.data(), g.x_spectrum_size()});
     ASSERT_EQ(0, std::memcmp(buf.data(), want.data(), want.size() * sizeof(T)));
+    // The allocator overload: a buffer per band transformed, each of that band's size, the last
+    // one holding the chosen set's spectrum.
+    std::vector<std::vector<T>> bufs;
+    const auto by_allocator = blfft::select_by_energy<T>(p, xv, E, o, [&](int64_t n) {
+      bufs.emplace_back(static_cast<size_t>(n), std::numeric_limits<T>::quiet_NaN());
+      return spectrum_view<T>(bufs.back().data(), n);
+    });
+    EXPECT_EQ(by_allocator.limits, s.limits);
+    EXPECT_EQ(by_allocator.energy_kept, s.energy_kept);
+    ASSERT_TRUE(by_allocator.x_spectrum);
+    ASSERT_FALSE(bufs.empty());
+    ASSERT_EQ(bufs.back().size(), want.size());
+    EXPECT_EQ(0, std::memcmp(bufs.back().data(), want.data(), want.size() * sizeof(T)));
     // The forward from it against forward() on the input: output and weight spectrum.
     const int64_t ny = dims_of(p).output_size(), nw = g.w_spectrum_size();
     std::vector<T> y1(static_cast<size_t>(ny)), y2(y1.size()), ws1(static_cast<size_t>(nw)),

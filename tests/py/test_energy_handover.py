@@ -84,34 +84,38 @@ def test_energy_call_is_the_fixed_rate_call_bit_for_bit(shape, dtype, determinis
         blfft.set_deterministic(before)
 
 
-def test_kept_spectrum_holds_only_the_chosen_set():
-    # The hand-over buffer has the whole grid's size; a smaller chosen set's spectrum, kept for
-    # backward, must not hold the whole buffer (what the fixed-rate call holds, no more).
+def test_kept_spectrum_is_exactly_the_chosen_sets():
+    # What backward keeps is the chosen set's spectrum, in a buffer of its size (the core asks
+    # Python for a buffer per band it transforms): no more than the fixed-rate call holds.
     gen = torch.Generator().manual_seed(3)
     x = _smooth((4, 8, 32, 32), gen).float().requires_grad_(True)
     w = torch.randn(8, 8, 3, 3, generator=gen).requires_grad_(True)
     y = BF.conv2d(x, w, None, 1, 1, energy=0.9)
-    node = y.grad_fn
-    saved = [t for t in node.saved_tensors if t is not None and t.dim() == 1]
-    assert saved, "the input spectrum is kept at this rate"
-    for t in saved:
-        assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
+    band = _ops.select_band(x.detach(), w.shape, [1, 1], [1, 1], [1, 1], 1, 0.9)[0]
+    g = _ops.geometry(x.shape, w.shape, [1, 1], [1, 1], [1, 1], 1, 0.0, band)[2]
+    xs = y.grad_fn.saved_tensors[1]  # (x, its spectrum, weight, its spectrum)
+    assert xs is not None and xs.numel() == g.x_spectrum_size  # kept at this rate
+    assert xs.untyped_storage().nbytes() == g.x_spectrum_size * 4
 
 
-def test_energy_under_a_buffer_cap_below_the_whole_grid_still_exact(monkeypatch):
-    # The whole grid's spectrum beyond the buffer cap: the selection hands nothing over and the
-    # forward transforms x itself, with the same result.
+def test_band_beyond_the_buffer_cap_falls_back_exactly(monkeypatch):
+    # The layer's last call chose the whole grid (broadband input), so the search starts there;
+    # with the buffer cap below the whole grid's spectrum that buffer is refused, the selection
+    # runs without hand-over and the forward transforms x itself: the same result.
     gen = torch.Generator().manual_seed(5)
-    x = _smooth((16, 32, 48, 48), gen).float()  # a whole-grid spectrum beyond the scratch's
-    w = torch.randn(3, 32, 3, 3, generator=gen)
-    b = torch.zeros(3)
-    want = _call(x, w, b, energy=0.9)
+    shape = (128, 16, 32, 32)  # the whole grid's spectrum (10 MB) beyond an 8 MB map chunk
+    smooth = _smooth(shape, gen).float()
+    noise = torch.randn(shape, generator=gen)
+    w = torch.randn(2, 16, 3, 3, generator=gen)
+    b = torch.zeros(2)
+    want = _call(smooth, w, b, energy=0.95)
+    g = _ops.geometry(shape, w.shape, [1, 1], [1, 1], [1, 1], 1, 0.0, ())[2]
     before = blfft.get_max_buffer_size()
-    g = _ops.geometry(x.shape, w.shape, [1, 1], [1, 1], [1, 1], 1, 0.0, ())[2]
+    _call(noise, w, b, energy=0.95)  # the hint: the whole grid
     blfft.set_max_buffer_size(4 * g.x_spectrum_size - 1)  # (float32) the whole grid's, less 1
     calls = _count_transforms(monkeypatch)
     try:
-        got = _call(x, w, b, energy=0.9)
+        got = _call(smooth, w, b, energy=0.95)
     finally:
         blfft.set_max_buffer_size(before)
     assert calls == {"forward": 1, "forward_with_input_spectrum": 0}
