@@ -161,7 +161,8 @@ energy_selection selection(const conv_params& p, const candidate& c, double kept
 /// plan at that band (the plan cache's, with the caller's options): a spectrum the forward at
 /// the chosen band can take over (plan::forward_with_input_spectrum), and energies that are the
 /// same bits whichever band the search transformed first, i.e. whatever the calls before (the
-/// hints). Into the caller's buffer where given, else into a workspace.
+/// hints). Into buffers from the caller's allocator where given (the last one holds the last band
+/// transformed), else into a workspace.
 template <class T>
 class band_spectra {
  public:
@@ -221,36 +222,50 @@ class band_spectra {
   std::vector<int64_t> held_rows_, held_cols_;
 };
 
+/// Sum of v[i]^2 over n contiguous values, in double (a long 1D row summed in T would lose the
+/// margin of the staged search), in 8 independent partial sums: one sum's chain of dependent
+/// additions made this pass latency-bound, slower than the input transform it precedes.
+template <class T>
+double contiguous_sum_of_squares(const T* v, int64_t n) {
+  constexpr int lanes = 8;
+  double part[lanes] = {};
+  int64_t i = 0;
+  for (; i + lanes <= n; i += lanes)
+    for (int l = 0; l < lanes; ++l) part[l] += double(v[i + l]) * double(v[i + l]);
+  double s = 0;
+  for (; i < n; ++i) s += double(v[i]) * double(v[i]);
+  for (double p : part) s += p;
+  return s;
+}
+
 /// Sum of x^2 over the input (double): the spectrum's energy is Lh Lw times this (Parseval).
+/// Image by image, in a fixed order: the same bits for any thread count.
 template <class T>
 double sum_of_squares(const geometry& g, const tensor_view<const T>& x) {
   const auto& q = g.params;
   const auto img = detail::as_image(x);
-  const int64_t rows = q.batch * q.in_channels;
-  std::vector<double> per_row(static_cast<size_t>(rows));
-  const bool parallel = rows * q.input[0] * q.input[1] >= 65536;
-  detail::parallel_for(rows, parallel ? detail::thread_count() : 1, parallel, [&](int64_t j) {
+  const int64_t images = q.batch * q.in_channels, H = q.input[0], W = q.input[1];
+  std::vector<double> per_image(static_cast<size_t>(images));
+  const bool parallel = images * H * W >= 65536;
+  detail::parallel_for(images, parallel ? detail::thread_count() : 1, parallel, [&](int64_t j) {
     const T* base =
         img.data + (j / q.in_channels) * img.stride_b + (j % q.in_channels) * img.stride_ch;
     double s = 0;
-    for (int64_t h = 0; h < q.input[0]; ++h) {
-      const T* row = base + h * img.stride_h;
-      double r = 0;  // in double: a long 1D row summed in T would lose the margin below
-      if (img.stride_w == 1) {
-#pragma omp simd reduction(+ : r)
-        for (int64_t w = 0; w < q.input[1]; ++w) r += double(row[w]) * double(row[w]);
-      } else {
-        for (int64_t w = 0; w < q.input[1]; ++w) {
-          const double v = row[w * img.stride_w];
-          r += v * v;
+    if (img.stride_w == 1 && img.stride_h == W) {
+      s = contiguous_sum_of_squares(base, H * W);  // (a contiguous image: one span)
+    } else if (img.stride_w == 1) {
+      for (int64_t h = 0; h < H; ++h) s += contiguous_sum_of_squares(base + h * img.stride_h, W);
+    } else {
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t w = 0; w < W; ++w) {
+          const double v = base[h * img.stride_h + w * img.stride_w];
+          s += v * v;
         }
-      }
-      s += r;
     }
-    per_row[static_cast<size_t>(j)] = s;
+    per_image[static_cast<size_t>(j)] = s;
   });
   double s = 0;
-  for (double v : per_row) s += v;
+  for (double v : per_image) s += v;
   return s;
 }
 
