@@ -70,7 +70,9 @@ template <class T>
 void add_energies(const geometry& g, const T* spec, int64_t nb, std::vector<double>& e) {
   const int64_t Lw = g.grid[1], C = g.params.in_channels;
   const int64_t nc = static_cast<int64_t>(g.kept_cols.size());
-  const bool parallel = g.kept * nb * C >= 32768;
+  // (A few MB of spectrum before a second thread pays: at a high rate the sums are a fraction of
+  // a millisecond, less than waking the team under load.)
+  const bool parallel = 2 * g.kept * nb * C >= (int64_t{1} << 20);
   detail::parallel_for(g.kept, parallel ? detail::thread_count() : 1, parallel, [&](int64_t k) {
     const int64_t col = g.kept_cols[static_cast<size_t>(k % nc)];
     // Columns other than DC and Nyquist stand for a conjugate pair.
