@@ -63,14 +63,41 @@ void check_input(const geometry& g, const tensor_view<const T>& x) {
     BLFFT_EXPECTS(s >= 0, error_code::invalid_argument, "input strides must be non-negative");
 }
 
+/// Adds to `e` the energy of each kept bin of `g` in `spec`, a spectrum of `nb` images in the
+/// plans' layout ([k][re | im][b * C + c]), summed sample by sample in batch order, a column that
+/// stands for a conjugate pair counted twice. Bins are independent, so they run in parallel.
+template <class T>
+void add_energies(const geometry& g, const T* spec, int64_t nb, std::vector<double>& e) {
+  const int64_t Lw = g.grid[1], C = g.params.in_channels;
+  const int64_t nc = static_cast<int64_t>(g.kept_cols.size());
+  // (A few MB of spectrum before a second thread pays: at a high rate the sums are a fraction of
+  // a millisecond, less than waking the team under load.)
+  const bool parallel = 2 * g.kept * nb * C >= (int64_t{1} << 20);
+  detail::parallel_for(g.kept, parallel ? detail::thread_count() : 1, parallel, [&](int64_t k) {
+    const int64_t col = g.kept_cols[static_cast<size_t>(k % nc)];
+    // Columns other than DC and Nyquist stand for a conjugate pair.
+    const double weight = (col == 0 || 2 * col == Lw) ? 1.0 : 2.0;
+    const T* re = spec + 2 * k * nb * C;
+    const T* im = re + nb * C;
+    double acc = e[static_cast<size_t>(k)];
+    for (int64_t b = 0; b < nb; ++b) {
+      double s = 0;
+      for (int64_t c = b * C; c < (b + 1) * C; ++c)
+        s += double(re[c]) * double(re[c]) + double(im[c]) * double(im[c]);
+      acc += weight * s;
+    }
+    e[static_cast<size_t>(k)] = acc;
+  });
+}
+
 /// Energy of each kept bin of `g` (kept frequency k = row index * kept columns + column index),
-/// summed over batch and channels, a column that stands for a conjugate pair counted twice.
+/// summed over batch and channels: the energy map's, made the same way for any thread count.
 template <class T>
 std::vector<double> kept_energies(const geometry& g, const tensor_view<const T>& x) {
   check_input(g, x);
   const auto& q = g.params;
   const detail::layer_placements at(g);
-  const int64_t Lw = g.grid[1], C = q.in_channels, nc = static_cast<int64_t>(g.kept_cols.size());
+  const int64_t C = q.in_channels;
   // Samples are transformed in chunks: one sample at a time made tiny transforms (the selection
   // cost 40% of a whole forward and backward), the whole batch at once would hold its whole
   // spectrum. A chunk's spectrum stays within energy_chunk_bytes (at least one sample).
@@ -90,24 +117,7 @@ std::vector<double> kept_energies(const geometry& g, const tensor_view<const T>&
     auto img = detail::as_image(x);
     img.data += n0 * img.stride_b;
     t->analyse(img, spec.data());
-    // Spectrum layout: [k][re | im][b * C + c]. Each bin's energy is summed sample by sample in
-    // batch order, whatever the chunking; bins are independent, so they run in parallel.
-    const bool parallel = g.kept * nb * C >= 32768;
-    detail::parallel_for(g.kept, parallel ? detail::thread_count() : 1, parallel, [&](int64_t k) {
-      const int64_t col = g.kept_cols[static_cast<size_t>(k % nc)];
-      // Columns other than DC and Nyquist stand for a conjugate pair.
-      const double weight = (col == 0 || 2 * col == Lw) ? 1.0 : 2.0;
-      const T* re = spec.data() + 2 * k * nb * C;
-      const T* im = re + nb * C;
-      double acc = e[static_cast<size_t>(k)];
-      for (int64_t b = 0; b < nb; ++b) {
-        double s = 0;
-        for (int64_t c = b * C; c < (b + 1) * C; ++c)
-          s += double(re[c]) * double(re[c]) + double(im[c]) * double(im[c]);
-        acc += weight * s;
-      }
-      e[static_cast<size_t>(k)] = acc;
-    });
+    add_energies(g, spec.data(), nb, e);
   }
   return e;
 }
@@ -149,48 +159,115 @@ energy_selection selection(const conv_params& p, const candidate& c, double kept
   return s;
 }
 
-/// The energy held by candidate `c`'s band, from a transform of that band alone (its own
-/// geometry `gc`, or `e`, the energies of `g`'s bins, when `g` is that band): the same bits
-/// whichever band the search transformed, i.e. whatever the calls before (the hints).
+/// The input's spectra at bands of the family, each from the input transform of the forward
+/// plan at that band (the plan cache's, with the caller's options): a spectrum the forward at
+/// the chosen band can take over (plan::forward_with_input_spectrum), and energies that are the
+/// same bits whichever band the search transformed first, i.e. whatever the calls before (the
+/// hints). Into buffers from the caller's allocator where given (the last one holds the last band
+/// transformed), else into a workspace.
 template <class T>
-double band_kept(const conv_params& p, const candidate& c, const geometry& g,
-                 const std::vector<double>& e, const tensor_view<const T>& x) {
-  const geometry gc = make_geometry(p, compression::band(c.i_h, c.i_w));
-  if (gc.kept_rows == g.kept_rows && gc.kept_cols == g.kept_cols)
-    return band_energy(g, e, c.i_h, c.i_w);
-  return band_energy(gc, kept_energies<T>(gc, x), c.i_h, c.i_w);
+class band_spectra {
+ public:
+  band_spectra(const conv_params& p, const tensor_view<const T>& x, const plan_options& options,
+               const spectrum_allocator<T>& allocate)
+      : p_(p), x_(x), options_(options), allocate_(allocate) {}
+
+  /// The geometry of candidate `c`'s band and the energies of its kept bins.
+  std::pair<geometry, std::vector<double>> energies(const candidate& c) {
+    const auto plan = get_plan<T>(p_, compression::band(c.i_h, c.i_w), options_);
+    const geometry& g = plan->geometry();
+    const int64_t n = g.x_spectrum_size();
+    auto tmp = detail::take_workspace<T>(allocate_ ? 0 : n, "energy spectrum");
+    T* spec = tmp.data();
+    held_ = false;  // (until the transform is done)
+    if (allocate_) {
+      const spectrum_view<T> buf = allocate_(n);
+      BLFFT_EXPECTS(buf.given() && buf.size >= n, error_code::invalid_argument,
+                    "the spectrum allocator gave ", buf.size, " scalars for ", n);
+      spec = buf.data;
+    }
+    plan->input_spectrum(x_, {spec, n});
+    held_ = static_cast<bool>(allocate_);
+    held_rows_ = g.kept_rows;
+    held_cols_ = g.kept_cols;
+    std::vector<double> e(static_cast<size_t>(g.kept), 0.0);
+    add_energies(g, spec, p_.batch, e);
+    return {g, std::move(e)};
+  }
+
+  /// Whether the caller's last buffer holds the spectrum of `g`'s kept set.
+  bool holds(const geometry& g) const {
+    return held_ && g.kept_rows == held_rows_ && g.kept_cols == held_cols_;
+  }
+
+  /// The energy held by candidate `c`'s band, from that band's own transform (`e`, the energies
+  /// of `g`'s bins, when `g` is that band).
+  double kept(const candidate& c, const geometry& g, const std::vector<double>& e) {
+    const geometry gc = make_geometry(p_, compression::band(c.i_h, c.i_w));
+    if (gc.kept_rows == g.kept_rows && gc.kept_cols == g.kept_cols)
+      return band_energy(g, e, c.i_h, c.i_w);
+    const auto [own, own_e] = energies(c);
+    return band_energy(own, own_e, c.i_h, c.i_w);
+  }
+
+  /// Makes the caller's last buffer, if any, hold candidate `c`'s spectrum.
+  void hand_over(const candidate& c) {
+    if (allocate_ && !holds(make_geometry(p_, compression::band(c.i_h, c.i_w)))) energies(c);
+  }
+
+ private:
+  const conv_params& p_;
+  const tensor_view<const T>& x_;
+  plan_options options_;
+  const spectrum_allocator<T>& allocate_;
+  bool held_ = false;
+  std::vector<int64_t> held_rows_, held_cols_;
+};
+
+/// Sum of v[i]^2 over n contiguous values, in double (a long 1D row summed in T would lose the
+/// margin of the staged search), in 8 independent partial sums: one sum's chain of dependent
+/// additions made this pass latency-bound, slower than the input transform it precedes.
+template <class T>
+double contiguous_sum_of_squares(const T* v, int64_t n) {
+  constexpr int lanes = 8;
+  double part[lanes] = {};
+  int64_t i = 0;
+  for (; i + lanes <= n; i += lanes)
+    for (int l = 0; l < lanes; ++l) part[l] += double(v[i + l]) * double(v[i + l]);
+  double s = 0;
+  for (; i < n; ++i) s += double(v[i]) * double(v[i]);
+  for (double p : part) s += p;
+  return s;
 }
 
 /// Sum of x^2 over the input (double): the spectrum's energy is Lh Lw times this (Parseval).
+/// Image by image, in a fixed order: the same bits for any thread count.
 template <class T>
 double sum_of_squares(const geometry& g, const tensor_view<const T>& x) {
   const auto& q = g.params;
   const auto img = detail::as_image(x);
-  const int64_t rows = q.batch * q.in_channels;
-  std::vector<double> per_row(static_cast<size_t>(rows));
-  const bool parallel = rows * q.input[0] * q.input[1] >= 65536;
-  detail::parallel_for(rows, parallel ? detail::thread_count() : 1, parallel, [&](int64_t j) {
+  const int64_t images = q.batch * q.in_channels, H = q.input[0], W = q.input[1];
+  std::vector<double> per_image(static_cast<size_t>(images));
+  const bool parallel = images * H * W >= 65536;
+  detail::parallel_for(images, parallel ? detail::thread_count() : 1, parallel, [&](int64_t j) {
     const T* base =
         img.data + (j / q.in_channels) * img.stride_b + (j % q.in_channels) * img.stride_ch;
     double s = 0;
-    for (int64_t h = 0; h < q.input[0]; ++h) {
-      const T* row = base + h * img.stride_h;
-      double r = 0;  // in double: a long 1D row summed in T would lose the margin below
-      if (img.stride_w == 1) {
-#pragma omp simd reduction(+ : r)
-        for (int64_t w = 0; w < q.input[1]; ++w) r += double(row[w]) * double(row[w]);
-      } else {
-        for (int64_t w = 0; w < q.input[1]; ++w) {
-          const double v = row[w * img.stride_w];
-          r += v * v;
+    if (img.stride_w == 1 && img.stride_h == W) {
+      s = contiguous_sum_of_squares(base, H * W);  // (a contiguous image: one span)
+    } else if (img.stride_w == 1) {
+      for (int64_t h = 0; h < H; ++h) s += contiguous_sum_of_squares(base + h * img.stride_h, W);
+    } else {
+      for (int64_t h = 0; h < H; ++h)
+        for (int64_t w = 0; w < W; ++w) {
+          const double v = base[h * img.stride_h + w * img.stride_w];
+          s += v * v;
         }
-      }
-      s += r;
     }
-    per_row[static_cast<size_t>(j)] = s;
+    per_image[static_cast<size_t>(j)] = s;
   });
   double s = 0;
-  for (double v : per_row) s += v;
+  for (double v : per_image) s += v;
   return s;
 }
 
@@ -250,12 +327,36 @@ energy_selection select_by_energy(const conv_params& p, const std::vector<double
 template <class T>
 energy_selection select_by_energy(const conv_params& p, const tensor_view<const T>& x,
                                   double fraction) {
+  plan_options o;
+  o.deterministic = true;  // a report independent of the thread count
+  return select_by_energy<T>(p, x, fraction, o);
+}
+
+template <class T>
+energy_selection select_by_energy(const conv_params& p, const tensor_view<const T>& x,
+                                  double fraction, const plan_options& options,
+                                  spectrum_view<T> x_spectrum) {
+  const int64_t whole = make_geometry(p, compression::none()).x_spectrum_size();
+  BLFFT_EXPECTS(x_spectrum.given() && x_spectrum.size >= whole, error_code::invalid_argument,
+                "x_spectrum has ", x_spectrum.size,
+                " scalars, fewer than the whole grid's input spectrum (", whole,
+                ", make_geometry(p, compression::none()).x_spectrum_size())");
+  return select_by_energy<T>(p, x, fraction, options,
+                             [&](int64_t n) { return spectrum_view<T>(x_spectrum.data, n); });
+}
+
+template <class T>
+energy_selection select_by_energy(const conv_params& p, const tensor_view<const T>& x,
+                                  double fraction, const plan_options& options,
+                                  const spectrum_allocator<T>& allocate) {
   detail::refuse_energy_3d(p);  // 1D/2D only (README: Limitations)
   BLFFT_EXPECTS(std::isfinite(fraction) && fraction > 0.0 && fraction <= 1.0,
                 error_code::invalid_argument, "energy fraction must be in (0, 1], got ", fraction);
   const geometry full = make_geometry(p, compression::none());
   check_input(full, x);
+  const bool hand_over = static_cast<bool>(allocate);
   const auto family = candidates(full);
+  const std::size_t last = family.size() - 1;  // rate 0: the whole grid
   std::vector<int64_t> key;
   detail::append_geometry_key(key, full);
   key.push_back(static_cast<int64_t>(sizeof(T)));
@@ -265,26 +366,31 @@ energy_selection select_by_energy(const conv_params& p, const tensor_view<const 
   // Staged search (the map of every bin costs a transform of the whole grid, more than the
   // forward at a high rate): first only the bins of one band of the family against the total from
   // Parseval: where the last call landed (the same choice again is then decided from its own
-  // band, whose energy_kept needs no other transform), then the next band after it; without a
-  // hint, the band at rate 3/4. A candidate inside a band is decided there when it holds E, and
-  // every smaller one misses E, by more than the rounding of those energies; anything closer, or
-  // beyond those bands, goes to the whole map. Either way the choice is the whole map's (up to
-  // that rounding), and energy_kept comes from the chosen band's own transform: only the cost
-  // depends on the calls before.
+  // band, whose energy_kept needs no other transform, and whose spectrum the forward takes over),
+  // then the next band after it; without a hint, the band at rate 3/4. A candidate inside a band
+  // is decided there when it holds E, and every smaller one misses E, by more than the rounding
+  // of those energies; anything closer, or beyond those bands, goes to the whole map (with a
+  // buffer to hand over, first to the whole grid's band as one more stage: the forward at rate 0
+  // takes it over). Either way the choice is the whole map's (up to that rounding), and
+  // energy_kept comes from the chosen band's own transform: only the cost depends on the calls
+  // before.
   const auto hint = hints().get(key);
   std::vector<std::size_t> stages;
   if (hint) {
-    std::size_t next = std::min(*hint, family.size() - 1);
+    const std::size_t at = std::min(*hint, last);
+    std::size_t next = at;
     const auto same = [&](std::size_t j) {  // (the family repeats some bands)
-      return family[j].i_h == family[*hint].i_h && family[j].i_w == family[*hint].i_w;
+      return family[j].i_h == family[at].i_h && family[j].i_w == family[at].i_w;
     };
-    while (next + 1 < family.size() && same(next)) ++next;
-    stages = {std::min(*hint, family.size() - 1), next};
+    while (next < last && same(next)) ++next;
+    stages = {at};
+    if (!same(next)) stages.push_back(next);
   } else {
     std::size_t stage = 0;
-    while (stage + 1 < family.size() && family[stage].rate > 0.75) ++stage;
+    while (stage < last && family[stage].rate > 0.75) ++stage;
     stages = {stage};
   }
+  if (hand_over && stages.back() != last) stages.push_back(last);
   // Parseval's total (in double: the margin below, and energy_kept, are relative to it); not
   // needed by a family of one band (a grid of one bin: nothing to search, a pass over the input
   // saved).
@@ -297,33 +403,34 @@ energy_selection select_by_energy(const conv_params& p, const tensor_view<const 
   const double target = fraction * total;
   const double margin = (sizeof(T) == sizeof(float) ? 1e-4 : 1e-10) * total;
   bool close = !(total < max_bin * max_bin);
+  band_spectra<T> spectra(p, x, options, allocate);
+  const auto chosen = [&](std::size_t j, double kept) {
+    hints().put(std::move(key), j);
+    spectra.hand_over(family[j]);
+    energy_selection s = selection(p, family[j], kept, total);
+    if (j == last) s.energy_kept = 1.0;  // the whole grid's band holds all of it, exactly
+    s.x_spectrum = hand_over;
+    return s;
+  };
   for (std::size_t stage : stages) {
-    if (close || stage + 1 >= family.size()) break;  // (the last band is the whole grid)
-    const geometry g = make_geometry(p, compression::band(family[stage].i_h, family[stage].i_w));
-    const std::vector<double> e = kept_energies<T>(g, x);
+    // (Without a buffer, the whole grid's band is the map's: bounded by chunks, below.)
+    if (close || family.size() < 2 || (stage == last && !hand_over)) break;
+    const auto [g, e] = spectra.energies(family[stage]);
     for (std::size_t j = 0; j <= stage && !close; ++j) {
       const double kept = band_energy(g, e, family[j].i_h, family[j].i_w);
-      if (kept >= target + margin) {
-        hints().put(std::move(key), j);
-        return selection(p, family[j], band_kept<T>(p, family[j], g, e, x), total);
-      }
+      if (kept >= target + margin) return chosen(j, spectra.kept(family[j], g, e));
       close = kept > target - margin;  // too close to call here
     }
   }
   const std::vector<double> map = energy_map<T>(p, x);
-  energy_selection s = select_by_energy(p, map, fraction);
+  const energy_selection s = select_by_energy(p, map, fraction);
   for (std::size_t j = 0; j < family.size(); ++j)
     if (family[j].i_h == s.limits[0] && family[j].i_w == s.limits[1]) {
-      hints().put(std::move(key), j);
-      // energy_kept as the staged search reports it (the whole grid's band holds all of it).
-      if (j + 1 < family.size())  // (only the last candidate, rate 0, is the whole grid)
-        s.energy_kept =
-            selection(p, family[j], band_kept<T>(p, family[j], full, map, x), total).energy_kept;
-      else
-        s.energy_kept = 1.0;
-      break;
+      // energy_kept as the staged search reports it. (Only the last candidate, rate 0, is the
+      // whole grid.)
+      return chosen(j, j == last ? total : spectra.kept(family[j], full, map));
     }
-  return s;
+  detail::fail(error_code::backend, "energy selection found no kept set");  // unreachable
 }
 
 template BLFFT_API std::vector<double> energy_map<float>(const conv_params&,
@@ -336,5 +443,21 @@ template BLFFT_API energy_selection select_by_energy<float>(const conv_params&,
 template BLFFT_API energy_selection select_by_energy<double>(const conv_params&,
                                                              const tensor_view<const double>&,
                                                              double);
+template BLFFT_API energy_selection select_by_energy<float>(const conv_params&,
+                                                            const tensor_view<const float>&, double,
+                                                            const plan_options&,
+                                                            spectrum_view<float>);
+template BLFFT_API energy_selection select_by_energy<double>(const conv_params&,
+                                                             const tensor_view<const double>&,
+                                                             double, const plan_options&,
+                                                             spectrum_view<double>);
+template BLFFT_API energy_selection select_by_energy<float>(const conv_params&,
+                                                            const tensor_view<const float>&, double,
+                                                            const plan_options&,
+                                                            const spectrum_allocator<float>&);
+template BLFFT_API energy_selection select_by_energy<double>(const conv_params&,
+                                                             const tensor_view<const double>&,
+                                                             double, const plan_options&,
+                                                             const spectrum_allocator<double>&);
 
 }  // namespace blfft

@@ -77,6 +77,12 @@ class plan_impl {
       return;
     }
     stages.x_in->analyse(x, x_spectrum);
+    forward_from(x_spectrum, w, bias, y, w_spectrum);
+  }
+
+  /// forward() after its input transform: from the input's spectrum.
+  void forward_from(const T* x_spectrum, const tensor_view<const T>& w, const T* bias,
+                    const tensor_view<T>& y, T* w_spectrum) const {
     if (!w_spectrum && twiddles) {  // no weight spectrum at all
       auto y_spec = take_workspace<T>(g.y_spectrum_size(), "output spectrum");
       mix_forward_taps(g, *twiddles, x_spectrum, as_image(w), y_spec.data());
@@ -298,6 +304,16 @@ void plan<T>::forward(const tensor_view<const T>& x, const tensor_view<const T>&
   geometry();
   impl_->checks().forward(x, w, bias, y, x_spectrum, w_spectrum);
   impl_->forward(x, w, bias, y, x_spectrum.data, w_spectrum.data);
+}
+
+template <class T>
+void plan<T>::forward_with_input_spectrum(spectrum_view<const T> x_spectrum,
+                                          const tensor_view<const T>& w, const T* bias,
+                                          const tensor_view<T>& y,
+                                          spectrum_view<T> w_spectrum) const {
+  geometry();
+  impl_->checks().forward_with_input_spectrum(x_spectrum, w, bias, y, w_spectrum);
+  impl_->forward_from(x_spectrum.data, w, bias, y, w_spectrum.data);
 }
 
 template <class T>

@@ -106,6 +106,13 @@ class BLFFT_API plan {
   void input_spectrum(const tensor_view<const T>& x, spectrum_view<T> x_spectrum) const;
   void weight_spectrum(const tensor_view<const T>& w, spectrum_view<T> w_spectrum) const;
 
+  /// forward() for an input whose spectrum this plan's input transform has made already
+  /// (input_spectrum(), or select_by_energy handing it over): the same bits as forward() on that
+  /// input with the same thread count, without its input transform. `w_spectrum` as in forward().
+  void forward_with_input_spectrum(spectrum_view<const T> x_spectrum, const tensor_view<const T>& w,
+                                   const T* bias, const tensor_view<T>& y,
+                                   spectrum_view<T> w_spectrum = {}) const;
+
   /// Forward from spectra already computed.
   void forward_spectra(spectrum_view<const T> x_spectrum, spectrum_view<const T> w_spectrum,
                        const T* bias, const tensor_view<T>& y) const;

@@ -282,10 +282,16 @@ def conv(
                 f"blfft.{fn}: energy selection under torch.func transforms (grad, vjp, vmap) is "
                 f"not supported; use compress_rate"
             )
+        handed = None  # x's spectrum at the chosen kept set, from the selection (CPU)
         if energy is not None:
-            band, sel = _ops.select_band(
+            # The hand-over (a forward from the selection's spectrum) bypasses conv_forward's
+            # dispatch, hence its autocast rule, and the weight-spectrum cache's forwards.
+            plain = weight_cache is not None or torch.is_autocast_enabled(x.device.type)
+            select = _ops.select_band if plain else _ops.select_for_forward
+            band, sel, *rest = select(
                 x, weight.shape, stride_t, padding_t, dilation_t, groups, energy
             )
+            handed = rest[0] if rest else None
             energy_kept = sel.energy_kept
             chosen_rate = float(sel.rate)
         grad_on = torch.is_grad_enabled()
@@ -294,7 +300,9 @@ def conv(
         # (Not under torch.func transforms: the cache's eager look-up cannot see their tensors;
         # with gradients on, not under torch.compile either, whose graphs hold conv_forward.)
         cache = None if _ops._functorch_active() else weight_cache
-        if cache is not None and not grad_on:
+        if handed is not None:
+            y = _ops.conv_diff_handed_over(x, weight, bias, conf, handed)
+        elif cache is not None and not grad_on:
             ws = cache.get(x.shape, weight, *conf)
             y = _ops.conv_forward_cached(x, ws, bias, list(weight.shape), *conf)
         elif (

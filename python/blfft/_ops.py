@@ -90,6 +90,7 @@ __all__ = [
     "conv_forward",
     "conv_backward_diff",
     "conv_diff",
+    "conv_diff_handed_over",
     "conv_forward_cached",
     "conv_forward_energy",
     "conv_forward_from_x_spectrum",
@@ -105,6 +106,7 @@ __all__ = [
     "get_saved_spectrum_dtype",
     "get_weight_spectrum_saving",
     "select_band",
+    "select_for_forward",
     "set_deterministic",
     "set_input_spectrum_saving",
     "set_saved_spectrum_dtype",
@@ -216,6 +218,13 @@ def _forward_args(rest) -> Tuple[tuple, tuple]:
 )
 def conv_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], *rest):
     conf, saving = _forward_args(rest)
+    return _forward(x, weight, bias, conf, saving)
+
+
+def _forward(x, weight, bias, conf, saving, handed: Optional[Tensor] = None):
+    """conv_forward's outputs; `handed`: x's spectrum at conf's kept set, handed over by the
+    energy selection (_select_for_forward; CPU), which forward then takes instead of
+    transforming x: the same bits."""
     saved_dtype = saving[3]
     be, stream, (p, c, g), det = _call_setup(
         x, "input", (("weight", weight), ("bias", bias)), (x.shape, weight.shape), conf
@@ -226,10 +235,16 @@ def conv_forward(x: Tensor, weight: Tensor, bias: Optional[Tensor], *rest):
     spec = _compute_dtype(x.dtype)  # spectra: float32 for 16-bit tensors
     y = alloc(x, g.output_shape, "output", fmt)
     nx, nw = kept_spectrum_sizes(g, *saving, out_dtype in _HALF)
-    xs = alloc(x, (nx,), "input spectrum", dtype=spec) if nx else None
     ws = alloc(weight, (nw,), "weight spectrum", dtype=spec) if nw else None
     b = None if bias is None else bias.detach().contiguous()
-    be.forward(p, c, dl(x), dl(weight), dl(b), dl(y), dl(xs), dl(ws), *stream, **det)
+    if handed is None:
+        xs = alloc(x, (nx,), "input spectrum", dtype=spec) if nx else None
+        be.forward(p, c, dl(x), dl(weight), dl(b), dl(y), dl(xs), dl(ws), *stream, **det)
+    else:
+        be.forward_with_input_spectrum(p, c, dl(handed), dl(weight), dl(b), dl(y), dl(ws), **det)
+        # Kept for backward as conv_forward keeps it (a view: autograd.Function may not save an
+        # input returned as it is).
+        xs = handed.view_as(handed) if nx else None
     store = SAVED_DTYPES[saved_dtype]
     if store is not None:  # the full-precision spectra are temporaries, freed on return
         xs = None if xs is None else xs.to(store)
@@ -536,6 +551,38 @@ def conv_diff(x: Tensor, weight: Tensor, bias: Optional[Tensor], conf, modes=Non
     if save_x and save_w and not x.is_leaf:
         _link_input(y, x)
     return y
+
+
+def conv_diff_handed_over(x: Tensor, weight: Tensor, bias, conf, handed: Tensor) -> Tensor:
+    """conv_diff for an input whose spectrum at conf's kept set the energy selection handed over
+    (_select_for_forward): the same result, gradients and kept state, without the input's
+    transform. Eager only (the energy path outside torch.compile and torch.func)."""
+    conf = tuple(conf)
+    grad = torch.is_grad_enabled()
+    save_x, save_w = grad and weight.requires_grad, grad and x.requires_grad
+    modes = _current_modes()
+    y = _HandedOverFunction.apply(x, weight, bias, conf, handed, save_x, save_w, modes)[0]
+    if save_x and save_w and not x.is_leaf:
+        _link_input(y, x)
+    return y
+
+
+class _HandedOverFunction(torch.autograd.Function):
+    """conv_forward (its outputs, its autograd) from a handed-over input spectrum."""
+
+    @staticmethod
+    def forward(x, weight, bias, conf, handed, save_x, save_w, modes):
+        return _forward(x, weight, bias, conf, (save_x, save_w) + tuple(modes), handed)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, xs, ws = output
+        ctx.mark_non_differentiable(xs, ws)
+        _setup_forward(ctx, inputs[0], inputs[1], inputs[3], xs, ws)
+
+    @staticmethod
+    def backward(ctx, grad_y, _grad_xs, _grad_ws):
+        return _forward_grads(ctx, grad_y) + (None,) * 5
 
 
 def conv_with_cached_weight(x: Tensor, weight: Tensor, bias: Optional[Tensor], cache, conf):
@@ -980,18 +1027,48 @@ def _select_band(
     groups: int,
     fraction: float,
 ):
-    """Band limits [i_h, i_w] of the largest compression keeping `fraction` of x's energy.
+    """Band limits [i_h, i_w] of the largest compression keeping `fraction` of x's energy, and
+    the core's EnergySelection.
 
     For CUDA tensors the energy map is computed on the GPU (blfft::cuda::select_by_energy, which
     synchronises the current stream) and the selection made on the CPU, as for CPU tensors."""
+    return _selection(x, w_shape, stride, padding, dilation, groups, fraction, False)[:2]
+
+
+def _select_for_forward(x: Tensor, w_shape, stride, padding, dilation, groups, fraction):
+    """_select_band, and x's spectrum at the chosen kept set for conv_diff_handed_over (the bits
+    the forward's own input transform makes: the core's selection transforms with the forward's
+    plans), or None where the selection cannot hand it over (CUDA tensors; a band it tried
+    beyond the buffer cap)."""
+    return _selection(x, w_shape, stride, padding, dilation, groups, fraction, True)
+
+
+def _selection(x, w_shape, stride, padding, dilation, groups, fraction, hand_over: bool):
     be, stream = backend_for(x, "input")
     x = _up(x)  # half-precision inputs are looked at in float32, as they are computed
     p, _, g = geometry(x.shape, w_shape, stride, padding, dilation, groups, 0.0, ())
     # An output the forward would refuse is refused before the selection, which reads the whole
     # input (an expanded batch of 2**51 samples: minutes).
     check_buffer(x, g.output_shape, "output")
+    handed = None
     try:
-        sel = be.select_by_energy(p, dl(x), float(fraction), *stream)
+        if hand_over and is_cpu(be):
+            try:
+                # The core asks for a buffer per band it transforms; the last one holds the
+                # chosen set's spectrum.
+                sel, handed = be.select_by_energy_for_forward(
+                    p,
+                    dl(x),
+                    float(fraction),
+                    lambda n: alloc(x, (n,), "input spectrum"),
+                    **deterministic_kw(be),
+                )
+            except MemoryError:
+                # A band the search tried is beyond the buffer cap (the chosen one may not be):
+                # the selection without hand-over, whose forward transforms x itself.
+                sel, handed = be.select_by_energy(p, dl(x), float(fraction), *stream), None
+        else:
+            sel = be.select_by_energy(p, dl(x), float(fraction), *stream)
     except ValueError:
         # A NaN or Inf makes every bin's energy non-finite: no kept set can be chosen (the core
         # refuses it; the input is looked at only then, a pass over it cost 10-35% of the
@@ -1002,10 +1079,11 @@ def _select_band(
                 "or Inf); use compress_rate= instead, or clean the input"
             ) from None
         raise
-    return [int(sel.limits[0]), int(sel.limits[1])], sel
+    return [int(sel.limits[0]), int(sel.limits[1])], sel, handed
 
 
 select_band = eager_only(_select_band)
+select_for_forward = eager_only(_select_for_forward)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -1025,9 +1103,11 @@ select_band = eager_only(_select_band)
     "(Tensor, Tensor)",
 )
 def conv_forward_energy(x: Tensor, weight: Tensor, bias, stride, padding, dilation, groups, energy):
-    band, sel = _select_band(x, weight.shape, stride, padding, dilation, groups, energy)
+    band, sel, handed = _select_for_forward(
+        x, weight.shape, stride, padding, dilation, groups, energy
+    )
     conf = (stride, padding, dilation, groups, 0.0, band)
-    y = conv_forward(x, weight, bias, *conf, False, False)[0]
+    y = _forward(x, weight, bias, conf, (False, False) + _SAVING_DEFAULTS, handed)[0]
     info = [float(band[0]), float(band[1]), float(sel.rate), float(sel.energy_kept)]
     return y, torch.tensor(info, dtype=torch.float64, device=x.device)
 

@@ -88,6 +88,70 @@ struct cpu_backend {
   }
 };
 
+// The energy mode's hand-over (CPU only): the selection leaves the input's spectrum at the chosen
+// kept set in the caller's buffer, and the forward takes it instead of transforming x again.
+using cpu_entry = entry_points<cpu_backend>;
+
+/// select_by_energy handing over (blfft::spectrum_allocator): `allocate(n)` (called with the GIL)
+/// returns a tensor of n scalars of x's dtype on the host; returns the selection and the tensor
+/// that holds the chosen kept set's spectrum.
+py::tuple select_by_energy_for_forward(const blfft::conv_params& p, const py::object& x,
+                                       double fraction, const py::function& allocate,
+                                       bool deterministic) {
+  std::array<opt_imported, 1> a;
+  cpu_entry::import_args(a, {{x, "input", true}}, 0, "input is required");
+  cpu_backend::device_policy dev;
+  const scalar s = check_common({ptr(a[0])}, {}, dev);
+  // The buffers, alive until the GIL is back (their DLPack deleters need it).
+  std::vector<std::pair<py::object, std::unique_ptr<imported>>> buffers;
+  blfft::energy_selection sel;
+  {
+    py::gil_scoped_release nogil;
+    sel = with_dtype(s, [&](auto tag) {
+      using T = decltype(tag);
+      const blfft::spectrum_allocator<T> take = [&](int64_t n) {
+        py::gil_scoped_acquire gil;
+        py::object t = allocate(n);
+        auto in = std::make_unique<imported>(t, "allocated spectrum");
+        check_common({ptr(a[0])}, {in.get()}, dev);  // x's dtype, on the host
+        const auto view = spectrum_of<T>(*in, n);
+        buffers.emplace_back(std::move(t), std::move(in));
+        return view;
+      };
+      blfft::plan_options o;
+      o.deterministic = deterministic;
+      return blfft::select_by_energy<T>(p, view_of<const T>(*a[0]), fraction, o, take);
+    });
+  }
+  return py::make_tuple(sel, buffers.empty() ? py::none() : buffers.back().first);
+}
+
+void forward_with_input_spectrum(const blfft::conv_params& p, const blfft::compression& c,
+                                 const py::object& x_spectrum, const py::object& w,
+                                 const py::object& bias, const py::object& y,
+                                 const py::object& w_spectrum, bool deterministic) {
+  std::array<opt_imported, 5> a;
+  cpu_entry::import_args(a,
+                         {{x_spectrum, "x_spectrum", true},
+                          {w, "weight", true},
+                          {bias, "bias", false},
+                          {y, "output", true},
+                          {w_spectrum, "w_spectrum", false}},
+                         0, "x_spectrum, weight and output are required");
+  const opt_imported &XS = a[0], &W = a[1], &Bi = a[2], &Y = a[3], &WS = a[4];
+  cpu_backend::device_policy dev;
+  const scalar s =
+      check_common({spectrum_arg(XS), ptr(W), ptr(Bi)}, {ptr(Y), spectrum_arg(WS)}, dev);
+  cpu_entry::with_plan(p, c, dev, deterministic, false, s, 0, [&](const auto& plan, auto tag) {
+    using T = typename decltype(tag)::compute;
+    const auto& g = plan.geometry();
+    plan.forward_with_input_spectrum(spectrum_of<const T>(*XS, g.x_spectrum_size()),
+                                     view_of<const T>(*W),
+                                     flat_or_null<T>(Bi, g.params.out_channels), view_of<T>(*Y),
+                                     spectrum_or_none<T>(WS, g.w_spectrum_size()));
+  });
+}
+
 std::string arr_str(const std::array<int64_t, 2>& a) {
   return "(" + std::to_string(a[0]) + ", " + std::to_string(a[1]) + ")";
 }
@@ -277,6 +341,18 @@ PYBIND11_MODULE(_core, m) {
   // The same signatures as blfft._cuda's (entry_points.hpp); `stream` is accepted and unused
   // (host calls are synchronous).
   register_compute<cpu_backend>(m, py::arg("stream") = 0);
+  m.def("select_by_energy_for_forward", &select_by_energy_for_forward, py::arg("params"),
+        py::arg("input"), py::arg("fraction"), py::arg("allocate"), py::kw_only(),
+        py::arg("deterministic") = false,
+        "(selection, spectrum): select_by_energy, and the input's spectrum at the chosen kept "
+        "set as the plan of that set with `deterministic` makes it (forward_with_input_spectrum "
+        "takes it over), in a tensor from allocate(n) (n scalars of the input's dtype).");
+  m.def("forward_with_input_spectrum", &forward_with_input_spectrum, py::arg("params"),
+        py::arg("compression"), py::arg("x_spectrum"), py::arg("weight"), py::arg("bias"),
+        py::arg("output"), py::arg("w_spectrum") = py::none(), py::kw_only(),
+        py::arg("deterministic") = false,
+        "forward() from the input's spectrum as this plan's input_spectrum makes it (the same "
+        "bits as forward() on the input), without the input transform.");
   m.def("dlpack_info", &dlpack_info, py::arg("tensor"),
         "What the binding reads from a DLPack tensor (consumes a capsule).");
 

@@ -86,6 +86,18 @@ class call_checks {
     spectrum(ws, g_.w_spectrum_size(), "w_spectrum", false);
   }
 
+  /// forward() from the input's spectrum: x_spectrum instead of the input.
+  template <class T>
+  void forward_with_input_spectrum(spectrum_arg xs, const tensor_view<const T>& w,
+                                   const nd<T>* bias, const tensor_view<nd<T>>& y,
+                                   spectrum_arg ws) const {
+    spectrum(xs, g_.x_spectrum_size(), "x_spectrum", true);
+    view(w, g_.weight_shape(), "weight", false);
+    view(y, g_.output_shape(), "output", true);
+    optional(bias, "bias");
+    spectrum(ws, g_.w_spectrum_size(), "w_spectrum", false);
+  }
+
   template <class T>
   void forward_spectra(spectrum_arg xs, spectrum_arg ws, const nd<T>* bias,
                        const tensor_view<T>& y) const {

@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <limits>
 #include <optional>
 #include <string>
 #include <thread>
@@ -368,6 +370,120 @@ TEST(SelectByEnergy, ResultIndependentOfCallHistoryAndThreads) {
       check_history_independence<double>(p, E);
     }
   }
+}
+
+// Issue #15: the overload with a buffer hands the input's spectrum at the chosen kept set to the
+// forward. It must be bit for bit what the forward plan of that set (the plan cache's, with the
+// same options) makes, whichever band the staged search transformed first: the hint's band
+// being the chosen one (the common case), or another one (the layer's last call landed
+// elsewhere: the whole grid's band after a broadband input, a small band after a smooth one).
+// forward_with_input_spectrum from it is then forward() on the input, bit for bit.
+template <class T>
+void check_hand_over(const conv_params& p, bool deterministic) {
+  blfft::plan_options o;
+  o.deterministic = deterministic;
+  const auto shape = dims_of(p).input_shape();
+  const auto smooth = smooth_input<T>(p, 13);
+  const auto noise = scaled<T>(random_vector(dims_of(p).input_size(), 17), 1.0);
+  const problem<T> pr(p, 19);  // weight and bias
+  const int64_t whole = blfft::make_geometry(p, compression::none()).x_spectrum_size();
+  // (input, E): a smooth input at E=0.9 selects a small band, noise at 0.99 a wide one (rate 0);
+  // each one after the other moves the hint away from the other's choice.
+  const std::vector<std::pair<const std::vector<T>*, double>> calls{
+      {&smooth, 0.9}, {&smooth, 0.9}, {&noise, 0.99}, {&noise, 0.99},
+      {&smooth, 0.9}, {&noise, 0.99}, {&smooth, 0.5}, {&smooth, 0.99}};
+  std::vector<std::array<i64, 2>> chosen;
+  for (const auto& [input, E] : calls) {
+    SCOPED_TRACE(name_of(p) + " E=" + std::to_string(E) + (deterministic ? " det" : ""));
+    const auto xv = tensor_view<const T>::contiguous(input->data(), shape);
+    std::vector<T> buf(static_cast<size_t>(whole), std::numeric_limits<T>::quiet_NaN());
+    const auto s = blfft::select_by_energy<T>(p, xv, E, o, {buf.data(), whole});
+    const auto plain = blfft::select_by_energy<T>(p, xv, E, o);
+    EXPECT_EQ(s.limits, plain.limits);  // the same choice, and the same report
+    EXPECT_EQ(s.energy_kept, plain.energy_kept);
+    EXPECT_EQ(s.limits, blfft::select_by_energy<T>(p, xv, E).limits);  // the documented overload's
+    ASSERT_TRUE(s.x_spectrum);
+    EXPECT_FALSE(plain.x_spectrum);
+    chosen.push_back(s.limits);
+    const auto plan = blfft::get_plan<T>(p, s.chosen, o);
+    const auto& g = plan->geometry();
+    std::vector<T> want(static_cast<size_t>(g.x_spectrum_size()));
+    plan->input_spectrum(xv, {want.data(), g.x_spectrum_size()});
+    ASSERT_EQ(0, std::memcmp(buf.data(), want.data(), want.size() * sizeof(T)));
+    // The allocator overload: a buffer per band transformed, each of that band's size, the last
+    // one holding the chosen set's spectrum.
+    std::vector<std::vector<T>> bufs;
+    const auto by_allocator = blfft::select_by_energy<T>(p, xv, E, o, [&](int64_t n) {
+      bufs.emplace_back(static_cast<size_t>(n), std::numeric_limits<T>::quiet_NaN());
+      return spectrum_view<T>(bufs.back().data(), n);
+    });
+    EXPECT_EQ(by_allocator.limits, s.limits);
+    EXPECT_EQ(by_allocator.energy_kept, s.energy_kept);
+    ASSERT_TRUE(by_allocator.x_spectrum);
+    ASSERT_FALSE(bufs.empty());
+    ASSERT_EQ(bufs.back().size(), want.size());
+    EXPECT_EQ(0, std::memcmp(bufs.back().data(), want.data(), want.size() * sizeof(T)));
+    // The forward from it against forward() on the input: output and weight spectrum.
+    const int64_t ny = dims_of(p).output_size(), nw = g.w_spectrum_size();
+    std::vector<T> y1(static_cast<size_t>(ny)), y2(y1.size()), ws1(static_cast<size_t>(nw)),
+        ws2(ws1.size());
+    const auto out = [&](std::vector<T>& y) {
+      return tensor_view<T>::contiguous(y.data(), dims_of(p).output_shape());
+    };
+    plan->forward_with_input_spectrum({buf.data(), g.x_spectrum_size()}, pr.wv(), pr.bt.data(),
+                                      out(y1), {ws1.data(), nw});
+    plan->forward(xv, pr.wv(), pr.bt.data(), out(y2), {}, {ws2.data(), nw});
+    EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(T)));
+    EXPECT_EQ(0, std::memcmp(ws1.data(), ws2.data(), ws1.size() * sizeof(T)));
+    // Without a weight spectrum (a plan that mixes from the taps takes that path).
+    plan->forward_with_input_spectrum({buf.data(), g.x_spectrum_size()}, pr.wv(), nullptr, out(y1));
+    plan->forward(xv, pr.wv(), nullptr, out(y2));
+    EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(T)));
+  }
+  // The calls did move between a small band and a wide one (else the test tests less).
+  EXPECT_NE(chosen[1], chosen[2]);
+}
+
+TEST(SelectByEnergy, HandsTheForwardPlansOwnSpectrumOver) {
+  for (const auto& p : {make2d(3, 4, 2, {24, 20}, {3, 3}, {1, 1}, {1, 1}),
+                        make2d(2, 3, 2, {15, 17}, {5, 3}, {2, 1}, {2, 1}),
+                        make1d(3, 4, 2, 60, 3, 1, 1), make1d(2, 2, 3, 200, 5, 1, 2)}) {
+    for (bool det : {false, true}) {
+      check_hand_over<float>(p, det);
+      check_hand_over<double>(p, det);
+    }
+  }
+}
+
+TEST(SelectByEnergy, HandOverBufferAndForwardArgumentsChecked) {
+  const auto p = make2d(2, 3, 2, {12, 12}, {3, 3}, {1, 1}, {1, 1});
+  const problem<float> pr(p, 3);
+  const int64_t whole = blfft::make_geometry(p, compression::none()).x_spectrum_size();
+  std::vector<float> buf(static_cast<size_t>(whole));
+  const auto message = [](auto&& f) {
+    try {
+      f();
+    } catch (const blfft::error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(message([&] {
+              blfft::select_by_energy<float>(p, pr.xv(), 0.9, {}, {buf.data(), whole - 1});
+            }).find("x_spectrum has"),
+            std::string::npos);
+  const auto plan = blfft::get_plan<float>(p, compression::rate(0.5));
+  std::vector<float> y(static_cast<size_t>(dims_of(p).output_size()));
+  const auto yv = tensor_view<float>::contiguous(y.data(), dims_of(p).output_shape());
+  const int64_t n = plan->geometry().x_spectrum_size();
+  EXPECT_NE(message([&] {
+              plan->forward_with_input_spectrum({buf.data(), n + 1}, pr.wv(), nullptr, yv);
+            }).find("x_spectrum has"),
+            std::string::npos);
+  EXPECT_NE(message([&] {
+              plan->forward_with_input_spectrum({nullptr, 0}, pr.wv(), nullptr, yv);
+            }).find("x_spectrum"),
+            std::string::npos);
 }
 
 TEST(SelectByEnergy, OneDimensional) {
