@@ -1,0 +1,224 @@
+"""The floors of issue #15's unmet targets: runs the stage profiler (stage_profile.cpp) and torch's
+fwd+bwd on the same layers and threads, in one run, and writes the raw numbers and the tables.
+
+    .venv/bin/python bench/profile/floors.py --profiler build-floors/stage_profile \
+        --out bench/results/2026-12-02_floors [--threads 1 2] [--repeats 9]
+
+Needs only torch (not the blfft package): the layers and their geometry come from the profiler's
+JSON, one line per layer and rate.
+
+Floor of a stage = max(its flops at the rate BLIS reaches on the stage's own GEMM shapes, its
+compulsory bytes at the triad DRAM bandwidth); FFT-engine stages and loop mixing at the large
+sgemm rate instead (no GEMM shape of theirs to measure; FFTW on short lines is slower, so that
+is optimistic). Rates and bandwidth: the best of the repeats (closest to the machine's capability
+under the other helpers' load). The floor of the step is the sum of its stages' floors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+# Issue #15's targets: (layer, rate) -> the ratio blfft / torch (fwd+bwd) to reach.
+TARGETS = {
+    ("r18 64ch 32x32", 0.0): 0.8,
+    ("r18 128ch 16x16", 0.0): 0.8,
+    ("r18 256ch 8x8", 0.0): 0.8,
+    ("r18 512ch 4x4", 0.0): 0.8,
+    ("r18 64ch 32x32", 0.5): 0.3,
+    ("r18 128ch 16x16", 0.5): 0.3,
+    ("r18 256ch 8x8", 0.5): 0.3,
+    ("r18 512ch 4x4", 0.5): 0.3,
+    ("r18 64->128 s2 32x32", 0.5): 0.8,
+    ("r18 128->256 s2 16x16", 0.5): 0.8,
+    ("r18 256->512 s2 8x8", 0.5): 0.8,
+    ("fcn 1->128 k8 L500", 0.5): 0.8,
+    ("fcn 128->256 k5 L500", 0.0): 1.0,
+    ("fcn 256->128 k3 L500", 0.0): 1.0,
+    ("fcn 128->256 k5 L500", 0.5): 0.4,
+    ("fcn 256->128 k3 L500", 0.5): 0.4,
+}
+
+
+def load() -> str:
+    """The 1-minute load average now (the machine is shared with other helpers' builds)."""
+    return f"{os.getloadavg()[0]:.2f}"
+
+
+def torch_ms(case: dict, threads: int, repeats: int) -> dict:
+    """torch's fwd+bwd of the case's layer as bench.py times it (y.backward(ones), no bias)."""
+    torch.set_num_threads(threads)
+    g = torch.Generator().manual_seed(0)
+    n, c, f = case["batch"], case["in_channels"], case["out_channels"]
+    if case["ndim"] == 1:
+        x = torch.randn(n, c, case["input"][1], generator=g, requires_grad=True)
+        w = torch.randn(f, c, case["kernel"][1], generator=g, requires_grad=True)
+
+        def conv():
+            return F.conv1d(x, w, None, 1, "same")  # bench.py's FCN layers
+    else:
+        x = torch.randn(n, c, *case["input"], generator=g, requires_grad=True)
+        w = torch.randn(f, c, *case["kernel"], generator=g, requires_grad=True)
+
+        def conv():
+            return F.conv2d(x, w, None, case["stride"], case["padding"])
+
+    times = []
+    for i in range(repeats + 2):
+        x.grad = w.grad = None
+        t0 = time.perf_counter()
+        y = conv()
+        y.backward(torch.ones_like(y))
+        if i >= 2:
+            times.append(1e3 * (time.perf_counter() - t0))
+    return {"med": statistics.median(times), "min": min(times)}
+
+
+def stage_floor(s: dict, machine: dict) -> float:
+    """A stage's floor in ms: its flops at its shapes' BLAS rate (or the large-sgemm rate), or
+    its bytes at DRAM bandwidth, whichever is longer."""
+    if s["shape_gemm_flops"] > 0 and s["shape_gemm_min_ms"] > 0:
+        gflops = s["shape_gemm_flops"] / s["shape_gemm_min_ms"] / 1e6
+    else:
+        gflops = machine["sgemm_2048_best_gflops"]
+    return max(s["flops"] / gflops / 1e6, s["bytes"] / machine["triad_best_gbs"] / 1e6)
+
+
+def stage_rows(case: dict, machine: dict) -> list:
+    rows = []
+    for s in case["stages"]:
+        shape = (
+            f"{s['shape_gemm_flops'] / s['shape_gemm_min_ms'] / 1e6:.1f}"
+            if s["shape_gemm_flops"] > 0
+            else "-"
+        )
+        rows.append(
+            f"| {s['stage']} | {s['engine']} | {s['ms']:.2f} | {s['min_ms']:.2f} "
+            f"| {s['flops'] / 1e6:.1f} | {s['flops'] / max(s['ms'], 1e-9) / 1e6:.1f} | {shape} "
+            f"| {s['bytes'] / 1e6:.2f} | {s['bytes'] / max(s['ms'], 1e-9) / 1e6:.1f} "
+            f"| {stage_floor(s, machine):.2f} | {s['how']} |"
+        )
+    return rows
+
+
+def summarise(case: dict, machine: dict, torch_t: dict) -> dict:
+    floors = {s["stage"]: stage_floor(s, machine) for s in case["stages"]}
+    floor = sum(floors.values())
+    # What dominates: the stage with the most time (its best run: the medians of derived stages
+    # swing with the other helpers' load), and the one with the largest floor.
+    dom = max(case["stages"], key=lambda s: s["min_ms"])
+    dom_floor = max(floors, key=floors.get)
+    mix_flops = sum(s["flops"] for s in case["stages"] if s["stage"].startswith("mixing"))
+    transform_ms = sum(s["min_ms"] for s in case["stages"] if not s["stage"].startswith("mixing"))
+    return {
+        "layer": case["layer"],
+        "rate": case["rate"],
+        "threads": case["threads"],
+        "target": TARGETS.get((case["layer"], case["rate"])),
+        "blfft_ms": case["step_ms"]["med"],
+        "blfft_min_ms": case["step_ms"]["min"],
+        "torch_ms": torch_t["med"],
+        "torch_min_ms": torch_t["min"],
+        "ratio": case["step_ms"]["med"] / torch_t["med"],
+        "floor_ms": floor,
+        "best_ratio": floor / torch_t["min"],
+        "dominant_stage": dom["stage"],
+        "dominant_share": dom["min_ms"] / max(sum(s["min_ms"] for s in case["stages"]), 1e-9),
+        "dominant_floor_stage": dom_floor,
+        "transform_share": transform_ms / max(sum(s["min_ms"] for s in case["stages"]), 1e-9),
+        "mixing_gflops_bench_metric": mix_flops / case["step_ms"]["med"] / 1e6,
+        "mixing_gflops_at_floor": mix_flops / floor / 1e6,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profiler", required=True, help="the stage_profile binary")
+    ap.add_argument("--out", required=True, help="results folder")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--repeats", type=int, default=9)
+    ap.add_argument("--layer", default="", help="only layers whose name contains this")
+    args = ap.parse_args(argv)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    raw, summary, log = [], [], []
+    for threads in args.threads:
+        log.append(f"profiler, {threads} thread(s): start load {load()}")
+        cmd = [args.profiler, "--threads", str(threads), "--repeats", str(args.repeats)]
+        if args.layer:
+            cmd += ["--layer", args.layer]
+        proc = subprocess.run(cmd, check=True, capture_output=True, text=True)
+        lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+        log.append(f"profiler, {threads} thread(s): end load {load()}")
+        machine = lines[0]
+        torch_cache = {}  # one torch timing per layer (both rates compare against it)
+        for case in lines[1:]:
+            case["load_before_torch"] = load()
+            if case["layer"] not in torch_cache:
+                torch_cache[case["layer"]] = torch_ms(case, threads, args.repeats)
+            case["torch_ms"] = torch_cache[case["layer"]]
+            case["summary"] = summarise(case, machine, case["torch_ms"])
+            case["summary"]["load"] = case["load_before_torch"]
+            summary.append(case["summary"])
+            print(json.dumps(case["summary"]), flush=True)
+        raw.append({"machine": machine, "cases": lines[1:]})
+    (out / "floors.json").write_text(json.dumps({"runs": raw, "log": log}, indent=1) + "\n")
+
+    md = [
+        "# Floors of issue #15's unmet targets (bench/profile/floors.py)",
+        "",
+        "Times: median of the repeats (min where said); load: 1-minute load average next to each "
+        "case (2 cores shared with other helpers' builds). Floors: see floors.py's docstring.",
+        "",
+    ]
+    for run in raw:
+        m = run["machine"]
+        md += [
+            f"## {m['threads']} thread(s): BLIS sgemm 2048^3 {m['sgemm_2048_gflops']:.1f} GFLOP/s "
+            f"(best {m['sgemm_2048_best_gflops']:.1f}), triad {m['triad_gbs']:.1f} GB/s "
+            f"(best {m['triad_best_gbs']:.1f})",
+            "",
+            "| layer | rate | load | blfft ms | torch ms | ratio | target | floor ms "
+            "| floor/torch(min) | dominant stage, best runs (share) | largest floor | transforms' share "
+            "| mixing GFLOP/s (bench metric) | same at floor |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for case in run["cases"]:
+            s = case["summary"]
+            md.append(
+                f"| {s['layer']} | {s['rate']} | {s['load']} | {s['blfft_ms']:.1f} "
+                f"| {s['torch_ms']:.1f} | {s['ratio']:.2f} | {s['target']} | {s['floor_ms']:.1f} "
+                f"| {s['best_ratio']:.2f} | {s['dominant_stage']} ({s['dominant_share']:.0%}) "
+                f"| {s['dominant_floor_stage']} | {s['transform_share']:.0%} "
+                f"| {s['mixing_gflops_bench_metric']:.1f} | {s['mixing_gflops_at_floor']:.1f} |"
+            )
+        md.append("")
+        for case in run["cases"]:
+            md += [
+                f"### {case['layer']}, rate {case['rate']}, {case['threads']} thread(s): grid "
+                f"{case['grid']}, kept {case['kept']}/{case['total']} ({case['kept_rows']} rows x "
+                f"{case['kept_cols']} cols), {'taps' if case['taps'] else 'spectrum'} mixing; "
+                f"step {case['step_ms']['med']:.2f} ms (min {case['step_ms']['min']:.2f}), "
+                f"torch {case['torch_ms']['med']:.2f} ms, load {case['load_before_torch']}",
+                "",
+                "| stage | engine | ms | min ms | MFLOP | GFLOP/s | BLIS GFLOP/s on its shapes "
+                "| MB | GB/s | floor ms | how |",
+                "|---|---|---|---|---|---|---|---|---|---|---|",
+                *stage_rows(case, m),
+                "",
+            ]
+    md += ["## Load log", "", *[f"- {line}" for line in log], ""]
+    (out / "floors.md").write_text("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
