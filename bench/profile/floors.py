@@ -11,7 +11,10 @@ Floor of a stage = max(its flops at the rate BLIS reaches on the stage's own GEM
 compulsory bytes at the triad DRAM bandwidth); FFT-engine stages and loop mixing at the large
 sgemm rate instead (no GEMM shape of theirs to measure; FFTW on short lines is slower, so that
 is optimistic). Rates and bandwidth: the best of the repeats (closest to the machine's capability
-under the other helpers' load). The floor of the step is the sum of its stages' floors.
+under the other helpers' load). The floor of a pass (a call the public API times as a whole:
+analysis x, analysis w, forward's mixing + synthesis, analysis of grad_out, and each gradient's
+mixing + synthesis) is the sum of its stages' floors, but never above the pass's best measured
+time; the floor of the step is the sum over its passes.
 """
 
 from __future__ import annotations
@@ -82,6 +85,20 @@ def torch_ms(case: dict, threads: int, repeats: int) -> dict:
     return {"med": statistics.median(times), "min": min(times)}
 
 
+def torch_sgemm_gflops(threads: int, n: int = 2048, repeats: int = 5) -> dict:
+    """torch's large sgemm (its own BLAS: MKL / oneDNN, AVX-512 here), as bench.py measures the
+    machine's rate for the mixing target."""
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return {"med": 2 * n**3 / statistics.median(times) / 1e9, "best": 2 * n**3 / min(times) / 1e9}
+
+
 def stage_floor(s: dict, machine: dict) -> float:
     """A stage's floor in ms: its flops at its shapes' BLAS rate (or the large-sgemm rate), or
     its bytes at DRAM bandwidth, whichever is longer."""
@@ -90,6 +107,31 @@ def stage_floor(s: dict, machine: dict) -> float:
     else:
         gflops = machine["sgemm_2048_best_gflops"]
     return max(s["flops"] / gflops / 1e6, s["bytes"] / machine["triad_best_gbs"] / 1e6)
+
+
+# The passes the public API times as a whole (their split into stages is partly derived, see
+# stage_profile.cpp): the floor is taken per pass and never above the pass's best measured time.
+PASSES = {
+    "analysis x": ("analysis x",),
+    "analysis w": ("analysis w",),
+    "fwd: mixing + synthesis y": ("mixing fwd", "synthesis y"),
+    "analysis grad_out": ("analysis grad_out",),
+    "dx: mixing + synthesis dx": ("mixing dx", "synthesis dx"),
+    "dw: mixing + synthesis dw": ("mixing dw", "synthesis dw"),
+}
+
+
+def pass_table(case: dict, machine: dict) -> dict:
+    """{pass: (best measured ms, floor ms)} for the passes the case has."""
+    by_name = {s["stage"]: s for s in case["stages"]}
+    out = {}
+    for name, stages in PASSES.items():
+        present = [by_name[n] for n in stages if n in by_name]
+        if not present:
+            continue
+        measured = sum(s["min_ms"] for s in present)
+        out[name] = (measured, min(measured, sum(stage_floor(s, machine) for s in present)))
+    return out
 
 
 def stage_rows(case: dict, machine: dict) -> list:
@@ -109,12 +151,25 @@ def stage_rows(case: dict, machine: dict) -> list:
     return rows
 
 
+def direct_flops(case: dict) -> float:
+    """Real flops of direct convolution (im2col GEMMs, torch's kind) over fwd + both gradients:
+    2 N F C K^2 Ho Wo per pass, three passes; Ho, Wo the strided output."""
+    kh, kw = case["kernel"]
+    s, p = case["stride"], case["padding"]
+    h, w = case["input"]
+    ho = (h + 2 * p - kh) // s + 1 if case["ndim"] == 2 else 1
+    wo = (w + 2 * p - kw) // s + 1
+    n, c, f = case["batch"], case["in_channels"], case["out_channels"]
+    return 3.0 * 2 * n * f * c * kh * kw * ho * wo
+
+
 def summarise(case: dict, machine: dict, torch_t: dict) -> dict:
     floors = {s["stage"]: stage_floor(s, machine) for s in case["stages"]}
-    floor = sum(floors.values())
-    # What dominates: the stage with the most time (its best run: the medians of derived stages
-    # swing with the other helpers' load), and the one with the largest floor.
-    dom = max(case["stages"], key=lambda s: s["min_ms"])
+    passes = pass_table(case, machine)
+    floor = sum(f for _, f in passes.values())
+    # What dominates: the pass with the most time (its best run: the medians of derived stages
+    # swing with the other helpers' load), and the stage with the largest floor.
+    dom = max(passes, key=lambda n: passes[n][0])
     dom_floor = max(floors, key=floors.get)
     mix_flops = sum(s["flops"] for s in case["stages"] if s["stage"].startswith("mixing"))
     transform_ms = sum(s["min_ms"] for s in case["stages"] if not s["stage"].startswith("mixing"))
@@ -130,12 +185,17 @@ def summarise(case: dict, machine: dict, torch_t: dict) -> dict:
         "ratio": case["step_ms"]["med"] / torch_t["med"],
         "floor_ms": floor,
         "best_ratio": floor / torch_t["min"],
-        "dominant_stage": dom["stage"],
-        "dominant_share": dom["min_ms"] / max(sum(s["min_ms"] for s in case["stages"]), 1e-9),
+        "dominant_pass": dom,
+        "dominant_share": passes[dom][0] / max(sum(m for m, _ in passes.values()), 1e-9),
+        "floor_uncapped_ms": sum(floors.values()),
         "dominant_floor_stage": dom_floor,
         "transform_share": transform_ms / max(sum(s["min_ms"] for s in case["stages"]), 1e-9),
         "mixing_gflops_bench_metric": mix_flops / case["step_ms"]["med"] / 1e6,
         "mixing_gflops_at_floor": mix_flops / floor / 1e6,
+        "spectral_flops": sum(s["flops"] for s in case["stages"]),
+        "mixing_flops": mix_flops,
+        "direct_flops": direct_flops(case),
+        "torch_gflops": direct_flops(case) / torch_t["min"] / 1e6,
     }
 
 
@@ -146,10 +206,21 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--layer", default="", help="only layers whose name contains this")
+    ap.add_argument(
+        "--render", action="store_true", help="only rewrite floors.md from OUT/floors.json"
+    )
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    raw, summary, log = [], [], []
+    if args.render:
+        saved = json.loads((out / "floors.json").read_text())
+        for run in saved["runs"]:
+            for case in run["cases"]:
+                case["summary"] = summarise(case, run["machine"], case["torch_ms"])
+                case["summary"]["load"] = case["load_before_torch"]
+        render(out, saved["runs"], saved["log"])
+        return 0
+    raw, log = [], []
     for threads in args.threads:
         log.append(f"profiler, {threads} thread(s): start load {load()}")
         cmd = [args.profiler, "--threads", str(threads), "--repeats", str(args.repeats)]
@@ -159,6 +230,7 @@ def main(argv=None) -> int:
         lines = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
         log.append(f"profiler, {threads} thread(s): end load {load()}")
         machine = lines[0]
+        machine["torch_sgemm_2048_gflops"] = torch_sgemm_gflops(threads)
         torch_cache = {}  # one torch timing per layer (both rates compare against it)
         for case in lines[1:]:
             case["load_before_torch"] = load()
@@ -167,11 +239,15 @@ def main(argv=None) -> int:
             case["torch_ms"] = torch_cache[case["layer"]]
             case["summary"] = summarise(case, machine, case["torch_ms"])
             case["summary"]["load"] = case["load_before_torch"]
-            summary.append(case["summary"])
             print(json.dumps(case["summary"]), flush=True)
         raw.append({"machine": machine, "cases": lines[1:]})
     (out / "floors.json").write_text(json.dumps({"runs": raw, "log": log}, indent=1) + "\n")
+    render(out, raw, log)
+    return 0
 
+
+def render(out: Path, raw: list, log: list) -> None:
+    """floors.md: per thread count, the summary table, then each case's stages."""
     md = [
         "# Floors of issue #15's unmet targets (bench/profile/floors.py)",
         "",
@@ -184,21 +260,30 @@ def main(argv=None) -> int:
         md += [
             f"## {m['threads']} thread(s): BLIS sgemm 2048^3 {m['sgemm_2048_gflops']:.1f} GFLOP/s "
             f"(best {m['sgemm_2048_best_gflops']:.1f}), triad {m['triad_gbs']:.1f} GB/s "
-            f"(best {m['triad_best_gbs']:.1f})",
+            f"(best {m['triad_best_gbs']:.1f})"
+            + (
+                f"; torch sgemm 2048^3 {m['torch_sgemm_2048_gflops']['med']:.1f} "
+                f"(best {m['torch_sgemm_2048_gflops']['best']:.1f})"
+                if "torch_sgemm_2048_gflops" in m
+                else ""
+            ),
             "",
             "| layer | rate | load | blfft ms | torch ms | ratio | target | floor ms "
-            "| floor/torch(min) | dominant stage, best runs (share) | largest floor | transforms' share "
-            "| mixing GFLOP/s (bench metric) | same at floor |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "| floor/torch(min) | dominant pass, best runs (share) | largest stage floor "
+            "| transforms' share "
+            "| mixing GFLOP/s (bench metric) | same at floor | spectral / direct flops "
+            "| torch GFLOP/s |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for case in run["cases"]:
             s = case["summary"]
             md.append(
                 f"| {s['layer']} | {s['rate']} | {s['load']} | {s['blfft_ms']:.1f} "
                 f"| {s['torch_ms']:.1f} | {s['ratio']:.2f} | {s['target']} | {s['floor_ms']:.1f} "
-                f"| {s['best_ratio']:.2f} | {s['dominant_stage']} ({s['dominant_share']:.0%}) "
+                f"| {s['best_ratio']:.2f} | {s['dominant_pass']} ({s['dominant_share']:.0%}) "
                 f"| {s['dominant_floor_stage']} | {s['transform_share']:.0%} "
-                f"| {s['mixing_gflops_bench_metric']:.1f} | {s['mixing_gflops_at_floor']:.1f} |"
+                f"| {s['mixing_gflops_bench_metric']:.1f} | {s['mixing_gflops_at_floor']:.1f} "
+                f"| {s['spectral_flops'] / s['direct_flops']:.2f} | {s['torch_gflops']:.1f} |"
             )
         md.append("")
         for case in run["cases"]:
@@ -214,10 +299,13 @@ def main(argv=None) -> int:
                 "|---|---|---|---|---|---|---|---|---|---|---|",
                 *stage_rows(case, m),
                 "",
+                "| pass | best measured ms | floor ms |",
+                "|---|---|---|",
+                *[f"| {n} | {v[0]:.2f} | {v[1]:.2f} |" for n, v in pass_table(case, m).items()],
+                "",
             ]
     md += ["## Load log", "", *[f"- {line}" for line in log], ""]
     (out / "floors.md").write_text("\n".join(md))
-    return 0
 
 
 if __name__ == "__main__":
