@@ -266,16 +266,10 @@ def main(argv=None) -> int:
 
 
 def combine(runs: list) -> dict:
-    """One result from several runs on a loaded machine: other processes only ever add time, so
-    per case and thread count the best (minimum) time of every pass, stage and GEMM probe over
-    the runs, the median of the runs' medians, and the best machine rates; loads: the range."""
-
-    def best(values: list) -> dict:
-        return {
-            "med": statistics.median(v["med"] for v in values),
-            "min": min(v["min"] for v in values),
-        }
-
+    """One result from several runs on a loaded machine, where other processes only ever add
+    time: per case and thread count, the run whose step was fastest, whole (its stages are
+    differences of its own passes, so they are not mixed across runs); torch's best time and
+    the best GEMM probes and machine rates over all runs (independent measurements)."""
     merged = []
     for threads_runs in zip(*(r["runs"] for r in runs)):
         machine = dict(threads_runs[0]["machine"])
@@ -291,16 +285,15 @@ def combine(runs: list) -> dict:
             }
         cases = []
         for versions in zip(*(r["cases"] for r in threads_runs)):
-            case = json.loads(json.dumps(versions[0]))
-            case["step_ms"] = best([v["step_ms"] for v in versions])
-            case["torch_ms"] = best([v["torch_ms"] for v in versions])
-            loads = sorted(float(v["load_before_torch"]) for v in versions)
-            case["load_before_torch"] = f"{loads[0]:.1f}-{loads[-1]:.1f}"
+            case = json.loads(json.dumps(min(versions, key=lambda v: v["step_ms"]["min"])))
+            case["torch_ms"] = {
+                "med": statistics.median(v["torch_ms"]["med"] for v in versions),
+                "min": min(v["torch_ms"]["min"] for v in versions),
+            }
+            case["runs_loads"] = [v["load_before_torch"] for v in versions]
             for i, s in enumerate(case["stages"]):
-                mine = [v["stages"][i] for v in versions]
-                s["ms"] = statistics.median(m["ms"] for m in mine)
-                s["min_ms"] = min(m["min_ms"] for m in mine)
-                probes = [m["shape_gemm_min_ms"] for m in mine if m["shape_gemm_min_ms"] > 0]
+                probes = [v["stages"][i]["shape_gemm_min_ms"] for v in versions]
+                probes = [p for p in probes if p > 0]
                 if probes:
                     s["shape_gemm_min_ms"] = min(probes)
             cases.append(case)
