@@ -8,5 +8,5 @@ BUILD="$(cd "${1:-build-floors}" && pwd)"
 BLIS_DIR=/usr/lib/x86_64-linux-gnu/blis-serial
 g++ -O2 -std=c++17 -fopenmp -Wall -Wextra -Iinclude -Isrc -Isrc/common \
   bench/profile/stage_profile.cpp -o "$BUILD/stage_profile" \
-  -L"$BUILD" -lblfft -Wl,-rpath,"$BUILD" -L"$BLIS_DIR" -lblis -Wl,-rpath,"$BLIS_DIR"
+  -L"$BUILD" -lblfft -Wl,-rpath,"$BUILD" -lfftw3f -L"$BLIS_DIR" -lblis -Wl,-rpath,"$BLIS_DIR"
 echo "$BUILD/stage_profile"

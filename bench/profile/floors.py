@@ -7,10 +7,10 @@ fwd+bwd on the same layers and threads, in one run, and writes the raw numbers a
 Needs only torch (not the blfft package): the layers and their geometry come from the profiler's
 JSON, one line per layer and rate.
 
-Floor of a stage = max(its flops at the rate BLIS reaches on the stage's own GEMM shapes, its
-compulsory bytes at the triad DRAM bandwidth); FFT-engine stages and loop mixing at the large
-sgemm rate instead (no GEMM shape of theirs to measure; FFTW on short lines is slower, so that
-is optimistic). Rates and bandwidth: the best of the repeats (closest to the machine's capability
+Floor of a stage = max(its flops at the rate its own arithmetic reaches alone (BLIS on the
+stage's GEMM shapes; FFTW, measured plans, on the stage's batches of line transforms), its
+compulsory bytes at the triad DRAM bandwidth); loop mixing (tiny products) at the large-sgemm
+rate. Rates and bandwidth: the best of the repeats (closest to the machine's capability
 under the other helpers' load). The floor of a pass (a call the public API times as a whole:
 analysis x, analysis w, forward's mixing + synthesis, analysis of grad_out, and each gradient's
 mixing + synthesis) is the sum of its stages' floors, but never above the pass's best measured
@@ -292,10 +292,12 @@ def combine(runs: list) -> dict:
             }
             case["runs_loads"] = [v["load_before_torch"] for v in versions]
             for i, s in enumerate(case["stages"]):
-                probes = [v["stages"][i]["shape_gemm_min_ms"] for v in versions]
-                probes = [p for p in probes if p > 0]
+                mine = [v["stages"][i] for v in versions]
+                probes = [p for p in mine if p["shape_gemm_min_ms"] > 0]
                 if probes:
-                    s["shape_gemm_min_ms"] = min(probes)
+                    fastest = min(probes, key=lambda p: p["shape_gemm_min_ms"])
+                    s["shape_gemm_min_ms"] = fastest["shape_gemm_min_ms"]
+                    s["shape_gemm_flops"] = fastest["shape_gemm_flops"]
             cases.append(case)
         merged.append({"machine": machine, "cases": cases})
     log = [f"combined from {len(runs)} runs"] + [line for r in runs for line in r["log"]]

@@ -11,7 +11,8 @@
 //
 //   bash bench/profile/build.sh [BUILD_DIR]   (one g++ line; BUILD_DIR default build-floors)
 //
-//   stage_profile [--threads T] [--repeats N] [--layer SUBSTRING] [--machine-only]
+//   stage_profile [--threads T] [--repeats N] [--layer SUBSTRING] [--measure] [--machine-only]
+//   (--measure: FFTW_MEASURE plans, plan_options::rigor; default estimate, as the Python layer)
 //
 // What the public API cannot call alone is measured on a stand-in plan or derived by differences
 // (each noted in the JSON):
@@ -23,6 +24,7 @@
 //   each mixing          = its pass - the analysis and synthesis above.
 
 #include <blfft/blfft.hpp>
+#include <fftw3.h>
 #include <omp.h>
 
 #include <algorithm>
@@ -194,6 +196,74 @@ std::vector<gemm_shape> transform_gemms(const transform_shape& s, int64_t images
            static_cast<int>(s.Rh), chunks}};
 }
 
+/// The FFTs of the fft engine for B x CH images of one transform (pruned_transform_fft.cpp), run
+/// on FFTW alone with measured plans and contiguous batches: Rh real line transforms of length Lw
+/// per image (r2c to analyse, c2r to synthesise), then on 2D grids nc complex column transforms
+/// of length Lh. Milliseconds for all images, split over `threads` (one batch per thread).
+timing fft_lines_ms(const transform_shape& s, int64_t images, bool analyse, int threads,
+                    int repeats) {
+  struct batch {
+    int n, howmany, complex_len;
+    bool real;
+  };
+  std::vector<batch> batches = {{static_cast<int>(s.Lw),
+                                 static_cast<int>((images * s.Rh + threads - 1) / threads),
+                                 static_cast<int>(s.Lw / 2 + 1), true}};
+  if (s.Lh > 1)
+    batches.push_back({static_cast<int>(s.Lh),
+                       static_cast<int>((images * s.kept_cols + threads - 1) / threads),
+                       static_cast<int>(s.Lh), false});
+  struct work {
+    fftwf_plan plan;
+    std::vector<fftwf_complex*> in, out;  // per thread
+  };
+  std::vector<work> works;
+  for (const auto& b : batches) {
+    work w{};
+    const std::size_t cplx = static_cast<std::size_t>(b.complex_len) * b.howmany;
+    for (int t = 0; t < threads; ++t) {
+      w.in.push_back(fftwf_alloc_complex(cplx));
+      w.out.push_back(fftwf_alloc_complex(cplx));
+      std::fill_n(reinterpret_cast<float*>(w.in.back()), 2 * cplx, 0.5f);
+    }
+    auto* in = w.in[0];
+    auto* out = w.out[0];
+    if (!b.real)
+      w.plan = fftwf_plan_many_dft(1, &b.n, b.howmany, in, nullptr, 1, b.n, out, nullptr, 1, b.n,
+                                   analyse ? FFTW_FORWARD : FFTW_BACKWARD, FFTW_MEASURE);
+    else if (analyse)
+      w.plan = fftwf_plan_many_dft_r2c(1, &b.n, b.howmany, reinterpret_cast<float*>(in), nullptr, 1,
+                                       b.n, out, nullptr, 1, b.complex_len, FFTW_MEASURE);
+    else
+      w.plan =
+          fftwf_plan_many_dft_c2r(1, &b.n, b.howmany, in, nullptr, 1, b.complex_len,
+                                  reinterpret_cast<float*>(out), nullptr, 1, b.n, FFTW_MEASURE);
+    works.push_back(std::move(w));
+  }
+  const timing t = time_ms(repeats, [&] {
+    for (std::size_t i = 0; i < batches.size(); ++i) {
+      const auto& b = batches[i];
+      auto& w = works[i];
+#pragma omp parallel num_threads(threads)
+      {
+        const int me = omp_get_thread_num();
+        if (!b.real)
+          fftwf_execute_dft(w.plan, w.in[me], w.out[me]);
+        else if (analyse)
+          fftwf_execute_dft_r2c(w.plan, reinterpret_cast<float*>(w.in[me]), w.out[me]);
+        else
+          fftwf_execute_dft_c2r(w.plan, w.in[me], reinterpret_cast<float*>(w.out[me]));
+      }
+    }
+  });
+  for (auto& w : works) {
+    fftwf_destroy_plan(w.plan);
+    for (auto* p : w.in) fftwf_free(p);
+    for (auto* p : w.out) fftwf_free(p);
+  }
+  return t;
+}
+
 // ---- the stages of one layer -----------------------------------------------------------------
 
 struct stage {
@@ -293,8 +363,9 @@ std::string json_stage(const stage& s) {
   return os.str();
 }
 
-std::string profile(const layer_spec& l, double rate, int threads, int repeats) {
-  const blfft::plan_options opts;  // automatic, as the Python layer uses
+std::string profile(const layer_spec& l, double rate, int threads, int repeats, bool measure) {
+  blfft::plan_options opts;                             // automatic, as the Python layer uses
+  if (measure) opts.rigor = blfft::fft_rigor::measure;  // FFTW's measured plans (--measure)
   const auto c = blfft::compression::rate(rate);
   const blfft::plan<float> plan(l.params, c, opts);
   const auto& g = plan.geometry();
@@ -411,8 +482,13 @@ std::string profile(const layer_spec& l, double rate, int threads, int repeats) 
   const auto eng = [](const transform_cost& tc) {
     return std::string(tc.matmul ? "matmul" : "fft");
   };
-  const auto t_gemm = [&](const transform_cost& tc, int64_t images, stage& s) {
-    if (!tc.matmul) return;
+  // The transform's own arithmetic alone: its GEMMs on BLIS, or its FFTs on FFTW.
+  const auto t_gemm = [&](const transform_cost& tc, int64_t images, bool analyse, stage& s) {
+    if (!tc.matmul) {
+      s.shape_ms = fft_lines_ms(tc.shape, images, analyse, threads, repeats);
+      s.shape_flops = tc.flops;
+      return;
+    }
     const auto shapes = transform_gemms(tc.shape, images, threads);
     s.shape_ms = gemm_shapes_ms(shapes, threads, repeats);
     for (const auto& sh : shapes) s.shape_flops += sh.flops();
@@ -432,10 +508,10 @@ std::string profile(const layer_spec& l, double rate, int threads, int repeats) 
 
   std::vector<stage> st;
   st.push_back({"analysis x", "measured: input_spectrum", a_x, tx.flops, x_b + xs_b, eng(tx)});
-  t_gemm(tx, N * C, st.back());
+  t_gemm(tx, N * C, true, st.back());
   if (!taps) {
     st.push_back({"analysis w", "measured: weight_spectrum", a_w, tw.flops, w_b + ws_b, eng(tw)});
-    t_gemm(tw, F * C, st.back());
+    t_gemm(tw, F * C, true, st.back());
   }
   const std::string mix_engine = taps ? "taps" : (gemm_mix ? "gemm" : "loop");
   st.push_back({"mixing fwd",
@@ -445,16 +521,16 @@ std::string profile(const layer_spec& l, double rate, int threads, int repeats) 
   m_gemm(mix_fwd, st.back());
   st.push_back({"synthesis y", "forward_spectra with C=1 (holds 1/C of the mixing)", s_y, ty_.flops,
                 ys_b + y_b, eng(ty_)});
-  t_gemm(ty_, N * F, st.back());
+  t_gemm(ty_, N * F, false, st.back());
   st.push_back({"analysis grad_out", "input_spectrum of N x F output-sized images, same grid", a_g,
                 ty_.flops, y_b + ys_b, eng(ty_)});
-  t_gemm(ty_, N * F, st.back());
+  t_gemm(ty_, N * F, true, st.back());
   st.push_back({"mixing dx", "input_grad - analysis grad_out - synthesis dx", ig - a_g - s_dx,
                 mix_flops + taps_flops, ys_b + w_in_mix + xs_b, mix_engine});
   m_gemm(mix_ig, st.back());
   st.push_back({"synthesis dx", "input_grad with F=1 (holds 1/F of analysis and mixing)", s_dx,
                 tx.flops, xs_b + x_b, eng(tx)});
-  t_gemm(tx, N * C, st.back());
+  t_gemm(tx, N * C, false, st.back());
   st.push_back({"mixing dw",
                 taps ? "weight_grad - analysis grad_out (taps: with the fold into the taps)"
                      : "weight_grad - analysis grad_out - synthesis dw",
@@ -464,7 +540,7 @@ std::string profile(const layer_spec& l, double rate, int threads, int repeats) 
   if (!taps) {
     st.push_back({"synthesis dw", "weight_grad with N=1 (holds 1/N of analysis and mixing)", s_dw,
                   tw.flops, ws_b + w_b, eng(tw)});
-    t_gemm(tw, F * C, st.back());
+    t_gemm(tw, F * C, false, st.back());
   }
 
   std::ostringstream os;
@@ -498,7 +574,7 @@ std::string profile(const layer_spec& l, double rate, int threads, int repeats) 
 int main(int argc, char** argv) {
   int threads = 1, repeats = 7;
   std::string filter;
-  bool machine_only = false;
+  bool machine_only = false, measure = false;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if (a == "--threads" && i + 1 < argc) {
@@ -507,11 +583,14 @@ int main(int argc, char** argv) {
       repeats = std::max(1, std::atoi(argv[++i]));
     } else if (a == "--layer" && i + 1 < argc) {
       filter = argv[++i];
+    } else if (a == "--measure") {
+      measure = true;
     } else if (a == "--machine-only") {
       machine_only = true;
     } else {
-      std::cerr << "usage: " << argv[0]
-                << " [--threads T] [--repeats N] [--layer SUBSTRING] [--machine-only]\n";
+      std::cerr
+          << "usage: " << argv[0]
+          << " [--threads T] [--repeats N] [--layer SUBSTRING] [--measure] [--machine-only]\n";
       return 2;
     }
   }
@@ -526,7 +605,7 @@ int main(int argc, char** argv) {
   if (machine_only) return 0;
   for (const auto& l : target_layers()) {
     if (std::string(l.name).find(filter) == std::string::npos) continue;
-    for (double r : l.rates) std::cout << profile(l, r, threads, repeats) << std::endl;
+    for (double r : l.rates) std::cout << profile(l, r, threads, repeats, measure) << std::endl;
   }
   return 0;
 }

@@ -37,7 +37,7 @@ def test_stage_floor_is_the_longer_of_flops_and_bytes():
     # Bytes-bound: 1 GB at 10 GB/s = 100 ms.
     s = stage("mixing fwd", 30.0, 1e9, 1e9, shape_flops=2e9, shape_ms=40.0)
     assert abs(floors.stage_floor(s, MACHINE) - 100.0) < 1e-9
-    # No probe (FFT engine): the large-sgemm rate, 1.6 GFLOP at 80 GFLOP/s = 20 ms.
+    # No probe (loop mixing): the large-sgemm rate, 1.6 GFLOP at 80 GFLOP/s = 20 ms.
     s = stage("synthesis y", 30.0, 1.6e9, 0.0)
     assert abs(floors.stage_floor(s, MACHINE) - 20.0) < 1e-9
 
@@ -60,7 +60,7 @@ def test_pass_floor_never_above_its_measured_time():
 
 
 def test_combine_takes_the_fastest_run_whole_and_the_best_probes():
-    def run(step_min, mix_ms, probe_ms, torch_min, sgemm):
+    def run(step_min, mix_ms, probe_ms, torch_min, sgemm, probe_flops=1e9):
         return {
             "runs": [
                 {
@@ -79,7 +79,7 @@ def test_combine_takes_the_fastest_run_whole_and_the_best_probes():
                             "torch_ms": {"med": torch_min + 1, "min": torch_min},
                             "load_before_torch": "4.00",
                             "stages": [
-                                stage("mixing fwd", mix_ms, 1e9, 0.0, 1e9, probe_ms),
+                                stage("mixing fwd", mix_ms, 1e9, 0.0, probe_flops, probe_ms),
                             ],
                         }
                     ],
@@ -88,11 +88,14 @@ def test_combine_takes_the_fastest_run_whole_and_the_best_probes():
             "log": [],
         }
 
-    merged = floors.combine([run(50.0, 20.0, 12.0, 30.0, 60.0), run(40.0, 15.0, 14.0, 35.0, 80.0)])
+    merged = floors.combine(
+        [run(50.0, 20.0, 12.0, 30.0, 60.0, 1e9), run(40.0, 15.0, 14.0, 35.0, 80.0, 2e9)]
+    )
     m = merged["runs"][0]["machine"]
     case = merged["runs"][0]["cases"][0]
     assert case["step_ms"]["min"] == 40.0  # the faster run...
     assert case["stages"][0]["ms"] == 15.0  # ...whole
-    assert case["stages"][0]["shape_gemm_min_ms"] == 12.0  # the best probe of either run
+    assert case["stages"][0]["shape_gemm_min_ms"] == 12.0  # the best probe of either run,
+    assert case["stages"][0]["shape_gemm_flops"] == 1e9  # with its own flop count
     assert case["torch_ms"]["min"] == 30.0  # torch's best
     assert m["sgemm_2048_best_gflops"] == 80.0
