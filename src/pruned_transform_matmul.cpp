@@ -6,6 +6,7 @@
 
 #include "blas.hpp"
 #include "dft_matrix.hpp"  // common/: the entries, shared with the CUDA fused kernels
+#include "pair_combination.hpp"
 #include "pruned_transform.hpp"
 #include "sample_io.hpp"
 #include "workspace.hpp"
@@ -121,9 +122,8 @@ void pruned_transform<T>::analyse_matmul(const image_view<const T>& src, T* spec
             T(0), rows + r * W2, mc);
   const auto np = static_cast<int64_t>(pairs_.size());
   T* cols = samples + scratch_.third;
-  // cols = [Re D; Im D] * rows: P = Re D Z, Q = Im D Z (np rows each). Row k of the spectrum is
-  // D Z = (P_re - Q_im) + i (P_im + Q_re); its mirror, with conj(D), is (P_re + Q_im) + i (P_im -
-  // Q_re).
+  // cols = [Re D; Im D] * rows: P = Re D Z, Q = Im D Z (np rows each); combine_pair makes rows k
+  // and -k of the spectrum from them.
   gemm<T>(false, false, 2 * np, W2, Rh, T(1), col_dft_.data(), Rh, rows, W2, T(0), cols, W2);
   for (int64_t p = 0; p < np; ++p) {
     const bool paired = pairs_[p].neg != pairs_[p].pos;
@@ -133,20 +133,8 @@ void pruned_transform<T>::analyse_matmul(const image_view<const T>& src, T* spec
       const T* qr = cols + (np + p) * W2 + q * mc;
       const T* qi = qr + nc * mc;
       T* re = spectrum + (pairs_[p].pos * nc + q) * per_k + j0;
-      T* im = re + J;
-#pragma omp simd
-      for (int64_t m = 0; m < mc; ++m) {
-        re[m] = pr[m] - qi[m];
-        im[m] = pi[m] + qr[m];
-      }
-      if (!paired) continue;
-      T* re_m = spectrum + (pairs_[p].neg * nc + q) * per_k + j0;
-      T* im_m = re_m + J;
-#pragma omp simd
-      for (int64_t m = 0; m < mc; ++m) {
-        re_m[m] = pr[m] + qi[m];
-        im_m[m] = pi[m] - qr[m];
-      }
+      T* re_m = paired ? spectrum + (pairs_[p].neg * nc + q) * per_k + j0 : nullptr;
+      combine_pair(pr, pi, qr, qi, re, re + J, re_m, paired ? re_m + J : nullptr, mc);
     }
   }
 }

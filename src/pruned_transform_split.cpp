@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "blas.hpp"
+#include "pair_combination.hpp"
 #include "pruned_transform.hpp"
 #include "sample_io.hpp"
 
@@ -67,20 +68,8 @@ void pruned_transform<T>::analyse_columns(const T* rows, int64_t q0, int64_t qc,
       const T* qr = cols + (np + p) * W2 + i * 2 * J;
       const T* qi = qr + J;
       T* re = spectrum + (pairs_[p].pos * nc + q0 + i) * per_k;
-      T* im = re + J;
-#pragma omp simd
-      for (int64_t j = 0; j < J; ++j) {
-        re[j] = pr[j] - qi[j];
-        im[j] = pi[j] + qr[j];
-      }
-      if (!paired) continue;
-      T* re_m = spectrum + (pairs_[p].neg * nc + q0 + i) * per_k;
-      T* im_m = re_m + J;
-#pragma omp simd
-      for (int64_t j = 0; j < J; ++j) {
-        re_m[j] = pr[j] + qi[j];
-        im_m[j] = pi[j] - qr[j];
-      }
+      T* re_m = paired ? spectrum + (pairs_[p].neg * nc + q0 + i) * per_k : nullptr;
+      combine_pair(pr, pi, qr, qi, re, re + J, re_m, paired ? re_m + J : nullptr, J);
     }
   }
 }
