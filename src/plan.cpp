@@ -140,6 +140,10 @@ class plan_impl {
       const bool fuse_dx = grad_input && fused_input_grad && (w_spectrum || !twiddles);
       if (fuse_dx)
         input_grad_fused(grad_out, dy_spec.data(), w_spectrum, weight, *grad_input);
+      else if (fused_input_grad)  // the fused pass's bits: the weight gradient's with or without it
+        fused_analysis<T>(g, stages.g_in->plane(), as_image(grad_out),
+                          g.params.batch * g.params.out_channels, dy_spec.data(),
+                          stages.dx_out->plane(), g.params.batch * g.params.in_channels);
       else
         stages.g_in->analyse(grad_out, dy_spec.data());
       if (grad_input && !fuse_dx) {
