@@ -491,6 +491,18 @@ TEST(SelectByEnergy, HandOverBufferAndForwardArgumentsChecked) {
               blfft::select_by_energy<float>(p, pr.xv(), 0.9, {}, {buf.data(), whole - 1});
             }).find("x_spectrum has"),
             std::string::npos);
+  // An allocator's null buffer is named as such (it was reported as "gave n scalars for n").
+  const auto null_buffer = message([&] {
+    blfft::select_by_energy<float>(p, pr.xv(), 0.9, {},
+                                   [](int64_t n) { return spectrum_view<float>(nullptr, n); });
+  });
+  EXPECT_NE(null_buffer.find("null buffer"), std::string::npos) << null_buffer;
+  EXPECT_NE(message([&] {
+              blfft::select_by_energy<float>(p, pr.xv(), 0.9, {}, [&](int64_t n) {
+                return spectrum_view<float>(buf.data(), n - 1);
+              });
+            }).find("the spectrum allocator gave"),
+            std::string::npos);
   const auto plan = blfft::get_plan<float>(p, compression::rate(0.5));
   std::vector<float> y(static_cast<size_t>(dims_of(p).output_size()));
   const auto yv = tensor_view<float>::contiguous(y.data(), dims_of(p).output_shape());
