@@ -182,8 +182,10 @@ class band_spectra {
     held_ = false;  // (until the transform is done)
     if (allocate_) {
       const spectrum_view<T> buf = allocate_(n);
-      BLFFT_EXPECTS(buf.given() && buf.size >= n, error_code::invalid_argument,
-                    "the spectrum allocator gave ", buf.size, " scalars for ", n);
+      BLFFT_EXPECTS(buf.given(), error_code::invalid_argument,
+                    "the spectrum allocator gave a null buffer for ", n, " scalars");
+      BLFFT_EXPECTS(buf.size >= n, error_code::invalid_argument, "the spectrum allocator gave ",
+                    buf.size, " scalars for ", n);
       spec = buf.data;
     }
     plan->input_spectrum(x_, {spec, n});

@@ -52,19 +52,21 @@ int64_t fused_columns(const geometry& g, const pruned_transform<T>& in,
   return std::clamp<int64_t>(fit, 1, in.kept_columns());
 }
 
-/// src --in--> in_spec (whole, written) --mix--> out chunk --out--> dst.
+/// src --in--> in_spec (whole, written) --mix--> out chunk --out--> dst. Without `src` (null),
+/// in_spec already holds the whole spectrum (as `in` makes it) and is only read: the same bits in
+/// dst as from the source (plan::forward_with_input_spectrum).
 /// `mix(k, in_k, out_k, scratch)` makes one kept frequency k's output block out_k (planar
 /// [re | im] of J_out images) from in_k (the same of J_in) with `mix_scratch` scalars of scratch.
 template <class T, class Mix>
-void fused_pass(const geometry& g, const pruned_transform<T>& in, const image_view<const T>& src,
+void fused_pass(const geometry& g, const pruned_transform<T>& in, const image_view<const T>* src,
                 int64_t J_in, T* in_spec, const pruned_transform<T>& out, const image_view<T>& dst,
                 int64_t J_out, T scale, const T* bias, std::size_t mix_scratch, Mix&& mix) {
   const int64_t nc = in.kept_columns(), nr = static_cast<int64_t>(g.kept_rows.size());
   const int64_t qc = fused_columns(g, in, out, J_in, J_out);
   const int64_t chunks = (nc + qc - 1) / qc;
-  auto rows_in = take_workspace<T>(in.row_domain_size(), "fused input rows");
+  auto rows_in = take_workspace<T>(src ? in.row_domain_size() : 0, "fused input rows");
   auto rows_out = take_workspace<T>(out.row_domain_size(), "fused output rows");
-  in.analyse_rows(src, rows_in.data());
+  if (src) in.analyse_rows(*src, rows_in.data());
   const int64_t work = std::max(in.column_work_size(qc), out.column_work_size(qc));
   const int64_t out_chunk = nr * qc * 2 * J_out;
   const auto per_thread = static_cast<std::size_t>(work + out_chunk) + mix_scratch;
@@ -75,7 +77,7 @@ void fused_pass(const geometry& g, const pruned_transform<T>& in, const image_vi
     T* w = scratch.mine();
     T* y = w + work;
     T* s = y + out_chunk;
-    in.analyse_columns(rows_in.data(), q0, n, in_spec, w);
+    if (src) in.analyse_columns(rows_in.data(), q0, n, in_spec, w);
     for (int64_t a = 0; a < nr; ++a)
       for (int64_t i = 0; i < n; ++i) {
         const int64_t k = a * nc + q0 + i;
@@ -84,6 +86,27 @@ void fused_pass(const geometry& g, const pruned_transform<T>& in, const image_vi
     out.synthesise_columns(y, q0, n, rows_out.data(), w);
   });
   out.synthesise_rows(rows_out.data(), dst, scale, bias);
+}
+
+/// fused_pass's analysis alone: in_spec with the bits fused_pass(src, ...) writes there (its
+/// column chunks: a product's shape sets its rounding), for the plan's other paths to the same
+/// spectrum (plan::input_spectrum, whose spectrum forward_with_input_spectrum takes).
+template <class T>
+void fused_analysis(const geometry& g, const pruned_transform<T>& in,
+                    const image_view<const T>& src, int64_t J_in, T* in_spec,
+                    const pruned_transform<T>& out, int64_t J_out) {
+  const int64_t nc = in.kept_columns();
+  const int64_t qc = fused_columns(g, in, out, J_in, J_out);
+  const int64_t chunks = (nc + qc - 1) / qc;
+  auto rows_in = take_workspace<T>(in.row_domain_size(), "fused input rows");
+  in.analyse_rows(src, rows_in.data());
+  const int threads = static_cast<int>(std::min<int64_t>(thread_count(), chunks));
+  const thread_slices<T> scratch(threads, static_cast<std::size_t>(in.column_work_size(qc)),
+                                 "fused analysis scratch");
+  parallel_for(chunks, threads, true, [&](int64_t c) {
+    const int64_t q0 = c * qc;
+    in.analyse_columns(rows_in.data(), q0, std::min(qc, nc - q0), in_spec, scratch.mine());
+  });
 }
 
 }  // namespace blfft::detail

@@ -73,11 +73,32 @@ class plan_impl {
     auto x_tmp = take_workspace<T>(x_spectrum ? 0 : g.x_spectrum_size(), "input spectrum");
     if (!x_spectrum) x_spectrum = x_tmp.data();
     if (fused_forward && (w_spectrum || !twiddles)) {
-      forward_fused(x, w, bias, y, x_spectrum, w_spectrum);
+      forward_fused(&x, w, bias, y, x_spectrum, w_spectrum);
       return;
     }
-    stages.x_in->analyse(x, x_spectrum);
+    analyse_input(x, x_spectrum);
     forward_from(x_spectrum, w, bias, y, w_spectrum);
+  }
+
+  /// The input's spectrum, as every path of this plan makes it: a fused plan's fused forward
+  /// rounds it differently from the whole-spectrum analysis, so its other paths take the fused
+  /// analysis too (input_spectrum() then hands forward_with_input_spectrum forward()'s bits).
+  void analyse_input(const tensor_view<const T>& x, T* x_spectrum) const {
+    if (fused_forward)
+      fused_analysis<T>(g, stages.x_in->plane(), as_image(x), g.params.batch * g.params.in_channels,
+                        x_spectrum, stages.y_out->plane(), g.params.batch * g.params.out_channels);
+    else
+      stages.x_in->analyse(x, x_spectrum);
+  }
+
+  /// forward() for an input whose spectrum is given: the pass forward() takes, fused or not (the
+  /// fused synthesis rounds differently from the whole-spectrum one).
+  void forward_with_input_spectrum(const T* x_spectrum, const tensor_view<const T>& w,
+                                   const T* bias, const tensor_view<T>& y, T* w_spectrum) const {
+    if (fused_forward && (w_spectrum || !twiddles))  // (x_spectrum is only read: no source)
+      forward_fused(nullptr, w, bias, y, const_cast<T*>(x_spectrum), w_spectrum);
+    else
+      forward_from(x_spectrum, w, bias, y, w_spectrum);
   }
 
   /// forward() after its input transform: from the input's spectrum.
@@ -119,6 +140,10 @@ class plan_impl {
       const bool fuse_dx = grad_input && fused_input_grad && (w_spectrum || !twiddles);
       if (fuse_dx)
         input_grad_fused(grad_out, dy_spec.data(), w_spectrum, weight, *grad_input);
+      else if (fused_input_grad)  // the fused pass's bits: the weight gradient's with or without it
+        fused_analysis<T>(g, stages.g_in->plane(), as_image(grad_out),
+                          g.params.batch * g.params.out_channels, dy_spec.data(),
+                          stages.dx_out->plane(), g.params.batch * g.params.in_channels);
       else
         stages.g_in->analyse(grad_out, dy_spec.data());
       if (grad_input && !fuse_dx) {
@@ -154,17 +179,19 @@ class plan_impl {
     if (grad_bias) bias_grad(grad_out, grad_bias);
   }
 
-  /// The forward pass fused per chunk of kept columns (fused_pass.hpp); writes both spectra.
-  void forward_fused(const tensor_view<const T>& x, const tensor_view<const T>& w, const T* bias,
+  /// The forward pass fused per chunk of kept columns (fused_pass.hpp); writes both spectra
+  /// (without `x`, x_spectrum holds the input's already and is only read).
+  void forward_fused(const tensor_view<const T>* x, const tensor_view<const T>& w, const T* bias,
                      const tensor_view<T>& y, T* x_spectrum, T* w_spectrum) const {
     auto w_tmp = take_workspace<T>(w_spectrum ? 0 : g.w_spectrum_size(), "weight spectrum");
     if (!w_spectrum) w_spectrum = w_tmp.data();
     stages.w_in->analyse(w, w_spectrum);
     const T* ws = w_spectrum;
     const int64_t N = g.params.batch, F = g.params.out_channels, Cg = g.in_per_group;
-    fused_pass<T>(g, stages.x_in->plane(), as_image(x), N * g.params.in_channels, x_spectrum,
-                  stages.y_out->plane(), as_image(y), N * F, scale, bias, mix_scratch_scalars(g),
-                  [&](int64_t k, const T* x_k, T* y_k, T* s) {
+    const auto src = x ? std::optional(as_image(*x)) : std::nullopt;
+    fused_pass<T>(g, stages.x_in->plane(), src ? &*src : nullptr, N * g.params.in_channels,
+                  x_spectrum, stages.y_out->plane(), as_image(y), N * F, scale, bias,
+                  mix_scratch_scalars(g), [&](int64_t k, const T* x_k, T* y_k, T* s) {
                     const T* w_re = ws + k * 2 * F * Cg;
                     for (int64_t gr = 0; gr < g.params.groups; ++gr)
                       mix_forward_at<T>(g, 0, gr, x_k, w_re, w_re + F * Cg, y_k, s);
@@ -183,9 +210,10 @@ class plan_impl {
     }
     const T* ws = w_spectrum;
     const int64_t N = g.params.batch, F = g.params.out_channels, Cg = g.in_per_group;
-    fused_pass<T>(g, stages.g_in->plane(), as_image(grad_out), N * F, dy_spectrum,
-                  stages.dx_out->plane(), as_image(grad_input), N * g.params.in_channels, scale,
-                  nullptr, mix_scratch_scalars(g), [&](int64_t k, const T* dy_k, T* dx_k, T* s) {
+    const auto src = as_image(grad_out);
+    fused_pass<T>(g, stages.g_in->plane(), &src, N * F, dy_spectrum, stages.dx_out->plane(),
+                  as_image(grad_input), N * g.params.in_channels, scale, nullptr,
+                  mix_scratch_scalars(g), [&](int64_t k, const T* dy_k, T* dx_k, T* s) {
                     const T* w_re = ws + k * 2 * F * Cg;
                     for (int64_t gr = 0; gr < g.params.groups; ++gr)
                       mix_input_grad_at<T>(g, 0, gr, dy_k, w_re, w_re + F * Cg, dx_k, s);
@@ -287,7 +315,7 @@ template <class T>
 void plan<T>::input_spectrum(const tensor_view<const T>& x, spectrum_view<T> x_spectrum) const {
   geometry();
   impl_->checks().input_spectrum(x, x_spectrum);
-  impl_->stages.x_in->analyse(x, x_spectrum.data);
+  impl_->analyse_input(x, x_spectrum.data);
 }
 
 template <class T>
@@ -313,7 +341,7 @@ void plan<T>::forward_with_input_spectrum(spectrum_view<const T> x_spectrum,
                                           spectrum_view<T> w_spectrum) const {
   geometry();
   impl_->checks().forward_with_input_spectrum(x_spectrum, w, bias, y, w_spectrum);
-  impl_->forward_from(x_spectrum.data, w, bias, y, w_spectrum.data);
+  impl_->forward_with_input_spectrum(x_spectrum.data, w, bias, y, w_spectrum.data);
 }
 
 template <class T>
@@ -336,7 +364,7 @@ void plan<T>::forward_prepared(const tensor_view<const T>& x, spectrum_view<cons
       x_spectrum.given() ? x_spectrum : spectrum_view<T>(x_tmp.data(), g.x_spectrum_size());
   impl_->checks().input_spectrum(x, xs);
   impl_->checks().forward_spectra(spectrum_view<const T>(xs), w_spectrum, bias, y);
-  impl_->stages.x_in->analyse(x, xs.data);
+  impl_->analyse_input(x, xs.data);
   impl_->forward_spectra(xs.data, w_spectrum.data, bias, y);
 }
 

@@ -379,9 +379,13 @@ TEST(SelectByEnergy, ResultIndependentOfCallHistoryAndThreads) {
 // elsewhere: the whole grid's band after a broadband input, a small band after a smooth one).
 // forward_with_input_spectrum from it is then forward() on the input, bit for bit.
 template <class T>
-void check_hand_over(const conv_params& p, bool deterministic) {
+void check_hand_over(const conv_params& p, bool deterministic, bool fused = false) {
   blfft::plan_options o;
   o.deterministic = deterministic;
+  if (fused) {  // both transforms on the matmul engine, the passes fused (fused_pass.hpp)
+    o.method = blfft::transform_method::matmul;
+    o.fusion = blfft::pass_fusion::on;
+  }
   const auto shape = dims_of(p).input_shape();
   const auto smooth = smooth_input<T>(p, 13);
   const auto noise = scaled<T>(random_vector(dims_of(p).input_size(), 17), 1.0);
@@ -432,7 +436,10 @@ void check_hand_over(const conv_params& p, bool deterministic) {
     };
     plan->forward_with_input_spectrum({buf.data(), g.x_spectrum_size()}, pr.wv(), pr.bt.data(),
                                       out(y1), {ws1.data(), nw});
-    plan->forward(xv, pr.wv(), pr.bt.data(), out(y2), {}, {ws2.data(), nw});
+    std::vector<T> xs2(want.size());  // the spectrum forward() keeps: the same as handed over
+    plan->forward(xv, pr.wv(), pr.bt.data(), out(y2), {xs2.data(), g.x_spectrum_size()},
+                  {ws2.data(), nw});
+    EXPECT_EQ(0, std::memcmp(xs2.data(), want.data(), want.size() * sizeof(T)));
     EXPECT_EQ(0, std::memcmp(y1.data(), y2.data(), y1.size() * sizeof(T)));
     EXPECT_EQ(0, std::memcmp(ws1.data(), ws2.data(), ws1.size() * sizeof(T)));
     // Without a weight spectrum (a plan that mixes from the taps takes that path).
@@ -455,6 +462,18 @@ TEST(SelectByEnergy, HandsTheForwardPlansOwnSpectrumOver) {
   }
 }
 
+// The same with fused passes: forward() then runs the fused pipeline, which the forward from the
+// handed spectrum must equal bit for bit too (plan.hpp: "the same bits as forward()").
+TEST(SelectByEnergy, HandsOverWithFusedPasses) {
+  for (const auto& p : {make2d(3, 4, 2, {24, 20}, {3, 3}, {1, 1}, {1, 1}),
+                        make2d(2, 3, 2, {15, 17}, {5, 3}, {2, 1}, {2, 1})}) {
+    for (bool det : {false, true}) {
+      check_hand_over<float>(p, det, true);
+      check_hand_over<double>(p, det, true);
+    }
+  }
+}
+
 TEST(SelectByEnergy, HandOverBufferAndForwardArgumentsChecked) {
   const auto p = make2d(2, 3, 2, {12, 12}, {3, 3}, {1, 1}, {1, 1});
   const problem<float> pr(p, 3);
@@ -471,6 +490,18 @@ TEST(SelectByEnergy, HandOverBufferAndForwardArgumentsChecked) {
   EXPECT_NE(message([&] {
               blfft::select_by_energy<float>(p, pr.xv(), 0.9, {}, {buf.data(), whole - 1});
             }).find("x_spectrum has"),
+            std::string::npos);
+  // An allocator's null buffer is named as such (it was reported as "gave n scalars for n").
+  const auto null_buffer = message([&] {
+    blfft::select_by_energy<float>(p, pr.xv(), 0.9, {},
+                                   [](int64_t n) { return spectrum_view<float>(nullptr, n); });
+  });
+  EXPECT_NE(null_buffer.find("null buffer"), std::string::npos) << null_buffer;
+  EXPECT_NE(message([&] {
+              blfft::select_by_energy<float>(p, pr.xv(), 0.9, {}, [&](int64_t n) {
+                return spectrum_view<float>(buf.data(), n - 1);
+              });
+            }).find("the spectrum allocator gave"),
             std::string::npos);
   const auto plan = blfft::get_plan<float>(p, compression::rate(0.5));
   std::vector<float> y(static_cast<size_t>(dims_of(p).output_size()));
