@@ -237,6 +237,14 @@ class _BandLimitedConv(_Knobs):
             device=device,
             dtype=dtype,
         )
+        # torch keeps a padding tuple of the wrong length (Conv2d(..., padding=(p, 0, 0))); with a
+        # padding_mode other than zeros its F.pad then pads the channel axis too (by 2**31 - 1: a
+        # 17 GB tensor before any other check). Refused here, naming the argument.
+        if not isinstance(self.padding, str) and len(self.padding) != self._blfft_ndim:
+            raise ValueError(
+                f"blfft.{self._blfft_fn}: padding must be an int, 'same', 'valid' or a tuple of "
+                f"{self._blfft_ndim} ints, got {padding!r}"
+            )
         self._init_compression(
             compress_rate, inference_compress_rate, energy, cache_weight_spectrum
         )
@@ -277,7 +285,10 @@ class _BandLimitedConv(_Knobs):
         if cap is None or input.dim() < self._blfft_ndim:
             return
         pads = self._reversed_padding_repeated_twice  # last axis first, (left, right) pairs
-        spatial = list(input.shape[input.dim() - self._blfft_ndim :])
+        axes = max(self._blfft_ndim, len(pads) // 2)  # every axis F.pad would pad
+        if input.dim() < axes:
+            return
+        spatial = list(input.shape[input.dim() - axes :])
         points = 1
         padded = []
         for i, n in enumerate(reversed(spatial)):

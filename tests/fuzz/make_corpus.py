@@ -174,6 +174,19 @@ REGRESSIONS = {
         **one("dilation", 1), "groups": 1, "rate": 0.0, "spelling": "positional",
         **tensor("x", [2, 1, 33, 2], dtype=torch.bfloat16, grad=False), "backward": "sum",
     },
+    # Found by this fuzzer in CI: a module given a 3-tuple padding for a 2D layer (torch keeps it)
+    # with padding_mode='replicate' padded the channel axis too, by 2**31 - 1: F.pad asked for a
+    # 17 GB tensor (4 GiB RSS under the fuzzer's limit) before any check; now refused at
+    # construction, naming padding.
+    "fuzz_module_padding_3tuple_for_2d_replicate": {
+        "op": "module", "ndim": 2, "m.in": 2, "m.out": 4, **one("m.kernel", 3),
+        **one("m.stride", 1), "padding.str": "int", "padding.kind": "tuple3",
+        "padding.v0": 2**31 - 1, "padding.v1": 0, "padding.v2": 0, **one("m.dilation", 1),
+        "m.groups": 2, "m.bias": True, "m.padding_mode": "replicate", "m.dtype": torch.float32,
+        "m.rate": 0.0, "m.irate": None, "m.energy": None, "m.cache": False,
+        "m.step0": "forward", "m.step1": "forward", "m.step2": "forward", "m.step3": "forward",
+        "m.set_rate": 0.0, "m.set_energy": None, **tensor("x", [1, 1, 1, 1]), "backward": "sum",
+    },
 }
 
 

@@ -479,3 +479,23 @@ def test_huge_stride_gives_one_output_per_axis_like_torch():
     w = torch.randn(3, 2, 2)
     y1 = blfft.functional.conv1d(x[..., 0], w, stride=2**63 - 1, compress_rate=0.5)
     assert y1.shape == (2, 3, 1)
+
+
+@pytest.mark.parametrize(
+    "cls, ndim", [(blfft.nn.Conv1d, 1), (blfft.nn.Conv2d, 2), (blfft.nn.Conv3d, 3)]
+)
+def test_module_padding_tuple_of_the_wrong_length_is_refused(cls, ndim):
+    """Found by the fuzzer in CI: Conv2d(..., padding=(2**31 - 1, 0, 0), padding_mode='replicate')
+    was kept (as torch keeps it), and F.pad then padded the channel axis too, asking for 17 GB."""
+    pad = (2**31 - 1,) + (0,) * ndim
+    with pytest.raises(ValueError, match=rf"padding must be .*a tuple of {ndim} ints"):
+        cls(2, 4, 3, padding=pad, groups=2, padding_mode="replicate")
+    cls(2, 4, 3, padding=(1,) * ndim, padding_mode="replicate")  # the right length still works
+
+
+def test_module_padded_size_check_covers_every_padded_axis():
+    """The padded-size check counts every axis F.pad would pad, not only the spatial ones."""
+    m = blfft.nn.Conv2d(2, 4, 3, padding=1, groups=2, padding_mode="replicate")
+    m._reversed_padding_repeated_twice = (0, 0, 0, 0, 2**31 - 1, 2**31 - 1)
+    with pytest.raises(ValueError, match="padding_mode='replicate' would be"):
+        m(torch.randn(1, 2, 4, 4))
